@@ -1,0 +1,71 @@
+"""Synthetic phantoms for unit tests (real data lives in ``../shared`` and the bundled sample).
+
+Phantoms are small 3D volumes with two labelled ellipsoids (labels 1 and 2) in noisy background,
+written as a tiny dataset in the Medical Segmentation Decathlon layout with real NIfTI files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["make_phantom", "write_phantom_dataset", "PHANTOM_LABELS"]
+
+PHANTOM_LABELS = {0: "background", 1: "inner", 2: "outer"}
+
+
+def make_phantom(shape=(24, 28, 20), *, seed: int = 0, noise: float = 0.1, dtype=np.float32):
+    """A synthetic image and its label map, both of ``shape``.
+
+    Label 1 is an ellipsoid, label 2 a second one beside it; intensities are 1.0 and 0.6 on a
+    background of 0.1, plus Gaussian noise. Deterministic for a given ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in shape)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
+    label = np.zeros(shape, dtype=np.uint8)
+    centre = np.array(shape) * rng.uniform(0.35, 0.45, size=3)
+    radii = np.array(shape) * rng.uniform(0.12, 0.2, size=3)
+    inside1 = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) <= 1
+    centre2 = centre + np.array(shape) * 0.25
+    inside2 = (((grid - centre2[:, None, None, None]) / (radii[:, None, None, None] * 0.8)) ** 2).sum(0) <= 1
+    label[inside2] = 2
+    label[inside1] = 1
+    image = np.where(label == 1, 1.0, np.where(label == 2, 0.6, 0.1)).astype(np.float32)
+    image += rng.normal(0, noise, size=shape).astype(np.float32)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        image = np.clip(image * 200, 0, np.iinfo(dtype).max)
+    return image.astype(dtype), label
+
+
+def write_phantom_dataset(root, *, n_cases: int = 3, shape=(24, 28, 20), spacing=(1.0, 1.0, 1.0),
+                          seed: int = 0, with_labels: bool = True) -> Path:
+    """Write ``n_cases`` phantoms as ``root/{dataset.json, imagesTr, labelsTr}`` and return ``root``."""
+    from medal.data.io import Volume, save_volume
+
+    root = Path(root)
+    affine = np.diag([*map(float, spacing), 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 2.5]
+    training = []
+    for i in range(n_cases):
+        case_id = f"phantom_{i:03d}"
+        image, label = make_phantom(shape, seed=seed + i)
+        save_volume(Volume(image, affine), root / "imagesTr" / f"{case_id}.nii.gz")
+        entry = {"image": f"./imagesTr/{case_id}.nii.gz"}
+        if with_labels:
+            save_volume(Volume(label, affine), root / "labelsTr" / f"{case_id}.nii.gz")
+            entry["label"] = f"./labelsTr/{case_id}.nii.gz"
+        training.append(entry)
+    meta = {
+        "name": "Phantom",
+        "description": "synthetic ellipsoid phantoms (medal.testing)",
+        "tensorImageSize": "3D",
+        "modality": {"0": "synthetic"},
+        "labels": {str(k): v for k, v in PHANTOM_LABELS.items()},
+        "numTraining": n_cases,
+        "training": training,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+import pytest
+
+SHARED_HIPPOCAMPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hippocampus"
+
+
+@pytest.fixture(scope="session")
+def shared_hippocampus() -> Path:
+    """The 220 real hippocampus cases beside the checkout (skips where they are absent)."""
+    if not (SHARED_HIPPOCAMPUS / "dataset.json").is_file():
+        pytest.skip(f"{SHARED_HIPPOCAMPUS} not present")
+    return SHARED_HIPPOCAMPUS
+
+
+@pytest.fixture
+def phantom_dataset(tmp_path):
+    from medal.testing import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path / "phantoms", n_cases=3)

@@ -1,0 +1,127 @@
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medal.data import Volume, check_dataset, load_volume, sample_dataset, save_volume
+
+
+@pytest.fixture
+def broken_dataset(tmp_path):
+    """A copy of 9 real sample cases, 8 of them broken in a different way, on disk."""
+    src = sample_dataset()
+    root = tmp_path / "broken"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    shutil.copy(src / "LICENSE", root / "LICENSE")
+    ids = sorted(p.name for p in (src / "imagesTr").iterdir())[:9]
+    for name in ids:
+        shutil.copy(src / "imagesTr" / name, root / "imagesTr" / name)
+        shutil.copy(src / "labelsTr" / name, root / "labelsTr" / name)
+    meta = json.loads((src / "dataset.json").read_text())
+    meta["training"] = [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in ids]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    img = lambda i: root / "imagesTr" / ids[i]
+    lab = lambda i: root / "labelsTr" / ids[i]
+    # 0: healthy.  1: truncated image gzip
+    data = img(1).read_bytes()
+    img(1).write_bytes(data[: len(data) // 3])
+    # 2: label on a shifted grid (different affine)
+    lv = load_volume(lab(2))
+    aff = lv.affine.copy()
+    aff[0, 3] += 2.0
+    save_volume(Volume(lv.array, aff, header=lv.header), lab(2))
+    # 3: label shape mismatch
+    lv = load_volume(lab(3))
+    save_volume(Volume(lv.array[:, :-1], lv.affine), lab(3))
+    # 4: NaN and Inf intensities
+    iv = load_volume(img(4))
+    arr = iv.array.astype(np.float32)
+    arr[0, 0, :3] = np.nan
+    arr[1, 1, 1] = np.inf
+    save_volume(iv.with_array(arr), img(4))
+    # 5: 4D image
+    iv = load_volume(img(5))
+    nib.save(nib.Nifti1Image(np.stack([iv.array] * 2, -1), iv.affine), img(5))
+    # 6: label value 7 not in dataset.json
+    lv = load_volume(lab(6))
+    arr = lv.array.copy()
+    arr[0, 0, 0] = 7
+    save_volume(lv.with_array(arr), lab(6))
+    # 7: missing label file
+    lab(7).unlink()
+    # 8: 2D image
+    nib.save(nib.Nifti1Image(np.zeros((30, 40), np.float32), np.eye(4)), img(8))
+    return root, ids
+
+
+def test_check_reports_every_problem_and_keeps_going(broken_dataset):
+    root, ids = broken_dataset
+    report = check_dataset(root)
+    assert not report.ok
+    assert len(report.cases) == 9  # went past every bad case
+    by_id = {c.case_id: c for c in report.cases}
+    cid = [i.replace(".nii.gz", "") for i in ids]
+    expect = {
+        1: rf"imagesTr/{ids[1]}: file is truncated",
+        2: rf"labelsTr/{ids[2]}: affine differs from the image's by up to 2 mm",
+        3: rf"labelsTr/{ids[3]}: shape \(\d+, \d+, \d+\) does not match image shape",
+        4: rf"imagesTr/{ids[4]}: 3 NaN and 1 Inf intensity values",
+        5: rf"imagesTr/{ids[5]}: expected a 3D volume, got 4D with shape",
+        6: rf"labelsTr/{ids[6]}: label values \[7\] are not in dataset.json labels \[0, 1, 2\]",
+        7: rf"labelsTr/{ids[7]}: file not found",
+        8: rf"imagesTr/{ids[8]}: expected a 3D volume, got 2D with shape \(30, 40\)",
+    }
+    import re
+
+    assert by_id[cid[0]].ok and by_id[cid[0]].shape is not None
+    for i, pattern in expect.items():
+        problems = by_id[cid[i]].problems
+        assert len(problems) == 1, (i, problems)
+        assert re.search(pattern, problems[0]), (i, problems[0])
+    assert report.n_problems == 8
+    assert "FAILED: 9 cases checked, 8 problem(s)" in report.summary()
+    d = json.loads(report.to_json())
+    assert d["ok"] is False and d["n_problems"] == 8
+
+
+def test_check_empty_dataset(tmp_path):
+    report = check_dataset(tmp_path)
+    assert not report.ok
+    assert "empty dataset" in report.problems[0]
+
+
+def test_check_reports_orphan_label(phantom_dataset):
+    save_volume(load_volume(phantom_dataset / "labelsTr" / "phantom_000.nii.gz"),
+                phantom_dataset / "labelsTr" / "stray.nii.gz")
+    (phantom_dataset / "dataset.json").write_text(
+        json.dumps({**json.loads((phantom_dataset / "dataset.json").read_text()), "training": []}))
+    report = check_dataset(phantom_dataset)
+    assert any("labelsTr/stray.nii.gz: label file has no matching image" in p for p in report.problems)
+
+
+def test_partial_labels_with_255_check_clean(phantom_dataset):
+    lab = load_volume(phantom_dataset / "labelsTr" / "phantom_000.nii.gz")
+    arr = lab.array.copy()
+    arr[:, :, :2] = 255  # edge slices: background only
+    save_volume(lab.with_array(arr), phantom_dataset / "labelsTr" / "phantom_000.nii.gz")
+    report = check_dataset(phantom_dataset)
+    assert report.ok, report.summary()
+    assert report.cases[0].label_values == [0, 1, 2, 255]
+
+
+def test_bundled_sample_checks_clean():
+    report = check_dataset(sample_dataset())
+    assert report.ok, report.summary()
+    assert len(report.cases) == 20
+    assert {c.dtype for c in report.cases} == {"uint8", "float32"}
+
+
+@pytest.mark.slow
+def test_shared_hippocampus_checks_clean(shared_hippocampus):
+    report = check_dataset(shared_hippocampus)
+    assert report.ok, report.summary()
+    assert len(report.cases) == 220
+    assert all(c.label_values == [0, 1, 2] for c in report.cases)

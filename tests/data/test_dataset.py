@@ -1,0 +1,88 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medal.data import DatasetError, Volume, load_case, load_dataset, sample_dataset, save_volume
+from medal.data.labels import UNLABELED, annotated_mask, empty_partial_labels, parse_label_names
+
+
+def test_sample_dataset_discovery():
+    ds = load_dataset(sample_dataset())
+    assert ds.layout == "msd"
+    assert len(ds) == 20 and len(ds.labelled) == 20
+    assert ds.label_names == {0: "background", 1: "Anterior", 2: "Posterior"}
+    case = ds.case("hippocampus_004")
+    assert case.image.name == case.label.name == "hippocampus_004.nii.gz"
+    assert (sample_dataset() / "LICENSE").read_text().startswith("Attribution-ShareAlike 4.0")
+    assert "Medical Segmentation Decathlon" in (sample_dataset() / "README.md").read_text()
+
+
+def test_nnunet_layout_without_training_list(tmp_path):
+    vol = Volume(np.zeros((4, 5, 6), np.float32), np.eye(4))
+    lab = Volume(np.zeros((4, 5, 6), np.uint8), np.eye(4))
+    for cid in ("a", "b"):
+        save_volume(vol, tmp_path / "imagesTr" / f"{cid}_0000.nii.gz")
+    save_volume(lab, tmp_path / "labelsTr" / "a.nii.gz")
+    save_volume(vol, tmp_path / "imagesTs" / "c_0000.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1}}))
+    ds = load_dataset(tmp_path)
+    assert [(c.case_id, c.label is not None, c.split) for c in ds] == [
+        ("a", True, "train"), ("b", False, "train"), ("c", False, "test")]
+    assert ds.label_names == {0: "background", 1: "organ"}
+
+
+def test_plain_folder_with_labels_and_override(tmp_path):
+    vol = Volume(np.zeros((4, 5, 6), np.float32), np.eye(4))
+    save_volume(vol, tmp_path / "scans" / "p1.nrrd")
+    save_volume(vol, tmp_path / "scans" / "p2.nii.gz")
+    save_volume(Volume(np.zeros((4, 5, 6), np.uint8), np.eye(4)), tmp_path / "scans" / "labels" / "p2.nii.gz")
+    ds = load_dataset(tmp_path / "scans")
+    assert ds.layout == "plain"
+    assert {c.case_id: c.label is not None for c in ds} == {"p1": False, "p2": True}
+    save_volume(Volume(np.zeros((4, 5, 6), np.uint8), np.eye(4)), tmp_path / "partial" / "p1.nii.gz")
+    ds2 = load_dataset(tmp_path / "scans", labels_dir=tmp_path / "partial")
+    assert {c.case_id: c.label is not None for c in ds2} == {"p1": True, "p2": False}
+
+
+def test_empty_and_missing_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="empty dataset: no images found"):
+        load_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        load_dataset(tmp_path / "nope")
+
+
+def test_malformed_dataset_json(tmp_path):
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"dataset\.json: not valid JSON"):
+        load_dataset(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "bg"}, "training": [{"image": "../../etc/passwd"}]}))
+    with pytest.raises(DatasetError, match=r"training\[0\]: path '../../etc/passwd' escapes the dataset folder"):
+        load_dataset(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"bg": "zero"}}))
+    with pytest.raises(DatasetError, match="neither"):
+        load_dataset(tmp_path)
+
+
+def test_load_case_validates(phantom_dataset):
+    ds = load_dataset(phantom_dataset)
+    image, label = load_case(ds.cases[0], ds)
+    assert image.shape == label.shape == (24, 28, 20)
+    assert set(np.unique(label.array)) == {0, 1, 2}
+    # corrupt the label grid and the loader raises the same message as the check
+    bad = label.array[:-1]
+    save_volume(Volume(bad, label.affine), ds.cases[1].label)
+    with pytest.raises(DatasetError, match=r"labelsTr/phantom_001.nii.gz: shape \(23, 28, 20\) does not match image shape \(24, 28, 20\)"):
+        load_case(ds.cases[1], ds)
+
+
+def test_label_conventions():
+    assert parse_label_names({"0": "background", "1": "a"}) == {0: "background", 1: "a"}
+    assert parse_label_names({"background": 0, "a": 1}) == {0: "background", 1: "a"}
+    with pytest.raises(ValueError, match="0..254"):
+        parse_label_names({"255": "oops"})
+    empty = empty_partial_labels((2, 3, 4))
+    assert empty.dtype == np.uint8 and np.all(empty == UNLABELED)
+    empty[0, 0, 0] = 1
+    assert annotated_mask(empty).sum() == 1

@@ -1,0 +1,55 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from medal.cli import main
+from medal.data import sample_dataset
+
+MEDAL = [sys.executable, "-m", "medal.cli"]
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from medal.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'nibabel' in sys.modules)"
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - start
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert "dataset" in out.stdout
+    assert elapsed < 5
+
+
+def test_console_script_installed():
+    exe = Path(sys.executable).parent / "medal"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("medal ")
+
+
+def test_dataset_check_clean_json(capsys):
+    rc = main(["dataset", "check", str(sample_dataset()), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["ok"] and len(report["cases"]) == 20
+    assert report["cases"][0]["spacing"] == [1.0, 1.0, 1.0]
+
+
+def test_dataset_check_bad_exits_nonzero_and_names_file(phantom_dataset):
+    img = phantom_dataset / "imagesTr" / "phantom_001.nii.gz"
+    img.write_bytes(img.read_bytes()[:200])
+    out = subprocess.run([*MEDAL, "dataset", "check", str(phantom_dataset), "-v"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "imagesTr/phantom_001.nii.gz: file is truncated" in out.stdout
+    assert "phantom_000: shape (24, 28, 20)" in out.stdout  # kept going past the bad case
+    assert "phantom_002: shape (24, 28, 20)" in out.stdout
+
+
+def test_demo_prints_summary():
+    out = subprocess.run([*MEDAL, "demo"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "cases: 20 (20 labelled" in out.stdout and "OK: 20 cases checked" in out.stdout
+
+
+def test_group_without_action_prints_its_help(capsys):
+    assert main(["dataset"]) == 2
+    assert "check" in capsys.readouterr().out

@@ -1,0 +1,48 @@
+import pytest
+
+from medal.config import ConfigError, DataConfig, MedalConfig, config_hash, config_to_dict, load_config
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_equals_built_in_defaults():
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    assert cfg == MedalConfig()
+    assert cfg.data.clip_percentiles == (0.5, 99.5)
+    assert config_hash(cfg) == config_hash(MedalConfig())
+
+
+def test_values_are_read(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  normalize: minmax\n  clip_percentiles: [1, 99]\n")
+    cfg = load_config(p)
+    assert cfg.data == DataConfig(normalize="minmax", clip_percentiles=(1.0, 99.0))
+    assert config_to_dict(cfg) == {"data": {"normalize": "minmax", "clip_percentiles": [1.0, 99.0]}}
+    with pytest.raises(Exception):
+        cfg.data.normalize = "none"  # frozen
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data:\n  normalise: zscore\n", r"c\.yaml: data: unknown key\(s\) \['normalise'\]; valid keys: \['normalize', 'clip_percentiles'\]"),
+        ("daat: {}\n", r"c\.yaml: unknown key\(s\) \['daat'\]"),
+        ("data:\n  normalize: 3\n", r"c\.yaml: data\.normalize: expected a string, got int 3"),
+        ("data:\n  clip_percentiles: [1]\n", r"c\.yaml: data\.clip_percentiles: expected a list of 2 values, got 1"),
+        ("data:\n  clip_percentiles: [1, 'x']\n", r"data\.clip_percentiles\[1\]: expected a number"),
+        ("data:\n  normalize: fancy\n", r"c\.yaml: data\.normalize: 'fancy' is not one of"),
+        ("data:\n  clip_percentiles: [90, 10]\n", r"c\.yaml: data\.clip_percentiles: need 0 <= low < high"),
+        ("data: [1, 2]\n", r"c\.yaml: data: expected a mapping"),
+        ("data: {normalize: [\n", r"c\.yaml: not valid YAML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, text, message):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config"):
+        load_config(tmp_path / "nope.yaml")
