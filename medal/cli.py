@@ -54,6 +54,51 @@ def cmd_sample_path(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    import json
+
+    from medal.config import load_config
+    from medal.data import load_dataset
+    from medal.training import prepare_items, split_items, train_model
+
+    cfg = load_config(args.config)
+    ds = load_dataset(args.dataset)
+    items = prepare_items(ds, cfg.data, labels_dir=args.labels)
+    if not items:
+        print(f"medal: error: {args.dataset}: no case has annotated voxels to train on", file=sys.stderr)
+        return EXIT_PROBLEMS
+    train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
+    print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
+    res = train_model(train, val, n_classes=max(len(ds.label_names), 2), model_cfg=cfg.model,
+                      train_cfg=cfg.training, init=args.init, checkpoint=args.out)
+    print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
+                      "best_val_dice": res.best_val_dice, "epochs": len(res.history)}))
+    return EXIT_OK
+
+
+def cmd_score(args) -> int:
+    from medal.config import load_config
+    from medal.data import load_dataset
+    from medal.model import file_hash, load_checkpoint
+    from medal.model.device import resolve_device
+    from medal.uncertainty.score import score_cases
+
+    cfg = load_config(args.config)
+    ds = load_dataset(args.dataset)
+    net = load_checkpoint(args.checkpoint)[0]
+    cases = [c for c in ds.cases if not args.cases or c.case_id in set(args.cases)]
+    missing = set(args.cases or []) - {c.case_id for c in cases}
+    if missing:
+        print(f"medal: error: {args.dataset}: no case(s) {sorted(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    report = score_cases(net, cases, args.out, cfg=cfg.uncertainty, data_cfg=cfg.data,
+                         checkpoint_hash=file_hash(args.checkpoint), device=resolve_device(cfg.uncertainty.device))
+    print(f"scored {len(report.scored)} case(s) into {report.out_dir / 'scores'}")
+    for cid, err in report.failures.items():
+        print(f"FAILED [{cid}] {err}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medal import __version__
 
@@ -77,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     chk.set_defaults(func=cmd_dataset_check)
 
+    tr = sub.add_parser("train", help="train the U-Net on full or partial labels (255 = not annotated)")
+    tr.add_argument("dataset", help="dataset folder")
+    tr.add_argument("--out", required=True, help="checkpoint file to write (e.g. run/model.pt)")
+    tr.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
+    tr.add_argument("--labels", default=None, help="partial labels folder replacing the dataset's labels")
+    tr.add_argument("--init", default=None, help="checkpoint to warm-start from")
+    tr.set_defaults(func=cmd_train)
+
+    sc = sub.add_parser("score", help="write MC-dropout score volumes (entropy, BALD, ...) for each case")
+    sc.add_argument("dataset", help="dataset folder")
+    sc.add_argument("--checkpoint", required=True, help="checkpoint written by `medal train`")
+    sc.add_argument("--out", required=True, help="run folder; outputs go to OUT/scores/<case_id>/")
+    sc.add_argument("--config", default=None, help="YAML config (its uncertainty and data sections)")
+    sc.add_argument("--cases", nargs="*", default=None, help="only these case ids")
+    sc.set_defaults(func=cmd_score)
+
     demo = sub.add_parser("demo", help="run the main job on the bundled hippocampus sample")
     demo.set_defaults(func=cmd_demo)
 
@@ -92,12 +153,10 @@ def main(argv=None) -> int:
         # a group without its action (e.g. `medal dataset`) prints that group's help
         getattr(args, "group_parser", parser).print_help()
         return EXIT_USAGE
-    from medal.config import ConfigError
-    from medal.data.errors import DatasetError
-
     try:
         return args.func(args)
-    except (DatasetError, ConfigError, FileExistsError) as exc:
+    except (ValueError, FileExistsError) as exc:
+        # DatasetError, ConfigError and CheckpointError are ValueErrors whose messages name the file
         print(f"medal: error: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
 

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ConfigError", "DataConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
+__all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainingConfig", "UncertaintyConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
 
 
 class ConfigError(ValueError):
@@ -41,11 +41,127 @@ class DataConfig:
             raise ConfigError(f"data.clip_percentiles: need 0 <= low < high <= 100, got {list(self.clip_percentiles)}")
 
 
+#: Where MC dropout sits in the network (see ``medal/model/unet.py``).
+DROPOUT_PLACEMENTS = ("head", "decoder", "monai")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``model:`` the 3D U-Net (built from MONAI blocks) and where its dropout sits."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    norm: str = "instance"  # instance | batch
+    dropout: float = 0.2
+    # head:    Dropout3d only in the decoder's full-resolution head (1x1x1 convs); everything before
+    #          it runs once per volume, only the head runs T times (medal's default, cheapest MC).
+    # decoder: Dropout3d on the bottleneck and before every decoder stage; the encoder runs once.
+    # monai:   MONAI's UNet with element-wise dropout in every unit (no caching; costs ~T passes).
+    placement: str = "head"
+    head_channels: int = 32
+
+    def __post_init__(self):
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise ConfigError(f"model.channels: need at least 2 positive values, got {list(self.channels)}")
+        if len(self.strides) != len(self.channels) - 1 or any(s < 1 for s in self.strides):
+            raise ConfigError(
+                f"model.strides: need {len(self.channels) - 1} positive values (one fewer than channels), "
+                f"got {list(self.strides)}"
+            )
+        if self.num_res_units < 0:
+            raise ConfigError(f"model.num_res_units: must be >= 0, got {self.num_res_units}")
+        if self.norm not in ("instance", "batch"):
+            raise ConfigError(f"model.norm: {self.norm!r} is not one of ['batch', 'instance']")
+        if not 0.0 < self.dropout < 1.0:
+            raise ConfigError(f"model.dropout: must lie in (0, 1) for MC dropout, got {self.dropout}")
+        if self.placement not in DROPOUT_PLACEMENTS:
+            raise ConfigError(f"model.placement: {self.placement!r} is not one of {list(DROPOUT_PLACEMENTS)}")
+        if self.head_channels < 1:
+            raise ConfigError(f"model.head_channels: must be >= 1, got {self.head_channels}")
+
+    @property
+    def divisor(self) -> int:
+        """Spatial sizes fed to the net must be multiples of this."""
+        out = 1
+        for s in self.strides:
+            out *= s
+        return out
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """``training:`` learning from full or partial labels (255 = not annotated, ignored by the loss)."""
+
+    patch_size: tuple[int, int, int] = (32, 48, 32)
+    batch_size: int = 4
+    max_epochs: int = 30
+    iterations_per_epoch: int = 25
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    dice_weight: float = 1.0  # loss = ce_weight * masked CE + dice_weight * masked soft Dice
+    ce_weight: float = 1.0
+    foreground_fraction: float = 0.5  # share of patches centred on an annotated foreground voxel
+    val_fraction: float = 0.2  # share of labelled cases held out for validation (at least one)
+    patience: int = 8  # stop after this many epochs without a better validation Dice
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self):
+        if any(p < 4 for p in self.patch_size):
+            raise ConfigError(f"training.patch_size: each side must be >= 4, got {list(self.patch_size)}")
+        for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"training.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0 or self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
+            raise ConfigError("training: weight_decay, dice_weight, ce_weight must be >= 0 and the loss weights not both 0")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise ConfigError(f"training.foreground_fraction: must lie in [0, 1], got {self.foreground_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"training.val_fraction: must lie in [0, 1), got {self.val_fraction}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"training.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class UncertaintyConfig:
+    """``uncertainty:`` MC-dropout scoring."""
+
+    mc_samples: int = 20
+    measures: tuple[str, ...] = ("entropy", "bald")
+    sample_batch: int = 10  # stochastic passes run together (memory vs speed); never grows with mc_samples
+    roi_size: tuple[int, int, int] = (32, 48, 32)  # sliding window; keep it = training.patch_size (InstanceNorm sees what it saw in training)
+    overlap: float = 0.25
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        from medal.uncertainty.measures import MEASURES
+
+        if self.mc_samples < 2:
+            raise ConfigError(f"uncertainty.mc_samples: need >= 2 samples, got {self.mc_samples}")
+        unknown = [m for m in self.measures if m not in MEASURES]
+        if unknown or not self.measures:
+            raise ConfigError(f"uncertainty.measures: {unknown or '[]'} not valid; choose from {sorted(MEASURES)}")
+        if self.sample_batch < 1:
+            raise ConfigError(f"uncertainty.sample_batch: must be >= 1, got {self.sample_batch}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"uncertainty.overlap: must lie in [0, 1), got {self.overlap}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"uncertainty.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
 @dataclass(frozen=True)
 class MedalConfig:
     """The whole file: one section per stage."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
 
 
 def _type_name(tp) -> str:

@@ -18,3 +18,11 @@ def phantom_dataset(tmp_path):
     from medal.testing import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path / "phantoms", n_cases=3)
+
+
+@pytest.fixture
+def tiny_model_cfg():
+    """A small U-Net config that trains in seconds on the CPU."""
+    from medal.config import ModelConfig
+
+    return ModelConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, dropout=0.25, head_channels=8)

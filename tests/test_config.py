@@ -17,7 +17,8 @@ def test_values_are_read(tmp_path):
     p.write_text("data:\n  normalize: minmax\n  clip_percentiles: [1, 99]\n")
     cfg = load_config(p)
     assert cfg.data == DataConfig(normalize="minmax", clip_percentiles=(1.0, 99.0))
-    assert config_to_dict(cfg) == {"data": {"normalize": "minmax", "clip_percentiles": [1.0, 99.0]}}
+    assert config_to_dict(cfg)["data"] == {"normalize": "minmax", "clip_percentiles": [1.0, 99.0]}
+    assert cfg.model == MedalConfig().model  # untouched sections keep their defaults
     with pytest.raises(Exception):
         cfg.data.normalize = "none"  # frozen
 
@@ -46,3 +47,23 @@ def test_errors_name_file_and_key(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  placement: everywhere\n", r"model\.placement: 'everywhere' is not one of \['head', 'decoder', 'monai'\]"),
+        ("model:\n  strides: [2, 2]\n", r"model\.strides: need 3 positive values"),
+        ("model:\n  dropout: 0\n", r"model\.dropout: must lie in \(0, 1\)"),
+        ("training:\n  batch_size: 0\n", r"training\.batch_size: must be >= 1"),
+        ("training:\n  patch_size: [32, 48]\n", r"training\.patch_size: expected a list of 3 values"),
+        ("training:\n  device: gpu\n", r"training\.device: expected auto, cpu, cuda"),
+        ("uncertainty:\n  measures: [entropy, bold]\n", r"uncertainty\.measures: \['bold'\] not valid"),
+        ("uncertainty:\n  mc_samples: 1\n", r"uncertainty\.mc_samples: need >= 2"),
+    ],
+)
+def test_stage_sections_check_their_values(tmp_path, text, message):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(p)

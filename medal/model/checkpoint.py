@@ -1,0 +1,86 @@
+"""Checkpoints: weights plus the model config and its hash; loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from medal.config import ModelConfig, config_from_dict, config_hash, config_to_dict
+from medal.data.atomic import atomic_write_bytes
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "file_hash", "FORMAT"]
+
+FORMAT = "medal-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, of another format, or does not match the expected model config."""
+
+
+def file_hash(path) -> str:
+    """SHA-256 of a file's bytes (how manifests name a checkpoint)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path, net, cfg: ModelConfig, *, in_channels: int, out_channels: int, meta: dict | None = None) -> Path:
+    """Write ``net``'s weights with its config atomically. ``meta`` must hold plain JSON-like values."""
+    import torch
+
+    payload = {
+        "format": FORMAT,
+        "model_config": config_to_dict(cfg),
+        "model_config_hash": config_hash(cfg),
+        "in_channels": int(in_channels),
+        "out_channels": int(out_channels),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    return [f"{k}: checkpoint {a.get(k)!r} vs expected {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def load_checkpoint(path, *, expected: ModelConfig | None = None, map_location="cpu"):
+    """Load a checkpoint; returns ``(net, cfg, payload)``.
+
+    Uses ``torch.load(weights_only=True)``: no code in the file runs. With ``expected``, a checkpoint
+    trained with another model config raises :class:`CheckpointError` listing the differing keys.
+    """
+    import torch
+
+    from .unet import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: expected format {FORMAT!r}, got {got!r}")
+    try:
+        cfg = config_from_dict({"model": payload["model_config"]}, source=str(path)).model
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: stored model config is invalid ({exc})") from exc
+    if config_hash(cfg) != payload.get("model_config_hash"):
+        raise CheckpointError(f"{path}: model config hash does not match its config (file edited or corrupt)")
+    if expected is not None and config_hash(expected) != config_hash(cfg):
+        diffs = "; ".join(_diff(config_to_dict(cfg), config_to_dict(expected)))
+        raise CheckpointError(f"{path}: model config does not match the expected one ({diffs})")
+    net = build_model(cfg, in_channels=payload["in_channels"], out_channels=payload["out_channels"])
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({exc})") from exc
+    return net, cfg, payload

@@ -1,0 +1,178 @@
+"""Training a U-Net from full or partial labels, with validation, early stopping and warm start."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medal.config import DataConfig, ModelConfig, TrainingConfig
+from medal.data import Dataset, annotated_mask, load_case, load_volume, normalize_intensity
+from medal.training.metrics import dice_per_class
+from medal.training.sampling import AnnotatedIndex, sample_patch
+
+__all__ = ["TrainItem", "TrainResult", "prepare_items", "split_items", "train_model"]
+
+
+@dataclass
+class TrainItem:
+    """One case in memory: normalised image and (partial) label, both ``(Z, Y, X)``."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    index: AnnotatedIndex = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.index = AnnotatedIndex(self.label)
+
+
+@dataclass
+class TrainResult:
+    net: object
+    history: list[dict]
+    best_epoch: int
+    best_val_dice: float | None
+    train_cases: list[str]
+    val_cases: list[str]
+    checkpoint: Path | None = None
+
+
+def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None) -> list[TrainItem]:
+    """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
+
+    ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
+    """
+    items = []
+    for case in dataset.cases:
+        if case_ids is not None and case.case_id not in case_ids:
+            continue
+        if labels_dir is not None:
+            from medal.data.dataset import Case
+
+            found = [p for p in Path(labels_dir).glob(f"{case.case_id}.*") if not p.name.startswith(".")]
+            case = Case(case.case_id, case.image, found[0] if found else None, case.split)
+        if case.label is None:
+            continue
+        image, label = load_case(case, dataset)
+        if not annotated_mask(label.array).any():
+            continue
+        x = normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+        items.append(TrainItem(case.case_id, x, np.asarray(label.array, dtype=np.uint8)))
+    return items
+
+
+def split_items(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic train/validation split by case (validation gets at least one case when > 1)."""
+    if len(items) < 2 or val_fraction <= 0:
+        return list(items), []
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = max(1, int(round(len(items) * val_fraction)))
+    val = sorted(order[:n_val].tolist())
+    return [items[i] for i in range(len(items)) if i not in val], [items[i] for i in val]
+
+
+def _batch(items, cfg: TrainingConfig, rng):
+    imgs, labs = [], []
+    for _ in range(cfg.batch_size):
+        item = items[rng.integers(len(items))]
+        x, y = sample_patch(item.image, item.label, item.index, cfg.patch_size, rng,
+                            foreground_fraction=cfg.foreground_fraction)
+        imgs.append(x)
+        labs.append(y)
+    return np.stack(imgs)[:, None], np.stack(labs)
+
+
+def validate(net, items, n_classes: int, *, roi_size, device) -> float:
+    from medal.uncertainty.inference import predict_probs
+
+    scores = []
+    for item in items:
+        pred = predict_probs(net, item.image, roi_size=roi_size, device=device).argmax(0)
+        scores.append(dice_per_class(pred, item.label, n_classes).mean())
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
+                train_cfg: TrainingConfig, init=None, checkpoint=None, progress: bool = True,
+                log=None) -> TrainResult:
+    """Train from (partial) labels; returns the best net by validation Dice.
+
+    ``init``: a checkpoint to warm-start from (its model config must equal ``model_cfg``).
+    ``checkpoint``: where to write the best weights (atomically), with the history in its meta.
+    Same seed, same data, same device -> the same weights.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from medal.model import build_model, load_checkpoint, save_checkpoint
+    from medal.model.device import resolve_device
+    from medal.training.loss import masked_dice_ce
+
+    if not train_items:
+        raise ValueError("no training case has an annotated voxel")
+    if any(p % model_cfg.divisor for p in train_cfg.patch_size):
+        raise ValueError(f"training.patch_size {list(train_cfg.patch_size)} must be a multiple of "
+                         f"{model_cfg.divisor} (the product of model.strides)")
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    device = resolve_device(train_cfg.device)
+    torch.manual_seed(train_cfg.seed)
+    rng = np.random.default_rng(train_cfg.seed)
+    if init is not None:
+        net = load_checkpoint(init, expected=model_cfg)[0]
+    else:
+        net = build_model(model_cfg, in_channels=1, out_channels=n_classes)
+    net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+    roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
+
+    history, best, best_epoch, best_state, stale = [], -1.0, 0, None, 0
+    bar = tqdm(range(1, train_cfg.max_epochs + 1), desc="training", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        for group in opt.param_groups:  # polynomial decay, as nnU-Net
+            group["lr"] = train_cfg.learning_rate * (1 - (epoch - 1) / train_cfg.max_epochs) ** 0.9
+        net.train()
+        losses = []
+        for _ in range(train_cfg.iterations_per_epoch):
+            x, y = _batch(train_items, train_cfg, rng)
+            x = torch.from_numpy(x).to(device)
+            y = torch.from_numpy(y).to(device)
+            loss = masked_dice_ce(net(x), y, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        row = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if val_items:
+            row["val_dice"] = validate(net, val_items, n_classes, roi_size=roi, device=device)
+            if row["val_dice"] > best + 1e-4:
+                best, best_epoch, stale = row["val_dice"], epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+        history.append(row)
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        if log is not None:
+            log(row)
+        if val_items and stale >= train_cfg.patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    else:
+        best_epoch = history[-1]["epoch"]
+    result = TrainResult(net=net, history=history, best_epoch=best_epoch, best_val_dice=best if val_items else None,
+                         train_cases=[i.case_id for i in train_items], val_cases=[i.case_id for i in val_items])
+    if checkpoint is not None:
+        meta = {"history": json.dumps(history), "best_epoch": best_epoch,
+                "best_val_dice": float(best) if val_items else -1.0,
+                "train_cases": result.train_cases, "val_cases": result.val_cases, "seed": train_cfg.seed,
+                "warm_start": str(init) if init is not None else ""}
+        result.checkpoint = save_checkpoint(checkpoint, net.cpu(), model_cfg, in_channels=1, out_channels=n_classes,
+                                            meta=meta)
+        net.to(device)
+    return result

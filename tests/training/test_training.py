@@ -1,0 +1,134 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from medal.config import DataConfig, TrainingConfig
+from medal.data import UNLABELED, load_dataset, sample_dataset
+from medal.model import CheckpointError, build_model, load_checkpoint
+from medal.training import (AnnotatedIndex, TrainItem, crop_patch, dice_per_class, masked_dice_ce, prepare_items,
+                            sample_patch, split_items, train_model)
+from medal.training.trainer import validate
+
+FAST = TrainingConfig(patch_size=(16, 32, 16), batch_size=2, max_epochs=1, iterations_per_epoch=3, patience=3)
+
+
+def test_unannotated_voxels_have_no_effect_on_loss_or_gradient():
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 6, 6, 6))
+    target[:, :, :, 3:] = UNLABELED  # only half of each volume is annotated
+    logits = torch.randn(2, 3, 6, 6, 6, requires_grad=True)
+    loss = masked_dice_ce(logits, target)
+    loss.backward()
+    grad = logits.grad
+    assert grad[..., 3:].abs().max() == 0  # not one unannotated voxel pulls on the network
+    assert grad[..., :3].abs().max() > 0
+    # whatever the network predicts there (deliberately wrong, huge logits) the loss is the same
+    wild = logits.detach().clone()
+    wild[..., 3:] = torch.randn_like(wild[..., 3:]) * 100
+    torch.testing.assert_close(masked_dice_ce(wild, target), loss.detach())
+    # the control: had those voxels carried wrong labels instead of 255, the loss would change
+    wrong = target.clone()
+    wrong[..., 3:] = 2
+    assert not torch.isclose(masked_dice_ce(logits.detach(), wrong), loss.detach())
+
+
+def test_nothing_annotated_gives_zero_loss_with_a_graph():
+    logits = torch.randn(1, 2, 4, 4, 4, requires_grad=True)
+    loss = masked_dice_ce(logits, torch.full((1, 4, 4, 4), UNLABELED))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and logits.grad.abs().max() == 0
+
+
+def test_patches_always_contain_annotated_voxels():
+    label = np.full((30, 40, 20), UNLABELED, np.uint8)
+    label[:, :, 7] = 0
+    label[10:14, 10:15, 7] = 1  # one painted slice with a little foreground
+    image = np.random.default_rng(0).normal(size=label.shape).astype(np.float32)
+    idx = AnnotatedIndex(label)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        x, y = sample_patch(image, label, idx, (16, 16, 16), rng, foreground_fraction=0.5)
+        assert x.shape == y.shape == (16, 16, 16)
+        assert (y != UNLABELED).any()
+    with pytest.raises(ValueError, match="no annotated voxel"):
+        sample_patch(image, np.full_like(label, UNLABELED), AnnotatedIndex(np.full_like(label, UNLABELED)),
+                     (8, 8, 8), rng)
+
+
+def test_crop_pads_outside_the_volume():
+    a = np.arange(27).reshape(3, 3, 3)
+    out = crop_patch(a, (-1, 1, 2), (3, 3, 3), fill=-5)
+    assert out[0].max() == -5 and out[1, 0, 0] == a[0, 1, 2]
+
+
+def test_dice_per_class_ignores_unannotated():
+    t = np.array([0, 1, 1, 2, UNLABELED, UNLABELED])
+    p = np.array([0, 1, 0, 2, 1, 2])
+    np.testing.assert_allclose(dice_per_class(p, t, 3), [2 / 3, 1.0])
+
+
+def _real_items(n, tiny=True):
+    ds = load_dataset(sample_dataset())
+    return prepare_items(ds, DataConfig(), case_ids={c.case_id for c in ds.cases[:n]})
+
+
+def test_slice_only_volume_trains(tiny_model_cfg):
+    items = _real_items(1)
+    lab = np.full_like(items[0].label, UNLABELED)
+    z = items[0].label.shape[2] // 2
+    lab[:, :, z] = items[0].label[:, :, z]
+    sparse = TrainItem(items[0].case_id, items[0].image, lab)
+    res = train_model([sparse], [], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=FAST, progress=False)
+    assert len(res.history) == 1 and np.isfinite(res.history[0]["loss"]) and res.history[0]["loss"] > 0
+
+
+def test_same_seed_same_weights(tiny_model_cfg):
+    items = _real_items(2)
+    a = train_model(items, [], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=FAST, progress=False).net
+    b = train_model(items, [], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=FAST, progress=False).net
+    c = train_model(items, [], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=dataclasses.replace(FAST, seed=1),
+                    progress=False).net
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.mark.slow
+def test_few_epochs_on_two_real_cases_beat_an_untrained_net(tiny_model_cfg, tmp_path):
+    items = _real_items(3)
+    train, val = items[:2], items[2:]
+    cfg = dataclasses.replace(FAST, patch_size=(32, 48, 32), max_epochs=4, iterations_per_epoch=15, patience=10)
+    torch.manual_seed(0)
+    untrained = validate(build_model(tiny_model_cfg, out_channels=3), val, 3, roi_size=(32, 48, 32), device="cpu")
+    res = train_model(train, val, n_classes=3, model_cfg=tiny_model_cfg, train_cfg=cfg, progress=False,
+                      checkpoint=tmp_path / "m.pt")
+    assert res.best_val_dice > untrained + 0.2, (res.best_val_dice, untrained)
+    assert res.best_val_dice == max(r["val_dice"] for r in res.history)
+    # the checkpoint holds the best epoch's weights and the run's history
+    net, _, payload = load_checkpoint(res.checkpoint, expected=tiny_model_cfg)
+    assert payload["meta"]["best_epoch"] == res.best_epoch
+    assert validate(net, val, 3, roi_size=(32, 48, 32), device="cpu") == pytest.approx(res.best_val_dice, abs=1e-6)
+    # warm start begins from those weights: a learning rate of ~0 leaves them as they were
+    warm = train_model(train, [], n_classes=3, model_cfg=tiny_model_cfg, init=res.checkpoint, progress=False,
+                       train_cfg=dataclasses.replace(FAST, learning_rate=1e-20, iterations_per_epoch=1))
+    ws, cs = warm.net.state_dict(), net.state_dict()
+    assert all(torch.allclose(ws[k].float(), cs[k].float(), atol=1e-6) for k in cs)
+    with pytest.raises(CheckpointError, match="does not match"):
+        train_model(train, [], n_classes=3, model_cfg=dataclasses.replace(tiny_model_cfg, dropout=0.5),
+                    init=res.checkpoint, train_cfg=FAST, progress=False)
+
+
+def test_split_is_deterministic():
+    items = list(range(10))
+    a, b = split_items(items, 0.2, 3), split_items(items, 0.2, 3)
+    assert a == b and len(a[1]) == 2 and sorted(a[0] + a[1]) == items
+    assert split_items([1], 0.5, 0) == ([1], [])
+
+
+def test_patch_size_must_fit_strides(tiny_model_cfg):
+    items = _real_items(1)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        train_model(items, [], n_classes=3, model_cfg=tiny_model_cfg, progress=False,
+                    train_cfg=dataclasses.replace(FAST, patch_size=(18, 32, 16)))
