@@ -99,6 +99,36 @@ def cmd_score(args) -> int:
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
+def cmd_select(args) -> int:
+    import dataclasses
+
+    from medal.config import load_config
+    from medal.data import load_dataset
+    from medal.selection.api import select_round
+
+    cfg = load_config(args.config)
+    sel = cfg.selection
+    if args.budget is not None or args.strategy is not None:
+        sel = dataclasses.replace(sel, **{k: v for k, v in (("budget_s", args.budget), ("strategy", args.strategy))
+                                          if v is not None})
+    regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
+    ds = load_dataset(args.dataset)
+    res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
+                       labels_dir=args.labels, data_cfg=cfg.data, progress=True, overwrite=args.overwrite)
+    print(res.summary())
+    return EXIT_OK
+
+
+def cmd_costs_fit(args) -> int:
+    from medal.costs import fit_cost_model
+
+    model = fit_cost_model(args.log, n_classes=args.classes)
+    model.save(args.out)
+    print(f"fitted {len(model.coefficients)} coefficients on {model.fit['n_tasks']} tasks: "
+          f"R^2 {model.fit['r2']:.3f}, mean abs error {model.fit['mae_s']:.1f} s -> {args.out}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medal import __version__
 
@@ -137,6 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--config", default=None, help="YAML config (its uncertainty and data sections)")
     sc.add_argument("--cases", nargs="*", default=None, help="only these case ids")
     sc.set_defaults(func=cmd_score)
+
+    se = sub.add_parser("select", help="choose slices/supervoxels to annotate within a budget -> tasks.json")
+    se.add_argument("dataset", help="dataset folder")
+    se.add_argument("--scores", required=True, help="scores folder written by `medal score` (RUN/scores)")
+    se.add_argument("--out", required=True, help="round folder; tasks.json (and masks/) are written there")
+    se.add_argument("--budget", type=float, default=None, help="expert seconds to spend (default: config)")
+    se.add_argument("--strategy", default=None, help="random | fg_random | topk | knapsack | knapsack+diversity")
+    se.add_argument("--kind", choices=["slice", "supervoxel"], default=None, help="unit kind (default: config)")
+    se.add_argument("--labels", default=None, help="partial labels folder (already annotated units are skipped)")
+    se.add_argument("--config", default=None, help="YAML config (regions, costs, selection sections)")
+    se.add_argument("--overwrite", action="store_true", help="replace an existing tasks.json")
+    se.set_defaults(func=cmd_select)
+
+    co = sub.add_parser("costs", help="annotation-cost model")
+    co.set_defaults(group_parser=co)
+    co_sub = co.add_subparsers(dest="costs_command", metavar="ACTION")
+    fit = co_sub.add_parser("fit", help="fit cost coefficients (NNLS) to an annotation log of timed tasks")
+    fit.add_argument("log", help="annotation log (JSON lines with seconds and effort features)")
+    fit.add_argument("--classes", type=int, required=True, help="number of classes including background")
+    fit.add_argument("--out", required=True, help="cost model JSON to write")
+    fit.set_defaults(func=cmd_costs_fit)
 
     demo = sub.add_parser("demo", help="run the main job on the bundled hippocampus sample")
     demo.set_defaults(func=cmd_demo)

@@ -17,7 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainingConfig", "UncertaintyConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
+__all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainingConfig", "UncertaintyConfig", "RegionsConfig", "CostsConfig",
+           "SelectionConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
 
 
 class ConfigError(ValueError):
@@ -155,6 +156,83 @@ class UncertaintyConfig:
 
 
 @dataclass(frozen=True)
+class RegionsConfig:
+    """``regions:`` candidate annotation units and how their score is aggregated."""
+
+    kind: str = "slice"  # slice | supervoxel
+    axis: str = "axial"  # axial | coronal | sagittal | 0 | 1 | 2 (slices, and the painting plane of supervoxels)
+    measure: str = "entropy"  # score volume aggregated into each unit's value
+    aggregate: str = "sum"  # sum | mean | max | topq
+    top_q: float = 0.1
+    supervoxel_size_mm: float = 8.0
+    compactness: float = 10.0
+    slic_iterations: int = 5
+
+    def __post_init__(self):
+        from medal.regions.table import AGGREGATIONS
+        from medal.uncertainty.measures import MEASURES
+
+        if self.kind not in ("slice", "supervoxel"):
+            raise ConfigError(f"regions.kind: {self.kind!r} is not one of ['slice', 'supervoxel']")
+        if self.axis not in ("axial", "coronal", "sagittal", "0", "1", "2"):
+            raise ConfigError(f"regions.axis: {self.axis!r} is not one of axial, coronal, sagittal, 0, 1, 2")
+        if self.measure not in MEASURES:
+            raise ConfigError(f"regions.measure: {self.measure!r} is not one of {sorted(MEASURES)}")
+        if self.aggregate not in AGGREGATIONS:
+            raise ConfigError(f"regions.aggregate: {self.aggregate!r} is not one of {list(AGGREGATIONS)}")
+        if not 0 < self.top_q <= 1:
+            raise ConfigError(f"regions.top_q: must lie in (0, 1], got {self.top_q}")
+        if self.supervoxel_size_mm <= 0 or self.compactness <= 0 or self.slic_iterations < 1:
+            raise ConfigError("regions: supervoxel_size_mm and compactness must be > 0, slic_iterations >= 1")
+
+
+@dataclass(frozen=True)
+class CostsConfig:
+    """``costs:`` the annotation-cost model (seconds per unit)."""
+
+    model: str = ""  # JSON written by `medal costs fit`; empty = documented default coefficients
+
+    def __post_init__(self):
+        if self.model and not self.model.endswith(".json"):
+            raise ConfigError(f"costs.model: expected a .json cost model file, got {self.model!r}")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """``selection:`` which units to ask the expert for, within a budget of seconds."""
+
+    strategy: str = "knapsack"  # random | fg_random | topk | knapsack | knapsack+diversity
+    budget_s: float = 600.0
+    max_per_case: int = 0  # 0 = no limit
+    min_slice_spacing: int = 0  # chosen slices of one case and axis differ by at least this; 0 = off
+    skip_annotated_above: float = 0.5  # units already annotated beyond this fraction are not offered
+    class_quota: dict[int, float] = field(default_factory=dict)  # class -> share of budget reserved for it
+    diversity_spacing: int = 3  # knapsack+diversity: min_slice_spacing at least this
+    diversity_max_per_case: int = 4  # knapsack+diversity: max_per_case when max_per_case is 0
+    resolution: int = 10000  # knapsack cost units per budget
+    seed: int = 0
+
+    def __post_init__(self):
+        from medal.selection.strategies import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"selection.strategy: {self.strategy!r} is not one of {sorted(STRATEGIES)}")
+        if not self.budget_s > 0:
+            raise ConfigError(f"selection.budget_s: must be > 0 seconds, got {self.budget_s}")
+        for name in ("max_per_case", "min_slice_spacing", "diversity_spacing", "diversity_max_per_case"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"selection.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.skip_annotated_above <= 1:
+            raise ConfigError(f"selection.skip_annotated_above: must lie in [0, 1], got {self.skip_annotated_above}")
+        if any(c < 1 for c in self.class_quota) or any(not 0 < v <= 1 for v in self.class_quota.values()) \
+                or sum(self.class_quota.values()) > 1 + 1e-9:
+            raise ConfigError(f"selection.class_quota: classes >= 1 with shares in (0, 1] summing to <= 1, "
+                              f"got {self.class_quota}")
+        if self.resolution < 10:
+            raise ConfigError(f"selection.resolution: must be >= 10, got {self.resolution}")
+
+
+@dataclass(frozen=True)
 class MedalConfig:
     """The whole file: one section per stage."""
 
@@ -162,6 +240,9 @@ class MedalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    costs: CostsConfig = field(default_factory=CostsConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
 def _type_name(tp) -> str:

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+
+from medal.costs import CostModel, append_annotation_log, effort_features, feature_names, fit_cost_model
+from medal.regions import slice_units
+
+
+def _slice_with(squares, shape=(20, 20, 3), axis=2, z=1):
+    seg = np.zeros(shape, np.uint8)
+    for (y, x, s, c) in squares:
+        seg[y:y + s, x:x + s, z] = c
+    return seg
+
+
+def test_features_of_a_hand_built_slice():
+    seg = _slice_with([(2, 2, 3, 1), (10, 10, 2, 1), (5, 12, 4, 2)])
+    units = slice_units(seg.shape, axis=2)
+    f = effort_features(units, seg, axis=2, spacing=(0.5, 0.5, 3.0), n_classes=3)
+    # slice 1 holds two class-1 squares (3x3, 2x2) and one class-2 square (4x4), pixels 0.5 mm
+    assert f["components_1"].tolist() == [0, 2, 0] and f["components_2"].tolist() == [0, 1, 0]
+    assert f["boundary_mm_1"][1] == pytest.approx((12 + 8) * 0.5)
+    assert f["boundary_mm_2"][1] == pytest.approx(16 * 0.5)
+    assert f["area_mm2_1"][1] == pytest.approx(13 * 0.25)
+    assert f["n_slices"].tolist() == [1, 1, 1]
+
+
+def test_supervoxel_features_count_per_plane_and_respect_unit_borders():
+    seg = np.zeros((6, 6, 4), np.uint8)
+    seg[1:5, 1:5, 1:3] = 1  # a 4x4 square on two planes
+    units = np.ones_like(seg, dtype=np.int32)
+    units[:, 3:, :] = 2  # split down the middle: each unit sees a 4x2 rectangle per plane
+    f = effort_features(units, seg, axis=2, n_classes=2)
+    assert f["n_slices"].tolist() == [4, 4]
+    assert f["components_1"].tolist() == [2, 2]  # one piece per plane per unit
+    assert f["boundary_mm_1"].tolist() == [24, 24]  # perimeter 12 per plane, the cut counts as outline
+    assert f["area_mm2_1"].tolist() == [16, 16]
+
+
+def test_cost_grows_with_boundary_and_components():
+    model = CostModel.default(2)
+    units = slice_units((30, 30, 3), axis=2)
+    one_small = effort_features(units, _slice_with([(5, 5, 4, 1)], (30, 30, 3)), axis=2)
+    one_large = effort_features(units, _slice_with([(5, 5, 12, 1)], (30, 30, 3)), axis=2)
+    two_small = effort_features(units, _slice_with([(5, 5, 4, 1), (20, 20, 4, 1)], (30, 30, 3)), axis=2)
+    empty = effort_features(units, np.zeros((30, 30, 3), np.uint8), axis=2)
+    c = [model.predict(f)[1] for f in (empty, one_small, one_large, two_small)]
+    assert c[0] < c[1] < c[2] and c[1] < c[3]
+    assert c[0] == pytest.approx(4.0 + 1.5)  # an empty slice still costs a look
+
+
+def test_calibration_recovers_known_coefficients(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = {"intercept": 3.0, "n_slices": 2.0, "boundary_mm_1": 0.3, "components_1": 5.0, "area_mm2_1": 0.01,
+             "boundary_mm_2": 0.1, "components_2": 1.0, "area_mm2_2": 0.0}
+    log = tmp_path / "annotation_log.jsonl"
+    for _ in range(300):
+        rec = {"n_slices": int(rng.integers(1, 6))}
+        for c in (1, 2):
+            rec[f"boundary_mm_{c}"] = float(rng.uniform(0, 200))
+            rec[f"components_{c}"] = int(rng.integers(0, 5))
+            rec[f"area_mm2_{c}"] = float(rng.uniform(0, 2000))
+        rec["seconds"] = truth["intercept"] + sum(truth[k] * rec[k] for k in feature_names(3)) + rng.normal(0, 0.5)
+        append_annotation_log(log, rec)
+    model = fit_cost_model(log, n_classes=3)
+    for k, v in truth.items():
+        assert model.coefficients[k] == pytest.approx(v, abs=0.05 * max(1.0, v)), k
+    assert model.fit["r2"] > 0.99 and model.fit["n_tasks"] == 300
+    assert all(v >= 0 for v in model.coefficients.values())
+    model.save(tmp_path / "cost.json")
+    back = CostModel.load(tmp_path / "cost.json")
+    assert back == model
+
+
+def test_bad_logs_and_models(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"seconds": 3}\nnot json\n')
+    with pytest.raises(ValueError, match=r"log\.jsonl:2: not valid JSON"):
+        fit_cost_model(log, n_classes=2)
+    log.write_text("\n".join(json.dumps({"seconds": 3, "n_slices": 1}) for _ in range(10)))
+    with pytest.raises(ValueError, match="lacks features"):
+        fit_cost_model(log, n_classes=2)
+    (tmp_path / "m.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not a medal cost model"):
+        CostModel.load(tmp_path / "m.json")
+    with pytest.raises(ValueError, match=">= 0"):
+        CostModel({**CostModel.default(2).coefficients, "n_slices": -1.0}, 2)

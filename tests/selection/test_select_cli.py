@@ -1,0 +1,64 @@
+"""`medal select` on real hippocampus cases with synthetic score volumes (the ground truth's outline)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from medal.data import load_dataset, load_volume, save_volume, sample_dataset
+from medal.tasks import read_tasks
+
+
+@pytest.fixture
+def scores_dir(tmp_path):
+    ds = load_dataset(sample_dataset())
+    out = tmp_path / "run" / "scores"
+    for case in ds.cases[:4]:
+        lab = load_volume(case.label)
+        fg = lab.array > 0
+        edge = fg ^ ndimage.binary_erosion(fg)  # uncertainty where the outline is: plausible scores
+        entropy = ndimage.gaussian_filter(edge.astype(np.float32), 1.5)
+        save_volume(lab.with_array(entropy.astype(np.float32)), out / case.case_id / "entropy.nii.gz")
+        save_volume(lab.with_array(lab.array.astype(np.uint8)), out / case.case_id / "prediction.nii.gz")
+    return out
+
+
+@pytest.mark.parametrize("kind, strategy", [("slice", "knapsack"), ("slice", "fg_random"),
+                                            ("supervoxel", "knapsack+diversity")])
+def test_select_on_real_cases_stays_within_budget(tmp_path, scores_dir, kind, strategy):
+    rd = tmp_path / f"round_{kind}_{strategy}"
+    cmd = [sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores", str(scores_dir),
+           "--out", str(rd), "--budget", "240", "--kind", kind, "--strategy", strategy]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "of a 240 s budget" in out.stdout
+    tl = read_tasks(rd / "tasks.json")
+    assert tl.tasks and sum(t.predicted_cost_s for t in tl.tasks) <= 240
+    assert {t.case_id for t in tl.tasks} <= {c.case_id for c in load_dataset(sample_dataset()).cases[:4]}
+    assert all(t.kind == kind and t.strategy == strategy and t.status == "todo" for t in tl.tasks)
+    for t in tl.tasks:
+        assert tl.image_path(t).is_file()
+        if kind == "supervoxel":
+            mask = load_volume(tl.mask_path(t))
+            region = np.argwhere(mask.array == t.supervoxel)
+            assert len(region) and (region.min(0) >= t.bbox[0]).all() and (region.max(0) < t.bbox[1]).all()
+            np.testing.assert_array_equal(mask.affine, load_volume(tl.image_path(t)).affine)
+    if strategy.startswith("knapsack"):
+        meta = json.loads((rd / "tasks.json").read_text())
+        assert meta["upper_bound"] >= meta["value"] and meta["gap"] >= 0
+    # the file is never silently replaced
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+def test_uncertain_slices_are_preferred(tmp_path, scores_dir):
+    from medal.config import CostsConfig, RegionsConfig, SelectionConfig
+    from medal.selection.api import select_round
+
+    res = select_round(load_dataset(sample_dataset()), scores_dir, tmp_path / "r", regions_cfg=RegionsConfig(),
+                       costs_cfg=CostsConfig(), selection_cfg=SelectionConfig(budget_s=300.0))
+    chosen = res.table["score"][res.selection.indices]
+    assert chosen.mean() > res.table["score"].mean() * 1.5  # outline-heavy slices, not empty ones
