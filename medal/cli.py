@@ -38,13 +38,15 @@ def cmd_dataset_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from medal.data import check_dataset, sample_dataset
+    from medal.demo import run_demo
 
-    root = sample_dataset()
-    print(f"medal demo: bundled sample at {root}")
-    report = check_dataset(root, progress=_progress("checking"))
-    print(report.summary())
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    res = run_demo(args.out)
+    print(f"\nwrote {len(res['tasks'])} tasks.json file(s), e.g. {res['tasks'][-1]}")
+    print(f"results: {res['results']}")
+    print(f"plots:   {', '.join(str(p) for p in res['plots'])}")
+    print(f"report:  {res['report']}\n")
+    print(res["report"].read_text())
+    return EXIT_OK
 
 
 def cmd_sample_path(args) -> int:
@@ -129,6 +131,57 @@ def cmd_costs_fit(args) -> int:
     return EXIT_OK
 
 
+def cmd_round(args) -> int:
+    from medal.config import load_config
+    from medal.data import load_dataset
+    from medal.loop import run_round
+
+    cfg = load_config(args.config)
+    ds = load_dataset(args.dataset)
+    res = run_round(args.run, ds, cfg, index=args.index, budget_s=args.budget, strategy=args.strategy,
+                    pool=args.cases, progress=True)
+    b = res.manifest["budget"]
+    print(f"round {args.index}: {b['tasks']} task(s), {b['predicted_s']:.0f} s predicted of {b['budget_s']:.0f} s "
+          f"-> {res.round_dir / 'tasks.json'}" + (f" (resumed; ran {', '.join(res.steps_run)})" if
+                                                  len(res.steps_run) < 3 else ""))
+    return EXIT_OK
+
+
+def cmd_ingest(args) -> int:
+    from medal.data import load_dataset
+    from medal.loop import ingest
+
+    rep = ingest(args.run, args.round, load_dataset(args.dataset))
+    for cid, v in rep.cases.items():
+        print(f"{cid}: {v['added']} voxel(s) added, {v['changed']} changed (previous labels kept in labels/.history)")
+    print(f"ingested {len(rep.cases)} case(s), {rep.voxels_added} new annotated voxel(s)")
+    return EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    from medal.config import load_config
+    from medal.data import load_dataset
+    from medal.simulation import simulate, write_report
+
+    cfg = load_config(args.config)
+    csv_path = simulate(load_dataset(args.dataset), args.out, cfg, log=lambda r: print(r, file=sys.stderr))
+    report = write_report(csv_path, full_dice=args.full_dice)
+    print(f"results: {csv_path}\nreport: {report}")
+    return EXIT_OK
+
+
+def cmd_coldstart(args) -> int:
+    from medal.config import load_config
+    from medal.coldstart import coldstart_select
+    from medal.data import load_dataset
+
+    cfg = load_config(args.config)
+    tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
+                             data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axis, overwrite=args.overwrite)
+    print(f"{len(tasks)} slice(s) from {len({t.case_id for t in tasks})} case(s) -> {args.out}/tasks.json")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medal import __version__
 
@@ -180,6 +233,39 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--overwrite", action="store_true", help="replace an existing tasks.json")
     se.set_defaults(func=cmd_select)
 
+    ro = sub.add_parser("round", help="one active-learning round: train -> score -> select -> tasks.json "
+                        "(resumes where an interrupted round stopped)")
+    ro.add_argument("dataset", help="dataset folder (images; labels come from RUN/labels)")
+    ro.add_argument("--run", required=True, help="run folder (RUN/labels holds the partial labels)")
+    ro.add_argument("--index", type=int, required=True, help="round number (0, 1, ...)")
+    ro.add_argument("--budget", type=float, default=None, help="expert seconds (default: config)")
+    ro.add_argument("--strategy", default=None, help="selection strategy (default: config)")
+    ro.add_argument("--cases", nargs="*", default=None, help="the pool of case ids (default: all)")
+    ro.add_argument("--config", default=None)
+    ro.set_defaults(func=cmd_round)
+
+    ig = sub.add_parser("ingest", help="merge a round's finished annotations into the run's partial labels")
+    ig.add_argument("dataset")
+    ig.add_argument("--run", required=True)
+    ig.add_argument("--round", required=True, help="round folder holding annotations/")
+    ig.set_defaults(func=cmd_ingest)
+
+    si = sub.add_parser("simulate", help="label-efficiency simulation with the ground truth as the oracle")
+    si.add_argument("dataset")
+    si.add_argument("--out", required=True, help="new folder for results.csv, plots and report.md")
+    si.add_argument("--config", default=None, help="YAML config (its simulation section: strategies, seeds, ...)")
+    si.add_argument("--full-dice", type=float, default=None, help="full-supervision Dice (the 100%% line)")
+    si.set_defaults(func=cmd_simulate)
+
+    cs = sub.add_parser("coldstart", help="one-shot selection with no labels and no model (TypiClust)")
+    cs.add_argument("dataset")
+    cs.add_argument("--out", required=True, help="round folder for tasks.json")
+    cs.add_argument("--budget", type=float, required=True, help="expert seconds")
+    cs.add_argument("--cases", nargs="*", default=None, help="the pool of case ids (default: all)")
+    cs.add_argument("--config", default=None)
+    cs.add_argument("--overwrite", action="store_true")
+    cs.set_defaults(func=cmd_coldstart)
+
     co = sub.add_parser("costs", help="annotation-cost model")
     co.set_defaults(group_parser=co)
     co_sub = co.add_subparsers(dest="costs_command", metavar="ACTION")
@@ -189,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="cost model JSON to write")
     fit.set_defaults(func=cmd_costs_fit)
 
-    demo = sub.add_parser("demo", help="run the main job on the bundled hippocampus sample")
+    demo = sub.add_parser("demo", help="a short simulated active-learning run on the bundled hippocampus sample")
+    demo.add_argument("--out", default=None, help="new folder for the run (default: runs/demo-<time>)")
     demo.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("sample-path", help="print where the bundled sample dataset is installed")

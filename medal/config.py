@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainingConfig", "UncertaintyConfig", "RegionsConfig", "CostsConfig",
-           "SelectionConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
+           "SelectionConfig", "SimulationConfig", "ColdstartConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
 
 
 class ConfigError(ValueError):
@@ -233,6 +233,54 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class SimulationConfig:
+    """``simulation:`` label-efficiency experiments with the ground truth as the oracle."""
+
+    strategies: tuple[str, ...] = ("random", "fg_random", "topk", "knapsack")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rounds: int = 3  # selection rounds after the initial labels (the model is trained rounds + 1 times; 0 = initial only)
+    initial: str = "random"  # random | coldstart: how the first labels are chosen (same for every strategy)
+    initial_budget_s: float = 300.0
+    split_file: str = ""  # JSON with "test" case ids; empty = a seeded test_fraction of the cases
+    test_fraction: float = 0.2
+    max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
+
+    def __post_init__(self):
+        from medal.selection.strategies import STRATEGIES
+
+        bad = [s for s in self.strategies if s not in STRATEGIES]
+        if bad or not self.strategies:
+            raise ConfigError(f"simulation.strategies: {bad or '[]'} not valid; choose from {sorted(STRATEGIES)}")
+        if not self.seeds:
+            raise ConfigError("simulation.seeds: need at least one seed")
+        if self.rounds < 0:
+            raise ConfigError(f"simulation.rounds: must be >= 0, got {self.rounds}")
+        if self.initial not in ("random", "coldstart"):
+            raise ConfigError(f"simulation.initial: {self.initial!r} is not one of ['random', 'coldstart']")
+        if self.initial_budget_s <= 0:
+            raise ConfigError(f"simulation.initial_budget_s: must be > 0, got {self.initial_budget_s}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"simulation.test_fraction: must lie in (0, 1), got {self.test_fraction}")
+        if self.max_pool < 0:
+            raise ConfigError(f"simulation.max_pool: must be >= 0, got {self.max_pool}")
+
+
+@dataclass(frozen=True)
+class ColdstartConfig:
+    """``coldstart:`` one-shot selection with no labels and no segmentation model."""
+
+    thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
+    components: int = 16  # PCA dimensions of the label-free representation
+    neighbours: int = 10  # k of the k-NN typicality
+    prior_cost_s: float = 30.0  # seconds assumed per slice (no prediction to estimate it from)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1 or self.prior_cost_s <= 0:
+            raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1, prior_cost_s > 0")
+
+
+@dataclass(frozen=True)
 class MedalConfig:
     """The whole file: one section per stage."""
 
@@ -243,6 +291,8 @@ class MedalConfig:
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     costs: CostsConfig = field(default_factory=CostsConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    coldstart: ColdstartConfig = field(default_factory=ColdstartConfig)
 
 
 def _type_name(tp) -> str:

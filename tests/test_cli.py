@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from medal.cli import main
 from medal.data import sample_dataset
 
@@ -44,10 +46,17 @@ def test_dataset_check_bad_exits_nonzero_and_names_file(phantom_dataset):
     assert "phantom_002: shape (24, 28, 20)" in out.stdout
 
 
-def test_demo_prints_summary():
-    out = subprocess.run([*MEDAL, "demo"], capture_output=True, text=True)
+@pytest.mark.slow
+def test_demo_runs_a_short_simulation_and_writes_tasks_report_plot(tmp_path):
+    out = subprocess.run([*MEDAL, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "cases: 20 (20 labelled" in out.stdout and "OK: 20 cases checked" in out.stdout
+    assert "# medal simulation report" in out.stdout
+    demo = tmp_path / "demo"
+    assert (demo / "report.md").stat().st_size > 200
+    assert (demo / "dice_vs_seconds.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list(demo.glob("*/seed_0/round_00[01]/tasks.json"))) == 4  # 2 strategies x 2 rounds
+    assert len((demo / "results.csv").read_text().strip().splitlines()) == 1 + 2 * 3
 
 
 def test_group_without_action_prints_its_help(capsys):

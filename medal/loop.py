@@ -1,0 +1,183 @@
+"""One active-learning round: train -> score -> regions -> costs -> select -> ``tasks.json``.
+
+Composition only, no maths. A run folder holds the partial labels and one folder per round::
+
+    RUN/labels/<case_id>.nii.gz      partial labels, 255 = not annotated (medal ingest merges into it)
+    RUN/labels/.history/             the previous version of every label file ingest changed
+    RUN/round_000/progress.json      steps finished so far (train, score, select), rewritten atomically
+    RUN/round_000/model.pt           checkpoint (warm-started from the previous round's)
+    RUN/round_000/scores/...         score volumes of the pool
+    RUN/round_000/tasks.json         what to annotate next (+ masks/ for supervoxels)
+    RUN/round_000/annotations/       finished annotations for ingest (napari plugin or the oracle)
+    RUN/round_000/manifest.json      written once, when the round is complete
+
+A round interrupted anywhere resumes from the first unfinished step: each step's outputs are written
+atomically before the step is recorded in ``progress.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medal.config import MedalConfig, config_to_dict
+from medal.data import (UNLABELED, Dataset, atomic_write_json, empty_partial_labels, load_volume, save_volume)
+
+__all__ = ["STEPS", "RoundResult", "round_dir", "run_round", "ingest", "labels_dir", "IngestReport"]
+
+STEPS = ("train", "score", "select")
+
+
+def round_dir(run_dir, index: int) -> Path:
+    return Path(run_dir) / f"round_{index:03d}"
+
+
+def labels_dir(run_dir) -> Path:
+    return Path(run_dir) / "labels"
+
+
+@dataclass
+class RoundResult:
+    round_dir: Path
+    manifest: dict
+    steps_run: list[str]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: list[str] | None = None,
+              budget_s: float | None = None, strategy: str | None = None, progress: bool = False,
+              stop_after: str | None = None) -> RoundResult:
+    """Run (or resume) round ``index`` of the run in ``run_dir``.
+
+    ``pool``: case ids that may be trained on and annotated (default: every case with an image).
+    ``stop_after``: stop once that step is recorded (for staged runs; a later call resumes).
+    """
+    from medal.model import file_hash, load_checkpoint
+    from medal.model.device import resolve_device
+    from medal.selection.api import select_round
+    from medal.training import prepare_items, split_items, train_model
+    from medal.uncertainty.score import score_cases
+
+    rd = round_dir(run_dir, index)
+    rd.mkdir(parents=True, exist_ok=True)
+    prog_path = rd / "progress.json"
+    state = _read_json(prog_path)
+    pool = sorted(pool) if pool is not None else [c.case_id for c in dataset.cases]
+    sel_cfg = cfg.selection
+    if budget_s is not None or strategy is not None:
+        sel_cfg = dataclasses.replace(sel_cfg, **{k: v for k, v in (("budget_s", budget_s), ("strategy", strategy))
+                                                  if v is not None})
+    ran: list[str] = []
+
+    def done(step: str, info: dict):
+        state[step] = {"finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info}
+        atomic_write_json(prog_path, state)
+        ran.append(step)
+
+    checkpoint = rd / "model.pt"
+    if "train" not in state:
+        items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool))
+        if not items:
+            raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
+                             "`medal coldstart` or initial labels")
+        train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
+        prev = round_dir(run_dir, index - 1) / "model.pt" if index > 0 else None
+        init = prev if prev is not None and prev.is_file() else None
+        res = train_model(train, val, n_classes=max(len(dataset.label_names), 2), model_cfg=cfg.model,
+                          train_cfg=cfg.training, init=init, checkpoint=checkpoint, progress=progress)
+        done("train", {"checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
+                       "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
+                       "train_cases": res.train_cases, "val_cases": res.val_cases})
+    if stop_after == "train":
+        return RoundResult(rd, {}, ran)
+
+    if "score" not in state:
+        net = load_checkpoint(checkpoint, expected=cfg.model)[0]
+        cases = [c for c in dataset.cases if c.case_id in set(pool)]
+        rep = score_cases(net, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
+                          checkpoint_hash=state["train"]["checkpoint_sha256"],
+                          device=resolve_device(cfg.uncertainty.device), progress=progress)
+        done("score", {"scored": sorted(rep.scored), "failures": rep.failures})
+    if stop_after == "score":
+        return RoundResult(rd, {}, ran)
+
+    if "select" not in state:
+        sel = select_round(dataset, rd / "scores", rd, regions_cfg=cfg.regions, costs_cfg=cfg.costs,
+                           selection_cfg=sel_cfg, labels_dir=labels_dir(run_dir), data_cfg=cfg.data,
+                           overwrite=True)  # not recorded as done: nobody can have started on it
+        done("select", {"tasks": len(sel.selection.indices), "predicted_s": sel.selection.spent_s,
+                        "budget_s": sel.selection.budget_s, "value": sel.selection.value,
+                        "gap": sel.selection.gap, "skipped": sel.skipped})
+
+    manifest_path = rd / "manifest.json"
+    manifest = _read_json(manifest_path)
+    if not manifest:
+        manifest = {
+            "format": "medal-round/1", "round": index, "dataset_root": str(dataset.root.resolve()),
+            "config": config_to_dict(dataclasses.replace(cfg, selection=sel_cfg)),
+            "checkpoint": {"path": "model.pt", "sha256": state["train"]["checkpoint_sha256"],
+                           "warm_start": state["train"]["warm_start"]},
+            "inputs": {"labels_dir": str(labels_dir(run_dir).resolve()), "pool": pool,
+                       "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"]},
+            "outputs": {"scores": "scores/scores.json", "tasks": "tasks.json", "scored": state["score"]["scored"],
+                        "score_failures": state["score"]["failures"]},
+            "budget": {"budget_s": state["select"]["budget_s"], "predicted_s": state["select"]["predicted_s"],
+                       "tasks": state["select"]["tasks"], "gap": state["select"]["gap"]},
+            "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"]},
+            "steps": {k: state[k]["finished"] for k in STEPS},
+        }
+        atomic_write_json(manifest_path, manifest, overwrite=False)
+    return RoundResult(rd, manifest, ran)
+
+
+@dataclass
+class IngestReport:
+    cases: dict[str, dict]  # case_id -> {"added": n, "changed": n}
+
+    @property
+    def voxels_added(self) -> int:
+        return sum(v["added"] for v in self.cases.values())
+
+
+def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
+    """Merge ``round_path/annotations/<case>.nii.gz`` (255 = not annotated) into the run's labels.
+
+    Annotated voxels replace what was there (an expert's correction wins); the previous label file is
+    kept in ``labels/.history/`` first, so nothing an expert painted is ever lost.
+    """
+    round_path = Path(round_path)
+    ann_dir = round_path / "annotations"
+    out: dict[str, dict] = {}
+    if not ann_dir.is_dir():
+        return IngestReport(out)
+    lab_dir = labels_dir(run_dir)
+    for path in sorted(ann_dir.glob("*.nii.gz")):
+        cid = path.name[: -len(".nii.gz")]
+        case = dataset.case(cid)
+        new = load_volume(path)
+        image = load_volume(case.image)
+        if new.shape != image.shape:
+            raise ValueError(f"{path}: shape {new.shape} does not match image shape {image.shape}")
+        target = lab_dir / f"{cid}.nii.gz"
+        if target.is_file():
+            old = load_volume(target)
+            save_volume(old, lab_dir / ".history" / f"{cid}.{round_path.name}.nii.gz")
+            merged = old.array.astype(np.uint8).copy()
+        else:
+            merged = empty_partial_labels(image.shape)
+        painted = new.array != UNLABELED
+        added = int((painted & (merged == UNLABELED)).sum())
+        changed = int((painted & (merged != UNLABELED) & (merged != new.array)).sum())
+        merged[painted] = new.array[painted]
+        save_volume(image.with_array(merged), target)
+        out[cid] = {"added": added, "changed": changed}
+    atomic_write_json(round_path / "ingest.json", {"cases": out})
+    return IngestReport(out)

@@ -1,0 +1,145 @@
+"""Turning ``results.csv`` into learning curves, AUBC, paired comparisons and a markdown report."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medal.data import atomic_write_text
+
+__all__ = ["read_results", "aubc", "budget_to_reach", "write_report"]
+
+
+def read_results(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k, v in r.items():
+            if k != "strategy":
+                r[k] = float(v)
+    return rows
+
+
+def _curves(rows, x: str, y: str = "dice_mean") -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["strategy"], {}).setdefault(int(r["seed"]), []).append((r[x], r[y]))
+    return {s: {seed: tuple(map(np.array, zip(*sorted(v)))) for seed, v in d.items()} for s, d in out.items()}
+
+
+def aubc(xs: np.ndarray, ys: np.ndarray, x_max: float) -> float:
+    """Area under the budget curve on [x0, x_max], normalised by the width (a mean Dice over budgets).
+
+    The curve is held flat after its last point (what was reached stays reached)."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    if x_max <= xs[0]:
+        return float(ys[0])
+    grid = np.linspace(xs[0], x_max, 200)
+    return float(np.trapezoid(np.interp(grid, xs, ys), grid) / (x_max - xs[0]))
+
+
+def budget_to_reach(xs, ys, target: float) -> float | None:
+    """First budget at which the curve reaches ``target`` (linear interpolation), else None."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    hit = np.flatnonzero(ys >= target)
+    if not len(hit):
+        return None
+    i = int(hit[0])
+    if i == 0:
+        return float(xs[0])
+    f = (target - ys[i - 1]) / (ys[i] - ys[i - 1])
+    return float(xs[i - 1] + f * (xs[i] - xs[i - 1]))
+
+
+def _plot(curves, xlabel: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for strategy, seeds in sorted(curves.items()):
+        grid = np.linspace(min(v[0][0] for v in seeds.values()), max(v[0][-1] for v in seeds.values()), 60)
+        ys = np.stack([np.interp(grid, x, y) for x, y in seeds.values()])
+        mean, std = ys.mean(0), ys.std(0)
+        (line,) = ax.plot(grid, mean, label=f"{strategy} (n={len(seeds)})")
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        for x, y in seeds.values():
+            ax.plot(x, y, "o", ms=2.5, color=line.get_color(), alpha=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean foreground Dice (test)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(results_csv, *, full_dice: float | None = None, default_strategy: str = "knapsack") -> Path:
+    """Write ``dice_vs_seconds.png``, ``dice_vs_annotated.png``, ``summary.json`` and ``report.md``
+    beside ``results_csv``; returns the report's path."""
+    from scipy import stats
+
+    results_csv = Path(results_csv)
+    out = results_csv.parent
+    rows = read_results(results_csv)
+    if not rows:
+        raise ValueError(f"{results_csv}: no rows")
+    meta_path = out / "simulation.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    by_sec, by_pct = _curves(rows, "seconds"), _curves(rows, "pct_slices")
+    _plot(by_sec, "expert seconds spent (true cost)", out / "dice_vs_seconds.png", "Dice vs annotation time")
+    _plot(by_pct, "% of pool slices with annotations", out / "dice_vs_annotated.png", "Dice vs annotated slices")
+    # common budget range: up to the smallest final spend, so every run covers it
+    x_max = min(x[-1] for seeds in by_sec.values() for x, _ in seeds.values())
+    summary: dict = {"x_max_s": x_max, "strategies": {}}
+    aubcs = {s: {seed: aubc(x, y, x_max) for seed, (x, y) in seeds.items()} for s, seeds in by_sec.items()}
+    target = 0.95 * full_dice if full_dice else None
+    for s, seeds in sorted(by_sec.items()):
+        finals = [y[-1] for _, y in seeds.values()]
+        reach = [budget_to_reach(x, y, target) for x, y in seeds.values()] if target else []
+        summary["strategies"][s] = {
+            "aubc_mean": float(np.mean(list(aubcs[s].values()))), "aubc_std": float(np.std(list(aubcs[s].values()))),
+            "final_dice_mean": float(np.mean(finals)), "seeds": len(seeds),
+            "seconds_to_95pct": None if not reach or any(r is None for r in reach) else float(np.mean(reach)),
+        }
+    pairs = []
+    for a, b in itertools.combinations(sorted(aubcs), 2):
+        common = sorted(set(aubcs[a]) & set(aubcs[b]))
+        da = np.array([aubcs[a][k] for k in common])
+        db = np.array([aubcs[b][k] for k in common])
+        p = float(stats.ttest_rel(da, db).pvalue) if len(common) >= 2 and np.any(da != db) else float("nan")
+        pairs.append({"a": a, "b": b, "seeds": len(common), "mean_diff": float((da - db).mean()), "p_paired_t": p,
+                      "a_wins": int((da > db).sum())})
+    summary["pairwise"] = pairs
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+
+    full_cost = meta.get("full_annotation_cost_s")
+    lines = ["# medal simulation report", ""]
+    if meta:
+        lines += [f"- pool: {len(meta['pool'])} cases, test: {len(meta['test'])} cases; annotating every pool slice "
+                  f"would take {full_cost:.0f} s (true cost model on the ground truth)", ""]
+    if full_dice:
+        lines += [f"- full-supervision reference Dice: {full_dice:.3f}; 95% of it: {target:.3f}", ""]
+    lines += ["| strategy | seeds | AUBC (0-%.0f s) | final Dice | seconds to 95%% of full Dice |" % x_max,
+              "| --- | --- | --- | --- | --- |"]
+    for s, v in summary["strategies"].items():
+        reach = "not reached" if v["seconds_to_95pct"] is None else f"{v['seconds_to_95pct']:.0f} s" + (
+            f" ({100 * v['seconds_to_95pct'] / full_cost:.1f}% of full cost)" if full_cost else "")
+        bold = "**" if s == default_strategy else ""
+        lines.append(f"| {bold}{s}{bold} | {v['seeds']} | {v['aubc_mean']:.4f} ± {v['aubc_std']:.4f} | "
+                     f"{v['final_dice_mean']:.4f} | {reach if full_dice else 'n/a'} |")
+    lines += ["", "Paired comparison of AUBC over seeds (paired t-test):", "",
+              "| A | B | mean(A - B) | A better in | p |", "| --- | --- | --- | --- | --- |"]
+    for p in pairs:
+        lines.append(f"| {p['a']} | {p['b']} | {p['mean_diff']:+.4f} | {p['a_wins']}/{p['seeds']} | {p['p_paired_t']:.3g} |")
+    lines += ["", "![Dice vs seconds](dice_vs_seconds.png)", "", "![Dice vs annotated](dice_vs_annotated.png)", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    return out / "report.md"

@@ -1,0 +1,86 @@
+"""A two-round simulation on real cases with a tiny network (the CI's end-to-end run)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from medal.config import config_from_dict
+from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset
+from medal.simulation import aubc, budget_to_reach, read_results, simulate, write_report
+from medal.tasks import read_tasks
+
+SMALL = {
+    "model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+    "training": {"patch_size": [32, 48, 32], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 4,
+                 "val_fraction": 0.0},
+    "uncertainty": {"mc_samples": 3},
+    "selection": {"budget_s": 150.0},
+    "simulation": {"strategies": ["fg_random", "knapsack"], "seeds": [0, 1], "rounds": 2, "initial_budget_s": 150.0,
+                   "test_fraction": 0.1, "max_pool": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    csv_path = simulate(load_dataset(sample_dataset()), out, config_from_dict(SMALL), log=None)
+    return out, csv_path
+
+
+@pytest.mark.slow
+def test_simulation_rows_budget_and_growth(sim):
+    out, csv_path = sim
+    rows = read_results(csv_path)
+    assert len(rows) == 2 * 2 * 3  # strategies x seeds x (rounds + 1)
+    meta = json.loads((out / "simulation.json").read_text())
+    assert len(meta["pool"]) == 4 and len(meta["test"]) == 2
+    for strategy in ("fg_random", "knapsack"):
+        for seed in (0, 1):
+            mine = sorted((r for r in rows if r["strategy"] == strategy and r["seed"] == seed), key=lambda r: r["round"])
+            secs = [r["seconds"] for r in mine]
+            assert secs == sorted(secs) and secs[-1] > secs[0]  # more is annotated every round
+            assert [r["pct_voxels"] for r in mine] == sorted(r["pct_voxels"] for r in mine)
+            assert mine[-1]["pct_voxels"] > mine[0]["pct_voxels"]
+            assert all(0 <= r["dice_mean"] <= 1 for r in mine)
+            run = out / strategy / f"seed_{seed}"
+            for k in range(2):
+                tl = read_tasks(run / f"round_{k:03d}" / "tasks.json")
+                assert sum(t.predicted_cost_s for t in tl.tasks) <= 150.0  # budget never exceeded
+                assert all(t.status == "done" for t in tl.tasks)
+                man = json.loads((run / f"round_{k:03d}" / "manifest.json").read_text())
+                assert man["budget"]["predicted_s"] <= man["budget"]["budget_s"]
+                assert set(man) >= {"config", "checkpoint", "inputs", "outputs", "budget", "metrics"}
+    # every strategy of a seed starts from the same labels
+    first = {(r["strategy"], r["seed"]): r["seconds"] for r in rows if r["round"] == 0}
+    assert first[("fg_random", 0)] == first[("knapsack", 0)]
+    # the oracle copied the truth: annotated voxels equal the ground truth there
+    lab = load_volume(out / "knapsack" / "seed_0" / "labels" / f"{meta['pool'][0]}.nii.gz").array
+    truth = load_volume(load_dataset(sample_dataset()).case(meta["pool"][0]).label).array
+    ann = lab != UNLABELED
+    assert ann.any() and (lab[ann] == truth[ann]).all()
+
+
+@pytest.mark.slow
+def test_report_and_plots(sim):
+    out, csv_path = sim
+    md = write_report(csv_path, full_dice=0.88)
+    text = md.read_text()
+    assert "| **knapsack** |" in text and "Paired comparison" in text
+    for png in ("dice_vs_seconds.png", "dice_vs_annotated.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["strategies"]) == {"fg_random", "knapsack"}
+    assert summary["pairwise"][0]["seeds"] == 2
+    with pytest.raises(FileExistsError):
+        simulate(load_dataset(sample_dataset()), out, config_from_dict(SMALL), log=None)
+
+
+def test_aubc_and_budget_to_reach():
+    xs, ys = np.array([0.0, 10, 20]), np.array([0.2, 0.6, 0.8])
+    assert aubc(xs, ys, 20) == pytest.approx((0.4 * 10 + 0.7 * 10) / 20, rel=1e-3)
+    assert aubc(xs, ys, 40) == pytest.approx((0.4 * 10 + 0.7 * 10 + 0.8 * 20) / 40, rel=1e-3)
+    assert budget_to_reach(xs, ys, 0.7) == pytest.approx(15.0)
+    assert budget_to_reach(xs, ys, 0.9) is None

@@ -1,0 +1,109 @@
+"""Rounds, resume and ingest on real hippocampus cases with a tiny network."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from medal.config import config_from_dict
+from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset, save_volume
+from medal.loop import ingest, labels_dir, round_dir, run_round
+
+TINY = {
+    "model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+    "training": {"patch_size": [32, 48, 32], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 3,
+                 "val_fraction": 0.0},
+    "uncertainty": {"mc_samples": 3},
+    "selection": {"budget_s": 120.0},
+}
+POOL = ["hippocampus_004", "hippocampus_006", "hippocampus_007"]
+
+
+def _seed_labels(run):
+    """Two painted slices of one case: the only labels the run starts with."""
+    ds = load_dataset(sample_dataset())
+    lab = load_volume(ds.case("hippocampus_004").label)
+    part = np.full(lab.shape, UNLABELED, np.uint8)
+    part[:, :, 10] = lab.array[:, :, 10]
+    part[:, :, 20] = lab.array[:, :, 20]
+    save_volume(lab.with_array(part), labels_dir(run) / "hippocampus_004.nii.gz")
+    return ds
+
+
+def test_round_writes_manifest_and_resumes_without_redoing_steps(tmp_path):
+    cfg = config_from_dict(TINY)
+    ds = _seed_labels(tmp_path / "a")
+    res = run_round(tmp_path / "a", ds, cfg, index=0, pool=POOL)
+    m = res.manifest
+    assert res.steps_run == ["train", "score", "select"]
+    for key in ("config", "checkpoint", "inputs", "outputs", "budget", "metrics", "steps"):
+        assert key in m
+    assert m["budget"]["predicted_s"] <= m["budget"]["budget_s"] == 120.0
+    assert len(m["checkpoint"]["sha256"]) == 64 and m["inputs"]["pool"] == POOL
+    assert json.loads((res.round_dir / "manifest.json").read_text()) == m
+    # staged run: stop after training, then resume; the resumed run must not retrain
+    _seed_labels(tmp_path / "b")
+    first = run_round(tmp_path / "b", ds, cfg, index=0, pool=POOL, stop_after="train")
+    assert first.steps_run == ["train"]
+    mtime = (first.round_dir / "model.pt").stat().st_mtime_ns
+    again = run_round(tmp_path / "b", ds, cfg, index=0, pool=POOL)
+    assert again.steps_run == ["score", "select"]
+    assert (again.round_dir / "model.pt").stat().st_mtime_ns == mtime
+    # ... and reproduces exactly the tasks of the uninterrupted run
+    ta = json.loads((res.round_dir / "tasks.json").read_text())["tasks"]
+    tb = json.loads((again.round_dir / "tasks.json").read_text())["tasks"]
+    assert ta == tb and len(ta) > 0
+    # a finished round does nothing when run again
+    assert run_round(tmp_path / "b", ds, cfg, index=0, pool=POOL).steps_run == []
+
+
+@pytest.mark.slow
+def test_round_killed_midway_resumes(tmp_path):
+    """SIGKILL `medal round` once training is recorded; the rerun resumes and finishes."""
+    run = tmp_path / "run"
+    _seed_labels(run)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(TINY))
+    cmd = [sys.executable, "-m", "medal.cli", "round", str(sample_dataset()), "--run", str(run), "--index", "0",
+           "--config", str(tmp_path / "c.yaml"), "--cases", *POOL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    prog = round_dir(run, 0) / "progress.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (prog.is_file() and "train" in json.loads(prog.read_text())):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "select" not in json.loads(prog.read_text())
+    assert not list(round_dir(run, 0).rglob(".*.tmp*"))  # no partial files left behind
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "resumed" in out.stdout and "train" not in out.stdout.split("ran")[-1]
+    assert (round_dir(run, 0) / "manifest.json").is_file()
+
+
+def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
+    ds = _seed_labels(tmp_path)
+    target = labels_dir(tmp_path) / "hippocampus_004.nii.gz"
+    before = load_volume(target).array
+    ann = np.full(before.shape, UNLABELED, np.uint8)
+    ann[:, :, 15] = 1  # a new slice
+    ann[0, 0, 10] = 2  # a correction of an existing voxel
+    rd = tmp_path / "round_000"
+    save_volume(load_volume(target).with_array(ann), rd / "annotations" / "hippocampus_004.nii.gz")
+    rep = ingest(tmp_path, rd, ds)
+    after = load_volume(target).array
+    assert rep.cases["hippocampus_004"] == {"added": before.shape[0] * before.shape[1], "changed": 1}
+    assert (after[:, :, 15] == 1).all() and after[0, 0, 10] == 2
+    assert (after[:, :, 20] == before[:, :, 20]).all()  # untouched annotation survives
+    hist = load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.nii.gz").array
+    np.testing.assert_array_equal(hist, before)
+
+
+def test_round_without_any_label_says_what_to_do(tmp_path):
+    with pytest.raises(ValueError, match="no annotated voxel in the pool yet; start with `medal coldstart`"):
+        run_round(tmp_path, load_dataset(sample_dataset()), config_from_dict(TINY), index=0, pool=POOL)
