@@ -65,11 +65,11 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig) ->
     return np.mean(scores, axis=0)
 
 
-def _annotated_stats(run_dir: Path, pool: list[str], dataset: Dataset, axis: int) -> tuple[float, float]:
+def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], axis: int) -> tuple[float, float]:
     slices = voxels = tot_s = tot_v = 0
     for cid in pool:
         p = labels_dir(run_dir) / f"{cid}.nii.gz"
-        shape = load_volume(dataset.case(cid).image).shape
+        shape = shapes[cid]
         tot_v += int(np.prod(shape))
         tot_s += shape[axis]
         if p.is_file():
@@ -142,6 +142,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
     axis0 = resolve_axis(int(cfg.regions.axis) if cfg.regions.axis.isdigit() else cfg.regions.axis,
                          load_volume(dataset.case(pool[0]).image).orientation)
+    shapes = {cid: load_volume(dataset.case(cid).image).shape for cid in pool}  # read once, not every round
     for seed in sim.seeds:
         for strategy in sim.strategies:
             run = out_dir / strategy.replace("+", "_") / f"seed_{seed}"
@@ -155,7 +156,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                 res = run_round(run, dataset, scfg, index=r, pool=pool, progress=False,
                                 stop_after="train" if last else None)
                 dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, scfg)
-                pct_s, pct_v = _annotated_stats(run, pool, dataset, axis0)
+                pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0)
                 row = {"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
                        "predicted_seconds": round(predicted, 2), "pct_full_cost": round(100 * seconds / full, 3),
                        "pct_slices": round(pct_s, 3), "pct_voxels": round(pct_v, 3),

@@ -30,6 +30,29 @@ def test_mc_passes_differ_while_norm_layers_stay_in_eval(placement):
     assert all(m.training for m in net.modules())  # restored
 
 
+def test_instance_norm_stays_in_eval_under_mc_dropout():
+    net = build_model(ModelConfig(channels=(8, 16), strides=(2,), norm="instance"), out_channels=2).train()
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)]
+    assert norms
+    with mc_dropout(net):
+        assert all(not m.training for m in norms)
+        assert all(m.training for m in net.modules() if isinstance(m, nn.Dropout3d) and m.p > 0)
+    assert all(m.training for m in norms)
+
+
+@pytest.mark.gpu
+def test_mc_predict_on_cuda_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA not available")
+    net = build_model(ModelConfig(channels=(8, 16), strides=(2,)), out_channels=3)
+    img = np.random.default_rng(0).normal(size=(16, 24, 16)).astype(np.float32)
+    cpu = predict_probs(net, img, roi_size=(16, 24, 16))
+    gpu = predict_probs(net.cuda(), img, roi_size=(16, 24, 16), device="cuda")
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+    res = mc_predict(net, img, n_samples=8, roi_size=(16, 24, 16), device="cuda")
+    assert res.mean_probs.shape == (3, 16, 24, 16) and np.isfinite(res.mean_entropy).all()
+
+
 def test_state_restored_from_eval_and_after_exception():
     net = build_model(ModelConfig(channels=(8, 16), strides=(2,)), out_channels=2).eval()
     with pytest.raises(RuntimeError, match="boom"):
