@@ -81,23 +81,26 @@ def cmd_train(args) -> int:
 def cmd_score(args) -> int:
     from medal.config import load_config
     from medal.data import load_dataset
-    from medal.model import file_hash, load_checkpoint
-    from medal.model.device import resolve_device
-    from medal.uncertainty.score import score_cases
+    from medal.execution import ScoreSpec, get_executor, score_dataset
 
     cfg = load_config(args.config)
     ds = load_dataset(args.dataset)
-    net = load_checkpoint(args.checkpoint)[0]
     cases = [c for c in ds.cases if not args.cases or c.case_id in set(args.cases)]
     missing = set(args.cases or []) - {c.case_id for c in cases}
     if missing:
         print(f"medal: error: {args.dataset}: no case(s) {sorted(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    report = score_cases(net, cases, args.out, cfg=cfg.uncertainty, data_cfg=cfg.data,
-                         checkpoint_hash=file_hash(args.checkpoint), device=resolve_device(cfg.uncertainty.device))
-    print(f"scored {len(report.scored)} case(s) into {report.out_dir / 'scores'}")
-    for cid, err in report.failures.items():
-        print(f"FAILED [{cid}] {err}", file=sys.stderr)
+    from medal.model import load_checkpoint
+
+    load_checkpoint(args.checkpoint)  # a bad checkpoint is one clear error, not one failure per case
+    spec = ScoreSpec.make(args.checkpoint, args.out, cfg.uncertainty, cfg.data, device=cfg.uncertainty.device)
+    if args.executor == "ray":
+        executor = get_executor("ray", workers=args.workers, address=args.address, num_cpus=args.num_cpus)
+    else:
+        executor = get_executor("local", workers=args.workers or 1)
+    report = score_dataset(spec, cases, executor, retries=args.retries)
+    print(report.summary())
+    print(f"outputs in {args.out}/scores/<case_id>/; failures in {args.out}/scores/failures.json")
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
@@ -219,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True, help="run folder; outputs go to OUT/scores/<case_id>/")
     sc.add_argument("--config", default=None, help="YAML config (its uncertainty and data sections)")
     sc.add_argument("--cases", nargs="*", default=None, help="only these case ids")
+    sc.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local (default: in-process, or --workers processes) or ray (pip install 'medal[ray]')")
+    sc.add_argument("--workers", type=int, default=None, help="worker processes / Ray actors")
+    sc.add_argument("--address", default=None, help="Ray: join this cluster (default: start a local one)")
+    sc.add_argument("--num-cpus", type=int, default=None, help="Ray: CPUs of the local cluster it starts")
+    sc.add_argument("--retries", type=int, default=1, help="retries of a failing case before it is reported")
     sc.set_defaults(func=cmd_score)
 
     se = sub.add_parser("select", help="choose slices/supervoxels to annotate within a budget -> tasks.json")

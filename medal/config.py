@@ -402,7 +402,10 @@ def load_config(path=None) -> MedalConfig:
 
 
 def config_to_dict(cfg) -> dict:
-    """Plain JSON-able dict (tuples become lists) for manifests."""
+    """Plain JSON-able dict (tuples become lists) for manifests; a mapping of sections is accepted too."""
+    if isinstance(cfg, dict):
+        return json.loads(json.dumps({k: config_to_dict(v) if dataclasses.is_dataclass(v) else v
+                                      for k, v in cfg.items()}))
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 

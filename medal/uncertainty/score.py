@@ -22,7 +22,7 @@ from medal.config import DataConfig, UncertaintyConfig, config_to_dict
 from medal.data import DatasetError, Volume, atomic_write_json, load_volume, normalize_intensity, save_volume
 from medal.data.validate import require_finite
 
-__all__ = ["ScoreReport", "score_volume", "score_cases", "score_paths"]
+__all__ = ["ScoreReport", "score_volume", "score_cases", "score_paths", "write_case_scores"]
 
 
 @dataclass
@@ -52,6 +52,15 @@ def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataCo
     return res.prediction(), res.measures(cfg.measures)
 
 
+def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarray, measures: dict) -> dict[str, Path]:
+    """Write one case's prediction (uint8) and measures (float32) on the image's grid, atomically."""
+    paths = score_paths(out_dir, case_id, list(measures))
+    save_volume(image.with_array(prediction.astype(np.uint8)), paths["prediction"])
+    for name, vol in measures.items():
+        save_volume(image.with_array(vol.astype(np.float32)), paths[name])
+    return paths
+
+
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
                 device="cpu", progress: bool = True) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``."""
@@ -68,10 +77,7 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
         except (DatasetError, ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
             report.failures[case.case_id] = f"{type(exc).__name__}: {exc}"
             continue
-        paths = score_paths(out_dir, case.case_id, cfg.measures)
-        save_volume(image.with_array(pred.astype(np.uint8)), paths["prediction"])
-        for name, vol in measures.items():
-            save_volume(image.with_array(vol.astype(np.float32)), paths[name])
+        paths = write_case_scores(out_dir, case.case_id, image, pred, measures)
         report.scored[case.case_id] = {k: str(p.relative_to(out_dir)) for k, p in paths.items()}
     atomic_write_json(out_dir / "scores" / "scores.json", {
         "checkpoint_sha256": checkpoint_hash,

@@ -1,0 +1,120 @@
+"""Per-case scoring work whose outputs are idempotent and resumable.
+
+Each case's outputs live in ``OUT/scores/<case_id>/`` and are keyed by
+``sha256(image bytes) + sha256(checkpoint) + hash(uncertainty and data config)``. The key file
+``key.json`` is written last, atomically: a case is done exactly when its key file exists and
+matches. A re-run skips done cases, recomputes missing or stale ones (other checkpoint or config,
+changed image), and, since scoring is seeded and NIfTI output is deterministic, a killed-and-resumed
+run ends with byte-identical files. Temporary files a killed writer left behind are swept first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medal.config import DataConfig, UncertaintyConfig, config_from_dict, config_hash, config_to_dict
+from medal.data import atomic_write_json, load_volume
+from medal.data.validate import require_finite
+
+__all__ = ["ScoreSpec", "CaseScorer", "case_key", "sweep_temp_files", "KEY_FILE"]
+
+KEY_FILE = "key.json"
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """Everything a worker needs to build its scorer (plain, picklable values)."""
+
+    checkpoint: str
+    out_dir: str
+    uncertainty: dict
+    data: dict
+    threads: int = 0  # torch CPU threads per worker; 0 = leave torch's default
+    device: str = "cpu"
+
+    @classmethod
+    def make(cls, checkpoint, out_dir, ucfg: UncertaintyConfig, dcfg: DataConfig, *, threads=0, device="cpu"):
+        return cls(str(checkpoint), str(out_dir), config_to_dict(ucfg), config_to_dict(dcfg), threads, device)
+
+    def make_worker(self) -> "CaseScorer":
+        return CaseScorer(self)
+
+    def configs(self) -> tuple[UncertaintyConfig, DataConfig]:
+        cfg = config_from_dict({"uncertainty": self.uncertainty, "data": self.data}, source="ScoreSpec")
+        return cfg.uncertainty, cfg.data
+
+
+def case_key(image_sha: str, checkpoint_sha: str, ucfg: UncertaintyConfig, dcfg: DataConfig) -> dict:
+    return {"image_sha256": image_sha, "checkpoint_sha256": checkpoint_sha,
+            "config_sha256": config_hash({"uncertainty": config_to_dict(ucfg), "data": config_to_dict(dcfg)})}
+
+
+def sweep_temp_files(folder) -> int:
+    """Remove temporary files a killed atomic writer left (``.<name>.<hex>.tmp<ext>``)."""
+    n = 0
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.rglob(".*.tmp*"):
+            if p.is_file():
+                p.unlink()
+                n += 1
+    return n
+
+
+class CaseScorer:
+    """Holds the network (loaded once per worker) and scores one case at a time."""
+
+    def __init__(self, spec: ScoreSpec):
+        import torch
+
+        from medal.model import file_hash, load_checkpoint
+
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        self.spec = spec
+        self.ucfg, self.dcfg = spec.configs()
+        self.net = load_checkpoint(spec.checkpoint)[0].to(spec.device)
+        self.checkpoint_sha = file_hash(spec.checkpoint)
+        self.out = Path(spec.out_dir)
+
+    def key(self, image_path) -> dict:
+        from medal.model import file_hash
+
+        return case_key(file_hash(image_path), self.checkpoint_sha, self.ucfg, self.dcfg)
+
+    def is_done(self, case_id: str, key: dict) -> bool:
+        from medal.uncertainty.score import score_paths
+
+        kf = self.out / "scores" / case_id / KEY_FILE
+        if not kf.is_file():
+            return False
+        try:
+            stored = json.loads(kf.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        paths = score_paths(self.out, case_id, self.ucfg.measures)
+        return stored.get("key") == key and all(p.is_file() for p in paths.values())
+
+    def __call__(self, case_id: str, image_path: str, image=None) -> dict:
+        """Score one case unless its outputs are current; returns a result record (never raises for
+        a bad case: the error is in the record)."""
+        from medal.uncertainty.score import score_volume, write_case_scores
+
+        t0 = time.perf_counter()
+        try:
+            key = self.key(image_path)
+            if self.is_done(case_id, key):
+                return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
+            image = image if image is not None else load_volume(image_path)
+            require_finite(image, str(image_path))
+            pred, measures = score_volume(self.net, image, cfg=self.ucfg, data_cfg=self.dcfg, device=self.spec.device)
+            write_case_scores(self.out, case_id, image, pred, measures)
+            atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
+            return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
+                    "voxels": int(image.array.size)}
+        except Exception as exc:  # noqa: BLE001 - any failure of one case is recorded, the run goes on
+            return {"case_id": case_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                    "seconds": time.perf_counter() - t0, "voxels": 0}
