@@ -48,6 +48,9 @@ def main(argv=None) -> float:
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
     ap.add_argument("--full-dice", type=float, default=0.882, help="full-supervision reference Dice")
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--from-results", default=None,
+                    help="re-report an earlier run's folder (its main/ and coldstart/) without simulating again")
+    ap.add_argument("--same-config-dice", type=float, default=None, help="with --from-results: that run's figure")
     args = ap.parse_args(argv)
 
     import tempfile
@@ -66,11 +69,15 @@ def main(argv=None) -> float:
         sim = dataclasses.replace(sim, strategies=("fg_random", "knapsack"), seeds=(0,), rounds=1, max_pool=8)
     cfg = dataclasses.replace(cfg, simulation=sim)
     ds = load_dataset(args.data)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="medal-label-efficiency-"))
+    out = Path(args.from_results or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()
-    csv_path = simulate(ds, out / "main", cfg, log=lambda r: print(r, flush=True))
     pool, test = split_cases(ds, sim)
-    own_full = same_config_full_dice(ds, cfg, pool, test)
+    if args.from_results:
+        csv_path = out / "main" / "results.csv"
+        own_full = args.same_config_dice
+    else:
+        csv_path = simulate(ds, out / "main", cfg, log=lambda r: print(r, flush=True))
+        own_full = same_config_full_dice(ds, cfg, pool, test)
     print(f"same-config full-label Dice: {own_full:.3f}", flush=True)
     write_report(csv_path, full_dice=args.full_dice)
     rows = read_results(csv_path)
@@ -81,7 +88,10 @@ def main(argv=None) -> float:
     # cold start vs random start: the model trained on the first labels only, same seeds, same budget
     cold_cfg = dataclasses.replace(cfg, simulation=dataclasses.replace(sim, initial="coldstart", rounds=0,
                                                                         strategies=("random",)))
-    cold_rows = read_results(simulate(ds, out / "coldstart", cold_cfg, log=lambda r: print(r, flush=True)))
+    cold_csv = out / "coldstart" / "results.csv"
+    if not args.from_results:
+        cold_csv = simulate(ds, out / "coldstart", cold_cfg, log=lambda r: print(r, flush=True))
+    cold_rows = read_results(cold_csv)
     minutes = (time.perf_counter() - t0) / 60
 
     lines = [f"- config: `{Path(args.config).name}`{' --quick' if args.quick else ''}; pool {len(pool)} cases, test "
@@ -127,7 +137,11 @@ def main(argv=None) -> float:
               f"{sim.initial_budget_s:.0f} s budget, first model's Dice (true seconds charged): "
               + "; ".join(f"seed {k}: {cold0[k]['dice_mean']:.3f} ({cold0[k]['seconds']:.0f} s) vs "
                           f"{rand0[k]['dice_mean']:.3f} ({rand0[k]['seconds']:.0f} s)" for k in sorted(cold0) if k in rand0)]
-    record("Label efficiency, hippocampus" + (" (quick)" if args.quick else ""), lines)
+    if args.from_results:
+        lines.insert(0, f"- re-reported from the results of an earlier run of this benchmark ({out}); the wall time "
+                        "below is the re-report's, the simulation's is in that run's entry")
+    record("Label efficiency, hippocampus" + (" (quick)" if args.quick else "")
+           + (" (re-reported)" if args.from_results else ""), lines)
     print(f"results in {out}")
     print(f"aubc_knapsack_minus_fg_random: {diff:+.4f}")
     return diff
