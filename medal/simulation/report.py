@@ -129,7 +129,7 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
                   f"would take {full_cost:.0f} s (true cost model on the ground truth)", ""]
     if full_dice:
         lines += [f"- full-supervision reference Dice: {full_dice:.3f}; 95% of it: {target:.3f}", ""]
-    lines += ["| strategy | seeds | AUBC (0-%.0f s) | final Dice | seconds to 95%% of full Dice |" % x_max,
+    lines += ["| strategy | seeds | AUBC (first labels to %.0f s) | final Dice | seconds to 95%% of full Dice |" % x_max,
               "| --- | --- | --- | --- | --- |"]
     for s, v in summary["strategies"].items():
         reach = "not reached" if v["seconds_to_95pct"] is None else f"{v['seconds_to_95pct']:.0f} s" + (
