@@ -156,5 +156,6 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     write_tasks(tasks_path, tasks, dataset_root=dataset.root, meta={
         "strategy": sel.strategy, "budget_s": sel.budget_s, "predicted_s": sel.spent_s, "value": sel.value,
         "upper_bound": sel.upper_bound, "gap": sel.gap, "cost_model": cost_model.source,
+        "scores_dir": str(Path(scores_dir).resolve()),
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg), "skipped": skipped})
     return RoundSelection(tasks_path, table, sel, skipped)
