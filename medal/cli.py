@@ -49,6 +49,16 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_annotate(args) -> int:
+    try:
+        from medal_napari.cli import main as annotate_main
+    except ImportError as exc:
+        print(f"medal: error: the napari plugin is not installed ({exc}); install it with "
+              "`pip install -e napari_plugin` (and a Qt binding, e.g. PyQt6)", file=sys.stderr)
+        return EXIT_USAGE
+    return annotate_main(args.rest)
+
+
 def cmd_sample_path(args) -> int:
     from medal.data import sample_dataset
 
@@ -127,7 +137,10 @@ def cmd_select(args) -> int:
 def cmd_costs_fit(args) -> int:
     from medal.costs import fit_cost_model
 
-    model = fit_cost_model(args.log, n_classes=args.classes)
+    from medal.costs import read_annotation_log
+
+    records = [rec for log in args.log for rec in read_annotation_log(log)]
+    model = fit_cost_model(records, n_classes=args.classes)
     model.save(args.out)
     print(f"fitted {len(model.coefficients)} coefficients on {model.fit['n_tasks']} tasks: "
           f"R^2 {model.fit['r2']:.3f}, mean abs error {model.fit['mae_s']:.1f} s -> {args.out}")
@@ -279,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(group_parser=co)
     co_sub = co.add_subparsers(dest="costs_command", metavar="ACTION")
     fit = co_sub.add_parser("fit", help="fit cost coefficients (NNLS) to an annotation log of timed tasks")
-    fit.add_argument("log", help="annotation log (JSON lines with seconds and effort features)")
+    fit.add_argument("log", nargs="+", help="annotation log(s) (JSON lines with seconds and effort features), "
+                     "e.g. every ROUND/annotation_log.jsonl the napari plugin wrote")
     fit.add_argument("--classes", type=int, required=True, help="number of classes including background")
     fit.add_argument("--out", required=True, help="cost model JSON to write")
     fit.set_defaults(func=cmd_costs_fit)
@@ -288,12 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="new folder for the run (default: runs/demo-<time>)")
     demo.set_defaults(func=cmd_demo)
 
+    an = sub.add_parser("annotate", help="annotate a round's tasks in napari (the napari-medal plugin)",
+                        add_help=False)
+    an.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of medal-annotate (ROUND, --user, ...)")
+    an.set_defaults(func=cmd_annotate)
+
     sp = sub.add_parser("sample-path", help="print where the bundled sample dataset is installed")
     sp.set_defaults(func=cmd_sample_path)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["annotate"]:  # everything after it belongs to medal-annotate, options included
+        return cmd_annotate(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

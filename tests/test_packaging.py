@@ -38,3 +38,25 @@ def test_sample_matches_its_checksums():
         assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, name
         checked += 1
     assert checked == 40
+
+
+@pytest.mark.slow
+def test_plugin_wheel_has_manifest_sample_round_and_no_qt_binding(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(REPO / "napari_plugin")], capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    wheel = next(tmp_path.glob("napari_medal-*.whl"))
+    zf = zipfile.ZipFile(wheel)
+    names = set(zf.namelist())
+    for f in ("napari.yaml", "sample_round/tasks.json", "sample_round/LICENSE", "sample_round/README.md",
+              "sample_round/masks/hippocampus_004.nii.gz", "sample_round/scores/hippocampus_004/bald.nii.gz",
+              "sample_round/scores/hippocampus_004/prediction.nii.gz"):
+        assert "medal_napari/" + f in names, f
+    meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert any("napari" in r for r in requires) and any("medal" in r for r in requires)
+    assert not any(q in r for r in requires for q in ("PyQt", "PySide"))
+    entry = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "napari-medal = medal_napari:napari.yaml" in entry and "medal-annotate" in entry

@@ -1,0 +1,302 @@
+"""Files of a round as the annotation plugin reads and writes them (no Qt, no napari here).
+
+::
+
+    ROUND/tasks.json                  the tasks; statuses are written back here
+    ROUND/annotations/<case>.nii.gz   finished tasks' labels, 255 elsewhere: what `medal ingest` merges
+    ROUND/annotations/<case>.json     per-case progress: status, active seconds, started/logged flags
+    ROUND/annotations/<case>.lock     who is annotating the case now
+    ROUND/drafts/<case>.nii.gz        work in progress of unfinished tasks (also 255 elsewhere)
+    ROUND/annotation_log.jsonl        one line per finished task: active seconds + effort features
+
+Every file is written atomically (temporary file, fsync, rename). An existing annotation file that
+cannot be read is never overwritten: the case is refused with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medal.data import UNLABELED, DatasetError, Volume, atomic_write_json, load_dataset, load_volume
+from medal.data.slabs import SlabNifti
+from medal.tasks import Task, TaskError, TaskList, read_tasks, write_tasks
+
+__all__ = ["AnnotationFileError", "CaseData", "CaseLabels", "RoundStore", "PALETTE", "find_tasks_file"]
+
+#: colours of classes 1.. when dataset.json gives none (colour-blind-safe, Okabe-Ito)
+PALETTE = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#999999"]
+
+
+class AnnotationFileError(RuntimeError):
+    """A file of the round is missing, unreadable or inconsistent; the message names it."""
+
+
+def find_tasks_file(path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tasks.json"
+    if not path.is_file():
+        raise AnnotationFileError(f"{path}: no tasks.json here (run `medal select` or `medal round` first)")
+    return path
+
+
+@dataclass
+class CaseData:
+    """Everything shown for one case; loaded off the GUI thread and cached."""
+
+    case_id: str
+    image: Volume
+    contrast: tuple[float, float]
+    uncertainty: np.ndarray | None = None
+    uncertainty_name: str = ""
+    uncertainty_limits: tuple[float, float] = (0.0, 1.0)
+    prediction: np.ndarray | None = None
+    sv_mask: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaseLabels:
+    """Finished (``final``) and in-progress (``draft``) labels of one case, each saved incrementally."""
+
+    case_id: str
+    final: SlabNifti
+    draft: SlabNifti
+    final_path: Path
+    draft_path: Path
+
+    def working(self) -> np.ndarray:
+        """The labels the expert sees: finished labels over drafts, 0 where nothing is painted."""
+        out = np.zeros(self.final.shape, dtype=np.uint8, order="F")
+        d, f = self.draft.array, self.final.array
+        np.copyto(out, d, where=d != UNLABELED)
+        np.copyto(out, f, where=f != UNLABELED)
+        return out
+
+    def write(self) -> list[Path]:
+        written = []
+        for vol, path in ((self.final, self.final_path), (self.draft, self.draft_path)):
+            if vol.dirty and (path.exists() or (vol.array != UNLABELED).any()):
+                written.append(vol.write(path))
+            elif vol.dirty:
+                vol.to_bytes()  # nothing to write yet: just clear the dirty flags
+        return written
+
+
+def _percentiles(a: np.ndarray, lo=0.5, hi=99.5) -> tuple[float, float]:
+    sample = a.ravel()[:: max(a.size // 1_000_000, 1)]
+    p = np.percentile(sample, [lo, hi]).astype(float)
+    return (float(p[0]), float(p[1]) if p[1] > p[0] else float(p[0]) + 1.0)
+
+
+class RoundStore:
+    """The tasks, dataset and files of one round folder."""
+
+    def __init__(self, path, *, dataset_root=None):
+        self.tasks_path = find_tasks_file(path)
+        self.round_dir = self.tasks_path.parent
+        try:
+            self.tasklist: TaskList = read_tasks(self.tasks_path, dataset_root=dataset_root)
+        except TaskError as exc:
+            raise AnnotationFileError(str(exc)) from exc
+        try:
+            self.dataset = load_dataset(self.tasklist.dataset_root)
+        except DatasetError as exc:
+            raise AnnotationFileError(str(exc)) from exc
+        self.ann_dir = self.round_dir / "annotations"
+        self.draft_dir = self.round_dir / "drafts"
+        self.log_path = self.round_dir / "annotation_log.jsonl"
+        meta = self.tasklist.meta
+        self.scores_dir = Path(meta["scores_dir"]) if meta.get("scores_dir") else self.round_dir / "scores"
+        self.measure = str((meta.get("regions") or {}).get("measure", "") or "")
+        self.n_classes = max(len(self.dataset.label_names), 2)
+        self.label_names = dict(self.dataset.label_names) or {0: "background", 1: "foreground"}
+        self.label_colors = self._colors()
+        self.progress: dict[str, dict] = {}  # case_id -> {"tasks": {task_id: {...}}}
+        self._axis_codes: dict[str, str] = {}
+        for t in self.tasks:
+            state = self.case_progress(t.case_id)["tasks"].get(t.task_id)
+            if state and state.get("status") in ("todo", "done", "skipped"):
+                t.status = state["status"]
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self.tasklist.tasks
+
+    def _colors(self) -> dict[int, str]:
+        meta_path = self.tasklist.dataset_root / "dataset.json"
+        given = {}
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                given = {int(k): str(v) for k, v in (meta.get("colors") or meta.get("label_colors") or {}).items()}
+            except (ValueError, TypeError, AttributeError):
+                given = {}
+        return {c: given.get(c, PALETTE[(c - 1) % len(PALETTE)]) for c in self.label_names if c != 0}
+
+    def axis_name(self, task: Task) -> str:
+        """``axial`` / ``coronal`` / ``sagittal`` for the task's slicing axis (from the image header)."""
+        if task.case_id not in self._axis_codes:
+            try:
+                import nibabel as nib
+
+                path = self.tasklist.image_path(task)
+                affine = nib.load(str(path)).affine if ".nii" in path.name else load_volume(path).affine
+                self._axis_codes[task.case_id] = "".join(nib.aff2axcodes(affine))
+            except Exception:  # a bad image is reported when the task is opened; here only a label
+                self._axis_codes[task.case_id] = "???"
+        code = self._axis_codes[task.case_id][task.axis]
+        return {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}.get(
+            code, f"axis {task.axis}")
+
+    def where(self, task: Task) -> str:
+        if task.kind == "slice":
+            return f"{self.axis_name(task)} slice {task.index}"
+        return f"supervoxel {task.supervoxel} ({self.axis_name(task)})"
+
+    # ------------------------------------------------------------------ per-case progress
+    def case_progress(self, case_id: str) -> dict:
+        if case_id not in self.progress:
+            path = self.ann_dir / f"{case_id}.json"
+            state = {"tasks": {}}
+            if path.is_file():
+                try:
+                    state = json.loads(path.read_text(encoding="utf-8"))
+                    if not isinstance(state.get("tasks"), dict):
+                        raise ValueError("no 'tasks' object")
+                except (OSError, ValueError) as exc:
+                    raise AnnotationFileError(f"{path}: cannot read the saved progress ({exc}); "
+                                              "move it away to start this case's statuses afresh") from exc
+            self.progress[case_id] = state
+        return self.progress[case_id]
+
+    def task_state(self, task: Task) -> dict:
+        return self.case_progress(task.case_id)["tasks"].setdefault(
+            task.task_id, {"status": task.status, "seconds": 0.0, "started": False, "logged": False})
+
+    def save_progress(self, case_id: str, user: str) -> Path:
+        state = self.case_progress(case_id)
+        state.update({"format": "medal-annotation-progress/1", "case_id": case_id, "user": user,
+                      "updated": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+        return atomic_write_json(self.ann_dir / f"{case_id}.json", state)
+
+    def write_statuses(self, timeout_s: float = 5.0) -> None:
+        """Write the statuses back into tasks.json (re-read first: other cases may be annotated elsewhere)."""
+        guard = self.tasks_path.with_name("tasks.json.writing")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.close(fd)
+                break
+            except FileExistsError:
+                if time.monotonic() > deadline:
+                    if time.time() - guard.stat().st_mtime > 60:  # left behind by a killed writer
+                        guard.unlink(missing_ok=True)
+                        continue
+                    raise AnnotationFileError(f"{guard}: another session is writing tasks.json; try again")
+                time.sleep(0.02)
+        try:
+            fresh = read_tasks(self.tasks_path, dataset_root=self.tasklist.dataset_root)
+            mine = {t.task_id: t.status for t in self.tasks
+                    if t.task_id in self.case_progress(t.case_id)["tasks"]}
+            for t in fresh.tasks:
+                if t.task_id in mine:
+                    t.status = mine[t.task_id]
+            write_tasks(self.tasks_path, fresh)
+        except TaskError as exc:
+            raise AnnotationFileError(str(exc)) from exc
+        finally:
+            guard.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ volumes
+    def load_case(self, case_id: str, tasks: list[Task]) -> CaseData:
+        """Image, uncertainty, prediction and supervoxel mask of a case (missing extras are warnings)."""
+        task = tasks[0]
+        try:
+            image = load_volume(self.tasklist.image_path(task))
+        except (DatasetError, TaskError) as exc:
+            raise AnnotationFileError(str(exc)) from exc
+        data = CaseData(case_id, image, _percentiles(image.array))
+        base = self.scores_dir / case_id
+        names = [self.measure] if self.measure else []
+        names += [p.name[:-7] for p in sorted(base.glob("*.nii.gz")) if p.name != "prediction.nii.gz"]
+        for name in dict.fromkeys(names):
+            path = base / f"{name}.nii.gz"
+            if not path.is_file():
+                continue
+            try:
+                vol = load_volume(path)
+                if vol.shape != image.shape:
+                    raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
+            except DatasetError as exc:
+                data.warnings.append(f"uncertainty not shown: {exc}")
+                continue
+            data.uncertainty, data.uncertainty_name = vol.array.astype(np.float32, copy=False), name
+            data.uncertainty_limits = _percentiles(data.uncertainty, 1.0, 99.9)
+            break
+        if data.uncertainty is None and not data.warnings:
+            data.warnings.append(f"no uncertainty volume for {case_id} under {base}")
+        pred = base / "prediction.nii.gz"
+        if pred.is_file():
+            try:
+                vol = load_volume(pred)
+                if vol.shape != image.shape:
+                    raise DatasetError(f"{pred}: shape {vol.shape} does not match the image {image.shape}")
+                data.prediction = vol.array.astype(np.uint8, copy=False)
+            except DatasetError as exc:
+                data.warnings.append(f"prediction not shown: {exc}")
+        sv_tasks = [t for t in tasks if t.kind == "supervoxel"]
+        if sv_tasks:
+            try:
+                path = self.tasklist.mask_path(sv_tasks[0])
+                vol = load_volume(path)
+                if vol.shape != image.shape:
+                    raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
+            except (DatasetError, TaskError) as exc:
+                raise AnnotationFileError(f"supervoxel tasks of {case_id} cannot be shown: {exc}") from exc
+            data.sv_mask = np.asarray(vol.array)
+        return data
+
+    def case_labels(self, case_id: str, image: Volume) -> CaseLabels:
+        """Saved labels of a case (resume), or empty ones; an unreadable file is an error, never replaced."""
+        vols = []
+        for path in (self.ann_dir / f"{case_id}.nii.gz", self.draft_dir / f"{case_id}.nii.gz"):
+            if path.exists():
+                try:
+                    vol = load_volume(path)
+                except DatasetError as exc:
+                    raise AnnotationFileError(f"{exc}. medal will not overwrite it: repair or move it away, "
+                                              "then open the task again") from exc
+                if vol.shape != image.shape:
+                    raise AnnotationFileError(f"{path}: shape {vol.shape} does not match the image "
+                                              f"{image.shape}; medal will not overwrite it")
+                vols.append(SlabNifti(image, vol.array))
+                vols[-1].to_bytes()  # in sync with the file: nothing dirty
+            else:
+                vols.append(SlabNifti(image))
+        return CaseLabels(case_id, vols[0], vols[1], self.ann_dir / f"{case_id}.nii.gz",
+                          self.draft_dir / f"{case_id}.nii.gz")
+
+    # ------------------------------------------------------------------ regions
+    @staticmethod
+    def region(task: Task, data: CaseData) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+        """The task's bounding box (slices) and its region inside that box (bool)."""
+        lo, hi = task.bbox
+        if task.kind == "slice":
+            lo, hi = list(lo), list(hi)
+            lo[task.axis], hi[task.axis] = task.index, task.index + 1
+            shape = data.image.shape
+            lo = [0 if d != task.axis else lo[d] for d in range(3)]
+            hi = [shape[d] if d != task.axis else hi[d] for d in range(3)]
+        sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        if task.kind == "slice":
+            return sl, np.ones(tuple(s.stop - s.start for s in sl), dtype=bool)
+        return sl, data.sv_mask[sl] == task.supervoxel

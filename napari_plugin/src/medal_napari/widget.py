@@ -1,0 +1,344 @@
+"""The dock widget: task queue, class picker, done/skip/next, autosave, keyboard shortcuts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from .session import FILTERS, AnnotationSession
+from .store import AnnotationFileError
+
+__all__ = ["AnnotationWidget", "SHORTCUTS"]
+
+#: napari key -> (action, what it does); none of these is bound by napari itself
+SHORTCUTS = {
+    "Shift-N": ("next", "next task"), "PageDown": ("next", "next task"),
+    "Shift-B": ("previous", "previous task"), "PageUp": ("previous", "previous task"),
+    "Shift-D": ("done", "mark done (saves, logs the time, opens the next task)"),
+    "Shift-S": ("skip", "skip the task"),
+    "Shift-U": ("toggle_uncertainty", "show/hide the uncertainty overlay"),
+}
+COLUMNS = ["task", "case", "where", "pred. s", "score", "value/s", "status", "active s"]
+STATUS_COLORS = {"todo": None, "done": "#2e7d32", "skipped": "#9e9e9e"}
+
+
+class _CloseWatcher(QObject):
+    def __init__(self, callback):
+        super().__init__()
+        self.callback = callback
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Close:
+            self.callback()
+        return False
+
+
+class AnnotationWidget(QWidget):
+    """medal tasks: open a round, work through its tasks, save safely.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    round_path : path, optional
+        Round folder or ``tasks.json`` to open now.
+    autosave_s : float
+        Save the open task every this many seconds (0 = only on switch/done).
+    idle_s : float
+        Pauses longer than this are not counted as annotation time.
+    user : str, optional
+        Name recorded in locks and the time log (default: login name).
+    """
+
+    def __init__(self, napari_viewer, round_path=None, *, autosave_s: float = 30.0, idle_s: float = 60.0,
+                 user: str | None = None, start_from_prediction: bool = False):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AnnotationSession | None = None
+        self.idle_s, self.user = idle_s, user
+        self.autosaves = 0
+
+        self.round_label = QLabel("no round open")
+        self.round_label.setWordWrap(True)
+        open_btn = QPushButton("Open round…")
+        open_btn.clicked.connect(self._choose_round)
+        top = QHBoxLayout()
+        top.addWidget(self.round_label, 1)
+        top.addWidget(open_btn)
+
+        self.filter_box = QComboBox()
+        self.filter_box.addItems(list(FILTERS))
+        self.filter_box.currentTextChanged.connect(self._set_filter)
+        self.progress_label = QLabel("")
+        frow = QHBoxLayout()
+        frow.addWidget(QLabel("show"))
+        frow.addWidget(self.filter_box)
+        frow.addWidget(self.progress_label, 1)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.cellClicked.connect(self._row_clicked)
+        self.table.setToolTip("ordered by value per predicted second; click a row to open the task")
+
+        self.class_box = QComboBox()
+        self.class_box.currentIndexChanged.connect(self._class_chosen)
+        crow = QHBoxLayout()
+        crow.addWidget(QLabel("paint"))
+        crow.addWidget(self.class_box, 1)
+
+        self.show_unc = QCheckBox("uncertainty overlay (Shift-U)")
+        self.show_unc.setChecked(True)
+        self.show_unc.toggled.connect(self._toggle_unc_layer)
+        self.show_pred = QCheckBox("show model prediction (outline)")
+        self.show_pred.toggled.connect(self._toggle_pred_layer)
+        self.from_pred = QCheckBox("start new tasks from the model's prediction")
+        self.from_pred.setChecked(start_from_prediction)
+        self.from_pred.toggled.connect(self._toggle_from_pred)
+
+        self.buttons = {}
+        brow = QHBoxLayout()
+        for key, text, tip in (("previous", "◀ Prev", "Shift-B / PageUp"), ("next", "Next ▶", "Shift-N / PageDown"),
+                               ("done", "Done ✓", "Shift-D: save, log the time, open the next task"),
+                               ("skip", "Skip", "Shift-S"), ("reopen", "Reopen", "set back to todo"),
+                               ("save", "Save", "autosaves anyway")):
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(getattr(self, f"action_{key}"))
+            brow.addWidget(b)
+            self.buttons[key] = b
+
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        help_text = " · ".join(f"{k}: {v[1]}" for k, v in SHORTCUTS.items() if not k.startswith("Page"))
+        keys = QLabel(help_text)
+        keys.setWordWrap(True)
+        keys.setStyleSheet("color: #999;")
+
+        layout = QVBoxLayout(self)
+        for item in (top, frow):
+            layout.addLayout(item)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(crow)
+        for w in (self.show_unc, self.show_pred, self.from_pred):
+            layout.addWidget(w)
+        layout.addLayout(brow)
+        for w in (self.status_label, self.message_label, keys):
+            layout.addWidget(w)
+
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.set_autosave(autosave_s)
+        self.clock_timer = QTimer(self)  # refreshes the active-seconds display
+        self.clock_timer.timeout.connect(self._refresh_status)
+        self.clock_timer.start(1000)
+
+        for key, (action, _) in SHORTCUTS.items():
+            self.viewer.bind_key(key, self._key_handler(action), overwrite=True)
+        self._watcher = _CloseWatcher(self.close_session)
+        try:
+            self.viewer.window._qt_window.installEventFilter(self._watcher)
+        except AttributeError:  # a headless viewer model: nothing to watch
+            pass
+        if round_path is not None:
+            self.open_round(round_path)
+
+    # ------------------------------------------------------------------ opening
+    def _choose_round(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a medal round", "", "medal tasks (tasks.json)")
+        if path:
+            self.open_round(path)
+
+    def open_round(self, path) -> bool:
+        """Open a round folder (or its tasks.json) and its first unfinished task."""
+        self.close_session()
+        try:
+            self.session = AnnotationSession(path, self.viewer, user=self.user, idle_s=self.idle_s,
+                                             start_from_prediction=self.from_pred.isChecked())
+        except AnnotationFileError as exc:
+            self._message(f"cannot open {path}: {exc}", "error")
+            try:
+                from napari.utils.notifications import show_error
+
+                show_error(f"cannot open {path}: {exc}")
+            except Exception:
+                pass
+            return False
+        s = self.session
+        s.listeners.append(self._session_changed)
+        self.round_label.setText(f"<b>{s.store.round_dir.name}</b> · {len(s.tasks)} tasks · "
+                                 f"{s.store.tasklist.meta.get('strategy', '?')} · {s.store.round_dir}")
+        self.class_box.blockSignals(True)
+        self.class_box.clear()
+        for value, name in sorted(s.store.label_names.items()):
+            self.class_box.addItem(f"{value}: {name}", value)
+            color = s.store.label_colors.get(value)
+            if color:
+                self.class_box.setItemData(self.class_box.count() - 1, QColor(color), Qt.ItemDataRole.DecorationRole)
+        self.class_box.blockSignals(False)
+        self._fill_table()
+        s.first_task()
+        return True
+
+    def close_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    # ------------------------------------------------------------------ table
+    def _fill_table(self) -> None:
+        s = self.session
+        self.table.setRowCount(0)
+        if s is None:
+            return
+        rows = s.visible_order()
+        self.table.setRowCount(len(rows))
+        for r, i in enumerate(rows):
+            t = s.tasks[i]
+            cells = [t.task_id, t.case_id, s.store.where(t), f"{t.predicted_cost_s:.0f}", f"{t.score:.3g}",
+                     f"{t.score / max(t.predicted_cost_s, 1e-9):.3g}", t.status, f"{s.seconds(t):.0f}"]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, i)
+                if STATUS_COLORS.get(t.status):
+                    item.setForeground(QColor(STATUS_COLORS[t.status]))
+                self.table.setItem(r, c, item)
+            if i == s.current:
+                self.table.selectRow(r)
+        done = sum(t.status == "done" for t in s.tasks)
+        skipped = sum(t.status == "skipped" for t in s.tasks)
+        self.progress_label.setText(f"{done} done · {skipped} skipped · {len(s.tasks) - done - skipped} to do")
+
+    def row_of(self, index: int) -> int | None:
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == index:
+                return r
+        return None
+
+    def _row_clicked(self, row: int, col: int) -> None:
+        if self.session is not None:
+            self.session.activity()
+            self.session.open_task(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+
+    def _set_filter(self, text: str) -> None:
+        if self.session is not None:
+            self.session.filter = text
+            self._fill_table()
+
+    def _session_changed(self) -> None:
+        self._fill_table()
+        self._refresh_status()
+        s = self.session
+        if s is not None and s.messages:
+            level, text = s.messages[-1]
+            self._message(text, level)
+        lab = s.layer("labels") if s is not None else None
+        if lab is not None:
+            idx = self.class_box.findData(int(lab.selected_label))
+            if idx >= 0 and idx != self.class_box.currentIndex():
+                self.class_box.blockSignals(True)
+                self.class_box.setCurrentIndex(idx)
+                self.class_box.blockSignals(False)
+        unc = s.layer("uncertainty") if s is not None else None
+        if unc is not None:
+            unc.visible = self.show_unc.isChecked()
+        pred = s.layer("prediction") if s is not None else None
+        if pred is not None:
+            pred.visible = self.show_pred.isChecked()
+
+    def _message(self, text: str, level: str) -> None:
+        color = {"error": "#e53935", "warning": "#fb8c00"}.get(level, "#9e9e9e")
+        self.message_label.setStyleSheet(f"color: {color};")
+        self.message_label.setText(text)
+
+    def _refresh_status(self) -> None:
+        s = self.session
+        if s is None or s.task is None:
+            self.status_label.setText("")
+            return
+        t = s.task
+        saved = f" · saved {s.last_saved}" if s.last_saved else ""
+        self.status_label.setText(f"<b>{t.task_id}</b> {t.case_id} {s.store.where(t)} · {t.status} · predicted {t.predicted_cost_s:.0f} s"
+                                  f" · active {s.seconds(t):.0f} s{saved} · {s.user}")
+
+    # ------------------------------------------------------------------ actions
+    def _key_handler(self, action: str):
+        def handler(viewer):
+            if self.session is not None:
+                self.session.activity()
+            getattr(self, f"action_{action}")()
+        handler.__name__ = f"medal_{action}"
+        return handler
+
+    def action_next(self) -> None:
+        if self.session is not None:
+            self.session.next_task()
+
+    def action_previous(self) -> None:
+        if self.session is not None:
+            self.session.previous_task()
+
+    def action_done(self) -> None:
+        if self.session is not None:
+            self.session.mark_done()
+
+    def action_skip(self) -> None:
+        if self.session is not None:
+            self.session.mark_skipped()
+
+    def action_reopen(self) -> None:
+        if self.session is not None:
+            self.session.reopen()
+
+    def action_save(self) -> None:
+        if self.session is not None:
+            written = self.session.save()
+            self._message(f"saved {', '.join(p.name for p in written) or '(nothing changed)'}", "info")
+            self._refresh_status()
+
+    def action_toggle_uncertainty(self) -> None:
+        self.show_unc.setChecked(not self.show_unc.isChecked())
+
+    def _toggle_unc_layer(self, on: bool) -> None:
+        layer = self.session.layer("uncertainty") if self.session is not None else None
+        if layer is not None:
+            layer.visible = on
+
+    def _toggle_pred_layer(self, on: bool) -> None:
+        layer = self.session.layer("prediction") if self.session is not None else None
+        if layer is not None:
+            layer.visible = on
+
+    def _toggle_from_pred(self, on: bool) -> None:
+        if self.session is not None:
+            self.session.start_from_prediction = on
+
+    def _class_chosen(self, idx: int) -> None:
+        value = self.class_box.itemData(idx)
+        layer = self.session.layer("labels") if self.session is not None else None
+        if layer is not None and value is not None:
+            layer.selected_label = int(value)
+
+    def set_autosave(self, seconds: float) -> None:
+        self.autosave_timer.stop()
+        if seconds and seconds > 0:
+            self.autosave_timer.start(int(seconds * 1000))
+
+    def autosave(self) -> None:
+        if self.session is not None and self.session.task is not None:
+            self.session.save()
+            self.autosaves += 1
+            self._refresh_status()
+
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.close_session()
+        super().closeEvent(event)

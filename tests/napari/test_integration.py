@@ -1,0 +1,114 @@
+"""The plugin inside napari (manifest, reader, sample data, commands) and a whole round trip:
+select -> annotate three tasks in napari -> `medal ingest` -> the next round trains on them."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from medal.config import config_from_dict
+from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset, save_volume
+from medal.loop import labels_dir, round_dir, run_round
+
+from .conftest import plane_index
+
+pytestmark = pytest.mark.gui
+
+TINY = {
+    "model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+    "training": {"patch_size": [32, 48, 32], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 3,
+                 "val_fraction": 0.0},
+    "uncertainty": {"mc_samples": 3},
+    "selection": {"budget_s": 400.0, "skip_annotated_above": 0.5},
+}
+POOL = ["hippocampus_004", "hippocampus_006", "hippocampus_007"]
+
+
+def test_manifest_declares_reader_widget_and_sample():
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("napari-medal")
+    assert [w.display_name for w in manifest.contributions.widgets] == ["medal tasks"]
+    assert manifest.contributions.readers[0].filename_patterns == ["tasks.json"]
+    assert [s.key for s in manifest.contributions.sample_data] == ["hippocampus_round"]
+
+
+def test_reader_opens_a_round_dropped_on_napari(make_napari_viewer, round_dir, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(round_dir / "tasks.json"), plugin="napari-medal")
+    widget = next(w for w in viewer.window.dock_widgets.values() if type(w).__name__ == "AnnotationWidget")
+    assert widget.session is not None and widget.session.task is not None
+    assert "labels" in viewer.layers and "image" in viewer.layers
+    widget.close_session()
+
+
+def test_sample_data_opens_the_bundled_round(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    monkeypatch.setenv("MEDAL_SAMPLE_ROUND", str(tmp_path / "sample"))
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-medal", "hippocampus_round")
+    qtbot.waitUntil(lambda: "labels" in viewer.layers, timeout=5000)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("image") == 1 and "task region" in names  # the sample's image layer was reused
+    assert (tmp_path / "sample" / "tasks.json").is_file() and (tmp_path / "sample" / "LICENSE").is_file()
+    body = json.loads((tmp_path / "sample" / "tasks.json").read_text())
+    assert body["dataset_root"] == str(sample_dataset())
+    widget = next(w for w in viewer.window.dock_widgets.values() if type(w).__name__ == "AnnotationWidget")
+    widget.close_session()
+
+
+def test_commands_start_and_fail_clearly(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "medal_napari.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--autosave" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "medal.cli", "annotate", str(tmp_path / "none")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no tasks.json" in out.stderr
+
+
+@pytest.mark.slow
+def test_three_tasks_painted_in_napari_reach_the_next_round(open_widget, tmp_path, qtbot):
+    from medal.loop import ingest
+
+    run = tmp_path / "run"
+    ds = load_dataset(sample_dataset())
+    truth = load_volume(ds.case("hippocampus_004").label)
+    seed = np.full(truth.shape, UNLABELED, np.uint8)
+    seed[:, :, 10] = truth.array[:, :, 10]
+    save_volume(truth.with_array(seed), labels_dir(run) / "hippocampus_004.nii.gz")
+    cfg = config_from_dict(TINY)
+    r0 = run_round(run, ds, cfg, index=0, pool=POOL)
+    tasks0 = json.loads((r0.round_dir / "tasks.json").read_text())["tasks"]
+    assert len(tasks0) >= 3
+
+    viewer, widget = open_widget(r0.round_dir)
+    s = widget.session
+    lab = viewer.layers["labels"]
+    painted = {}
+    for _ in range(3):  # the expert copies the truth of the task's slice, as napari's fill would
+        task = s.task
+        gt = load_volume(ds.case(task.case_id).label).array
+        sl, region = s._region
+        target = np.asarray(lab.data)
+        idx = np.nonzero(region)
+        coords = tuple(i + x.start for i, x in zip(idx, sl))
+        lab.data_setitem(coords, gt[coords].astype(np.uint8))
+        qtbot.wait(10)
+        painted[(task.case_id, task.axis, task.index)] = gt[plane_index(task, gt.shape)].copy()
+        assert s.mark_done()
+    widget.close_session()
+
+    rep = ingest(run, r0.round_dir, ds)
+    assert sum(v["added"] for v in rep.cases.values()) == sum(p.size for p in painted.values())
+    for (case, axis, index), plane in painted.items():
+        merged = load_volume(labels_dir(run) / f"{case}.nii.gz").array
+        np.testing.assert_array_equal(merged[tuple(index if d == axis else slice(None) for d in range(3))], plane)
+
+    r1 = run_round(run, ds, cfg, index=1, pool=POOL)
+    trained_on = set(r1.manifest["inputs"]["train_cases"])
+    assert {case for case, _, _ in painted} <= trained_on
+    tasks1 = json.loads((round_dir(run, 1) / "tasks.json").read_text())["tasks"]
+    again = {(t["case_id"], t["axis"], t["index"]) for t in tasks1 if t["kind"] == "slice"}
+    assert not again & set(painted)  # annotated slices are not asked for again

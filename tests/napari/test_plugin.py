@@ -1,0 +1,312 @@
+"""The napari plugin on a real round, in a real (shown) napari viewer under Xvfb."""
+
+import json
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from medal.costs import feature_names, read_annotation_log
+from medal.data import UNLABELED, load_volume
+from medal.tasks import read_tasks
+
+from .conftest import paint_at, plane_index
+
+pytestmark = pytest.mark.gui
+
+
+def _coord_in_plane(task, shape, at=(0.45, 0.5)):
+    free = [d for d in range(3) if d != task.axis]
+    c = [0, 0, 0]
+    c[task.axis] = task.index
+    for d, f in zip(free, at):
+        c[d] = int(shape[d] * f)
+    return c
+
+
+def test_open_round_shows_task_layers_and_jumps_to_slice(open_widget, round_dir):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    task = s.task
+    image = load_volume(s.store.tasklist.image_path(task))
+    # the first task is the best value per predicted second among those to do
+    ratio = [t.score / t.predicted_cost_s for t in s.tasks]
+    assert s.current == int(np.argmax(ratio))
+    assert viewer.dims.order[0] == task.axis
+    assert viewer.dims.current_step[task.axis] == task.index
+    names = [layer.name for layer in viewer.layers]
+    for name in ("image", "uncertainty", "prediction", "labels", "task region"):
+        assert name in names
+    np.testing.assert_allclose(viewer.layers["image"].scale, image.spacing)
+    np.testing.assert_allclose(viewer.layers["labels"].scale, image.spacing)
+    assert viewer.layers["uncertainty"].metadata["measure"] == "bald"
+    # label names and colours from dataset.json
+    items = [widget.class_box.itemText(i) for i in range(widget.class_box.count())]
+    assert items == ["0: background", "1: Anterior", "2: Posterior"]
+    cmap = viewer.layers["labels"].colormap
+    assert np.allclose(cmap.map(1)[:3], [0xe6 / 255, 0x9f / 255, 0x00])
+    # the table is ordered by value per cost and the filter hides other statuses
+    shown = [widget.table.item(r, 5).text() for r in range(widget.table.rowCount())]
+    assert [float(x) for x in shown] == sorted((float(x) for x in shown), reverse=True)
+    assert widget.table.rowCount() == len(s.tasks) == 18
+    widget.filter_box.setCurrentText("done")
+    assert widget.table.rowCount() == 0
+    widget.filter_box.setCurrentText("all")
+    # the uncertainty overlay toggles
+    widget.show_unc.setChecked(False)
+    assert not viewer.layers["uncertainty"].visible
+    widget.show_unc.setChecked(True)
+    assert viewer.layers["uncertainty"].visible
+
+
+def test_supervoxel_task_centres_on_its_region(open_widget, round_dir):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    i = next(i for i, t in enumerate(s.tasks) if t.kind == "supervoxel")
+    assert s.open_task(i)
+    task = s.task
+    mask = load_volume(s.store.tasklist.mask_path(task)).array == task.supervoxel
+    plane = viewer.dims.current_step[task.axis]
+    other = tuple(d for d in range(3) if d != task.axis)
+    assert plane == int(np.argmax(mask.sum(axis=other)))  # the plane with most of the supervoxel
+    region = viewer.layers["task region"]
+    assert region.metadata["task_id"] == task.task_id and region.contour == 1
+    spacing = np.asarray(s._entry.data.image.spacing)
+    centre = (np.asarray(task.bbox[0]) + np.asarray(task.bbox[1])) / 2 * spacing
+    shown = list(viewer.dims.order[-2:])
+    np.testing.assert_allclose(viewer.camera.center[-2:], centre[shown], atol=1e-6)
+
+
+def test_paint_done_saves_exactly_the_slice_and_logs_the_time(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    task = s.task
+    lab = viewer.layers["labels"]
+    shape = lab.data.shape
+    paint_at(lab, _coord_in_plane(task, shape), 1, qtbot)
+    painted = np.array(lab.data[plane_index(task, shape)])
+    assert (painted == 1).sum() > 0
+    # an edit on another plane is undone and the user told so
+    off = _coord_in_plane(task, shape)
+    off[task.axis] = (task.index + 5) % shape[task.axis]
+    before = len(s.messages)
+    paint_at(lab, off, 2, qtbot)
+    assert (np.asarray(lab.data) == 2).sum() == 0
+    assert s.outside_reverted > 0
+    assert "outside the task" in s.messages[before][1] and "outside the task" in widget.message_label.text()
+    done_id = task.task_id
+    assert s.mark_done()
+    assert s.task.task_id != done_id  # moved on to the next task to do
+    out = load_volume(round_dir / "annotations" / f"{task.case_id}.nii.gz")
+    image = load_volume(s.store.tasklist.image_path(task))
+    np.testing.assert_array_equal(out.affine, image.affine)
+    assert out.array.dtype == np.uint8 and out.shape == image.shape
+    expect = np.full(shape, UNLABELED, np.uint8)
+    expect[plane_index(task, shape)] = painted
+    np.testing.assert_array_equal(out.array, expect)
+    statuses = {t.task_id: t.status for t in read_tasks(round_dir / "tasks.json").tasks}
+    assert statuses[done_id] == "done" and list(statuses.values()).count("done") == 1
+    log = read_annotation_log(round_dir / "annotation_log.jsonl")
+    assert len(log) == 1 and log[0]["task_id"] == done_id
+    assert set(feature_names(3)) <= set(log[0]) and log[0]["seconds"] >= 0
+    assert log[0]["area_mm2_1"] > 0 and log[0]["n_slices"] == 1
+    # the draft of that task is gone: it is finished
+    draft = round_dir / "drafts" / f"{task.case_id}.nii.gz"
+    assert not draft.exists() or (load_volume(draft).array == UNLABELED).all()
+
+
+def test_supervoxel_painting_is_confined_to_the_supervoxel(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    i = next(i for i, t in enumerate(s.tasks) if t.kind == "supervoxel")
+    s.open_task(i)
+    task = s.task
+    lab = viewer.layers["labels"]
+    lab.brush_size = 15  # wider than the supervoxel: part of the dab falls outside
+    plane = viewer.dims.current_step[task.axis]
+    centre = [(lo + hi) // 2 for lo, hi in zip(*task.bbox)]
+    centre[task.axis] = plane
+    lab.paint(np.asarray(centre, float), 2)
+    qtbot.wait(20)
+    mask = load_volume(s.store.tasklist.mask_path(task)).array == task.supervoxel
+    data = np.asarray(lab.data)
+    assert (data == 2).any() and not (data[~mask] == 2).any()
+    assert s.outside_reverted > 0
+    s.mark_done(advance=False)
+    out = load_volume(round_dir / "annotations" / f"{task.case_id}.nii.gz").array
+    assert (out[~mask] == UNLABELED).all()
+    np.testing.assert_array_equal(out[mask], data[mask])
+
+
+def test_autosave_writes_the_draft(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir, autosave_s=0.2)
+    s = widget.session
+    task = s.task
+    lab = viewer.layers["labels"]
+    paint_at(lab, _coord_in_plane(task, lab.data.shape), 2, qtbot)
+    draft = round_dir / "drafts" / f"{task.case_id}.nii.gz"
+    qtbot.waitUntil(lambda: widget.autosaves > 0 and draft.exists(), timeout=5000)
+    saved = load_volume(draft).array
+    np.testing.assert_array_equal(saved[plane_index(task, saved.shape)], np.asarray(lab.data)[plane_index(task, saved.shape)])
+    assert (saved[plane_index(task, saved.shape)] == 2).any()
+    # unfinished work never goes to the folder `medal ingest` reads
+    assert not (round_dir / "annotations" / f"{task.case_id}.nii.gz").exists()
+
+
+def test_reopening_resumes_every_voxel_and_status(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    first = s.task
+    lab = viewer.layers["labels"]
+    paint_at(lab, _coord_in_plane(first, lab.data.shape), 1, qtbot)
+    s.mark_done()
+    second = s.task
+    paint_at(lab, _coord_in_plane(second, lab.data.shape, at=(0.3, 0.3)), 2, qtbot)
+    s.mark_skipped()
+    third = s.task
+    paint_at(lab, _coord_in_plane(third, lab.data.shape, at=(0.6, 0.6)), 1, qtbot)
+    expected = np.array(lab.data)
+    widget.close_session()  # what closing napari does
+    assert not list((round_dir / "annotations").glob("*.lock"))
+
+    viewer2, widget2 = open_widget(round_dir)
+    s2 = widget2.session
+    status = {t.task_id: t.status for t in s2.tasks}
+    assert status[first.task_id] == "done" and status[second.task_id] == "skipped"
+    assert status[third.task_id] == "todo"
+    assert s2.task.task_id == third.task_id  # the first task still to do
+    np.testing.assert_array_equal(np.asarray(viewer2.layers["labels"].data), expected)
+
+
+def test_second_instance_is_refused_by_the_lock(open_widget, round_dir):
+    viewer, widget = open_widget(round_dir, user="alice")
+    case = widget.session.task.case_id
+    from medal_napari.widget import AnnotationWidget
+
+    viewer2 = type(viewer)(show=False)
+    try:
+        w2 = AnnotationWidget(viewer2, user="bob", autosave_s=0)
+        assert w2.open_round(round_dir)
+        assert w2.session.task is None  # nothing opened: the only case is locked
+        level, text = w2.session.messages[-1]
+        assert level == "error" and "alice" in text and case in text
+        assert "alice" in w2.message_label.text()
+        widget.close_session()  # alice leaves: bob can work
+        assert w2.session.first_task() and w2.session.task.case_id == case
+        w2.close_session()
+    finally:
+        viewer2.close()
+
+
+def test_corrupt_or_missing_files_give_messages_not_tracebacks(open_widget, round_dir, tmp_path):
+    case = "hippocampus_004"
+    bad = round_dir / "annotations" / f"{case}.nii.gz"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x1f\x8b\x08\x00 this is not a NIfTI file")
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    assert s.task is None
+    assert bad.name in s.messages[-1][1] and "will not overwrite" in s.messages[-1][1]
+    assert bad.read_bytes() == b"\x1f\x8b\x08\x00 this is not a NIfTI file"  # untouched
+    assert widget.open_round(tmp_path / "nowhere") is False
+    assert "no tasks.json" in widget.message_label.text()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tasks.json").write_text("{not json")
+    assert widget.open_round(broken) is False
+    assert "not valid JSON" in widget.message_label.text()
+
+
+def test_start_from_prediction_fills_the_task_region(open_widget, round_dir):
+    viewer, widget = open_widget(round_dir, start_from_prediction=True)
+    s = widget.session
+    task = s.task
+    pred = load_volume(round_dir / "scores" / task.case_id / "prediction.nii.gz").array
+    idx = plane_index(task, pred.shape)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["labels"].data)[idx], pred[idx])
+    assert s.store.task_state(task)["started"]
+
+
+def test_keyboard_shortcuts_move_and_finish_tasks(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    start = s.current
+    qtbot.keyClick(canvas, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
+    assert s.current == s.order[s.order.index(start) + 1]
+    qtbot.keyClick(canvas, Qt.Key.Key_B, Qt.KeyboardModifier.ShiftModifier)
+    assert s.current == start
+    qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
+    assert s.tasks[start].status == "skipped" and s.current != start
+    nxt = s.current
+    qtbot.keyClick(canvas, Qt.Key.Key_D, Qt.KeyboardModifier.ShiftModifier)
+    assert s.tasks[nxt].status == "done"
+    assert json.loads((round_dir / "tasks.json").read_text())["tasks"][nxt]["status"] == "done"
+
+
+def test_screenshot_of_an_open_task_has_real_pixels(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    qtbot.wait(50)
+    canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    assert canvas.std() > 10 and (canvas.max(axis=-1) > 30).mean() > 0.2
+    shot = widget.grab().toImage()
+    w, h = shot.width(), shot.height()
+    px = np.array([[shot.pixelColor(x, y).value() for x in range(0, w, 7)] for y in range(0, h, 7)])
+    assert w > 200 and h > 200 and (px > 60).mean() > 0.05  # text and table drawn, not a black box
+
+
+def test_time_log_has_active_seconds_once_per_finished_task(make_napari_viewer, round_dir, qtbot):
+    from medal_napari.session import AnnotationSession
+
+    from .test_units import Clock
+
+    clock = Clock()
+    viewer = make_napari_viewer()
+    s = AnnotationSession(round_dir, viewer, idle_s=30, clock=clock, user="tester")
+    try:
+        assert s.first_task()
+        first = s.current
+        lab = viewer.layers["labels"]
+        clock.t = 10
+        paint_at(lab, _coord_in_plane(s.task, lab.data.shape), 1, qtbot)  # a stroke is activity
+        clock.t = 15
+        s.activity()
+        clock.t = 300  # nearly five minutes away from the desk: not annotation time
+        s.activity()
+        clock.t = 304
+        assert s.mark_done()
+        log = read_annotation_log(round_dir / "annotation_log.jsonl")
+        assert len(log) == 1 and log[0]["seconds"] == pytest.approx(19) and log[0]["user"] == "tester"
+        s.open_task(first)  # revisit and finish again: still one row for that task
+        clock.t = 310
+        assert s.mark_done()
+        clock.t = 322
+        assert s.mark_done()  # the next task, 12 s later
+        log = read_annotation_log(round_dir / "annotation_log.jsonl")
+        assert len(log) == 2 and log[0]["task_id"] == s.tasks[first].task_id
+        assert log[1]["task_id"] != log[0]["task_id"] and log[1]["seconds"] == pytest.approx(12)
+    finally:
+        s.close()
+
+
+def test_closing_napari_saves_the_open_task_and_releases_the_lock(round_dir, qtbot):
+    import napari
+
+    from medal_napari.widget import AnnotationWidget
+
+    viewer = napari.Viewer(show=False)
+    widget = AnnotationWidget(viewer, autosave_s=0)
+    viewer.window.add_dock_widget(widget)
+    assert widget.open_round(round_dir)
+    task = widget.session.task
+    lab = viewer.layers["labels"]
+    paint_at(lab, _coord_in_plane(task, lab.data.shape), 2, qtbot)
+    expected = np.array(lab.data[plane_index(task, lab.data.shape)])
+    assert (round_dir / "annotations" / f"{task.case_id}.lock").exists()
+    viewer.close()
+    draft = load_volume(round_dir / "drafts" / f"{task.case_id}.nii.gz").array
+    np.testing.assert_array_equal(draft[plane_index(task, draft.shape)], expected)
+    assert not (round_dir / "annotations" / f"{task.case_id}.lock").exists()
+    state = json.loads((round_dir / "annotations" / f"{task.case_id}.json").read_text())
+    assert state["tasks"][task.task_id]["started"] and state["tasks"][task.task_id]["status"] == "todo"
