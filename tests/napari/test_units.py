@@ -95,3 +95,125 @@ def test_sample_round_is_prepared_once_and_then_resumed(tmp_path):
     marker.parent.mkdir()
     marker.write_text("work")
     assert prepare_sample_round(tmp_path / "s") == path and marker.read_text() == "work"
+
+
+def _task(**kw):
+    from medal.tasks import Task
+
+    base = dict(task_id="t0", case_id="c", image="i.nii.gz", kind="slice", axis=2, index=3, supervoxel=-1,
+                bbox=[[0, 0, 3], [4, 5, 4]], score=1.0, predicted_cost_s=10.0, strategy="s")
+    base.update(kw)
+    return Task(**base)
+
+
+def test_edits_outside_the_region_are_found_for_both_napari_atom_kinds():
+    from collections import namedtuple
+
+    import numpy as np
+
+    from medal_napari.edits import split_edits
+
+    Masked = namedtuple("Masked", "slice_key mask old_values new_value")  # napari >= 0.6 atom
+    sl = (slice(0, 4), slice(0, 5), slice(3, 4))
+    region = np.ones((4, 5, 1), bool)
+    region[0, 0, 0] = False  # a hole, as a supervoxel region has
+    whole_box = Masked((slice(0, 2), slice(0, 2), slice(3, 5)), None, np.arange(8).reshape(2, 2, 2), 1)
+    mask = np.zeros((2, 2, 1), bool)
+    mask[1, 1, 0] = True
+    masked = Masked((slice(2, 4), slice(3, 5), slice(3, 4)), mask, np.array([7]), 2)
+    legacy = ((np.array([0, 1]), np.array([0, 1]), np.array([3, 3])), np.array([9, 9]), 1)
+    outside, n_out, n_in = split_edits([whole_box, masked, legacy], sl, region)
+    # whole box: plane 4 (4 voxels) and the hole (0,0,3) out, 3 in; masked: 1 in; legacy: the hole out, 1 in
+    assert (n_out, n_in) == (6, 3 + 1 + 1)
+    coords, old = outside[0]
+    got = sorted(zip(*(c.tolist() for c in coords), old.tolist()))
+    assert got[0] == (0, 0, 3, 0) and (0, 0, 4, 1) in got and len(got) == 5
+    assert outside[1][1].tolist() == [9]
+
+
+def test_navigation_order_plane_and_value_checks():
+    import numpy as np
+
+    from medal_napari.edits import bad_values, neighbour, task_plane, value_per_second_order
+
+    tasks = [_task(task_id="a", score=1, predicted_cost_s=10), _task(task_id="b", score=3, predicted_cost_s=10),
+             _task(task_id="c", score=2, predicted_cost_s=5)]
+    order = value_per_second_order(tasks)
+    assert order == [2, 1, 0]
+    statuses = ["todo", "done", "todo"]
+    assert neighbour(order, 2, statuses, +1) == 1
+    assert neighbour(order, 2, statuses, +1, only_todo=True) == 0
+    assert neighbour(order, 2, statuses, -1) is None and neighbour(order, None, statuses, +1) == 2
+    sv = _task(kind="supervoxel", supervoxel=4, bbox=[[0, 0, 2], [3, 3, 6]], mask="m.nii.gz")
+    region = np.zeros((3, 3, 4), bool)
+    region[:, :, 2] = True  # most of it on plane 2 + 2 = 4
+    region[0, 0, 0] = True
+    assert task_plane(sv, (slice(0, 3), slice(0, 3), slice(2, 6)), region) == 4
+    assert task_plane(tasks[0], None, None) == 3
+    assert bad_values(np.array([0, 1, 2]), {0: "bg", 1: "a", 2: "b"}, 3) is None
+    assert "[7]" in bad_values(np.array([0, 7]), {0: "bg", 1: "a", 2: "b"}, 3)
+
+
+def test_log_record_measures_what_was_painted():
+    import numpy as np
+
+    from medal.costs import feature_names
+    from medal_napari.edits import log_record
+
+    region = np.ones((10, 10, 1), bool)
+    values = np.zeros((10, 10, 1), np.uint8)
+    values[2:5, 2:6, 0] = 1  # a 3x4 rectangle of class 1
+    rec = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), n_classes=3, seconds=12.34567, user="u")
+    assert set(feature_names(3)) <= set(rec)
+    assert rec["area_mm2_1"] == 12 * 0.5 and rec["components_1"] == 1 and rec["area_mm2_2"] == 0
+    assert rec["boundary_mm_1"] == 2 * 4 * 1.0 + 2 * 3 * 0.5 and rec["seconds"] == 12.346 and rec["user"] == "u"
+
+
+def test_case_labels_keep_finished_and_unfinished_work_apart(tmp_path):
+    import numpy as np
+
+    from medal.data import UNLABELED, Volume, load_volume
+    from medal.data.slabs import SlabNifti
+    from medal_napari.store import CaseLabels
+
+    ref = Volume(np.zeros((4, 5, 6), np.int16), np.eye(4))
+    labels = CaseLabels("c", SlabNifti(ref), SlabNifti(ref), tmp_path / "a" / "c.nii.gz", tmp_path / "d" / "c.nii.gz")
+    sl = (slice(0, 4), slice(0, 5), slice(2, 3))
+    region = np.ones((4, 5, 1), bool)
+    values = np.full((4, 5, 1), 1, np.uint8)
+    labels.store_task(sl, region, values, status="todo", started=False)
+    assert labels.write() == []  # nothing painted, nothing written
+    labels.store_task(sl, region, values, status="todo", started=True)
+    assert labels.write() == [tmp_path / "d" / "c.nii.gz"]
+    labels.store_task(sl, region, values, status="done", started=True)
+    labels.write()
+    final, draft = load_volume(tmp_path / "a" / "c.nii.gz").array, load_volume(tmp_path / "d" / "c.nii.gz").array
+    assert (final[:, :, 2] == 1).all() and (np.delete(final, 2, axis=2) == UNLABELED).all()
+    assert (draft == UNLABELED).all()
+    labels.store_task(sl, region, values, status="skipped", started=True)
+    labels.write()
+    assert (load_volume(tmp_path / "a" / "c.nii.gz").array == UNLABELED).all()
+    assert (labels.working()[:, :, 2] == 1).all()  # the skipped task's painting stays in the drafts
+
+
+def test_case_cache_evicts_least_recent_but_never_the_case_on_screen():
+    import threading
+
+    from medal_napari.cache import CaseCache
+
+    loads, threads = [], set()
+
+    def load(case_id):
+        loads.append(case_id)
+        threads.add(threading.current_thread().name)
+        return case_id
+
+    cache = CaseCache(load, size=2)
+    cache.get("a")
+    cache.get("b", keep="a")
+    cache.get("c", keep="a")  # evicts b, keeps a (on screen)
+    assert "a" in cache and "c" in cache and "b" not in cache
+    cache.prefetch("d")
+    assert cache.get("d", keep="c").data == "d" and loads.count("d") == 1
+    assert any(name.startswith("medal-prefetch") for name in threads)
+    cache.close()

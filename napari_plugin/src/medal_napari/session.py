@@ -8,50 +8,28 @@ done or skipped. Layers it manages (reused by name): ``image``, ``uncertainty``,
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as _dt
 import getpass
 import secrets
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from medal.costs import append_annotation_log, effort_features
-from medal.data import UNLABELED
+from medal.costs import append_annotation_log
 from medal.tasks import Task
 
+from . import display, edits
+from .display import LAYERS
+from .cache import CaseCache, Cached, file_stamps
 from .lock import CaseLock, LockHeld
-from .store import AnnotationFileError, CaseData, CaseLabels, RoundStore
+from .store import AnnotationFileError, CaseData, RoundStore
 from .timing import ActiveTimer
 
 __all__ = ["AnnotationSession", "LAYERS"]
 
-LAYERS = {"image": "image", "uncertainty": "uncertainty", "prediction": "prediction", "labels": "labels",
-          "region": "task region"}
 FILTERS = ("all", "todo", "done", "skipped")
-
-
-@dataclass
-class _Cached:
-    data: CaseData
-    labels: CaseLabels | None = None
-    working: np.ndarray | None = None
-    stamps: tuple | None = None
-
-
-def _stamp(paths) -> tuple:
-    out = []
-    for p in paths:
-        try:
-            st = p.stat()
-            out.append((st.st_mtime_ns, st.st_size))
-        except FileNotFoundError:
-            out.append(None)
-    return tuple(out)
 
 
 class AnnotationSession:
@@ -87,18 +65,14 @@ class AnnotationSession:
         self.last_saved: str = ""
         self.listeners: list[Callable[[], None]] = []
         self._lock: CaseLock | None = None
-        self._entry: _Cached | None = None
+        self._entry: Cached | None = None
         self._region: tuple | None = None
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_cases = max(int(cache_cases), 1)
-        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="medal-prefetch") if prefetch else None
-        self._pending: dict[str, cf.Future] = {}
+        self._cache = CaseCache(self._load, cache_cases, prefetch)
         self._closed = False
         self._pending_atoms: list = []
         self._last_kind = ""
         self._flush_scheduled = False
-        t = self.tasks
-        self.order = sorted(range(len(t)), key=lambda i: (-t[i].score / max(t[i].predicted_cost_s, 1e-9), i))
+        self.order = edits.value_per_second_order(self.tasks)
         viewer.mouse_move_callbacks.append(self._on_mouse)
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         viewer.dims.events.current_step.connect(self._on_step)
@@ -153,30 +127,8 @@ class AnnotationSession:
         """Something the expert did (key press, widget click): counts towards active time."""
         self.timer.touch()
 
-    # ------------------------------------------------------------------ case cache
     def _load(self, case_id: str) -> CaseData:
         return self.store.load_case(case_id, [t for t in self.tasks if t.case_id == case_id])
-
-    def _cached(self, case_id: str) -> _Cached:
-        if case_id in self._cache:
-            self._cache.move_to_end(case_id)
-            return self._cache[case_id]
-        fut = self._pending.pop(case_id, None)
-        data = fut.result() if fut is not None else self._load(case_id)
-        entry = _Cached(data)
-        self._cache[case_id] = entry
-        while len(self._cache) > self._cache_cases:
-            old = next(iter(self._cache))
-            if old == self.case_id:
-                self._cache.move_to_end(old)
-                continue
-            self._cache.pop(old)
-        return entry
-
-    def _prefetch(self, case_id: str) -> None:
-        if self._pool is None or case_id in self._cache or case_id in self._pending:
-            return
-        self._pending[case_id] = self._pool.submit(self._load, case_id)
 
     # ------------------------------------------------------------------ opening a task
     def open_task(self, index: int) -> bool:
@@ -192,9 +144,9 @@ class AnnotationSession:
             if task.case_id != self.case_id:
                 lock = CaseLock(self.store.ann_dir / f"{task.case_id}.lock", self.user, self.token)
                 lock.acquire()
-                entry = self._cached(task.case_id)
+                entry = self._cache.get(task.case_id, keep=self.case_id)
                 paths = (self.store.ann_dir / f"{task.case_id}.nii.gz", self.store.draft_dir / f"{task.case_id}.nii.gz")
-                stamps = _stamp(paths)
+                stamps = file_stamps(paths)
                 if entry.labels is None or entry.stamps != stamps:
                     entry.labels = self.store.case_labels(task.case_id, entry.data.image)
                     entry.working = entry.labels.working()
@@ -237,160 +189,40 @@ class AnnotationSession:
         self._update_overlay()
         nxt = self._neighbour(+1)
         if nxt is not None and self.tasks[nxt].case_id != self.case_id:
-            self._prefetch(self.tasks[nxt].case_id)
+            self._cache.prefetch(self.tasks[nxt].case_id)
         self._changed()
         return True
 
-    def _set_layer(self, key, kind, data, **props):
-        layer = self.layer(key)
-        if layer is not None and not isinstance(layer, kind):
-            self.viewer.layers.remove(layer)
-            layer = None
-        if layer is None:
-            add = {"Image": self.viewer.add_image, "Labels": self.viewer.add_labels}[kind.__name__]
-            layer = add(data, name=LAYERS[key], **props)
-            return layer, True
-        # every assignment re-slices the layer: skip the ones that change nothing
-        if layer.data is not data:
-            current = layer.data
-            if not (isinstance(current, np.ndarray) and current.shape == data.shape and current.size < 1_000_000
-                    and np.array_equal(current, data)):
-                layer.data = data
-        for k, v in props.items():
-            if not np.array_equal(np.asarray(getattr(layer, k)), np.asarray(v)):
-                setattr(layer, k, v)
-        return layer, False
-
-    def _show_case(self, entry: _Cached) -> None:
-        from napari.layers import Image, Labels
-        from napari.utils.colormaps import DirectLabelColormap
-
-        d = entry.data
-        scale = tuple(d.image.spacing)
-        img, _ = self._set_layer("image", Image, d.image.array, scale=scale)
-        img.contrast_limits_range = d.contrast
-        img.contrast_limits = d.contrast
-        if d.uncertainty is not None:
-            unc, new = self._set_layer("uncertainty", Image, d.uncertainty, scale=scale)
-            unc.contrast_limits_range = d.uncertainty_limits
-            unc.contrast_limits = d.uncertainty_limits
-            if new:
-                unc.colormap, unc.blending, unc.opacity = "inferno", "additive", 0.5
-            unc.metadata["measure"] = d.uncertainty_name
-        elif self.layer("uncertainty") is not None:
-            self.viewer.layers.remove(self.layer("uncertainty"))
-        if d.prediction is not None:
-            pred, new = self._set_layer("prediction", Labels, d.prediction, scale=scale)
-            if new:
-                pred.contour, pred.opacity, pred.visible = 1, 0.7, False
-                pred.colormap = self._colormap()
-        elif self.layer("prediction") is not None:
-            self.viewer.layers.remove(self.layer("prediction"))
-        lab, new = self._set_layer("labels", Labels, entry.working, scale=scale)
-        if new:
-            lab.colormap = self._colormap()
-            lab.opacity = 0.6
-            lab.events.paint.connect(self._on_paint)
-        lab.selected_label = max(lab.selected_label, 1)
-        lab.metadata["case_id"] = d.case_id
-        self.viewer.layers.selection.active = lab
-
-    def _colormap(self):
-        from napari.utils.colormaps import DirectLabelColormap
-
-        colors = {0: "transparent", None: "#ff00ff"}  # magenta: a value that is not a class of the dataset
-        colors.update(self.store.label_colors)
-        return DirectLabelColormap(color_dict=colors)
+    def _show_case(self, entry: Cached) -> None:
+        display.show_case(self.viewer, entry.data, entry.working, self.store.label_colors, self._on_paint)
 
     def _show_region(self, task: Task, data: CaseData) -> None:
-        from napari.layers import Labels
-        from napari.utils.colormaps import DirectLabelColormap
-
-        sl, region = self._region
-        scale = np.asarray(data.image.spacing)
-        # one voxel of padding in-plane, so the outline of a region that touches the image border
-        # (every slice task) is drawn too
-        pad = [(0, 0) if d == task.axis else (1, 1) for d in range(3)]
-        shown = np.pad(region.astype(np.uint8), pad)
-        translate = tuple((float(s.start) - (0 if d == task.axis else 1)) * float(sc)
-                          for d, (s, sc) in enumerate(zip(sl, scale)))
-        layer, new = self._set_layer("region", Labels, shown, scale=tuple(scale), translate=translate)
-        if new:
-            layer.contour = 1
-            layer.colormap = DirectLabelColormap(color_dict={0: "transparent", 1: "yellow", None: "yellow"})
-            layer.opacity = 1.0
-        layer.metadata["task_id"] = task.task_id
-        lab = self.layer("labels")
-        if lab is not None:  # keep painting on the labels layer, above the outline
-            self.viewer.layers.selection.active = lab
+        display.show_region(self.viewer, task, *self._region, data.image.spacing)
 
     def task_plane(self, task: Task, data: CaseData | None = None) -> int:
         """The plane shown for a task: its slice, or the plane holding most of its supervoxel."""
-        if task.kind == "slice":
-            return task.index
         sl, region = self._region if data is None else self.store.region(task, data)
-        other = tuple(d for d in range(3) if d != task.axis)
-        return int(sl[task.axis].start + np.argmax(region.sum(axis=other)))
+        return edits.task_plane(task, sl, region)
 
     def _move_to(self, task: Task, data: CaseData, new_case: bool = True) -> None:
-        v = self.viewer
-        if v.dims.ndisplay != 2:
-            v.dims.ndisplay = 2
-        axis = task.axis
-        order = (axis,) + tuple(d for d in range(3) if d != axis)
-        if tuple(v.dims.order) != order:
-            v.dims.order = order
-        spacing = np.asarray(data.image.spacing, dtype=float)
-        v.dims.set_point(axis, self.task_plane(task, data) * spacing[axis])
-        if task.kind == "supervoxel" or new_case or self._last_kind == "supervoxel":
-            v.reset_view()
+        reset = task.kind == "supervoxel" or new_case or self._last_kind == "supervoxel"
+        display.move_to(self.viewer, task, self.task_plane(task, data), data.image.spacing, data.image.shape,
+                        reset=reset)
         self._last_kind = task.kind
-        if task.kind == "supervoxel":
-            lo, hi = np.asarray(task.bbox[0], float), np.asarray(task.bbox[1], float)
-            shown = [d for d in v.dims.order[-2:]]
-            centre = ((lo + hi) / 2 * spacing)[shown]
-            extent = max(float(((hi - lo) * spacing)[shown].max()), 1e-6)
-            full = max(float((np.asarray(data.image.shape) * spacing)[shown].max()), 1e-6)
-            v.camera.center = tuple(centre)
-            # the region at about a third of the view, never closer than 64 voxels across
-            voxels = float(np.asarray(data.image.shape)[shown].max())
-            v.camera.zoom = v.camera.zoom * float(max(min(full / (extent * 3.0), voxels / 64.0, 4.0), 1.0))
-
-    def _text_overlay(self):
-        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9
-        overlays = getattr(canvas, "overlays", None)
-        if overlays is not None and "text" in overlays:
-            return overlays["text"]
-        return self.viewer.text_overlay
 
     def _update_overlay(self) -> None:
         task = self.task
-        ov = self._text_overlay()
+        ov = display.text_overlay(self.viewer)
         if task is None:
             ov.visible = False
             return
         plane = self.task_plane(task) if self._region is not None else task.index
-        shown = int(self.viewer.dims.current_step[task.axis])
-        text = f"{task.task_id} · {task.case_id} · {self.store.where(task)} · {task.status}"
-        if task.kind == "slice" and shown != plane:
-            text += f"\nOFF THE TASK: you are on plane {shown}, the task is plane {plane}; edits here are not saved"
-        ov.text = text
-        ov.color = "yellow" if "OFF THE TASK" in text else "white"
+        ov.text = display.overlay_text(task, self.store.where(task), plane,
+                                       int(self.viewer.dims.current_step[task.axis]))
+        ov.color = "yellow" if "OFF THE TASK" in ov.text else "white"
         ov.visible = True
 
     # ------------------------------------------------------------------ painting confined to the task
-    def _inside(self, coords: tuple[np.ndarray, ...]) -> np.ndarray:
-        if self._region is None:
-            return np.zeros(len(coords[0]), dtype=bool)
-        sl, region = self._region
-        inside = np.ones(len(coords[0]), dtype=bool)
-        for c, s in zip(coords, sl):
-            inside &= (c >= s.start) & (c < s.stop)
-        if inside.any():
-            local = tuple(c[inside] - s.start for c, s in zip(coords, sl))
-            inside[np.nonzero(inside)[0]] = region[local]
-        return inside
-
     def _on_paint(self, event) -> None:
         # napari emits the paint event of a single (non-stroke) edit *before* writing the voxels, so
         # the check runs once control is back in the event loop (and before any save).
@@ -409,27 +241,10 @@ class AnnotationSession:
         layer = self.layer("labels")
         if not atoms or layer is None:
             return 0
-        data = layer.data
-        n_out = n_in = 0
-        for atom in atoms:
-            if hasattr(atom, "slice_key"):  # napari >= 0.6: a masked edit of a bounding box
-                starts = [s.start or 0 for s in atom.slice_key]
-                if atom.mask is None:
-                    box = atom.old_values.shape
-                    coords = tuple(g.ravel() + s for g, s in zip(np.indices(box), starts))
-                    old = np.asarray(atom.old_values).ravel()
-                else:
-                    coords = tuple(n + s for n, s in zip(np.nonzero(atom.mask), starts))
-                    old = np.asarray(atom.old_values).ravel()
-            else:  # (indices, old values, new values)
-                coords = tuple(np.asarray(i).ravel() for i in atom[0])
-                old = np.broadcast_to(np.asarray(atom[1]), coords[0].shape)
-            inside = self._inside(coords)
-            out = ~inside
-            if out.any():
-                data[tuple(c[out] for c in coords)] = old[out]
-                n_out += int(out.sum())
-            n_in += int(inside.sum())
+        sl, region = self._region if self._region is not None else (None, None)
+        outside, n_out, n_in = edits.split_edits(atoms, sl, region)
+        for coords, old in outside:
+            layer.data[coords] = old
         if n_in and self.task is not None:
             self.store.task_state(self.task)["started"] = True
         if n_out:
@@ -456,17 +271,11 @@ class AnnotationSession:
         state["status"] = task.status
         sl, region = self._region
         labels = self._entry.labels
-        values = np.asarray(self._labels_data()[sl])
-        if task.status == "done":
-            labels.final.assign(sl, values, where=region)
-            labels.draft.assign(sl, np.uint8(UNLABELED), where=region)
-        else:
-            if state["started"]:
-                labels.draft.assign(sl, values, where=region)
-            labels.final.assign(sl, np.uint8(UNLABELED), where=region)
+        labels.store_task(sl, region, np.asarray(self._labels_data()[sl]), status=task.status,
+                          started=bool(state["started"]))
         try:
             written = labels.write()
-            self._entry.stamps = _stamp((labels.final_path, labels.draft_path))
+            self._entry.stamps = file_stamps((labels.final_path, labels.draft_path))
             self.store.save_progress(task.case_id, self.user)
         except OSError as exc:
             self.notify(f"could not save {task.case_id}: {exc}. Your painting is still in the viewer; "
@@ -486,12 +295,8 @@ class AnnotationSession:
     # ------------------------------------------------------------------ statuses
     def _check_values(self) -> str | None:
         sl, region = self._region
-        values = np.asarray(self._labels_data()[sl])[region]
-        bad = sorted(set(np.unique(values).tolist()) - set(range(self.store.n_classes)))
-        if bad:
-            names = ", ".join(f"{k} {v}" for k, v in sorted(self.store.label_names.items()))
-            return f"label value(s) {bad} are not classes of this dataset ({names}); repaint them first"
-        return None
+        return edits.bad_values(np.asarray(self._labels_data()[sl])[region], self.store.label_names,
+                                self.store.n_classes)
 
     def mark_done(self, advance: bool = True) -> bool:
         task = self.task
@@ -548,17 +353,10 @@ class AnnotationSession:
 
     def _log(self, task: Task, seconds: float) -> None:
         sl, region = self._region
-        spacing = self._entry.data.image.spacing
-        values = np.where(region, np.asarray(self._labels_data()[sl]), 0)
-        feats = effort_features(region.astype(np.int32), values, axis=task.axis, spacing=spacing,
-                                n_classes=self.store.n_classes, ids=np.array([1]))
-        record = {k: float(v[0]) for k, v in feats.items()}
-        record.update({"seconds": round(float(seconds), 3), "task_id": task.task_id, "case_id": task.case_id,
-                       "kind": task.kind, "axis": task.axis, "index": task.index, "supervoxel": task.supervoxel,
-                       "predicted_cost_s": task.predicted_cost_s, "user": self.user,
-                       "round": str(self.store.round_dir.resolve()),
-                       "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                       "idle_s": self.timer.idle_s, "n_classes": self.store.n_classes})
+        record = edits.log_record(task, region, np.asarray(self._labels_data()[sl]),
+                                  spacing=self._entry.data.image.spacing, n_classes=self.store.n_classes,
+                                  seconds=seconds, user=self.user, round=str(self.store.round_dir.resolve()),
+                                  idle_s=self.timer.idle_s)
         try:
             append_annotation_log(self.store.log_path, record)
         except OSError as exc:
@@ -566,17 +364,8 @@ class AnnotationSession:
 
     # ------------------------------------------------------------------ navigation
     def _neighbour(self, step: int, only_todo: bool = False) -> int | None:
-        order = self.visible_order()
-        if not order:
-            return None
-        pos = order.index(self.current) if self.current in order else -1
-        for k in range(1, len(order) + 1):
-            j = pos + step * k
-            if not 0 <= j < len(order):
-                return None
-            if not only_todo or self.tasks[order[j]].status == "todo":
-                return order[j]
-        return None
+        return edits.neighbour(self.visible_order(), self.current, [t.status for t in self.tasks], step,
+                               only_todo=only_todo)
 
     def _advance(self) -> bool:
         nxt = self._neighbour(+1, only_todo=True)
@@ -616,8 +405,7 @@ class AnnotationSession:
             self._closed = True
             if self._lock is not None:
                 self._lock.release()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._cache.close()
             for cb in (self._on_mouse,):
                 for lst in (self.viewer.mouse_move_callbacks, self.viewer.mouse_drag_callbacks):
                     if cb in lst:

@@ -80,6 +80,18 @@ class CaseLabels:
         np.copyto(out, f, where=f != UNLABELED)
         return out
 
+    def store_task(self, sl: tuple[slice, ...], region: np.ndarray, values: np.ndarray, *, status: str,
+                   started: bool) -> None:
+        """Put what is painted in a task's region where it belongs: finished labels for a done task (and
+        out of the drafts), the drafts for a started unfinished one; never finished labels otherwise."""
+        if status == "done":
+            self.final.assign(sl, values, where=region)
+            self.draft.assign(sl, np.uint8(UNLABELED), where=region)
+        else:
+            if started:
+                self.draft.assign(sl, values, where=region)
+            self.final.assign(sl, np.uint8(UNLABELED), where=region)
+
     def write(self) -> list[Path]:
         written = []
         for vol, path in ((self.final, self.final_path), (self.draft, self.draft_path)):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+from qtpy.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .session import FILTERS, AnnotationSession
@@ -24,17 +23,6 @@ SHORTCUTS = {
 }
 COLUMNS = ["task", "case", "where", "pred. s", "score", "value/s", "status", "active s"]
 STATUS_COLORS = {"todo": None, "done": "#2e7d32", "skipped": "#9e9e9e"}
-
-
-class _CloseWatcher(QObject):
-    def __init__(self, callback):
-        super().__init__()
-        self.callback = callback
-
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Close:
-            self.callback()
-        return False
 
 
 class AnnotationWidget(QWidget):
@@ -144,11 +132,6 @@ class AnnotationWidget(QWidget):
 
         for key, (action, _) in SHORTCUTS.items():
             self.viewer.bind_key(key, self._key_handler(action), overwrite=True)
-        self._watcher = _CloseWatcher(self.close_session)
-        try:
-            self.viewer.window._qt_window.installEventFilter(self._watcher)
-        except AttributeError:  # a headless viewer model: nothing to watch
-            pass
         if round_path is not None:
             self.open_round(round_path)
 
@@ -175,6 +158,11 @@ class AnnotationWidget(QWidget):
             return False
         s = self.session
         s.listeners.append(self._session_changed)
+        # napari deletes its dock widgets when it closes: save and unlock then (the session outlives us)
+        self.destroyed.connect(s.close)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(s.close)
         self.round_label.setText(f"<b>{s.store.round_dir.name}</b> · {len(s.tasks)} tasks · "
                                  f"{s.store.tasklist.meta.get('strategy', '?')} · {s.store.round_dir}")
         self.class_box.blockSignals(True)

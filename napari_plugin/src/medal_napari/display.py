@@ -1,0 +1,146 @@
+"""What the viewer shows for a case and a task: layers (reused by name), the outline, the camera."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medal.tasks import Task
+
+__all__ = ["LAYERS", "set_layer", "label_colormap", "show_case", "show_region", "move_to", "text_overlay",
+           "overlay_text"]
+
+LAYERS = {"image": "image", "uncertainty": "uncertainty", "prediction": "prediction", "labels": "labels",
+          "region": "task region"}
+
+
+def get_layer(viewer, key: str):
+    name = LAYERS[key]
+    return viewer.layers[name] if name in viewer.layers else None
+
+
+def set_layer(viewer, key: str, kind, data, **props):
+    """Update the layer called ``LAYERS[key]`` (or add it); returns ``(layer, added)``."""
+    layer = get_layer(viewer, key)
+    if layer is not None and not isinstance(layer, kind):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        add = {"Image": viewer.add_image, "Labels": viewer.add_labels}[kind.__name__]
+        return add(data, name=LAYERS[key], **props), True
+    # every assignment re-slices the layer: skip the ones that change nothing
+    if layer.data is not data:
+        current = layer.data
+        if not (isinstance(current, np.ndarray) and current.shape == data.shape and current.size < 1_000_000
+                and np.array_equal(current, data)):
+            layer.data = data
+    for k, v in props.items():
+        if not np.array_equal(np.asarray(getattr(layer, k)), np.asarray(v)):
+            setattr(layer, k, v)
+    return layer, False
+
+
+def label_colormap(label_colors: dict[int, str]):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = {0: "transparent", None: "#ff00ff"}  # magenta: a value that is not a class of the dataset
+    colors.update(label_colors)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], on_paint):
+    """Image, uncertainty heat map, prediction outline and the editable labels of one case."""
+    from napari.layers import Image, Labels
+
+    scale = tuple(data.image.spacing)
+    img, _ = set_layer(viewer, "image", Image, data.image.array, scale=scale)
+    img.contrast_limits_range = data.contrast
+    img.contrast_limits = data.contrast
+    if data.uncertainty is not None:
+        unc, new = set_layer(viewer, "uncertainty", Image, data.uncertainty, scale=scale)
+        unc.contrast_limits_range = data.uncertainty_limits
+        unc.contrast_limits = data.uncertainty_limits
+        if new:
+            unc.colormap, unc.blending, unc.opacity = "inferno", "additive", 0.5
+        unc.metadata["measure"] = data.uncertainty_name
+    elif get_layer(viewer, "uncertainty") is not None:
+        viewer.layers.remove(get_layer(viewer, "uncertainty"))
+    if data.prediction is not None:
+        pred, new = set_layer(viewer, "prediction", Labels, data.prediction, scale=scale)
+        if new:
+            pred.contour, pred.opacity, pred.visible = 1, 0.7, False
+            pred.colormap = label_colormap(label_colors)
+    elif get_layer(viewer, "prediction") is not None:
+        viewer.layers.remove(get_layer(viewer, "prediction"))
+    lab, new = set_layer(viewer, "labels", Labels, working, scale=scale)
+    if new:
+        lab.colormap = label_colormap(label_colors)
+        lab.opacity = 0.6
+        lab.events.paint.connect(on_paint)
+    lab.selected_label = max(lab.selected_label, 1)
+    lab.metadata["case_id"] = data.case_id
+    viewer.layers.selection.active = lab
+    return lab
+
+
+def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, spacing) -> None:
+    """The task region as a yellow outline (a small layer covering only the task's box)."""
+    from napari.layers import Labels
+    from napari.utils.colormaps import DirectLabelColormap
+
+    scale = np.asarray(spacing, dtype=float)
+    # one voxel of padding in-plane, so the outline of a region that touches the image border
+    # (every slice task) is drawn too
+    pad = [(0, 0) if d == task.axis else (1, 1) for d in range(3)]
+    shown = np.pad(region.astype(np.uint8), pad)
+    translate = tuple((float(s.start) - (0 if d == task.axis else 1)) * float(sc)
+                      for d, (s, sc) in enumerate(zip(sl, scale)))
+    layer, new = set_layer(viewer, "region", Labels, shown, scale=tuple(scale), translate=translate)
+    if new:
+        layer.contour = 1
+        layer.colormap = DirectLabelColormap(color_dict={0: "transparent", 1: "yellow", None: "yellow"})
+        layer.opacity = 1.0
+    layer.metadata["task_id"] = task.task_id
+    lab = get_layer(viewer, "labels")
+    if lab is not None:  # keep painting on the labels layer, above the outline
+        viewer.layers.selection.active = lab
+
+
+def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool) -> None:
+    """Slice along the task's axis at ``plane``; zoom on a supervoxel's box."""
+    v = viewer
+    if v.dims.ndisplay != 2:
+        v.dims.ndisplay = 2
+    axis = task.axis
+    order = (axis,) + tuple(d for d in range(3) if d != axis)
+    if tuple(v.dims.order) != order:
+        v.dims.order = order
+    spacing = np.asarray(spacing, dtype=float)
+    v.dims.set_point(axis, plane * spacing[axis])
+    if reset:
+        v.reset_view()
+    if task.kind == "supervoxel":
+        lo, hi = np.asarray(task.bbox[0], float), np.asarray(task.bbox[1], float)
+        shown = list(v.dims.order[-2:])
+        centre = ((lo + hi) / 2 * spacing)[shown]
+        extent = max(float(((hi - lo) * spacing)[shown].max()), 1e-6)
+        full = max(float((np.asarray(shape) * spacing)[shown].max()), 1e-6)
+        v.camera.center = tuple(centre)
+        # the region at about a third of the view, never closer than 64 voxels across
+        voxels = float(np.asarray(shape)[shown].max())
+        v.camera.zoom = v.camera.zoom * float(max(min(full / (extent * 3.0), voxels / 64.0, 4.0), 1.0))
+
+
+def text_overlay(viewer):
+    canvas = getattr(viewer, "canvas", None)  # napari >= 0.9
+    overlays = getattr(canvas, "overlays", None)
+    if overlays is not None and "text" in overlays:
+        return overlays["text"]
+    return viewer.text_overlay
+
+
+def overlay_text(task: Task, where: str, plane: int, shown: int) -> str:
+    """The line on the canvas: which task is open, and a warning when the view is off its slice."""
+    text = f"{task.task_id} · {task.case_id} · {where} · {task.status}"
+    if task.kind == "slice" and shown != plane:
+        text += f"\nOFF THE TASK: you are on plane {shown}, the task is plane {plane}; edits here are not saved"
+    return text

@@ -1,0 +1,107 @@
+"""The plugin's decisions as pure functions (no viewer, no Qt): which edits belong to the task,
+which plane shows it, which task comes next, what a finished task logs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+
+from medal.costs import effort_features
+from medal.tasks import Task
+
+__all__ = ["atom_changes", "inside_region", "split_edits", "task_plane", "neighbour", "bad_values", "log_record",
+           "value_per_second_order"]
+
+
+def atom_changes(atom) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Voxel coordinates an undo-history atom of a napari Labels layer changed, and their old values.
+
+    napari >= 0.6 records a masked edit of a bounding box (``slice_key``, ``mask`` or None for the
+    whole box, ``old_values``); older versions a tuple ``(indices, old values, new values)``.
+    """
+    if hasattr(atom, "slice_key"):
+        starts = [s.start or 0 for s in atom.slice_key]
+        old = np.asarray(atom.old_values)
+        if atom.mask is None:
+            coords = tuple(g.ravel() + s for g, s in zip(np.indices(old.shape), starts))
+        else:
+            coords = tuple(n + s for n, s in zip(np.nonzero(atom.mask), starts))
+        return coords, old.ravel()
+    coords = tuple(np.asarray(i).ravel() for i in atom[0])
+    return coords, np.broadcast_to(np.asarray(atom[1]).ravel(), coords[0].shape)
+
+
+def inside_region(coords: tuple[np.ndarray, ...], sl: tuple[slice, ...], region: np.ndarray) -> np.ndarray:
+    """Which of the voxels ``coords`` lie in the task region (``region`` is the mask inside box ``sl``)."""
+    inside = np.ones(len(coords[0]), dtype=bool)
+    for c, s in zip(coords, sl):
+        inside &= (c >= s.start) & (c < s.stop)
+    if inside.any():
+        local = tuple(c[inside] - s.start for c, s in zip(coords, sl))
+        inside[np.nonzero(inside)[0]] = region[local]
+    return inside
+
+
+def split_edits(atoms, sl, region) -> tuple[list[tuple[tuple[np.ndarray, ...], np.ndarray]], int, int]:
+    """``(outside, n_outside, n_inside)``: for each atom, the coordinates outside the task and their old values."""
+    outside, n_out, n_in = [], 0, 0
+    for atom in atoms:
+        coords, old = atom_changes(atom)
+        inside = inside_region(coords, sl, region) if region is not None else np.zeros(len(coords[0]), bool)
+        out = ~inside
+        if out.any():
+            outside.append((tuple(c[out] for c in coords), old[out]))
+            n_out += int(out.sum())
+        n_in += int(inside.sum())
+    return outside, n_out, n_in
+
+
+def task_plane(task: Task, sl: tuple[slice, ...], region: np.ndarray) -> int:
+    """The plane shown for a task: its slice, or the plane holding most of its supervoxel."""
+    if task.kind == "slice":
+        return task.index
+    other = tuple(d for d in range(3) if d != task.axis)
+    return int(sl[task.axis].start + np.argmax(region.sum(axis=other)))
+
+
+def value_per_second_order(tasks: list[Task]) -> list[int]:
+    """Task indices, best value (score) per predicted second first; ties keep the file's order."""
+    return sorted(range(len(tasks)), key=lambda i: (-tasks[i].score / max(tasks[i].predicted_cost_s, 1e-9), i))
+
+
+def neighbour(order: list[int], current: int | None, statuses: list[str], step: int, *,
+              only_todo: bool = False) -> int | None:
+    """The task ``step`` places away from ``current`` in ``order`` (optionally the next one still to do)."""
+    if not order:
+        return None
+    pos = order.index(current) if current in order else -1
+    j = pos + step
+    while 0 <= j < len(order):
+        if not only_todo or statuses[order[j]] == "todo":
+            return order[j]
+        j += step
+    return None
+
+
+def bad_values(values: np.ndarray, label_names: dict[int, str], n_classes: int) -> str | None:
+    """A message if painted ``values`` hold a value that is not a class of the dataset, else None."""
+    bad = sorted(set(np.unique(values).tolist()) - set(range(n_classes)))
+    if not bad:
+        return None
+    names = ", ".join(f"{k} {v}" for k, v in sorted(label_names.items()))
+    return f"label value(s) {bad} are not classes of this dataset ({names}); repaint them first"
+
+
+def log_record(task: Task, region: np.ndarray, values: np.ndarray, *, spacing, n_classes: int, seconds: float,
+               **extra) -> dict:
+    """One annotation-log line: active seconds and the effort features of what was painted in the region."""
+    painted = np.where(region, values, 0)
+    feats = effort_features(region.astype(np.int32), painted, axis=task.axis, spacing=spacing,
+                            n_classes=n_classes, ids=np.array([1]))
+    record = {k: float(v[0]) for k, v in feats.items()}
+    record.update({"seconds": round(float(seconds), 3), "task_id": task.task_id, "case_id": task.case_id,
+                   "kind": task.kind, "axis": task.axis, "index": task.index, "supervoxel": task.supervoxel,
+                   "predicted_cost_s": task.predicted_cost_s, "n_classes": n_classes,
+                   "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **extra})
+    return record
