@@ -87,8 +87,7 @@ class AnnotationSession:
         return None if self.current is None else self.tasks[self.current]
 
     def layer(self, key: str):
-        name = LAYERS[key]
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return display.get_layer(self.viewer, key)
 
     def notify(self, text: str, level: str = "warning") -> None:
         """Tell the user (napari notification + the widget's status line); never raises."""
@@ -179,7 +178,7 @@ class AnnotationSession:
         if (self.start_from_prediction and not state["started"] and task.status == "todo"
                 and entry.data.prediction is not None):
             sl, region = self._region
-            view = entry.working[sl]
+            view = self._labels_data()[sl]
             view[region] = entry.data.prediction[sl][region]
             state["started"] = True
             self.layer("labels").refresh()
