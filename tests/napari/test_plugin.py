@@ -310,3 +310,14 @@ def test_closing_napari_saves_the_open_task_and_releases_the_lock(round_dir, qtb
     assert not (round_dir / "annotations" / f"{task.case_id}.lock").exists()
     state = json.loads((round_dir / "annotations" / f"{task.case_id}.json").read_text())
     assert state["tasks"][task.task_id]["started"] and state["tasks"][task.task_id]["status"] == "todo"
+
+
+def test_a_closed_session_is_released(open_widget, round_dir, tmp_path):
+    import gc
+    import weakref
+
+    viewer, widget = open_widget(round_dir)
+    first = weakref.ref(widget.session)
+    assert widget.open_round(round_dir)  # opening another round closes the first session
+    gc.collect()
+    assert first() is None  # no viewer callback or Qt signal keeps it, and its cached volumes, alive

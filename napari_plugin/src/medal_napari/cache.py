@@ -64,5 +64,8 @@ class CaseCache:
         self._pending[case_id] = self._pool.submit(self.load, case_id)
 
     def close(self) -> None:
+        """Stop the prefetcher and free the cached volumes."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self._entries.clear()
+        self._pending.clear()

@@ -179,8 +179,18 @@ class AnnotationWidget(QWidget):
 
     def close_session(self) -> None:
         if self.session is not None:
-            self.session.close()
-            self.session = None
+            s, self.session = self.session, None
+            s.close()
+            # drop the connections made in open_round, or the closed session (and its cached
+            # volumes) would live as long as the application
+            app = QApplication.instance()
+            for signal in (self.destroyed, app.aboutToQuit if app is not None else None):
+                if signal is None:
+                    continue
+                try:
+                    signal.disconnect(s.close)
+                except (TypeError, RuntimeError):  # already gone with the widget
+                    pass
 
     # ------------------------------------------------------------------ table
     def _fill_table(self) -> None:
