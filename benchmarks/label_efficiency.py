@@ -1,13 +1,21 @@
-"""Label efficiency on the hippocampus data: every strategy, several seeds, ground truth as the oracle.
+"""Label efficiency on the hippocampus data: medal's default against honest baselines, ground truth as oracle.
 
-    python benchmarks/label_efficiency.py [--quick] [--config configs/label_efficiency_cpu.yaml]
+    python benchmarks/label_efficiency.py --split tuning [--quick]     # choose settings here
+    python benchmarks/label_efficiency.py --split final                # report once, on the 40 test cases
 
-Reports per strategy: Dice at each round with the true seconds spent, AUBC, and the budget (seconds,
-% of the full annotation cost, % of slices) at which 95% of the full-supervision Dice is reached, for
-two 100% lines: the full-supervision reference of benchmarks/full_supervision.py (``--full-dice``)
-and the same config trained on every pool label (what this config could reach with all labels).
-Then a cold start (``medal coldstart``, TypiClust) against a random start at the same budget.
-Last line: ``aubc_knapsack_minus_fg_random: X``.
+``--split tuning`` runs on ``hippocampus_tuning_split.json`` (a 60-case pool and 40 validation cases
+carved from the training side; never the test cases, never the final pool). ``--split final`` runs on
+``hippocampus_split.json``: its 40 test cases, and the 60-case pool ``max_pool`` picks from its
+training side. The rows (strategies and named variants: the default, its ablations, the baselines)
+come from the config (``configs/label_efficiency_cpu.yaml``); ``--kind supervoxel`` runs the same rows
+with supervoxel units.
+
+Per row: Dice per round at the true seconds charged, AUBC, seconds to 95% of the same config's
+all-labels Dice, the share of chosen units holding foreground, charged vs predicted seconds per
+round; paired t-tests over seeds of the default against random and against fg_random. Writes
+``benchmarks/results/label_efficiency[_supervoxel][_tuning].json`` (the fields of ``medal simulate``'s
+``summary.json``) and appends to RESULTS.md. Runs (row, seed) pairs in ``--workers`` single-thread
+processes. Last line: ``aubc_default_minus_best_baseline: X``.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,36 +33,50 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 DATA = HERE.parent.parent / "shared" / "data" / "hippocampus"
+SPLITS = {"tuning": HERE / "hippocampus_tuning_split.json", "final": HERE / "hippocampus_split.json"}
+BASELINES = ("random", "fg_random")
 
 
-def same_config_full_dice(dataset, cfg, pool, test) -> float:
+def same_config_full_dice(dataset, cfg, pool, test, steps: int) -> float:
+    """The same model and training config trained on every pool label (the 100% line)."""
+    import torch
+
     from medal.simulation import evaluate
     from medal.training import prepare_items, train_model
 
-    import tempfile
-
+    torch.set_num_threads(max(1, torch.get_num_threads()))
     items = prepare_items(dataset, cfg.data, case_ids=set(pool))
-    # as many optimiser steps as the active-learning run takes in all its rounds together
-    tcfg = dataclasses.replace(cfg.training, max_epochs=cfg.training.max_epochs * (cfg.simulation.rounds + 1))
+    tcfg = dataclasses.replace(cfg.training, max_epochs=max(1, steps // cfg.training.iterations_per_epoch))
     with tempfile.TemporaryDirectory() as tmp:
         res = train_model(items, [], n_classes=3, model_cfg=cfg.model, train_cfg=tcfg, progress=False,
                           checkpoint=Path(tmp) / "full.pt")
         return float(evaluate(res.checkpoint, dataset, test, cfg).mean())
 
 
+def round_steps(cfg) -> list[int]:
+    """Optimiser steps of each round's training under the config's schedule."""
+    t = cfg.training
+    first = t.max_epochs * t.iterations_per_epoch
+    later = (t.warm_epochs or t.max_epochs) * t.iterations_per_epoch if t.warm_start else first
+    return [first] + [later] * cfg.simulation.rounds
+
+
 def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"))
-    ap.add_argument("--quick", action="store_true", help="2 strategies, 1 seed, 1 round, 8 pool cases")
+    ap.add_argument("--split", choices=sorted(SPLITS), default="tuning")
+    ap.add_argument("--kind", choices=["slice", "supervoxel"], default=None, help="unit kind for every row")
+    ap.add_argument("--quick", action="store_true", help="2 rows, 1 seed, 1 round, 8 pool cases")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--strategies", nargs="+", default=None, help="only these rows of the config")
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
-    ap.add_argument("--full-dice", type=float, default=0.882, help="full-supervision reference Dice")
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--from-results", default=None,
-                    help="re-report an earlier run's folder (its main/ and coldstart/) without simulating again")
-    ap.add_argument("--same-config-dice", type=float, default=None, help="with --from-results: that run's figure")
+    ap.add_argument("--from-results", default=None, help="re-report an earlier run's folder without simulating")
+    ap.add_argument("--full-dice", type=float, default=None, help="skip training the all-labels reference")
+    ap.add_argument("--tag", default="", help="suffix of the results JSON name")
     args = ap.parse_args(argv)
-
-    import tempfile
 
     from _record import record
 
@@ -62,46 +85,57 @@ def main(argv=None) -> float:
     from medal.simulation import budget_to_reach, read_results, simulate, split_cases, write_report
 
     cfg = load_config(args.config)
-    sim = cfg.simulation
-    if sim.split_file and not Path(sim.split_file).is_absolute():
-        sim = dataclasses.replace(sim, split_file=str(HERE.parent / sim.split_file))
+    sim = dataclasses.replace(cfg.simulation, split_file=str(SPLITS[args.split]),
+                              max_pool=0 if args.split == "tuning" else cfg.simulation.max_pool)
+    if args.seeds:
+        sim = dataclasses.replace(sim, seeds=tuple(args.seeds))
+    if args.rounds is not None:
+        sim = dataclasses.replace(sim, rounds=args.rounds)
+    if args.strategies:
+        sim = dataclasses.replace(sim, strategies=tuple(args.strategies))
     if args.quick:
-        sim = dataclasses.replace(sim, strategies=("fg_random", "knapsack"), seeds=(0,), rounds=1, max_pool=8)
+        keep = tuple(s for s in sim.strategies if s in ("fg_random", "default"))[:2] or sim.strategies[:2]
+        sim = dataclasses.replace(sim, strategies=keep, seeds=(0,), rounds=1, max_pool=8)
     cfg = dataclasses.replace(cfg, simulation=sim)
+    if args.kind:
+        cfg = dataclasses.replace(cfg, regions=dataclasses.replace(cfg.regions, kind=args.kind))
+        sim = dataclasses.replace(sim, variants={k: {**v, "regions": {**v.get("regions", {}), "kind": args.kind}}
+                                                 for k, v in sim.variants.items()})
+        cfg = dataclasses.replace(cfg, simulation=sim)
     ds = load_dataset(args.data)
     out = Path(args.from_results or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()
     pool, test = split_cases(ds, sim)
     if args.from_results:
-        csv_path = out / "main" / "results.csv"
-        own_full = args.same_config_dice
+        csv_path = out / "results.csv"
     else:
-        csv_path = simulate(ds, out / "main", cfg, log=lambda r: print(r, flush=True))
-        own_full = same_config_full_dice(ds, cfg, pool, test)
-    print(f"same-config full-label Dice: {own_full:.3f}", flush=True)
-    write_report(csv_path, full_dice=args.full_dice)
+        csv_path = simulate(ds, out, cfg, log=lambda r: print(r, flush=True), workers=args.workers)
+    sim_minutes = (time.perf_counter() - t0) / 60
+    steps = round_steps(cfg)
+    own_full = args.full_dice if args.full_dice is not None else same_config_full_dice(ds, cfg, pool, test, sum(steps))
+    print(f"same-config all-labels Dice ({sum(steps)} steps): {own_full:.3f}", flush=True)
+    default = "default" if "default" in sim.strategies else sim.strategies[-1]
+    write_report(csv_path, full_dice=own_full, default_strategy=default)
     rows = read_results(csv_path)
-    meta = json.loads((out / "main" / "simulation.json").read_text())
+    meta = json.loads((out / "simulation.json").read_text())
     full_cost = meta["full_annotation_cost_s"]
-    summary = json.loads((out / "main" / "summary.json").read_text())
-
-    # cold start vs random start: the model trained on the first labels only, same seeds, same budget
-    cold_cfg = dataclasses.replace(cfg, simulation=dataclasses.replace(sim, initial="coldstart", rounds=0,
-                                                                        strategies=("random",)))
-    cold_csv = out / "coldstart" / "results.csv"
-    if not args.from_results:
-        cold_csv = simulate(ds, out / "coldstart", cold_cfg, log=lambda r: print(r, flush=True))
-    cold_rows = read_results(cold_csv)
+    summary = json.loads((out / "summary.json").read_text())
     minutes = (time.perf_counter() - t0) / 60
 
-    lines = [f"- config: `{Path(args.config).name}`{' --quick' if args.quick else ''}; pool {len(pool)} cases, test "
-             f"{len(test)} cases ({Path(sim.split_file).name if sim.split_file else 'seeded split'}); seeds "
-             f"{list(sim.seeds)}; initial {sim.initial} {sim.initial_budget_s:.0f} s, then {sim.rounds} rounds of "
-             f"{cfg.selection.budget_s:.0f} s; full annotation cost of the pool {full_cost:.0f} s; wall {minutes:.0f} min",
-             f"- 100% lines: full-supervision reference {args.full_dice:.3f} (default model, 16 min training); same "
-             f"config on every pool label, as many optimiser steps as all rounds together: {own_full:.3f}", "",
-             "| strategy | round: true seconds (% full cost) -> Dice, mean of seeds | AUBC | 95% of ref | 95% of same-config |",
-             "| --- | --- | --- | --- | --- |"]
+    target = 0.95 * own_full
+    sched = (f"round 0: {steps[0]} steps from scratch; later rounds: {steps[1] if len(steps) > 1 else 0} steps, "
+             + ("warm-started" if cfg.training.warm_start else "from scratch"))
+    lines = [f"- split: `{Path(sim.split_file).name}` ({args.split}); config `{Path(args.config).name}`"
+             f"{' --quick' if args.quick else ''}{f' --kind {args.kind}' if args.kind else ''}; pool {len(pool)} cases, "
+             f"{'validation' if args.split == 'tuning' else 'test'} {len(test)} cases; seeds {list(sim.seeds)}; "
+             f"initial random {sim.initial_budget_s:.0f} s, then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s; "
+             f"full annotation cost of the pool {full_cost:.0f} s; training {sched}; wall {minutes:.0f} min "
+             f"({args.workers} single-thread workers)",
+             f"- 100% line: the same config trained on every pool label ({sum(steps)} steps): Dice {own_full:.3f}; "
+             f"95% of it: {target:.3f}", "",
+             "| row | round: true seconds (% full cost) -> Dice, mean of seeds | AUBC | final Dice | to 95% of all-labels "
+             "| chosen units with fg | charged/budget, rounds after the first (median) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in sim.strategies:
         mine = [r for r in rows if r["strategy"] == s]
         per_round = []
@@ -109,41 +143,50 @@ def main(argv=None) -> float:
             rr = [r for r in mine if r["round"] == k]
             per_round.append(f"{k}: {np.mean([r['seconds'] for r in rr]):.0f} s "
                              f"({np.mean([r['pct_full_cost'] for r in rr]):.1f}%) -> {np.mean([r['dice_mean'] for r in rr]):.3f}")
-        reach = []
-        for target in (0.95 * args.full_dice, 0.95 * own_full):
-            hits = []
-            for seed in sim.seeds:
-                rs = sorted((r for r in mine if r["seed"] == seed), key=lambda r: r["round"])
-                b = budget_to_reach([r["seconds"] for r in rs], [r["dice_mean"] for r in rs], target)
-                pct = np.interp(b, [r["seconds"] for r in rs], [r["pct_slices"] for r in rs]) if b is not None else None
-                hits.append((b, pct))
-            if any(b is None for b, _ in hits):
-                reach.append(f"not reached ({sum(b is not None for b, _ in hits)}/{len(hits)} seeds)")
-            else:
-                reach.append(f"{np.mean([b for b, _ in hits]):.0f} s ({100 * np.mean([b for b, _ in hits]) / full_cost:.1f}% "
-                             f"cost, {np.mean([p for _, p in hits]):.1f}% slices)")
+        hits = []
+        for seed in sim.seeds:
+            rs = sorted((r for r in mine if r["seed"] == seed), key=lambda r: r["round"])
+            hits.append(budget_to_reach([r["seconds"] for r in rs], [r["dice_mean"] for r in rs], target))
+        reach = (f"{np.mean(hits):.0f} s ({100 * np.mean(hits) / full_cost:.1f}%)" if all(h is not None for h in hits)
+                 else f"not reached ({sum(h is not None for h in hits)}/{len(hits)} seeds)")
         a = summary["strategies"][s]
-        lines.append(f"| {s} | {'; '.join(per_round)} | {a['aubc_mean']:.4f} ± {a['aubc_std']:.4f} | {reach[0]} | {reach[1]} |")
-    diff = None
+        fg = "n/a" if a.get("foreground_share") is None else f"{100 * a['foreground_share']:.0f}%"
+        cb = a.get("median_charged_over_budget_after_first")
+        name = f"**{s}**" if s == default else s
+        lines.append(f"| {name} | {'; '.join(per_round)} | {a['aubc_mean']:.4f} ± {a['aubc_std']:.4f} | "
+                     f"{a['final_dice_mean']:.3f} | {reach} | {fg} | {'n/a' if cb is None else f'{cb:.2f}'} |")
+        a["seconds_to_95pct_same_config"] = hits
+    comparisons = []
     for p in summary["pairwise"]:
-        if {p["a"], p["b"]} == {"knapsack", "fg_random"}:
-            diff = p["mean_diff"] if p["a"] == "knapsack" else -p["mean_diff"]
-            wins = p["a_wins"] if p["a"] == "knapsack" else p["seeds"] - p["a_wins"]
-            lines += ["", f"- AUBC knapsack - fg_random: {diff:+.4f}, knapsack better in {wins}/{p['seeds']} seeds, "
-                          f"paired t-test p = {p['p_paired_t']:.3g}"]
-    rand0 = {int(r["seed"]): r for r in rows if r["round"] == 0 and r["strategy"] == sim.strategies[0]}
-    cold0 = {int(r["seed"]): r for r in cold_rows if r["round"] == 0}
-    lines += [f"- cold start (TypiClust, {cfg.coldstart.prior_cost_s:.0f} s prior per slice) vs random start, same "
-              f"{sim.initial_budget_s:.0f} s budget, first model's Dice (true seconds charged): "
-              + "; ".join(f"seed {k}: {cold0[k]['dice_mean']:.3f} ({cold0[k]['seconds']:.0f} s) vs "
-                          f"{rand0[k]['dice_mean']:.3f} ({rand0[k]['seconds']:.0f} s)" for k in sorted(cold0) if k in rand0)]
+        if default in (p["a"], p["b"]) and ({p["a"], p["b"]} & set(BASELINES) or "knapsack" in (p["a"], p["b"])):
+            flip = p["b"] == default
+            c = {"a": default, "b": p["a"] if flip else p["b"], "seeds": p["seeds"],
+                 "mean_diff": -p["mean_diff"] if flip else p["mean_diff"], "p_paired_t": p["p_paired_t"],
+                 "a_wins": p["seeds"] - p["a_wins"] if flip else p["a_wins"]}
+            comparisons.append(c)
+            lines.append(f"- AUBC {c['a']} - {c['b']}: {c['mean_diff']:+.4f}, {c['a']} better in {c['a_wins']}/"
+                         f"{c['seeds']} seeds, paired t-test p = {c['p_paired_t']:.3g}")
+    result = {"split": args.split, "split_file": Path(sim.split_file).name, "kind": args.kind or cfg.regions.kind,
+              "config": Path(args.config).name, "default_strategy": default, "seeds": list(sim.seeds),
+              "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "initial_budget_s": sim.initial_budget_s,
+              "full_annotation_cost_s": full_cost, "same_config_all_labels_dice": own_full,
+              "simulation_minutes": sim_minutes, "strategies": summary["strategies"],
+              "pairwise": summary["pairwise"], "comparisons": comparisons,
+              "variants": sim.variants}
+    if not args.quick:
+        name = "label_efficiency" + (f"_{args.kind}" if args.kind else "") + ("_tuning" if args.split == "tuning" else "") \
+            + (f"_{args.tag}" if args.tag else "")
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     if args.from_results:
-        lines.insert(0, f"- re-reported from the results of an earlier run of this benchmark ({out}); the wall time "
-                        "below is the re-report's, the simulation's is in that run's entry")
-    record("Label efficiency, hippocampus" + (" (quick)" if args.quick else "")
-           + (" (re-reported)" if args.from_results else ""), lines)
+        lines.insert(0, f"- re-reported from an earlier run's folder ({out})")
+    record("Label efficiency, hippocampus" + (f", {args.kind}s" if args.kind else "")
+           + (" (tuning split)" if args.split == "tuning" else " (final: test split)") + (" (quick)" if args.quick else ""),
+           lines)
+    base = [summary["strategies"][b]["aubc_mean"] for b in BASELINES if b in summary["strategies"]]
+    diff = summary["strategies"][default]["aubc_mean"] - max(base) if base else float("nan")
     print(f"results in {out}")
-    print(f"aubc_knapsack_minus_fg_random: {diff:+.4f}")
+    print(f"aubc_default_minus_best_baseline: {diff:+.4f}")
     return diff
 
 

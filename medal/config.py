@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import types
 import typing
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainingConfig", "UncertaintyConfig", "RegionsConfig", "CostsConfig",
-           "SelectionConfig", "SimulationConfig", "ColdstartConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash"]
+           "SelectionConfig", "SimulationConfig", "ColdstartConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash",
+           "variant_config"]
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,11 @@ class TrainingConfig:
     foreground_fraction: float = 0.5  # share of patches centred on an annotated foreground voxel
     val_fraction: float = 0.2  # share of labelled cases held out for validation (at least one)
     patience: int = 8  # stop after this many epochs without a better validation Dice
+    # the per-round schedule of `medal round` / `medal simulate`: round 0 trains max_epochs from scratch;
+    # a later round starts from the previous round's weights (warm_start) for warm_epochs (0 = max_epochs),
+    # or from scratch for max_epochs
+    warm_start: bool = True
+    warm_epochs: int = 0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -115,6 +122,8 @@ class TrainingConfig:
         for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.warm_epochs < 0:
+            raise ConfigError(f"training.warm_epochs: must be >= 0 (0 = max_epochs), got {self.warm_epochs}")
         if self.learning_rate <= 0:
             raise ConfigError(f"training.learning_rate: must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0 or self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
@@ -160,22 +169,36 @@ class RegionsConfig:
     """``regions:`` candidate annotation units and how their score is aggregated."""
 
     kind: str = "slice"  # slice | supervoxel
-    axis: str = "axial"  # axial | coronal | sagittal | 0 | 1 | 2 (slices, and the painting plane of supervoxels)
-    measure: str = "entropy"  # score volume aggregated into each unit's value
-    aggregate: str = "sum"  # sum | mean | max | topq
-    top_q: float = 0.1
+    # axial | coronal | sagittal | 0 | 1 | 2, or a list of them (slices in several orientations; the
+    # first is the painting plane of supervoxels)
+    axis: str | tuple[str, ...] = "axial"
+    value: str = "class_entropy"  # what a unit is worth: class_entropy | expected_errors | bald_topq | entropy
+    measure: str = "entropy"  # score volume the 'entropy' value aggregates
+    aggregate: str = "sum"  # sum | mean | max | topq (the 'entropy' value)
+    top_q: float = 0.1  # topq aggregation and bald_topq: share of a unit's voxels
+    band: int = 2  # expected_errors: voxels either side of a predicted boundary
     supervoxel_size_mm: float = 8.0
     compactness: float = 10.0
     slic_iterations: int = 5
 
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return (self.axis,) if isinstance(self.axis, str) else tuple(self.axis)
+
     def __post_init__(self):
         from medal.regions.table import AGGREGATIONS
+        from medal.regions.values import VALUES
         from medal.uncertainty.measures import MEASURES
 
         if self.kind not in ("slice", "supervoxel"):
             raise ConfigError(f"regions.kind: {self.kind!r} is not one of ['slice', 'supervoxel']")
-        if self.axis not in ("axial", "coronal", "sagittal", "0", "1", "2"):
-            raise ConfigError(f"regions.axis: {self.axis!r} is not one of axial, coronal, sagittal, 0, 1, 2")
+        bad = [a for a in self.axes if a not in ("axial", "coronal", "sagittal", "0", "1", "2")]
+        if bad or not self.axes or len(set(self.axes)) != len(self.axes):
+            raise ConfigError(f"regions.axis: {self.axis!r}: each of axial, coronal, sagittal, 0, 1, 2, at most once")
+        if self.value not in VALUES:
+            raise ConfigError(f"regions.value: {self.value!r} is not one of {sorted(VALUES)}")
+        if self.band < 1:
+            raise ConfigError(f"regions.band: must be >= 1 voxel, got {self.band}")
         if self.measure not in MEASURES:
             raise ConfigError(f"regions.measure: {self.measure!r} is not one of {sorted(MEASURES)}")
         if self.aggregate not in AGGREGATIONS:
@@ -191,10 +214,27 @@ class CostsConfig:
     """``costs:`` the annotation-cost model (seconds per unit)."""
 
     model: str = ""  # JSON written by `medal costs fit`; empty = documented default coefficients
+    prediction: str = "expected"  # expected (over the predictive distribution) | argmax (the label map)
+    calibration: str = "scale"  # online, from earlier rounds' logged seconds: scale | features | none
+    calibration_decay: float = 0.5  # weight of a round's tasks per round of age
+    calibration_min_tasks: int = 10  # fewer logged tasks than this: no calibration yet
+    min_seconds: float = 5.0  # floor: navigating to a unit and checking it
 
     def __post_init__(self):
+        from medal.costs.calibration import CALIBRATIONS
+
         if self.model and not self.model.endswith(".json"):
             raise ConfigError(f"costs.model: expected a .json cost model file, got {self.model!r}")
+        if self.prediction not in ("expected", "argmax"):
+            raise ConfigError(f"costs.prediction: {self.prediction!r} is not one of ['argmax', 'expected']")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"costs.calibration: {self.calibration!r} is not one of {list(CALIBRATIONS)}")
+        if not 0 < self.calibration_decay <= 1:
+            raise ConfigError(f"costs.calibration_decay: must lie in (0, 1], got {self.calibration_decay}")
+        if self.calibration_min_tasks < 2:
+            raise ConfigError(f"costs.calibration_min_tasks: must be >= 2, got {self.calibration_min_tasks}")
+        if not (math.isfinite(self.min_seconds) and self.min_seconds >= 0):
+            raise ConfigError(f"costs.min_seconds: must be a finite number >= 0, got {self.min_seconds}")
 
 
 @dataclass(frozen=True)
@@ -206,7 +246,13 @@ class SelectionConfig:
     max_per_case: int = 0  # 0 = no limit
     min_slice_spacing: int = 0  # chosen slices of one case and axis differ by at least this; 0 = off
     skip_annotated_above: float = 0.5  # units already annotated beyond this fraction are not offered
-    class_quota: dict[int, float] = field(default_factory=dict)  # class -> share of budget reserved for it
+    max_case_share: float = 0.0  # at most this share of the budget's seconds per case; 0 = off
+    class_quota: dict[int, float] = field(default_factory=dict)  # class -> share of budget chosen by its value
+    foreground_share: float = 0.66  # without class_quota: this share split equally over the foreground classes
+    noise: str = "power"  # none | power (stochastic batches: values * exp(Gumbel(0, 1/beta)))
+    beta_start: float = 1.0  # power noise beta of round 0 ...
+    beta_end: float = 100.0  # ... growing exponentially to this ...
+    beta_rounds: int = 4  # ... reached at round beta_rounds - 1
     diversity_spacing: int = 3  # knapsack+diversity: min_slice_spacing at least this
     diversity_max_per_case: int = 4  # knapsack+diversity: max_per_case when max_per_case is 0
     resolution: int = 10000  # knapsack cost units per budget
@@ -217,8 +263,16 @@ class SelectionConfig:
 
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"selection.strategy: {self.strategy!r} is not one of {sorted(STRATEGIES)}")
-        if not self.budget_s > 0:
-            raise ConfigError(f"selection.budget_s: must be > 0 seconds, got {self.budget_s}")
+        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise ConfigError(f"selection.budget_s: must be a finite number > 0 seconds, got {self.budget_s}")
+        if not 0 <= self.max_case_share <= 1:
+            raise ConfigError(f"selection.max_case_share: must lie in [0, 1], got {self.max_case_share}")
+        if not 0 <= self.foreground_share <= 1:
+            raise ConfigError(f"selection.foreground_share: must lie in [0, 1], got {self.foreground_share}")
+        if self.noise not in ("none", "power"):
+            raise ConfigError(f"selection.noise: {self.noise!r} is not one of ['none', 'power']")
+        if not (0 < self.beta_start < math.inf and 0 < self.beta_end < math.inf) or self.beta_rounds < 1:
+            raise ConfigError("selection: beta_start and beta_end must be finite and > 0, beta_rounds >= 1")
         for name in ("max_per_case", "min_slice_spacing", "diversity_spacing", "diversity_max_per_case"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"selection.{name}: must be >= 0, got {getattr(self, name)}")
@@ -236,7 +290,11 @@ class SelectionConfig:
 class SimulationConfig:
     """``simulation:`` label-efficiency experiments with the ground truth as the oracle."""
 
+    # a selection strategy (random, fg_random, topk, knapsack, knapsack+diversity), "default" (this
+    # config's own selection section), or the name of one of `variants`
     strategies: tuple[str, ...] = ("random", "fg_random", "topk", "knapsack")
+    # name -> overrides of other sections, e.g. {"medal": {"selection": {"strategy": "knapsack", "noise": "power"}}}
+    variants: dict[str, typing.Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1, 2)
     rounds: int = 3  # selection rounds after the initial labels (the model is trained rounds + 1 times; 0 = initial only)
     initial: str = "random"  # random | coldstart: how the first labels are chosen (same for every strategy)
@@ -244,13 +302,23 @@ class SimulationConfig:
     split_file: str = ""  # JSON with "test" case ids; empty = a seeded test_fraction of the cases
     test_fraction: float = 0.2
     max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
+    workers: int = 1  # (strategy, seed) runs side by side, each with cores / workers torch threads
 
     def __post_init__(self):
         from medal.selection.strategies import STRATEGIES
 
-        bad = [s for s in self.strategies if s not in STRATEGIES]
+        clash = sorted(set(self.variants) & (set(STRATEGIES) | {"default"}))
+        if clash:
+            raise ConfigError(f"simulation.variants: {clash} would hide a strategy of that name; rename the variant")
+        bad = [s for s in self.strategies if s not in STRATEGIES and s != "default" and s not in self.variants]
         if bad or not self.strategies:
-            raise ConfigError(f"simulation.strategies: {bad or '[]'} not valid; choose from {sorted(STRATEGIES)}")
+            raise ConfigError(f"simulation.strategies: {bad or '[]'} not valid; choose from {sorted(STRATEGIES)}, "
+                              f"'default' or a variant {sorted(self.variants)}")
+        for name, over in self.variants.items():
+            if not isinstance(over, dict) or not all(isinstance(v, dict) for v in over.values()):
+                raise ConfigError(f"simulation.variants.{name}: expected a mapping of sections to overrides, got {over!r}")
+            if "simulation" in over:
+                raise ConfigError(f"simulation.variants.{name}: a variant cannot override the simulation section")
         if not self.seeds:
             raise ConfigError("simulation.seeds: need at least one seed")
         if self.rounds < 0:
@@ -263,6 +331,8 @@ class SimulationConfig:
             raise ConfigError(f"simulation.test_fraction: must lie in (0, 1), got {self.test_fraction}")
         if self.max_pool < 0:
             raise ConfigError(f"simulation.max_pool: must be >= 0, got {self.max_pool}")
+        if self.workers < 1:
+            raise ConfigError(f"simulation.workers: must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -293,6 +363,36 @@ class MedalConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     coldstart: ColdstartConfig = field(default_factory=ColdstartConfig)
+
+    def __post_init__(self):
+        for name in self.simulation.variants:
+            variant_config(self, name)  # every variant must be a valid config: fail at load, not mid-run
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "class_quota" else v
+    return out
+
+
+def variant_config(cfg: "MedalConfig", name: str) -> "MedalConfig":
+    """The config a simulation row runs with: ``default`` (``cfg`` itself), a variant of
+    ``simulation.variants`` (its overrides merged into ``cfg``), or a strategy name (``cfg`` with that
+    ``selection.strategy``)."""
+    if name == "default":
+        return cfg
+    if name in cfg.simulation.variants:
+        base = config_to_dict(cfg)
+        base.pop("simulation")
+        merged = _merge(base, cfg.simulation.variants[name])
+        try:
+            built = config_from_dict(merged, source=f"simulation.variants.{name}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(f"simulation.variants.{name}: ", f"simulation.variants.{name}.", 1)) from None
+        object.__setattr__(built, "simulation", cfg.simulation)  # already checked; no second __post_init__
+        return built
+    return dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, strategy=name))
 
 
 def _type_name(tp) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 from medal.config import MedalConfig, config_to_dict
 from medal.data import (UNLABELED, Dataset, atomic_write_json, empty_partial_labels, load_volume, save_volume)
 
-__all__ = ["STEPS", "RoundResult", "round_dir", "run_round", "ingest", "labels_dir", "IngestReport"]
+__all__ = ["STEPS", "RoundResult", "round_dir", "run_round", "ingest", "labels_dir", "IngestReport", "round_spending"]
 
 STEPS = ("train", "score", "select")
 
@@ -54,11 +54,12 @@ def _read_json(path: Path) -> dict:
 
 def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: list[str] | None = None,
               budget_s: float | None = None, strategy: str | None = None, progress: bool = False,
-              stop_after: str | None = None) -> RoundResult:
+              stop_after: str | None = None, cache=None) -> RoundResult:
     """Run (or resume) round ``index`` of the run in ``run_dir``.
 
     ``pool``: case ids that may be trained on and annotated (default: every case with an image).
     ``stop_after``: stop once that step is recorded (for staged runs; a later call resumes).
+    ``cache``: a :class:`~medal.data.VolumeCache` kept across rounds (the images are read once).
     """
     from medal.model import file_hash, load_checkpoint
     from medal.model.device import resolve_device
@@ -84,16 +85,20 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
 
     checkpoint = rd / "model.pt"
     if "train" not in state:
-        items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool))
+        items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
         train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
-        prev = round_dir(run_dir, index - 1) / "model.pt" if index > 0 else None
+        prev = round_dir(run_dir, index - 1) / "model.pt" if index > 0 and cfg.training.warm_start else None
         init = prev if prev is not None and prev.is_file() else None
+        tcfg = cfg.training
+        if init is not None and tcfg.warm_epochs:
+            tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=max(len(dataset.label_names), 2), model_cfg=cfg.model,
-                          train_cfg=cfg.training, init=init, checkpoint=checkpoint, progress=progress)
+                          train_cfg=tcfg, init=init, checkpoint=checkpoint, progress=progress)
         done("train", {"checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
+                       "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
                        "train_cases": res.train_cases, "val_cases": res.val_cases})
     if stop_after == "train":
@@ -104,7 +109,7 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
         cases = [c for c in dataset.cases if c.case_id in set(pool)]
         rep = score_cases(net, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"],
-                          device=resolve_device(cfg.uncertainty.device), progress=progress)
+                          device=resolve_device(cfg.uncertainty.device), progress=progress, cache=cache)
         done("score", {"scored": sorted(rep.scored), "failures": rep.failures})
     if stop_after == "score":
         return RoundResult(rd, {}, ran)
@@ -112,10 +117,13 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
     if "select" not in state:
         sel = select_round(dataset, rd / "scores", rd, regions_cfg=cfg.regions, costs_cfg=cfg.costs,
                            selection_cfg=sel_cfg, labels_dir=labels_dir(run_dir), data_cfg=cfg.data,
-                           overwrite=True)  # not recorded as done: nobody can have started on it
+                           overwrite=True,  # not recorded as done: nobody can have started on it
+                           round_index=index, earlier_rounds=[round_dir(run_dir, k) for k in range(index)])
         done("select", {"tasks": len(sel.selection.indices), "predicted_s": sel.selection.spent_s,
                         "budget_s": sel.selection.budget_s, "value": sel.selection.value,
-                        "gap": sel.selection.gap, "skipped": sel.skipped})
+                        "gap": sel.selection.gap, "skipped": sel.skipped,
+                        "cost_calibration": sel.calibration.to_json() if sel.calibration else None,
+                        "beta": sel.selection.beta})
 
     manifest_path = rd / "manifest.json"
     manifest = _read_json(manifest_path)
@@ -130,12 +138,48 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
             "outputs": {"scores": "scores/scores.json", "tasks": "tasks.json", "scored": state["score"]["scored"],
                         "score_failures": state["score"]["failures"]},
             "budget": {"budget_s": state["select"]["budget_s"], "predicted_s": state["select"]["predicted_s"],
-                       "tasks": state["select"]["tasks"], "gap": state["select"]["gap"]},
+                       "tasks": state["select"]["tasks"], "gap": state["select"]["gap"],
+                       "cost_calibration": state["select"].get("cost_calibration"),
+                       "previous_rounds": _charged_summary(run_dir, index)},
             "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"]},
             "steps": {k: state[k]["finished"] for k in STEPS},
         }
         atomic_write_json(manifest_path, manifest, overwrite=False)
     return RoundResult(rd, manifest, ran)
+
+
+def round_spending(round_path) -> dict:
+    """Predicted vs charged seconds of one round's finished tasks (``tasks.json`` + ``annotation_log.jsonl``)."""
+    from medal.costs import read_annotation_log
+    from medal.tasks import TaskError, read_tasks
+
+    round_path = Path(round_path)
+    out = {"round": round_path.name, "tasks": 0, "logged": 0, "predicted_s": 0.0, "charged_s": 0.0}
+    try:
+        tasks = {t.task_id: t for t in read_tasks(round_path / "tasks.json").tasks}
+    except TaskError:
+        return out
+    out["tasks"] = len(tasks)
+    log = round_path / "annotation_log.jsonl"
+    seen = set()
+    if log.is_file():
+        try:
+            records = read_annotation_log(log)
+        except ValueError:
+            records = []
+        for rec in records:
+            t = tasks.get(str(rec.get("task_id")))
+            if t is not None and t.task_id not in seen:
+                seen.add(t.task_id)
+                out["predicted_s"] += t.predicted_cost_s
+                out["charged_s"] += float(rec["seconds"])
+    out["logged"] = len(seen)
+    out["ratio"] = out["charged_s"] / out["predicted_s"] if out["predicted_s"] > 0 else None
+    return out
+
+
+def _charged_summary(run_dir, index: int) -> list[dict]:
+    return [round_spending(round_dir(run_dir, k)) for k in range(index) if (round_dir(run_dir, k) / "tasks.json").is_file()]
 
 
 @dataclass

@@ -1,8 +1,12 @@
 """Annotation-cost models: expected seconds of painting per unit, and their calibration."""
 
-from .features import effort_features, feature_names
+from .calibration import (CALIBRATIONS, CostCalibration, calibration_pairs, fit_calibration, fit_scale,
+                          load_calibration)
+from .features import EXPECTED_LEVELS, effort_features, expected_effort_features, feature_names, level_segmentation
 from .model import (DEFAULT_COEFFICIENTS, CostModel, append_annotation_log, fit_cost_model,
                     read_annotation_log)
 
-__all__ = ["CostModel", "DEFAULT_COEFFICIENTS", "append_annotation_log", "effort_features", "feature_names",
-           "fit_cost_model", "read_annotation_log"]
+__all__ = ["CALIBRATIONS", "CostCalibration", "CostModel", "DEFAULT_COEFFICIENTS", "EXPECTED_LEVELS",
+           "append_annotation_log", "calibration_pairs", "effort_features", "expected_effort_features",
+           "feature_names", "fit_calibration", "fit_cost_model", "fit_scale", "level_segmentation",
+           "load_calibration", "read_annotation_log"]

@@ -6,6 +6,7 @@ file; atomic writes; the bundled hippocampus sample.
 """
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .cache import VolumeCache
 from .check import CaseReport, DatasetReport, check_dataset
 from .dataset import Case, Dataset, case_id_from_path, load_dataset, resolve_inside
 from .errors import DatasetError
@@ -17,7 +18,7 @@ from .sample import sample_dataset
 
 __all__ = [
     "Case", "CaseReport", "Dataset", "DatasetError", "DatasetReport", "LABEL_DTYPE", "NORMALIZERS",
-    "UNLABELED", "VOLUME_SUFFIXES", "WRITE_SUFFIXES", "Volume", "annotated_mask", "atomic_path",
+    "UNLABELED", "VOLUME_SUFFIXES", "VolumeCache", "WRITE_SUFFIXES", "Volume", "annotated_mask", "atomic_path",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "case_id_from_path", "check_dataset",
     "empty_partial_labels", "load_case", "load_dataset", "load_volume", "normalize_intensity",
     "parse_label_names", "resolve_inside", "sample_dataset", "save_volume",

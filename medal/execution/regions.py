@@ -1,8 +1,10 @@
 """Region tables as per-case work: units, aggregated scores and predicted costs, one file per case.
 
 ``OUT/regions/<case_id>.npz`` holds the case's region table; ``<case_id>.key.json`` (written last)
-keys it by the hashes of the image, the score volume and the prediction and by the regions / costs /
-data config, so re-runs skip current tables and recompute stale ones, as for scoring.
+keys it by the hashes of the image and of every score volume the configured value reads (prediction,
+probabilities, measures) and by the regions / costs / data config, so re-runs skip current tables and
+recompute stale ones, as for scoring. Predicted seconds here are uncalibrated (a batch table has no
+earlier rounds); ``medal select`` / ``medal round`` calibrate them.
 """
 
 from __future__ import annotations
@@ -48,27 +50,30 @@ class CaseRegions:
         from medal.costs import CostModel
 
         cfg = config_from_dict({"regions": spec.regions, "costs": spec.costs, "data": spec.data}, source="RegionSpec")
-        self.spec, self.rcfg, self.dcfg = spec, cfg.regions, cfg.data
+        self.spec, self.rcfg, self.dcfg, self.costs_cfg = spec, cfg.regions, cfg.data, cfg.costs
         self.cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(spec.n_classes)
         self.out = Path(spec.out_dir) / "regions"
 
     def __call__(self, case_id: str, image_path: str, image=None) -> dict:
         from medal.model import file_hash
-        from medal.selection.api import case_units
+        from medal.regions.values import value_needs
+        from medal.selection.api import case_units, load_score_maps
 
         t0 = time.perf_counter()
         try:
             sdir = Path(self.spec.scores_dir) / case_id
-            score_p, pred_p = sdir / f"{self.rcfg.measure}.nii.gz", sdir / "prediction.nii.gz"
-            key = {"image": file_hash(image_path), "score": file_hash(score_p), "prediction": file_hash(pred_p),
+            needs = value_needs(self.rcfg.value, measure=self.rcfg.measure)
+            inputs = sorted({"prediction", *needs} | ({"probs"} if (sdir / "probs.nii.gz").exists() else set()))
+            key = {"image": file_hash(image_path),
+                   **{name: file_hash(sdir / f"{name}.nii.gz") for name in inputs},
                    "config": config_hash({"regions": self.spec.regions, "costs": self.spec.costs,
                                           "data": self.spec.data})}
             kf = self.out / f"{case_id}.key.json"
             if kf.is_file() and json.loads(kf.read_text()).get("key") == key and (self.out / f"{case_id}.npz").is_file():
                 return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
             image = image if image is not None else load_volume(image_path)
-            cu = case_units(case_id, image, load_volume(score_p).array, load_volume(pred_p).array, cfg=self.rcfg,
-                            cost_model=self.cost_model, data_cfg=self.dcfg)
+            cu = case_units(case_id, image, load_score_maps(sdir, needs), cfg=self.rcfg, cost_model=self.cost_model,
+                            data_cfg=self.dcfg, costs_cfg=self.costs_cfg)
             with atomic_path(self.out / f"{case_id}.npz") as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **{k: (v.astype(str) if v.dtype == object else v) for k, v in cu.table.columns.items()})

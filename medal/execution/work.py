@@ -110,8 +110,9 @@ class CaseScorer:
                 return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
             image = image if image is not None else load_volume(image_path)
             require_finite(image, str(image_path))
-            pred, measures = score_volume(self.net, image, cfg=self.ucfg, data_cfg=self.dcfg, device=self.spec.device)
-            write_case_scores(self.out, case_id, image, pred, measures)
+            pred, measures, probs = score_volume(self.net, image, cfg=self.ucfg, data_cfg=self.dcfg,
+                                                 device=self.spec.device)
+            write_case_scores(self.out, case_id, image, pred, measures, probs)
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}

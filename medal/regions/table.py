@@ -106,16 +106,22 @@ def _bboxes(units: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndar
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
-def region_table(units: np.ndarray, *, case_id: str, kind: str, axis: int, score: np.ndarray,
+def region_table(units: np.ndarray, *, case_id: str, kind: str, axis: int, score: np.ndarray | None = None,
                  prediction: np.ndarray | None = None, labels: np.ndarray | None = None, n_classes: int = 2,
-                 how: str = "sum", q: float = 0.1) -> RegionTable:
+                 how: str = "sum", q: float = 0.1, values=None) -> RegionTable:
     """The region table of one case.
 
     Columns: region_id, case_id, kind, axis, index (slice index; -1 for supervoxels), supervoxel
-    (unit id; -1 for slices), n_voxels, bbox_lo_{0,1,2}, bbox_hi_{0,1,2} (exclusive), score,
-    score_mean, fg_fraction (predicted foreground), annotated_fraction (voxels already labelled in
-    ``labels``, 255 = not annotated), and n_pred_{c} (predicted voxels of class c, for quotas).
+    (unit id; -1 for slices), n_voxels, bbox_lo_{0,1,2}, bbox_hi_{0,1,2} (exclusive), score (the
+    unit's value), score_mean, value_{c} (its value for foreground class c), fg_fraction (predicted
+    foreground), annotated_fraction (voxels already labelled in ``labels``, 255 = not annotated), and
+    n_pred_{c} (predicted voxels of class c).
+
+    The value comes either from ``values`` (a :class:`medal.regions.values.UnitValues` over unit ids
+    ``1..units.max()``) or from the voxel map ``score`` aggregated with ``how``.
     """
+    if (score is None) == (values is None):
+        raise ValueError("region_table needs exactly one of score (a voxel map) or values (per unit)")
     units = np.asarray(units)
     n = int(units.max()) if units.size else 0
     counts = np.bincount(units.ravel(), minlength=n + 1)[1:]
@@ -141,8 +147,18 @@ def region_table(units: np.ndarray, *, case_id: str, kind: str, axis: int, score
     for d in range(3):
         cols[f"bbox_lo_{d}"] = lo[:, d]
         cols[f"bbox_hi_{d}"] = hi[:, d]
-    cols["score"] = aggregate(units, score, n, how=how, q=q)[sel]
-    cols["score_mean"] = aggregate(units, score, n, how="mean")[sel]
+    if values is not None:
+        cols["score"] = np.asarray(values.value, dtype=np.float64)[sel]
+        cols["score_mean"] = cols["score"] / counts[sel]
+        for c in range(1, n_classes):
+            cols[f"value_{c}"] = np.asarray(values.per_class[c - 1], dtype=np.float64)[sel]
+    else:
+        cols["score"] = aggregate(units, score, n, how=how, q=q)[sel]
+        cols["score_mean"] = aggregate(units, score, n, how="mean")[sel]
+        pred = np.asarray(prediction).ravel() if prediction is not None else None
+        for c in range(1, n_classes):  # the score where class c is predicted
+            w = np.asarray(score, dtype=np.float64).ravel() * (pred == c) if pred is not None else np.zeros(units.size)
+            cols[f"value_{c}"] = np.bincount(units.ravel(), weights=w, minlength=n + 1)[1:][sel]
     if prediction is not None:
         pred = np.asarray(prediction).ravel()
         lab = units.ravel()

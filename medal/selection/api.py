@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig, config_to_dict
-from medal.costs import CostModel, effort_features, feature_names
+from medal.costs import CostCalibration, CostModel, effort_features, feature_names
 from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
 from medal.selection.strategies import Selection, select
 from medal.tasks import Task, TaskList, write_tasks
 
-__all__ = ["CaseUnits", "case_units", "candidate_table", "select_round", "RoundSelection"]
+__all__ = ["CaseUnits", "case_units", "candidate_table", "load_score_maps", "select_round", "RoundSelection"]
+
+_FEATURE_PREFIXES = ("boundary_mm_", "components_", "area_mm2_")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class RoundSelection:
     table: RegionTable
     selection: Selection
     skipped: dict[str, str] = field(default_factory=dict)
+    calibration: CostCalibration | None = None
 
     def summary(self) -> str:
         s = self.selection
@@ -44,66 +47,132 @@ class RoundSelection:
                  f"  predicted time: {s.spent_s:.0f} s of a {s.budget_s:.0f} s budget",
                  f"  value (sum of scores): {s.value:.4g} over {len(self.table)} candidate units"]
         if s.gap is not None:
-            lines.append(f"  certified: no selection within budget is worth more than {s.upper_bound:.4g} "
+            what = "" if s.objective is None or abs(s.objective - s.value) <= 1e-9 * max(1.0, abs(s.value)) else \
+                (" (of what the knapsack maximised: " + ("class values in the class parts" if s.shares else "")
+                 + (", " if s.shares and s.beta else "") + ("noise-perturbed values" if s.beta else "") + ")")
+            lines.append(f"  certified: no selection within budget is worth more than {s.upper_bound:.4g}{what} "
                          f"(gap {100 * s.gap:.3f}%)")
+        if s.shares:
+            lines.append("  class quota: " + ", ".join(f"class {c} {100 * v:.0f}%" for c, v in s.shares.items())
+                         + " of the budget chosen by that class's value")
+        if s.beta is not None:
+            lines.append(f"  stochastic batch: power noise, beta {s.beta:.3g}")
+        c = self.calibration
+        if c is not None and c.method != "none":
+            how = (f"x{c.scale:.2f} + {c.offset:.1f} s" if c.method in ("scale", "ratio") else "refitted cost model")
+            lines.append(f"  predicted seconds calibrated on {c.n_tasks} logged task(s) of {', '.join(c.rounds)} ({how})")
         for cid, err in self.skipped.items():
             lines.append(f"  SKIPPED [{cid}] {err}")
         lines.append(f"  tasks written to {self.tasks_path}")
         return "\n".join(lines)
 
 
-def case_units(case_id: str, image: Volume, score: np.ndarray, prediction: np.ndarray, *, cfg: RegionsConfig,
-               cost_model: CostModel, labels: np.ndarray | None = None, data_cfg: DataConfig | None = None,
-               cost_segmentation: np.ndarray | None = None) -> CaseUnits:
-    """Units of one case with their region-table row, effort features and predicted seconds.
+def load_score_maps(case_dir, names) -> dict[str, np.ndarray]:
+    """A case's score volumes by stem (``prediction``, ``probs`` as ``(C, Z, Y, X)``, measures...).
 
-    ``cost_segmentation`` replaces the prediction for the cost features (the simulation charges the
-    true cost from the ground truth).
+    ``names`` lists the measures needed; ``prediction`` is always read and ``probs`` whenever it exists.
+    A missing needed volume raises :class:`DatasetError` naming the file.
     """
-    axis = resolve_axis(int(cfg.axis) if cfg.axis.isdigit() else cfg.axis, image.orientation)
+    from medal.uncertainty.score import load_probs
+
+    case_dir = Path(case_dir)
+    maps: dict[str, np.ndarray] = {}
+    for name in ["prediction", *[n for n in names if n != "probs"]]:
+        path = case_dir / f"{name}.nii.gz"
+        if not path.exists():
+            raise DatasetError(f"{path}: score volume not found (needed by the configured value)", path=path)
+        maps[name] = load_volume(path).array
+    probs_path = case_dir / "probs.nii.gz"
+    if probs_path.exists():
+        maps["probs"] = load_probs(probs_path)
+    elif "probs" in names:
+        raise DatasetError(f"{probs_path}: mean class probabilities not found (needed by the configured value); "
+                           "re-score the pool with this medal version", path=probs_path)
+    return maps
+
+
+def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, cost_model: CostModel,
+               labels: np.ndarray | None = None, data_cfg: DataConfig | None = None,
+               costs_cfg: CostsConfig | None = None, calibration: CostCalibration | None = None,
+               cost_segmentation: np.ndarray | None = None) -> CaseUnits:
+    """Units of one case with their region-table row, value, effort features and predicted seconds.
+
+    ``maps``: the case's score volumes (:func:`load_score_maps`; at least ``prediction``).
+    Predicted seconds: the cost model on the effort features expected under the model's predictive
+    distribution (``costs.prediction: expected``, needs ``probs``) or on the predicted label map,
+    then ``calibration`` (with its floor). ``cost_segmentation`` replaces both for the features (the
+    simulation charges the true cost from the ground truth).
+    """
+    from medal.costs import expected_effort_features
+    from medal.regions.values import get_value
+
+    costs_cfg = costs_cfg or CostsConfig()
+    calibration = calibration or CostCalibration(floor=costs_cfg.min_seconds)
+    prediction = maps["prediction"]
+    for name, vol in maps.items():
+        if np.shape(vol)[-3:] != image.shape:
+            raise DatasetError(f"{case_id}: score volume {name!r} has shape {np.shape(vol)} but the image is {image.shape}")
+    axes = [resolve_axis(int(a) if a.isdigit() else a, image.orientation) for a in cfg.axes]
     if cfg.kind == "slice":
-        units = slice_units(image.shape, axis=axis)
+        unit_volumes = [(a, slice_units(image.shape, axis=a)) for a in axes]
     else:
         dcfg = data_cfg or DataConfig()
         x = normalize_intensity(image.array, method=dcfg.normalize, clip_percentiles=dcfg.clip_percentiles)
-        units = supervoxel_units(x, spacing=image.spacing, size_mm=cfg.supervoxel_size_mm,
-                                 compactness=cfg.compactness, iterations=cfg.slic_iterations)
+        unit_volumes = [(axes[0], supervoxel_units(x, spacing=image.spacing, size_mm=cfg.supervoxel_size_mm,
+                                                   compactness=cfg.compactness, iterations=cfg.slic_iterations))]
     n_classes = cost_model.n_classes
-    table = region_table(units, case_id=case_id, kind=cfg.kind, axis=axis, score=score, prediction=prediction,
-                         labels=labels, n_classes=n_classes, how=cfg.aggregate, q=cfg.top_q)
-    present = np.where(table["kind"] == "slice", table["index"] + 1, table["supervoxel"]).astype(np.int64)
-    feats = effort_features(units, prediction if cost_segmentation is None else cost_segmentation, axis=axis,
-                            spacing=image.spacing, n_classes=n_classes, ids=present)
-    for name in feature_names(n_classes):
-        table[name] = feats[name]
-    table["cost"] = cost_model.predict(feats)
-    return CaseUnits(case_id, image, units, table)
+    value_fn = get_value(cfg.value)
+    tables = []
+    for axis, units in unit_volumes:
+        n_units = int(units.max()) if units.size else 0
+        values = value_fn(units, n_units, maps, n_classes=n_classes, measure=cfg.measure, aggregate=cfg.aggregate,
+                          top_q=cfg.top_q, band=cfg.band)
+        table = region_table(units, case_id=case_id, kind=cfg.kind, axis=axis, values=values, prediction=prediction,
+                             labels=labels, n_classes=n_classes)
+        present = np.where(table["kind"] == "slice", table["index"] + 1, table["supervoxel"]).astype(np.int64)
+        if cost_segmentation is not None:
+            feats = effort_features(units, cost_segmentation, axis=axis, spacing=image.spacing, n_classes=n_classes,
+                                    ids=present)
+        elif costs_cfg.prediction == "expected" and "probs" in maps:
+            feats = expected_effort_features(units, maps["probs"], axis=axis, spacing=image.spacing,
+                                             n_classes=n_classes, ids=present)
+        else:
+            feats = effort_features(units, prediction, axis=axis, spacing=image.spacing, n_classes=n_classes,
+                                    ids=present)
+        for name in feature_names(n_classes):
+            table[name] = feats[name]
+        table["model_cost"] = cost_model.predict(feats)
+        table["cost"] = calibration.apply(table["model_cost"], feats) if cost_segmentation is None \
+            else table["model_cost"]
+        tables.append(table)
+    return CaseUnits(case_id, image, unit_volumes[0][1], RegionTable.concat(tables))
 
 
 def candidate_table(dataset: Dataset, scores_dir, *, regions_cfg: RegionsConfig, cost_model: CostModel,
-                    labels_dir=None, data_cfg: DataConfig | None = None, progress: bool = False):
+                    labels_dir=None, data_cfg: DataConfig | None = None, costs_cfg: CostsConfig | None = None,
+                    calibration: CostCalibration | None = None, progress: bool = False):
     """Units of every case that has score volumes; returns ``(table, {case_id: CaseUnits}, skipped)``."""
     from tqdm import tqdm
 
+    from medal.regions.values import value_needs
+
     scores_dir = Path(scores_dir)
+    needs = value_needs(regions_cfg.value, measure=regions_cfg.measure)
     per_case, skipped = {}, {}
     for case in tqdm(dataset.cases, desc="regions", unit="case", disable=not progress, leave=False):
-        score_path = scores_dir / case.case_id / f"{regions_cfg.measure}.nii.gz"
-        pred_path = scores_dir / case.case_id / "prediction.nii.gz"
-        if not score_path.exists():
+        case_dir = scores_dir / case.case_id
+        if not (case_dir / "prediction.nii.gz").exists():
             continue  # not scored (e.g. fully labelled): not a candidate
         try:
             image = load_volume(case.image)
-            score, pred = load_volume(score_path), load_volume(pred_path)
-            for v, p in ((score, score_path), (pred, pred_path)):
-                if v.shape != image.shape:
-                    raise DatasetError(f"{p}: shape {v.shape} does not match image shape {image.shape}")
+            maps = load_score_maps(case_dir, needs)
             labels = None
             if labels_dir is not None:
-                found = [p for p in Path(labels_dir).glob(f"{case.case_id}.nii*")]
+                found = [p for p in Path(labels_dir).glob(f"{case.case_id}.nii*") if not p.name.startswith(".")]
                 labels = load_volume(found[0]).array if found else None
-            per_case[case.case_id] = case_units(case.case_id, image, score.array, pred.array, cfg=regions_cfg,
-                                                cost_model=cost_model, labels=labels, data_cfg=data_cfg)
+            per_case[case.case_id] = case_units(case.case_id, image, maps, cfg=regions_cfg, cost_model=cost_model,
+                                                labels=labels, data_cfg=data_cfg, costs_cfg=costs_cfg,
+                                                calibration=calibration)
         except (DatasetError, ValueError) as exc:
             skipped[case.case_id] = str(exc)
     table = RegionTable.concat([cu.table for cu in per_case.values()])
@@ -124,10 +193,13 @@ def tasks_from_selection(dataset: Dataset, table: RegionTable, selection: Select
             mask = f"masks/{case.case_id}.nii.gz"
             sv_by_case.setdefault(case.case_id, []).append(int(table["supervoxel"][i]))
         bbox = [[int(table[f"bbox_lo_{d}"][i]) for d in range(3)], [int(table[f"bbox_hi_{d}"][i]) for d in range(3)]]
+        feats = {k: float(table[k][i]) for k in table.columns if k == "n_slices" or k.startswith(_FEATURE_PREFIXES)}
         tasks.append(Task(task_id=f"t{n:04d}", case_id=case.case_id, image=dataset.relative(case.image), kind=kind,
                           axis=int(table["axis"][i]), index=int(table["index"][i]),
                           supervoxel=int(table["supervoxel"][i]), bbox=bbox, score=float(table["score"][i]),
-                          predicted_cost_s=float(table["cost"][i]), strategy=selection.strategy, mask=mask))
+                          predicted_cost_s=float(table["cost"][i]), strategy=selection.strategy, mask=mask,
+                          model_cost_s=float(table["model_cost"][i]) if "model_cost" in table else None,
+                          features=feats or None))
     for cid, ids in sv_by_case.items():
         cu = per_case[cid]
         keep = np.where(np.isin(cu.units, ids), cu.units, 0).astype(np.int32)
@@ -137,8 +209,15 @@ def tasks_from_selection(dataset: Dataset, table: RegionTable, selection: Select
 
 def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: RegionsConfig, costs_cfg: CostsConfig,
                  selection_cfg: SelectionConfig, labels_dir=None, data_cfg: DataConfig | None = None,
-                 progress: bool = False, overwrite: bool = False) -> RoundSelection:
-    """Build candidates from score volumes, choose within budget, write ``round_dir/tasks.json``."""
+                 progress: bool = False, overwrite: bool = False, round_index: int = 0,
+                 earlier_rounds=()) -> RoundSelection:
+    """Build candidates from score volumes, choose within budget, write ``round_dir/tasks.json``.
+
+    ``earlier_rounds``: round folders whose finished tasks (``tasks.json`` + ``annotation_log.jsonl``)
+    calibrate the predicted seconds (``costs.calibration``). ``round_index`` sets the noise schedule.
+    """
+    from medal.costs import calibration_pairs, fit_calibration
+
     round_dir = Path(round_dir)
     tasks_path = round_dir / "tasks.json"
     if tasks_path.exists() and not overwrite:
@@ -147,15 +226,22 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     cost_model = CostModel.load(costs_cfg.model) if costs_cfg.model else CostModel.default(n_classes)
     if cost_model.n_classes != n_classes:
         raise ValueError(f"{costs_cfg.model}: cost model has {cost_model.n_classes} classes, dataset has {n_classes}")
+    calibration = fit_calibration(calibration_pairs(earlier_rounds), method=costs_cfg.calibration,
+                                  floor=costs_cfg.min_seconds, decay=costs_cfg.calibration_decay,
+                                  min_tasks=costs_cfg.calibration_min_tasks, n_classes=n_classes)
     table, per_case, skipped = candidate_table(dataset, scores_dir, regions_cfg=regions_cfg, cost_model=cost_model,
-                                               labels_dir=labels_dir, data_cfg=data_cfg, progress=progress)
+                                               labels_dir=labels_dir, data_cfg=data_cfg, costs_cfg=costs_cfg,
+                                               calibration=calibration, progress=progress)
     if not len(table):
-        raise ValueError(f"{scores_dir}: no case has a '{regions_cfg.measure}' score volume to select from")
-    sel = select(table, selection_cfg)
+        raise ValueError(f"{scores_dir}: no case has score volumes to select from"
+                         + (f" ({len(skipped)} skipped: {next(iter(skipped.values()))})" if skipped else ""))
+    sel = select(table, selection_cfg, round_index=round_index)
     tasks = tasks_from_selection(dataset, table, sel, per_case, round_dir)
     write_tasks(tasks_path, tasks, dataset_root=dataset.root, meta={
         "strategy": sel.strategy, "budget_s": sel.budget_s, "predicted_s": sel.spent_s, "value": sel.value,
         "upper_bound": sel.upper_bound, "gap": sel.gap, "cost_model": cost_model.source,
-        "scores_dir": str(Path(scores_dir).resolve()),
-        "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg), "skipped": skipped})
-    return RoundSelection(tasks_path, table, sel, skipped)
+        "cost_calibration": calibration.to_json(), "beta": sel.beta, "class_shares": sel.shares,
+        "round_index": round_index, "scores_dir": str(Path(scores_dir).resolve()),
+        "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
+        "costs": config_to_dict(costs_cfg), "skipped": skipped})
+    return RoundSelection(tasks_path, table, sel, skipped, calibration)

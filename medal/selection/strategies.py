@@ -3,17 +3,38 @@
 ``random``             units in random order, taken while they fit the budget.
 ``fg_random``          random, biased to predicted foreground (weighted sampling without replacement,
                        weight = 0.05 + predicted foreground fraction): nnActive's hard-to-beat baseline.
-``topk``               highest score first, ignoring cost.
-``knapsack``           most total score within the budget (0-1 knapsack on score and predicted seconds).
+``topk``               highest value first, ignoring cost.
+``knapsack``           most total value within the budget (0-1 knapsack on value and predicted seconds).
 ``knapsack+diversity`` knapsack over units that are also spread out: slices of one case at least
                        ``diversity_spacing`` apart, at most ``diversity_max_per_case`` units per case.
 
+A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
+its value for foreground class ``c``.
+
+Class quotas. ``class_quota`` (``{class: share}``), or ``foreground_share`` split equally over the
+foreground classes, reserves that share of the budget for class ``c``: a part solved on its own
+with the units' class-``c`` value (``value_{c}``; only units where ``c`` has value take part), the
+classes in a seeded random order; the rest of the budget (and whatever the class parts left) is then
+solved on the overall value. Quotas and noise apply to the value-driven strategies (topk, knapsack,
+knapsack+diversity); ``random`` and ``fg_random`` stay the honest baselines they are named after. With the knapsack, each part is an exact knapsack. This is the class
+stratification of ClaSP PE (Lüth, Traub et al., TMLR 2025, arXiv:2601.13677; nnActive's
+``ClassBalancedEntropy``: 66% of the queries split over the foreground classes).
+
+Stochastic batches. ``noise: power`` perturbs every value as ``v * exp(g)``, ``g ~ Gumbel(0, 1/beta)``,
+before the choice: power acquisition (Kirsch et al., "Stochastic Batch Acquisition: A Simple
+Baseline for Deep Active Learning", TMLR 2023), which for ranking equals sampling units with
+probability proportional to ``v ** beta``. ``beta`` follows an exponential schedule over rounds from
+``beta_start`` to ``beta_end`` (reached at round ``beta_rounds - 1``): nearly proportional sampling
+while the model is weak (diverse, exploratory batches), nearly greedy later (ClaSP PE's scheduled
+power noising, ``exponential_schedule(steps, 1, 100)``). Reproducible for a seed and round.
+
 Constraints, honoured by every strategy: skip units already annotated beyond
-``skip_annotated_above``; at most ``max_per_case`` units per case; chosen slices of one case and axis
-at least ``min_slice_spacing`` apart; ``class_quota`` reserves a share of the budget for units whose
-predicted dominant class is that class. The knapsack strategies first reduce the candidates to a set
-in which every subset honours the spacing and per-case limits (best value/cost first), then solve the
-knapsack exactly on it; the certificate (LP bound, gap) refers to that candidate set.
+``skip_annotated_above``; at most ``max_per_case`` units and ``max_case_share`` of the budget's
+seconds per case (spread across volumes; a case's first unit is admitted whatever it costs); chosen slices of one case and axis at least
+``min_slice_spacing`` apart. The knapsack strategies first reduce the candidates to a set in which
+every subset honours the spacing and per-case limits (best value/cost first), then solve the knapsack
+exactly on it; the certificate (LP bound, gap) refers to that candidate set and, with noise, to the
+perturbed values.
 """
 
 from __future__ import annotations
@@ -26,7 +47,8 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["STRATEGIES", "Selection", "select", "get_strategy", "dominant_class"]
+__all__ = ["STRATEGIES", "Selection", "beta_for_round", "class_shares", "dominant_class", "get_strategy",
+           "power_noise", "select"]
 
 
 @dataclass(frozen=True)
@@ -38,20 +60,29 @@ class Selection:
     upper_bound: float | None = None  # knapsack strategies: LP bound over their candidates
     gap: float | None = None
     strategy: str = ""
+    beta: float | None = None  # power-noise beta of this round (None: no noise)
+    shares: dict = dataclasses.field(default_factory=dict)  # class -> budget share of the class parts
+    # knapsack strategies: what the parts maximised (class parts count their class value, and noise
+    # perturbs values), the sum the certificate (upper_bound, gap) bounds; equals value without either
+    objective: float | None = None
 
 
 class _Constraints:
-    """Incremental check of per-case and slice-spacing limits."""
+    """Incremental check of per-case (count and seconds) and slice-spacing limits."""
 
-    def __init__(self, table: RegionTable, max_per_case: int, spacing: int):
-        self.t, self.max_per_case, self.spacing = table, max_per_case, spacing
+    def __init__(self, table: RegionTable, max_per_case: int, spacing: int, max_seconds: float = 0.0):
+        self.t, self.max_per_case, self.spacing, self.max_seconds = table, max_per_case, spacing, max_seconds
         self.per_case: dict = {}
+        self.seconds: dict = {}
         self.slices: dict = {}
 
     def admits(self, i: int) -> bool:
         case = self.t["case_id"][i]
         if self.max_per_case and self.per_case.get(case, 0) >= self.max_per_case:
             return False
+        spent = self.seconds.get(case, 0.0)
+        if self.max_seconds and spent > 0 and spent + self.t["cost"][i] > self.max_seconds + 1e-9:
+            return False  # a case's first unit is always admitted, whatever it costs
         if self.spacing > 1 and self.t["kind"][i] == "slice":
             taken = self.slices.get((case, int(self.t["axis"][i])), ())
             k = int(self.t["index"][i])
@@ -60,14 +91,25 @@ class _Constraints:
         return True
 
     def copy(self) -> "_Constraints":
-        other = _Constraints(self.t, self.max_per_case, self.spacing)
+        other = _Constraints(self.t, self.max_per_case, self.spacing, self.max_seconds)
         other.per_case = dict(self.per_case)
+        other.seconds = dict(self.seconds)
         other.slices = {k: set(v) for k, v in self.slices.items()}
         return other
+
+    def view(self, table: RegionTable) -> "_Constraints":
+        """The same state, reading ``table`` (same rows, other values)."""
+        other = self.copy()
+        other.t = table
+        return other
+
+    def update(self, other: "_Constraints") -> None:
+        self.per_case, self.seconds, self.slices = other.per_case, other.seconds, other.slices
 
     def add(self, i: int) -> None:
         case = self.t["case_id"][i]
         self.per_case[case] = self.per_case.get(case, 0) + 1
+        self.seconds[case] = self.seconds.get(case, 0.0) + float(self.t["cost"][i])
         if self.t["kind"][i] == "slice":
             self.slices.setdefault((case, int(self.t["axis"][i])), set()).add(int(self.t["index"][i]))
 
@@ -101,7 +143,7 @@ def _topk(table, rows, budget, cfg, rng, cons):
 def _knapsack(table, rows, budget, cfg, rng, cons):
     score, cost = table["score"][rows], table["cost"][rows]
     ratio = score / np.maximum(cost, 1e-12)
-    if cons.max_per_case or cons.spacing > 1:  # reduce to a set whose every subset honours the limits
+    if cons.max_per_case or cons.spacing > 1 or cons.max_seconds:  # reduce to a set whose every subset honours the limits
         order = rows[np.argsort(-ratio, kind="stable")]
         rows = np.asarray(_sequential(order, table, np.inf, cons.copy()), dtype=np.int64)
     res = knapsack(table["score"][rows], table["cost"][rows], budget, resolution=cfg.resolution)
@@ -128,6 +170,10 @@ STRATEGIES = {
 }
 
 
+#: strategies that rank by value: class quotas and power noise apply to these only
+VALUE_DRIVEN = ("topk", "knapsack", "knapsack+diversity")
+
+
 def get_strategy(name: str):
     try:
         return STRATEGIES[name]
@@ -144,38 +190,92 @@ def dominant_class(table: RegionTable) -> np.ndarray:
     return np.where(counts.max(axis=1) > 0, counts.argmax(axis=1) + 1, 0)
 
 
-def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: str | None = None) -> Selection:
-    """Choose units of ``table`` (needs ``score`` and ``cost`` columns) per the selection config."""
+def beta_for_round(cfg, round_index: int) -> float:
+    """The power-noise ``beta`` of round ``round_index``: exponential from ``beta_start`` to ``beta_end``."""
+    n = max(1, cfg.beta_rounds)
+    t = min(max(round_index, 0), n - 1) / (n - 1) if n > 1 else 1.0
+    return float(cfg.beta_start * (cfg.beta_end / cfg.beta_start) ** t)
+
+
+def power_noise(values: np.ndarray, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """``v * exp(g)`` with ``g ~ Gumbel(0, 1 / beta)``: power acquisition on positive values (others
+    stay as they are); ``log`` of the result is ``log v + g``, as in nnActive's ``power_noising``."""
+    v = np.asarray(values, dtype=np.float64)
+    g = rng.gumbel(0.0, 1.0 / beta, size=v.shape)
+    return np.where(v > 0, v * np.exp(np.minimum(g, 50.0)), v)
+
+
+def class_shares(table: RegionTable, cfg) -> dict[int, float]:
+    """Budget share per foreground class: ``class_quota``, else ``foreground_share`` split equally."""
+    classes = sorted(int(k[6:]) for k in table.columns if k.startswith("value_"))
+    if cfg.class_quota:
+        unknown = sorted(set(cfg.class_quota) - set(classes))
+        if unknown:
+            raise ValueError(f"selection.class_quota: class(es) {unknown} do not exist; the dataset's foreground "
+                             f"classes are {classes}")
+        return dict(sorted(cfg.class_quota.items()))
+    if cfg.foreground_share > 0 and classes:
+        return {c: cfg.foreground_share / len(classes) for c in classes}
+    return {}
+
+
+def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: str | None = None,
+           round_index: int = 0) -> Selection:
+    """Choose units of ``table`` (needs ``score`` and ``cost`` columns) per the selection config.
+
+    ``round_index`` sets the power-noise temperature (``beta_for_round``).
+    """
     for col in ("score", "cost", "case_id", "kind", "axis", "index", "annotated_fraction", "fg_fraction"):
         if col not in table:
             raise ValueError(f"region table lacks column {col!r}")
     if len(table) and (not np.isfinite(table["cost"]).all() or (table["cost"] < 0).any()):
         raise ValueError("region costs must be finite and >= 0")
+    if len(table) and not np.isfinite(table["score"]).all():
+        raise ValueError("region values (score) must be finite")
     name = strategy or cfg.strategy
     fn = get_strategy(name)
     budget = float(cfg.budget_s if budget_s is None else budget_s)
-    rng = np.random.default_rng(cfg.seed)
-    cons = _Constraints(table, cfg.max_per_case, cfg.min_slice_spacing)
+    rng = np.random.default_rng([cfg.seed, max(round_index, 0)])
+    cons = _Constraints(table, cfg.max_per_case, cfg.min_slice_spacing,
+                        cfg.max_case_share * budget if cfg.max_case_share else 0.0)
     rows = np.flatnonzero(table["annotated_fraction"] <= cfg.skip_annotated_above) if len(table) else np.zeros(0, int)
+    valued = name in VALUE_DRIVEN  # the random baselines stay plain random, whatever the value settings say
+    shares = class_shares(table, cfg) if len(table) and valued else {}
+    beta = beta_for_round(cfg, round_index) if cfg.noise == "power" and valued else None
+
+    def scored(column: str) -> RegionTable:
+        values = table[column]
+        if beta is not None:
+            values = power_noise(values, beta, rng)
+        return RegionTable({**table.columns, "score": values})
+
     chosen: list[int] = []
     results = []
-    if cfg.class_quota:
-        dom = dominant_class(table)
-        for c, share in sorted(cfg.class_quota.items()):
-            part = rows[dom[rows] == c]
-            picked, res = fn(table, part, budget * share, cfg, rng, cons)
-            chosen += picked
-            results.append(res)
-        rows = np.setdiff1d(rows, np.asarray(chosen, dtype=np.int64))
+    order = list(shares)
+    rng.shuffle(order)
+    for c in order:
+        view = scored(f"value_{c}")
+        part = rows[view["score"][rows] > 0]
+        part = np.setdiff1d(part, np.asarray(chosen, dtype=np.int64))
+        sub = cons.view(view)
+        picked, res = fn(view, part, budget * shares[c], cfg, rng, sub)
+        cons.update(sub)
+        chosen += picked
+        results.append(res)
+    rest = np.setdiff1d(rows, np.asarray(chosen, dtype=np.int64)) if chosen else rows
     left = budget - float(table["cost"][chosen].sum()) if chosen else budget
-    picked, res = fn(table, rows, left, cfg, rng, cons)
+    view = scored("score")
+    sub = cons.view(view)
+    picked, res = fn(view, rest, left, cfg, rng, sub)
     chosen += picked
     results.append(res)
     idx = np.asarray(chosen, dtype=np.int64)
     spent = float(table["cost"][idx].sum()) if len(idx) else 0.0
     value = float(table["score"][idx].sum()) if len(idx) else 0.0
-    ub = gap = None
+    ub = gap = objective = None
     if all(r is not None for r in results):
         ub = float(sum(r.upper_bound for r in results))
-        gap = 0.0 if ub <= 0 else max(0.0, (ub - sum(r.value for r in results)) / ub)
-    return Selection(idx, spent, value, budget, ub, gap, name)
+        objective = float(sum(r.value for r in results))
+        gap = 0.0 if ub <= 0 else max(0.0, (ub - objective) / ub)
+    return Selection(idx, spent, value, budget, ub, gap, name, beta=beta,
+                     shares={int(c): float(v) for c, v in shares.items()}, objective=objective)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medal.costs import CostModel, effort_features
+from medal.costs import CostModel, append_annotation_log, effort_features
 from medal.data import UNLABELED, Dataset, empty_partial_labels, load_volume, save_volume
 from medal.regions import slice_units
 from medal.tasks import TaskList, write_tasks
@@ -35,15 +35,22 @@ def true_costs(units: np.ndarray, truth: np.ndarray, *, axis: int, spacing, cost
     return cost_model.predict(feats)
 
 
-def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: CostModel) -> dict:
+def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: CostModel, log=None) -> dict:
     """Annotate every ``todo`` task from the ground truth into ``out_dir/<case>.nii.gz`` (255 elsewhere),
-    mark the tasks done, and return ``{"seconds": true total, "per_task": {task_id: s}}``."""
+    mark the tasks done, and return ``{"seconds": true total, "per_task": {task_id: s}, "foreground":
+    {task_id: whether the unit holds any ground-truth foreground}}``.
+
+    ``log``: a JSON-lines annotation log to append one row per task to (task id, true seconds, the
+    ground truth's effort features), the same rows the napari plugin writes for an expert, so cost
+    calibration reads a simulated round like a real one.
+    """
     out_dir = Path(out_dir)
     by_case: dict[str, list] = {}
     for t in tasks.tasks:
         if t.status == "todo":
             by_case.setdefault(t.case_id, []).append(t)
     per_task: dict[str, float] = {}
+    fg: dict[str, bool] = {}
     for cid, group in by_case.items():
         case = dataset.case(cid)
         if case.label is None:
@@ -54,9 +61,15 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             m = unit_mask(t, truth.shape, tasks)
             ann[m] = truth.array[m]
             units = m.astype(np.int32)
-            per_task[t.task_id] = float(true_costs(units, truth.array, axis=t.axis, spacing=truth.spacing,
-                                                   cost_model=cost_model, ids=np.array([1]))[0])
+            feats = effort_features(units, truth.array, axis=t.axis, spacing=truth.spacing,
+                                    n_classes=cost_model.n_classes, ids=np.array([1]))
+            per_task[t.task_id] = float(cost_model.predict(feats)[0])
             t.status = "done"
+            fg[t.task_id] = bool((truth.array[m] > 0).any())
+            if log is not None:
+                append_annotation_log(log, {"task_id": t.task_id, "case_id": cid, "seconds": per_task[t.task_id],
+                                            "source": "oracle", "foreground": fg[t.task_id],
+                                            **{k: float(v[0]) for k, v in feats.items()}})
         target = out_dir / f"{cid}.nii.gz"
         if target.is_file():  # several task files annotated into one folder: keep what is there
             prev = load_volume(target).array
@@ -64,7 +77,7 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
         save_volume(truth.with_array(ann.astype(np.uint8)), target)
     if tasks.path is not None:
         write_tasks(tasks.path, tasks)
-    return {"seconds": float(sum(per_task.values())), "per_task": per_task}
+    return {"seconds": float(sum(per_task.values())), "per_task": per_task, "foreground": fg}
 
 
 def full_annotation_cost(dataset: Dataset, case_ids, *, axis_name: str, cost_model: CostModel) -> float:

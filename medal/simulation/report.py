@@ -11,7 +11,7 @@ import numpy as np
 
 from medal.data import atomic_write_text
 
-__all__ = ["read_results", "aubc", "budget_to_reach", "write_report"]
+__all__ = ["read_results", "aubc", "budget_to_reach", "spending", "write_report"]
 
 
 def read_results(path) -> list[dict]:
@@ -20,8 +20,30 @@ def read_results(path) -> list[dict]:
     for r in rows:
         for k, v in r.items():
             if k != "strategy":
-                r[k] = float(v)
+                r[k] = float(v) if v not in ("", None) else None
     return rows
+
+
+def spending(rows, strategy: str) -> dict:
+    """Predicted vs charged seconds of a strategy's selection rounds (rows with ``round >= 1`` carry
+    the round that produced their labels), and the share of chosen units holding foreground."""
+    mine = [r for r in rows if r["strategy"] == strategy and r["round"] >= 1 and r.get("round_charged_s") is not None]
+    if not mine:
+        return {}
+    later = [r for r in mine if r["round"] >= 2]  # selections after the first: calibration had data
+    tasks = sum(r.get("round_tasks") or 0 for r in mine)
+    fg = sum(r.get("round_fg_tasks") or 0 for r in mine)
+
+    def ratios(rs, key):
+        return [r["round_charged_s"] / r[key] for r in rs if r.get(key)]
+
+    return {
+        "charged_over_predicted": [round(x, 4) for x in ratios(mine, "round_predicted_s")],
+        "charged_over_budget": [round(x, 4) for x in ratios(mine, "round_budget_s")],
+        "median_charged_over_budget_after_first": float(np.median(ratios(later, "round_budget_s"))) if later else None,
+        "median_charged_over_predicted": float(np.median(ratios(mine, "round_predicted_s"))) if mine else None,
+        "tasks": int(tasks), "foreground_share": fg / tasks if tasks else None,
+    }
 
 
 def _curves(rows, x: str, y: str = "dice_mean") -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
@@ -104,12 +126,15 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     aubcs = {s: {seed: aubc(x, y, x_max) for seed, (x, y) in seeds.items()} for s, seeds in by_sec.items()}
     target = 0.95 * full_dice if full_dice else None
     for s, seeds in sorted(by_sec.items()):
-        finals = [y[-1] for _, y in seeds.values()]
+        finals = {int(k): float(y[-1]) for k, (_, y) in seeds.items()}
         reach = [budget_to_reach(x, y, target) for x, y in seeds.values()] if target else []
         summary["strategies"][s] = {
             "aubc_mean": float(np.mean(list(aubcs[s].values()))), "aubc_std": float(np.std(list(aubcs[s].values()))),
-            "final_dice_mean": float(np.mean(finals)), "seeds": len(seeds),
+            "final_dice_mean": float(np.mean(list(finals.values()))), "seeds": len(seeds),
+            "aubc_per_seed": {str(k): float(v) for k, v in sorted(aubcs[s].items())},
+            "final_dice_per_seed": {str(k): v for k, v in sorted(finals.items())},
             "seconds_to_95pct": None if not reach or any(r is None for r in reach) else float(np.mean(reach)),
+            **spending(rows, s),
         }
     pairs = []
     for a, b in itertools.combinations(sorted(aubcs), 2):
@@ -129,14 +154,17 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
                   f"would take {full_cost:.0f} s (true cost model on the ground truth)", ""]
     if full_dice:
         lines += [f"- full-supervision reference Dice: {full_dice:.3f}; 95% of it: {target:.3f}", ""]
-    lines += ["| strategy | seeds | AUBC (first labels to %.0f s) | final Dice | seconds to 95%% of full Dice |" % x_max,
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["| strategy | seeds | AUBC (first labels to %.0f s) | final Dice | seconds to 95%% of full Dice | "
+              "chosen units with foreground | charged / predicted s (median) |" % x_max,
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for s, v in summary["strategies"].items():
         reach = "not reached" if v["seconds_to_95pct"] is None else f"{v['seconds_to_95pct']:.0f} s" + (
             f" ({100 * v['seconds_to_95pct'] / full_cost:.1f}% of full cost)" if full_cost else "")
         bold = "**" if s == default_strategy else ""
+        fg = "n/a" if v.get("foreground_share") is None else f"{100 * v['foreground_share']:.0f}%"
+        ratio = "n/a" if v.get("median_charged_over_predicted") is None else f"{v['median_charged_over_predicted']:.2f}"
         lines.append(f"| {bold}{s}{bold} | {v['seeds']} | {v['aubc_mean']:.4f} ± {v['aubc_std']:.4f} | "
-                     f"{v['final_dice_mean']:.4f} | {reach if full_dice else 'n/a'} |")
+                     f"{v['final_dice_mean']:.4f} | {reach if full_dice else 'n/a'} | {fg} | {ratio} |")
     lines += ["", "Paired comparison of AUBC over seeds (paired t-test):", "",
               "| A | B | mean(A - B) | A better in | p |", "| --- | --- | --- | --- | --- |"]
     for p in pairs:

@@ -1,6 +1,7 @@
 """``medal simulate``: active learning with the ground truth as the oracle, to measure label efficiency.
 
-For every strategy and seed, from the same initial labels (per seed): train -> evaluate Dice on the
+For every strategy (a selection strategy, ``default``: the config as it is, or a named variant of
+``simulation.variants``) and seed, from the same initial labels (per seed): train -> evaluate Dice on the
 fixed held-out test cases -> score the pool -> select within the round budget (predicted costs) ->
 the oracle paints the chosen units from the ground truth and is charged the *true* cost -> ingest ->
 next round. One CSV row per evaluation; ``report.py`` turns the CSV into curves, AUBC and tests.
@@ -16,29 +17,38 @@ from pathlib import Path
 
 import numpy as np
 
-from medal.config import MedalConfig
+from medal.config import MedalConfig, variant_config
 from medal.costs import CostModel
-from medal.data import UNLABELED, Dataset, atomic_write_text, load_volume
+from medal.data import UNLABELED, Dataset, atomic_write_text, load_volume, save_volume
 from medal.loop import ingest, labels_dir, round_dir, run_round
 from medal.tasks import read_tasks
 
 from .oracle import full_annotation_cost, oracle_annotate
 
-__all__ = ["simulate", "split_cases", "CSV_FIELDS", "evaluate"]
+__all__ = ["simulate", "split_cases", "CSV_FIELDS", "evaluate", "initial_labels"]
 
 CSV_FIELDS = ["strategy", "seed", "round", "seconds", "predicted_seconds", "pct_full_cost", "pct_slices",
-              "pct_voxels", "dice_mean"]
+              "pct_voxels", "dice_mean", "round_budget_s", "round_predicted_s", "round_charged_s", "round_tasks",
+              "round_fg_tasks", "train_s"]
 
 
 def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
-    """(pool, test) case ids: from ``split_file`` if given, else a seeded ``test_fraction``."""
+    """(pool, test) case ids: from ``split_file`` if given, else a seeded ``test_fraction``.
+
+    A split file holds a ``test`` list and optionally a ``pool`` list (then exactly those cases are the
+    pool; otherwise every other labelled case is). ``max_pool`` then keeps a seeded subset of the pool.
+    """
     labelled = sorted(c.case_id for c in dataset.cases if c.label is not None)
+    explicit_pool = None
     if cfg.split_file:
-        test = [c for c in json.loads(Path(cfg.split_file).read_text())["test"] if c in set(labelled)]
+        split = json.loads(Path(cfg.split_file).read_text())
+        test = [c for c in split["test"] if c in set(labelled)]
+        if "pool" in split:
+            explicit_pool = [c for c in split["pool"] if c in set(labelled) and c not in set(test)]
     else:
         order = np.random.default_rng(12345).permutation(labelled).tolist()
         test = sorted(order[: max(1, int(round(len(labelled) * cfg.test_fraction)))])
-    pool = [c for c in labelled if c not in set(test)]
+    pool = explicit_pool if explicit_pool is not None else [c for c in labelled if c not in set(test)]
     if cfg.max_pool:
         pool = sorted(np.random.default_rng(54321).permutation(pool)[: cfg.max_pool].tolist())
     if not pool or not test:
@@ -46,8 +56,10 @@ def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
     return pool, test
 
 
-def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig) -> np.ndarray:
-    """Per-class foreground Dice of ``checkpoint`` on the test cases, averaged over cases."""
+def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *, cache=None) -> np.ndarray:
+    """Per-class foreground Dice of ``checkpoint`` on the test cases, averaged over cases.
+
+    ``cache``: a :class:`~medal.data.VolumeCache` test images (normalised) and labels come from."""
     from medal.data import normalize_intensity
     from medal.model import load_checkpoint
     from medal.training import dice_per_class
@@ -58,10 +70,14 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig) ->
     scores = []
     for cid in test:
         case = dataset.case(cid)
-        x = normalize_intensity(load_volume(case.image).array, method=cfg.data.normalize,
-                                clip_percentiles=cfg.data.clip_percentiles)
+        if cache is not None:
+            x, truth = cache.normalized(case.image, cfg.data), cache.volume(case.label).array
+        else:
+            x = normalize_intensity(load_volume(case.image).array, method=cfg.data.normalize,
+                                    clip_percentiles=cfg.data.clip_percentiles)
+            truth = load_volume(case.label).array
         pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size).argmax(0)
-        scores.append(dice_per_class(pred, load_volume(case.label).array, n))
+        scores.append(dice_per_class(pred, truth, n))
     return np.mean(scores, axis=0)
 
 
@@ -79,50 +95,125 @@ def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], a
     return 100.0 * slices / tot_s, 100.0 * voxels / tot_v
 
 
-def _initial_labels(run_dir: Path, dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: int,
-                    cost_model: CostModel, cache: Path) -> dict:
-    """Round -1: the same first labels for every strategy of a seed (random units or cold start)."""
-    from medal.coldstart import coldstart_select
-    from medal.selection.api import candidate_table, tasks_from_selection
-    from medal.selection.strategies import select
-    from medal.tasks import write_tasks
-
+def initial_labels(run_dir: Path, dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: int,
+                   cost_model: CostModel, cache: Path) -> dict:
+    """Round -1: the same first labels for every strategy of a seed (random units or cold start),
+    chosen once into ``cache``, painted by the oracle into ``run_dir``; returns the oracle's charge."""
     init_dir = run_dir / "round_init"
-    if not (cache / "tasks.json").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        if cfg.simulation.initial == "coldstart":
-            coldstart_select(dataset, cache, budget_s=cfg.simulation.initial_budget_s,
-                             cfg=dataclasses.replace(cfg.coldstart, seed=seed), data_cfg=cfg.data, pool=pool,
-                             axis=cfg.regions.axis)
-        else:  # random units, charged at their true cost
-            sub = Dataset(dataset.root, dataset.layout, tuple(c for c in dataset.cases if c.case_id in set(pool)),
-                          dataset.label_names, dataset.name)
-            scores = cache / "truth_scores"
-            for c in sub.cases:  # candidate units need a "score" and "prediction": give the truth to the cost model
-                d = scores / c.case_id
-                d.mkdir(parents=True, exist_ok=True)
-                lab = load_volume(c.label)
-                from medal.data import save_volume
-
-                save_volume(lab.with_array(np.zeros(lab.shape, np.float32)), d / f"{cfg.regions.measure}.nii.gz")
-                save_volume(lab.with_array(lab.array.astype(np.uint8)), d / "prediction.nii.gz")
-            table, per_case, _ = candidate_table(sub, scores, regions_cfg=cfg.regions, cost_model=cost_model)
-            sel_cfg = dataclasses.replace(cfg.selection, strategy="random", seed=seed,
-                                          budget_s=cfg.simulation.initial_budget_s)
-            sel = select(table, sel_cfg)
-            write_tasks(cache / "tasks.json", tasks_from_selection(sub, table, sel, per_case, cache),
-                        dataset_root=dataset.root, meta={"strategy": "initial-random", "budget_s": sel.budget_s})
-            shutil.rmtree(scores)
+    _prepare_initial(dataset, pool, cfg, seed, cost_model, cache)
     if not init_dir.is_dir():
         shutil.copytree(cache, init_dir)
     tasks = read_tasks(init_dir / "tasks.json")
-    spent = oracle_annotate(tasks, dataset, init_dir / "annotations", cost_model=cost_model)
+    spent = oracle_annotate(tasks, dataset, init_dir / "annotations", cost_model=cost_model,
+                            log=init_dir / "annotation_log.jsonl")
     ingest(run_dir, init_dir, dataset)
     return spent
 
 
-def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = True, log=print) -> Path:
-    """Run every (strategy, seed); returns the path of ``results.csv`` (written after each row)."""
+def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: int, cost_model: CostModel,
+                     cache: Path) -> None:
+    """Choose a seed's first labels once (into ``cache``), before runs start in parallel."""
+    from medal.coldstart import coldstart_select
+    from medal.config import CostsConfig
+    from medal.selection.api import candidate_table, tasks_from_selection
+    from medal.selection.strategies import select
+    from medal.tasks import write_tasks
+
+    if (cache / "tasks.json").is_file():
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    if cfg.simulation.initial == "coldstart":
+        coldstart_select(dataset, cache, budget_s=cfg.simulation.initial_budget_s,
+                         cfg=dataclasses.replace(cfg.coldstart, seed=seed), data_cfg=cfg.data, pool=pool,
+                         axis=cfg.regions.axes[0], overwrite=True)
+        return
+    # random units, charged at their true cost: the truth stands in for the prediction
+    sub = Dataset(dataset.root, dataset.layout, tuple(c for c in dataset.cases if c.case_id in set(pool)),
+                  dataset.label_names, dataset.name)
+    scores = cache / "truth_scores"
+    for c in sub.cases:
+        d = scores / c.case_id
+        d.mkdir(parents=True, exist_ok=True)
+        lab = load_volume(c.label)
+        save_volume(lab.with_array(np.zeros(lab.shape, np.float32)), d / "entropy.nii.gz")
+        save_volume(lab.with_array(lab.array.astype(np.uint8)), d / "prediction.nii.gz")
+    regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy")
+    table, per_case, _ = candidate_table(sub, scores, regions_cfg=regions, cost_model=cost_model,
+                                         costs_cfg=CostsConfig(prediction="argmax", calibration="none", min_seconds=0.0))
+    sel_cfg = dataclasses.replace(cfg.selection, strategy="random", seed=seed, budget_s=cfg.simulation.initial_budget_s,
+                                  class_quota={}, foreground_share=0.0, noise="none")
+    sel = select(table, sel_cfg)
+    write_tasks(cache / "tasks.json", tasks_from_selection(sub, table, sel, per_case, cache),
+                dataset_root=dataset.root, meta={"strategy": "initial-random", "budget_s": sel.budget_s})
+    shutil.rmtree(scores)
+
+
+def _run_one(job: dict) -> list[dict]:
+    """One (strategy, seed) run: every round trained, evaluated, selected and annotated by the oracle."""
+    import time
+
+    from medal.data import VolumeCache
+
+    if job.get("threads"):
+        import torch
+
+        torch.set_num_threads(job["threads"])
+    dataset, cfg, run = job["dataset"], job["cfg"], Path(job["run"])
+    pool, test, strategy, seed = job["pool"], job["test"], job["strategy"], job["seed"]
+    cost_model, full, names, shapes, axis0 = job["cost_model"], job["full"], job["names"], job["shapes"], job["axis0"]
+    sim = cfg.simulation
+    cache = VolumeCache()
+    seconds = initial_labels(run, dataset, pool, cfg, seed, cost_model, Path(job["initial"]))["seconds"]
+    predicted = 0.0
+    init = read_tasks(run / "round_init" / "tasks.json").tasks
+    # the first labels: random units at their true cost, or the cold start's (its prior as the prediction)
+    last_round = (sum(t.predicted_cost_s for t in init), seconds, len(init), None)
+    rows = []
+    for r in range(sim.rounds + 1):
+        last = r == sim.rounds
+        t0 = time.perf_counter()
+        res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, stop_after="train", cache=cache)
+        train_s = time.perf_counter() - t0
+        dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache)
+        pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0)
+        rows.append({"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
+                     "predicted_seconds": round(predicted, 2), "pct_full_cost": round(100 * seconds / full, 3),
+                     "pct_slices": round(pct_s, 3), "pct_voxels": round(pct_v, 3),
+                     "dice_mean": round(float(dice.mean()), 5),
+                     "round_budget_s": cfg.selection.budget_s if r else sim.initial_budget_s,
+                     "round_predicted_s": round(last_round[0], 2), "round_charged_s": round(last_round[1], 2),
+                     "round_tasks": last_round[2], "round_fg_tasks": "" if last_round[3] is None else last_round[3],
+                     "train_s": round(train_s, 1),
+                     **{f"dice_{name}": round(float(d), 5) for name, d in zip(names, dice)}})
+        if job.get("log"):
+            job["log"](json.dumps(rows[-1]))
+        if last:
+            break
+        res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, cache=cache)
+        tl = read_tasks(res.round_dir / "tasks.json")
+        round_pred = sum(t.predicted_cost_s for t in tl.tasks)
+        charge = oracle_annotate(tl, dataset, res.round_dir / "annotations", cost_model=cost_model,
+                                 log=res.round_dir / "annotation_log.jsonl")
+        round_charged = charge["seconds"]
+        predicted += round_pred
+        seconds += round_charged
+        last_round = (round_pred, round_charged, len(tl.tasks), sum(charge["foreground"].values()))
+        ingest(run, res.round_dir, dataset)
+    return rows
+
+
+def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = True, log=print,
+             workers: int | None = None) -> Path:
+    """Run every (strategy, seed); returns the path of ``results.csv`` (rewritten as runs finish).
+
+    ``workers`` (default ``simulation.workers``): runs side by side in that many processes, each
+    with ``cores // workers`` torch threads (on 2 cores, two 1-thread runs finish ~1.3x sooner than
+    one 2-thread run after the other). A run's numbers depend only on its seed and its thread count.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+
     from medal.regions import resolve_axis
 
     out_dir = Path(out_dir)
@@ -130,48 +221,54 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         raise FileExistsError(f"{out_dir / 'results.csv'}: a simulation already ran here; choose a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     sim = cfg.simulation
+    workers = max(1, workers if workers is not None else sim.workers)
     pool, test = split_cases(dataset, sim)
     n = max(len(dataset.label_names), 2)
     cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(n)
-    full = full_annotation_cost(dataset, pool, axis_name=cfg.regions.axis, cost_model=cost_model)
+    full = full_annotation_cost(dataset, pool, axis_name=cfg.regions.axes[0], cost_model=cost_model)
     names = [dataset.label_names.get(c, str(c)) for c in range(1, n)]
     fields = CSV_FIELDS + [f"dice_{name}" for name in names]
-    rows: list[dict] = []
     meta = {"pool": pool, "test": test, "full_annotation_cost_s": full, "class_names": names,
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
     atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
-    axis0 = resolve_axis(int(cfg.regions.axis) if cfg.regions.axis.isdigit() else cfg.regions.axis,
+    axis_name = cfg.regions.axes[0]
+    axis0 = resolve_axis(int(axis_name) if axis_name.isdigit() else axis_name,
                          load_volume(dataset.case(pool[0]).image).orientation)
     shapes = {cid: load_volume(dataset.case(cid).image).shape for cid in pool}  # read once, not every round
+    threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)
+    jobs = []
     for seed in sim.seeds:
+        initial = out_dir / "initial" / f"seed_{seed}"
+        _prepare_initial(dataset, pool, dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, seed=seed)),
+                         seed, cost_model, initial)
         for strategy in sim.strategies:
-            run = out_dir / strategy.replace("+", "_") / f"seed_{seed}"
-            scfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed),
-                                       selection=dataclasses.replace(cfg.selection, strategy=strategy, seed=seed),
-                                       uncertainty=dataclasses.replace(cfg.uncertainty, seed=seed))
-            seconds = _initial_labels(run, dataset, pool, scfg, seed, cost_model, out_dir / "initial" / f"seed_{seed}")["seconds"]
-            predicted = 0.0
-            for r in range(sim.rounds + 1):
-                last = r == sim.rounds
-                res = run_round(run, dataset, scfg, index=r, pool=pool, progress=False,
-                                stop_after="train" if last else None)
-                dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, scfg)
-                pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0)
-                row = {"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
-                       "predicted_seconds": round(predicted, 2), "pct_full_cost": round(100 * seconds / full, 3),
-                       "pct_slices": round(pct_s, 3), "pct_voxels": round(pct_v, 3),
-                       "dice_mean": round(float(dice.mean()), 5),
-                       **{f"dice_{name}": round(float(d), 5) for name, d in zip(names, dice)}}
-                rows.append(row)
+            vcfg = variant_config(cfg, strategy)
+            scfg = dataclasses.replace(vcfg, training=dataclasses.replace(vcfg.training, seed=seed),
+                                       selection=dataclasses.replace(vcfg.selection, seed=seed),
+                                       uncertainty=dataclasses.replace(vcfg.uncertainty, seed=seed))
+            jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
+                         "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
+                         "full": full, "names": names, "shapes": shapes, "axis0": axis0, "initial": str(initial),
+                         "threads": threads if workers > 1 or cfg.training.num_threads else 0})
+    rows: list[dict] = []
+
+    def collect(new_rows):
+        rows.extend(new_rows)
+        rows.sort(key=lambda r: (list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]))
+        _write_csv(out_dir / "results.csv", fields, rows)
+
+    if workers == 1:
+        for job in jobs:
+            collect(_run_one({**job, "log": log}))
+    else:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            futures = {ex.submit(_run_one, job): job for job in jobs}
+            for fut in cf.as_completed(futures):
+                done = fut.result()
                 if log:
-                    log(json.dumps(row))
-                _write_csv(out_dir / "results.csv", fields, rows)
-                if last:
-                    break
-                tl = read_tasks(res.round_dir / "tasks.json")
-                predicted += sum(t.predicted_cost_s for t in tl.tasks)
-                seconds += oracle_annotate(tl, dataset, res.round_dir / "annotations", cost_model=cost_model)["seconds"]
-                ingest(run, res.round_dir, dataset)
+                    for row in done:
+                        log(json.dumps(row))
+                collect(done)
     return out_dir / "results.csv"
 
 

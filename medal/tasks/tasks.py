@@ -49,6 +49,10 @@ class Task:
     strategy: str
     status: str = "todo"
     mask: str | None = None
+    # selection-time cost prediction before calibration, and the effort features it came from
+    # (what online cost calibration pairs with the seconds actually spent); optional
+    model_cost_s: float | None = None
+    features: dict | None = None
 
     @property
     def label(self) -> str:
@@ -80,6 +84,7 @@ def _inside(root: Path, rel: str, what: str) -> Path:
     return p
 
 
+_OPTIONAL = ("mask", "model_cost_s", "features")
 _FIELDS = {"task_id": str, "case_id": str, "image": str, "kind": str, "axis": int, "index": int, "supervoxel": int,
            "bbox": list, "score": (int, float), "predicted_cost_s": (int, float), "strategy": str, "status": str}
 
@@ -92,7 +97,7 @@ def _task_from(d, n: int, where: str, root: Path, base: Path) -> Task:
     missing = [k for k in _FIELDS if k not in d]
     if missing:
         raise TaskError(f"{name}: missing field(s) {missing}")
-    unknown = sorted(set(d) - set(_FIELDS) - {"mask"})
+    unknown = sorted(set(d) - set(_FIELDS) - set(_OPTIONAL))
     if unknown:
         raise TaskError(f"{name}: unknown field(s) {unknown}")
     for k, tp in _FIELDS.items():
@@ -118,7 +123,13 @@ def _task_from(d, n: int, where: str, root: Path, base: Path) -> Task:
     _inside(root, d["image"], f"{name}: image")
     if d.get("mask") is not None:
         _inside(base, d["mask"], f"{name}: mask")
-    return Task(**{k: d[k] for k in _FIELDS}, mask=d.get("mask"))
+    mc, feats = d.get("model_cost_s"), d.get("features")
+    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or not mc >= 0):
+        raise TaskError(f"{name}: model_cost_s must be a number >= 0, got {mc!r}")
+    if feats is not None and (not isinstance(feats, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in feats.values())):
+        raise TaskError(f"{name}: features must map names to numbers, got {feats!r}")
+    return Task(**{k: d[k] for k in _FIELDS}, mask=d.get("mask"), model_cost_s=mc, features=feats)
 
 
 def read_tasks(path, *, dataset_root=None) -> TaskList:

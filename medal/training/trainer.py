@@ -42,10 +42,12 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None) -> list[TrainItem]:
+def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
+                  cache=None) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
+    ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from.
     """
     items = []
     for case in dataset.cases:
@@ -58,10 +60,11 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
             case = Case(case.case_id, case.image, found[0] if found else None, case.split)
         if case.label is None:
             continue
-        image, label = load_case(case, dataset)
+        image, label = load_case(case, dataset, cache=cache)
         if not annotated_mask(label.array).any():
             continue
-        x = normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+        x = cache.normalized(case.image, data_cfg) if cache is not None else \
+            normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
         items.append(TrainItem(case.case_id, x, np.asarray(label.array, dtype=np.uint8)))
     return items
 

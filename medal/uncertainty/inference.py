@@ -71,6 +71,11 @@ class MCResult:
             return (self.mean_probs[0] >= 0.5).astype(np.uint8)
         return self.mean_probs.argmax(axis=0).astype(np.uint8)
 
+    def full_probs(self) -> np.ndarray:
+        """Mean probabilities of every class ``(C, ...)``, background included (sigmoid outputs: 2)."""
+        p = self.mean_probs
+        return np.concatenate([1 - p, p], axis=0) if p.shape[0] == 1 else p
+
     def measures(self, names) -> dict[str, np.ndarray]:
         allm = measures_from_moments(self.mean_probs.astype(np.float64), self.mean_p2.astype(np.float64),
                                      self.mean_entropy.astype(np.float64))

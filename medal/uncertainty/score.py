@@ -3,6 +3,7 @@
 Layout::
 
     RUN/scores/<case_id>/prediction.nii.gz   # uint8 label map of the mean prediction
+    RUN/scores/<case_id>/probs.nii.gz        # mean class probabilities, 4D (channels last), uint8 x 1/255
     RUN/scores/<case_id>/<measure>.nii.gz    # float32, one per measure (entropy, bald, ...)
     RUN/scores/scores.json                   # checkpoint hash, config, per-case files and failures
 
@@ -22,7 +23,7 @@ from medal.config import DataConfig, UncertaintyConfig, config_to_dict
 from medal.data import DatasetError, Volume, atomic_write_json, load_volume, normalize_intensity, save_volume
 from medal.data.validate import require_finite
 
-__all__ = ["ScoreReport", "score_volume", "score_cases", "score_paths", "write_case_scores"]
+__all__ = ["ScoreReport", "load_probs", "save_probs", "score_volume", "score_cases", "score_paths", "write_case_scores"]
 
 
 @dataclass
@@ -39,31 +40,73 @@ class ScoreReport:
 def score_paths(out_dir, case_id: str, measures) -> dict[str, Path]:
     """Where ``score_cases`` writes (or wrote) the outputs of ``case_id``."""
     base = Path(out_dir) / "scores" / case_id
-    return {"prediction": base / "prediction.nii.gz", **{m: base / f"{m}.nii.gz" for m in measures}}
+    return {"prediction": base / "prediction.nii.gz", "probs": base / "probs.nii.gz",
+            **{m: base / f"{m}.nii.gz" for m in measures}}
 
 
-def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu"):
-    """MC-dropout prediction and measures for one image; returns ``(prediction, {measure: volume})``."""
+#: quantisation of stored mean probabilities: uint8 with slope 1/255 (error <= 0.002)
+PROBS_SCALE = 255
+
+
+def save_probs(image: Volume, probs: np.ndarray, path) -> Path:
+    """Mean class probabilities ``(C, Z, Y, X)`` as a 4D NIfTI on the image's grid, channels last,
+    stored as uint8 with ``scl_slope = 1/255`` (every NIfTI reader returns the probabilities)."""
+    import nibabel as nib
+
+    from medal.data import atomic_path
+
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 4 or p.shape[1:] != image.shape:
+        raise ValueError(f"probs must be (C, {', '.join(map(str, image.shape))}), got shape {p.shape}")
+    q = np.clip(np.rint(np.moveaxis(p, 0, -1) * PROBS_SCALE), 0, PROBS_SCALE).astype(np.uint8)
+    img = nib.Nifti1Image(q, image.affine)
+    img.header.set_xyzt_units("mm", "unknown")
+    img.header.set_slope_inter(1.0 / PROBS_SCALE, 0.0)
+    img.header.set_intent("vector", name="class probabilities")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def load_probs(path) -> np.ndarray:
+    """Mean class probabilities ``(C, Z, Y, X)`` float32 from :func:`save_probs`' file."""
+    vol = load_volume(path, ndim=4)
+    return np.ascontiguousarray(np.moveaxis(np.asarray(vol.array, dtype=np.float32), -1, 0))
+
+
+def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu", normalized=None):
+    """MC-dropout prediction, measures and mean probabilities for one image; returns
+    ``(prediction, {measure: volume}, probs (C, Z, Y, X))``. ``normalized``: the image already
+    normalised with ``data_cfg`` (skips doing it again)."""
     from medal.uncertainty.inference import mc_predict
 
-    x = normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+    x = normalized if normalized is not None else \
+        normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
     res = mc_predict(net, x, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch, roi_size=cfg.roi_size,
                      overlap=cfg.overlap, device=device, seed=cfg.seed)
-    return res.prediction(), res.measures(cfg.measures)
+    return res.prediction(), res.measures(cfg.measures), res.full_probs()
 
 
-def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarray, measures: dict) -> dict[str, Path]:
-    """Write one case's prediction (uint8) and measures (float32) on the image's grid, atomically."""
+def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarray, measures: dict,
+                      probs: np.ndarray | None = None) -> dict[str, Path]:
+    """Write one case's prediction (uint8), measures (float32) and mean probabilities on the image's
+    grid, atomically."""
     paths = score_paths(out_dir, case_id, list(measures))
     save_volume(image.with_array(prediction.astype(np.uint8)), paths["prediction"])
     for name, vol in measures.items():
         save_volume(image.with_array(vol.astype(np.float32)), paths[name])
+    if probs is not None:
+        save_probs(image, probs, paths["probs"])
+    else:
+        paths.pop("probs")
     return paths
 
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
-                device="cpu", progress: bool = True) -> ScoreReport:
-    """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``."""
+                device="cpu", progress: bool = True, cache=None) -> ScoreReport:
+    """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
+
+    ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -71,13 +114,14 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
     net.to(device)
     for case in tqdm(list(cases), desc="scoring", unit="case", disable=not progress, leave=False):
         try:
-            image = load_volume(case.image)
+            image = cache.volume(case.image) if cache is not None else load_volume(case.image)
             require_finite(image, str(case.image))
-            pred, measures = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device)
+            pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
+                                                 normalized=cache.normalized(case.image, data_cfg) if cache else None)
         except (DatasetError, ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
             report.failures[case.case_id] = f"{type(exc).__name__}: {exc}"
             continue
-        paths = write_case_scores(out_dir, case.case_id, image, pred, measures)
+        paths = write_case_scores(out_dir, case.case_id, image, pred, measures, probs)
         report.scored[case.case_id] = {k: str(p.relative_to(out_dir)) for k, p in paths.items()}
     atomic_write_json(out_dir / "scores" / "scores.json", {
         "checkpoint_sha256": checkpoint_hash,

@@ -60,7 +60,7 @@ def test_ray_matches_local_exactly(tmp_path, small_dataset):
     ray_rep = score_dataset(_spec(ckpt, tmp_path / "ray"), cases, RayExecutor(2, num_cpus=2), progress=False)
     assert local.ok and ray_rep.ok and ray_rep.count("scored") == 5
     a, b = _digests(tmp_path / "local"), _digests(tmp_path / "ray")
-    assert len(a) == 5 * 3 and a == b  # byte-identical outputs
+    assert len(a) == 5 * 4 and a == b  # byte-identical outputs (prediction, probs, 2 measures)
 
 
 def test_two_local_workers_match_one(tmp_path, small_dataset):

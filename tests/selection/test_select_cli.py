@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from medal.data import load_dataset, load_volume, save_volume, sample_dataset
 from medal.tasks import read_tasks
+from medal.uncertainty.score import load_probs, save_probs
 
 
 @pytest.fixture
@@ -23,6 +24,9 @@ def scores_dir(tmp_path):
         entropy = ndimage.gaussian_filter(edge.astype(np.float32), 1.5)
         save_volume(lab.with_array(entropy.astype(np.float32)), out / case.case_id / "entropy.nii.gz")
         save_volume(lab.with_array(lab.array.astype(np.uint8)), out / case.case_id / "prediction.nii.gz")
+        # mean class probabilities: the one-hot truth blurred, so they are soft at the outline
+        onehot = np.stack([ndimage.gaussian_filter((lab.array == c).astype(np.float32), 1.0) for c in range(3)])
+        save_probs(lab, onehot / onehot.sum(0), out / case.case_id / "probs.nii.gz")
     return out
 
 
@@ -58,7 +62,27 @@ def test_uncertain_slices_are_preferred(tmp_path, scores_dir):
     from medal.config import CostsConfig, RegionsConfig, SelectionConfig
     from medal.selection.api import select_round
 
+    plain = SelectionConfig(budget_s=300.0, noise="none", foreground_share=0.0)
     res = select_round(load_dataset(sample_dataset()), scores_dir, tmp_path / "r", regions_cfg=RegionsConfig(),
-                       costs_cfg=CostsConfig(), selection_cfg=SelectionConfig(budget_s=300.0))
+                       costs_cfg=CostsConfig(), selection_cfg=plain)
     chosen = res.table["score"][res.selection.indices]
     assert chosen.mean() > res.table["score"].mean() * 1.5  # outline-heavy slices, not empty ones
+    # the default (class quotas, power noise at round 0: close to sampling by value) still buys slices
+    # that hold the structure, never confidently empty ones
+    res = select_round(load_dataset(sample_dataset()), scores_dir, tmp_path / "r2", regions_cfg=RegionsConfig(),
+                       costs_cfg=CostsConfig(), selection_cfg=SelectionConfig(budget_s=300.0))
+    assert (res.table["fg_fraction"][res.selection.indices] > 0).mean() > 0.8
+
+
+def test_probabilities_round_trip_through_nifti(tmp_path, scores_dir):
+    import nibabel as nib
+
+    case = sorted(p.name for p in scores_dir.iterdir())[0]
+    probs = load_probs(scores_dir / case / "probs.nii.gz")
+    lab = load_volume(scores_dir / case / "prediction.nii.gz")
+    assert probs.shape == (3, *lab.shape) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=3 / 255)
+    assert (probs.argmax(0) == lab.array).mean() > 0.99  # blurred one-hot: only thin parts change
+    img = nib.load(str(scores_dir / case / "probs.nii.gz"))  # any NIfTI reader gets probabilities back
+    assert img.get_data_dtype() == np.uint8 and img.shape == (*lab.shape, 3)
+    np.testing.assert_allclose(np.asarray(img.dataobj)[..., 1], probs[1], atol=1e-6)

@@ -6,6 +6,11 @@ from hypothesis import strategies as st
 from medal.config import SelectionConfig
 from medal.regions import RegionTable
 from medal.selection import STRATEGIES, dominant_class, get_strategy, select
+from medal.selection.strategies import beta_for_round, class_shares, power_noise
+
+
+#: selection without class quotas or noise: the plain strategies
+PLAIN = {"foreground_share": 0.0, "noise": "none"}
 
 
 def _table(seed, n_cases=3, n_slices=12):
@@ -23,19 +28,26 @@ def _table(seed, n_cases=3, n_slices=12):
         "annotated_fraction": np.where(rng.random(n) < 0.2, 1.0, 0.0),
         "n_pred_1": rng.integers(0, 50, n).astype(float),
         "n_pred_2": rng.integers(0, 50, n).astype(float),
+        "value_1": rng.random(n) * 5 * (rng.random(n) < 0.6),
+        "value_2": rng.random(n) * 5 * (rng.random(n) < 0.6),
     })
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from(sorted(STRATEGIES)), st.integers(20, 400), st.integers(0, 3),
-       st.integers(0, 4), st.booleans())
-def test_every_strategy_honours_every_constraint(seed, strategy, budget, max_per_case, spacing, quota):
+       st.integers(0, 4), st.sampled_from(["none", "explicit", "foreground"]), st.sampled_from([0.0, 0.15, 0.4]),
+       st.sampled_from(["none", "power"]), st.integers(0, 5))
+def test_every_strategy_honours_every_constraint(seed, strategy, budget, max_per_case, spacing, quota, case_share,
+                                                 noise, round_index):
     t = _table(seed)
     cfg = SelectionConfig(strategy=strategy, budget_s=float(budget), max_per_case=max_per_case,
-                          min_slice_spacing=spacing, class_quota={1: 0.4, 2: 0.3} if quota else {}, seed=seed)
-    sel = select(t, cfg)
+                          min_slice_spacing=spacing, class_quota={1: 0.4, 2: 0.3} if quota == "explicit" else {},
+                          foreground_share=0.66 if quota == "foreground" else 0.0, max_case_share=case_share,
+                          noise=noise, seed=seed)
+    sel = select(t, cfg, round_index=round_index)
     idx = sel.indices
     assert len(set(idx.tolist())) == len(idx)
+    # never more predicted seconds than the budget, whatever the quota, cap or noise
     assert t["cost"][idx].sum() <= budget + 1e-9 and sel.spent_s == pytest.approx(t["cost"][idx].sum())
     assert (t["annotated_fraction"][idx] <= cfg.skip_annotated_above).all()
     cap = max_per_case or (cfg.diversity_max_per_case if strategy == "knapsack+diversity" else 0)
@@ -44,29 +56,77 @@ def test_every_strategy_honours_every_constraint(seed, strategy, budget, max_per
         mine = idx[t["case_id"][idx] == case]
         if cap:
             assert len(mine) <= cap
+        if case_share:  # per-case seconds cap; a case's first unit may exceed it on its own
+            assert len(mine) == 1 or t["cost"][mine].sum() <= case_share * budget + 1e-9
         k = np.sort(t["index"][mine])
         if gap > 1 and len(k) > 1:
             assert np.diff(k).min() >= gap
-    if quota:
-        dom = dominant_class(t)
-        for c, share in cfg.class_quota.items():
-            assert t["cost"][idx][dom[idx] == c].sum() >= 0  # reserved share is spent on class c first
+    if quota != "none":
+        assert set(sel.shares) == ({1, 2} if strategy in ("topk", "knapsack", "knapsack+diversity") else set())
     if strategy.startswith("knapsack"):
-        assert sel.upper_bound >= sel.value - 1e-9 and 0 <= sel.gap <= 1
+        assert sel.upper_bound >= sel.objective - 1e-9 and 0 <= sel.gap <= 1
+        if noise == "none" and quota == "none":
+            assert sel.objective == pytest.approx(sel.value)
+
+
+def test_class_parts_spend_their_share_on_their_class():
+    """With a class quota, the class-c part buys units worth something for class c, and nothing it
+    could still afford is left that is worth more per second for c (each part is an exact knapsack)."""
+    for seed in range(10):
+        t = _table(seed, n_cases=4, n_slices=20)
+        t["cost"] = np.round(t["cost"])
+        cfg = SelectionConfig(strategy="knapsack", budget_s=300.0, class_quota={1: 0.5}, resolution=300, seed=seed,
+                              noise="none")
+        sel = select(t, cfg)
+        alone = select(t, SelectionConfig(strategy="knapsack", budget_s=150.0, resolution=150, seed=seed, **PLAIN))
+        part = [i for i in sel.indices if t["value_1"][i] > 0]
+        # the class-1 part alone is worth at least as much class-1 value as the best 150 s chosen by overall value
+        assert t["value_1"][part].sum() >= t["value_1"][alone.indices].sum() - 1e-9
+        assert sel.spent_s <= 300.0 + 1e-9
+
+
+def test_quota_naming_a_missing_class_is_an_error():
+    t = _table(0)
+    with pytest.raises(ValueError, match=r"class_quota: class\(es\) \[7\] do not exist; the dataset's foreground classes are \[1, 2\]"):
+        select(t, SelectionConfig(class_quota={7: 0.3}))
+    assert class_shares(t, SelectionConfig(foreground_share=0.6)) == {1: 0.3, 2: 0.3}
+
+
+def test_power_noise_is_reproducible_and_follows_its_schedule():
+    t = _table(4, n_cases=5, n_slices=30)
+    cfg = SelectionConfig(strategy="knapsack", budget_s=400.0, noise="power", seed=3)
+    a, b = select(t, cfg, round_index=1), select(t, cfg, round_index=1)
+    np.testing.assert_array_equal(a.indices, b.indices)  # same seed, same round: same batch
+    others = [select(t, cfg, round_index=1, budget_s=400.0).indices.tolist()]
+    others += [select(t, SelectionConfig(strategy="knapsack", budget_s=400.0, noise="power", seed=s), round_index=1)
+               .indices.tolist() for s in range(4, 8)]
+    assert any(o != a.indices.tolist() for o in others)  # another seed: another batch
+    assert beta_for_round(cfg, 0) == pytest.approx(1.0) and beta_for_round(cfg, 3) == pytest.approx(100.0)
+    assert beta_for_round(cfg, 1) == pytest.approx(100 ** (1 / 3)) and beta_for_round(cfg, 9) == pytest.approx(100.0)
+    rng = np.random.default_rng(0)
+    v = np.array([0.0, 1.0, 2.0])
+    assert power_noise(v, 1.0, rng)[0] == 0.0
+    # large beta: values barely move, so the batch is the greedy one
+    big = power_noise(np.full(2000, 5.0), 1e4, np.random.default_rng(1))
+    assert np.abs(np.log(big / 5.0)).max() < 0.01
+    greedy = select(t, SelectionConfig(strategy="knapsack", budget_s=400.0, seed=3, noise="none"))
+    late = select(t, SelectionConfig(strategy="knapsack", budget_s=400.0, noise="power", beta_start=1e5,
+                                     beta_end=1e5, seed=3))
+    assert set(late.indices.tolist()) == set(greedy.indices.tolist())
 
 
 def test_knapsack_is_worth_at_least_as_much_as_the_baselines():
     for seed in range(20):
         t = _table(seed)
         t["cost"] = np.round(t["cost"])
-        values = {s: select(t, SelectionConfig(strategy=s, budget_s=150.0, resolution=150, seed=seed)).value
+        values = {s: select(t, SelectionConfig(strategy=s, budget_s=150.0, resolution=150, seed=seed, **PLAIN)).value
                   for s in ("random", "fg_random", "topk", "knapsack")}
         assert values["knapsack"] >= max(values.values()) - 1e-9
 
 
 def test_topk_ignores_cost_and_fg_random_prefers_foreground():
     t = _table(1)
-    top = select(t, SelectionConfig(strategy="topk", budget_s=100.0))
+    top = select(t, SelectionConfig(strategy="topk", budget_s=100.0, **PLAIN))
     first = top.indices[0]
     ok = np.flatnonzero(t["annotated_fraction"] <= 0.5)
     assert first == ok[np.argmax(t["score"][ok])]

@@ -16,7 +16,7 @@ SMALL = {
     "training": {"patch_size": [32, 48, 32], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 4,
                  "val_fraction": 0.0},
     "uncertainty": {"mc_samples": 3},
-    "selection": {"budget_s": 150.0},
+    "selection": {"budget_s": 400.0},
     "simulation": {"strategies": ["fg_random", "knapsack"], "seeds": [0, 1], "rounds": 2, "initial_budget_s": 150.0,
                    "test_fraction": 0.1, "max_pool": 4},
 }
@@ -47,7 +47,7 @@ def test_simulation_rows_budget_and_growth(sim):
             run = out / strategy / f"seed_{seed}"
             for k in range(2):
                 tl = read_tasks(run / f"round_{k:03d}" / "tasks.json")
-                assert sum(t.predicted_cost_s for t in tl.tasks) <= 150.0  # budget never exceeded
+                assert 0 < sum(t.predicted_cost_s for t in tl.tasks) <= 400.0  # budget never exceeded
                 assert all(t.status == "done" for t in tl.tasks)
                 man = json.loads((run / f"round_{k:03d}" / "manifest.json").read_text())
                 assert man["budget"]["predicted_s"] <= man["budget"]["budget_s"]

@@ -56,7 +56,7 @@ def test_medal_train_and_score_cli(tmp_path, tiny_model_cfg):
                           "--cases", "hippocampus_004", "hippocampus_006"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "run" / "scores" / "hippocampus_004").iterdir()) == [
-        "bald.nii.gz", "entropy.nii.gz", "key.json", "prediction.nii.gz"]
+        "bald.nii.gz", "entropy.nii.gz", "key.json", "prediction.nii.gz", "probs.nii.gz"]
     # a checkpoint of another model config is refused with a message naming the file
     other = dict(cfg, model={**cfg["model"], "dropout": 0.4})
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(other))

@@ -1,0 +1,115 @@
+"""Online cost calibration and costs expected under the predictive distribution."""
+
+import json
+
+import numpy as np
+import pytest
+
+from medal.costs import (CostCalibration, CostModel, append_annotation_log, calibration_pairs, effort_features,
+                         expected_effort_features, fit_calibration, fit_scale, level_segmentation)
+from medal.regions import slice_units
+from medal.tasks import Task, write_tasks
+
+
+def _round(tmp_path, name, predicted, charged, features=None):
+    rd = tmp_path / name
+    rd.mkdir()
+    tasks = [Task(task_id=f"t{i:04d}", case_id="c", image="img.nii.gz", kind="slice", axis=2, index=i, supervoxel=-1,
+                  bbox=[[0, 0, i], [4, 4, i + 1]], score=1.0, predicted_cost_s=float(p), strategy="knapsack",
+                  model_cost_s=float(p), features=None if features is None else features[i])
+             for i, p in enumerate(predicted)]
+    (tmp_path / "img.nii.gz").touch()
+    write_tasks(rd / "tasks.json", tasks, dataset_root=tmp_path)
+    for i, s in enumerate(charged):
+        if s is not None:
+            append_annotation_log(rd / "annotation_log.jsonl", {"task_id": f"t{i:04d}", "seconds": float(s)})
+    return rd
+
+
+def test_calibration_recovers_a_known_multiplicative_bias(tmp_path):
+    """The expert (or oracle) spends 1.7x what was predicted: the fitted scale is 1.7 and applying it
+    removes the bias on new predictions."""
+    rng = np.random.default_rng(0)
+    predicted = rng.uniform(5, 60, 40)
+    rd = _round(tmp_path, "round_000", predicted, 1.7 * predicted)
+    cal = fit_calibration(calibration_pairs([rd]), method="scale", floor=5.0)
+    assert cal.method == "scale" and cal.n_tasks == 40 and cal.rounds == ("round_000",)
+    assert cal.scale == pytest.approx(1.7, rel=1e-6) and cal.offset == pytest.approx(0.0, abs=1e-6)
+    new = rng.uniform(5, 60, 10)
+    np.testing.assert_allclose(cal.apply(new), 1.7 * new)
+    assert cal.apply(np.array([0.5]))[0] == 5.0  # the floor: navigating to a unit and checking it
+
+
+def test_calibration_with_noise_offset_and_recency(tmp_path):
+    rng = np.random.default_rng(1)
+    p0, p1 = rng.uniform(5, 60, 60), rng.uniform(5, 60, 60)
+    old = _round(tmp_path, "round_000", p0, 3.0 * p0)  # an early round with a much worse model
+    new = _round(tmp_path, "round_001", p1, 0.8 * p1 + 4 + rng.normal(0, 1, 60))
+    cal = fit_calibration(calibration_pairs([old, new]), method="scale", decay=0.01)
+    assert cal.scale == pytest.approx(0.8, abs=0.08) and cal.offset == pytest.approx(4, abs=3)
+    even = fit_calibration(calibration_pairs([old, new]), method="scale", decay=1.0)
+    assert even.scale > 1.5  # without decay the old round pulls it up
+
+
+def test_calibration_needs_enough_tasks_and_skips_unlogged_ones(tmp_path):
+    rd = _round(tmp_path, "round_000", [10, 20, 30], [15, None, 45])
+    pairs = calibration_pairs([rd, tmp_path / "missing_round"])
+    assert [p["task_id"] for p in pairs] == ["t0000", "t0002"]
+    cal = fit_calibration(pairs, min_tasks=10, floor=2.0)
+    assert cal.method == "ratio" and cal.scale == pytest.approx(60 / 40)  # too few for a line: ratio of totals
+    assert cal.apply(np.array([1.0]))[0] == 2.0  # ... still above the floor
+    none = fit_calibration([], floor=2.0)
+    assert none.method == "none" and none.apply(np.array([7.0]))[0] == 7.0
+    with pytest.raises(ValueError, match="unknown cost calibration 'magic'"):
+        fit_calibration(pairs, method="magic")
+
+
+def test_feature_refit_calibration(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 60
+    feats = [{"n_slices": 1.0, "boundary_mm_1": float(b), "components_1": float(c), "area_mm2_1": float(a)}
+             for b, c, a in zip(rng.uniform(0, 80, n), rng.integers(0, 4, n), rng.uniform(0, 500, n))]
+    truth = CostModel({"intercept": 3.0, "n_slices": 2.0, "boundary_mm_1": 0.5, "components_1": 1.0,
+                       "area_mm2_1": 0.01}, 2)
+    secs = truth.predict({k: np.array([f[k] for f in feats]) for k in feats[0]})
+    rd = _round(tmp_path, "round_000", np.full(n, 10.0), secs, features=feats)
+    cal = fit_calibration(calibration_pairs([rd]), method="features", n_classes=2)
+    assert cal.method == "features"
+    assert cal.coefficients["boundary_mm_1"] == pytest.approx(0.5, rel=1e-3)
+    got = cal.apply(np.full(n, 10.0), {k: np.array([f[k] for f in feats]) for k in feats[0]})
+    np.testing.assert_allclose(got, secs, rtol=1e-4)
+    few = fit_calibration(calibration_pairs([rd])[:12], method="features", n_classes=2)
+    assert few.method == "scale"  # too few tasks for 5 coefficients: the two-parameter fit
+
+
+def test_fit_scale_is_non_negative():
+    a, b = fit_scale([10, 20, 30], [5, 5, 5])
+    assert a >= 0 and b == pytest.approx(5.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        fit_scale([1, 2], [1])
+
+
+def test_calibration_round_trips_through_json():
+    cal = CostCalibration(scale=1.3, offset=2.0, floor=5.0, method="scale", n_tasks=12, rounds=("round_000",))
+    again = json.loads(json.dumps(cal.to_json()))
+    from medal.costs import load_calibration
+
+    assert load_calibration(again) == cal and load_calibration(None) == CostCalibration()
+
+
+def test_expected_features_weigh_uncertain_foreground_by_its_probability():
+    shape = (12, 12, 3)
+    p = np.zeros((2, *shape))
+    p[0] = 1.0
+    p[:, 2:6, 2:6, 1] = [[[0.0]], [[1.0]]]  # a certain 4x4 square
+    p[:, 7:11, 7:11, 1] = [[[0.6]], [[0.4]]]  # an unsure 4x4 square (called background by the argmax)
+    units = slice_units(shape, axis=2)
+    exp = expected_effort_features(units, p, axis=2, n_classes=2)
+    hard = effort_features(units, p.argmax(0), axis=2, n_classes=2)
+    # expected area: 16 (certain) + 0.4 of 16 (level grid 0.1..0.9: called at levels 0.1 and 0.3)
+    assert exp["area_mm2_1"][1] == pytest.approx(16 + 16 * 2 / 5)
+    assert hard["area_mm2_1"][1] == 16
+    assert exp["components_1"][1] == pytest.approx(1 + 2 / 5)
+    np.testing.assert_array_equal(level_segmentation(p, 0.5)[..., 1], p.argmax(0)[..., 1])
+    with pytest.raises(ValueError, match="C >= 2"):
+        level_segmentation(p[:1], 0.5)
