@@ -149,8 +149,9 @@ def main(argv=None) -> float:
             gains.append(np.mean(per_steps[args.steps[-1]]) - np.mean(per_steps[args.steps[-2]]))
         result["sets"].append({"budget_s": b, "charged_s": spent, "dice": {str(k): v for k, v in per_steps.items()}})
     gain = float(np.mean(gains)) if gains else float("nan")
-    lines += ["", f"- Dice gain from doubling {args.steps[-2]} -> {args.steps[-1]} steps, mean over label sets: "
-                  f"{gain:+.4f}"]
+    if len(args.steps) >= 2:
+        lines += ["", f"- Dice gain from doubling {args.steps[-2]} -> {args.steps[-1]} steps, mean over label sets: "
+                      f"{gain:+.4f}"]
     if warm_rows:
         first = min(sets)
         lines += ["", f"Warm start (a later round): from the {sets[first][1]:.0f} s set's model after {args.warm_from} "

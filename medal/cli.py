@@ -7,6 +7,7 @@ instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -75,17 +76,20 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config)
     ds = load_dataset(args.dataset)
-    items = prepare_items(ds, cfg.data, labels_dir=args.labels)
+    skipped: dict[str, str] = {}
+    items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped)
+    for cid, why in skipped.items():
+        print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not items:
         print(f"medal: error: {args.dataset}: no case has annotated voxels to train on", file=sys.stderr)
         return EXIT_PROBLEMS
     train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
     print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
-    res = train_model(train, val, n_classes=max(len(ds.label_names), 2), model_cfg=cfg.model,
-                      train_cfg=cfg.training, init=args.init, checkpoint=args.out)
+    res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
+                      checkpoint=args.out, label_map=ds.label_map)
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
-                      "best_val_dice": res.best_val_dice, "epochs": len(res.history)}))
-    return EXIT_OK
+                      "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))
+    return EXIT_PROBLEMS if skipped else EXIT_OK
 
 
 def cmd_score(args) -> int:
@@ -100,10 +104,12 @@ def cmd_score(args) -> int:
     if missing:
         print(f"medal: error: {args.dataset}: no case(s) {sorted(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    from medal.model import load_checkpoint
+    from medal.model import check_checkpoint_labels, load_checkpoint
 
-    load_checkpoint(args.checkpoint)  # a bad checkpoint is one clear error, not one failure per case
-    spec = ScoreSpec.make(args.checkpoint, args.out, cfg.uncertainty, cfg.data, device=cfg.uncertainty.device)
+    payload = load_checkpoint(args.checkpoint)[2]  # a bad checkpoint is one clear error, not one failure per case
+    check_checkpoint_labels(payload, ds.label_map, args.checkpoint)
+    spec = ScoreSpec.make(args.checkpoint, args.out, cfg.uncertainty, cfg.data, device=cfg.uncertainty.device,
+                          label_map=ds.label_map)
     if args.executor == "ray":
         executor = get_executor("ray", workers=args.workers, address=args.address, num_cpus=args.num_cpus)
     else:
@@ -129,7 +135,8 @@ def cmd_select(args) -> int:
     regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
     ds = load_dataset(args.dataset)
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
-                       labels_dir=args.labels, data_cfg=cfg.data, progress=True, overwrite=args.overwrite)
+                       labels_dir=args.labels, data_cfg=cfg.data, progress=True, overwrite=args.overwrite,
+                       allow_empty=args.allow_empty)
     print(res.summary())
     return EXIT_OK
 
@@ -155,11 +162,19 @@ def cmd_round(args) -> int:
     cfg = load_config(args.config)
     ds = load_dataset(args.dataset)
     res = run_round(args.run, ds, cfg, index=args.index, budget_s=args.budget, strategy=args.strategy,
-                    pool=args.cases, progress=True)
+                    pool=args.cases, progress=True, overwrite=args.overwrite, allow_empty=args.allow_empty)
     b = res.manifest["budget"]
-    print(f"round {args.index}: {b['tasks']} task(s), {b['predicted_s']:.0f} s predicted of {b['budget_s']:.0f} s "
-          f"-> {res.round_dir / 'tasks.json'}" + (f" (resumed; ran {', '.join(res.steps_run)})" if
-                                                  len(res.steps_run) < 3 else ""))
+    line = (f"round {args.index}: {b['tasks']} task(s), {b['predicted_s']:.0f} s predicted of {b['budget_s']:.0f} s "
+            f"-> {res.round_dir / 'tasks.json'}")
+    if not res.steps_run:
+        line = f"round {args.index} is already finished, with these settings; nothing to do. " + line
+    elif len(res.steps_run) < 3:
+        line += f" (resumed; ran {', '.join(res.steps_run)})"
+    print(line)
+    for cid, why in res.manifest.get("inputs", {}).get("skipped", {}).items():
+        print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
+    if b.get("fallback"):
+        print(f"NOTE: {b['fallback']}")
     return EXIT_OK
 
 
@@ -170,8 +185,14 @@ def cmd_ingest(args) -> int:
     rep = ingest(args.run, args.round, load_dataset(args.dataset))
     for cid, v in rep.cases.items():
         print(f"{cid}: {v['added']} voxel(s) added, {v['changed']} changed (previous labels kept in labels/.history)")
-    print(f"ingested {len(rep.cases)} case(s), {rep.voxels_added} new annotated voxel(s)")
-    return EXIT_OK
+    for name, why in rep.skipped.items():
+        print(f"SKIPPED {name}: {why}", file=sys.stderr)
+    sp = rep.spending
+    if sp.get("logged"):
+        print(f"time: {sp['charged_s']:.0f} s logged for {sp['logged']} task(s) predicted at {sp['predicted_s']:.0f} s")
+    print(f"ingested {len(rep.cases)} case(s), {rep.voxels_added} new annotated voxel(s)"
+          + (f"; {len(rep.skipped)} file(s) not merged (above)" if rep.skipped else ""))
+    return EXIT_PROBLEMS if any(not n.startswith(".") for n in rep.skipped) else EXIT_OK
 
 
 def cmd_simulate(args) -> int:
@@ -194,8 +215,15 @@ def cmd_coldstart(args) -> int:
     cfg = load_config(args.config)
     tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
                              data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axis, overwrite=args.overwrite)
-    print(f"{len(tasks)} slice(s) from {len({t.case_id for t in tasks})} case(s) -> {args.out}/tasks.json")
-    return EXIT_OK
+    import json
+    from pathlib import Path
+
+    skipped = json.loads((Path(args.out) / "tasks.json").read_text()).get("skipped", {})
+    for cid, why in skipped.items():
+        print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
+    print(f"{len(tasks)} slice(s) from {len({t.case_id for t in tasks})} case(s), "
+          f"{sum(t.predicted_cost_s for t in tasks):.0f} s predicted -> {args.out}/tasks.json")
+    return EXIT_PROBLEMS if skipped else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--labels", default=None, help="partial labels folder (already annotated units are skipped)")
     se.add_argument("--config", default=None, help="YAML config (regions, costs, selection sections)")
     se.add_argument("--overwrite", action="store_true", help="replace an existing tasks.json")
+    se.add_argument("--allow-empty", action="store_true", help="write an empty tasks.json when nothing fits the budget")
     se.set_defaults(func=cmd_select)
 
     ro = sub.add_parser("round", help="one active-learning round: train -> score -> select -> tasks.json "
@@ -264,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--strategy", default=None, help="selection strategy (default: config)")
     ro.add_argument("--cases", nargs="*", default=None, help="the pool of case ids (default: all)")
     ro.add_argument("--config", default=None)
+    ro.add_argument("--overwrite", action="store_true", help="replace a tasks.json another command wrote in the round folder")
+    ro.add_argument("--allow-empty", action="store_true", help="write an empty tasks.json when nothing fits the budget")
     ro.set_defaults(func=cmd_round)
 
     ig = sub.add_parser("ingest", help="merge a round's finished annotations into the run's partial labels")
@@ -324,10 +355,24 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args)
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, FileExistsError, KeyError) as exc:
         # DatasetError, ConfigError and CheckpointError are ValueErrors whose messages name the file
-        print(f"medal: error: {exc}", file=sys.stderr)
+        print(f"medal: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        print("medal: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary: a person reads this, not a traceback
+        if os.environ.get("MEDAL_DEBUG"):
+            raise
+        print(f"medal: error: {type(exc).__name__}: {_one_line(exc)} (set MEDAL_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

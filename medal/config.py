@@ -134,6 +134,11 @@ class TrainingConfig:
             raise ConfigError(f"training.val_fraction: must lie in [0, 1), got {self.val_fraction}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"training.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.num_threads < 0:
+            raise ConfigError(f"training.num_threads: must be >= 0 (0 = torch's default), got {self.num_threads}")
+        for name in ("learning_rate", "weight_decay", "dice_weight", "ce_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"training.{name}: must be a finite number, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -205,8 +210,12 @@ class RegionsConfig:
             raise ConfigError(f"regions.aggregate: {self.aggregate!r} is not one of {list(AGGREGATIONS)}")
         if not 0 < self.top_q <= 1:
             raise ConfigError(f"regions.top_q: must lie in (0, 1], got {self.top_q}")
-        if self.supervoxel_size_mm <= 0 or self.compactness <= 0 or self.slic_iterations < 1:
-            raise ConfigError("regions: supervoxel_size_mm and compactness must be > 0, slic_iterations >= 1")
+        for name in ("supervoxel_size_mm", "compactness"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"regions.{name}: must be a finite number > 0, got {v}")
+        if self.slic_iterations < 1:
+            raise ConfigError(f"regions.slic_iterations: must be >= 1, got {self.slic_iterations}")
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,7 @@ class SelectionConfig:
     beta_start: float = 1.0  # power noise beta of round 0 ...
     beta_end: float = 100.0  # ... growing exponentially to this ...
     beta_rounds: int = 4  # ... reached at round beta_rounds - 1
+    fallback: str = "supervoxel"  # no slice fits the budget: supervoxel | none (then it is an error)
     diversity_spacing: int = 3  # knapsack+diversity: min_slice_spacing at least this
     diversity_max_per_case: int = 4  # knapsack+diversity: max_per_case when max_per_case is 0
     resolution: int = 10000  # knapsack cost units per budget
@@ -269,6 +279,8 @@ class SelectionConfig:
             raise ConfigError(f"selection.max_case_share: must lie in [0, 1], got {self.max_case_share}")
         if not 0 <= self.foreground_share <= 1:
             raise ConfigError(f"selection.foreground_share: must lie in [0, 1], got {self.foreground_share}")
+        if self.fallback not in ("supervoxel", "none"):
+            raise ConfigError(f"selection.fallback: {self.fallback!r} is not one of ['none', 'supervoxel']")
         if self.noise not in ("none", "power"):
             raise ConfigError(f"selection.noise: {self.noise!r} is not one of ['none', 'power']")
         if not (0 < self.beta_start < math.inf and 0 < self.beta_end < math.inf) or self.beta_rounds < 1:
@@ -325,8 +337,8 @@ class SimulationConfig:
             raise ConfigError(f"simulation.rounds: must be >= 0, got {self.rounds}")
         if self.initial not in ("random", "coldstart"):
             raise ConfigError(f"simulation.initial: {self.initial!r} is not one of ['random', 'coldstart']")
-        if self.initial_budget_s <= 0:
-            raise ConfigError(f"simulation.initial_budget_s: must be > 0, got {self.initial_budget_s}")
+        if not (math.isfinite(self.initial_budget_s) and self.initial_budget_s > 0):
+            raise ConfigError(f"simulation.initial_budget_s: must be a finite number > 0, got {self.initial_budget_s}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"simulation.test_fraction: must lie in (0, 1), got {self.test_fraction}")
         if self.max_pool < 0:
@@ -346,8 +358,10 @@ class ColdstartConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1 or self.prior_cost_s <= 0:
-            raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1, prior_cost_s > 0")
+        if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1:
+            raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1")
+        if not (math.isfinite(self.prior_cost_s) and self.prior_cost_s > 0):
+            raise ConfigError(f"coldstart.prior_cost_s: must be a finite number > 0, got {self.prior_cost_s}")
 
 
 @dataclass(frozen=True)
@@ -438,6 +452,8 @@ def _coerce(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -494,6 +510,8 @@ def load_config(path=None) -> MedalConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); save the config as UTF-8") from None
     try:
         mapping = yaml.safe_load(text)
     except yaml.YAMLError as exc:

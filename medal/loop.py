@@ -54,28 +54,97 @@ def _read_json(path: Path) -> dict:
 
 def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: list[str] | None = None,
               budget_s: float | None = None, strategy: str | None = None, progress: bool = False,
-              stop_after: str | None = None, cache=None) -> RoundResult:
+              stop_after: str | None = None, cache=None, overwrite: bool = False,
+              allow_empty: bool = False) -> RoundResult:
     """Run (or resume) round ``index`` of the run in ``run_dir``.
 
     ``pool``: case ids that may be trained on and annotated (default: every case with an image).
     ``stop_after``: stop once that step is recorded (for staged runs; a later call resumes).
     ``cache``: a :class:`~medal.data.VolumeCache` kept across rounds (the images are read once).
+    A ``tasks.json`` in the round folder that this command did not write (``medal coldstart``'s, say)
+    is never replaced unless ``overwrite``. A finished round asked for again with another budget,
+    strategy or config is an error saying what differs; asked for the same, it is returned as it is.
+    ``allow_empty``: a selection with no task is written instead of being an error.
     """
-    from medal.model import file_hash, load_checkpoint
+    rd = round_dir(run_dir, index)
+    known = {c.case_id for c in dataset.cases}
+    if pool is not None:
+        unknown = sorted(set(pool) - known)
+        if unknown:
+            raise ValueError(f"{dataset.root}: no case(s) {unknown} (the dataset has {len(known)} cases, e.g. "
+                             f"{sorted(known)[:3]})")
+    pool = sorted(pool) if pool is not None else sorted(known)
+    sel_cfg = cfg.selection
+    if budget_s is not None or strategy is not None:
+        sel_cfg = dataclasses.replace(sel_cfg, **{k: v for k, v in (("budget_s", budget_s), ("strategy", strategy))
+                                                  if v is not None})
+    wanted = config_to_dict(dataclasses.replace(cfg, selection=sel_cfg))
+    finished = _read_json(rd / "manifest.json")
+    if finished:
+        return RoundResult(rd, _same_round(rd, finished, wanted), [])
+    foreign = _foreign_tasks(rd)
+    if foreign and not overwrite:
+        raise FileExistsError(f"{rd / 'tasks.json'}: written by {foreign}, and an expert may be working on it; "
+                              "`medal round` does not replace it (pass --overwrite to), or use another --index")
+    created = not rd.exists()
+    rd.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_round_steps(run_dir, rd, dataset, cfg, sel_cfg, index=index, pool=pool, progress=progress,
+                                stop_after=stop_after, cache=cache, allow_empty=allow_empty)
+    except BaseException:
+        if created and rd.is_dir() and not any(rd.iterdir()):
+            rd.rmdir()  # a refused round leaves nothing behind
+        raise
+
+
+def _foreign_tasks(rd: Path) -> str | None:
+    """Who wrote ``rd/tasks.json`` when it was not ``medal round`` (None: absent, or ours)."""
+    path = rd / "tasks.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "another tool (it is not readable JSON)"
+    if isinstance(meta, dict) and meta.get("written_by") == "medal round":
+        return None
+    return f"medal {meta.get('strategy', 'select')}" if isinstance(meta, dict) and meta.get("strategy") == "coldstart" \
+        else "`medal select` or another tool"
+
+
+def _same_round(rd: Path, manifest: dict, wanted: dict) -> dict:
+    """A finished round's manifest, or an error saying what differs from what was asked for."""
+    have = manifest.get("config", {})
+    diffs = []
+    for section in sorted(set(have) | set(wanted)):
+        a, b = have.get(section, {}), wanted.get(section, {})
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{section}.{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+                      if a.get(k) != b.get(k) and section != "simulation"]
+    if diffs:
+        raise ValueError(f"{rd}: this round is finished (manifest.json) and was made with other settings: "
+                         + "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+                         + ". Start the next round (--index), or a new --run folder")
+    return manifest
+
+
+def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_cfg, *, index: int, pool, progress,
+                     stop_after, cache, allow_empty) -> RoundResult:
+    from medal.execution.work import sweep_temp_files
+    from medal.model import check_checkpoint_labels, file_hash, load_checkpoint
     from medal.model.device import resolve_device
     from medal.selection.api import select_round
     from medal.training import prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases
 
-    rd = round_dir(run_dir, index)
-    rd.mkdir(parents=True, exist_ok=True)
+    # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
+    for tmp in rd.glob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink()
+    sweep_temp_files(rd / "scores")
+    sweep_temp_files(rd / "masks")
     prog_path = rd / "progress.json"
     state = _read_json(prog_path)
-    pool = sorted(pool) if pool is not None else [c.case_id for c in dataset.cases]
-    sel_cfg = cfg.selection
-    if budget_s is not None or strategy is not None:
-        sel_cfg = dataclasses.replace(sel_cfg, **{k: v for k, v in (("budget_s", budget_s), ("strategy", strategy))
-                                                  if v is not None})
     ran: list[str] = []
 
     def done(step: str, info: dict):
@@ -85,7 +154,9 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
 
     checkpoint = rd / "model.pt"
     if "train" not in state:
-        items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache)
+        bad: dict[str, str] = {}
+        items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
+                              skipped=bad)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
@@ -95,21 +166,23 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
         tcfg = cfg.training
         if init is not None and tcfg.warm_epochs:
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
-        res = train_model(train, val, n_classes=max(len(dataset.label_names), 2), model_cfg=cfg.model,
-                          train_cfg=tcfg, init=init, checkpoint=checkpoint, progress=progress)
+        res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
+                          checkpoint=checkpoint, progress=progress, label_map=dataset.label_map)
         done("train", {"checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
-                       "train_cases": res.train_cases, "val_cases": res.val_cases})
+                       "train_cases": res.train_cases, "val_cases": res.val_cases, "skipped": bad})
     if stop_after == "train":
         return RoundResult(rd, {}, ran)
 
     if "score" not in state:
-        net = load_checkpoint(checkpoint, expected=cfg.model)[0]
+        net, _, payload = load_checkpoint(checkpoint, expected=cfg.model)
+        check_checkpoint_labels(payload, dataset.label_map, checkpoint)
         cases = [c for c in dataset.cases if c.case_id in set(pool)]
         rep = score_cases(net, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"],
-                          device=resolve_device(cfg.uncertainty.device), progress=progress, cache=cache)
+                          device=resolve_device(cfg.uncertainty.device), progress=progress, cache=cache,
+                          label_map=dataset.label_map)
         done("score", {"scored": sorted(rep.scored), "failures": rep.failures})
     if stop_after == "score":
         return RoundResult(rd, {}, ran)
@@ -117,13 +190,14 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
     if "select" not in state:
         sel = select_round(dataset, rd / "scores", rd, regions_cfg=cfg.regions, costs_cfg=cfg.costs,
                            selection_cfg=sel_cfg, labels_dir=labels_dir(run_dir), data_cfg=cfg.data,
-                           overwrite=True,  # not recorded as done: nobody can have started on it
-                           round_index=index, earlier_rounds=[round_dir(run_dir, k) for k in range(index)])
+                           overwrite=True,  # ours (checked above), not yet recorded as done: nobody started on it
+                           round_index=index, earlier_rounds=[round_dir(run_dir, k) for k in range(index)],
+                           allow_empty=allow_empty, meta={"written_by": "medal round"})
         done("select", {"tasks": len(sel.selection.indices), "predicted_s": sel.selection.spent_s,
                         "budget_s": sel.selection.budget_s, "value": sel.selection.value,
                         "gap": sel.selection.gap, "skipped": sel.skipped,
                         "cost_calibration": sel.calibration.to_json() if sel.calibration else None,
-                        "beta": sel.selection.beta})
+                        "beta": sel.selection.beta, "fallback": sel.fallback})
 
     manifest_path = rd / "manifest.json"
     manifest = _read_json(manifest_path)
@@ -134,12 +208,14 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
             "checkpoint": {"path": "model.pt", "sha256": state["train"]["checkpoint_sha256"],
                            "warm_start": state["train"]["warm_start"]},
             "inputs": {"labels_dir": str(labels_dir(run_dir).resolve()), "pool": pool,
-                       "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"]},
+                       "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"],
+                       "skipped": state["train"].get("skipped", {})},
             "outputs": {"scores": "scores/scores.json", "tasks": "tasks.json", "scored": state["score"]["scored"],
                         "score_failures": state["score"]["failures"]},
             "budget": {"budget_s": state["select"]["budget_s"], "predicted_s": state["select"]["predicted_s"],
                        "tasks": state["select"]["tasks"], "gap": state["select"]["gap"],
                        "cost_calibration": state["select"].get("cost_calibration"),
+                       "fallback": state["select"].get("fallback"),
                        "previous_rounds": _charged_summary(run_dir, index)},
             "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"]},
             "steps": {k: state[k]["finished"] for k in STEPS},
@@ -185,31 +261,66 @@ def _charged_summary(run_dir, index: int) -> list[dict]:
 @dataclass
 class IngestReport:
     cases: dict[str, dict]  # case_id -> {"added": n, "changed": n}
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> why it was not merged
+    spending: dict = dataclasses.field(default_factory=dict)  # predicted vs logged seconds of the round
 
     @property
     def voxels_added(self) -> int:
         return sum(v["added"] for v in self.cases.values())
 
 
+#: files the napari plugin keeps beside the annotations (progress and locks): not annotations
+_SIDECARS = (".json", ".lock")
+
+
 def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
     """Merge ``round_path/annotations/<case>.nii.gz`` (255 = not annotated) into the run's labels.
 
-    Annotated voxels replace what was there (an expert's correction wins); the previous label file is
-    kept in ``labels/.history/`` first, so nothing an expert painted is ever lost.
+    Only ``<case>.nii.gz`` of cases the dataset knows are read; each is checked against its image
+    (shape, affine) and the dataset's label values before anything is merged. A file that fails is
+    reported in ``skipped`` and left alone, and the others are merged. Annotated voxels replace what
+    was there (an expert's correction wins); the previous label file is kept in ``labels/.history/``
+    first, so nothing an expert painted is ever lost.
     """
+    from medal.data import DatasetError
+    from medal.data.validate import require_same_grid
+
     round_path = Path(round_path)
     ann_dir = round_path / "annotations"
     out: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
     if not ann_dir.is_dir():
-        return IngestReport(out)
+        return IngestReport(out, skipped, round_spending(round_path))
+    known = {c.case_id for c in dataset.cases}
+    allowed = set(dataset.label_map.values) | {UNLABELED}
     lab_dir = labels_dir(run_dir)
-    for path in sorted(ann_dir.glob("*.nii.gz")):
-        cid = path.name[: -len(".nii.gz")]
+    for path in sorted(ann_dir.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            skipped[name] = "a temporary file left by an interrupted save (ignored; the last completed save is used)"
+            continue
+        if not name.endswith(".nii.gz"):
+            if not name.endswith(_SIDECARS):
+                skipped[name] = "not an annotation (<case>.nii.gz)"
+            continue
+        cid = name[: -len(".nii.gz")]
+        if cid not in known:
+            skipped[name] = f"no case {cid!r} in the dataset {dataset.root}"
+            continue
         case = dataset.case(cid)
-        new = load_volume(path)
-        image = load_volume(case.image)
-        if new.shape != image.shape:
-            raise ValueError(f"{path}: shape {new.shape} does not match image shape {image.shape}")
+        try:
+            new = load_volume(path)
+            image = load_volume(case.image)
+            require_same_grid(image, new, str(path))
+        except DatasetError as exc:
+            skipped[name] = str(exc)
+            continue
+        values = np.unique(new.array)
+        bad = sorted(set(values.tolist()) - allowed)
+        if bad:
+            skipped[name] = (f"{path}: label values {bad} are not among the dataset's {list(dataset.label_map.values)} "
+                             f"(or {UNLABELED} = not annotated)")
+            continue
         target = lab_dir / f"{cid}.nii.gz"
         if target.is_file():
             old = load_volume(target)
@@ -223,5 +334,6 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
         merged[painted] = new.array[painted]
         save_volume(image.with_array(merged), target)
         out[cid] = {"added": added, "changed": changed}
-    atomic_write_json(round_path / "ingest.json", {"cases": out})
-    return IngestReport(out)
+    spending = round_spending(round_path)
+    atomic_write_json(round_path / "ingest.json", {"cases": out, "skipped": skipped, "spending": spending})
+    return IngestReport(out, skipped, spending)

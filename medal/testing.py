@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["make_phantom", "write_phantom_dataset", "PHANTOM_LABELS"]
+__all__ = ["make_phantom", "write_phantom_dataset", "write_sparse_label_dataset", "PHANTOM_LABELS", "SPARSE_LABELS"]
 
 PHANTOM_LABELS = {0: "background", 1: "inner", 2: "outer"}
 
@@ -68,4 +68,43 @@ def write_phantom_dataset(root, *, n_cases: int = 3, shape=(24, 28, 20), spacing
         "training": training,
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+#: sparse label values of :func:`write_sparse_label_dataset` (6 classes, values as a CT atlas might use)
+SPARSE_LABELS = {0: "background", 3: "rim", 17: "anterior", 42: "posterior", 99: "bright", 117: "dark"}
+
+
+def write_sparse_label_dataset(root, source_cases, *, layout: str = "msd") -> Path:
+    """A multi-class dataset with sparse label values, built from real cases.
+
+    Each source case (a :class:`medal.data.Case` with a hippocampus label) keeps its image; its label
+    becomes six classes with the values of :data:`SPARSE_LABELS`: anterior -> 17, posterior -> 42, a
+    two-voxel rim around both -> 3, and the brightest / darkest 3% of the remaining image -> 99 / 117.
+    ``layout="msd"`` writes ``dataset.json`` naming them; ``"plain"`` writes a plain folder of images
+    with ``labels/`` and no ``dataset.json`` (the values must then be found by scanning).
+    """
+    from scipy import ndimage
+
+    from medal.data import load_volume, save_volume
+
+    root = Path(root)
+    img_dir, lab_dir = (root / "imagesTr", root / "labelsTr") if layout == "msd" else (root, root / "labels")
+    for case in source_cases:
+        image, label = load_volume(case.image), load_volume(case.label)
+        x = image.array.astype(np.float32)
+        fg = label.array > 0
+        rim = ndimage.binary_dilation(fg, iterations=2) & ~fg
+        rest = ~(fg | rim)
+        hi, lo = np.percentile(x[rest], [97, 3])
+        out = np.zeros(label.shape, np.uint8)
+        out[rest & (x >= hi)] = 99
+        out[rest & (x <= lo)] = 117
+        out[rim] = 3
+        out[label.array == 1] = 17
+        out[label.array == 2] = 42
+        save_volume(image, img_dir / f"{case.case_id}.nii.gz")
+        save_volume(label.with_array(out), lab_dir / f"{case.case_id}.nii.gz")
+    if layout == "msd":
+        (root / "dataset.json").write_text(json.dumps({"name": "sparse", "labels": {str(k): v for k, v in SPARSE_LABELS.items()}}))
     return root

@@ -26,3 +26,18 @@ def tiny_model_cfg():
     from medal.config import ModelConfig
 
     return ModelConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, dropout=0.25, head_channels=8)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """medal caches scanned label values under $MEDAL_CACHE_DIR: keep the tests' cache out of $HOME
+    (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("MEDAL_CACHE_DIR")
+    os.environ["MEDAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("medal-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MEDAL_CACHE_DIR", None)
+    else:
+        os.environ["MEDAL_CACHE_DIR"] = old

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import ColdstartConfig, DataConfig
-from medal.data import Dataset, load_volume, normalize_intensity
+from medal.data import Dataset, DatasetError, load_volume, normalize_intensity
+from medal.data.validate import require_finite
 from medal.regions import resolve_axis
 from medal.selection import knapsack
 from medal.tasks import Task, write_tasks
@@ -64,16 +65,25 @@ def typicality(x: np.ndarray, *, neighbours: int = 10) -> np.ndarray:
 def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: ColdstartConfig,
                      data_cfg: DataConfig | None = None, pool=None, axis: str = "axial", overwrite: bool = False):
     """Write ``round_dir/tasks.json`` with typical, diverse slices of the pool within ``budget_s``."""
+    import math
+
     data_cfg = data_cfg or DataConfig()
     round_dir = Path(round_dir)
+    if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
+        raise ValueError(f"budget: expected a finite number of seconds > 0, got {budget_s!r}")
     if (round_dir / "tasks.json").exists() and not overwrite:
         raise FileExistsError(f"{round_dir / 'tasks.json'}: exists; pass --overwrite (overwrite=True) to replace it")
     cases = [c for c in dataset.cases if pool is None or c.case_id in set(pool)]
     if not cases:
         raise ValueError(f"{dataset.root}: no case in the pool to select from")
-    feats, owner, index, axes, shapes = [], [], [], [], {}
+    feats, owner, index, axes, shapes, skipped = [], [], [], [], {}, {}
     for case in cases:
-        img = load_volume(case.image)
+        try:
+            img = load_volume(case.image)
+            require_finite(img, dataset.relative(case.image))
+        except DatasetError as exc:
+            skipped[case.case_id] = str(exc)  # reported; the other cases go on
+            continue
         ax = resolve_axis(int(axis) if axis.isdigit() else axis, img.orientation)
         x = normalize_intensity(img.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
         d = slice_descriptors(x, axis=ax, thumbnail=cfg.thumbnail)
@@ -82,6 +92,9 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
         index += list(range(len(d)))
         axes += [ax] * len(d)
         shapes[case.case_id] = (img.shape, dataset.relative(case.image))
+    if not feats:
+        raise ValueError(f"{dataset.root}: no readable case in the pool to select from ("
+                         + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
     z = pca(np.concatenate(feats), cfg.components)
     n_units = max(1, int(budget_s // cfg.prior_cost_s))
     clusters = kmeans(z, n_units, seed=cfg.seed)
@@ -107,5 +120,6 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     write_tasks(round_dir / "tasks.json", tasks, dataset_root=dataset.root, meta={
         "strategy": "coldstart", "budget_s": float(budget_s), "predicted_s": float(len(tasks) * cfg.prior_cost_s),
         "value": float(res.value), "upper_bound": res.upper_bound, "gap": res.gap, "clusters": int(clusters.max() + 1),
-        "representation": f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram, PCA {cfg.components}"})
+        "representation": f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram, PCA {cfg.components}",
+        "skipped": skipped})
     return tasks

@@ -86,8 +86,14 @@ class DatasetReport:
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")
         if self.label_names:
             lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in self.label_names.items()))
+            values = sorted(self.label_names)
+            if values != list(range(len(values))):
+                lines.append(f"  sparse label values: trained as classes 0..{len(values) - 1}, written back as "
+                             f"{', '.join(map(str, values))}")
         elif n_lab:
-            lines.append("  labels: no names (no dataset.json 'labels'); values only checked to be integers >= 0")
+            found = sorted({v for c in self.cases for v in (c.label_values or []) if v != 255})
+            lines.append("  labels: no names (no dataset.json 'labels'); label values found in the label files: "
+                         + ", ".join(map(str, found)) + " (each a class; name them in dataset.json)")
         for p in self.problems:
             lines.append(f"  PROBLEM {p}")
         for c in self.cases:

@@ -13,7 +13,10 @@ Paths listed in ``dataset.json`` must stay inside the dataset folder.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +24,9 @@ from pathlib import Path
 from .atomic import full_suffix
 from .errors import DatasetError
 from .io import VOLUME_SUFFIXES
-from .labels import parse_label_names
+from .labels import UNLABELED, LabelMap, parse_label_names
 
-__all__ = ["Case", "Dataset", "load_dataset", "case_id_from_path", "resolve_inside"]
+__all__ = ["Case", "Dataset", "load_dataset", "case_id_from_path", "resolve_inside", "scan_label_values"]
 
 _CHANNEL = re.compile(r"_\d{4}$")
 
@@ -65,6 +68,37 @@ class Dataset:
     def labelled(self) -> tuple[Case, ...]:
         return tuple(c for c in self.cases if c.label is not None)
 
+    @functools.cached_property
+    def label_map(self) -> LabelMap:
+        """Label values and names: declared in ``dataset.json`` (sparse values allowed), or the values
+        found in the label files (scanned once, cached; see :func:`scan_label_values`)."""
+        if self.label_names:
+            names = dict(self.label_names)
+            names.setdefault(0, "background")
+            return LabelMap(tuple(sorted(names)), names, "dataset.json")
+        found = scan_label_values(self)
+        if not found:
+            return LabelMap.default()
+        values = sorted(set(found) | {0})
+        if len(values) == 1:
+            values.append(1)
+        names = {0: "background", **{v: f"label {v}" for v in values if v}}
+        n_files = len(self.labelled)
+        return LabelMap(tuple(values), names, f"found in {n_files} label file(s) (no labels in dataset.json)")
+
+    @property
+    def n_classes(self) -> int:
+        return self.label_map.n_classes
+
+    def subset(self, case_ids) -> "Dataset":
+        """The same dataset (root, label map) with only the cases ``case_ids``."""
+        import dataclasses
+
+        keep = set(case_ids)
+        sub = dataclasses.replace(self, cases=tuple(c for c in self.cases if c.case_id in keep))
+        sub.__dict__["label_map"] = self.label_map  # a subset's labels do not redefine the classes
+        return sub
+
     def relative(self, path: Path) -> str:
         """``path`` relative to the dataset root when inside it, for messages."""
         try:
@@ -80,13 +114,33 @@ def case_id_from_path(path: Path) -> str:
     return _CHANNEL.sub("", stem)
 
 
+#: set to 1 to let dataset.json list links (inside the dataset folder) to files outside it
+ALLOW_EXTERNAL_LINKS = "MEDAL_ALLOW_EXTERNAL_LINKS"
+
+
 def resolve_inside(root: Path, relative: str, *, source: str) -> Path:
-    """``root / relative``, refusing anything that escapes ``root`` (``..``, absolute paths, links)."""
+    """``root / relative`` as written, refusing paths that escape ``root``.
+
+    The path is judged as written: absolute paths and ``..`` that leave the folder are refused. A
+    symbolic link inside the folder (the usual way to lay out nnU-Net raw data without copying) is
+    followed when its target lies inside the folder too; a link whose target lies outside is refused
+    unless ``MEDAL_ALLOW_EXTERNAL_LINKS=1``. A link loop is a clear error, not a crash.
+    """
     if not isinstance(relative, str) or not relative:
         raise DatasetError(f"{source}: expected a relative path string, got {relative!r}", path=root)
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root.resolve()):
+    written = os.path.normpath(relative)
+    if os.path.isabs(relative) or written == ".." or written.startswith(".." + os.sep):
         raise DatasetError(f"{source}: path {relative!r} escapes the dataset folder {root}", path=root)
+    candidate = Path(root).absolute() / written
+    try:
+        real = candidate.resolve()
+        inside = real.is_relative_to(root.resolve())
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python 3.11's "Symlink loop"
+        raise DatasetError(f"{source}: path {relative!r} cannot be resolved ({' '.join(str(exc).split())})",
+                           path=candidate) from None
+    if not inside and os.environ.get(ALLOW_EXTERNAL_LINKS) != "1":
+        raise DatasetError(f"{source}: {relative!r} is a link to {real}, outside the dataset folder {root}; "
+                           f"set {ALLOW_EXTERNAL_LINKS}=1 to allow links that point outside", path=candidate)
     return candidate
 
 
@@ -197,3 +251,57 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
         )
     return Dataset(root=root, layout=layout, cases=tuple(cases), label_names=label_names,
                    name=str(meta.get("name", root.name)), orphan_labels=orphans)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MEDAL_CACHE_DIR") or Path.home() / ".cache" / "medal")
+
+
+def scan_label_values(dataset: Dataset) -> list[int]:
+    """Every label value in the dataset's label files (255, "not annotated", left out).
+
+    Each file is read once: its values are cached under ``$MEDAL_CACHE_DIR`` (``~/.cache/medal``)
+    keyed by its resolved path, size and modification time, so a changed file is read again and an
+    unreadable one is skipped here (``medal dataset check`` reports it).
+    """
+    import numpy as np
+
+    from .io import load_volume
+
+    key = hashlib.sha256(str(dataset.root.resolve()).encode()).hexdigest()[:16]
+    cache_path = _cache_dir() / "label_values" / f"{key}.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    values: set[int] = set()
+    changed = False
+    for case in dataset.labelled:
+        try:
+            st = os.stat(case.label)
+        except OSError:
+            continue
+        ident = str(Path(case.label).resolve())
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = cache.get(ident)
+        if hit and hit.get("stamp") == stamp:
+            found = hit["values"]
+        else:
+            try:
+                arr = load_volume(case.label).array
+            except DatasetError:
+                continue
+            if not np.issubdtype(arr.dtype, np.integer) and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+                continue
+            found = [int(v) for v in np.unique(arr).tolist()]
+            cache[ident] = {"stamp": stamp, "values": found}
+            changed = True
+        values.update(v for v in found if v != UNLABELED)
+    if changed:
+        try:
+            from .atomic import atomic_write_json
+
+            atomic_write_json(cache_path, cache)
+        except OSError:
+            pass  # a read-only home: scan again next time
+    return sorted(values)

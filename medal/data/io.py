@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import atomic_path, full_suffix
 from .errors import DatasetError
 
-__all__ = ["Volume", "load_volume", "save_volume", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES"]
+__all__ = ["Volume", "load_volume", "save_volume", "volume_shape", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -261,3 +261,26 @@ def save_volume(volume: Volume, path, *, overwrite: bool = True) -> Path:
         with atomic_path(path, overwrite=overwrite) as tmp:
             sitk.WriteImage(img, str(tmp), True)
     return path
+
+
+def volume_shape(path) -> tuple[int, ...]:
+    """The array shape of a volume file from its header alone (no voxel is read)."""
+    path = Path(path)
+    suffix = full_suffix(path).lower()
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            shape = tuple(int(s) for s in nib.load(str(path)).shape)
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            shape = tuple(int(s) for s in reader.GetSize())
+    except Exception as exc:  # noqa: BLE001 - one cause, many exception types: a bad file
+        raise _read_error(path, exc) from exc
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape

@@ -33,13 +33,15 @@ class RegionSpec:
     n_classes: int
     threads: int = 0
     device: str = "cpu"  # unused: region tables run on the CPU
+    label_values: tuple[int, ...] = ()  # the dataset's label values (predictions are written in them)
 
     @classmethod
-    def make(cls, scores_dir, out_dir, cfg, *, n_classes: int):
+    def make(cls, scores_dir, out_dir, cfg, *, n_classes: int, label_map=None):
         from medal.config import config_to_dict
 
         return cls(str(scores_dir), str(out_dir), config_to_dict(cfg.regions), config_to_dict(cfg.costs),
-                   config_to_dict(cfg.data), int(n_classes))
+                   config_to_dict(cfg.data), int(n_classes),
+                   label_values=tuple(label_map.values) if label_map is not None else ())
 
     def make_worker(self) -> "CaseRegions":
         return CaseRegions(self)
@@ -72,7 +74,10 @@ class CaseRegions:
             if kf.is_file() and json.loads(kf.read_text()).get("key") == key and (self.out / f"{case_id}.npz").is_file():
                 return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
             image = image if image is not None else load_volume(image_path)
-            cu = case_units(case_id, image, load_score_maps(sdir, needs), cfg=self.rcfg, cost_model=self.cost_model,
+            from medal.data import LabelMap
+
+            lmap = LabelMap(self.spec.label_values) if self.spec.label_values else None
+            cu = case_units(case_id, image, load_score_maps(sdir, needs, lmap), cfg=self.rcfg, cost_model=self.cost_model,
                             data_cfg=self.dcfg, costs_cfg=self.costs_cfg)
             with atomic_path(self.out / f"{case_id}.npz") as tmp:
                 with open(tmp, "wb") as fh:

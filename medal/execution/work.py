@@ -34,10 +34,13 @@ class ScoreSpec:
     data: dict
     threads: int = 0  # torch CPU threads per worker; 0 = leave torch's default
     device: str = "cpu"
+    label_values: tuple[int, ...] = ()  # the dataset's label values: predictions are written in them
 
     @classmethod
-    def make(cls, checkpoint, out_dir, ucfg: UncertaintyConfig, dcfg: DataConfig, *, threads=0, device="cpu"):
-        return cls(str(checkpoint), str(out_dir), config_to_dict(ucfg), config_to_dict(dcfg), threads, device)
+    def make(cls, checkpoint, out_dir, ucfg: UncertaintyConfig, dcfg: DataConfig, *, threads=0, device="cpu",
+             label_map=None):
+        return cls(str(checkpoint), str(out_dir), config_to_dict(ucfg), config_to_dict(dcfg), threads, device,
+                   tuple(label_map.values) if label_map is not None else ())
 
     def make_worker(self) -> "CaseScorer":
         return CaseScorer(self)
@@ -79,11 +82,17 @@ class CaseScorer:
         self.net = load_checkpoint(spec.checkpoint)[0].to(spec.device)
         self.checkpoint_sha = file_hash(spec.checkpoint)
         self.out = Path(spec.out_dir)
+        from medal.data import LabelMap
+
+        self.label_map = LabelMap(spec.label_values) if spec.label_values else None
 
     def key(self, image_path) -> dict:
         from medal.model import file_hash
 
-        return case_key(file_hash(image_path), self.checkpoint_sha, self.ucfg, self.dcfg)
+        key = case_key(file_hash(image_path), self.checkpoint_sha, self.ucfg, self.dcfg)
+        if self.spec.label_values and list(self.spec.label_values) != list(range(len(self.spec.label_values))):
+            key["label_values"] = list(self.spec.label_values)  # predictions are written in these values
+        return key
 
     def is_done(self, case_id: str, key: dict) -> bool:
         from medal.uncertainty.score import score_paths
@@ -112,7 +121,7 @@ class CaseScorer:
             require_finite(image, str(image_path))
             pred, measures, probs = score_volume(self.net, image, cfg=self.ucfg, data_cfg=self.dcfg,
                                                  device=self.spec.device)
-            write_case_scores(self.out, case_id, image, pred, measures, probs)
+            write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}

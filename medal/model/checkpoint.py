@@ -9,7 +9,7 @@ from pathlib import Path
 from medal.config import ModelConfig, config_from_dict, config_hash, config_to_dict
 from medal.data.atomic import atomic_write_bytes
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "file_hash", "FORMAT"]
+__all__ = ["CheckpointError", "check_checkpoint_labels", "save_checkpoint", "load_checkpoint", "file_hash", "FORMAT"]
 
 FORMAT = "medal-checkpoint/1"
 
@@ -65,7 +65,15 @@ def load_checkpoint(path, *, expected: ModelConfig | None = None, map_location="
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        text = str(exc)
+        if "Unsupported global" in text:
+            # torch's message goes on to suggest loading with weights_only=False: never pass that on
+            raise CheckpointError(f"{path}: refused: the file holds Python objects beyond tensors and plain values, "
+                                  "which medal never unpickles (weights_only loading); it is not a medal checkpoint "
+                                  "or it was tampered with") from None
+        detail = "its content is not a checkpoint" if "weights_only" in text or "Weights" in text else \
+            (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected format {FORMAT!r}, got {got!r}")
@@ -84,3 +92,25 @@ def load_checkpoint(path, *, expected: ModelConfig | None = None, map_location="
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({exc})") from exc
     return net, cfg, payload
+
+
+def check_checkpoint_labels(payload: dict, label_map, path, *, n_classes: int | None = None) -> None:
+    """Refuse a checkpoint trained for other classes than the dataset's, naming both.
+
+    A checkpoint records the label values it was trained for (``meta.label_values``); an older one
+    is checked by its number of output classes only.
+    """
+    if label_map is None and n_classes is None:
+        return
+    want_n = label_map.n_classes if label_map is not None else n_classes
+    meta = payload.get("meta", {}) or {}
+    have = meta.get("label_values")
+    out = int(payload.get("out_channels", 0))
+    if have is not None and label_map is not None and list(have) != list(label_map.values):
+        raise CheckpointError(f"{path}: trained for label values {list(have)} ({len(have)} classes) but the dataset's "
+                              f"labels are {list(label_map.values)} ({label_map.n_classes} classes); train a model "
+                              "for this dataset")
+    if out != want_n:
+        what = f"label values {list(label_map.values)}" if label_map is not None else f"{want_n} classes"
+        raise CheckpointError(f"{path}: has {out} output classes but the dataset has {want_n} ({what}); train a "
+                              "model for this dataset")

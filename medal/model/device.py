@@ -12,5 +12,6 @@ def resolve_device(name: str = "auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine; use device: auto "
+                         "(or cpu) in the config's training / uncertainty section")
     return torch.device(name)

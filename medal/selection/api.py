@@ -7,6 +7,7 @@ is reported and skipped; the others are used.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,12 @@ from medal.regions import RegionTable, region_table, resolve_axis, slice_units, 
 from medal.selection.strategies import Selection, select
 from medal.tasks import Task, TaskList, write_tasks
 
-__all__ = ["CaseUnits", "case_units", "candidate_table", "load_score_maps", "select_round", "RoundSelection"]
+__all__ = ["CaseUnits", "NothingFitsError", "case_units", "candidate_table", "load_score_maps", "select_round",
+           "RoundSelection"]
+
+
+class NothingFitsError(ValueError):
+    """No candidate unit fits the budget: the message names the cheapest unit and what to do."""
 
 _FEATURE_PREFIXES = ("boundary_mm_", "components_", "area_mm2_")
 
@@ -39,6 +45,7 @@ class RoundSelection:
     selection: Selection
     skipped: dict[str, str] = field(default_factory=dict)
     calibration: CostCalibration | None = None
+    fallback: str | None = None
 
     def summary(self) -> str:
         s = self.selection
@@ -61,17 +68,20 @@ class RoundSelection:
         if c is not None and c.method != "none":
             how = (f"x{c.scale:.2f} + {c.offset:.1f} s" if c.method in ("scale", "ratio") else "refitted cost model")
             lines.append(f"  predicted seconds calibrated on {c.n_tasks} logged task(s) of {', '.join(c.rounds)} ({how})")
+        if self.fallback:
+            lines.append(f"  NOTE: {self.fallback}")
         for cid, err in self.skipped.items():
             lines.append(f"  SKIPPED [{cid}] {err}")
         lines.append(f"  tasks written to {self.tasks_path}")
         return "\n".join(lines)
 
 
-def load_score_maps(case_dir, names) -> dict[str, np.ndarray]:
+def load_score_maps(case_dir, names, label_map=None) -> dict[str, np.ndarray]:
     """A case's score volumes by stem (``prediction``, ``probs`` as ``(C, Z, Y, X)``, measures...).
 
     ``names`` lists the measures needed; ``prediction`` is always read and ``probs`` whenever it exists.
-    A missing needed volume raises :class:`DatasetError` naming the file.
+    With ``label_map`` the prediction (written in the dataset's label values) comes back as class
+    indices, the order of ``probs``. A missing needed volume raises :class:`DatasetError` naming the file.
     """
     from medal.uncertainty.score import load_probs
 
@@ -82,6 +92,11 @@ def load_score_maps(case_dir, names) -> dict[str, np.ndarray]:
         if not path.exists():
             raise DatasetError(f"{path}: score volume not found (needed by the configured value)", path=path)
         maps[name] = load_volume(path).array
+    if label_map is not None:
+        try:
+            maps["prediction"] = label_map.to_index(maps["prediction"], where=str(case_dir / "prediction.nii.gz"))
+        except ValueError as exc:
+            raise DatasetError(str(exc), path=case_dir / "prediction.nii.gz") from None
     probs_path = case_dir / "probs.nii.gz"
     if probs_path.exists():
         maps["probs"] = load_probs(probs_path)
@@ -112,6 +127,9 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
     for name, vol in maps.items():
         if np.shape(vol)[-3:] != image.shape:
             raise DatasetError(f"{case_id}: score volume {name!r} has shape {np.shape(vol)} but the image is {image.shape}")
+    if "probs" in maps and maps["probs"].shape[0] != cost_model.n_classes:
+        raise DatasetError(f"{case_id}: probs.nii.gz has {maps['probs'].shape[0]} classes but the dataset has "
+                           f"{cost_model.n_classes}; score the pool with a model trained for this dataset")
     axes = [resolve_axis(int(a) if a.isdigit() else a, image.orientation) for a in cfg.axes]
     if cfg.kind == "slice":
         unit_volumes = [(a, slice_units(image.shape, axis=a)) for a in axes]
@@ -165,7 +183,7 @@ def candidate_table(dataset: Dataset, scores_dir, *, regions_cfg: RegionsConfig,
             continue  # not scored (e.g. fully labelled): not a candidate
         try:
             image = load_volume(case.image)
-            maps = load_score_maps(case_dir, needs)
+            maps = load_score_maps(case_dir, needs, dataset.label_map)
             labels = None
             if labels_dir is not None:
                 found = [p for p in Path(labels_dir).glob(f"{case.case_id}.nii*") if not p.name.startswith(".")]
@@ -210,11 +228,14 @@ def tasks_from_selection(dataset: Dataset, table: RegionTable, selection: Select
 def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: RegionsConfig, costs_cfg: CostsConfig,
                  selection_cfg: SelectionConfig, labels_dir=None, data_cfg: DataConfig | None = None,
                  progress: bool = False, overwrite: bool = False, round_index: int = 0,
-                 earlier_rounds=()) -> RoundSelection:
+                 earlier_rounds=(), allow_empty: bool = False, meta: dict | None = None) -> RoundSelection:
     """Build candidates from score volumes, choose within budget, write ``round_dir/tasks.json``.
 
     ``earlier_rounds``: round folders whose finished tasks (``tasks.json`` + ``annotation_log.jsonl``)
     calibrate the predicted seconds (``costs.calibration``). ``round_index`` sets the noise schedule.
+    When nothing fits the budget: with ``selection.fallback: supervoxel`` slices give way to
+    supervoxels (said in the summary and the file); otherwise :class:`NothingFitsError`, unless
+    ``allow_empty`` (then an empty ``tasks.json`` is written). ``meta``: extra fields for tasks.json.
     """
     from medal.costs import calibration_pairs, fit_calibration
 
@@ -222,7 +243,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     tasks_path = round_dir / "tasks.json"
     if tasks_path.exists() and not overwrite:
         raise FileExistsError(f"{tasks_path}: exists and an expert may be working on it; pass --overwrite (overwrite=True) to replace it")
-    n_classes = max(len(dataset.label_names), 2)
+    n_classes = dataset.n_classes
     cost_model = CostModel.load(costs_cfg.model) if costs_cfg.model else CostModel.default(n_classes)
     if cost_model.n_classes != n_classes:
         raise ValueError(f"{costs_cfg.model}: cost model has {cost_model.n_classes} classes, dataset has {n_classes}")
@@ -236,6 +257,26 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         raise ValueError(f"{scores_dir}: no case has score volumes to select from"
                          + (f" ({len(skipped)} skipped: {next(iter(skipped.values()))})" if skipped else ""))
     sel = select(table, selection_cfg, round_index=round_index)
+    fallback = None
+    if not len(sel.indices):
+        cheapest = _cheapest(table, selection_cfg)
+        if regions_cfg.kind == "slice" and selection_cfg.fallback == "supervoxel":
+            sv_cfg = dataclasses.replace(regions_cfg, kind="supervoxel")
+            sv_table, sv_cases, _ = candidate_table(dataset, scores_dir, regions_cfg=sv_cfg, cost_model=cost_model,
+                                                    labels_dir=labels_dir, data_cfg=data_cfg, costs_cfg=costs_cfg,
+                                                    calibration=calibration, progress=progress)
+            sv_sel = select(sv_table, selection_cfg, round_index=round_index) if len(sv_table) else None
+            if sv_sel is not None and len(sv_sel.indices):
+                fallback = (f"no slice fits the {sel.budget_s:.0f} s budget (the cheapest is predicted at "
+                            f"{cheapest:.0f} s): chose supervoxels instead")
+                table, per_case, sel, regions_cfg = sv_table, sv_cases, sv_sel, sv_cfg
+        if fallback is None and not allow_empty:
+            unit = "slice" if regions_cfg.kind == "slice" else "supervoxel"
+            raise NothingFitsError(
+                f"nothing fits the {sel.budget_s:.0f} s budget: the cheapest {unit} is predicted at {cheapest:.0f} s"
+                + ("" if regions_cfg.kind == "supervoxel" else
+                   "; use supervoxels (--kind supervoxel, or selection.fallback: supervoxel)")
+                + ", a larger budget (--budget), or fewer classes per task (a cost model for this dataset)")
     tasks = tasks_from_selection(dataset, table, sel, per_case, round_dir)
     write_tasks(tasks_path, tasks, dataset_root=dataset.root, meta={
         "strategy": sel.strategy, "budget_s": sel.budget_s, "predicted_s": sel.spent_s, "value": sel.value,
@@ -243,5 +284,10 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         "cost_calibration": calibration.to_json(), "beta": sel.beta, "class_shares": sel.shares,
         "round_index": round_index, "scores_dir": str(Path(scores_dir).resolve()),
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
-        "costs": config_to_dict(costs_cfg), "skipped": skipped})
-    return RoundSelection(tasks_path, table, sel, skipped, calibration)
+        "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback, **(meta or {})})
+    return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback)
+
+
+def _cheapest(table: RegionTable, cfg: SelectionConfig) -> float:
+    rows = table["annotated_fraction"] <= cfg.skip_annotated_above
+    return float(table["cost"][rows].min()) if rows.any() else float("nan")

@@ -44,7 +44,10 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
     ground truth's effort features), the same rows the napari plugin writes for an expert, so cost
     calibration reads a simulated round like a real one.
     """
+    from medal.tasks import validate_tasks
+
     out_dir = Path(out_dir)
+    validate_tasks(tasks, dataset)
     by_case: dict[str, list] = {}
     for t in tasks.tasks:
         if t.status == "todo":
@@ -56,12 +59,13 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
         if case.label is None:
             raise ValueError(f"{cid}: the oracle needs a ground-truth label")
         truth = load_volume(case.label)
+        truth_index = dataset.label_map.to_index(truth.array, where=dataset.relative(case.label))
         ann = empty_partial_labels(truth.shape)
         for t in group:
             m = unit_mask(t, truth.shape, tasks)
             ann[m] = truth.array[m]
             units = m.astype(np.int32)
-            feats = effort_features(units, truth.array, axis=t.axis, spacing=truth.spacing,
+            feats = effort_features(units, truth_index, axis=t.axis, spacing=truth.spacing,
                                     n_classes=cost_model.n_classes, ids=np.array([1]))
             per_task[t.task_id] = float(cost_model.predict(feats)[0])
             t.status = "done"
@@ -89,5 +93,6 @@ def full_annotation_cost(dataset: Dataset, case_ids, *, axis_name: str, cost_mod
         truth = load_volume(dataset.case(cid).label)
         axis = resolve_axis(int(axis_name) if axis_name.isdigit() else axis_name, truth.orientation)
         units = slice_units(truth.shape, axis=axis)
-        total += float(true_costs(units, truth.array, axis=axis, spacing=truth.spacing, cost_model=cost_model).sum())
+        index = dataset.label_map.to_index(truth.array, where=dataset.relative(dataset.case(cid).label))
+        total += float(true_costs(units, index, axis=axis, spacing=truth.spacing, cost_model=cost_model).sum())
     return total

@@ -66,7 +66,7 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     from medal.uncertainty.inference import predict_probs
 
     net = load_checkpoint(checkpoint)[0]
-    n = max(len(dataset.label_names), 2)
+    n = dataset.n_classes
     scores = []
     for cid in test:
         case = dataset.case(cid)
@@ -77,7 +77,7 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
                                     clip_percentiles=cfg.data.clip_percentiles)
             truth = load_volume(case.label).array
         pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size).argmax(0)
-        scores.append(dice_per_class(pred, truth, n))
+        scores.append(dice_per_class(pred, dataset.label_map.to_index(truth, where=dataset.relative(case.label)), n))
     return np.mean(scores, axis=0)
 
 
@@ -128,8 +128,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
                          axis=cfg.regions.axes[0], overwrite=True)
         return
     # random units, charged at their true cost: the truth stands in for the prediction
-    sub = Dataset(dataset.root, dataset.layout, tuple(c for c in dataset.cases if c.case_id in set(pool)),
-                  dataset.label_names, dataset.name)
+    sub = dataset.subset(pool)
     scores = cache / "truth_scores"
     for c in sub.cases:
         d = scores / c.case_id
@@ -223,10 +222,10 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     sim = cfg.simulation
     workers = max(1, workers if workers is not None else sim.workers)
     pool, test = split_cases(dataset, sim)
-    n = max(len(dataset.label_names), 2)
+    n = dataset.n_classes
     cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(n)
     full = full_annotation_cost(dataset, pool, axis_name=cfg.regions.axes[0], cost_model=cost_model)
-    names = [dataset.label_names.get(c, str(c)) for c in range(1, n)]
+    names = [dataset.label_map.name(v) for v in dataset.label_map.values[1:]]
     fields = CSV_FIELDS + [f"dice_{name}" for name in names]
     meta = {"pool": pool, "test": test, "full_annotation_cost_s": full, "class_names": names,
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medal.data.atomic import atomic_write_json
 
-__all__ = ["Task", "TaskList", "TaskError", "read_tasks", "write_tasks", "STATUSES", "FORMAT"]
+__all__ = ["Task", "TaskList", "TaskError", "read_tasks", "validate_tasks", "write_tasks", "STATUSES", "FORMAT"]
 
 FORMAT = "medal-tasks/1"
 STATUSES = ("todo", "done", "skipped")
@@ -118,6 +119,9 @@ def _task_from(d, n: int, where: str, root: Path, base: Path) -> Task:
         raise TaskError(f"{name}: slice index {d['index']} lies outside its bbox {bbox}")
     if d["kind"] == "supervoxel" and (d["supervoxel"] < 1 or not isinstance(d.get("mask"), str)):
         raise TaskError(f"{name}: a supervoxel task needs supervoxel >= 1 and a mask path")
+    for k in ("score", "predicted_cost_s"):
+        if not math.isfinite(d[k]):
+            raise TaskError(f"{name}: field {k!r} must be a finite number, got {d[k]!r}")
     if d["predicted_cost_s"] < 0:
         raise TaskError(f"{name}: predicted_cost_s must be >= 0, got {d['predicted_cost_s']}")
     _inside(root, d["image"], f"{name}: image")
@@ -171,3 +175,38 @@ def write_tasks(path, tasks: TaskList | list[Task], *, dataset_root=None, meta: 
     body.update({k: v for k, v in (meta or {}).items() if k not in ("format", "dataset_root", "tasks")})
     body["tasks"] = [asdict(t) for t in tasks]
     return atomic_write_json(path, body)
+
+
+def validate_tasks(tasks: TaskList, dataset) -> None:
+    """Check every task against the dataset and its image: the case exists, the task's image is that
+    case's image, and the slice index / box lie inside the volume. Raises :class:`TaskError` listing
+    the problems (each naming the task), so a stale or hand-edited file never reaches a viewer or an
+    annotator as if it were fine."""
+    from medal.data import DatasetError, volume_shape
+
+    where = str(tasks.path) if tasks.path is not None else "tasks"
+    problems, shapes = [], {}
+    for t in tasks.tasks:
+        name = f"task {t.task_id} ({t.label})"
+        try:
+            case = dataset.case(t.case_id)
+        except KeyError:
+            problems.append(f"{name}: no case {t.case_id!r} in the dataset {dataset.root}")
+            continue
+        if tasks.image_path(t).resolve() != Path(case.image).resolve():
+            problems.append(f"{name}: image {t.image!r} is not case {t.case_id}'s image {dataset.relative(case.image)!r}")
+            continue
+        if t.case_id not in shapes:
+            try:
+                shapes[t.case_id] = volume_shape(case.image)
+            except DatasetError as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+        shape = shapes[t.case_id]
+        if t.kind == "slice" and not 0 <= t.index < shape[t.axis]:
+            problems.append(f"{name}: slice {t.index} along axis {t.axis} is outside the volume (shape {shape})")
+        elif any(hi > n for hi, n in zip(t.bbox[1], shape)):
+            problems.append(f"{name}: box {t.bbox} reaches outside the volume (shape {shape})")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise TaskError(f"{where}: " + "; ".join(problems[:3]) + more)

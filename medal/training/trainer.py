@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import DataConfig, ModelConfig, TrainingConfig
-from medal.data import Dataset, annotated_mask, load_case, load_volume, normalize_intensity
+from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume, normalize_intensity
 from medal.training.metrics import dice_per_class
 from medal.training.sampling import AnnotatedIndex, sample_patch
 
@@ -43,11 +43,13 @@ class TrainResult:
 
 
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
-                  cache=None) -> list[TrainItem]:
+                  cache=None, skipped: dict | None = None) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from.
+    ``skipped``: a dict to record bad cases in (``{case_id: message}``) and go on past them; without
+    it the first bad case raises :class:`~medal.data.DatasetError`.
     """
     items = []
     for case in dataset.cases:
@@ -60,12 +62,22 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
             case = Case(case.case_id, case.image, found[0] if found else None, case.split)
         if case.label is None:
             continue
-        image, label = load_case(case, dataset, cache=cache)
-        if not annotated_mask(label.array).any():
+        try:
+            image, label = load_case(case, dataset, cache=cache)
+            if not annotated_mask(label.array).any():
+                continue
+            try:
+                index = dataset.label_map.to_index(label.array, where=dataset.relative(case.label))
+            except ValueError as exc:
+                raise DatasetError(str(exc), path=case.label) from None
+            x = cache.normalized(case.image, data_cfg) if cache is not None else \
+                normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+        except DatasetError as exc:
+            if skipped is None:
+                raise
+            skipped[case.case_id] = str(exc)
             continue
-        x = cache.normalized(case.image, data_cfg) if cache is not None else \
-            normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
-        items.append(TrainItem(case.case_id, x, np.asarray(label.array, dtype=np.uint8)))
+        items.append(TrainItem(case.case_id, x, index))
     return items
 
 
@@ -102,17 +114,19 @@ def validate(net, items, n_classes: int, *, roi_size, device) -> float:
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
                 train_cfg: TrainingConfig, init=None, checkpoint=None, progress: bool = True,
-                log=None) -> TrainResult:
+                log=None, label_map=None) -> TrainResult:
     """Train from (partial) labels; returns the best net by validation Dice.
 
     ``init``: a checkpoint to warm-start from (its model config must equal ``model_cfg``).
     ``checkpoint``: where to write the best weights (atomically), with the history in its meta.
+    ``label_map``: the dataset's :class:`~medal.data.LabelMap`, recorded in the checkpoint (and the
+    warm-start checkpoint must have been trained for the same labels).
     Same seed, same data, same device -> the same weights.
     """
     import torch
     from tqdm import tqdm
 
-    from medal.model import build_model, load_checkpoint, save_checkpoint
+    from medal.model import build_model, check_checkpoint_labels, load_checkpoint, save_checkpoint
     from medal.model.device import resolve_device
     from medal.training.loss import masked_dice_ce
 
@@ -127,7 +141,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     torch.manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
     if init is not None:
-        net = load_checkpoint(init, expected=model_cfg)[0]
+        net, _, payload = load_checkpoint(init, expected=model_cfg)
+        check_checkpoint_labels(payload, label_map, init, n_classes=n_classes)
     else:
         net = build_model(model_cfg, in_channels=1, out_channels=n_classes)
     net.to(device)
@@ -175,6 +190,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
                 "best_val_dice": float(best) if val_items else -1.0,
                 "train_cases": result.train_cases, "val_cases": result.val_cases, "seed": train_cfg.seed,
                 "warm_start": str(init) if init is not None else ""}
+        if label_map is not None:
+            meta["label_values"] = list(label_map.values)
+            meta["label_names"] = [label_map.name(v) for v in label_map.values]
         result.checkpoint = save_checkpoint(checkpoint, net.cpu(), model_cfg, in_channels=1, out_channels=n_classes,
                                             meta=meta)
         net.to(device)

@@ -88,11 +88,12 @@ def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataCo
 
 
 def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarray, measures: dict,
-                      probs: np.ndarray | None = None) -> dict[str, Path]:
-    """Write one case's prediction (uint8), measures (float32) and mean probabilities on the image's
-    grid, atomically."""
+                      probs: np.ndarray | None = None, label_map=None) -> dict[str, Path]:
+    """Write one case's prediction (uint8, in the dataset's label values when ``label_map`` is given),
+    measures (float32) and mean probabilities (class-index order) on the image's grid, atomically."""
     paths = score_paths(out_dir, case_id, list(measures))
-    save_volume(image.with_array(prediction.astype(np.uint8)), paths["prediction"])
+    pred = label_map.to_values(prediction) if label_map is not None else prediction.astype(np.uint8)
+    save_volume(image.with_array(pred), paths["prediction"])
     for name, vol in measures.items():
         save_volume(image.with_array(vol.astype(np.float32)), paths[name])
     if probs is not None:
@@ -103,7 +104,7 @@ def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarr
 
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
-                device="cpu", progress: bool = True, cache=None) -> ScoreReport:
+                device="cpu", progress: bool = True, cache=None, label_map=None) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
 
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
@@ -121,7 +122,7 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
         except (DatasetError, ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
             report.failures[case.case_id] = f"{type(exc).__name__}: {exc}"
             continue
-        paths = write_case_scores(out_dir, case.case_id, image, pred, measures, probs)
+        paths = write_case_scores(out_dir, case.case_id, image, pred, measures, probs, label_map=label_map)
         report.scored[case.case_id] = {k: str(p.relative_to(out_dir)) for k, p in paths.items()}
     atomic_write_json(out_dir / "scores" / "scores.json", {
         "checkpoint_sha256": checkpoint_hash,

@@ -150,8 +150,15 @@ def test_navigation_order_plane_and_value_checks():
     region[0, 0, 0] = True
     assert task_plane(sv, (slice(0, 3), slice(0, 3), slice(2, 6)), region) == 4
     assert task_plane(tasks[0], None, None) == 3
-    assert bad_values(np.array([0, 1, 2]), {0: "bg", 1: "a", 2: "b"}, 3) is None
-    assert "[7]" in bad_values(np.array([0, 7]), {0: "bg", 1: "a", 2: "b"}, 3)
+    from medal.data import LabelMap
+
+    three = LabelMap((0, 1, 2), {0: "bg", 1: "a", 2: "b"})
+    assert bad_values(np.array([0, 1, 2]), three) is None
+    assert "[7]" in bad_values(np.array([0, 7]), three)
+    sparse = LabelMap((0, 17, 42), {17: "liver"})  # sparse values as a dataset declares them
+    assert bad_values(np.array([0, 17, 42]), sparse) is None
+    msg = bad_values(np.array([0, 1, 17]), sparse)
+    assert "[1]" in msg and "17 liver" in msg
 
 
 def test_log_record_measures_what_was_painted():
@@ -163,10 +170,17 @@ def test_log_record_measures_what_was_painted():
     region = np.ones((10, 10, 1), bool)
     values = np.zeros((10, 10, 1), np.uint8)
     values[2:5, 2:6, 0] = 1  # a 3x4 rectangle of class 1
-    rec = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), n_classes=3, seconds=12.34567, user="u")
+    from medal.data import LabelMap
+
+    rec = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), label_map=LabelMap((0, 1, 2)), seconds=12.34567,
+                     user="u")
     assert set(feature_names(3)) <= set(rec)
     assert rec["area_mm2_1"] == 12 * 0.5 and rec["components_1"] == 1 and rec["area_mm2_2"] == 0
     assert rec["boundary_mm_1"] == 2 * 4 * 1.0 + 2 * 3 * 0.5 and rec["seconds"] == 12.346 and rec["user"] == "u"
+    # sparse label values: features are counted per class index (value 42 is the second class)
+    sparse = log_record(_task(), region, np.where(values == 1, 42, 0).astype(np.uint8), spacing=(0.5, 1.0, 2.0),
+                        label_map=LabelMap((0, 17, 42)), seconds=1.0)
+    assert sparse["area_mm2_2"] == 12 * 0.5 and sparse["area_mm2_1"] == 0
 
 
 def test_case_labels_keep_finished_and_unfinished_work_apart(tmp_path):

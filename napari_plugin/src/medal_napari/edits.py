@@ -84,19 +84,21 @@ def neighbour(order: list[int], current: int | None, statuses: list[str], step: 
     return None
 
 
-def bad_values(values: np.ndarray, label_names: dict[int, str], n_classes: int) -> str | None:
-    """A message if painted ``values`` hold a value that is not a class of the dataset, else None."""
-    bad = sorted(set(np.unique(values).tolist()) - set(range(n_classes)))
+def bad_values(values: np.ndarray, label_map) -> str | None:
+    """A message if painted ``values`` hold a value that is not a label of the dataset, else None."""
+    bad = sorted(set(np.unique(values).tolist()) - set(label_map.values))
     if not bad:
         return None
-    names = ", ".join(f"{k} {v}" for k, v in sorted(label_names.items()))
-    return f"label value(s) {bad} are not classes of this dataset ({names}); repaint them first"
+    names = ", ".join(f"{k} {label_map.name(k)}" for k in label_map.values)
+    return f"label value(s) {bad} are not labels of this dataset ({names}); repaint them first"
 
 
-def log_record(task: Task, region: np.ndarray, values: np.ndarray, *, spacing, n_classes: int, seconds: float,
+def log_record(task: Task, region: np.ndarray, values: np.ndarray, *, spacing, label_map, seconds: float,
                **extra) -> dict:
-    """One annotation-log line: active seconds and the effort features of what was painted in the region."""
-    painted = np.where(region, values, 0)
+    """One annotation-log line: active seconds and the effort features of what was painted in the region
+    (features are per class index, as the cost model counts them)."""
+    painted = label_map.to_index(np.where(region, values, 0), where=f"task {task.task_id}")
+    n_classes = label_map.n_classes
     feats = effort_features(region.astype(np.int32), painted, axis=task.axis, spacing=spacing,
                             n_classes=n_classes, ids=np.array([1]))
     record = {k: float(v[0]) for k, v in feats.items()}

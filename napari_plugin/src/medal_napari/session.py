@@ -294,8 +294,7 @@ class AnnotationSession:
     # ------------------------------------------------------------------ statuses
     def _check_values(self) -> str | None:
         sl, region = self._region
-        return edits.bad_values(np.asarray(self._labels_data()[sl])[region], self.store.label_names,
-                                self.store.n_classes)
+        return edits.bad_values(np.asarray(self._labels_data()[sl])[region], self.store.label_map)
 
     def mark_done(self, advance: bool = True) -> bool:
         task = self.task
@@ -353,7 +352,7 @@ class AnnotationSession:
     def _log(self, task: Task, seconds: float) -> None:
         sl, region = self._region
         record = edits.log_record(task, region, np.asarray(self._labels_data()[sl]),
-                                  spacing=self._entry.data.image.spacing, n_classes=self.store.n_classes,
+                                  spacing=self._entry.data.image.spacing, label_map=self.store.label_map,
                                   seconds=seconds, user=self.user, round=str(self.store.round_dir.resolve()),
                                   idle_s=self.timer.idle_s)
         try:

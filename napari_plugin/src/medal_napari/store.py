@@ -26,7 +26,7 @@ import numpy as np
 
 from medal.data import UNLABELED, DatasetError, Volume, atomic_write_json, load_dataset, load_volume
 from medal.data.slabs import SlabNifti
-from medal.tasks import Task, TaskError, TaskList, read_tasks, write_tasks
+from medal.tasks import Task, TaskError, TaskList, read_tasks, validate_tasks, write_tasks
 
 __all__ = ["AnnotationFileError", "CaseData", "CaseLabels", "RoundStore", "PALETTE", "find_tasks_file"]
 
@@ -120,7 +120,8 @@ class RoundStore:
             raise AnnotationFileError(str(exc)) from exc
         try:
             self.dataset = load_dataset(self.tasklist.dataset_root)
-        except DatasetError as exc:
+            validate_tasks(self.tasklist, self.dataset)  # stale or hand-edited tasks never reach the viewer
+        except (DatasetError, TaskError) as exc:
             raise AnnotationFileError(str(exc)) from exc
         self.ann_dir = self.round_dir / "annotations"
         self.draft_dir = self.round_dir / "drafts"
@@ -128,8 +129,9 @@ class RoundStore:
         meta = self.tasklist.meta
         self.scores_dir = Path(meta["scores_dir"]) if meta.get("scores_dir") else self.round_dir / "scores"
         self.measure = str((meta.get("regions") or {}).get("measure", "") or "")
-        self.n_classes = max(len(self.dataset.label_names), 2)
-        self.label_names = dict(self.dataset.label_names) or {0: "background", 1: "foreground"}
+        self.label_map = self.dataset.label_map
+        self.n_classes = self.label_map.n_classes
+        self.label_names = {v: self.label_map.name(v) for v in self.label_map.values}
         self.label_colors = self._colors()
         self.progress: dict[str, dict] = {}  # case_id -> {"tasks": {task_id: {...}}}
         self._axis_codes: dict[str, str] = {}

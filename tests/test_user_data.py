@@ -1,0 +1,342 @@
+"""Datasets as users bring them, and bad input as users make it: every case on disk, through the CLI.
+
+Each run checks the exit code, a one-line message naming the file or key, that no Python traceback
+reached the user, and (for batch commands) that the other cases were processed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from medal.data import LabelMap, load_dataset, load_volume, sample_dataset, save_volume
+from medal.testing import SPARSE_LABELS, write_sparse_label_dataset
+
+TINY = {"model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+        "training": {"patch_size": [16, 16, 16], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 3,
+                     "val_fraction": 0.0, "num_threads": 1},
+        "uncertainty": {"mc_samples": 2, "roi_size": [16, 16, 16]},
+        "selection": {"budget_s": 3000.0}}
+
+
+def medal(*args, env=None):
+    out = subprocess.run([sys.executable, "-m", "medal.cli", *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    assert "Traceback" not in out.stderr and "Traceback" not in out.stdout, out.stderr
+    return out
+
+
+def one_error_line(out) -> str:
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("medal: error:")]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def sample_cases():
+    return load_dataset(sample_dataset()).cases
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_label_map_round_trips_sparse_values():
+    m = LabelMap((0, 3, 17, 42, 99, 117), SPARSE_LABELS)
+    arr = np.array([[0, 3], [117, 255]], np.uint8)
+    idx = m.to_index(arr)
+    assert idx.tolist() == [[0, 1], [5, 255]] and m.to_values(idx).tolist() == arr.tolist()
+    with pytest.raises(ValueError, match=r"x: label values \[4\] are not among the dataset's \[0, 3, 17, 42, 99, 117\]"):
+        m.to_index(np.array([4]), where="x")
+    with pytest.raises(ValueError, match="start with 0"):
+        LabelMap((1, 2))
+
+
+def test_plain_folder_of_the_sample_trains_with_scanned_labels(tmp_path, sample_cases, tiny_cfg):
+    """The bundled sample laid out as a plain folder (no dataset.json): the label values are found by
+    scanning, reported by `dataset check`, and training no longer crashes on `Target 2`."""
+    root = tmp_path / "plain"
+    for case in sample_cases[:3]:
+        save_volume(load_volume(case.image), root / f"{case.case_id}.nii.gz")
+        save_volume(load_volume(case.label), root / "labels" / f"{case.case_id}.nii.gz")
+    out = medal("dataset", "check", root)
+    assert out.returncode == 0, out.stderr
+    assert "label values found in the label files: 0, 1, 2" in out.stdout
+    assert load_dataset(root).label_map.values == (0, 1, 2)
+    out = medal("train", root, "--config", tiny_cfg, "--out", tmp_path / "m.pt")
+    assert out.returncode == 0, out.stderr
+    import torch
+
+    meta = torch.load(tmp_path / "m.pt", weights_only=True)["meta"]
+    assert meta["label_values"] == [0, 1, 2] and torch.load(tmp_path / "m.pt", weights_only=True)["out_channels"] == 3
+
+
+def test_sparse_multiclass_two_rounds_end_to_end(tmp_path, sample_cases, tiny_cfg):
+    """Six classes with values 0, 3, 17, 42, 99, 117: two `medal round`s with `medal ingest` between,
+    and every prediction and annotation carries the dataset's own values."""
+    from medal.simulation import oracle_annotate
+    from medal.costs import CostModel
+    from medal.tasks import read_tasks
+
+    ds_root = write_sparse_label_dataset(tmp_path / "sparse", sample_cases[:4])
+    ds = load_dataset(ds_root)
+    assert ds.label_map.values == (0, 3, 17, 42, 99, 117) and ds.n_classes == 6
+    out = medal("dataset", "check", ds_root)
+    assert out.returncode == 0, out.stderr
+    assert "labels: 0=background, 3=rim, 17=anterior, 42=posterior, 99=bright, 117=dark" in out.stdout
+    # first labels: three slices of each case, from the truth
+    run = tmp_path / "run"
+    for case in ds.cases:
+        lab = load_volume(case.label)
+        part = np.full(lab.shape, 255, np.uint8)
+        part[:, :, ::8] = lab.array[:, :, ::8]
+        save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+    for index in (0, 1):
+        out = medal("round", ds_root, "--run", run, "--index", index, "--config", tiny_cfg)
+        assert out.returncode == 0, out.stderr
+        rd = run / f"round_{index:03d}"
+        for case in ds.cases:
+            pred = np.unique(load_volume(rd / "scores" / case.case_id / "prediction.nii.gz").array)
+            assert set(pred.tolist()) <= set(SPARSE_LABELS), pred
+        tl = read_tasks(rd / "tasks.json")
+        assert tl.tasks
+        oracle_annotate(tl, ds, rd / "annotations", cost_model=CostModel.default(6))
+        out = medal("ingest", ds_root, "--run", run, "--round", rd)
+        assert out.returncode == 0, out.stderr
+    merged = load_volume(run / "labels" / f"{ds.cases[0].case_id}.nii.gz").array
+    assert set(np.unique(merged).tolist()) <= set(SPARSE_LABELS) | {255}
+    # a checkpoint of another label set is refused, naming both
+    other = tmp_path / "other"
+    for case in sample_cases[:2]:
+        save_volume(load_volume(case.image), other / f"{case.case_id}.nii.gz")
+        save_volume(load_volume(case.label), other / "labels" / f"{case.case_id}.nii.gz")
+    out = medal("score", other, "--checkpoint", run / "round_001" / "model.pt", "--out", tmp_path / "s")
+    msg = one_error_line(out)
+    assert out.returncode == 1 and "model.pt: trained for label values [0, 3, 17, 42, 99, 117] (6 classes)" in msg
+    assert "[0, 1, 2] (3 classes)" in msg
+
+
+def test_dataset_check_reports_undeclared_values(tmp_path, sample_cases):
+    ds_root = write_sparse_label_dataset(tmp_path / "sparse", sample_cases[:2])
+    meta = json.loads((ds_root / "dataset.json").read_text())
+    del meta["labels"]["99"]
+    (ds_root / "dataset.json").write_text(json.dumps(meta))
+    out = medal("dataset", "check", ds_root)
+    assert out.returncode == 1
+    assert "label values [99] are not in dataset.json labels" in out.stdout
+
+
+def test_config_mistakes_name_the_key(tmp_path, phantom_dataset):
+    cases = [({"training": {"num_threads": -3}}, "training.num_threads: must be >= 0"),
+             ({"regions": {"supervoxel_size_mm": float("inf")}}, "regions.supervoxel_size_mm: expected a finite number"),
+             ({"selection": {"budget_s": float("nan")}}, "selection.budget_s: expected a finite number")]
+    for n, (cfg, expect) in enumerate(cases):
+        path = tmp_path / f"c{n}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        out = medal("train", phantom_dataset, "--config", path, "--out", tmp_path / "m.pt")
+        msg = one_error_line(out)
+        assert out.returncode == 1 and str(path) in msg and expect in msg, msg
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("training:\n  seed: 0 # caf\xe9\n".encode("latin-1"))
+    out = medal("train", phantom_dataset, "--config", bad, "--out", tmp_path / "m.pt")
+    assert out.returncode == 1 and f"{bad}: not a UTF-8 text file" in one_error_line(out)
+
+
+def test_cuda_without_a_gpu_is_a_message(tmp_path, phantom_dataset):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    path = tmp_path / "cuda.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "training": {**TINY["training"], "device": "cuda"}}))
+    out = medal("train", phantom_dataset, "--config", path, "--out", tmp_path / "m.pt")
+    assert out.returncode == 1 and "device 'cuda' requested but CUDA is not available" in one_error_line(out)
+
+
+def test_symlink_loop_and_links(tmp_path, sample_cases, tiny_cfg):
+    root = tmp_path / "ds"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    entries = []
+    for case in sample_cases[:2]:
+        save_volume(load_volume(case.image), root / "imagesTr" / f"{case.case_id}.nii.gz")
+        save_volume(load_volume(case.label), root / "labelsTr" / f"{case.case_id}.nii.gz")
+        entries.append({"image": f"imagesTr/{case.case_id}.nii.gz", "label": f"labelsTr/{case.case_id}.nii.gz"})
+    # a link inside the dataset to a file inside it (nnU-Net raw data laid out without copying): fine
+    os.symlink(root / "imagesTr" / f"{sample_cases[0].case_id}.nii.gz", root / "imagesTr" / "linked_case.nii.gz")
+    meta = {"labels": {"0": "background", "1": "a", "2": "b"},
+            "training": entries + [{"image": "imagesTr/linked_case.nii.gz"}]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    assert "linked_case" in {c.case_id for c in ds.cases}
+    # a link to a file outside the dataset: refused unless allowed
+    outside = tmp_path / "elsewhere.nii.gz"
+    save_volume(load_volume(sample_cases[2].image), outside)
+    os.symlink(outside, root / "imagesTr" / "outside.nii.gz")
+    meta["training"].append({"image": "imagesTr/outside.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(meta))
+    out = medal("dataset", "check", root)
+    assert out.returncode == 1 and "outside.nii.gz' is a link to" in out.stderr + out.stdout
+    assert medal("dataset", "check", root, env={"MEDAL_ALLOW_EXTERNAL_LINKS": "1"}).returncode == 0
+    # a symlink loop: a message from every command, no traceback
+    os.symlink(root / "imagesTr" / "loop_b.nii.gz", root / "imagesTr" / "loop_a.nii.gz")
+    os.symlink(root / "imagesTr" / "loop_a.nii.gz", root / "imagesTr" / "loop_b.nii.gz")
+    meta["training"] = entries + [{"image": "imagesTr/loop_a.nii.gz"}]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for args in (["dataset", "check", root], ["train", root, "--config", tiny_cfg, "--out", tmp_path / "m.pt"],
+                 ["coldstart", root, "--out", tmp_path / "cs", "--budget", "60"]):
+        out = medal(*args)
+        assert out.returncode == 1, (args, out.stderr)
+        assert "loop_a.nii.gz' cannot be resolved" in out.stderr + out.stdout
+
+
+def test_coldstart_bad_budget_and_nan_image(tmp_path, sample_cases):
+    root = tmp_path / "ds"
+    for case in sample_cases[:3]:
+        save_volume(load_volume(case.image), root / f"{case.case_id}.nii.gz")
+    bad = load_volume(sample_cases[3].image)
+    arr = bad.array.astype(np.float32)
+    arr[0, 0, 0] = np.nan
+    save_volume(bad.with_array(arr), root / "nan_case.nii.gz")
+    for budget in ("0", "nan", "-5"):
+        out = medal("coldstart", root, "--out", tmp_path / f"cs{budget}", "--budget", budget)
+        assert out.returncode == 1 and "budget: expected a finite number of seconds > 0" in one_error_line(out)
+        assert not (tmp_path / f"cs{budget}" / "tasks.json").exists()
+    out = medal("coldstart", root, "--out", tmp_path / "cs", "--budget", "120")
+    assert out.returncode == 1  # a case was skipped: said, and the others chosen from
+    assert "SKIPPED [nan_case]" in out.stderr and "nan_case.nii.gz: 1 NaN and 0 Inf intensity values" in out.stderr
+    tasks = json.loads((tmp_path / "cs" / "tasks.json").read_text())["tasks"]
+    assert tasks and "nan_case" not in {t["case_id"] for t in tasks}
+
+
+def test_round_refuses_what_it_should_not_touch(tmp_path, sample_cases, tiny_cfg):
+    ds = sample_dataset()
+    run = tmp_path / "run"
+    case = sample_cases[0]
+    lab = load_volume(case.label)
+    part = np.full(lab.shape, 255, np.uint8)
+    part[:, :, 10] = lab.array[:, :, 10]
+    save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+    out = medal("round", ds, "--run", run, "--index", "0", "--cases", "nope", "--config", tiny_cfg)
+    assert out.returncode == 1 and "no case(s) ['nope']" in one_error_line(out)
+    assert not (run / "round_000").exists()  # a refused round leaves no folder
+    # a cold start's tasks.json in the round folder is never replaced
+    out = medal("coldstart", ds, "--out", run / "round_000", "--budget", "60")
+    assert out.returncode == 0, out.stderr
+    before = (run / "round_000" / "tasks.json").read_bytes()
+    out = medal("round", ds, "--run", run, "--index", "0", "--config", tiny_cfg, "--cases", case.case_id,
+                sample_cases[1].case_id)
+    assert out.returncode == 1 and "written by medal coldstart" in one_error_line(out)
+    assert (run / "round_000" / "tasks.json").read_bytes() == before
+    # a finished round asked for again with another budget: says what differs
+    (run / "round_000" / "tasks.json").unlink()
+    (run / "round_000" / ".model.deadbeef.tmp.pt").write_bytes(b"partial")  # a killed writer's leftover
+    out = medal("round", ds, "--run", run, "--index", "0", "--config", tiny_cfg, "--cases", case.case_id,
+                sample_cases[1].case_id)
+    assert out.returncode == 0, out.stderr
+    assert not (run / "round_000" / ".model.deadbeef.tmp.pt").exists()
+    again = medal("round", ds, "--run", run, "--index", "0", "--config", tiny_cfg, "--cases", case.case_id,
+                  sample_cases[1].case_id)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    out = medal("round", ds, "--run", run, "--index", "0", "--config", tiny_cfg, "--budget", "999", "--cases",
+                case.case_id, sample_cases[1].case_id)
+    msg = one_error_line(out)
+    assert out.returncode == 1 and "this round is finished" in msg and "selection.budget_s: 3000.0 then, 999.0 now" in msg
+
+
+def test_ingest_checks_every_file_and_merges_the_good_ones(tmp_path, sample_cases):
+    ds = sample_dataset()
+    rd = tmp_path / "run" / "round_000"
+    ann = rd / "annotations"
+    good, shifted, wrong_values = sample_cases[0], sample_cases[1], sample_cases[2]
+    for case in (good, shifted, wrong_values):
+        lab = load_volume(case.label)
+        a = np.full(lab.shape, 255, np.uint8)
+        a[:, :, 5] = lab.array[:, :, 5]
+        if case is wrong_values:
+            a[0, 0, 5] = 7
+        vol = lab.with_array(a)
+        if case is shifted:
+            aff = vol.affine.copy()
+            aff[0, 3] += 5.0
+            from medal.data import Volume
+
+            vol = Volume(a, aff)
+        save_volume(vol, ann / f"{case.case_id}.nii.gz")
+    save_volume(load_volume(good.label), ann / "not_a_case.nii.gz")
+    (ann / f".{good.case_id}.1234abcd.tmp.nii.gz").write_bytes(b"half")
+    (ann / f"{good.case_id}.json").write_text("{}")  # the plugin's progress file: not an annotation
+    out = medal("ingest", ds, "--run", tmp_path / "run", "--round", rd)
+    assert out.returncode == 1
+    assert f"{good.case_id}: " in out.stdout and "ingested 1 case(s)" in out.stdout
+    err = out.stderr
+    assert f"SKIPPED {shifted.case_id}.nii.gz:" in err and "affine differs" in err
+    assert f"SKIPPED {wrong_values.case_id}.nii.gz:" in err and "label values [7]" in err
+    assert "SKIPPED not_a_case.nii.gz: no case 'not_a_case'" in err
+    assert "temporary file left by an interrupted save" in err and f"{good.case_id}.json" not in err
+    assert (tmp_path / "run" / "labels" / f"{good.case_id}.nii.gz").is_file()
+    assert not (tmp_path / "run" / "labels" / f"{shifted.case_id}.nii.gz").exists()
+
+
+def test_tasks_are_checked_against_the_images(tmp_path, sample_cases):
+    from medal.tasks import Task, TaskError, read_tasks, validate_tasks, write_tasks
+
+    ds = load_dataset(sample_dataset())
+    case = sample_cases[0]
+    shape = load_volume(case.image).shape
+    rel = ds.relative(case.image)
+
+    def task(**kw):
+        base = dict(task_id="t0", case_id=case.case_id, image=rel, kind="slice", axis=2, index=3, supervoxel=-1,
+                    bbox=[[0, 0, 3], [shape[0], shape[1], 4]], score=1.0, predicted_cost_s=10.0, strategy="x")
+        return Task(**{**base, **kw})
+
+    for bad, expect in [(task(index=shape[2] + 5, bbox=[[0, 0, shape[2] + 5], [shape[0], shape[1], shape[2] + 6]]),
+                         "outside the volume"),
+                        (task(case_id="nope"), "no case 'nope'"),
+                        (task(image=ds.relative(sample_cases[1].image)), "is not case")]:
+        write_tasks(tmp_path / "tasks.json", [bad], dataset_root=ds.root)
+        with pytest.raises(TaskError, match=expect):
+            validate_tasks(read_tasks(tmp_path / "tasks.json"), ds)
+    write_tasks(tmp_path / "tasks.json", [task()], dataset_root=ds.root)
+    text = (tmp_path / "tasks.json").read_text().replace('"score": 1.0', '"score": NaN')
+    (tmp_path / "tasks.json").write_text(text)
+    with pytest.raises(TaskError, match="field 'score' must be a finite number"):
+        read_tasks(tmp_path / "tasks.json")
+
+
+def test_nothing_fits_is_said_and_supervoxels_are_offered(tmp_path, sample_cases):
+    from medal.config import CostsConfig, RegionsConfig, SelectionConfig
+    from medal.selection.api import NothingFitsError, select_round
+    from medal.uncertainty.score import save_probs
+
+    ds = load_dataset(sample_dataset())
+    scores = tmp_path / "scores"
+    for case in sample_cases[:2]:
+        lab = load_volume(case.label)
+        p = np.stack([(lab.array == c).astype(np.float32) for c in range(3)])
+        p = 0.5 * p + 0.5 / 3  # a model unsure everywhere: every slice is expensive
+        save_probs(lab, p, scores / case.case_id / "probs.nii.gz")
+        h = -(p * np.log(p)).sum(0)
+        save_volume(lab.with_array(h.astype(np.float32)), scores / case.case_id / "entropy.nii.gz")
+        save_volume(lab.with_array(lab.array.astype(np.uint8)), scores / case.case_id / "prediction.nii.gz")
+    kw = dict(regions_cfg=RegionsConfig(supervoxel_size_mm=3.0), costs_cfg=CostsConfig(), data_cfg=None)
+    with pytest.raises(NothingFitsError, match=r"nothing fits the 3 s budget: the cheapest slice is predicted at \d+ s"):
+        select_round(ds, scores, tmp_path / "r1", selection_cfg=SelectionConfig(budget_s=3.0, fallback="none"), **kw)
+    table = select_round(ds, scores, tmp_path / "r0", selection_cfg=SelectionConfig(budget_s=1e4), **kw).table
+    cheapest = float(table["cost"].min())
+    # a budget below the cheapest slice: supervoxels are chosen instead, and it is said
+    res = select_round(ds, scores, tmp_path / "r2", selection_cfg=SelectionConfig(budget_s=cheapest - 0.5), **kw)
+    assert res.fallback and "chose supervoxels instead" in res.summary()
+    assert {t["kind"] for t in json.loads((tmp_path / "r2" / "tasks.json").read_text())["tasks"]} == {"supervoxel"}
+    assert json.loads((tmp_path / "r2" / "tasks.json").read_text())["fallback"].startswith("no slice fits")
+    empty = select_round(ds, scores, tmp_path / "r3", selection_cfg=SelectionConfig(budget_s=3.0, fallback="none"),
+                         allow_empty=True, **kw)
+    assert len(empty.selection.indices) == 0 and json.loads((tmp_path / "r3" / "tasks.json").read_text())["tasks"] == []
