@@ -112,6 +112,12 @@ class TrainingConfig:
     # or from scratch for max_epochs
     warm_start: bool = True
     warm_epochs: int = 0
+    # a committee at no extra cost: keep this many snapshots of the weights, evenly spaced over the
+    # second half of the run (the last one is the final model); 0 = none (uncertainty.source: committee needs >= 2)
+    snapshots: int = 0
+    # temperature scaling: fit the temperature of the logits on the validation cases' annotated voxels
+    # (needs val_fraction > 0); stored in the checkpoint and applied before every uncertainty measure
+    calibrate: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -122,6 +128,8 @@ class TrainingConfig:
         for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.snapshots < 0 or self.snapshots == 1:
+            raise ConfigError(f"training.snapshots: 0 (none) or >= 2 members, got {self.snapshots}")
         if self.warm_epochs < 0:
             raise ConfigError(f"training.warm_epochs: must be >= 0 (0 = max_epochs), got {self.warm_epochs}")
         if self.learning_rate <= 0:
@@ -145,8 +153,13 @@ class TrainingConfig:
 class UncertaintyConfig:
     """``uncertainty:`` MC-dropout scoring."""
 
+    # where the samples come from: mc_dropout | committee | tta | committee_dropout | tta_dropout
+    source: str = "mc_dropout"
     mc_samples: int = 20
     measures: tuple[str, ...] = ("entropy", "bald")
+    tta_axes: tuple[int, ...] = (0, 1, 2)  # tta: flips along these array axes (every combination)
+    tta_jitter: float = 0.0  # tta: std of a random intensity scale and shift per augmentation (0 = flips only)
+    temperature_scaling: bool = True  # divide logits by the checkpoint's fitted temperature (if it has one)
     sample_batch: int = 10  # stochastic passes run together (memory vs speed); never grows with mc_samples
     roi_size: tuple[int, int, int] = (32, 48, 32)  # sliding window; keep it = training.patch_size (InstanceNorm sees what it saw in training)
     overlap: float = 0.25
@@ -155,7 +168,14 @@ class UncertaintyConfig:
 
     def __post_init__(self):
         from medal.uncertainty.measures import MEASURES
+        from medal.uncertainty.sources import SOURCES
 
+        if self.source not in SOURCES:
+            raise ConfigError(f"uncertainty.source: {self.source!r} is not one of {sorted(SOURCES)}")
+        if not self.tta_axes or any(a not in (0, 1, 2) for a in self.tta_axes) or len(set(self.tta_axes)) != len(self.tta_axes):
+            raise ConfigError(f"uncertainty.tta_axes: distinct axes among 0, 1, 2, got {list(self.tta_axes)}")
+        if not 0 <= self.tta_jitter < 1:
+            raise ConfigError(f"uncertainty.tta_jitter: must lie in [0, 1), got {self.tta_jitter}")
         if self.mc_samples < 2:
             raise ConfigError(f"uncertainty.mc_samples: need >= 2 samples, got {self.mc_samples}")
         unknown = [m for m in self.measures if m not in MEASURES]

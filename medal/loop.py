@@ -131,11 +131,11 @@ def _same_round(rd: Path, manifest: dict, wanted: dict) -> dict:
 def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_cfg, *, index: int, pool, progress,
                      stop_after, cache, allow_empty) -> RoundResult:
     from medal.execution.work import sweep_temp_files
-    from medal.model import check_checkpoint_labels, file_hash, load_checkpoint
+    from medal.model import check_checkpoint_labels, file_hash
     from medal.model.device import resolve_device
     from medal.selection.api import select_round
     from medal.training import prepare_items, split_items, train_model
-    from medal.uncertainty.score import score_cases
+    from medal.uncertainty.score import score_cases, scorer_nets
 
     # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
     for tmp in rd.glob(".*.tmp*"):
@@ -176,13 +176,13 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         return RoundResult(rd, {}, ran)
 
     if "score" not in state:
-        net, _, payload = load_checkpoint(checkpoint, expected=cfg.model)
+        device = resolve_device(cfg.uncertainty.device)
+        nets, temperature, payload = scorer_nets(checkpoint, cfg.uncertainty, expected=cfg.model, device=device)
         check_checkpoint_labels(payload, dataset.label_map, checkpoint)
         cases = [c for c in dataset.cases if c.case_id in set(pool)]
-        rep = score_cases(net, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
-                          checkpoint_hash=state["train"]["checkpoint_sha256"],
-                          device=resolve_device(cfg.uncertainty.device), progress=progress, cache=cache,
-                          label_map=dataset.label_map)
+        rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
+                          checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
+                          cache=cache, label_map=dataset.label_map, temperature=temperature)
         done("score", {"scored": sorted(rep.scored), "failures": rep.failures})
     if stop_after == "score":
         return RoundResult(rd, {}, ran)

@@ -79,7 +79,9 @@ class CaseScorer:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.ucfg, self.dcfg = spec.configs()
-        self.net = load_checkpoint(spec.checkpoint)[0].to(spec.device)
+        from medal.uncertainty.score import scorer_nets
+
+        self.nets, self.temperature, _ = scorer_nets(spec.checkpoint, self.ucfg, device=spec.device)
         self.checkpoint_sha = file_hash(spec.checkpoint)
         self.out = Path(spec.out_dir)
         from medal.data import LabelMap
@@ -119,8 +121,8 @@ class CaseScorer:
                 return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
             image = image if image is not None else load_volume(image_path)
             require_finite(image, str(image_path))
-            pred, measures, probs = score_volume(self.net, image, cfg=self.ucfg, data_cfg=self.dcfg,
-                                                 device=self.spec.device)
+            pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
+                                                 device=self.spec.device, temperature=self.temperature)
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,

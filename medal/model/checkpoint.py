@@ -9,7 +9,8 @@ from pathlib import Path
 from medal.config import ModelConfig, config_from_dict, config_hash, config_to_dict
 from medal.data.atomic import atomic_write_bytes
 
-__all__ = ["CheckpointError", "check_checkpoint_labels", "save_checkpoint", "load_checkpoint", "file_hash", "FORMAT"]
+__all__ = ["CheckpointError", "check_checkpoint_labels", "save_checkpoint", "load_checkpoint", "load_committee",
+           "file_hash", "FORMAT"]
 
 FORMAT = "medal-checkpoint/1"
 
@@ -27,8 +28,12 @@ def file_hash(path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path, net, cfg: ModelConfig, *, in_channels: int, out_channels: int, meta: dict | None = None) -> Path:
-    """Write ``net``'s weights with its config atomically. ``meta`` must hold plain JSON-like values."""
+def save_checkpoint(path, net, cfg: ModelConfig, *, in_channels: int, out_channels: int, meta: dict | None = None,
+                    snapshots: list[dict] | None = None) -> Path:
+    """Write ``net``'s weights with its config atomically. ``meta`` must hold plain JSON-like values.
+
+    ``snapshots``: state dicts of a committee (the members of ``uncertainty.source: committee``), kept
+    in the same file so a committee is one artefact with one hash."""
     import torch
 
     payload = {
@@ -40,6 +45,8 @@ def save_checkpoint(path, net, cfg: ModelConfig, *, in_channels: int, out_channe
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": dict(meta or {}),
     }
+    if snapshots:
+        payload["snapshots"] = [{k: v.detach().cpu() for k, v in s.items()} for s in snapshots]
     buf = io.BytesIO()
     torch.save(payload, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -114,3 +121,25 @@ def check_checkpoint_labels(payload: dict, label_map, path, *, n_classes: int | 
         what = f"label values {list(label_map.values)}" if label_map is not None else f"{want_n} classes"
         raise CheckpointError(f"{path}: has {out} output classes but the dataset has {want_n} ({what}); train a "
                               "model for this dataset")
+
+
+def load_committee(path, payload: dict | None = None, *, expected: ModelConfig | None = None) -> list:
+    """The committee a checkpoint holds (``training.snapshots``): one network per member."""
+    from .unet import build_model
+
+    if payload is None:
+        payload = load_checkpoint(path, expected=expected)[2]
+    members = payload.get("snapshots") or []
+    if len(members) < 2:
+        raise CheckpointError(f"{path}: holds no committee (trained with training.snapshots: 0); train with "
+                              "training.snapshots >= 2 for uncertainty.source: committee")
+    cfg = config_from_dict({"model": payload["model_config"]}, source=str(path)).model
+    nets = []
+    for n, state in enumerate(members):
+        net = build_model(cfg, in_channels=payload["in_channels"], out_channels=payload["out_channels"])
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: committee member {n} does not fit the stored config ({exc})") from None
+        nets.append(net)
+    return nets

@@ -40,6 +40,7 @@ class TrainResult:
     train_cases: list[str]
     val_cases: list[str]
     checkpoint: Path | None = None
+    temperature: float | None = None
 
 
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
@@ -102,6 +103,35 @@ def _batch(items, cfg: TrainingConfig, rng):
     return np.stack(imgs)[:, None], np.stack(labs)
 
 
+def _snapshot_epochs(max_epochs: int, k: int) -> set[int]:
+    """``k`` distinct epochs, evenly spaced over the second half of the run (over all of it when the
+    second half is too short), the last epoch included."""
+    if not k:
+        return set()
+    pool = list(range(max_epochs // 2 + 1, max_epochs + 1))
+    if len(pool) < k:
+        pool = list(range(1, max_epochs + 1))
+    idx = np.unique(np.round(np.linspace(0, len(pool) - 1, min(k, len(pool)))).astype(int))
+    return {pool[i] for i in idx}
+
+
+def fit_validation_temperature(net, items, *, roi_size, device, max_voxels: int = 200_000, seed: int = 0) -> float:
+    """Temperature scaling on the annotated voxels of ``items`` (a seeded sample of at most ``max_voxels``)."""
+    from medal.uncertainty.calibration import fit_temperature
+    from medal.uncertainty.inference import predict_logits
+
+    rng = np.random.default_rng(seed)
+    zs, ys = [], []
+    for item in items:
+        z = predict_logits(net, item.image, roi_size=roi_size, device=device)
+        ann = np.flatnonzero(item.label.ravel() != 255)
+        if len(ann) > max_voxels // max(len(items), 1):
+            ann = rng.choice(ann, max_voxels // max(len(items), 1), replace=False)
+        zs.append(z.reshape(z.shape[0], -1)[:, ann].T)
+        ys.append(item.label.ravel()[ann])
+    return fit_temperature(np.concatenate(zs), np.concatenate(ys))
+
+
 def validate(net, items, n_classes: int, *, roi_size, device) -> float:
     from medal.uncertainty.inference import predict_probs
 
@@ -150,6 +180,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
 
     history, best, best_epoch, best_state, stale = [], -1.0, 0, None, 0
+    k = train_cfg.snapshots
+    snap_epochs = _snapshot_epochs(train_cfg.max_epochs, k)
+    snapshots: list[dict] = []
     bar = tqdm(range(1, train_cfg.max_epochs + 1), desc="training", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         for group in opt.param_groups:  # polynomial decay, as nnU-Net
@@ -174,6 +207,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             else:
                 stale += 1
         history.append(row)
+        if epoch in snap_epochs:  # a committee member along the way (Huang et al. 2017): no extra training
+            snapshots.append({n: t.detach().cpu().clone() for n, t in net.state_dict().items()})
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
         if log is not None:
             log(row)
@@ -185,6 +220,12 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
         best_epoch = history[-1]["epoch"]
     result = TrainResult(net=net, history=history, best_epoch=best_epoch, best_val_dice=best if val_items else None,
                          train_cases=[i.case_id for i in train_items], val_cases=[i.case_id for i in val_items])
+    temperature = None
+    if train_cfg.calibrate and val_items:
+        temperature = fit_validation_temperature(net, val_items, roi_size=roi, device=device)
+    result.temperature = temperature
+    if k and len(snapshots) < 2:  # stopped early: the members it has, and the final weights
+        snapshots.append({n: t.detach().cpu().clone() for n, t in net.state_dict().items()})
     if checkpoint is not None:
         meta = {"history": json.dumps(history), "best_epoch": best_epoch,
                 "best_val_dice": float(best) if val_items else -1.0,
@@ -193,7 +234,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
         if label_map is not None:
             meta["label_values"] = list(label_map.values)
             meta["label_names"] = [label_map.name(v) for v in label_map.values]
+        if temperature is not None:
+            meta["temperature"] = float(temperature)
         result.checkpoint = save_checkpoint(checkpoint, net.cpu(), model_cfg, in_channels=1, out_channels=n_classes,
-                                            meta=meta)
+                                            meta=meta, snapshots=snapshots or None)
         net.to(device)
     return result

@@ -15,7 +15,7 @@ import torch
 from medal.uncertainty.mc import mc_dropout
 from medal.uncertainty.measures import measures_from_moments
 
-__all__ = ["predict_probs", "mc_predict", "MCResult"]
+__all__ = ["predict_probs", "predict_logits", "mc_predict", "MCResult"]
 
 
 def _to_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -59,11 +59,25 @@ def predict_probs(net, image: np.ndarray, *, roi_size=(32, 48, 32), overlap: flo
     return out[0].cpu().numpy()
 
 
+@torch.no_grad()
+def predict_logits(net, image: np.ndarray, *, roi_size=(32, 48, 32), overlap: float = 0.25, device="cpu") -> np.ndarray:
+    """One deterministic pass (eval mode): logits ``(C, Z, Y, X)`` (what temperature scaling is fitted on)."""
+    was = net.training
+    net.eval()
+    try:
+        out = _sliding(lambda w: net(w), _window_input(image, device), roi_size, overlap)
+    finally:
+        net.train(was)
+    return out[0].cpu().numpy()
+
+
 class MCResult:
     """Mean probabilities and the moments every measure is computed from."""
 
-    def __init__(self, mean_p: np.ndarray, mean_p2: np.ndarray, mean_entropy: np.ndarray, n_samples: int):
+    def __init__(self, mean_p: np.ndarray, mean_p2: np.ndarray, mean_entropy: np.ndarray, n_samples: int,
+                 mean_vote: np.ndarray | None = None):
         self.mean_probs, self.mean_p2, self.mean_entropy, self.n_samples = mean_p, mean_p2, mean_entropy, n_samples
+        self.mean_vote = mean_vote  # share of samples voting for each class (None: not tracked)
 
     def prediction(self) -> np.ndarray:
         """Label map of the mean prediction (uint8)."""
@@ -77,9 +91,13 @@ class MCResult:
         return np.concatenate([1 - p, p], axis=0) if p.shape[0] == 1 else p
 
     def measures(self, names) -> dict[str, np.ndarray]:
+        vote = None if self.mean_vote is None else self.mean_vote.astype(np.float64)
         allm = measures_from_moments(self.mean_probs.astype(np.float64), self.mean_p2.astype(np.float64),
-                                     self.mean_entropy.astype(np.float64))
+                                     self.mean_entropy.astype(np.float64), vote)
         allm["mutual_information"] = allm["bald"]
+        missing = [n for n in names if n not in allm]
+        if missing:
+            raise ValueError(f"measure(s) {missing} need the samples' votes, which this result did not track")
         return {n: allm[n] for n in names}
 
 

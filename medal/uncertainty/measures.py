@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "MEASURES", "check_probs", "get_measure", "predictive_entropy", "expected_entropy", "mutual_information",
-    "variance", "margin", "least_confidence", "MCAccumulator", "measures_from_moments",
+    "variance", "margin", "least_confidence", "vote_entropy", "kl_consensus", "MCAccumulator", "measures_from_moments",
 ]
 
 _EPS = 1e-12
@@ -54,8 +54,8 @@ def _entropy_over_classes(p: np.ndarray, axis: int) -> np.ndarray:
     """Entropy over ``axis``; a single class means binary (sigmoid) entropy."""
     if p.shape[axis] == 1:
         q = np.clip(np.squeeze(p, axis=axis), 0.0, 1.0)
-        return -(q * np.log(q + _EPS) + (1 - q) * np.log(1 - q + _EPS))
-    return -(p * np.log(p + _EPS)).sum(axis=axis)
+        return np.maximum(-(q * np.log(q + _EPS) + (1 - q) * np.log(1 - q + _EPS)), 0.0)
+    return np.maximum(-(p * np.log(p + _EPS)).sum(axis=axis), 0.0)  # >= 0: the epsilon can tip a certain 0 below
 
 
 def _as_binary(mean: np.ndarray) -> np.ndarray:
@@ -63,8 +63,10 @@ def _as_binary(mean: np.ndarray) -> np.ndarray:
     return np.concatenate([1 - mean, mean], axis=0) if mean.shape[0] == 1 else mean
 
 
-def measures_from_moments(mean_p: np.ndarray, mean_p2: np.ndarray, mean_entropy: np.ndarray) -> dict[str, np.ndarray]:
-    """All measures from the running moments over samples (``(C, Z, Y, X)``, ``(C, ...)``, ``(Z, Y, X)``)."""
+def measures_from_moments(mean_p: np.ndarray, mean_p2: np.ndarray, mean_entropy: np.ndarray,
+                          mean_vote: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """All measures from the running moments over samples (``(C, Z, Y, X)``, ``(C, ...)``, ``(Z, Y, X)``,
+    and optionally the share of samples voting for each class ``(C, ...)``)."""
     pe = _entropy_over_classes(mean_p, axis=0)
     full = _as_binary(mean_p)
     top2 = np.sort(full, axis=0)[-2:]
@@ -77,6 +79,10 @@ def measures_from_moments(mean_p: np.ndarray, mean_p2: np.ndarray, mean_entropy:
         "margin": 1.0 - (top2[1] - top2[0]),
         "least_confidence": 1.0 - top2[1],
     }
+    # mean KL divergence of the samples (committee members) to their consensus: H[E p] - E H[p]
+    out["kl_consensus"] = out["bald"]
+    if mean_vote is not None:
+        out["vote_entropy"] = _entropy_over_classes(_as_binary(mean_vote), axis=0)
     return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
 
 
@@ -117,6 +123,25 @@ def least_confidence(probs) -> np.ndarray:
     return measures_from_moments(*_moments(probs))["least_confidence"]
 
 
+def _votes(probs) -> np.ndarray:
+    p = check_probs(probs)
+    if p.shape[1] == 1:
+        p = np.concatenate([1 - p, p], axis=1)
+    onehot = np.eye(p.shape[1])[p.argmax(axis=1)]  # (T, ..., C)
+    return np.moveaxis(onehot, -1, 1).mean(axis=0)
+
+
+def vote_entropy(probs) -> np.ndarray:
+    """Entropy of the committee's votes (the share of samples whose argmax is each class): a
+    query-by-committee measure, 0 when every member predicts the same class."""
+    return _entropy_over_classes(_votes(probs), axis=0).astype(np.float32)
+
+
+def kl_consensus(probs) -> np.ndarray:
+    """Mean KL divergence of each sample to the consensus ``E p`` (equals BALD)."""
+    return mutual_information(probs)
+
+
 #: name -> function(probs (T, C, Z, Y, X)) -> (Z, Y, X). "mutual_information" is an alias of "bald".
 MEASURES = {
     "entropy": predictive_entropy,
@@ -126,6 +151,8 @@ MEASURES = {
     "variance": variance,
     "margin": margin,
     "least_confidence": least_confidence,
+    "vote_entropy": vote_entropy,
+    "kl_consensus": kl_consensus,
 }
 
 
@@ -159,10 +186,12 @@ class MCAccumulator:
             self._sum_p = np.zeros(p.shape[1:])
             self._sum_p2 = np.zeros(p.shape[1:])
             self._sum_h = np.zeros(p.shape[2:])
+            self._sum_vote = np.zeros((max(p.shape[1], 2), *p.shape[2:]))
         elif p.shape[1:] != self._sum_p.shape:
             raise ValueError(f"sample shape {p.shape[1:]} does not match earlier samples {self._sum_p.shape}")
         self._sum_p += p.sum(axis=0)
         self._sum_p2 += (p ** 2).sum(axis=0)
+        self._sum_vote += _votes(p) * p.shape[0]
         self._sum_h += _entropy_over_classes(p, axis=1).sum(axis=0)
         self.n += p.shape[0]
 
@@ -178,6 +207,6 @@ class MCAccumulator:
         names = list(names) if names is not None else ["entropy", "bald"]
         for n in names:
             get_measure(n)
-        all_ = measures_from_moments(*self.moments())
+        all_ = measures_from_moments(*self.moments(), self._sum_vote / self.n)
         all_["mutual_information"] = all_["bald"]
         return {n: all_[n] for n in names}

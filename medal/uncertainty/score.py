@@ -23,7 +23,8 @@ from medal.config import DataConfig, UncertaintyConfig, config_to_dict
 from medal.data import DatasetError, Volume, atomic_write_json, load_volume, normalize_intensity, save_volume
 from medal.data.validate import require_finite
 
-__all__ = ["ScoreReport", "load_probs", "save_probs", "score_volume", "score_cases", "score_paths", "write_case_scores"]
+__all__ = ["ScoreReport", "load_probs", "save_probs", "score_volume", "score_cases", "score_paths", "scorer_nets",
+           "write_case_scores"]
 
 
 @dataclass
@@ -74,16 +75,29 @@ def load_probs(path) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(np.asarray(vol.array, dtype=np.float32), -1, 0))
 
 
-def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu", normalized=None):
-    """MC-dropout prediction, measures and mean probabilities for one image; returns
-    ``(prediction, {measure: volume}, probs (C, Z, Y, X))``. ``normalized``: the image already
-    normalised with ``data_cfg`` (skips doing it again)."""
-    from medal.uncertainty.inference import mc_predict
+def scorer_nets(checkpoint, cfg: UncertaintyConfig, *, expected=None, device="cpu"):
+    """The networks ``cfg.source`` samples from (the committee's members, or the one network) and the
+    temperature to divide logits by; returns ``(nets, temperature, payload)``."""
+    from medal.model import load_checkpoint, load_committee
+
+    net, _, payload = load_checkpoint(checkpoint, expected=expected)
+    nets = load_committee(checkpoint, payload) if cfg.source.startswith("committee") else [net]
+    temperature = float((payload.get("meta") or {}).get("temperature", 1.0)) if cfg.temperature_scaling else 1.0
+    return [n.to(device) for n in nets], temperature, payload
+
+
+def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu", normalized=None,
+                 temperature: float = 1.0):
+    """Prediction, measures and mean probabilities of ``cfg.source``'s samples for one image; returns
+    ``(prediction, {measure: volume}, probs (C, Z, Y, X))``. ``net``: a network or a committee (list).
+    ``normalized``: the image already normalised with ``data_cfg`` (skips doing it again)."""
+    from medal.uncertainty.sources import predict_moments
 
     x = normalized if normalized is not None else \
         normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
-    res = mc_predict(net, x, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch, roi_size=cfg.roi_size,
-                     overlap=cfg.overlap, device=device, seed=cfg.seed)
+    res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
+                          roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
+                          tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature)
     return res.prediction(), res.measures(cfg.measures), res.full_probs()
 
 
@@ -104,7 +118,7 @@ def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarr
 
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
-                device="cpu", progress: bool = True, cache=None, label_map=None) -> ScoreReport:
+                device="cpu", progress: bool = True, cache=None, label_map=None, temperature: float = 1.0) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
 
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
@@ -112,13 +126,15 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
 
     out_dir = Path(out_dir)
     report = ScoreReport(out_dir)
-    net.to(device)
+    for n in (net if isinstance(net, (list, tuple)) else [net]):
+        n.to(device)
     for case in tqdm(list(cases), desc="scoring", unit="case", disable=not progress, leave=False):
         try:
             image = cache.volume(case.image) if cache is not None else load_volume(case.image)
             require_finite(image, str(case.image))
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
-                                                 normalized=cache.normalized(case.image, data_cfg) if cache else None)
+                                                 normalized=cache.normalized(case.image, data_cfg) if cache else None,
+                                                 temperature=temperature)
         except (DatasetError, ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
             report.failures[case.case_id] = f"{type(exc).__name__}: {exc}"
             continue
