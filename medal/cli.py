@@ -175,14 +175,20 @@ def cmd_round(args) -> int:
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if b.get("fallback"):
         print(f"NOTE: {b['fallback']}")
+    _auto_report(args.run, ds, cfg)
     return EXIT_OK
 
 
 def cmd_ingest(args) -> int:
+    from pathlib import Path
+
     from medal.data import load_dataset
     from medal.loop import ingest
 
-    rep = ingest(args.run, args.round, load_dataset(args.dataset))
+    from medal.config import load_config
+
+    ds = load_dataset(args.dataset)
+    rep = ingest(args.run, args.round, ds)
     for cid, v in rep.cases.items():
         print(f"{cid}: {v['added']} voxel(s) added, {v['changed']} changed (previous labels kept in labels/.history)")
     for name, why in rep.skipped.items():
@@ -192,7 +198,62 @@ def cmd_ingest(args) -> int:
         print(f"time: {sp['charged_s']:.0f} s logged for {sp['logged']} task(s) predicted at {sp['predicted_s']:.0f} s")
     print(f"ingested {len(rep.cases)} case(s), {rep.voxels_added} new annotated voxel(s)"
           + (f"; {len(rep.skipped)} file(s) not merged (above)" if rep.skipped else ""))
+    for q in rep.qc:
+        print(f"quality control {q['task_id']} (re-asks {q['qc_of']}): Dice "
+              + ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in q["dice"].items()))
+    if sorted(Path(args.run).glob("round_[0-9]*/manifest.json")):
+        _auto_report(args.run, ds, load_config(args.config) if args.config else _run_config(args.run))
     return EXIT_PROBLEMS if any(not n.startswith(".") for n in rep.skipped) else EXIT_OK
+
+
+def cmd_report(args) -> int:
+    import json
+    from pathlib import Path
+
+    from medal.config import config_from_dict, load_config
+    from medal.data import load_dataset
+    from medal.report import write_run_report
+
+    run = Path(args.run)
+    rounds = sorted(run.glob("round_[0-9]*/manifest.json"))
+    if not rounds:
+        print(f"medal: error: {run}: no finished round (round_*/manifest.json) to report on", file=sys.stderr)
+        return EXIT_PROBLEMS
+    manifest = json.loads(rounds[-1].read_text())
+    cfg = load_config(args.config) if args.config else config_from_dict(
+        {k: v for k, v in manifest.get("config", {}).items() if k != "simulation"}, source=str(rounds[-1]))
+    ds = load_dataset(args.dataset or manifest["dataset_root"])
+    md = write_run_report(run, ds, cfg)
+    if args.json:
+        print((run / "report.json").read_text())
+    else:
+        print(md.read_text())
+    return EXIT_OK
+
+
+def _run_config(run):
+    """The config the run's last finished round was made with (defaults when there is none)."""
+    import json
+    from pathlib import Path
+
+    from medal.config import MedalConfig, config_from_dict
+
+    rounds = sorted(Path(run).glob("round_[0-9]*/manifest.json"))
+    if not rounds:
+        return MedalConfig()
+    cfg = json.loads(rounds[-1].read_text()).get("config", {})
+    return config_from_dict({k: v for k, v in cfg.items() if k != "simulation"}, source=str(rounds[-1]))
+
+
+def _auto_report(run, ds, cfg) -> None:
+    """The run report after a round or an ingest; a failure to write it never fails the command."""
+    from medal.report import write_run_report
+
+    try:
+        print(f"report: {write_run_report(run, ds, cfg)}")
+    except Exception as exc:  # noqa: BLE001 - the report is a by-product
+        print(f"medal: warning: could not write the run report ({type(exc).__name__}: {_one_line(exc)})",
+              file=sys.stderr)
 
 
 def cmd_simulate(args) -> int:
@@ -301,7 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     ig.add_argument("dataset")
     ig.add_argument("--run", required=True)
     ig.add_argument("--round", required=True, help="round folder holding annotations/")
+    ig.add_argument("--config", default=None, help="YAML config (the report's rules; default: the run's)")
     ig.set_defaults(func=cmd_ingest)
+
+    rp = sub.add_parser("report", help="where a run stands: chosen tasks, seconds, held-out Dice, when to stop")
+    rp.add_argument("run", help="run folder (RUN/round_*/manifest.json)")
+    rp.add_argument("--dataset", default=None, help="dataset folder (default: the one the rounds recorded)")
+    rp.add_argument("--config", default=None, help="YAML config (default: the last round's)")
+    rp.add_argument("--json", action="store_true", help="print the report as JSON")
+    rp.set_defaults(func=cmd_report)
 
     si = sub.add_parser("simulate", help="label-efficiency simulation with the ground truth as the oracle")
     si.add_argument("dataset")

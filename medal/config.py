@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainingConfig", "UncertaintyConfig", "RegionsConfig", "CostsConfig",
-           "SelectionConfig", "SimulationConfig", "ColdstartConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash",
+           "SelectionConfig", "SimulationConfig", "ColdstartConfig", "ReportConfig", "MedalConfig", "load_config", "config_from_dict", "config_to_dict", "config_hash",
            "variant_config"]
 
 
@@ -106,6 +106,9 @@ class TrainingConfig:
     ce_weight: float = 1.0
     foreground_fraction: float = 0.5  # share of patches centred on an annotated foreground voxel
     val_fraction: float = 0.2  # share of labelled cases held out for validation (at least one)
+    # share of annotated axial slices `medal round` never trains on: the held-out set each round's
+    # report measures Dice on (chosen by a hash of case and slice, so a slice stays held out)
+    holdout: float = 0.1
     patience: int = 8  # stop after this many epochs without a better validation Dice
     # the per-round schedule of `medal round` / `medal simulate`: round 0 trains max_epochs from scratch;
     # a later round starts from the previous round's weights (warm_start) for warm_epochs (0 = max_epochs),
@@ -138,6 +141,8 @@ class TrainingConfig:
             raise ConfigError("training: weight_decay, dice_weight, ce_weight must be >= 0 and the loss weights not both 0")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ConfigError(f"training.foreground_fraction: must lie in [0, 1], got {self.foreground_fraction}")
+        if not 0.0 <= self.holdout < 0.5:
+            raise ConfigError(f"training.holdout: must lie in [0, 0.5), got {self.holdout}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"training.val_fraction: must lie in [0, 1), got {self.val_fraction}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -283,6 +288,7 @@ class SelectionConfig:
     beta_end: float = 100.0  # ... growing exponentially to this ...
     beta_rounds: int = 4  # ... reached at round beta_rounds - 1
     fallback: str = "supervoxel"  # no slice fits the budget: supervoxel | none (then it is an error)
+    qc_share: float = 0.0  # label quality control: this share of the budget re-asks earlier finished tasks
     diversity_spacing: int = 3  # knapsack+diversity: min_slice_spacing at least this
     diversity_max_per_case: int = 4  # knapsack+diversity: max_per_case when max_per_case is 0
     resolution: int = 10000  # knapsack cost units per budget
@@ -299,6 +305,8 @@ class SelectionConfig:
             raise ConfigError(f"selection.max_case_share: must lie in [0, 1], got {self.max_case_share}")
         if not 0 <= self.foreground_share <= 1:
             raise ConfigError(f"selection.foreground_share: must lie in [0, 1], got {self.foreground_share}")
+        if not 0 <= self.qc_share <= 0.5:
+            raise ConfigError(f"selection.qc_share: must lie in [0, 0.5], got {self.qc_share}")
         if self.fallback not in ("supervoxel", "none"):
             raise ConfigError(f"selection.fallback: {self.fallback!r} is not one of ['none', 'supervoxel']")
         if self.noise not in ("none", "power"):
@@ -385,6 +393,26 @@ class ColdstartConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """``report:`` the round report's stopping rules and label-quality flags (medal/report/stopping.py)."""
+
+    min_gain: float = 0.01  # a round gaining less held-out Dice than this counts as no gain
+    plateau_rounds: int = 2  # ... for this many rounds in a row: a plateau
+    max_pool_entropy: float = 0.02  # mean entropy of the unannotated pool below this: a confident model
+    total_budget_s: float = 0.0  # seconds the project can spend in all; 0 = no limit
+    flag_confidence: float = 0.95  # a finished task is flagged when the model, this sure, ...
+    flag_share: float = 0.2  # ... disagrees with more than this share of its voxels
+
+    def __post_init__(self):
+        if not 0 < self.min_gain < 1 or self.plateau_rounds < 1:
+            raise ConfigError("report: min_gain must lie in (0, 1) and plateau_rounds be >= 1")
+        if self.max_pool_entropy < 0 or self.total_budget_s < 0:
+            raise ConfigError("report: max_pool_entropy and total_budget_s must be >= 0")
+        if not 0.5 <= self.flag_confidence < 1 or not 0 < self.flag_share < 1:
+            raise ConfigError("report: flag_confidence must lie in [0.5, 1) and flag_share in (0, 1)")
+
+
+@dataclass(frozen=True)
 class MedalConfig:
     """The whole file: one section per stage."""
 
@@ -397,6 +425,7 @@ class MedalConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     coldstart: ColdstartConfig = field(default_factory=ColdstartConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self):
         for name in self.simulation.variants:

@@ -156,7 +156,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     if "train" not in state:
         bad: dict[str, str] = {}
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
-                              skipped=bad)
+                              skipped=bad, holdout=cfg.training.holdout)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
@@ -183,7 +183,13 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
                           cache=cache, label_map=dataset.label_map, temperature=temperature)
-        done("score", {"scored": sorted(rep.scored), "failures": rep.failures})
+        from medal.report.metrics import holdout_dice, pool_uncertainty
+
+        held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)
+        unc = pool_uncertainty(rd / "scores", labels_dir(run_dir), pool) if "entropy" in cfg.uncertainty.measures \
+            else None
+        done("score", {"scored": sorted(rep.scored), "failures": rep.failures, "holdout": held,
+                       "pool_entropy": unc})
     if stop_after == "score":
         return RoundResult(rd, {}, ran)
 
@@ -217,7 +223,9 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                        "cost_calibration": state["select"].get("cost_calibration"),
                        "fallback": state["select"].get("fallback"),
                        "previous_rounds": _charged_summary(run_dir, index)},
-            "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"]},
+            "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"],
+                        "steps": state["train"].get("steps"), "holdout": state["score"].get("holdout"),
+                        "pool_entropy": state["score"].get("pool_entropy")},
             "steps": {k: state[k]["finished"] for k in STEPS},
         }
         atomic_write_json(manifest_path, manifest, overwrite=False)
@@ -263,6 +271,7 @@ class IngestReport:
     cases: dict[str, dict]  # case_id -> {"added": n, "changed": n}
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> why it was not merged
     spending: dict = dataclasses.field(default_factory=dict)  # predicted vs logged seconds of the round
+    qc: list = dataclasses.field(default_factory=list)  # agreement of quality-control tasks with the first labels
 
     @property
     def voxels_added(self) -> int:
@@ -294,6 +303,8 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
     known = {c.case_id for c in dataset.cases}
     allowed = set(dataset.label_map.values) | {UNLABELED}
     lab_dir = labels_dir(run_dir)
+    qc_by_case, users = _qc_tasks_of(round_path)
+    qc_results: list[dict] = []
     for path in sorted(ann_dir.iterdir()):
         name = path.name
         if name.startswith("."):
@@ -329,11 +340,68 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
         else:
             merged = empty_partial_labels(image.shape)
         painted = new.array != UNLABELED
+        if cid in qc_by_case:  # quality control: compare with the first annotation, keep that one
+            qc_results += _qc_agreement(round_path, qc_by_case[cid], new, merged, dataset, users)
+            qc_region = np.zeros(painted.shape, bool)
+            for t, region in qc_by_case[cid]:
+                qc_region |= region(new.shape)
+            keep = new.array.copy()
+            keep[~qc_region] = UNLABELED
+            save_volume(new.with_array(keep), round_path / "qc" / f"{cid}.nii.gz")
+            painted &= ~qc_region
         added = int((painted & (merged == UNLABELED)).sum())
         changed = int((painted & (merged != UNLABELED) & (merged != new.array)).sum())
         merged[painted] = new.array[painted]
         save_volume(image.with_array(merged), target)
         out[cid] = {"added": added, "changed": changed}
     spending = round_spending(round_path)
-    atomic_write_json(round_path / "ingest.json", {"cases": out, "skipped": skipped, "spending": spending})
-    return IngestReport(out, skipped, spending)
+    atomic_write_json(round_path / "ingest.json", {"cases": out, "skipped": skipped, "spending": spending,
+                                                   "qc": qc_results})
+    return IngestReport(out, skipped, spending, qc_results)
+
+
+def _qc_tasks_of(round_path: Path):
+    """The round's finished quality-control tasks by case (with a lazy region), and who did each task."""
+    from medal.costs import read_annotation_log
+    from medal.tasks import TaskError, read_tasks, task_region
+
+    by_case: dict[str, list] = {}
+    users: dict[str, str] = {}
+    try:
+        tl = read_tasks(round_path / "tasks.json")
+    except TaskError:
+        return by_case, users
+    for t in tl.tasks:
+        if t.qc_of and t.status == "done":
+            by_case.setdefault(t.case_id, []).append((t, lambda shape, t=t: task_region(t, shape, tl)))
+    log = round_path / "annotation_log.jsonl"
+    if log.is_file():
+        try:
+            users = {str(r.get("task_id")): str(r.get("user", "")) for r in read_annotation_log(log)}
+        except ValueError:
+            pass
+    return by_case, users
+
+
+def _qc_agreement(round_path: Path, tasks, new, existing: np.ndarray, dataset: Dataset, users: dict) -> list[dict]:
+    from medal.costs import read_annotation_log
+    from medal.report.quality import agreement
+
+    lmap = dataset.label_map
+    out = []
+    for t, region in tasks:
+        r = region(new.shape)
+        first_round, first_task = t.qc_of.split("/", 1)
+        log = round_path.parent / first_round / "annotation_log.jsonl"
+        first_user = ""
+        if log.is_file():
+            try:
+                first_user = next((str(x.get("user", "")) for x in read_annotation_log(log)
+                                   if str(x.get("task_id")) == first_task), "")
+            except ValueError:
+                pass
+        dice = agreement(lmap.to_index(existing[r]), lmap.to_index(new.array[r]), lmap.n_classes)
+        out.append({"task_id": t.task_id, "qc_of": t.qc_of, "case_id": t.case_id, "first_user": first_user,
+                    "qc_user": users.get(t.task_id, ""),
+                    "dice": {lmap.name(lmap.values[c]): v for c, v in dice.items()}})
+    return out

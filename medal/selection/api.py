@@ -247,6 +247,11 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     cost_model = CostModel.load(costs_cfg.model) if costs_cfg.model else CostModel.default(n_classes)
     if cost_model.n_classes != n_classes:
         raise ValueError(f"{costs_cfg.model}: cost model has {cost_model.n_classes} classes, dataset has {n_classes}")
+    qc = qc_tasks(earlier_rounds, round_dir, budget_s=selection_cfg.qc_share * selection_cfg.budget_s,
+                  seed=selection_cfg.seed + round_index) if selection_cfg.qc_share else []
+    if qc:  # the quality-control share is spent first; the rest of the budget is chosen as usual
+        selection_cfg = dataclasses.replace(selection_cfg,
+                                            budget_s=selection_cfg.budget_s - sum(t.predicted_cost_s for t in qc))
     calibration = fit_calibration(calibration_pairs(earlier_rounds), method=costs_cfg.calibration,
                                   floor=costs_cfg.min_seconds, decay=costs_cfg.calibration_decay,
                                   min_tasks=costs_cfg.calibration_min_tasks, n_classes=n_classes)
@@ -258,7 +263,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                          + (f" ({len(skipped)} skipped: {next(iter(skipped.values()))})" if skipped else ""))
     sel = select(table, selection_cfg, round_index=round_index)
     fallback = None
-    if not len(sel.indices):
+    if not len(sel.indices) and not qc:
         cheapest = _cheapest(table, selection_cfg)
         if regions_cfg.kind == "slice" and selection_cfg.fallback == "supervoxel":
             sv_cfg = dataclasses.replace(regions_cfg, kind="supervoxel")
@@ -277,15 +282,61 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                 + ("" if regions_cfg.kind == "supervoxel" else
                    "; use supervoxels (--kind supervoxel, or selection.fallback: supervoxel)")
                 + ", a larger budget (--budget), or fewer classes per task (a cost model for this dataset)")
-    tasks = tasks_from_selection(dataset, table, sel, per_case, round_dir)
+    tasks = tasks_from_selection(dataset, table, sel, per_case, round_dir) + qc
     write_tasks(tasks_path, tasks, dataset_root=dataset.root, meta={
         "strategy": sel.strategy, "budget_s": sel.budget_s, "predicted_s": sel.spent_s, "value": sel.value,
         "upper_bound": sel.upper_bound, "gap": sel.gap, "cost_model": cost_model.source,
         "cost_calibration": calibration.to_json(), "beta": sel.beta, "class_shares": sel.shares,
         "round_index": round_index, "scores_dir": str(Path(scores_dir).resolve()),
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
-        "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback, **(meta or {})})
+        "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback,
+        "qc_tasks": len(qc), "qc_s": sum(t.predicted_cost_s for t in qc), **(meta or {})})
     return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback)
+
+
+def qc_tasks(earlier_rounds, round_dir, *, budget_s: float, seed: int = 0) -> list[Task]:
+    """Earlier finished tasks asked again for label quality control, within ``budget_s`` seconds.
+
+    Chosen at random (seeded) among tasks of ``earlier_rounds`` that were done and have logged seconds
+    (their predicted cost is what they took the first time), quality-control tasks themselves left
+    out. Each copy is a ``qNNNN`` task with ``qc_of = "<round>/<task id>"``; a supervoxel task's mask is
+    copied into this round's ``masks/``.
+    """
+    import shutil
+
+    from medal.costs import read_annotation_log
+    from medal.tasks import TaskError, read_tasks
+
+    round_dir = Path(round_dir)
+    pool = []
+    for rd in earlier_rounds:
+        rd = Path(rd)
+        log = rd / "annotation_log.jsonl"
+        if not (rd / "tasks.json").is_file() or not log.is_file():
+            continue
+        try:
+            tl = read_tasks(rd / "tasks.json")
+            secs = {str(r.get("task_id")): float(r["seconds"]) for r in read_annotation_log(log)}
+        except (TaskError, ValueError, OSError):
+            continue
+        pool += [(rd, tl, t, secs[t.task_id]) for t in tl.tasks
+                 if t.status == "done" and t.qc_of is None and t.task_id in secs]
+    order = np.random.default_rng(seed).permutation(len(pool))
+    out, left = [], budget_s
+    for i in order:
+        rd, tl, t, secs = pool[i]
+        if secs > left:
+            continue
+        mask = None
+        if t.mask is not None:
+            mask = f"masks/qc_{rd.name}_{Path(t.mask).name}"
+            (round_dir / "masks").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tl.mask_path(t), round_dir / mask)
+        out.append(dataclasses.replace(t, task_id=f"q{len(out):04d}", status="todo", strategy="qc", score=0.0,
+                                       predicted_cost_s=secs, model_cost_s=None, mask=mask,
+                                       qc_of=f"{rd.name}/{t.task_id}"))
+        left -= secs
+    return out
 
 
 def _cheapest(table: RegionTable, cfg: SelectionConfig) -> float:

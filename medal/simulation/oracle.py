@@ -19,14 +19,10 @@ __all__ = ["oracle_annotate", "unit_mask", "true_costs"]
 
 
 def unit_mask(task, shape, tasks: TaskList) -> np.ndarray:
-    """Boolean mask of a task's unit."""
-    if task.kind == "slice":
-        m = np.zeros(shape, bool)
-        idx = [slice(None)] * 3
-        idx[task.axis] = task.index
-        m[tuple(idx)] = True
-        return m
-    return load_volume(tasks.mask_path(task)).array == task.supervoxel
+    """Boolean mask of a task's unit (:func:`medal.tasks.task_region`)."""
+    from medal.tasks import task_region
+
+    return task_region(task, shape, tasks)
 
 
 def true_costs(units: np.ndarray, truth: np.ndarray, *, axis: int, spacing, cost_model: CostModel,

@@ -78,30 +78,15 @@ def budget_to_reach(xs, ys, target: float) -> float | None:
 
 
 def _plot(curves, xlabel: str, path: Path, title: str) -> None:
-    import matplotlib
+    from medal.report.plots import _pyplot, learning_curves, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for strategy, seeds in sorted(curves.items()):
-        grid = np.linspace(min(v[0][0] for v in seeds.values()), max(v[0][-1] for v in seeds.values()), 60)
-        ys = np.stack([np.interp(grid, x, y) for x, y in seeds.values()])
-        mean, std = ys.mean(0), ys.std(0)
-        (line,) = ax.plot(grid, mean, label=f"{strategy} (n={len(seeds)})")
-        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-        for x, y in seeds.values():
-            ax.plot(x, y, "o", ms=2.5, color=line.get_color(), alpha=0.6)
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2), dpi=110)
+    learning_curves(ax, {s: list(seeds.values()) for s, seeds in curves.items()})
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean foreground Dice (test)")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(results_csv, *, full_dice: float | None = None, default_strategy: str = "knapsack") -> Path:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from medal.data.atomic import atomic_write_json
 
-__all__ = ["Task", "TaskList", "TaskError", "read_tasks", "validate_tasks", "write_tasks", "STATUSES", "FORMAT"]
+__all__ = ["Task", "TaskList", "TaskError", "read_tasks", "task_region", "validate_tasks", "write_tasks", "STATUSES",
+           "FORMAT"]
 
 FORMAT = "medal-tasks/1"
 STATUSES = ("todo", "done", "skipped")
@@ -54,6 +55,9 @@ class Task:
     # (what online cost calibration pairs with the seconds actually spent); optional
     model_cost_s: float | None = None
     features: dict | None = None
+    # label quality control: this task re-asks "<round folder>/<task id>", blind (its labels are compared,
+    # never merged over the first annotation)
+    qc_of: str | None = None
 
     @property
     def label(self) -> str:
@@ -85,7 +89,7 @@ def _inside(root: Path, rel: str, what: str) -> Path:
     return p
 
 
-_OPTIONAL = ("mask", "model_cost_s", "features")
+_OPTIONAL = ("mask", "model_cost_s", "features", "qc_of")
 _FIELDS = {"task_id": str, "case_id": str, "image": str, "kind": str, "axis": int, "index": int, "supervoxel": int,
            "bbox": list, "score": (int, float), "predicted_cost_s": (int, float), "strategy": str, "status": str}
 
@@ -133,7 +137,10 @@ def _task_from(d, n: int, where: str, root: Path, base: Path) -> Task:
     if feats is not None and (not isinstance(feats, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in feats.values())):
         raise TaskError(f"{name}: features must map names to numbers, got {feats!r}")
-    return Task(**{k: d[k] for k in _FIELDS}, mask=d.get("mask"), model_cost_s=mc, features=feats)
+    qc = d.get("qc_of")
+    if qc is not None and not isinstance(qc, str):
+        raise TaskError(f"{name}: qc_of must be '<round>/<task id>', got {qc!r}")
+    return Task(**{k: d[k] for k in _FIELDS}, mask=d.get("mask"), model_cost_s=mc, features=feats, qc_of=qc)
 
 
 def read_tasks(path, *, dataset_root=None) -> TaskList:
@@ -210,3 +217,18 @@ def validate_tasks(tasks: TaskList, dataset) -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise TaskError(f"{where}: " + "; ".join(problems[:3]) + more)
+
+
+def task_region(task: Task, shape, tasks: TaskList):
+    """Boolean mask of a task's unit: its slice, or its supervoxel in the task's mask volume."""
+    import numpy as np
+
+    if task.kind == "slice":
+        m = np.zeros(tuple(shape), bool)
+        idx = [slice(None)] * 3
+        idx[task.axis] = task.index
+        m[tuple(idx)] = True
+        return m
+    from medal.data import load_volume
+
+    return load_volume(tasks.mask_path(task)).array == task.supervoxel

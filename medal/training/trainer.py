@@ -15,7 +15,7 @@ from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_vo
 from medal.training.metrics import dice_per_class
 from medal.training.sampling import AnnotatedIndex, sample_patch
 
-__all__ = ["TrainItem", "TrainResult", "prepare_items", "split_items", "train_model"]
+__all__ = ["TrainItem", "TrainResult", "held_out_slices", "holdout_mask", "prepare_items", "split_items", "train_model"]
 
 
 @dataclass
@@ -43,14 +43,36 @@ class TrainResult:
     temperature: float | None = None
 
 
+def held_out_slices(case_id: str, n_slices: int, fraction: float) -> np.ndarray:
+    """Which axial slices of a case are held out: a hash of (case, slice) below ``fraction``, so the
+    choice never changes as labels are added, and a held-out slice is never trained on."""
+    import hashlib
+
+    if fraction <= 0:
+        return np.zeros(n_slices, bool)
+    keys = [int(hashlib.sha256(f"{case_id}:{k}".encode()).hexdigest()[:8], 16) / 16 ** 8 for k in range(n_slices)]
+    return np.asarray(keys) < fraction
+
+
+def holdout_mask(case_id: str, shape, orientation: str, fraction: float) -> np.ndarray:
+    """Boolean volume of the held-out axial slices (see :func:`held_out_slices`)."""
+    from medal.regions import resolve_axis
+
+    axis = resolve_axis("axial", orientation)
+    view = [1, 1, 1]
+    view[axis] = shape[axis]
+    return np.broadcast_to(held_out_slices(case_id, shape[axis], fraction).reshape(view), shape)
+
+
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
-                  cache=None, skipped: dict | None = None) -> list[TrainItem]:
+                  cache=None, skipped: dict | None = None, holdout: float = 0.0) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from.
     ``skipped``: a dict to record bad cases in (``{case_id: message}``) and go on past them; without
     it the first bad case raises :class:`~medal.data.DatasetError`.
+    ``holdout``: the share of annotated axial slices hidden from training (:func:`holdout_mask`).
     """
     items = []
     for case in dataset.cases:
@@ -71,6 +93,10 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
                 index = dataset.label_map.to_index(label.array, where=dataset.relative(case.label))
             except ValueError as exc:
                 raise DatasetError(str(exc), path=case.label) from None
+            if holdout > 0:
+                index = np.where(holdout_mask(case.case_id, index.shape, image.orientation, holdout), 255, index)
+                if not annotated_mask(index).any():
+                    continue
             x = cache.normalized(case.image, data_cfg) if cache is not None else \
                 normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
         except DatasetError as exc:

@@ -1,0 +1,81 @@
+"""What a round's files say about the model, without any ground truth beyond the expert's labels.
+
+* Dice on the held-out annotated slices (``training.holdout``): the pool predictions ``medal score``
+  wrote, compared with the expert's labels on voxels the model was never trained on.
+* The mean uncertainty of the pool's still-unannotated voxels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean"]
+
+
+def holdout_dice(scores_dir, labels_dir, dataset, case_ids, fraction: float) -> dict:
+    """Per-case foreground Dice of the predictions on held-out annotated voxels.
+
+    Returns ``{"cases": n, "voxels": n, "dice": mean, "per_case": {case: dice}}`` (``dice`` None when
+    no held-out slice is annotated yet). Classes absent from both prediction and labels on a case's
+    held-out voxels are left out of that case's mean.
+    """
+    from medal.data import UNLABELED, load_volume
+    from medal.training import holdout_mask
+
+    per_case, voxels = {}, 0
+    if fraction <= 0:
+        return {"cases": 0, "voxels": 0, "dice": None, "per_case": {}}
+    lmap = dataset.label_map
+    for cid in case_ids:
+        lab_path = Path(labels_dir) / f"{cid}.nii.gz"
+        pred_path = Path(scores_dir) / cid / "prediction.nii.gz"
+        if not lab_path.is_file() or not pred_path.is_file():
+            continue
+        lab = load_volume(lab_path)
+        mask = holdout_mask(cid, lab.shape, lab.orientation, fraction) & (lab.array != UNLABELED)
+        if not mask.any():
+            continue
+        truth = lmap.to_index(lab.array[mask])
+        pred = lmap.to_index(load_volume(pred_path).array[mask])
+        scores = []
+        for c in range(1, lmap.n_classes):
+            t, p = truth == c, pred == c
+            if t.any() or p.any():
+                scores.append(2 * (t & p).sum() / (t.sum() + p.sum()))
+        if scores:
+            per_case[cid] = float(np.mean(scores))
+            voxels += int(mask.sum())
+    vals = list(per_case.values())
+    return {"cases": len(vals), "voxels": voxels, "dice": float(np.mean(vals)) if vals else None, "per_case": per_case}
+
+
+def pool_uncertainty(scores_dir, labels_dir, case_ids, measure: str = "entropy") -> float | None:
+    """Mean ``measure`` over the pool's voxels nobody has annotated yet."""
+    from medal.data import UNLABELED, load_volume
+
+    total, n = 0.0, 0
+    for cid in case_ids:
+        path = Path(scores_dir) / cid / f"{measure}.nii.gz"
+        if not path.is_file():
+            continue
+        m = load_volume(path).array
+        lab_path = Path(labels_dir) / f"{cid}.nii.gz"
+        free = load_volume(lab_path).array == UNLABELED if lab_path.is_file() else np.ones(m.shape, bool)
+        total += float(m[free].sum())
+        n += int(free.sum())
+    return total / n if n else None
+
+
+def bootstrap_mean(values, *, n: int = 2000, seed: int = 0, level: float = 0.9) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (over cases)."""
+    v = np.asarray(list(values), dtype=float)
+    if len(v) == 0:
+        return (float("nan"), float("nan"))
+    if len(v) == 1:
+        return (float(v[0]), float(v[0]))
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return (float(lo), float(hi))

@@ -1,0 +1,147 @@
+"""The round report: stopping rules, learning-curve fit, label quality control, and a real two-round run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from medal.data import load_dataset, load_volume, sample_dataset, save_volume
+from medal.report import agreement, confident_disagreement, decide, expected_gain, fit_power_law, power_law
+
+
+def _rounds(dices, seconds, cases=8, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for s, d in zip(seconds, dices):
+        per = {f"c{i}": float(d + rng.normal(0, noise)) for i in range(cases)}
+        out.append({"seconds": s, "dice": float(np.mean(list(per.values()))), "per_case": per, "budget_s": 600.0,
+                    "pool_entropy": 0.2})
+    return out
+
+
+def test_learning_curve_fit_recovers_known_parameters():
+    s = np.array([300, 900, 1500, 2100, 2700, 3300.0])
+    a, b, c = 0.88, 9.0, 0.6
+    p = fit_power_law(s, power_law(s, a, b, c))
+    assert p is not None
+    assert p[0] == pytest.approx(a, abs=0.01) and p[2] == pytest.approx(c, abs=0.05)
+    np.testing.assert_allclose(power_law(s, *p), power_law(s, a, b, c), atol=1e-3)
+    assert expected_gain(p, 3300, 600) == pytest.approx(power_law(3900, a, b, c) - power_law(3300, a, b, c), abs=2e-3)
+    assert fit_power_law([100, 200], [0.5, 0.6]) is None  # two points: no fit
+
+
+def test_stopping_fires_on_a_plateau_and_not_on_a_rising_curve():
+    secs = [600, 1200, 1800, 2400, 3000]
+    flat = decide(_rounds([0.60, 0.80, 0.850, 0.852, 0.853], secs, noise=0.002), min_gain=0.01)
+    assert flat.decision in ("consider stopping", "stop") and flat.rules["plateau"]["fired"]
+    assert any("gained less than 0.01" in r for r in flat.reasons)
+    assert flat.rules["plateau"]["sure"]  # eight cases agreeing: the small gains are sure
+    rising = decide(_rounds([0.40, 0.55, 0.65, 0.72, 0.78], secs, noise=0.002), min_gain=0.01)
+    assert rising.decision == "continue" and not rising.rules["plateau"]["fired"]
+    assert rising.rules["learning_curve"]["expected_gain"] > 0.01
+    spent = decide(_rounds([0.4, 0.6], [600, 1200]), total_budget_s=1000)
+    assert spent.decision == "stop" and "budget is spent" in spent.reasons[0]
+    sure = decide([dict(r, pool_entropy=0.001) for r in _rounds([0.6, 0.7], [600, 1200])])
+    assert sure.rules["confident_pool"]["fired"] and sure.decision == "consider stopping"
+    assert decide([]).decision == "continue"
+
+
+def test_agreement_on_a_constructed_example():
+    a = np.full((4, 4), 255, np.uint8)
+    b = a.copy()
+    a[0, :] = [1, 1, 2, 0]
+    b[0, :] = [1, 2, 2, 0]
+    a[1, 0] = 1  # b did not annotate it: ignored
+    d = agreement(a, b, 3)
+    assert d[1] == pytest.approx(2 * 1 / (2 + 1)) and d[2] == pytest.approx(2 * 1 / (1 + 2))
+    assert agreement(np.zeros((2, 2)), np.zeros((2, 2)), 3)[1] is None
+    p = np.zeros((3, 4))
+    p[1, :2], p[0, 2:] = 0.99, 0.99
+    p[2, 2:] = 0.01
+    p[2, :2] = 0.01
+    share, n = confident_disagreement(np.array([1, 2, 0, 255]), p)
+    assert n == 3 and share == pytest.approx(1 / 3)
+
+
+@pytest.mark.slow
+def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
+    """Two real rounds on the bundled sample with held-out slices and quality control: the report is
+    written after each round and ingest, and its numbers are the manifests' and the logs'."""
+    from medal.costs import CostModel, append_annotation_log
+    from medal.simulation import oracle_annotate
+    from medal.tasks import read_tasks
+
+    ds_root = sample_dataset()
+    ds = load_dataset(ds_root)
+    cases = [c.case_id for c in ds.cases[:4]]
+    cfg = {"model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+           "training": {"patch_size": [16, 16, 16], "batch_size": 2, "max_epochs": 2, "iterations_per_epoch": 3,
+                        "val_fraction": 0.0, "holdout": 0.3, "num_threads": 1},
+           "uncertainty": {"mc_samples": 2, "roi_size": [16, 16, 16]},
+           "selection": {"budget_s": 1500.0, "qc_share": 0.2}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    for cid in cases:
+        lab = load_volume(ds.case(cid).label)
+        part = np.full(lab.shape, 255, np.uint8)
+        part[:, :, ::3] = lab.array[:, :, ::3]
+        save_volume(lab.with_array(part), run / "labels" / f"{cid}.nii.gz")
+
+    def medal(*args):
+        out = subprocess.run([sys.executable, "-m", "medal.cli", *map(str, args)], capture_output=True, text=True,
+                             env={**os.environ})
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return out
+
+    for index in (0, 1):
+        rd = run / f"round_{index:03d}"
+        out = medal("round", ds_root, "--run", run, "--index", index, "--config", tmp_path / "c.yaml", "--cases", *cases)
+        assert "report: " in out.stdout and (run / "report.md").is_file()
+        data = json.loads((run / "report.json").read_text())
+        assert len(data["rounds"]) == index + 1
+        man = json.loads((rd / "manifest.json").read_text())
+        r = data["rounds"][-1]
+        assert r["predicted_s"] == pytest.approx(man["budget"]["predicted_s"])
+        assert r["holdout"]["dice"] == pytest.approx(man["metrics"]["holdout"]["dice"])
+        assert man["metrics"]["holdout"]["voxels"] > 0 and 0 <= man["metrics"]["holdout"]["dice"] <= 1
+        tl = read_tasks(rd / "tasks.json")
+        qc = [t for t in tl.tasks if t.qc_of]
+        if index == 0:
+            assert not qc  # nothing finished yet to re-ask
+        else:  # quality control: earlier finished tasks, within their share of the budget, shown again
+            assert qc and sum(t.predicted_cost_s for t in qc) <= 0.2 * 1500 + 1e-6
+            assert all(t.qc_of.startswith("round_000/") and t.status == "todo" for t in qc)
+        before = {cid: load_volume(run / "labels" / f"{cid}.nii.gz").array.copy() for cid in cases}
+        oracle_annotate(tl, ds, rd / "annotations", cost_model=CostModel.default(3), log=rd / "annotation_log.jsonl")
+        for t in qc:  # the re-annotation disagrees on purpose where the slice holds foreground
+            lab = load_volume(rd / "annotations" / f"{t.case_id}.nii.gz")
+            arr = lab.array.copy()
+            sl = [slice(None)] * 3
+            sl[t.axis] = t.index
+            region = arr[tuple(sl)]
+            region[region == 1] = 2
+            arr[tuple(sl)] = region
+            save_volume(lab.with_array(arr), rd / "annotations" / f"{t.case_id}.nii.gz")
+        out = medal("ingest", ds_root, "--run", run, "--round", rd)
+        data = json.loads((run / "report.json").read_text())
+        logged = sum(json.loads(line)["seconds"] for line in (rd / "annotation_log.jsonl").read_text().splitlines())
+        assert data["rounds"][-1]["logged"]["charged_s"] == pytest.approx(logged)
+        if qc:
+            ing = json.loads((rd / "ingest.json").read_text())
+            assert len(ing["qc"]) == len(qc) and data["agreement"]["tasks"] == len(qc)
+            t = qc[0]
+            after = load_volume(run / "labels" / f"{t.case_id}.nii.gz").array
+            sl = [slice(None)] * 3
+            sl[t.axis] = t.index
+            np.testing.assert_array_equal(after[tuple(sl)], before[t.case_id][tuple(sl)])  # first labels kept
+            assert (rd / "qc" / f"{t.case_id}.nii.gz").is_file()
+    md = (run / "report.md").read_text()
+    assert "**Recommendation:" in md and "learning_curve.png" in md and "Label quality control" in md
+    for png in ("learning_curve.png", "rounds.png"):
+        assert (run / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = medal("report", run, "--json")
+    assert json.loads(out.stdout)["verdict"]["decision"] in ("continue", "consider stopping", "stop")
