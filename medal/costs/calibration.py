@@ -21,12 +21,16 @@ in a simulation writes the same log), and applies it to the next round's predict
 ``none``
     Predictions are used as they are.
 
+The correction is used only where it carries over from round to round (see :func:`fit_calibration`):
+an annotator's steady pace does, a weak early model's transient over-drawing does not.
+
 A floor (``costs.min_seconds``) stands for navigating to a unit and checking it: no unit is ever
 predicted cheaper than that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,22 +123,7 @@ def calibration_pairs(round_dirs) -> list[dict]:
     return out
 
 
-def fit_calibration(pairs: list[dict], *, method: str = "scale", floor: float = 0.0, decay: float = 0.5,
-                    min_tasks: int = 10, n_classes: int = 2) -> CostCalibration:
-    """Calibration from :func:`calibration_pairs` (rounds in order, the last is the most recent)."""
-    if method not in CALIBRATIONS:
-        raise ValueError(f"unknown cost calibration {method!r}; valid: {list(CALIBRATIONS)}")
-    if method == "none" or not pairs:
-        return CostCalibration(floor=floor, method="none", n_tasks=len(pairs))
-    order = list(dict.fromkeys(p["round"] for p in pairs))
-    age = {r: len(order) - 1 - i for i, r in enumerate(order)}
-    w = np.array([decay ** age[p["round"]] for p in pairs])
-    rounds = tuple(order)
-    if len(pairs) < min_tasks:  # too few for two parameters: the ratio of (weighted) totals
-        pred = np.array([p["predicted"] for p in pairs])
-        spent = np.array([p["seconds"] for p in pairs])
-        ratio = float((w * spent).sum() / max((w * pred).sum(), 1e-9))
-        return CostCalibration(scale=ratio, offset=0.0, floor=floor, method="ratio", n_tasks=len(pairs), rounds=rounds)
+def _fit(pairs, w, *, method: str, floor: float, min_tasks: int, n_classes: int, rounds) -> CostCalibration:
     if method == "features":
         from medal.costs.features import feature_names
         from medal.costs.model import fit_cost_model
@@ -145,8 +134,61 @@ def fit_calibration(pairs: list[dict], *, method: str = "scale", floor: float = 
             model = fit_cost_model([{**p["features"], "seconds": p["seconds"]} for p in usable], n_classes=n_classes)
             return CostCalibration(floor=floor, method="features", n_tasks=len(usable), rounds=rounds,
                                    coefficients=dict(model.coefficients))
-    a, b = fit_scale([p["predicted"] for p in pairs], [p["seconds"] for p in pairs], w)
+    pred = np.array([p["predicted"] for p in pairs])
+    spent = np.array([p["seconds"] for p in pairs])
+    if len(pairs) < min_tasks:  # too few for two parameters: the ratio of (weighted) totals
+        ratio = float((w * spent).sum() / max((w * pred).sum(), 1e-9))
+        return CostCalibration(scale=ratio, offset=0.0, floor=floor, method="ratio", n_tasks=len(pairs), rounds=rounds)
+    a, b = fit_scale(pred, spent, w)
     return CostCalibration(scale=a, offset=b, floor=floor, method="scale", n_tasks=len(pairs), rounds=rounds)
+
+
+def _total_error(cal: CostCalibration, pairs) -> float:
+    pred = np.array([p["predicted"] for p in pairs])
+    feats = {k: np.array([p["features"].get(k, 0.0) for p in pairs]) for k in (pairs[0]["features"] or {})}
+    spent = sum(p["seconds"] for p in pairs)
+    return abs(float(cal.apply(pred, feats if cal.coefficients else None).sum()) - spent) / max(spent, 1e-9)
+
+
+def fit_calibration(pairs: list[dict], *, method: str = "scale", floor: float = 0.0, decay: float = 0.5,
+                    min_tasks: int = 10, n_classes: int = 2) -> CostCalibration:
+    """Calibration from :func:`calibration_pairs` (rounds in order, the last is the most recent).
+
+    A correction is used only where it carries over from one round to the next. Two kinds of bias
+    reach the logged seconds: the annotator's own pace against the cost model (steady: it carries
+    over), and a weak model's mis-drawn structure (it shrinks as the model improves: last round's
+    correction would overshoot this round). So with two or more rounds logged, the calibration fitted
+    on all rounds but the latest is first tested on the latest: it is used (refitted on every round)
+    only if it predicts the latest round's total seconds better than the uncorrected predictions do;
+    otherwise none is applied (method ``none``, said in ``rounds``). With a single round logged, half
+    of its correction is applied (the geometric mean of its scale and 1; half its offset).
+    """
+    if method not in CALIBRATIONS:
+        raise ValueError(f"unknown cost calibration {method!r}; valid: {list(CALIBRATIONS)}")
+    if method == "none" or not pairs:
+        return CostCalibration(floor=floor, method="none", n_tasks=len(pairs))
+    order = list(dict.fromkeys(p["round"] for p in pairs))
+
+    def weights(ps):
+        rs = list(dict.fromkeys(p["round"] for p in ps))
+        age = {r: len(rs) - 1 - i for i, r in enumerate(rs)}
+        return np.array([decay ** age[p["round"]] for p in ps])
+
+    kw = dict(method=method, floor=floor, min_tasks=min_tasks, n_classes=n_classes)
+    if len(order) == 1:
+        cal = _fit(pairs, weights(pairs), rounds=tuple(order), **kw)
+        if cal.coefficients:  # a refitted model cannot be halved: use it as it is
+            return cal
+        return dataclasses.replace(cal, scale=float(np.sqrt(cal.scale)), offset=cal.offset / 2,
+                                   method=f"{cal.method} (half-way: one round logged)")
+    earlier = [p for p in pairs if p["round"] != order[-1]]
+    latest = [p for p in pairs if p["round"] == order[-1]]
+    trial = _fit(earlier, weights(earlier), rounds=tuple(order[:-1]), **kw)
+    if _total_error(trial, latest) >= _total_error(CostCalibration(floor=floor), latest):
+        return CostCalibration(floor=floor, method="none", n_tasks=len(pairs),
+                               rounds=(f"declined: the correction of {', '.join(order[:-1])} did not carry over to "
+                                       f"{order[-1]}",))
+    return _fit(pairs, weights(pairs), rounds=tuple(order), **kw)
 
 
 def load_calibration(meta: dict | None) -> CostCalibration:

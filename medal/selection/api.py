@@ -66,8 +66,11 @@ class RoundSelection:
             lines.append(f"  stochastic batch: power noise, beta {s.beta:.3g}")
         c = self.calibration
         if c is not None and c.method != "none":
-            how = (f"x{c.scale:.2f} + {c.offset:.1f} s" if c.method in ("scale", "ratio") else "refitted cost model")
-            lines.append(f"  predicted seconds calibrated on {c.n_tasks} logged task(s) of {', '.join(c.rounds)} ({how})")
+            how = f"x{c.scale:.2f} + {c.offset:.1f} s" if not c.coefficients else "refitted cost model"
+            lines.append(f"  predicted seconds calibrated on {c.n_tasks} logged task(s) of {', '.join(c.rounds)} "
+                         f"({c.method}: {how})")
+        elif c is not None and c.rounds:
+            lines.append(f"  predicted seconds not calibrated: {c.rounds[0]}")
         if self.fallback:
             lines.append(f"  NOTE: {self.fallback}")
         for cid, err in self.skipped.items():
