@@ -52,3 +52,9 @@ def paint_at(layer, coord, label, qtbot):
     layer.brush_size = 3
     layer.paint(np.asarray(coord, dtype=float), label)
     qtbot.wait(20)
+
+
+@pytest.fixture(autouse=True)
+def _private_preferences(tmp_path, monkeypatch):
+    """Answers remembered per annotator go to a folder of this test's own."""
+    monkeypatch.setenv("MEDAL_CONFIG_DIR", str(tmp_path / "medal-config"))

@@ -132,7 +132,9 @@ def test_supervoxel_painting_is_confined_to_the_supervoxel(open_widget, round_di
     data = np.asarray(lab.data)
     assert (data == 2).any() and not (data[~mask] == 2).any()
     assert s.outside_reverted > 0
-    s.mark_done(advance=False)
+    assert not s.mark_done(advance=False)  # its other planes were never shown: asked first
+    assert "were never shown" in s.messages[-1][1]
+    assert s.mark_done(advance=False)  # pressed again: saved as it is
     out = load_volume(round_dir / "annotations" / f"{task.case_id}.nii.gz").array
     assert (out[~mask] == UNLABELED).all()
     np.testing.assert_array_equal(out[mask], data[mask])
@@ -241,6 +243,8 @@ def test_keyboard_shortcuts_move_and_finish_tasks(open_widget, round_dir, qtbot)
     assert s.tasks[start].status == "skipped" and s.current != start
     nxt = s.current
     qtbot.keyClick(canvas, Qt.Key.Key_D, Qt.KeyboardModifier.ShiftModifier)
+    assert s.tasks[nxt].status == "todo" and "nothing is painted" in s.messages[-1][1]  # asked once
+    qtbot.keyClick(canvas, Qt.Key.Key_D, Qt.KeyboardModifier.ShiftModifier)
     assert s.tasks[nxt].status == "done"
     assert json.loads((round_dir / "tasks.json").read_text())["tasks"][nxt]["status"] == "done"
 
@@ -282,7 +286,8 @@ def test_time_log_has_active_seconds_once_per_finished_task(make_napari_viewer, 
         clock.t = 310
         assert s.mark_done()
         clock.t = 322
-        assert s.mark_done()  # the next task, 12 s later
+        assert not s.mark_done()  # the next task, 12 s later: nothing painted, so asked once ...
+        assert s.mark_done()  # ... and confirmed
         log = read_annotation_log(round_dir / "annotation_log.jsonl")
         assert len(log) == 2 and log[0]["task_id"] == s.tasks[first].task_id
         assert log[1]["task_id"] != log[0]["task_id"] and log[1]["seconds"] == pytest.approx(12)
@@ -321,3 +326,155 @@ def test_a_closed_session_is_released(open_widget, round_dir, tmp_path):
     assert widget.open_round(round_dir)  # opening another round closes the first session
     gc.collect()
     assert first() is None  # no viewer callback or Qt signal keeps it, and its cached volumes, alive
+
+
+def test_medal_annotate_exits_cleanly(round_dir):
+    """Closing the window is the normal way out of `medal annotate`: no RuntimeError about a deleted
+    widget, exit status 0, the case saved and unlocked. A real process: the window is closed the way
+    a person closes it, while `medal-annotate` runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import napari; from qtpy.QtWidgets import QApplication; from qtpy.QtCore import QTimer; "
+            "from medal_napari.cli import main; app = QApplication.instance() or QApplication(sys.argv[:1]); "
+            "QTimer.singleShot(4000, lambda: napari.current_viewer().close()); sys.exit(main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, str(round_dir), "--autosave", "0", "--user", "tester"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "RuntimeError" not in out.stderr and "Traceback" not in out.stderr
+    assert not list((round_dir / "annotations").glob("*.lock"))
+    assert (round_dir / "annotations").is_dir()  # the open task's progress was saved on the way out
+
+
+def test_done_on_an_empty_slice_is_asked_once_per_user(open_widget, round_dir):
+    viewer, widget = open_widget(round_dir, user="alice")
+    s = widget.session
+    first = s.task
+    assert not s.mark_done()
+    assert "nothing is painted" in s.messages[-1][1] and s.task is first
+    assert s.mark_done() and first.status == "done"  # confirmed: saved as containing no structure
+    out = load_volume(round_dir / "annotations" / f"{first.case_id}.nii.gz").array
+    assert (out[plane_index(first, out.shape)] == 0).all()
+    second = s.task
+    assert s.mark_done() and second.status == "done"  # alice was asked once: not again
+    from medal_napari.session import user_preferences
+
+    assert user_preferences("alice") == {"empty_done_confirmed": True} and user_preferences("bob") == {}
+
+
+def test_supervoxel_done_waits_until_every_plane_was_seen(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    i = next(i for i, t in enumerate(s.tasks) if t.kind == "supervoxel")
+    s.open_task(i)
+    task = s.task
+    planes = s.planes()
+    assert len(planes) > 1 and s.unvisited_planes()
+    ov = viewer.text_overlay.text
+    assert f"spans planes {planes[0]}-{planes[-1]}" in ov and "looked at" in ov and "task " in ov
+    lab = viewer.layers["labels"]
+    centre = [(lo + hi) // 2 for lo, hi in zip(*task.bbox)]
+    centre[task.axis] = viewer.dims.current_step[task.axis]
+    lab.brush_size = 3
+    lab.paint(np.asarray(centre, float), 1)
+    qtbot.wait(20)
+    for p in planes:  # the expert scrolls through the supervoxel
+        step = list(viewer.dims.current_step)
+        step[task.axis] = p
+        viewer.dims.current_step = tuple(step)
+    assert s.unvisited_planes() == []
+    assert s.mark_done(advance=False) and task.status == "done"
+
+
+def test_undo_then_redo_cannot_bring_back_an_edit_off_the_task(open_widget, round_dir, qtbot):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    task = s.task
+    lab = viewer.layers["labels"]
+    shape = lab.data.shape
+    off = _coord_in_plane(task, shape)
+    off[task.axis] = (task.index + 4) % shape[task.axis]
+    paint_at(lab, off, 2, qtbot)
+    assert (np.asarray(lab.data) == 2).sum() == 0 and s.outside_reverted > 0
+    lab.undo()
+    lab.redo()  # napari replays the stroke, outside voxels included, with no paint event
+    qtbot.wait(20)
+    assert (np.asarray(lab.data) == 2).sum() == 0
+    assert "undo/redo were undone again" in s.messages[-1][1]
+
+
+@pytest.mark.parametrize("kill_at", ["after labels", "after progress", "after log", "after logged", "none"])
+def test_a_kill_during_done_leaves_a_round_that_reopens_consistent(open_widget, round_dir, qtbot, kill_at,
+                                                                   monkeypatch):
+    """Done writes labels, progress (done + log record), the log line, progress (logged), tasks.json:
+    killed after any step (each write is atomic, so the files are as a kill leaves them), reopening the
+    round repairs the rest: one log line, status done everywhere, and ingest merges the task's labels."""
+    from medal.data import load_dataset
+    from medal.loop import ingest
+    from medal_napari import session as session_mod
+    from medal_napari.store import RoundStore
+
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    task = s.task
+    lab = viewer.layers["labels"]
+    paint_at(lab, _coord_in_plane(task, lab.data.shape), 1, qtbot)
+    expected = np.array(lab.data[plane_index(task, lab.data.shape)])
+
+    class Killed(Exception):
+        pass
+
+    calls = {"progress": 0}
+    real_progress = RoundStore.save_progress
+
+    def progress(self, case_id, user):
+        calls["progress"] += 1
+        if (kill_at == "after labels" and calls["progress"] == 1) or (kill_at == "after log" and calls["progress"] == 2):
+            raise Killed
+        return real_progress(self, case_id, user)
+
+    monkeypatch.setattr(RoundStore, "save_progress", progress)
+    if kill_at == "after progress":
+        monkeypatch.setattr(session_mod.AnnotationSession, "_append_log", lambda self, r: (_ for _ in ()).throw(Killed()))
+    if kill_at == "after logged":
+        monkeypatch.setattr(session_mod.AnnotationSession, "_write_statuses", lambda self: (_ for _ in ()).throw(Killed()))
+    if kill_at == "none":
+        assert s.mark_done(advance=False)
+    else:
+        with pytest.raises(Killed):
+            s.mark_done(advance=False)
+    monkeypatch.undo()
+    s._closed = True  # the process is gone: no closing save; its lock is left behind
+    s._lock.release()
+    viewer2, widget2 = open_widget(round_dir)
+    s2 = widget2.session
+    again = next(t for t in s2.tasks if t.task_id == task.task_id)
+    assert again.status == "done"
+    log = read_annotation_log(round_dir / "annotation_log.jsonl")
+    assert [r["task_id"] for r in log].count(task.task_id) == 1
+    state = json.loads((round_dir / "annotations" / f"{task.case_id}.json").read_text())["tasks"][task.task_id]
+    assert state["status"] == "done" and state["logged"]
+    assert {t.task_id: t.status for t in read_tasks(round_dir / "tasks.json").tasks}[task.task_id] == "done"
+    widget2.close_session()
+    ds = load_dataset(read_tasks(round_dir / "tasks.json").dataset_root)
+    run = round_dir.parent / "run"
+    rep = ingest(run, round_dir, ds)
+    merged = load_volume(run / "labels" / f"{task.case_id}.nii.gz").array
+    np.testing.assert_array_equal(merged[plane_index(task, merged.shape)], expected)
+    assert task.case_id in rep.cases
+
+
+def test_reopening_sweeps_what_a_killed_save_left(round_dir, open_widget):
+    import os
+    import time
+
+    ann = round_dir / "annotations"
+    ann.mkdir(exist_ok=True)
+    stale = ann / ".hippocampus_004.1234abcd.tmp.nii.gz"
+    stale.write_bytes(b"half a file")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = ann / ".hippocampus_004.feedbeef.tmp.nii.gz"  # another session's save in flight: left alone
+    fresh.write_bytes(b"x")
+    viewer, widget = open_widget(round_dir)
+    assert not stale.exists() and fresh.exists() and widget.session.store.swept == 1

@@ -140,6 +140,11 @@ def test_navigation_order_plane_and_value_checks():
              _task(task_id="c", score=2, predicted_cost_s=5)]
     order = value_per_second_order(tasks)
     assert order == [2, 1, 0]
+    # grouped by case: a patient is finished before the next is opened (cases by their best task)
+    mixed = [_task(task_id="x1", case_id="x", score=5, predicted_cost_s=10), _task(task_id="y1", case_id="y", score=9, predicted_cost_s=10),
+             _task(task_id="x2", case_id="x", score=1, predicted_cost_s=10), _task(task_id="y2", case_id="y", score=2, predicted_cost_s=10),
+             _task(task_id="x3", case_id="x", score=4, predicted_cost_s=10)]
+    assert [mixed[i].task_id for i in value_per_second_order(mixed)] == ["y1", "y2", "x1", "x3", "x2"]
     statuses = ["todo", "done", "todo"]
     assert neighbour(order, 2, statuses, +1) == 1
     assert neighbour(order, 2, statuses, +1, only_todo=True) == 0

@@ -39,8 +39,12 @@ def main(argv=None) -> int:
         return 2
     viewer, widget = annotate(path, autosave_s=args.autosave, idle_s=args.idle, user=args.user,
                               start_from_prediction=args.from_prediction)
+    session = widget.session
     napari.run()
-    widget.close_session()
+    # napari has deleted the widget by now (its destroyed signal already saved and unlocked): close
+    # the session itself, which is idempotent, never the deleted Qt widget
+    if session is not None:
+        session.close()
     return 0
 
 

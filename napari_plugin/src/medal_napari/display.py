@@ -13,6 +13,29 @@ LAYERS = {"image": "image", "uncertainty": "uncertainty", "prediction": "predict
           "region": "task region"}
 
 
+def task_labels_class():
+    """``Labels`` that call ``on_history`` after an undo or redo: napari emits no paint event for those,
+    and a redo can bring back a stroke the plugin undid for lying off the task."""
+    from napari.layers import Labels
+
+    class TaskLabels(Labels):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.on_history: list = []
+
+        def undo(self) -> None:
+            super().undo()
+            for cb in list(self.on_history):
+                cb()
+
+        def redo(self) -> None:
+            super().redo()
+            for cb in list(self.on_history):
+                cb()
+
+    return TaskLabels
+
+
 def get_layer(viewer, key: str):
     name = LAYERS[key]
     return viewer.layers[name] if name in viewer.layers else None
@@ -25,6 +48,10 @@ def set_layer(viewer, key: str, kind, data, **props):
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
+        if kind.__name__ == "TaskLabels":
+            layer = kind(data, name=LAYERS[key], **props)
+            viewer.add_layer(layer)
+            return layer, True
         add = {"Image": viewer.add_image, "Labels": viewer.add_labels}[kind.__name__]
         return add(data, name=LAYERS[key], **props), True
     # every assignment re-slices the layer: skip the ones that change nothing
@@ -47,7 +74,7 @@ def label_colormap(label_colors: dict[int, str]):
     return DirectLabelColormap(color_dict=colors)
 
 
-def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], on_paint):
+def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], on_paint, on_history=None):
     """Image, uncertainty heat map, prediction outline and the editable labels of one case."""
     from napari.layers import Image, Labels
 
@@ -71,11 +98,13 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
             pred.colormap = label_colormap(label_colors)
     elif get_layer(viewer, "prediction") is not None:
         viewer.layers.remove(get_layer(viewer, "prediction"))
-    lab, new = set_layer(viewer, "labels", Labels, working, scale=scale)
+    lab, new = set_layer(viewer, "labels", task_labels_class(), working, scale=scale)
     if new:
         lab.colormap = label_colormap(label_colors)
         lab.opacity = 0.6
         lab.events.paint.connect(on_paint)
+        if on_history is not None:
+            lab.on_history.append(on_history)
     lab.selected_label = max(lab.selected_label, 1)
     lab.metadata["case_id"] = data.case_id
     viewer.layers.selection.active = lab
@@ -138,9 +167,24 @@ def text_overlay(viewer):
     return viewer.text_overlay
 
 
-def overlay_text(task: Task, where: str, plane: int, shown: int) -> str:
-    """The line on the canvas: which task is open, and a warning when the view is off its slice."""
-    text = f"{task.task_id} · {task.case_id} · {where} · {task.status}"
-    if task.kind == "slice" and shown != plane:
-        text += f"\nOFF THE TASK: you are on plane {shown}, the task is plane {plane}; edits here are not saved"
+def overlay_text(task: Task, where: str, plane: int, shown: int, *, planes=None, visited=None,
+                 position: tuple[int, int] | None = None) -> str:
+    """The lines on the canvas: which task is open (and where in the queue), the plane shown, and a
+    warning when the view is off the task. ``planes``: the planes a supervoxel spans; ``visited``:
+    those the expert has looked at."""
+    from .edits import plane_ranges
+
+    head = f"task {position[0]} of {position[1]} · " if position else ""
+    text = f"{head}{task.task_id} · {task.case_id} · {where} · {task.status}"
+    if task.kind == "slice":
+        if shown != plane:
+            text += f"\nOFF THE TASK: you are on plane {shown}, the task is plane {plane}; edits here are not saved"
+        return text
+    planes = list(planes or [])
+    if planes:
+        seen = [p for p in planes if p in set(visited or [])]
+        text += (f"\nplane {shown} · the supervoxel spans planes {plane_ranges(planes)} "
+                 f"({len(seen)} of {len(planes)} looked at)")
+        if shown not in planes:
+            text += "\nOFF THE TASK: this plane holds none of the supervoxel"
     return text

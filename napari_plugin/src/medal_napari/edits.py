@@ -65,9 +65,41 @@ def task_plane(task: Task, sl: tuple[slice, ...], region: np.ndarray) -> int:
     return int(sl[task.axis].start + np.argmax(region.sum(axis=other)))
 
 
+def region_planes(task: Task, sl: tuple[slice, ...], region: np.ndarray) -> list[int]:
+    """The planes along the task axis that hold part of the task's region (a slice: just its own)."""
+    if task.kind == "slice":
+        return [task.index]
+    other = tuple(d for d in range(3) if d != task.axis)
+    return [int(sl[task.axis].start + k) for k in np.flatnonzero(region.any(axis=other))]
+
+
+def plane_ranges(planes) -> str:
+    """``[7, 8, 9, 12]`` -> ``"7-9, 12"``."""
+    planes = sorted(int(p) for p in planes)
+    out, start = [], None
+    for i, p in enumerate(planes):
+        if start is None:
+            start = p
+        if i == len(planes) - 1 or planes[i + 1] != p + 1:
+            out.append(f"{start}" if start == p else f"{start}-{p}")
+            start = None
+    return ", ".join(out)
+
+
 def value_per_second_order(tasks: list[Task]) -> list[int]:
-    """Task indices, best value (score) per predicted second first; ties keep the file's order."""
-    return sorted(range(len(tasks)), key=lambda i: (-tasks[i].score / max(tasks[i].predicted_cost_s, 1e-9), i))
+    """Task indices grouped by case, so an expert finishes one patient before opening the next: cases
+    ordered by their best task's value (score) per predicted second, and within a case the best first;
+    ties keep the file's order. Quality-control re-asks come last, each after its case's tasks."""
+    def rate(i):
+        return tasks[i].score / max(tasks[i].predicted_cost_s, 1e-9)
+
+    best: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, t in enumerate(tasks):
+        best[t.case_id] = max(best.get(t.case_id, -np.inf), rate(i))
+        first.setdefault(t.case_id, i)
+    return sorted(range(len(tasks)), key=lambda i: (-best[tasks[i].case_id], first[tasks[i].case_id],
+                                                   tasks[i].qc_of is not None, -rate(i), i))
 
 
 def neighbour(order: list[int], current: int | None, statuses: list[str], step: int, *,

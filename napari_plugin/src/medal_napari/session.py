@@ -72,7 +72,16 @@ class AnnotationSession:
         self._pending_atoms: list = []
         self._last_kind = ""
         self._flush_scheduled = False
+        self._confirm: tuple[str, str] | None = None  # (task id, question) asked at the last Done
         self.order = edits.value_per_second_order(self.tasks)
+        try:
+            fixed = self.store.reconcile(self.user)
+        except (OSError, AnnotationFileError) as exc:
+            fixed = []
+            self.notify(f"could not check the round's files after an interruption: {exc}", "warning")
+        if fixed:
+            self.notify("recovered after an interruption: " + "; ".join(fixed[:4])
+                        + (f" (and {len(fixed) - 4} more)" if len(fixed) > 4 else ""), "info")
         viewer.mouse_move_callbacks.append(self._on_mouse)
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         viewer.dims.events.current_step.connect(self._on_step)
@@ -118,8 +127,30 @@ class AnnotationSession:
     def _on_mouse(self, viewer, event):
         self.timer.touch()
 
+    def planes(self) -> list[int]:
+        """The planes (along the task axis) the open task's region spans."""
+        if self.task is None or self._region is None:
+            return []
+        return edits.region_planes(self.task, *self._region)
+
+    def _visit_plane(self) -> None:
+        task = self.task
+        if task is None or task.kind != "supervoxel" or self._region is None:
+            return
+        plane = int(self.viewer.dims.current_step[task.axis])
+        seen = self.store.task_state(task).setdefault("visited_planes", [])
+        if plane in self.planes() and plane not in seen:
+            seen.append(plane)
+
+    def unvisited_planes(self) -> list[int]:
+        if self.task is None or self.task.kind != "supervoxel":
+            return []
+        seen = set(self.store.task_state(self.task).get("visited_planes", []))
+        return [p for p in self.planes() if p not in seen]
+
     def _on_step(self, event=None):
         self.timer.touch()
+        self._visit_plane()
         self._update_overlay()
 
     def activity(self) -> None:
@@ -184,6 +215,8 @@ class AnnotationSession:
             self.layer("labels").refresh()
         self._show_region(task, entry.data)
         self._move_to(task, entry.data, new_case)
+        self._confirm = None
+        self._visit_plane()
         self.timer.start(float(state.get("seconds", 0.0)))
         self._update_overlay()
         nxt = self._neighbour(+1)
@@ -193,7 +226,31 @@ class AnnotationSession:
         return True
 
     def _show_case(self, entry: Cached) -> None:
-        display.show_case(self.viewer, entry.data, entry.working, self.store.label_colors, self._on_paint)
+        display.show_case(self.viewer, entry.data, entry.working, self.store.label_colors, self._on_paint,
+                          self.revert_outside)
+
+    def revert_outside(self) -> int:
+        """Put back every voxel outside the current task that differs from what is saved (after an undo
+        or redo, which napari reports with no paint event); returns how many, with a message."""
+        layer = self.layer("labels")
+        if layer is None or self._entry is None or self._entry.labels is None:
+            return 0
+        saved = self._entry.labels.working()
+        data = layer.data
+        differ = np.asarray(data) != saved
+        if self._region is not None:
+            sl, region = self._region
+            inside = np.zeros(differ.shape, bool)
+            inside[sl] = region
+            differ &= ~inside
+        n = int(differ.sum())
+        if n:
+            data[differ] = saved[differ]
+            self.outside_reverted += n
+            layer.refresh()
+            self.notify(f"{n} voxel(s) outside the task brought back by undo/redo were undone again: only "
+                        f"{self.store.where(self.task) if self.task else 'the open task'} is saved", "warning")
+        return n
 
     def _show_region(self, task: Task, data: CaseData) -> None:
         display.show_region(self.viewer, task, *self._region, data.image.spacing)
@@ -216,8 +273,12 @@ class AnnotationSession:
             ov.visible = False
             return
         plane = self.task_plane(task) if self._region is not None else task.index
+        order = self.visible_order()
+        position = (order.index(self.current) + 1, len(order)) if self.current in order else None
         ov.text = display.overlay_text(task, self.store.where(task), plane,
-                                       int(self.viewer.dims.current_step[task.axis]))
+                                       int(self.viewer.dims.current_step[task.axis]), planes=self.planes(),
+                                       visited=self.store.task_state(task).get("visited_planes", []),
+                                       position=position)
         ov.color = "yellow" if "OFF THE TASK" in ov.text else "white"
         ov.visible = True
 
@@ -296,26 +357,54 @@ class AnnotationSession:
         sl, region = self._region
         return edits.bad_values(np.asarray(self._labels_data()[sl])[region], self.store.label_map)
 
-    def mark_done(self, advance: bool = True) -> bool:
+    def _question(self, task: Task) -> tuple[str, str] | None:
+        """What to ask before *Done*: planes of a supervoxel never looked at, or a unit painted empty."""
+        missing = self.unvisited_planes()
+        if missing:
+            return ("planes", f"planes {edits.plane_ranges(missing)} of {self.store.where(task)} were never shown; "
+                              "look through them (scroll), or press Done again to save them as they are")
+        sl, region = self._region
+        painted = np.asarray(self._labels_data()[sl])[region]
+        if not (painted > 0).any() and not user_preferences(self.user).get("empty_done_confirmed"):
+            return ("empty", f"nothing is painted in {self.store.where(task)}: press Done again to mark it as "
+                             "containing no structure (asked once; remembered for you)")
+        return None
+
+    def mark_done(self, advance: bool = True, *, confirm: bool = False) -> bool:
+        """Finish the open task. Unseen supervoxel planes, or an empty unit, are asked about first: the
+        call returns False with the question, and a second call for the same task (or ``confirm``)
+        finishes it."""
         task = self.task
         if task is None:
             return False
         self.check_edits()
+        self.revert_outside()
         problem = self._check_values()
         if problem:
             self.notify(f"task {task.task_id} not marked done: {problem}", "error")
             return False
+        question = None if confirm else self._question(task)
+        if question is not None:
+            if self._confirm != (task.task_id, question[0]):
+                self._confirm = (task.task_id, question[0])
+                self.notify(question[1], "warning")
+                return False
+            if question[0] == "empty":  # asked once: this annotator's answer is remembered
+                remember_preference(self.user, "empty_done_confirmed", True)
+        self._confirm = None
         state = self.store.task_state(task)
         state["started"] = True
         task.status = "done"
         seconds = self.timer.stop()
         state["seconds"] = round(seconds, 3)
-        self.save()
+        if not state.get("logged"):  # kept with the status, so a kill before the log line loses nothing
+            state["log_record"] = self._log_record(task, seconds)
+        self.save()  # (1) labels into annotations/, (2) progress: done + the log record
         if not state.get("logged"):
-            self._log(task, seconds)
+            self._append_log(state["log_record"])  # (3)
             state["logged"] = True
-            self.store.save_progress(task.case_id, self.user)
-        self._write_statuses()
+            self.store.save_progress(task.case_id, self.user)  # (4)
+        self._write_statuses()  # (5); a kill anywhere is repaired by RoundStore.reconcile on opening
         if advance and not self._advance():
             self.timer.start(seconds)
         elif not advance:
@@ -349,12 +438,14 @@ class AnnotationSession:
         except AnnotationFileError as exc:
             self.notify(f"statuses not written to tasks.json: {exc} (they are kept in annotations/)", "warning")
 
-    def _log(self, task: Task, seconds: float) -> None:
+    def _log_record(self, task: Task, seconds: float) -> dict:
         sl, region = self._region
-        record = edits.log_record(task, region, np.asarray(self._labels_data()[sl]),
-                                  spacing=self._entry.data.image.spacing, label_map=self.store.label_map,
-                                  seconds=seconds, user=self.user, round=str(self.store.round_dir.resolve()),
-                                  idle_s=self.timer.idle_s)
+        return edits.log_record(task, region, np.asarray(self._labels_data()[sl]),
+                                spacing=self._entry.data.image.spacing, label_map=self.store.label_map,
+                                seconds=seconds, user=self.user, round=str(self.store.round_dir.resolve()),
+                                idle_s=self.timer.idle_s)
+
+    def _append_log(self, record: dict) -> None:
         try:
             append_annotation_log(self.store.log_path, record)
         except OSError as exc:
@@ -412,3 +503,38 @@ class AnnotationSession:
                 self.viewer.dims.events.current_step.disconnect(self._on_step)
             except Exception:
                 pass
+
+
+def _preferences_path():
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("MEDAL_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".config", "medal")
+    return Path(base) / "napari.json"
+
+
+def user_preferences(user: str) -> dict:
+    """What an annotator answered before (``$MEDAL_CONFIG_DIR/napari.json``, per user name)."""
+    import json
+
+    try:
+        return dict(json.loads(_preferences_path().read_text()).get("users", {}).get(user, {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def remember_preference(user: str, key: str, value) -> None:
+    import json
+
+    from medal.data import atomic_write_json
+
+    path = _preferences_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault("users", {}).setdefault(user, {})[key] = value
+    try:
+        atomic_write_json(path, data)
+    except OSError:
+        pass  # a read-only home: asked again next time, nothing lost

@@ -38,6 +38,23 @@ class AnnotationFileError(RuntimeError):
     """A file of the round is missing, unreadable or inconsistent; the message names it."""
 
 
+def sweep_stale_temp_files(*folders, older_than_s: float = 60.0) -> int:
+    """Remove what a killed atomic save left (``.<name>.<hex>.tmp*``), if older than ``older_than_s`` (a
+    save in flight from another session takes milliseconds: its temporary file is never touched)."""
+    n, now = 0, time.time()
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for p in Path(folder).glob(".*.tmp*"):
+            try:
+                if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
 def find_tasks_file(path) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -135,10 +152,83 @@ class RoundStore:
         self.label_colors = self._colors()
         self.progress: dict[str, dict] = {}  # case_id -> {"tasks": {task_id: {...}}}
         self._axis_codes: dict[str, str] = {}
+        self.swept = sweep_stale_temp_files(self.ann_dir, self.draft_dir)
         for t in self.tasks:
             state = self.case_progress(t.case_id)["tasks"].get(t.task_id)
             if state and state.get("status") in ("todo", "done", "skipped"):
                 t.status = state["status"]
+        self.recovered: list[str] = []  # what reconcile() repaired, for a message
+
+    def reconcile(self, user: str) -> list[str]:
+        """Finish what a killed *Done* left half-done, so every file agrees again.
+
+        *Done* writes, each step atomic: (1) the task's labels into ``annotations/<case>.nii.gz``,
+        (2) the progress file with the status ``done`` and the time-log record, (3) the log line,
+        (4) the progress file marked ``logged``, (5) the statuses in ``tasks.json``. Whatever step a
+        kill stopped at, this repairs it: labels of a task in the finished file mean *Done* was
+        pressed (status done); a done task not yet logged gets its stored record appended (once);
+        ``tasks.json`` gets the progress files' statuses.
+        """
+        from medal.costs import append_annotation_log, read_annotation_log
+        from medal.tasks import task_region
+
+        from .edits import log_record
+
+        fixed: list[str] = []
+        try:
+            logged = {str(r.get("task_id")) for r in read_annotation_log(self.log_path)} if self.log_path.is_file() else set()
+        except ValueError:
+            logged = set()
+        by_case: dict[str, list[Task]] = {}
+        for t in self.tasks:
+            by_case.setdefault(t.case_id, []).append(t)
+        for cid, tasks in by_case.items():
+            if (self.ann_dir / f"{cid}.lock").exists():
+                continue  # another session holds this case (or left a lock): it is repaired when opened
+            final_path = self.ann_dir / f"{cid}.nii.gz"
+            final = final_vol = None
+            if final_path.is_file():
+                try:
+                    final_vol = load_volume(final_path)
+                    final = final_vol.array
+                except DatasetError:
+                    final = None  # reported when the case is opened; never overwritten
+            changed = False
+            for t in tasks:
+                state = self.task_state(t)
+                if final is not None and state.get("status") != "done" and t.status != "done":
+                    region = task_region(t, final.shape, self.tasklist)
+                    if (final[region] != UNLABELED).any():
+                        state["status"], t.status = "done", "done"
+                        fixed.append(f"{t.task_id}: finished labels were saved; marked done")
+                        changed = True
+                if state.get("status") == "done" and not state.get("logged"):
+                    record = state.get("log_record")
+                    if record is None and final is not None:  # killed before the record was kept: measure it
+                        region = task_region(t, final.shape, self.tasklist)
+                        record = log_record(t, region, final, spacing=final_vol.spacing, label_map=self.label_map,
+                                            seconds=float(state.get("seconds", 0.0)), user=user, recovered=True,
+                                            round=str(self.round_dir.resolve()))
+                    if record and t.task_id not in logged:  # never twice
+                        append_annotation_log(self.log_path, record)
+                        logged.add(t.task_id)
+                        fixed.append(f"{t.task_id}: time log line written")
+                    state["logged"] = True
+                    changed = True
+            if changed:
+                self.save_progress(cid, user)
+        disagree = False
+        try:
+            on_disk = {t.task_id: t.status for t in read_tasks(self.tasks_path, dataset_root=self.tasklist.dataset_root).tasks}
+            disagree = any(on_disk.get(t.task_id) != t.status for t in self.tasks if t.task_id in
+                           self.case_progress(t.case_id)["tasks"])
+        except TaskError:
+            pass
+        if disagree:
+            self.write_statuses()
+            fixed.append("tasks.json statuses brought in line with the saved progress")
+        self.recovered = fixed
+        return fixed
 
     @property
     def tasks(self) -> list[Task]:

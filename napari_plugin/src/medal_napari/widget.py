@@ -178,15 +178,20 @@ class AnnotationWidget(QWidget):
         return True
 
     def close_session(self) -> None:
+        """Save, unlock and release the open session. Safe to call again, and after napari has
+        deleted this widget (the normal way out of ``medal annotate``)."""
         if self.session is not None:
             s, self.session = self.session, None
             s.close()
             # drop the connections made in open_round, or the closed session (and its cached
             # volumes) would live as long as the application
             app = QApplication.instance()
-            for signal in (self.destroyed, app.aboutToQuit if app is not None else None):
-                if signal is None:
-                    continue
+            signals = [app.aboutToQuit] if app is not None else []
+            try:
+                signals.append(self.destroyed)
+            except RuntimeError:  # the C++ widget is gone (napari closed): its signal went with it
+                pass
+            for signal in signals:
                 try:
                     signal.disconnect(s.close)
                 except (TypeError, RuntimeError):  # already gone with the widget
