@@ -478,3 +478,68 @@ def test_reopening_sweeps_what_a_killed_save_left(round_dir, open_widget):
     fresh.write_bytes(b"x")
     viewer, widget = open_widget(round_dir)
     assert not stale.exists() and fresh.exists() and widget.session.store.swept == 1
+
+
+def _oriented_round(tmp_path, name: str):
+    """A real case saved with another affine (RAS, LPS, or RAS turned 20 degrees about S), with a bright
+    marker 12 mm to the patient's left and 12 mm anterior of the centre, and one axial slice task
+    through it."""
+    from medal.data import Volume, load_dataset, sample_dataset, save_volume
+    from medal.regions import resolve_axis
+    from medal.tasks import Task, write_tasks
+
+    case = load_dataset(sample_dataset()).cases[0]
+    img = load_volume(case.image).array.astype(np.float32)
+    if name == "RAS":
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    elif name == "LPS":
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    else:
+        t = np.deg2rad(20)
+        affine = np.eye(4)
+        affine[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    centre = affine[:3, :3] @ ((np.array(img.shape) - 1) / 2) + affine[:3, 3]
+    world = centre + np.array([-12.0, 12.0, 0.0])  # RAS+ world: -x is the patient's left, +y anterior
+    ijk = np.rint(np.linalg.solve(affine[:3, :3], world - affine[:3, 3])).astype(int)
+    img[tuple(slice(c - 2, c + 3) for c in ijk)] = img.max() * 3
+    root = tmp_path / f"ds_{name}"
+    vol = Volume(img, affine)
+    save_volume(vol, root / "imagesTr" / "case_001.nii.gz")
+    save_volume(vol.with_array(np.zeros(img.shape, np.uint8)), root / "labelsTr" / "case_001.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}}))
+    ds = load_dataset(root)
+    codes = load_volume(ds.cases[0].image).orientation
+    axis = resolve_axis("axial", codes)
+    lo, hi = [0, 0, 0], list(img.shape)
+    lo[axis], hi[axis] = int(ijk[axis]), int(ijk[axis]) + 1
+    rd = tmp_path / f"round_{name}"
+    write_tasks(rd / "tasks.json", [Task(task_id="t0000", case_id="case_001", image="imagesTr/case_001.nii.gz",
+                                         kind="slice", axis=axis, index=int(ijk[axis]), supervoxel=-1, bbox=[lo, hi],
+                                         score=1.0, predicted_cost_s=10.0, strategy="test")], dataset_root=root)
+    return rd, codes, axis
+
+
+@pytest.mark.parametrize("name", ["RAS", "LPS", "oblique"])
+def test_axial_view_is_radiological_whatever_the_storage_order(open_widget, tmp_path, qtbot, name):
+    from medal_napari.display import text_overlay
+
+    rd, codes, axis = _oriented_round(tmp_path, name)
+    viewer, widget = open_widget(rd)
+    assert viewer.dims.axis_labels[axis] == "axial"
+    assert viewer.layers["orientation"].metadata["letters"] == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    text_overlay(viewer).visible = False
+    qtbot.wait(100)  # the window's layout settles; the widget then fits the task into the canvas
+    image = viewer.layers["image"]
+    top = float(np.asarray(image.data).max())
+    image.contrast_limits_range = (float(np.asarray(image.data).min()), top)
+    image.contrast_limits = (float(np.asarray(image.data).min()), top * 0.9)  # only the marker is white
+    qtbot.wait(50)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    letters = (shot[..., 0] < 80) & (shot[..., 1] > 200) & (shot[..., 2] > 200)  # cyan
+    assert letters[:, : shot.shape[1] // 5].any() and letters[:, -shot.shape[1] // 5:].any()  # R and L on screen
+    white = (shot[..., 0] > 220) & (shot[..., 1] > 220) & (shot[..., 2] > 220)  # the marker (letters are cyan)
+    ys, xs = np.nonzero(white)
+    assert len(xs) > 4, f"marker not found on screen ({codes})"
+    h, w = white.shape
+    # the patient's left is on the screen's right, anterior is up
+    assert xs.mean() > w / 2 and ys.mean() < h / 2, (codes, xs.mean(), ys.mean(), w, h)

@@ -134,15 +134,88 @@ def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, s
         viewer.layers.selection.active = lab
 
 
-def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool) -> None:
-    """Slice along the task's axis at ``plane``; zoom on a supervoxel's box."""
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def plane_name(codes: str, axis: int) -> str:
+    """``axial`` / ``coronal`` / ``sagittal`` for the planes normal to array ``axis`` of a volume whose
+    axes point towards ``codes`` (``Volume.orientation``, e.g. ``"RAS"``)."""
+    return {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}[codes[axis]]
+
+
+def radiological_view(codes: str, axis: int):
+    """How to show the planes normal to ``axis`` the way radiologists read them (3D Slicer's and
+    ITK-SNAP's default): axial with the patient's left on screen right and anterior up, coronal with
+    left on the right and superior up, sagittal with posterior on the right and superior up.
+
+    Returns ``(dims order, (vertical, horizontal) camera orientation, edge letters)``: the array axis
+    shown down the screen and the one across, which way each runs, and the letters for the
+    ``top``, ``bottom``, ``left`` and ``right`` edges. Oblique volumes use the nearest axes.
+    """
+    name = plane_name(codes, axis)
+    others = [d for d in range(3) if d != axis]
+    across = "LR" if name in ("axial", "coronal") else "AP"
+    h = next(d for d in others if codes[d] in across)
+    v = next(d for d in others if d != h)
+    right = "L" if across == "LR" else "P"
+    up = "A" if name == "axial" else "S"
+    horizontal = "right" if codes[h] == right else "left"
+    vertical = "up" if codes[v] == up else "down"
+    letters = {"right": right, "left": _OPPOSITE[right], "top": up, "bottom": _OPPOSITE[up]}
+    return (axis, v, h), (vertical, horizontal), letters
+
+
+def edge_letters(viewer, task: Task, codes: str, spacing, shape) -> None:
+    """Patient directions (L/R/A/P/S/I) in the middle of each edge of the shown plane, as a text-only
+    points layer kept on the current plane."""
+    (axis, v, h), (vertical, horizontal), letters = radiological_view(codes, task.axis)
+    spacing = np.asarray(spacing, dtype=float)
+    shape = np.asarray(shape, dtype=float)
+    plane = float(viewer.dims.current_step[axis]) if axis < len(viewer.dims.current_step) else 0.0
+    top_v = 0.0 if vertical == "down" else shape[v] - 1
+    left_h = 0.0 if horizontal == "right" else shape[h] - 1
+    inset_v, inset_h = max(1.0, 0.04 * shape[v]), max(1.0, 0.04 * shape[h])
+    step_v = inset_v if top_v == 0 else -inset_v
+    step_h = inset_h if left_h == 0 else -inset_h
+    mid_v, mid_h = (shape[v] - 1) / 2, (shape[h] - 1) / 2
+    where = {"top": (top_v + step_v, mid_h), "bottom": (shape[v] - 1 - top_v - step_v, mid_h),
+             "left": (mid_v, left_h + step_h), "right": (mid_v, shape[h] - 1 - left_h - step_h)}
+    pts, text = [], []
+    for side, (pv, ph) in where.items():
+        p = np.zeros(3)
+        p[axis], p[v], p[h] = plane, pv, ph
+        pts.append(p * spacing)
+        text.append(letters[side])
+    name = "orientation"
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = np.asarray(pts)
+        layer.text.string = text
+        layer.metadata["letters"] = dict(zip(where, text))
+    else:
+        layer = viewer.add_points(np.asarray(pts), name=name, size=0.01, face_color="transparent",
+                                  border_color="transparent", text={"string": text, "color": "cyan", "size": 14},
+                                  metadata={"letters": dict(zip(where, text))})
+        lab = get_layer(viewer, "labels")
+        if lab is not None:
+            viewer.layers.selection.active = lab
+
+
+def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool, codes: str = "RAS") -> None:
+    """Slice along the task's axis at ``plane``, shown the radiological way (:func:`radiological_view`);
+    zoom on a supervoxel's box."""
     v = viewer
     if v.dims.ndisplay != 2:
         v.dims.ndisplay = 2
     axis = task.axis
-    order = (axis,) + tuple(d for d in range(3) if d != axis)
+    order, flips, _ = radiological_view(codes, axis)
     if tuple(v.dims.order) != order:
         v.dims.order = order
+    if tuple(str(x) for x in v.camera.orientation2d) != flips:
+        v.camera.orientation2d = flips
+    labels = tuple(plane_name(codes, d) for d in range(3))
+    if tuple(v.dims.axis_labels) != labels:
+        v.dims.axis_labels = labels
     spacing = np.asarray(spacing, dtype=float)
     v.dims.set_point(axis, plane * spacing[axis])
     if reset:

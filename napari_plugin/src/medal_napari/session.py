@@ -71,6 +71,7 @@ class AnnotationSession:
         self._closed = False
         self._pending_atoms: list = []
         self._last_kind = ""
+        self._last_axis: int | None = None
         self._flush_scheduled = False
         self._confirm: tuple[str, str] | None = None  # (task id, question) asked at the last Done
         self.order = edits.value_per_second_order(self.tasks)
@@ -151,6 +152,9 @@ class AnnotationSession:
     def _on_step(self, event=None):
         self.timer.touch()
         self._visit_plane()
+        if self.task is not None and self._entry is not None and "orientation" in self.viewer.layers:
+            img = self._entry.data.image
+            display.edge_letters(self.viewer, self.task, img.orientation, img.spacing, img.shape)
         self._update_overlay()
 
     def activity(self) -> None:
@@ -261,10 +265,13 @@ class AnnotationSession:
         return edits.task_plane(task, sl, region)
 
     def _move_to(self, task: Task, data: CaseData, new_case: bool = True) -> None:
-        reset = task.kind == "supervoxel" or new_case or self._last_kind == "supervoxel"
+        reset = task.kind == "supervoxel" or new_case or self._last_kind == "supervoxel" \
+            or self._last_axis != task.axis
+        codes = data.image.orientation
         display.move_to(self.viewer, task, self.task_plane(task, data), data.image.spacing, data.image.shape,
-                        reset=reset)
-        self._last_kind = task.kind
+                        reset=reset, codes=codes)
+        display.edge_letters(self.viewer, task, codes, data.image.spacing, data.image.shape)
+        self._last_kind, self._last_axis = task.kind, task.axis
 
     def _update_overlay(self) -> None:
         task = self.task

@@ -45,6 +45,7 @@ class AnnotationWidget(QWidget):
                  user: str | None = None, start_from_prediction: bool = False):
         super().__init__()
         self.viewer = napari_viewer
+        self.setMaximumWidth(420)  # the canvas, not the task list, gets the screen
         self.session: AnnotationSession | None = None
         self.idle_s, self.user = idle_s, user
         self.autosaves = 0
@@ -73,6 +74,7 @@ class AnnotationWidget(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.verticalHeader().setVisible(False)
         self.table.cellClicked.connect(self._row_clicked)
         self.table.setToolTip("ordered by value per predicted second; click a row to open the task")
 
@@ -175,7 +177,21 @@ class AnnotationWidget(QWidget):
         self.class_box.blockSignals(False)
         self._fill_table()
         s.first_task()
+        # the canvas only has its final size once Qt has laid the window out (dock included): fit then,
+        # or a fresh profile shows a slice cut off at both sides
+        QTimer.singleShot(0, self.fit_view)
         return True
+
+    def fit_view(self) -> None:
+        """Fit the open task in the canvas as it is now (after the window's layout)."""
+        s = self.session
+        if s is None or s.task is None or s._entry is None:
+            return
+        try:
+            self.viewer.reset_view()
+            s._move_to(s.task, s._entry.data, new_case=False)
+        except RuntimeError:  # the viewer is closing
+            pass
 
     def close_session(self) -> None:
         """Save, unlock and release the open session. Safe to call again, and after napari has
