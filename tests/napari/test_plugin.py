@@ -543,3 +543,19 @@ def test_axial_view_is_radiological_whatever_the_storage_order(open_widget, tmp_
     h, w = white.shape
     # the patient's left is on the screen's right, anterior is up
     assert xs.mean() > w / 2 and ys.mean() < h / 2, (codes, xs.mean(), ys.mean(), w, h)
+
+
+def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir):
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    unc = viewer.layers["uncertainty"]
+    values = np.asarray(unc.data)
+    assert unc.colorbar.visible  # a legend for the heat map
+    assert unc.contrast_limits[0] >= np.percentile(values, 89)  # only the upper tail is coloured
+    widget.unc_opacity.setValue(20)
+    assert unc.opacity == pytest.approx(0.2)
+    widget.window_box.setCurrentText("CT soft tissue")
+    assert tuple(viewer.layers["image"].contrast_limits) == (-150.0, 250.0)
+    widget.window_box.setCurrentText("auto (this case)")
+    assert tuple(viewer.layers["image"].contrast_limits) == pytest.approx(s._entry.data.contrast)
+    assert viewer.layers["labels"].brush_size == 3  # about 3 mm on this 1 mm scan

@@ -236,3 +236,19 @@ def test_case_cache_evicts_least_recent_but_never_the_case_on_screen():
     assert cache.get("d", keep="c").data == "d" and loads.count("d") == 1
     assert any(name.startswith("medal-prefetch") for name in threads)
     cache.close()
+
+
+def test_window_level_presets_drag_and_brush_size():
+    import numpy as np
+
+    from medal_napari.display import WINDOWS, brush_size_for, drag_window, window_limits
+
+    assert window_limits("CT soft tissue", (0, 1)) == (-150.0, 250.0)
+    assert window_limits("auto (this case)", (3.0, 900.0)) == (3.0, 900.0)
+    assert set(WINDOWS) >= {"CT brain", "CT bone", "CT lung"}
+    lo, hi = drag_window((0.0, 100.0), dx=200.0, dy=0.0, span=100.0)  # drag right: a wider window
+    assert hi - lo == pytest.approx(100 * np.e) and (lo + hi) / 2 == pytest.approx(50.0)
+    lo, hi = drag_window((0.0, 100.0), dx=0.0, dy=100.0, span=100.0)  # drag down: a higher level
+    assert (lo + hi) / 2 == pytest.approx(100.0) and hi - lo == pytest.approx(100.0)
+    assert brush_size_for((1.0, 1.0, 1.0)) == 3 and brush_size_for((0.5, 0.5, 3.0)) == 6
+    assert brush_size_for((4.0, 4.0, 4.0)) == 1

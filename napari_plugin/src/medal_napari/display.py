@@ -36,6 +36,42 @@ def task_labels_class():
     return TaskLabels
 
 
+#: window/level presets: name -> (level, window); None = the case's own 0.5-99.5 percentile window
+WINDOWS = {"auto (this case)": None, "CT brain": (40.0, 80.0), "CT soft tissue": (50.0, 400.0),
+           "CT bone": (400.0, 1800.0), "CT lung": (-600.0, 1500.0)}
+
+
+def window_limits(name: str, auto: tuple[float, float]) -> tuple[float, float]:
+    """Contrast limits of a window/level preset (``auto``: the case's percentile window)."""
+    preset = WINDOWS[name]
+    if preset is None:
+        return auto
+    level, width = preset
+    return (level - width / 2, level + width / 2)
+
+
+def drag_window(limits: tuple[float, float], dx: float, dy: float, span: float) -> tuple[float, float]:
+    """Window/level by dragging, as radiology viewers do: right widens the window, down raises the
+    level; ``dx``, ``dy`` in pixels, ``span`` the intensity range one canvas width moves."""
+    lo, hi = limits
+    level, width = (lo + hi) / 2, hi - lo
+    width = max(width * float(np.exp(dx / 200.0)), span * 1e-4)
+    level = level + dy / 200.0 * span
+    return (level - width / 2, level + width / 2)
+
+
+def brush_size_for(spacing, mm: float = 3.0) -> int:
+    """A brush about ``mm`` across in the painting plane, whatever the voxel size."""
+    finest = float(min(spacing)) if len(spacing) else 1.0
+    return int(max(1, round(mm / max(finest, 1e-6))))
+
+
+def camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
 def get_layer(viewer, key: str):
     name = LAYERS[key]
     return viewer.layers[name] if name in viewer.layers else None
@@ -88,6 +124,7 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
         unc.contrast_limits = data.uncertainty_limits
         if new:
             unc.colormap, unc.blending, unc.opacity = "inferno", "additive", 0.5
+            unc.colorbar.visible = True  # what the colours mean, on the canvas
         unc.metadata["measure"] = data.uncertainty_name
     elif get_layer(viewer, "uncertainty") is not None:
         viewer.layers.remove(get_layer(viewer, "uncertainty"))
@@ -106,6 +143,8 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
         if on_history is not None:
             lab.on_history.append(on_history)
     lab.selected_label = max(lab.selected_label, 1)
+    if lab.metadata.get("case_id") != data.case_id:
+        lab.brush_size = brush_size_for(data.image.spacing)
     lab.metadata["case_id"] = data.case_id
     viewer.layers.selection.active = lab
     return lab
@@ -211,8 +250,9 @@ def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool, code
     order, flips, _ = radiological_view(codes, axis)
     if tuple(v.dims.order) != order:
         v.dims.order = order
-    if tuple(str(x) for x in v.camera.orientation2d) != flips:
-        v.camera.orientation2d = flips
+    cam = camera(v)
+    if tuple(str(x) for x in cam.orientation2d) != flips:
+        cam.orientation2d = flips
     labels = tuple(plane_name(codes, d) for d in range(3))
     if tuple(v.dims.axis_labels) != labels:
         v.dims.axis_labels = labels
@@ -226,10 +266,10 @@ def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool, code
         centre = ((lo + hi) / 2 * spacing)[shown]
         extent = max(float(((hi - lo) * spacing)[shown].max()), 1e-6)
         full = max(float((np.asarray(shape) * spacing)[shown].max()), 1e-6)
-        v.camera.center = tuple(centre)
+        cam.center = tuple(centre)
         # the region at about a third of the view, never closer than 64 voxels across
         voxels = float(np.asarray(shape)[shown].max())
-        v.camera.zoom = v.camera.zoom * float(max(min(full / (extent * 3.0), voxels / 64.0, 4.0), 1.0))
+        cam.zoom = cam.zoom * float(max(min(full / (extent * 3.0), voxels / 64.0, 4.0), 1.0))
 
 
 def text_overlay(viewer):

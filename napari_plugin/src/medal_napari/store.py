@@ -119,6 +119,10 @@ class CaseLabels:
         return written
 
 
+#: the uncertainty overlay starts colouring at this percentile of the case's values
+UNCERTAINTY_QUANTILE = 90.0
+
+
 def _percentiles(a: np.ndarray, lo=0.5, hi=99.5) -> tuple[float, float]:
     sample = a.ravel()[:: max(a.size // 1_000_000, 1)]
     p = np.percentile(sample, [lo, hi]).astype(float)
@@ -344,7 +348,9 @@ class RoundStore:
                 data.warnings.append(f"uncertainty not shown: {exc}")
                 continue
             data.uncertainty, data.uncertainty_name = vol.array.astype(np.float32, copy=False), name
-            data.uncertainty_limits = _percentiles(data.uncertainty, 1.0, 99.9)
+            # only the upper tail is coloured (additive blending: below the lower limit is transparent),
+            # so the overlay marks where the model is unsure instead of washing over the slice
+            data.uncertainty_limits = _percentiles(data.uncertainty, UNCERTAINTY_QUANTILE, 99.9)
             break
         if data.uncertainty is None and not data.warnings:
             data.warnings.append(f"no uncertainty volume for {case_id} under {base}")

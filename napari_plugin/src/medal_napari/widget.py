@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                            QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from .display import WINDOWS, drag_window, window_limits
 from .session import FILTERS, AnnotationSession
 from .store import AnnotationFileError
 
@@ -49,6 +52,7 @@ class AnnotationWidget(QWidget):
         self.session: AnnotationSession | None = None
         self.idle_s, self.user = idle_s, user
         self.autosaves = 0
+        self._windowed_case: str | None = None
 
         self.round_label = QLabel("no round open")
         self.round_label.setWordWrap(True)
@@ -87,6 +91,21 @@ class AnnotationWidget(QWidget):
         self.show_unc = QCheckBox("uncertainty overlay (Shift-U)")
         self.show_unc.setChecked(True)
         self.show_unc.toggled.connect(self._toggle_unc_layer)
+        self.unc_opacity = QSlider(Qt.Orientation.Horizontal)
+        self.unc_opacity.setRange(0, 100)
+        self.unc_opacity.setValue(50)
+        self.unc_opacity.setToolTip("opacity of the uncertainty overlay")
+        self.unc_opacity.valueChanged.connect(self._set_unc_opacity)
+        urow = QHBoxLayout()
+        urow.addWidget(self.show_unc)
+        urow.addWidget(self.unc_opacity, 1)
+        self.window_box = QComboBox()
+        self.window_box.addItems(list(WINDOWS))
+        self.window_box.setToolTip("window/level preset; Shift + right-drag on the image adjusts it")
+        self.window_box.currentTextChanged.connect(self.set_window)
+        wrow = QHBoxLayout()
+        wrow.addWidget(QLabel("window"))
+        wrow.addWidget(self.window_box, 1)
         self.show_pred = QCheckBox("show model prediction (outline)")
         self.show_pred.toggled.connect(self._toggle_pred_layer)
         self.from_pred = QCheckBox("start new tasks from the model's prediction")
@@ -119,7 +138,9 @@ class AnnotationWidget(QWidget):
             layout.addLayout(item)
         layout.addWidget(self.table, 1)
         layout.addLayout(crow)
-        for w in (self.show_unc, self.show_pred, self.from_pred):
+        layout.addLayout(wrow)
+        layout.addLayout(urow)
+        for w in (self.show_pred, self.from_pred):
             layout.addWidget(w)
         layout.addLayout(brow)
         for w in (self.status_label, self.message_label, keys):
@@ -134,6 +155,7 @@ class AnnotationWidget(QWidget):
 
         for key, (action, _) in SHORTCUTS.items():
             self.viewer.bind_key(key, self._key_handler(action), overwrite=True)
+        self.viewer.mouse_drag_callbacks.append(self._drag_window)
         if round_path is not None:
             self.open_round(round_path)
 
@@ -270,6 +292,11 @@ class AnnotationWidget(QWidget):
         unc = s.layer("uncertainty") if s is not None else None
         if unc is not None:
             unc.visible = self.show_unc.isChecked()
+            unc.opacity = self.unc_opacity.value() / 100.0
+        if s is not None and s.case_id != self._windowed_case:
+            self._windowed_case = s.case_id
+            if WINDOWS.get(self.window_box.currentText()) is not None:  # a chosen preset outlives the case
+                self.set_window(self.window_box.currentText())
         pred = s.layer("prediction") if s is not None else None
         if pred is not None:
             pred.visible = self.show_pred.isChecked()
@@ -346,6 +373,41 @@ class AnnotationWidget(QWidget):
         layer = self.session.layer("labels") if self.session is not None else None
         if layer is not None and value is not None:
             layer.selected_label = int(value)
+
+    def set_window(self, name: str) -> None:
+        """Apply a window/level preset to the image (``auto``: the case's percentile window)."""
+        s = self.session
+        layer = s.layer("image") if s is not None else None
+        if layer is None or s._entry is None:
+            return
+        lo, hi = window_limits(name, s._entry.data.contrast)
+        rlo, rhi = layer.contrast_limits_range
+        layer.contrast_limits_range = (min(rlo, lo), max(rhi, hi))
+        layer.contrast_limits = (lo, hi)
+
+    def _set_unc_opacity(self, value: int) -> None:
+        layer = self.session.layer("uncertainty") if self.session is not None else None
+        if layer is not None:
+            layer.opacity = value / 100.0
+
+    def _drag_window(self, viewer, event):
+        """Shift + right-drag: window (left-right) and level (up-down) of the image, live."""
+        if event.button != 2 or "Shift" not in {str(m) for m in event.modifiers} or self.session is None:
+            return
+        layer = self.session.layer("image")
+        if layer is None:
+            return
+        start = np.asarray(event.pos, float)
+        limits = tuple(layer.contrast_limits)
+        rlo, rhi = layer.contrast_limits_range
+        span = max(rhi - rlo, 1e-6)
+        yield
+        while event.type == "mouse_move":
+            dx, dy = np.asarray(event.pos, float) - start
+            lo, hi = drag_window(limits, dx, dy, span)
+            layer.contrast_limits_range = (min(rlo, lo), max(rhi, hi))
+            layer.contrast_limits = (lo, hi)
+            yield
 
     def set_autosave(self, seconds: float) -> None:
         self.autosave_timer.stop()
