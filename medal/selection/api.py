@@ -290,7 +290,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         "strategy": sel.strategy, "budget_s": sel.budget_s, "predicted_s": sel.spent_s, "value": sel.value,
         "upper_bound": sel.upper_bound, "gap": sel.gap, "cost_model": cost_model.source,
         "cost_calibration": calibration.to_json(), "beta": sel.beta, "class_shares": sel.shares,
-        "round_index": round_index, "scores_dir": str(Path(scores_dir).resolve()),
+        "round_index": round_index, "scores_dir": _relative_to(scores_dir, round_dir),
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
         "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback,
         "qc_tasks": len(qc), "qc_s": sum(t.predicted_cost_s for t in qc), **(meta or {})})
@@ -340,6 +340,13 @@ def qc_tasks(earlier_rounds, round_dir, *, budget_s: float, seed: int = 0) -> li
                                        qc_of=f"{rd.name}/{t.task_id}"))
         left -= secs
     return out
+
+
+def _relative_to(path, base) -> str:
+    """``path`` relative to ``base`` when inside it (a round folder copied elsewhere keeps working),
+    else absolute."""
+    p, b = Path(path).resolve(), Path(base).resolve()
+    return str(p.relative_to(b)) if p.is_relative_to(b) else str(p)
 
 
 def _cheapest(table: RegionTable, cfg: SelectionConfig) -> float:

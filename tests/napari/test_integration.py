@@ -112,3 +112,60 @@ def test_three_tasks_painted_in_napari_reach_the_next_round(open_widget, tmp_pat
     tasks1 = json.loads((round_dir(run, 1) / "tasks.json").read_text())["tasks"]
     again = {(t["case_id"], t["axis"], t["index"]) for t in tasks1 if t["kind"] == "slice"}
     assert not again & set(painted)  # annotated slices are not asked for again
+
+
+@pytest.mark.slow
+def test_finish_round_ingests_and_opens_the_next_round(open_widget, tmp_path, qtbot):
+    """The expert never needs the terminal: Finish round ingests the round's annotations (with its
+    report), makes round N+1 in a worker thread, and opens it."""
+    import json
+
+    import numpy as np
+
+    from medal.config import config_from_dict
+    from medal.data import load_dataset, load_volume, sample_dataset, save_volume
+    from medal.loop import run_round
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:3]]
+    run = tmp_path / "run"
+    for cid in pool:
+        lab = load_volume(ds.case(cid).label)
+        part = np.full(lab.shape, 255, np.uint8)
+        part[:, :, ::6] = lab.array[:, :, ::6]
+        save_volume(lab.with_array(part), run / "labels" / f"{cid}.nii.gz")
+    cfg = config_from_dict({"model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+                            "training": {"patch_size": [16, 16, 16], "batch_size": 2, "max_epochs": 1,
+                                         "iterations_per_epoch": 2, "val_fraction": 0.0, "num_threads": 1},
+                            "uncertainty": {"mc_samples": 2, "roi_size": [16, 16, 16]},
+                            "selection": {"budget_s": 400.0}})
+    run_round(run, ds, cfg, index=0, pool=pool)
+    viewer, widget = open_widget(run / "round_000")
+    s = widget.session
+    task = s.task
+    lab = viewer.layers["labels"]
+    sl, region = s._region
+    gt = load_volume(ds.case(task.case_id).label).array
+    idx = np.nonzero(region)
+    coords = tuple(i + x.start for i, x in zip(idx, sl))
+    lab.data_setitem(coords, gt[coords].astype(np.uint8))
+    qtbot.wait(10)
+    assert s.mark_done(confirm=True)
+    widget.finish_round()
+    qtbot.waitUntil(lambda: widget.session is not None and widget.session.store.round_dir.name == "round_001",
+                    timeout=300_000)
+    assert json.loads((run / "round_000" / "ingest.json").read_text())["cases"][task.case_id]["added"] > 0
+    assert (run / "round_001" / "manifest.json").is_file() and (run / "report.md").is_file()
+    assert widget.session.task is not None and not widget.progress.isVisible()
+    merged = load_volume(run / "labels" / f"{task.case_id}.nii.gz").array
+    plane = tuple(task.index if d == task.axis else slice(None) for d in range(3))
+    np.testing.assert_array_equal(merged[plane], gt[plane])
+
+
+def test_finish_round_needs_a_round_made_by_medal_round(open_widget, tmp_path):
+    from medal_napari._sample_data import prepare_sample_round
+
+    rd = prepare_sample_round(tmp_path / "round")
+    viewer, widget = open_widget(rd)
+    widget.finish_round()
+    assert "not made by `medal round`" in widget.message_label.text() and widget.session is not None

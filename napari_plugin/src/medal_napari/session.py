@@ -80,6 +80,8 @@ class AnnotationSession:
         except (OSError, AnnotationFileError) as exc:
             fixed = []
             self.notify(f"could not check the round's files after an interruption: {exc}", "warning")
+        if self.store.external:
+            self.notify("reading " + "; ".join(self.store.external) + " (outside this round folder)", "info")
         if fixed:
             self.notify("recovered after an interruption: " + "; ".join(fixed[:4])
                         + (f" (and {len(fixed) - 4} more)" if len(fixed) > 4 else ""), "info")

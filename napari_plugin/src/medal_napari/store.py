@@ -148,7 +148,13 @@ class RoundStore:
         self.draft_dir = self.round_dir / "drafts"
         self.log_path = self.round_dir / "annotation_log.jsonl"
         meta = self.tasklist.meta
-        self.scores_dir = Path(meta["scores_dir"]) if meta.get("scores_dir") else self.round_dir / "scores"
+        given = Path(meta["scores_dir"]) if meta.get("scores_dir") else Path("scores")
+        self.scores_dir = given if given.is_absolute() else self.round_dir / given
+        # files read from outside the round folder are named once, so a copied round never reads the
+        # old place silently
+        self.external = [f"{what} from {p}" for what, p in (("images", self.tasklist.dataset_root),
+                                                           ("uncertainty and predictions", self.scores_dir))
+                         if not Path(p).resolve().is_relative_to(self.round_dir.resolve())]
         self.measure = str((meta.get("regions") or {}).get("measure", "") or "")
         self.label_map = self.dataset.label_map
         self.n_classes = self.label_map.n_classes

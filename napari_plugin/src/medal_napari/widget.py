@@ -8,7 +8,7 @@ import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                            QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                            QProgressBar, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .display import WINDOWS, drag_window, window_limits
 from .session import FILTERS, AnnotationSession
@@ -124,6 +124,13 @@ class AnnotationWidget(QWidget):
             brow.addWidget(b)
             self.buttons[key] = b
 
+        self.finish_btn = QPushButton("Finish round → next round")
+        self.finish_btn.setToolTip("ingest this round's finished annotations, train and score, open the next round")
+        self.finish_btn.clicked.connect(self.finish_round)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.worker = None
+
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.message_label = QLabel("")
@@ -143,6 +150,8 @@ class AnnotationWidget(QWidget):
         for w in (self.show_pred, self.from_pred):
             layout.addWidget(w)
         layout.addLayout(brow)
+        layout.addWidget(self.finish_btn)
+        layout.addWidget(self.progress)
         for w in (self.status_label, self.message_label, keys):
             layout.addWidget(w)
 
@@ -373,6 +382,52 @@ class AnnotationWidget(QWidget):
         layer = self.session.layer("labels") if self.session is not None else None
         if layer is not None and value is not None:
             layer.selected_label = int(value)
+
+    def finish_round(self) -> None:
+        """Ingest the round, make the next one in a worker thread (progress shown), then open it."""
+        from napari.qt.threading import thread_worker
+
+        from .next_round import make_next_round, plan_next_round
+
+        if self.session is None or self.worker is not None:
+            return
+        try:
+            plan = plan_next_round(self.session.store.round_dir)
+        except ValueError as exc:
+            self._message(str(exc), "error")
+            return
+        todo = sum(t.status == "todo" for t in self.session.tasks)
+        self.close_session()  # everything saved and unlocked before ingest reads the files
+        self.finish_btn.setEnabled(False)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 4)
+        self._message(f"finishing {plan.round_dir.name}" + (f" ({todo} task(s) left undone)" if todo else ""), "info")
+        worker = thread_worker(make_next_round, progress=False)(plan)
+
+        def on_step(value):
+            n, total, what = value
+            self.progress.setValue(n)
+            self.progress.setFormat(f"{what} ({n}/{total})")
+            self._message(f"{plan.next_dir.name}: {what}", "info")
+
+        def on_done(next_dir):
+            self.worker = None
+            self.progress.setVisible(False)
+            self.finish_btn.setEnabled(True)
+            if next_dir is not None:
+                self.open_round(next_dir)
+
+        def on_error(exc):
+            self.worker = None
+            self.progress.setVisible(False)
+            self.finish_btn.setEnabled(True)
+            self._message(f"the next round could not be made: {exc}", "error")
+
+        worker.yielded.connect(on_step)
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        self.worker = worker
+        worker.start()
 
     def set_window(self, name: str) -> None:
         """Apply a window/level preset to the image (``auto``: the case's percentile window)."""
