@@ -71,6 +71,8 @@ def main(argv=None) -> float:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--strategies", nargs="+", default=None, help="only these rows of the config")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--initial-budget", type=float, default=None, help="seconds of the first (random) labels")
+    ap.add_argument("--budget", type=float, default=None, help="seconds per selection round")
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--from-results", default=None, help="re-report an earlier run's folder without simulating")
@@ -93,6 +95,10 @@ def main(argv=None) -> float:
         sim = dataclasses.replace(sim, rounds=args.rounds)
     if args.strategies:
         sim = dataclasses.replace(sim, strategies=tuple(args.strategies))
+    if args.initial_budget:
+        sim = dataclasses.replace(sim, initial_budget_s=args.initial_budget)
+    if args.budget:
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, budget_s=args.budget))
     if args.quick:
         keep = tuple(s for s in sim.strategies if s in ("fg_random", "default"))[:2] or sim.strategies[:2]
         sim = dataclasses.replace(sim, strategies=keep, seeds=(0,), rounds=1, max_pool=8)

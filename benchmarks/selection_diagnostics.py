@@ -34,7 +34,7 @@ def main(argv=None) -> float:
     root = Path(args.run)
     labels: dict = {}
     rows, share = [], {}
-    for sdir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "initial"):
+    for sdir in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("initial", "shared")):
         chosen = []
         for tf in sorted(sdir.glob("seed_*/round_[0-9]*/tasks.json")):
             for t in read_tasks(tf).tasks:

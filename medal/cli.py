@@ -45,7 +45,8 @@ def cmd_demo(args) -> int:
     print(f"\nwrote {len(res['tasks'])} tasks.json file(s), e.g. {res['tasks'][-1]}")
     print(f"results: {res['results']}")
     print(f"plots:   {', '.join(str(p) for p in res['plots'])}")
-    print(f"report:  {res['report']}\n")
+    print(f"report:  {res['report']}")
+    print(f"run report (default strategy, as `medal report` writes it): {res['run_report']}\n")
     print(res["report"].read_text())
     return EXIT_OK
 

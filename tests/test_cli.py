@@ -55,8 +55,11 @@ def test_demo_runs_a_short_simulation_and_writes_tasks_report_plot(tmp_path):
     demo = tmp_path / "demo"
     assert (demo / "report.md").stat().st_size > 200
     assert (demo / "dice_vs_seconds.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list(demo.glob("*/seed_0/round_00[01]/tasks.json"))) == 4  # 2 strategies x 2 rounds
-    assert len((demo / "results.csv").read_text().strip().splitlines()) == 1 + 2 * 3
+    assert len(list(demo.glob("*/seed_0/round_00[01]/tasks.json"))) == 6  # 3 rows x 2 rounds
+    assert len((demo / "results.csv").read_text().strip().splitlines()) == 1 + 3 * 3
+    assert "| **default** |" in (demo / "report.md").read_text()  # medal's default against both baselines
+    run_report = (demo / "default" / "seed_0" / "report.md").read_text()
+    assert "**Recommendation:" in run_report and (demo / "default" / "seed_0" / "report" / "rounds.png").is_file()
 
 
 def test_group_without_action_prints_its_help(capsys):

@@ -163,6 +163,14 @@ def _run_one(job: dict) -> list[dict]:
     sim = cfg.simulation
     cache = VolumeCache()
     seconds = initial_labels(run, dataset, pool, cfg, seed, cost_model, Path(job["initial"]))["seconds"]
+    shared = Path(job["shared_round0"]) / "round_000" if job.get("shared_round0") else None
+    if shared is not None and not (run / "round_000").exists() and (shared / "progress.json").is_file():
+        # round 0's training and scoring depend on the first labels and the model config only, not on
+        # the selection strategy: done once per seed and config, copied here, then selected on
+        (run / "round_000").mkdir(parents=True)
+        for name in ("model.pt", "progress.json"):
+            shutil.copy2(shared / name, run / "round_000" / name)
+        shutil.copytree(shared / "scores", run / "round_000" / "scores")
     predicted = 0.0
     init = read_tasks(run / "round_init" / "tasks.json").tasks
     # the first labels: random units at their true cost, or the cold start's (its prior as the prediction)
@@ -199,6 +207,28 @@ def _run_one(job: dict) -> list[dict]:
         last_round = (round_pred, round_charged, len(tl.tasks), sum(charge["foreground"].values()))
         ingest(run, res.round_dir, dataset)
     return rows
+
+
+def _round0_key(cfg: MedalConfig, seed: int) -> str:
+    from medal.config import config_hash
+
+    return config_hash({"seed": seed, "data": cfg.data, "model": cfg.model, "training": cfg.training,
+                        "uncertainty": cfg.uncertainty})[:12]
+
+
+def _shared_round0(job: dict) -> str:
+    """Train and score round 0 once for every row of a seed that shares the model config."""
+    from medal.data import VolumeCache
+
+    if job.get("threads"):
+        import torch
+
+        torch.set_num_threads(job["threads"])
+    run = Path(job["shared_round0"])
+    initial_labels(run, job["dataset"], job["pool"], job["cfg"], job["seed"], job["cost_model"], Path(job["initial"]))
+    run_round(run, job["dataset"], job["cfg"], index=0, pool=job["pool"], progress=False, stop_after="score",
+              cache=VolumeCache())
+    return str(run)
 
 
 def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = True, log=print,
@@ -246,6 +276,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                                        selection=dataclasses.replace(vcfg.selection, seed=seed),
                                        uncertainty=dataclasses.replace(vcfg.uncertainty, seed=seed))
             jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
+                         "shared_round0": str(out_dir / "shared" / f"seed_{seed}_{_round0_key(scfg, seed)}"),
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
                          "full": full, "names": names, "shapes": shapes, "axis0": axis0, "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0})
@@ -256,11 +287,16 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         rows.sort(key=lambda r: (list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]))
         _write_csv(out_dir / "results.csv", fields, rows)
 
+    firsts = list({job["shared_round0"]: job for job in jobs}.values())
     if workers == 1:
+        for job in firsts:
+            _shared_round0(job)
         for job in jobs:
             collect(_run_one({**job, "log": log}))
     else:
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            for fut in cf.as_completed([ex.submit(_shared_round0, job) for job in firsts]):
+                fut.result()
             futures = {ex.submit(_run_one, job): job for job in jobs}
             for fut in cf.as_completed(futures):
                 done = fut.result()
