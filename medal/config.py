@@ -121,6 +121,12 @@ class TrainingConfig:
     # temperature scaling: fit the temperature of the logits on the validation cases' annotated voxels
     # (needs val_fraction > 0); stored in the checkpoint and applied before every uncertainty measure
     calibrate: bool = True
+    # learning from unannotated voxels too (medal/training/semi.py): none | pseudo_label | mean_teacher
+    semi_supervised: str = "none"
+    pseudo_threshold: float = 0.9  # pseudo_label: teacher probability above which a voxel is a target
+    unlabeled_weight: float = 1.0  # weight of the unsupervised term once ramped up
+    rampup: float = 0.3  # share of a round's steps over which that weight ramps up
+    ema_decay: float = 0.99  # the EMA teacher's decay per step
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -131,6 +137,14 @@ class TrainingConfig:
         for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training.{name}: must be >= 1, got {getattr(self, name)}")
+        from medal.training.semi import SEMI_SUPERVISED
+
+        if self.semi_supervised not in SEMI_SUPERVISED:
+            raise ConfigError(f"training.semi_supervised: {self.semi_supervised!r} is not one of {list(SEMI_SUPERVISED)}")
+        if not 0.0 < self.pseudo_threshold <= 1.0:
+            raise ConfigError(f"training.pseudo_threshold: must lie in (0, 1], got {self.pseudo_threshold}")
+        if self.unlabeled_weight < 0 or not 0.0 <= self.rampup <= 1.0 or not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("training: unlabeled_weight >= 0, rampup in [0, 1] and ema_decay in [0, 1)")
         if self.snapshots < 0 or self.snapshots == 1:
             raise ConfigError(f"training.snapshots: 0 (none) or >= 2 members, got {self.snapshots}")
         if self.warm_epochs < 0:

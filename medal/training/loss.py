@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import torch
-from torch.nn import functional as F
-
 from medal.data.labels import UNLABELED
 
 __all__ = ["masked_dice_ce"]
 
 
-def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0, ce_weight: float = 1.0,
-                   smooth: float = 1e-5) -> torch.Tensor:
+def masked_dice_ce(logits, target, *, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5):
     """Loss for ``logits (B, C, Z, Y, X)`` and integer ``target (B, Z, Y, X)`` with 255 = ignore.
 
     Cross-entropy is averaged over annotated voxels; the soft Dice of the foreground classes is taken
     over the batch's annotated voxels only. A batch without any annotated voxel gives a zero loss
     that is still connected to the graph.
     """
+    import torch
+    from torch.nn import functional as F
+
     target = target.long()
     mask = target != UNLABELED
     if not bool(mask.any()):

@@ -13,6 +13,7 @@ import numpy as np
 from medal.config import DataConfig, ModelConfig, TrainingConfig
 from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume, normalize_intensity
 from medal.training.metrics import dice_per_class
+from medal.training.semi import EMATeacher, rampup, unlabeled_loss
 from medal.training.sampling import AnnotatedIndex, sample_patch
 
 __all__ = ["TrainItem", "TrainResult", "held_out_slices", "holdout_mask", "prepare_items", "split_items", "train_model"]
@@ -205,6 +206,10 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
 
+    mode = train_cfg.semi_supervised
+    teacher = EMATeacher(net, train_cfg.ema_decay) if mode != "none" else None
+    total_steps = train_cfg.max_epochs * train_cfg.iterations_per_epoch
+    step = 0
     history, best, best_epoch, best_state, stale = [], -1.0, 0, None, 0
     k = train_cfg.snapshots
     snap_epochs = _snapshot_epochs(train_cfg.max_epochs, k)
@@ -219,10 +224,26 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             x, y = _batch(train_items, train_cfg, rng)
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y).to(device)
-            loss = masked_dice_ce(net(x), y, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
+            if mode == "mean_teacher":  # the student sees a noisy, flipped copy; the teacher the clean patch
+                flip = int(rng.integers(2, 5))
+                noise = torch.from_numpy(rng.normal(0, 0.1, size=x.shape).astype(np.float32)).to(device)
+                xs, ys = torch.flip(x + noise, (flip,)), torch.flip(y, (flip - 1,))
+                logits = net(xs)
+                loss = masked_dice_ce(logits, ys, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
+                extra = unlabeled_loss(mode, logits, torch.flip(teacher.probs(x), (flip,)), ys)
+            else:
+                logits = net(x)
+                loss = masked_dice_ce(logits, y, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
+                extra = unlabeled_loss(mode, logits, teacher.probs(x), y, threshold=train_cfg.pseudo_threshold) \
+                    if teacher is not None else None
+            if extra is not None:
+                loss = loss + train_cfg.unlabeled_weight * rampup(step, total_steps, train_cfg.rampup) * extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if teacher is not None:
+                teacher.update(net)
+            step += 1
             losses.append(float(loss.detach()))
         row = {"epoch": epoch, "loss": float(np.mean(losses))}
         if val_items:

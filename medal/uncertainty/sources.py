@@ -30,9 +30,6 @@ import itertools
 import math
 
 import numpy as np
-import torch
-
-from medal.uncertainty.mc import mc_dropout
 
 __all__ = ["SOURCES", "get_source", "predict_moments", "flip_sets"]
 
@@ -51,7 +48,9 @@ def flip_sets(axes) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-def _probs_entropy_vote(logits: torch.Tensor, temperature: float):
+def _probs_entropy_vote(logits, temperature: float):
+    import torch
+
     z = logits / temperature
     if z.shape[1] == 1:
         q = torch.sigmoid(z)
@@ -67,6 +66,8 @@ def _probs_entropy_vote(logits: torch.Tensor, temperature: float):
 def _window_sums(sample_fn, n: int, sample_batch: int, temperature: float):
     """A sliding-window predictor returning, per window, the sums over ``n`` samples of
     ``(p, p**2, H, vote)`` stacked on the channel axis; ``sample_fn(window, k)`` gives k logit samples."""
+    import torch
+
     def window(w):
         sums = None
         done = 0
@@ -101,7 +102,6 @@ def _deterministic(net):
     return fn
 
 
-@torch.no_grad()
 def predict_moments(nets, image: np.ndarray, *, source: str = "mc_dropout", n_samples: int = 20,
                     sample_batch: int = 10, roi_size=(32, 48, 32), overlap: float = 0.25, device="cpu",
                     seed: int | None = 0, tta_axes=(0, 1, 2), tta_jitter: float = 0.0, temperature: float = 1.0):
@@ -110,7 +110,20 @@ def predict_moments(nets, image: np.ndarray, *, source: str = "mc_dropout", n_sa
     ``nets``: one network (``mc_dropout``, ``tta``, ``tta_dropout``) or the committee's members.
     Returns a :class:`~medal.uncertainty.inference.MCResult`; the same seed gives the same result.
     """
+    import torch
+
+    with torch.no_grad():
+        return _predict_moments(nets, image, source=source, n_samples=n_samples, sample_batch=sample_batch,
+                                roi_size=roi_size, overlap=overlap, device=device, seed=seed, tta_axes=tta_axes,
+                                tta_jitter=tta_jitter, temperature=temperature)
+
+
+def _predict_moments(nets, image, *, source, n_samples, sample_batch, roi_size, overlap, device, seed, tta_axes,
+                     tta_jitter, temperature):
+    import torch
+
     from medal.uncertainty.inference import MCResult
+    from medal.uncertainty.mc import mc_dropout
 
     get_source(source)
     nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
