@@ -270,22 +270,42 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_coldstart(args) -> int:
+    import dataclasses
+
     from medal.config import load_config
     from medal.coldstart import coldstart_select
     from medal.data import load_dataset
 
-    cfg = load_config(args.config)
-    tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
-                             data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axis, overwrite=args.overwrite)
     import json
     from pathlib import Path
 
-    skipped = json.loads((Path(args.out) / "tasks.json").read_text()).get("skipped", {})
-    for cid, why in skipped.items():
+    from medal.tasks import read_tasks
+
+    cfg = load_config(args.config)
+    keep, overwrite = [], args.overwrite
+    if args.pilot_log:  # the pilot's slices, timed: keep them (at the seconds they took) and choose the rest
+        from medal.costs import read_annotation_log
+
+        took = {str(r.get("task_id")): float(r["seconds"]) for r in read_annotation_log(args.pilot_log)}
+        pilot = read_tasks(Path(args.out) / "tasks.json").tasks
+        keep = [dataclasses.replace(t, predicted_cost_s=took[t.task_id], status="done" if t.task_id in took else t.status)
+                for t in pilot if t.task_id in took]
+        overwrite = True
+    tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
+                             data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axes[0], overwrite=overwrite,
+                             pilot=args.pilot or 0, pilot_log=args.pilot_log, keep=keep)
+    meta = json.loads((Path(args.out) / "tasks.json").read_text())
+    for cid, why in meta.get("skipped", {}).items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     print(f"{len(tasks)} slice(s) from {len({t.case_id for t in tasks})} case(s), "
-          f"{sum(t.predicted_cost_s for t in tasks):.0f} s predicted -> {args.out}/tasks.json")
-    return EXIT_PROBLEMS if skipped else EXIT_OK
+          f"{sum(t.predicted_cost_s for t in tasks):.0f} s predicted of {args.budget:.0f} s -> {args.out}/tasks.json")
+    print(f"representation: {meta['representation']}; method: {meta['method']}")
+    print(f"predicted seconds: {meta['cost_prior']['text']}")
+    if args.pilot:
+        print(f"pilot: paint and time these {len(tasks)} slice(s) first (medal annotate {args.out}), then run "
+              f"`medal coldstart ... --out {args.out} --budget {args.budget:.0f} --pilot-log "
+              f"{Path(args.out) / 'annotation_log.jsonl'}` to choose the rest with the prior scaled to your pace")
+    return EXIT_PROBLEMS if meta.get("skipped") else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--cases", nargs="*", default=None, help="the pool of case ids (default: all)")
     cs.add_argument("--config", default=None)
     cs.add_argument("--overwrite", action="store_true")
+    cs.add_argument("--pilot", type=int, default=None, help="write only the first N slices, to be painted and timed first")
+    cs.add_argument("--pilot-log", default=None, help="the pilot's annotation log: scale the cost prior, keep the "
+                    "pilot's slices and choose the rest of the budget")
     cs.set_defaults(func=cmd_coldstart)
 
     co = sub.add_parser("costs", help="annotation-cost model")

@@ -393,17 +393,27 @@ class SimulationConfig:
 class ColdstartConfig:
     """``coldstart:`` one-shot selection with no labels and no segmentation model."""
 
+    representation: str = "thumbnails"  # thumbnails (+ histogram, PCA) | encoder (contrastive, trained on the pool)
+    method: str = "typiclust"  # typiclust | probcover
+    max_per_case: int = 2  # at most this many slices per volume (0 = no cap)
+    pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
-    components: int = 16  # PCA dimensions of the label-free representation
+    components: int = 16  # PCA dimensions of the thumbnail representation
     neighbours: int = 10  # k of the k-NN typicality
-    prior_cost_s: float = 30.0  # seconds assumed per slice (no prediction to estimate it from)
+    encoder_steps: int = 300  # training steps of the contrastive encoder
     seed: int = 0
 
     def __post_init__(self):
-        if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1:
-            raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1")
-        if not (math.isfinite(self.prior_cost_s) and self.prior_cost_s > 0):
-            raise ConfigError(f"coldstart.prior_cost_s: must be a finite number > 0, got {self.prior_cost_s}")
+        from medal.coldstart.select import METHODS, REPRESENTATIONS
+
+        if self.representation not in REPRESENTATIONS:
+            raise ConfigError(f"coldstart.representation: {self.representation!r} is not one of {list(REPRESENTATIONS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"coldstart.method: {self.method!r} is not one of {list(METHODS)}")
+        if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1 or self.encoder_steps < 1:
+            raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1, encoder_steps >= 1")
+        if self.max_per_case < 0 or self.pilot < 0:
+            raise ConfigError("coldstart: max_per_case and pilot must be >= 0")
 
 
 @dataclass(frozen=True)

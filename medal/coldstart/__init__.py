@@ -1,6 +1,9 @@
-"""Cold-start one-shot selection: no labels, no trained model (TypiClust on a label-free representation)."""
+"""Cold-start one-shot selection: no labels, no trained model (TypiClust or ProbCover on a label-free
+representation, predicted seconds from an image prior scaled by a timed pilot)."""
 
 from .represent import pca, slice_descriptors
-from .select import coldstart_select, kmeans, typicality
+from .select import (METHODS, REPRESENTATIONS, coldstart_select, kmeans, pilot_scale, probcover, probcover_radius,
+                     slice_cost_prior, typicality)
 
-__all__ = ["coldstart_select", "kmeans", "pca", "slice_descriptors", "typicality"]
+__all__ = ["METHODS", "REPRESENTATIONS", "coldstart_select", "kmeans", "pca", "pilot_scale", "probcover",
+           "probcover_radius", "slice_cost_prior", "slice_descriptors", "typicality"]

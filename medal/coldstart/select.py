@@ -1,15 +1,34 @@
 """Cold start: choose the first slices to annotate with no labels and no segmentation model.
 
-TypiClust (Hacohen et al., ICML 2022): cluster the label-free representations into as many clusters
-as the budget affords units, and from each cluster take its most *typical* unit (the one with the
-densest neighbourhood: inverse mean distance to its k nearest neighbours), so the picks are both
-representative and diverse. The choice within budget is the 0-1 knapsack on (typicality x cluster
-share, prior cost); with no prediction to estimate effort from, every slice gets the same prior cost
-(``coldstart.prior_cost_s``), and the tasks record it as their predicted cost.
+Representations (``coldstart.representation``): ``thumbnails`` (small thumbnails + intensity
+histogram, PCA; :mod:`medal.coldstart.represent`) or ``encoder`` (a contrastive encoder trained on
+the pool itself; :mod:`medal.coldstart.encoder`).
+
+Methods (``coldstart.method``), each spending the budget in predicted seconds with at most
+``max_per_case`` slices per volume:
+
+``typiclust``
+    TypiClust (Hacohen et al., "Active Learning on a Budget", ICML 2022): k-means into as many
+    clusters as the budget affords slices; from each, its most *typical* slice (densest neighbourhood:
+    inverse mean distance to its ``neighbours`` nearest neighbours), chosen by a knapsack on
+    typicality x cluster share and predicted seconds.
+``probcover``
+    ProbCover (Yehuda et al., "Active Learning Through a Covering Lens", NeurIPS 2022): greedy maximum
+    coverage of the delta-ball graph (every slice within ``delta`` of a chosen slice is covered), by
+    coverage gained per predicted second. ProbCover is known to be sensitive to ``delta``; it is set
+    by the paper's label-free rule: the largest radius at which at least ``purity`` (0.95) of the
+    balls stay inside one k-means cluster of the representation (k = the slices the budget affords).
+
+Predicted seconds without a model: a per-slice prior from the image itself (:func:`slice_cost_prior`:
+the intercept and per-slice seconds of the cost model plus an outline term from the slice's strong
+edges), scaled by a pilot: the expert paints and times the first few chosen slices (``medal
+coldstart --pilot N``, then ``--pilot-log``), and the prior is multiplied by what they took over what it
+predicted, so the rest of the selection spends the budget in true seconds.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +42,14 @@ from medal.tasks import Task, write_tasks
 
 from .represent import pca, slice_descriptors
 
-__all__ = ["kmeans", "typicality", "coldstart_select"]
+__all__ = ["METHODS", "REPRESENTATIONS", "coldstart_select", "kmeans", "probcover", "probcover_radius",
+           "slice_cost_prior", "pilot_scale", "typicality"]
+
+METHODS = ("typiclust", "probcover")
+REPRESENTATIONS = ("thumbnails", "encoder")
+#: the prior's outline term: this share of a slice's strong-edge length is taken to be traced (hand-set;
+#: the pilot's scale corrects the level)
+EDGE_SHARE = 0.05
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 50) -> np.ndarray:
@@ -39,10 +65,10 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 50) -> np.
         d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
     c = np.stack(centres)
     labels = np.zeros(n, dtype=np.int64)
-    for _ in range(iterations):
+    for it in range(iterations):
         dist = ((x[:, None, :] - c[None]) ** 2).sum(-1)
         new = dist.argmin(1)
-        if (new == labels).all() and _ > 0:
+        if (new == labels).all() and it > 0:
             break
         labels = new
         for j in range(k):
@@ -62,21 +88,102 @@ def typicality(x: np.ndarray, *, neighbours: int = 10) -> np.ndarray:
     return 1.0 / (dist[:, 1:].mean(1) + 1e-12)
 
 
-def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: ColdstartConfig,
-                     data_cfg: DataConfig | None = None, pool=None, axis: str = "axial", overwrite: bool = False):
-    """Write ``round_dir/tasks.json`` with typical, diverse slices of the pool within ``budget_s``."""
-    import math
+def probcover_radius(x: np.ndarray, k: int, *, purity: float = 0.95, seed: int = 0) -> float:
+    """ProbCover's label-free radius: the largest ``delta`` (among quantiles of the pairwise distances)
+    at which at least ``purity`` of the delta-balls hold points of a single k-means cluster."""
+    from scipy.spatial import cKDTree
 
-    data_cfg = data_cfg or DataConfig()
-    round_dir = Path(round_dir)
-    if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
-        raise ValueError(f"budget: expected a finite number of seconds > 0, got {budget_s!r}")
-    if (round_dir / "tasks.json").exists() and not overwrite:
-        raise FileExistsError(f"{round_dir / 'tasks.json'}: exists; pass --overwrite (overwrite=True) to replace it")
-    cases = [c for c in dataset.cases if pool is None or c.case_id in set(pool)]
-    if not cases:
-        raise ValueError(f"{dataset.root}: no case in the pool to select from")
-    feats, owner, index, axes, shapes, skipped = [], [], [], [], {}, {}
+    labels = kmeans(x, k, seed=seed)
+    tree = cKDTree(x)
+    rng = np.random.default_rng(seed)
+    sample = x[rng.choice(len(x), size=min(len(x), 2000), replace=False)]
+    dists = np.linalg.norm(sample[:, None] - sample[None], axis=-1)
+    candidates = np.quantile(dists[np.triu_indices(len(sample), 1)], np.linspace(0.002, 0.2, 30))
+    best = float(candidates[0])
+    for delta in candidates:
+        balls = tree.query_ball_point(x, r=float(delta))
+        pure = np.mean([len(set(labels[b])) == 1 for b in balls])
+        if pure >= purity:
+            best = float(delta)
+        else:
+            break
+    return best
+
+
+def probcover(x: np.ndarray, costs: np.ndarray, budget_s: float, *, delta: float, owner=None, max_per_case: int = 0,
+              exclude=()) -> list[int]:
+    """Greedy budgeted max coverage of the delta-ball graph: coverage gained per second, within budget."""
+    from scipy.spatial import cKDTree
+
+    balls = cKDTree(x).query_ball_point(x, r=delta)
+    covered = np.zeros(len(x), bool)
+    for i in exclude:
+        covered[balls[i]] = True
+    chosen, left, per_case = [], budget_s, {}
+    available = np.ones(len(x), bool)
+    available[list(exclude)] = False
+    while True:
+        gain = np.array([(~covered[b]).sum() if available[i] and costs[i] <= left else 0 for i, b in enumerate(balls)],
+                        dtype=float)
+        if owner is not None and max_per_case:
+            full = np.array([per_case.get(o, 0) >= max_per_case for o in owner])
+            gain[full] = 0
+        if gain.max() <= 0:
+            break
+        i = int(np.argmax(gain / np.maximum(costs, 1e-9)))
+        chosen.append(i)
+        covered[balls[i]] = True
+        available[i] = False
+        left -= costs[i]
+        if owner is not None:
+            per_case[owner[i]] = per_case.get(owner[i], 0) + 1
+    return chosen
+
+
+def slice_cost_prior(x: np.ndarray, *, axis: int, spacing) -> np.ndarray:
+    """Seconds per slice predicted from the image alone: the cost model's default intercept and
+    per-slice seconds, plus its seconds per mm of outline times ``EDGE_SHARE`` of the slice's
+    strong-edge length (in-plane gradient above its 90th percentile, inside tissue)."""
+    from scipy import ndimage
+
+    from medal.costs import DEFAULT_COEFFICIENTS
+
+    v = np.moveaxis(np.asarray(x, np.float32), axis, 0)
+    inplane = [s for d, s in enumerate(spacing) if d != axis]
+    side = float(np.mean(inplane))
+    gy = ndimage.sobel(v, axis=1) / float(inplane[0])
+    gx = ndimage.sobel(v, axis=2) / float(inplane[1])
+    grad = np.hypot(gy, gx)
+    tissue = v > np.percentile(v, 25)
+    strong = (grad > np.percentile(grad, 90)) & tissue
+    edge_mm = strong.sum(axis=(1, 2)) * side
+    c = DEFAULT_COEFFICIENTS
+    return c["intercept"] + c["n_slices"] + c["boundary_mm"] * EDGE_SHARE * edge_mm
+
+
+def pilot_scale(prior_s, spent_s) -> float:
+    """How much longer the pilot slices took than their prior: the ratio of totals (1 with no pilot)."""
+    prior, spent = float(np.sum(prior_s)), float(np.sum(spent_s))
+    return spent / prior if prior > 0 and spent > 0 else 1.0
+
+
+def _pilot_from_log(log, owner, index, axes, prior) -> tuple[float, int]:
+    from medal.costs import read_annotation_log
+
+    where = {(o, int(a), int(k)): i for i, (o, a, k) in enumerate(zip(owner, axes, index))}
+    priors, spent = [], []
+    for rec in read_annotation_log(log):
+        i = where.get((str(rec.get("case_id")), int(rec.get("axis", -1)), int(rec.get("index", -1))))
+        if i is not None:
+            priors.append(prior[i])
+            spent.append(float(rec["seconds"]))
+    if not priors:
+        raise ValueError(f"{log}: no timed slice of this pool in the pilot log (case_id, axis, index, seconds)")
+    return pilot_scale(priors, spent), len(priors)
+
+
+def _describe(dataset, cases, cfg, data_cfg, axis):
+    volumes, vol_axes, owner, index, axes, shapes, skipped, spacing = [], [], [], [], [], {}, {}, {}
     for case in cases:
         try:
             img = load_volume(case.image)
@@ -86,40 +193,123 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
             continue
         ax = resolve_axis(int(axis) if axis.isdigit() else axis, img.orientation)
         x = normalize_intensity(img.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
-        d = slice_descriptors(x, axis=ax, thumbnail=cfg.thumbnail)
-        feats.append(d)
-        owner += [case.case_id] * len(d)
-        index += list(range(len(d)))
-        axes += [ax] * len(d)
+        volumes.append(x)
+        vol_axes.append(ax)
+        n = img.shape[ax]
+        owner += [case.case_id] * n
+        index += list(range(n))
+        axes += [ax] * n
         shapes[case.case_id] = (img.shape, dataset.relative(case.image))
-    if not feats:
+        spacing[case.case_id] = img.spacing
+    return volumes, vol_axes, owner, index, axes, shapes, skipped, spacing
+
+
+def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
+    if cfg.representation == "encoder":
+        import os
+
+        from .encoder import encode_slices, encoder_key, slice_stack
+
+        slices = slice_stack(volumes, vol_axes)
+        settings = {"steps": cfg.encoder_steps, "seed": cfg.seed, "size": slices.shape[-1]}
+        key = encoder_key([c.image for c in cases], settings)
+        cache = Path(os.environ.get("MEDAL_CACHE_DIR") or Path.home() / ".cache" / "medal") / "coldstart"
+        z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=cfg.seed)
+        z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-8)
+        return z, f"contrastive slice encoder trained on the pool ({cfg.encoder_steps} steps, key {key})"
+    feats = np.concatenate([slice_descriptors(x, axis=a, thumbnail=cfg.thumbnail) for x, a in zip(volumes, vol_axes)])
+    return pca(feats, cfg.components), f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram, PCA {cfg.components}"
+
+
+def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: ColdstartConfig,
+                     data_cfg: DataConfig | None = None, pool=None, axis: str = "axial", overwrite: bool = False,
+                     pilot: int = 0, pilot_log=None, keep=()):
+    """Write ``round_dir/tasks.json`` with typical, diverse slices of the pool within ``budget_s``.
+
+    ``pilot``: write only the first ``pilot`` slices of the selection (to be painted and timed first).
+    ``pilot_log``: an annotation log of those timed slices: the prior is scaled by it, they are kept
+    (``keep``: tasks to keep at the front as they are), and the rest of the budget is chosen.
+    """
+    data_cfg = data_cfg or DataConfig()
+    round_dir = Path(round_dir)
+    if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
+        raise ValueError(f"budget: expected a finite number of seconds > 0, got {budget_s!r}")
+    if (round_dir / "tasks.json").exists() and not overwrite:
+        raise FileExistsError(f"{round_dir / 'tasks.json'}: exists; pass --overwrite (overwrite=True) to replace it")
+    cases = [c for c in dataset.cases if pool is None or c.case_id in set(pool)]
+    if not cases:
+        raise ValueError(f"{dataset.root}: no case in the pool to select from")
+    volumes, vol_axes, owner, index, axes, shapes, skipped, spacing = _describe(dataset, cases, cfg, data_cfg, axis)
+    if not volumes:
         raise ValueError(f"{dataset.root}: no readable case in the pool to select from ("
                          + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
-    z = pca(np.concatenate(feats), cfg.components)
-    n_units = max(1, int(budget_s // cfg.prior_cost_s))
-    clusters = kmeans(z, n_units, seed=cfg.seed)
-    typ = typicality(z, neighbours=cfg.neighbours)
-    # one candidate per cluster: its most typical unit, worth its typicality times the cluster's share
-    order = np.lexsort((-typ, clusters))
-    first = np.ones(len(order), bool)
-    first[1:] = clusters[order][1:] != clusters[order][:-1]
-    reps = order[first]
-    share = np.bincount(clusters)[clusters[reps]] / len(clusters)
-    values = typ[reps] / typ.max() * share
-    res = knapsack(values, np.full(len(reps), cfg.prior_cost_s), budget_s)
-    chosen = reps[res.indices]
-    chosen = chosen[np.argsort(-values[res.indices], kind="stable")]
-    tasks = []
-    for n, i in enumerate(chosen):
+    good = [c for c in cases if c.case_id not in skipped]
+    z, rep_text = _representation(volumes, vol_axes, good, cfg)
+    prior = np.concatenate([slice_cost_prior(x, axis=a, spacing=spacing[c.case_id])
+                            for x, a, c in zip(volumes, vol_axes, good)])
+    scale, n_pilot = (1.0, 0)
+    if pilot_log is not None:
+        scale, n_pilot = _pilot_from_log(pilot_log, owner, index, axes, prior)
+    costs = prior * scale
+    where = {(o, int(a), int(k)): i for i, (o, a, k) in enumerate(zip(owner, axes, index))}
+    kept = [where[(t.case_id, t.axis, t.index)] for t in keep if (t.case_id, t.axis, t.index) in where]
+    left = budget_s - sum(float(t.predicted_cost_s) for t in keep)
+    n_units = max(1, int(left // max(float(np.mean(costs)), 1e-9)))
+    chosen, value = _choose(z, costs, left, cfg, owner, n_units, kept)
+    if pilot:
+        chosen = chosen[:pilot]
+    tasks = list(keep)
+    for i in chosen:
         shape, rel = shapes[owner[i]]
         lo, hi = [0, 0, 0], list(shape)
         lo[axes[i]], hi[axes[i]] = index[i], index[i] + 1
-        tasks.append(Task(task_id=f"t{n:04d}", case_id=owner[i], image=rel, kind="slice", axis=int(axes[i]),
-                          index=int(index[i]), supervoxel=-1, bbox=[lo, hi], score=float(typ[i]),
-                          predicted_cost_s=float(cfg.prior_cost_s), strategy="coldstart"))
+        tasks.append(Task(task_id=f"t{len(tasks):04d}", case_id=owner[i], image=rel, kind="slice", axis=int(axes[i]),
+                          index=int(index[i]), supervoxel=-1, bbox=[lo, hi], score=float(value[i]),
+                          predicted_cost_s=float(costs[i]), strategy="coldstart"))
+    prior_text = (f"image prior (cost model intercept + per slice + {EDGE_SHARE} of the strong-edge length) x "
+                  + (f"{scale:.2f} from a pilot of {n_pilot} timed slice(s)" if n_pilot else "1 (no pilot yet)"))
     write_tasks(round_dir / "tasks.json", tasks, dataset_root=dataset.root, meta={
-        "strategy": "coldstart", "budget_s": float(budget_s), "predicted_s": float(len(tasks) * cfg.prior_cost_s),
-        "value": float(res.value), "upper_bound": res.upper_bound, "gap": res.gap, "clusters": int(clusters.max() + 1),
-        "representation": f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram, PCA {cfg.components}",
-        "skipped": skipped})
+        "strategy": "coldstart", "method": cfg.method, "budget_s": float(budget_s),
+        "predicted_s": float(sum(t.predicted_cost_s for t in tasks)), "representation": rep_text,
+        "cost_prior": {"text": prior_text, "scale": scale, "pilot_tasks": n_pilot},
+        "pilot": bool(pilot), "skipped": skipped})
     return tasks
+
+
+def _choose(z, costs, budget_s, cfg, owner, n_units, kept) -> tuple[list[int], np.ndarray]:
+    """Indices chosen within ``budget_s`` (best first) and every slice's value."""
+    owner = np.asarray(owner)
+    cap = cfg.max_per_case
+    counts: dict = {}
+    for i in kept:
+        counts[owner[i]] = counts.get(owner[i], 0) + 1
+    if cfg.method == "probcover":
+        delta = probcover_radius(z, min(n_units, 50), seed=cfg.seed)
+        chosen = probcover(z, costs, budget_s, delta=delta, owner=owner, max_per_case=cap, exclude=kept)
+        value = np.zeros(len(z))
+        value[chosen] = np.arange(len(chosen), 0, -1)
+        return chosen, value
+    clusters = kmeans(z, n_units + len(kept), seed=cfg.seed)
+    typ = typicality(z, neighbours=cfg.neighbours)
+    taken = set(clusters[kept].tolist())
+    order = np.lexsort((-typ, clusters))
+    first = np.ones(len(order), bool)
+    first[1:] = clusters[order][1:] != clusters[order][:-1]
+    reps = np.array([i for i in order[first] if clusters[i] not in taken], dtype=np.int64)
+    share = np.bincount(clusters)[clusters[reps]] / len(clusters)
+    values = typ[reps] / typ.max() * share
+    if cap:  # a set whose every subset honours the per-volume cap: the most valuable first, per case
+        keep = []
+        for i in reps[np.argsort(-values, kind="stable")]:
+            if counts.get(owner[i], 0) < cap:
+                keep.append(i)
+                counts[owner[i]] = counts.get(owner[i], 0) + 1
+        pos = {r: n for n, r in enumerate(reps)}
+        reps = np.array(keep, dtype=np.int64)
+        values = values[[pos[r] for r in reps]] if len(reps) else values[:0]
+    res = knapsack(values, costs[reps], budget_s)
+    chosen = reps[res.indices]
+    chosen = chosen[np.argsort(-values[res.indices], kind="stable")]
+    value = np.zeros(len(z))
+    value[reps] = values
+    return chosen.tolist(), value

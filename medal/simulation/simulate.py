@@ -123,9 +123,20 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         return
     cache.mkdir(parents=True, exist_ok=True)
     if cfg.simulation.initial == "coldstart":
-        coldstart_select(dataset, cache, budget_s=cfg.simulation.initial_budget_s,
-                         cfg=dataclasses.replace(cfg.coldstart, seed=seed), data_cfg=cfg.data, pool=pool,
-                         axis=cfg.regions.axes[0], overwrite=True)
+        ccfg = dataclasses.replace(cfg.coldstart, seed=seed)
+        budget = cfg.simulation.initial_budget_s
+        kw = dict(cfg=ccfg, data_cfg=cfg.data, pool=pool, axis=cfg.regions.axes[0], overwrite=True)
+        if not ccfg.pilot:
+            coldstart_select(dataset, cache, budget_s=budget, **kw)
+            return
+        # the pilot: the first slices chosen, painted by the oracle at their true cost, scale the prior
+        pilot_dir = cache / "pilot"
+        coldstart_select(dataset, pilot_dir, budget_s=budget, pilot=ccfg.pilot, **kw)
+        tl = read_tasks(pilot_dir / "tasks.json")
+        spent = oracle_annotate(tl, dataset, pilot_dir / "annotations", cost_model=cost_model,
+                                log=pilot_dir / "annotation_log.jsonl")
+        keep = [dataclasses.replace(t, predicted_cost_s=spent["per_task"][t.task_id], status="todo") for t in tl.tasks]
+        coldstart_select(dataset, cache, budget_s=budget, pilot_log=pilot_dir / "annotation_log.jsonl", keep=keep, **kw)
         return
     # random units, charged at their true cost: the truth stands in for the prediction
     sub = dataset.subset(pool)
@@ -209,11 +220,22 @@ def _run_one(job: dict) -> list[dict]:
     return rows
 
 
+def _initial_key(cfg: MedalConfig, seed: int) -> str:
+    """What a seed's first labels depend on: random units, or the cold start and its settings."""
+    from medal.config import config_hash
+
+    what = {"seed": seed, "initial": cfg.simulation.initial, "budget": cfg.simulation.initial_budget_s,
+            "axis": list(cfg.regions.axes), "kind": cfg.regions.kind}
+    if cfg.simulation.initial == "coldstart":
+        what["coldstart"] = cfg.coldstart
+    return config_hash(what)[:12]
+
+
 def _round0_key(cfg: MedalConfig, seed: int) -> str:
     from medal.config import config_hash
 
-    return config_hash({"seed": seed, "data": cfg.data, "model": cfg.model, "training": cfg.training,
-                        "uncertainty": cfg.uncertainty})[:12]
+    return config_hash({"seed": seed, "initial": _initial_key(cfg, seed), "data": cfg.data, "model": cfg.model,
+                        "training": cfg.training, "uncertainty": cfg.uncertainty})[:12]
 
 
 def _shared_round0(job: dict) -> str:
@@ -267,11 +289,11 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = []
     for seed in sim.seeds:
-        initial = out_dir / "initial" / f"seed_{seed}"
-        _prepare_initial(dataset, pool, dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, seed=seed)),
-                         seed, cost_model, initial)
         for strategy in sim.strategies:
             vcfg = variant_config(cfg, strategy)
+            initial = out_dir / "initial" / f"seed_{seed}_{_initial_key(vcfg, seed)}"
+            _prepare_initial(dataset, pool, dataclasses.replace(vcfg, selection=dataclasses.replace(vcfg.selection, seed=seed)),
+                             seed, cost_model, initial)
             scfg = dataclasses.replace(vcfg, training=dataclasses.replace(vcfg.training, seed=seed),
                                        selection=dataclasses.replace(vcfg.selection, seed=seed),
                                        uncertainty=dataclasses.replace(vcfg.uncertainty, seed=seed))

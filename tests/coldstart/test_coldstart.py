@@ -38,3 +38,86 @@ def test_typical_points_sit_in_dense_regions_and_kmeans_separates_blobs():
 def test_descriptors_shape():
     d = slice_descriptors(np.random.default_rng(0).normal(size=(20, 30, 7)), axis=2, thumbnail=8)
     assert d.shape == (7, 8 * 8 + 16) and np.isfinite(d).all()
+
+
+@pytest.mark.parametrize("method", ["typiclust", "probcover"])
+def test_budget_cap_and_reproducibility_for_each_method(tmp_path, method):
+    ds = load_dataset(sample_dataset())
+    cfg = ColdstartConfig(method=method, max_per_case=2, pilot=0)
+    a = coldstart_select(ds, tmp_path / "a", budget_s=400.0, cfg=cfg)
+    b = coldstart_select(ds, tmp_path / "b", budget_s=400.0, cfg=cfg)
+    assert [(t.case_id, t.index) for t in a] == [(t.case_id, t.index) for t in b]  # same seed, same selection
+    assert a and sum(t.predicted_cost_s for t in a) <= 400.0
+    counts = {}
+    for t in a:
+        counts[t.case_id] = counts.get(t.case_id, 0) + 1
+    assert max(counts.values()) <= 2
+    if method == "typiclust":  # k-means seeding: another seed, other clusters (ProbCover's greedy has no seed)
+        c = coldstart_select(ds, tmp_path / "c", budget_s=400.0, cfg=ColdstartConfig(method=method, seed=5, pilot=0))
+        assert [(t.case_id, t.index) for t in c] != [(t.case_id, t.index) for t in a]
+
+
+def test_pilot_scaling_recovers_a_known_factor(tmp_path):
+    """The expert took 1.7x the prior on the pilot slices: every prediction after the pilot is 1.7x."""
+    from medal.coldstart import pilot_scale
+    from medal.costs import append_annotation_log
+
+    assert pilot_scale([10, 20], [17, 34]) == pytest.approx(1.7) and pilot_scale([], []) == 1.0
+    ds = load_dataset(sample_dataset())
+    cfg = ColdstartConfig(pilot=3)
+    pilot = coldstart_select(ds, tmp_path, budget_s=600.0, cfg=cfg, pilot=3)
+    assert len(pilot) == 3
+    log = tmp_path / "annotation_log.jsonl"
+    for t in pilot:
+        append_annotation_log(log, {"task_id": t.task_id, "case_id": t.case_id, "axis": t.axis, "index": t.index,
+                                    "seconds": 1.7 * t.predicted_cost_s})
+    before = {(t.case_id, t.index): t.predicted_cost_s for t in
+              coldstart_select(ds, tmp_path / "unscaled", budget_s=600.0, cfg=cfg)}
+    keep = [t for t in pilot]
+    after = coldstart_select(ds, tmp_path, budget_s=600.0, cfg=cfg, pilot_log=log, keep=keep, overwrite=True)
+    meta = read_tasks(tmp_path / "tasks.json").meta
+    assert meta["cost_prior"]["scale"] == pytest.approx(1.7) and meta["cost_prior"]["pilot_tasks"] == 3
+    assert [t.task_id for t in after[:3]] == [t.task_id for t in pilot]  # the pilot stays first
+    new = [t for t in after[3:] if (t.case_id, t.index) in before]
+    assert new and all(t.predicted_cost_s == pytest.approx(1.7 * before[(t.case_id, t.index)]) for t in new)
+    assert sum(t.predicted_cost_s for t in after) <= 600.0 + 1e-6
+
+
+@pytest.mark.slow
+def test_encoder_is_deterministic_and_separates_anatomy(tmp_path, monkeypatch):
+    """Trained on a few real cases, the encoder gives the same embeddings for the same seed, and its
+    embeddings tell slices from the ends of a crop from slices through its middle far better than chance
+    (1-nearest-neighbour across cases)."""
+    from medal.coldstart.encoder import encode_slices, slice_stack, train_encoder
+    from medal.data import load_volume, normalize_intensity
+
+    monkeypatch.setenv("MEDAL_CACHE_DIR", str(tmp_path))
+    ds = load_dataset(sample_dataset())
+    vols, labels, owner = [], [], []
+    for n, case in enumerate(ds.cases[:6]):
+        x = normalize_intensity(load_volume(case.image).array)
+        vols.append(x)
+        k = x.shape[2]
+        pos = np.arange(k) / (k - 1)
+        labels += [0 if (p < 0.15 or p > 0.85) else 1 if 0.35 < p < 0.65 else -1 for p in pos]
+        owner += [n] * k
+    slices = slice_stack(vols, [2] * len(vols))
+    labels, owner = np.array(labels), np.array(owner)
+    e1 = train_encoder(slices, steps=60, seed=1)
+    e2 = train_encoder(slices, steps=60, seed=1)
+    import torch
+
+    for a, b in zip(e1.state_dict().values(), e2.state_dict().values()):
+        assert torch.equal(a, b)
+    z = encode_slices(slices, key="test", cache_dir=tmp_path, steps=60, seed=1)
+    assert (tmp_path / "encoder-test.pt").is_file()
+    np.testing.assert_allclose(encode_slices(slices, key="test", cache_dir=tmp_path, steps=60, seed=1), z, rtol=1e-5)
+    use = labels >= 0
+    z, y, o = z[use], labels[use], owner[use]
+    z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-8)
+    correct = []
+    for i in range(len(z)):
+        other = o != o[i]  # neighbours from other cases only
+        d = ((z[other] - z[i]) ** 2).sum(1)
+        correct.append(y[other][np.argmin(d)] == y[i])
+    assert np.mean(correct) > 0.7  # chance is about 0.5

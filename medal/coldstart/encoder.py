@@ -1,0 +1,125 @@
+"""A label-free slice encoder trained on the pool itself (contrastive, SimCLR-style), for the cold start.
+
+Thumbnails and intensity histograms see the layout of a slice but not what is *in* it. This small 2D
+CNN learns, from the unlabelled pool alone, to give two augmented views of the same slice (random
+crop and zoom, flip, intensity scale and shift, noise) the same embedding and other slices different
+ones (NT-Xent loss; Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020). Sized to train in about a minute on two CPU cores; deterministic for a
+seed; cached per dataset and settings (``$MEDAL_CACHE_DIR/coldstart/<key>.pt``, the key hashes every
+image file and the settings, like score volumes), so a second cold start reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["encode_slices", "train_encoder", "encoder_key", "slice_stack"]
+
+SIZE = 32  # slices are resampled to SIZE x SIZE for the encoder
+
+
+def slice_stack(volumes: list[np.ndarray], axes: list[int], size: int = SIZE) -> np.ndarray:
+    """Every slice of every (normalised) volume along its axis, resampled to ``size x size``: ``(N, size, size)``."""
+    from scipy import ndimage
+
+    out = []
+    for x, axis in zip(volumes, axes):
+        v = np.moveaxis(np.asarray(x, dtype=np.float32), axis, 0)
+        out.append(ndimage.zoom(v, (1, size / v.shape[1], size / v.shape[2]), order=1)[:, :size, :size])
+    return np.concatenate(out).astype(np.float32)
+
+
+def _net(dim: int):
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+
+    encoder = nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, dim))
+    return encoder, head
+
+
+def _augment(x, gen):
+    """Two random views of a batch ``(B, 1, S, S)``: crop-and-zoom, flip, intensity scale/shift, noise."""
+    import torch
+    from torch.nn import functional as F
+
+    b, _, s, _ = x.shape
+    scale = 0.7 + 0.3 * torch.rand(b, generator=gen)
+    shift = (torch.rand(b, 2, generator=gen) - 0.5) * (1 - scale[:, None]) * 2
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = scale * torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    y = F.grid_sample(x, grid, align_corners=False, padding_mode="border")
+    y = y * (0.8 + 0.4 * torch.rand(b, 1, 1, 1, generator=gen)) + 0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+    return y + 0.05 * torch.randn(y.shape, generator=gen)
+
+
+def train_encoder(slices: np.ndarray, *, dim: int = 32, steps: int = 300, batch: int = 128, temperature: float = 0.2,
+                  seed: int = 0, lr: float = 3e-3):
+    """Train the encoder on ``slices (N, S, S)``; returns the encoder (a torch module, eval mode)."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    enc, head = _net(dim)
+    params = list(enc.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    data = torch.from_numpy(np.asarray(slices, np.float32))[:, None]
+    n = len(data)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch, n),), generator=gen)
+        x = data[idx]
+        z = F.normalize(head(enc(torch.cat([_augment(x, gen), _augment(x, gen)]))), dim=1)
+        sim = z @ z.T / temperature
+        m = len(idx)
+        sim = sim - torch.eye(2 * m) * 1e9  # a view is not its own positive
+        target = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
+        loss = F.cross_entropy(sim, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return enc.eval()
+
+
+def encoder_key(image_paths, settings: dict) -> str:
+    """Hash of every image file's bytes and the encoder settings (what makes a cached encoder current)."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for p in sorted(str(p) for p in image_paths):
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def encode_slices(slices: np.ndarray, *, key: str, cache_dir, dim: int = 32, steps: int = 300, seed: int = 0) -> np.ndarray:
+    """Embeddings ``(N, dim)`` of ``slices`` from the pool's encoder (trained once, then read from the cache)."""
+    import torch
+
+    from medal.data import atomic_write_bytes
+
+    path = Path(cache_dir) / f"encoder-{key}.pt"
+    enc, _ = _net(dim)
+    try:
+        enc.load_state_dict(torch.load(path, weights_only=True))
+        enc.eval()
+    except (OSError, RuntimeError, ValueError):
+        enc = train_encoder(slices, dim=dim, steps=steps, seed=seed)
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in enc.state_dict().items()}, buf)
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError:
+            pass  # no cache this time: the encoder is retrained next time
+    with torch.no_grad():
+        feats = enc(torch.from_numpy(np.asarray(slices, np.float32))[:, None]).numpy()
+    return feats.astype(np.float64)
