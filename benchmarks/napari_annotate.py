@@ -10,7 +10,7 @@ whole .nii.gz with nibabel (what `save_volume` does) are timed side by side.
 
     python benchmarks/napari_annotate.py [--quick]      # starts Xvfb itself when there is no display
 
-Targets (issue 6): jump p95 < 300 ms once cached, save p95 < 300 ms.
+Targets (issues 6, 13): first task shown < 1.5 s, jump p95 < 300 ms once cached, save p95 < 300 ms.
 """
 
 from __future__ import annotations
@@ -92,7 +92,15 @@ def main(argv=None) -> str:
         viewer = napari.Viewer(show=True)
         viewer.window._qt_window.resize(1400, 900)
         app = QApplication.instance()
+        t = time.perf_counter()
         s = AnnotationSession(rd, viewer, user="bench")
+        assert s.open_task(0), s.messages[-1:]
+        app.processEvents()
+        first_shown = [(time.perf_counter() - t) * 1000]  # the image, labels and task outline on screen
+        while s._entry.completing is not None or s._overlay_timer is not None and s._overlay_timer.isActive():
+            app.processEvents()
+            time.sleep(0.005)
+        first_overlays = [(time.perf_counter() - t) * 1000]  # ... and the uncertainty / prediction overlays
 
         def timed_open(i):
             t = time.perf_counter()
@@ -101,7 +109,7 @@ def main(argv=None) -> str:
             return (time.perf_counter() - t) * 1000
 
         order = list(range(n_tasks))  # tasks alternate between the two cases
-        cold = [timed_open(order[0]), timed_open(order[1])]
+        cold = [timed_open(order[1])]  # the other case, from disk (unless the prefetcher was quicker)
         switch = [timed_open(i) for i in order[2:]]
         same = []
         for i in order[2:10]:  # jumps within the case (t_i -> t_{i+2})
@@ -129,12 +137,15 @@ def main(argv=None) -> str:
         viewer.close()
     if display is not None:
         display.stop()
-    rows = [("jump, case switch (both cases cached)", switch), ("jump, same case", same), ("jump, first visit (cold, from disk)", cold),
+    rows = [("first task shown (session opened, cold case)", first_shown),
+            ("... and its uncertainty / prediction overlays (read in a worker)", first_overlays),
+            ("jump, case switch (both cases cached)", switch), ("jump, same case", same),
+            ("jump, first visit of the second case", cold),
             ("save a task (SlabNifti, changed slabs only)", saves), ("same labels as one .nii.gz (nibabel, save_volume)", full)]
     lines = [f"Two real cases resampled to {shape[0]}x{shape[1]}x{shape[2]} (int16 image, float32 BALD, uint8 "
              "prediction), slice tasks alternating between them; a jump is `open_task` + Qt event processing in a "
              "shown napari viewer (Xvfb, software GL); a save follows one brush stroke on the task's slice. "
-             "Targets: jump p95 < 300 ms once cached, save p95 < 300 ms.", "",
+             "Targets: first task shown < 1.5 s; jump p95 < 300 ms once cached; save p95 < 300 ms.", "",
              "| operation | n | p50 ms | p95 ms |", "| --- | --- | --- | --- |"]
     for name, xs in rows:
         p50, p95 = pct(xs)
@@ -143,7 +154,8 @@ def main(argv=None) -> str:
     ratio = pct(full)[1] / max(pct(saves)[1], 1e-9)
     lines += ["", f"Whole-file save / incremental save (p95): **{ratio:.0f}x**."]
     record("napari plugin: jump to a task and save a task" + (" (quick)" if args.quick else ""), lines)
-    headline = f"jump_p95_ms: {pct(switch)[1]:.0f}, save_p95_ms: {pct(saves)[1]:.0f}"
+    headline = (f"first_task_ms: {first_shown[0]:.0f}, jump_p95_ms: {pct(switch)[1]:.0f}, "
+                f"save_p95_ms: {pct(saves)[1]:.0f}")
     print(headline)
     return headline
 

@@ -146,8 +146,20 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
     if lab.metadata.get("case_id") != data.case_id:
         lab.brush_size = brush_size_for(data.image.spacing)
     lab.metadata["case_id"] = data.case_id
+    order_layers(viewer)
     viewer.layers.selection.active = lab
     return lab
+
+
+def order_layers(viewer) -> None:
+    """Image at the bottom, then the uncertainty heat map, the prediction, the labels being painted, the
+    task outline and the edge letters on top, whatever order they were added in."""
+    wanted = [LAYERS[k] for k in ("image", "uncertainty", "prediction", "labels", "region")] + ["orientation"]
+    present = [n for n in wanted if n in viewer.layers]
+    for target, name in enumerate(present):
+        current = viewer.layers.index(viewer.layers[name])
+        if current != target:
+            viewer.layers.move(current, target)
 
 
 def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, spacing) -> None:

@@ -67,7 +67,9 @@ class AnnotationSession:
         self._lock: CaseLock | None = None
         self._entry: Cached | None = None
         self._region: tuple | None = None
-        self._cache = CaseCache(self._load, cache_cases, prefetch)
+        self._cache = CaseCache(self._load, cache_cases, prefetch, quick=self._load_image,
+                                complete=self.store.load_overlays)
+        self._overlay_timer = None
         self._closed = False
         self._pending_atoms: list = []
         self._last_kind = ""
@@ -166,6 +168,44 @@ class AnnotationSession:
     def _load(self, case_id: str) -> CaseData:
         return self.store.load_case(case_id, [t for t in self.tasks if t.case_id == case_id])
 
+    def _load_image(self, case_id: str) -> CaseData:
+        return self.store.load_case(case_id, [t for t in self.tasks if t.case_id == case_id], overlays=False)
+
+    def _watch_overlays(self, entry: Cached) -> None:
+        """Add the uncertainty and prediction layers once the worker has read them (the image is shown first)."""
+        from qtpy.QtCore import QTimer
+
+        if entry.completing is None:
+            return
+        if self._overlay_timer is None:
+            self._overlay_timer = QTimer()
+            self._overlay_timer.setInterval(30)
+            self._overlay_timer.timeout.connect(self._overlays_ready)
+        self._overlay_timer.start()
+
+    def _overlays_ready(self) -> None:
+        entry = self._entry
+        if self._closed or entry is None or entry.completing is None:
+            if self._overlay_timer is not None:
+                self._overlay_timer.stop()
+            return
+        if not entry.completing.done():
+            return
+        self._overlay_timer.stop()
+        fut, entry.completing = entry.completing, None
+        try:
+            fut.result()
+        except Exception as exc:  # noqa: BLE001 - overlays are extras: say so, keep annotating
+            self.notify(f"uncertainty and prediction not shown: {exc}", "warning")
+            return
+        self._show_case(entry)
+        for w in entry.data.warnings:
+            self.notify(w, "warning")
+        lab = self.layer("labels")
+        if lab is not None:
+            self.viewer.layers.selection.active = lab
+        self._changed()
+
     # ------------------------------------------------------------------ opening a task
     def open_task(self, index: int) -> bool:
         """Save the current task, then show task ``index``. False (with a message) if it cannot be opened."""
@@ -206,8 +246,11 @@ class AnnotationSession:
                 self._lock.release()
             self._lock, self._entry, self.case_id = lock, entry, task.case_id
             self._show_case(entry)
-            for w in entry.data.warnings:
-                self.notify(w, "warning")
+            if entry.completing is not None:
+                self._watch_overlays(entry)
+            else:
+                for w in entry.data.warnings:
+                    self.notify(w, "warning")
         self.current = index
         self.outside_reverted = 0
         self._region = self.store.region(task, entry.data)
@@ -494,6 +537,8 @@ class AnnotationSession:
         """Save, release the lock, stop the prefetcher. Safe to call twice."""
         if self._closed:
             return
+        if self._overlay_timer is not None:
+            self._overlay_timer.stop()
         try:
             self.save()
             self._pause_timer()

@@ -331,17 +331,33 @@ class RoundStore:
             guard.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ volumes
-    def load_case(self, case_id: str, tasks: list[Task]) -> CaseData:
-        """Image, uncertainty, prediction and supervoxel mask of a case (missing extras are warnings)."""
+    def load_case(self, case_id: str, tasks: list[Task], *, overlays: bool = True) -> CaseData:
+        """Image, uncertainty, prediction and supervoxel mask of a case (missing extras are warnings).
+        ``overlays=False``: the image alone (what the expert needs first); :meth:`load_overlays` adds the rest."""
         task = tasks[0]
         try:
             image = load_volume(self.tasklist.image_path(task))
         except (DatasetError, TaskError) as exc:
             raise AnnotationFileError(str(exc)) from exc
         data = CaseData(case_id, image, _percentiles(image.array))
+        sv_tasks = [t for t in tasks if t.kind == "supervoxel"]
+        if sv_tasks:
+            try:
+                path = self.tasklist.mask_path(sv_tasks[0])
+                vol = load_volume(path)
+                if vol.shape != image.shape:
+                    raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
+            except (DatasetError, TaskError) as exc:
+                raise AnnotationFileError(f"supervoxel tasks of {case_id} cannot be shown: {exc}") from exc
+            data.sv_mask = np.asarray(vol.array)
+        return self.load_overlays(data) if overlays else data
+
+    def load_overlays(self, data: CaseData) -> CaseData:
+        """Add the case's uncertainty and prediction volumes to ``data`` (missing ones are warnings)."""
+        case_id, image = data.case_id, data.image
         base = self.scores_dir / case_id
         names = [self.measure] if self.measure else []
-        names += [p.name[:-7] for p in sorted(base.glob("*.nii.gz")) if p.name != "prediction.nii.gz"]
+        names += [p.name[:-7] for p in sorted(base.glob("*.nii.gz")) if p.name not in ("prediction.nii.gz", "probs.nii.gz")]
         for name in dict.fromkeys(names):
             path = base / f"{name}.nii.gz"
             if not path.is_file():
@@ -369,16 +385,6 @@ class RoundStore:
                 data.prediction = vol.array.astype(np.uint8, copy=False)
             except DatasetError as exc:
                 data.warnings.append(f"prediction not shown: {exc}")
-        sv_tasks = [t for t in tasks if t.kind == "supervoxel"]
-        if sv_tasks:
-            try:
-                path = self.tasklist.mask_path(sv_tasks[0])
-                vol = load_volume(path)
-                if vol.shape != image.shape:
-                    raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
-            except (DatasetError, TaskError) as exc:
-                raise AnnotationFileError(f"supervoxel tasks of {case_id} cannot be shown: {exc}") from exc
-            data.sv_mask = np.asarray(vol.array)
         return data
 
     def case_labels(self, case_id: str, image: Volume) -> CaseLabels:
