@@ -545,7 +545,7 @@ def test_axial_view_is_radiological_whatever_the_storage_order(open_widget, tmp_
     assert xs.mean() > w / 2 and ys.mean() < h / 2, (codes, xs.mean(), ys.mean(), w, h)
 
 
-def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir):
+def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir, qtbot):
     viewer, widget = open_widget(round_dir)
     s = widget.session
     unc = viewer.layers["uncertainty"]
@@ -559,3 +559,13 @@ def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir):
     widget.window_box.setCurrentText("auto (this case)")
     assert tuple(viewer.layers["image"].contrast_limits) == pytest.approx(s._entry.data.contrast)
     assert viewer.layers["labels"].brush_size == 3  # about 3 mm on this 1 mm scan
+    # the brush-size keys the help line names: "]" and "[" on the canvas, labels layer active
+    lab = viewer.layers["labels"]
+    viewer.layers.selection.active = lab
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.keyClick(canvas, "]")
+    qtbot.keyClick(canvas, "]")
+    assert lab.brush_size == 5
+    qtbot.keyClick(canvas, "[")
+    assert lab.brush_size == 4
+    assert "[ / ]" in " ".join(w.text() for w in widget.findChildren(type(widget.status_label)))

@@ -135,7 +135,8 @@ class AnnotationWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.message_label = QLabel("")
         self.message_label.setWordWrap(True)
-        help_text = " · ".join(f"{k}: {v[1]}" for k, v in SHORTCUTS.items() if not k.startswith("Page"))
+        help_text = " · ".join([f"{k}: {v[1]}" for k, v in SHORTCUTS.items() if not k.startswith("Page")]
+                               + ["[ / ]: smaller / larger brush (napari's own)", "Shift+right-drag: window/level"])
         keys = QLabel(help_text)
         keys.setWordWrap(True)
         keys.setStyleSheet("color: #999;")
