@@ -569,3 +569,27 @@ def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir, qtbot):
     qtbot.keyClick(canvas, "[")
     assert lab.brush_size == 4
     assert "[ / ]" in " ".join(w.text() for w in widget.findChildren(type(widget.status_label)))
+
+
+def test_quality_control_re_ask_is_shown_blank_marked_and_after_its_case(open_widget, round_dir):
+    import json
+
+    tl = json.loads((round_dir / "tasks.json").read_text())
+    first = next(t for t in tl["tasks"] if t["kind"] == "slice")
+    used = {t["index"] for t in tl["tasks"] if t["kind"] == "slice" and t["case_id"] == first["case_id"]}
+    index = min(set(range(first["bbox"][1][first["axis"]] + 20)) - used)  # a plane no task of the round holds
+    bbox = [list(first["bbox"][0]), list(first["bbox"][1])]
+    bbox[0][first["axis"]], bbox[1][first["axis"]] = index, index + 1
+    qc = dict(first, task_id="q0000", qc_of="round_000/t9999", index=index, bbox=bbox)
+    tl["tasks"].insert(0, qc)  # first in the file, yet shown after its case's ordinary tasks
+    (round_dir / "tasks.json").write_text(json.dumps(tl))
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    cases = [s.tasks[i].case_id for i in s.order]
+    qpos = next(p for p, i in enumerate(s.order) if s.tasks[i].task_id == "q0000")
+    assert all(c != s.tasks[s.order[qpos]].case_id for c in cases[qpos + 1:])  # last of its case
+    rows = [widget.table.item(r, 2).text() for r in range(widget.table.rowCount())]
+    assert sum(r.endswith("· QC") for r in rows) == 1
+    s.open_task(s.order[qpos])
+    data = np.asarray(viewer.layers["labels"].data)
+    assert (data[plane_index(s.task, data.shape)] == 0).all()  # blind: nothing painted shows, earlier labels neither

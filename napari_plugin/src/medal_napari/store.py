@@ -272,8 +272,11 @@ class RoundStore:
 
     def where(self, task: Task) -> str:
         if task.kind == "slice":
-            return f"{self.axis_name(task)} slice {task.index}"
-        return f"supervoxel {task.supervoxel} ({self.axis_name(task)})"
+            text = f"{self.axis_name(task)} slice {task.index}"
+        else:
+            text = f"supervoxel {task.supervoxel} ({self.axis_name(task)})"
+        # a quality-control re-ask: painted blind again, compared with the first labels by the report
+        return f"{text} · QC" if task.qc_of else text
 
     # ------------------------------------------------------------------ per-case progress
     def case_progress(self, case_id: str) -> dict:
