@@ -36,6 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+#: a two-parameter fit with a smaller scale is degenerate (the offset carries it): the ratio of totals is used
+MIN_SCALE = 0.25
+#: with a single round logged, the half-way correction changes predictions by at most this factor either way
+MAX_ONE_ROUND_FACTOR = 1.5
+
 __all__ = ["CALIBRATIONS", "CostCalibration", "calibration_pairs", "fit_calibration", "fit_scale",
            "load_calibration"]
 
@@ -140,6 +145,15 @@ def _fit(pairs, w, *, method: str, floor: float, min_tasks: int, n_classes: int,
         ratio = float((w * spent).sum() / max((w * pred).sum(), 1e-9))
         return CostCalibration(scale=ratio, offset=0.0, floor=floor, method="ratio", n_tasks=len(pairs), rounds=rounds)
     a, b = fit_scale(pred, spent, w)
+    if a < MIN_SCALE or b > float(np.median(spent)):
+        # Degenerate: the per-task predictions barely rank the seconds spent (a weak model's
+        # over-drawn foreground), so the offset carries the fit. Applied to a new selection it makes
+        # every unit cost about the same, and value per second then buys many units predicted dear:
+        # in a tuning run a = 0, b = 7.4 s bought 81 slices for "600 s" that took 1,468 s. The ratio
+        # of totals keeps the ranking and corrects only the total.
+        ratio = float((w * spent).sum() / max((w * pred).sum(), 1e-9))
+        return CostCalibration(scale=ratio, offset=0.0, floor=floor, method="ratio (two-parameter fit degenerate)",
+                               n_tasks=len(pairs), rounds=rounds)
     return CostCalibration(scale=a, offset=b, floor=floor, method="scale", n_tasks=len(pairs), rounds=rounds)
 
 
@@ -161,7 +175,8 @@ def fit_calibration(pairs: list[dict], *, method: str = "scale", floor: float = 
     on all rounds but the latest is first tested on the latest: it is used (refitted on every round)
     only if it predicts the latest round's total seconds better than the uncorrected predictions do;
     otherwise none is applied (method ``none``, said in ``rounds``). With a single round logged, half
-    of its correction is applied (the geometric mean of its scale and 1; half its offset).
+    of its correction is applied (the geometric mean of its scale and 1, within a factor
+    ``MAX_ONE_ROUND_FACTOR``; half its offset).
     """
     if method not in CALIBRATIONS:
         raise ValueError(f"unknown cost calibration {method!r}; valid: {list(CALIBRATIONS)}")
@@ -179,7 +194,8 @@ def fit_calibration(pairs: list[dict], *, method: str = "scale", floor: float = 
         cal = _fit(pairs, weights(pairs), rounds=tuple(order), **kw)
         if cal.coefficients:  # a refitted model cannot be halved: use it as it is
             return cal
-        return dataclasses.replace(cal, scale=float(np.sqrt(cal.scale)), offset=cal.offset / 2,
+        half = float(np.clip(np.sqrt(cal.scale), 1 / MAX_ONE_ROUND_FACTOR, MAX_ONE_ROUND_FACTOR))
+        return dataclasses.replace(cal, scale=half, offset=cal.offset / 2,
                                    method=f"{cal.method} (half-way: one round logged)")
     earlier = [p for p in pairs if p["round"] != order[-1]]
     latest = [p for p in pairs if p["round"] == order[-1]]

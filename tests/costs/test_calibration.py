@@ -129,3 +129,24 @@ def test_expected_features_weigh_uncertain_foreground_by_its_probability():
     np.testing.assert_array_equal(level_segmentation(p, 0.5)[..., 1], p.argmax(0)[..., 1])
     with pytest.raises(ValueError, match="C >= 2"):
         level_segmentation(p[:1], 0.5)
+
+
+def test_a_degenerate_fit_falls_back_to_the_ratio_of_totals(tmp_path):
+    """Seconds logged for a real first round (hippocampus tuning run, random slices, seed 0): a weak
+    model over-drew hippocampus on empty slices (predicted 190 s, spent 5.5 s), so NNLS puts all the
+    weight on the offset (a = 0, b = 14.8). Applied as it is, every unit of the next round would cost
+    the same 7.4 s (half-way) and the "600 s" round bought 81 slices that took 1,468 s. The ratio of
+    totals keeps the model's ranking; one round's correction stays within MAX_ONE_ROUND_FACTOR."""
+    from medal.costs.calibration import MAX_ONE_ROUND_FACTOR
+
+    pred = [17.2, 28.6, 30.5, 26.7, 26.5, 25.4, 22.3, 16.8, 10.4, 54.9, 190.3, 48.7, 6.1, 9.2, 69.4, 9.2, 7.5]
+    spent = [17.2, 28.7, 27.8, 20.9, 18.0, 29.9, 16.8, 14.8, 5.5, 5.5, 5.5, 32.8, 5.5, 5.5, 5.5, 5.5, 5.5]
+    a, b = fit_scale(pred, spent)
+    assert a == pytest.approx(0.0, abs=1e-6) and b > 10  # the degenerate two-parameter fit
+    cal = fit_calibration(calibration_pairs([_round(tmp_path, "round_000", pred, spent)]), method="scale", floor=5.0)
+    assert cal.method.startswith("ratio (two-parameter fit degenerate)") and cal.offset == 0.0
+    ratio = sum(spent) / sum(pred)
+    assert cal.scale == pytest.approx(max(np.sqrt(ratio), 1 / MAX_ONE_ROUND_FACTOR))
+    new = np.array([10.0, 40.0, 120.0])
+    out = cal.apply(new)
+    assert out[0] < out[1] < out[2]  # the model's ranking of units survives the correction
