@@ -15,6 +15,9 @@ in a simulation writes the same log), and applies it to the next round's predict
     dozen tasks of one round. With fewer than ``min_tasks`` logged tasks (but at least one), the
     ratio of weighted totals, ``a = sum(spent) / sum(predicted)``, ``b = 0`` (method ``ratio``): a
     weak early model can predict ten times the real seconds, and one logged task already says so.
+    The ratio is also used where the two-parameter fit is degenerate (``a < MIN_SCALE`` or ``b`` above
+    the median task's seconds): then the per-task predictions barely rank the seconds, the offset
+    carries the fit, and applying it would make every unit cost the same.
 ``features``
     The full cost model refitted (NNLS) on the selection-time effort features stored with each task
     -> seconds spent; falls back to ``scale`` while there are fewer than 3 tasks per coefficient.
