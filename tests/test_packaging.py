@@ -51,7 +51,7 @@ def test_plugin_wheel_has_manifest_sample_round_and_no_qt_binding(tmp_path):
     zf = zipfile.ZipFile(wheel)
     names = set(zf.namelist())
     for f in ("napari.yaml", "sample_round/tasks.json", "sample_round/LICENSE", "sample_round/README.md",
-              "sample_round/masks/hippocampus_004.nii.gz", "sample_round/scores/hippocampus_004/bald.nii.gz",
+              "sample_round/masks/hippocampus_004.nii.gz", "sample_round/scores/hippocampus_004/entropy.nii.gz",
               "sample_round/scores/hippocampus_004/prediction.nii.gz"):
         assert "medal_napari/" + f in names, f
     meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()

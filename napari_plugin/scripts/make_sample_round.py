@@ -26,8 +26,10 @@ CONFIG = {
     "model": {"channels": [8, 16, 32], "strides": [2, 2], "head_channels": 16, "dropout": 0.2},
     "training": {"patch_size": [32, 48, 32], "batch_size": 4, "max_epochs": 6, "iterations_per_epoch": 20,
                  "val_fraction": 0.0, "learning_rate": 0.005},
-    "uncertainty": {"mc_samples": 10, "measures": ["bald", "entropy"]},
-    "regions": {"measure": "bald", "supervoxel_size_mm": 6.0},
+    "uncertainty": {"mc_samples": 10, "measures": ["entropy", "bald"]},
+    # medal's default value (class-stratified entropy, foreground quota, expected cost): the first tasks
+    # a radiologist sees hold hippocampus
+    "regions": {"measure": "entropy", "value": "class_entropy", "supervoxel_size_mm": 6.0},
 }
 
 
@@ -61,7 +63,7 @@ def main() -> int:
             shutil.rmtree(OUT)
         (OUT / "scores" / CASE).mkdir(parents=True)
         (OUT / "masks").mkdir()
-        for name in ("prediction", "bald"):
+        for name in ("prediction", "entropy"):
             shutil.copy(tmp / "scores" / CASE / f"{name}.nii.gz", OUT / "scores" / CASE / f"{name}.nii.gz")
         shutil.copy(tmp / "sv" / "masks" / f"{CASE}.nii.gz", OUT / "masks" / f"{CASE}.nii.gz")
         body = {k: v for k, v in slices.items() if k not in ("tasks", "dataset_root", "scores_dir", "skipped")}
@@ -72,8 +74,8 @@ def main() -> int:
     shutil.copy(ds / "LICENSE", OUT / "LICENSE")
     (OUT / "README.md").write_text(
         f"# medal sample round\n\nA ready-made annotation round for case `{CASE}` of medal's bundled sample: "
-        "MC-dropout BALD and prediction of a small U-Net trained on the other 19 bundled cases, "
-        f"{len(slices['tasks'])} slice tasks and {len(sv['tasks'])} supervoxel tasks chosen by the knapsack.\n\n"
+        "MC-dropout entropy and prediction of a small U-Net trained on the other 19 bundled cases, "
+        f"{len(slices['tasks'])} slice tasks and {len(sv['tasks'])} supervoxel tasks chosen by medal's default selection (class-stratified entropy per expected second, knapsack).\n\n"
         "Derived from the Medical Segmentation Decathlon, Task04 Hippocampus (Antonelli et al., Nature Communications 13, 4128, 2022; Simpson et al., 2019, "
         "arXiv:1902.09063; data from Vanderbilt University Medical Center), licensed CC-BY-SA 4.0 (see LICENSE); "
         "this derived data is shared under the same licence.\n\n"

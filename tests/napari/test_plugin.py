@@ -39,7 +39,7 @@ def test_open_round_shows_task_layers_and_jumps_to_slice(open_widget, round_dir)
         assert name in names
     np.testing.assert_allclose(viewer.layers["image"].scale, image.spacing)
     np.testing.assert_allclose(viewer.layers["labels"].scale, image.spacing)
-    assert viewer.layers["uncertainty"].metadata["measure"] == "bald"
+    assert viewer.layers["uncertainty"].metadata["measure"] == "entropy"
     # label names and colours from dataset.json
     items = [widget.class_box.itemText(i) for i in range(widget.class_box.count())]
     assert items == ["0: background", "1: Anterior", "2: Posterior"]
@@ -48,7 +48,7 @@ def test_open_round_shows_task_layers_and_jumps_to_slice(open_widget, round_dir)
     # the table is ordered by value per cost and the filter hides other statuses
     shown = [widget.table.item(r, 5).text() for r in range(widget.table.rowCount())]
     assert [float(x) for x in shown] == sorted((float(x) for x in shown), reverse=True)
-    assert widget.table.rowCount() == len(s.tasks) == 18
+    assert widget.table.rowCount() == len(s.tasks) == len(json.loads(s.store.tasks_path.read_text())["tasks"])
     widget.filter_box.setCurrentText("done")
     assert widget.table.rowCount() == 0
     widget.filter_box.setCurrentText("all")

@@ -1,6 +1,6 @@
 """Sample data: a real hippocampus MRI case with a small ready-made medal round.
 
-The bundled round (``sample_round/``: tasks, BALD, prediction, supervoxel mask) refers to the case in
+The bundled round (``sample_round/``: tasks, entropy, prediction, supervoxel mask) refers to the case in
 medal's own bundled sample. It is copied to a writable folder (``$MEDAL_SAMPLE_ROUND`` or
 ``~/.cache/medal/napari-sample-round``) the first time and *reused* after that, so annotations made
 on the sample survive a restart like any other round's.
