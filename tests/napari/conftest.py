@@ -20,7 +20,7 @@ def x_display():
 
 @pytest.fixture
 def round_dir(tmp_path):
-    """A copy of the plugin's real sample round (hippocampus_004: 13 slice + 5 supervoxel tasks)."""
+    """A copy of the plugin's real sample round (hippocampus_004: slice and supervoxel tasks)."""
     from medal_napari._sample_data import prepare_sample_round
 
     return prepare_sample_round(tmp_path / "round")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from medal.tasks import Task
@@ -13,9 +15,12 @@ LAYERS = {"image": "image", "uncertainty": "uncertainty", "prediction": "predict
           "region": "task region"}
 
 
+@functools.cache
 def task_labels_class():
     """``Labels`` that call ``on_history`` after an undo or redo: napari emits no paint event for those,
-    and a redo can bring back a stroke the plugin undid for lying off the task."""
+    and a redo can bring back a stroke the plugin undid for lying off the task. One class per process:
+    a class made anew per call failed ``set_layer``'s type check, so every case switch removed and
+    re-added the labels layer (napari runs ``gc.collect`` per removal: ~1 s per switch on 512x512x300)."""
     from napari.layers import Labels
 
     class TaskLabels(Labels):
@@ -139,9 +144,14 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
     if new:
         lab.colormap = label_colormap(label_colors)
         lab.opacity = 0.6
+    # the layer outlives a session (a next round opened in the same viewer): its callbacks are this one's
+    prev = getattr(lab, "_medal_on_paint", None)
+    if prev != on_paint:
+        if prev is not None:
+            lab.events.paint.disconnect(prev)
         lab.events.paint.connect(on_paint)
-        if on_history is not None:
-            lab.on_history.append(on_history)
+        lab._medal_on_paint = on_paint
+        lab.on_history[:] = [on_history] if on_history is not None else []
     lab.selected_label = max(lab.selected_label, 1)
     if lab.metadata.get("case_id") != data.case_id:
         lab.brush_size = brush_size_for(data.image.spacing)
