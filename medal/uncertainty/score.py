@@ -97,7 +97,8 @@ def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataCo
         normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
     res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
                           roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
-                          tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature)
+                          tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature,
+                          votes="vote_entropy" in cfg.measures)
     return res.prediction(), res.measures(cfg.measures), res.full_probs()
 
 
