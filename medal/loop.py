@@ -171,7 +171,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         done("train", {"checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
-                       "train_cases": res.train_cases, "val_cases": res.val_cases, "skipped": bad})
+                       "train_cases": res.train_cases, "val_cases": res.val_cases, "skipped": bad,
+                       "calibration": res.calibration})
     if stop_after == "train":
         return RoundResult(rd, {}, ran)
 
@@ -225,7 +226,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                        "previous_rounds": _charged_summary(run_dir, index)},
             "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"],
                         "steps": state["train"].get("steps"), "holdout": state["score"].get("holdout"),
-                        "pool_entropy": state["score"].get("pool_entropy")},
+                        "pool_entropy": state["score"].get("pool_entropy"),
+                        "calibration": state["train"].get("calibration")},
             "steps": {k: state[k]["finished"] for k in STEPS},
         }
         atomic_write_json(manifest_path, manifest, overwrite=False)

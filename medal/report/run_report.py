@@ -98,6 +98,7 @@ def collect_run(run_dir, dataset, cfg) -> dict:
                             "interval_90": list(bootstrap_mean(held.get("per_case", {}).values()))
                             if held.get("per_case") else None, "per_case": held.get("per_case", {})}
         entry["pool_entropy"] = (man.get("metrics") or {}).get("pool_entropy")
+        entry["calibration"] = (man.get("metrics") or {}).get("calibration")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
         logged_before += sp["charged_s"] if sp["logged"] else 0.0
@@ -220,6 +221,22 @@ def _plots(data: dict, out: Path) -> list[str]:
         a.grid(alpha=0.3)
     fig.tight_layout()
     files.append(save_figure(fig, out / "rounds.png").name)
+    calibrated = [r for r in rounds if r.get("calibration")]
+    if calibrated:  # reliability diagram of the latest model, before and after temperature scaling
+        cal = calibrated[-1]["calibration"]
+        fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, label="perfect calibration")
+        for name, style in (("before", "o--"), ("after", "s-")):
+            rel = cal[f"reliability_{name}"]
+            keep = np.asarray(rel["count"]) > 0
+            temp = 1.0 if name == "before" else cal["temperature"]
+            ax.plot(np.asarray(rel["confidence"])[keep], np.asarray(rel["accuracy"])[keep], style,
+                    label=f"T = {temp:.2f} (ECE {cal[f'ece_{name}']:.4f})")
+        ax.set_xlabel("confidence of the predicted class")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{calibrated[-1]['round']}: validation voxels ({cal['voxels']})")
+        ax.legend(fontsize=8)
+        files.append(save_figure(fig, out / "reliability.png").name)
     return files
 
 
@@ -248,6 +265,12 @@ def _markdown(data: dict, plots: list[str]) -> str:
             + f" | {r['predicted_s'] or 0:.0f} | "
             + (f"{lg['charged_s']:.0f} ({lg['logged']})" if lg["logged"] else "not logged yet")
             + f" | {dice} | " + ("n/a" if r["pool_entropy"] is None else f"{r['pool_entropy']:.4f}") + " |")
+    cal = [(r["round"], r["calibration"]) for r in data["rounds"] if r.get("calibration")]
+    if cal:
+        lines += ["", "Calibration (temperature scaling on the validation cases' annotated voxels; ECE of the "
+                      "predicted class, before -> after): " + "; ".join(
+                          f"{name} T = {c['temperature']:.2f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
+                          for name, c in cal)]
     lines += ["", "Stopping rules (medal/report/stopping.py):", ""]
     for name, rule in v["rules"].items():
         lines.append(f"- {name}: {'fired' if rule.get('fired') else 'not fired'}; "

@@ -42,6 +42,7 @@ class TrainResult:
     val_cases: list[str]
     checkpoint: Path | None = None
     temperature: float | None = None
+    calibration: dict | None = None  # validation_calibration(): temperature, ECE before/after, reliability bins
 
 
 def held_out_slices(case_id: str, n_slices: int, fraction: float) -> np.ndarray:
@@ -142,9 +143,12 @@ def _snapshot_epochs(max_epochs: int, k: int) -> set[int]:
     return {pool[i] for i in idx}
 
 
-def fit_validation_temperature(net, items, *, roi_size, device, max_voxels: int = 200_000, seed: int = 0) -> float:
-    """Temperature scaling on the annotated voxels of ``items`` (a seeded sample of at most ``max_voxels``)."""
-    from medal.uncertainty.calibration import fit_temperature
+def validation_calibration(net, items, *, roi_size, device, max_voxels: int = 200_000, seed: int = 0,
+                           bins: int = 10) -> dict:
+    """Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks") fitted on the
+    annotated voxels of ``items`` (a seeded sample of at most ``max_voxels``), with what it did on those
+    voxels: ECE and the reliability diagram's bins (mean confidence, accuracy, count) before and after."""
+    from medal.uncertainty.calibration import fit_temperature, reliability
     from medal.uncertainty.inference import predict_logits
 
     rng = np.random.default_rng(seed)
@@ -156,7 +160,24 @@ def fit_validation_temperature(net, items, *, roi_size, device, max_voxels: int 
             ann = rng.choice(ann, max_voxels // max(len(items), 1), replace=False)
         zs.append(z.reshape(z.shape[0], -1)[:, ann].T)
         ys.append(item.label.ravel()[ann])
-    return fit_temperature(np.concatenate(zs), np.concatenate(ys))
+    z, y = np.concatenate(zs).astype(np.float64), np.concatenate(ys)
+    t = fit_temperature(z, y)
+    out = {"temperature": float(t), "voxels": int(len(y)), "cases": len(items)}
+    for name, temp in (("before", 1.0), ("after", t)):
+        q = z / temp
+        q = np.exp(q - q.max(axis=1, keepdims=True))
+        q /= q.sum(axis=1, keepdims=True)
+        conf, acc, count = reliability(q, y, bins=bins)
+        out[f"ece_{name}"] = float((np.abs(conf - acc) * count).sum() / max(count.sum(), 1))
+        out[f"reliability_{name}"] = {"confidence": conf.tolist(), "accuracy": acc.tolist(),
+                                      "count": count.astype(int).tolist()}
+    return out
+
+
+def fit_validation_temperature(net, items, *, roi_size, device, max_voxels: int = 200_000, seed: int = 0) -> float:
+    """Temperature scaling on the annotated voxels of ``items`` (a seeded sample of at most ``max_voxels``)."""
+    return validation_calibration(net, items, roi_size=roi_size, device=device, max_voxels=max_voxels,
+                                  seed=seed)["temperature"]
 
 
 def validate(net, items, n_classes: int, *, roi_size, device) -> float:
@@ -269,7 +290,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
                          train_cases=[i.case_id for i in train_items], val_cases=[i.case_id for i in val_items])
     temperature = None
     if train_cfg.calibrate and val_items:
-        temperature = fit_validation_temperature(net, val_items, roi_size=roi, device=device)
+        result.calibration = validation_calibration(net, val_items, roi_size=roi, device=device)
+        temperature = result.calibration["temperature"]
     result.temperature = temperature
     if k and len(snapshots) < 2:  # stopped early: the members it has, and the final weights
         snapshots.append({n: t.detach().cpu().clone() for n, t in net.state_dict().items()})
@@ -283,6 +305,7 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             meta["label_names"] = [label_map.name(v) for v in label_map.values]
         if temperature is not None:
             meta["temperature"] = float(temperature)
+            meta["calibration"] = json.dumps(result.calibration)
         result.checkpoint = save_checkpoint(checkpoint, net.cpu(), model_cfg, in_channels=1, out_channels=n_classes,
                                             meta=meta, snapshots=snapshots or None)
         net.to(device)

@@ -80,7 +80,7 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
     cases = [c.case_id for c in ds.cases[:4]]
     cfg = {"model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
            "training": {"patch_size": [16, 16, 16], "batch_size": 2, "max_epochs": 2, "iterations_per_epoch": 3,
-                        "val_fraction": 0.0, "holdout": 0.3, "num_threads": 1},
+                        "val_fraction": 0.25, "holdout": 0.3, "num_threads": 1},
            "uncertainty": {"mc_samples": 2, "roi_size": [16, 16, 16]},
            "selection": {"budget_s": 1500.0, "qc_share": 0.2}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -108,6 +108,11 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert r["predicted_s"] == pytest.approx(man["budget"]["predicted_s"])
         assert r["holdout"]["dice"] == pytest.approx(man["metrics"]["holdout"]["dice"])
         assert man["metrics"]["holdout"]["voxels"] > 0 and 0 <= man["metrics"]["holdout"]["dice"] <= 1
+        # temperature scaling on the validation case's voxels, with its reliability bins, in the report
+        cal = man["metrics"]["calibration"]
+        assert r["calibration"] == cal and cal["temperature"] > 0 and cal["cases"] == 1
+        assert sum(cal["reliability_before"]["count"]) == sum(cal["reliability_after"]["count"]) == cal["voxels"] > 0
+        assert 0 <= cal["ece_after"] <= 1 and 0 <= cal["ece_before"] <= 1
         tl = read_tasks(rd / "tasks.json")
         qc = [t for t in tl.tasks if t.qc_of]
         if index == 0:
@@ -141,7 +146,8 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
             assert (rd / "qc" / f"{t.case_id}.nii.gz").is_file()
     md = (run / "report.md").read_text()
     assert "**Recommendation:" in md and "learning_curve.png" in md and "Label quality control" in md
-    for png in ("learning_curve.png", "rounds.png"):
+    assert "Calibration (temperature scaling" in md and "reliability.png" in md
+    for png in ("learning_curve.png", "rounds.png", "reliability.png"):
         assert (run / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = medal("report", run, "--json")
     assert json.loads(out.stdout)["verdict"]["decision"] in ("continue", "consider stopping", "stop")
