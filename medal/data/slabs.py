@@ -104,6 +104,14 @@ class SlabNifti:
     def dirty(self) -> bool:
         return any(m is None for m in self._members)
 
+    def dirty_differs(self, value) -> bool:
+        """Whether a plane changed since the last :meth:`to_bytes` holds a voxel other than ``value``
+        (reads only the changed slabs, not the whole volume)."""
+        for s, m in enumerate(self._members):
+            if m is None and (self.array[:, :, s * self.slab:(s + 1) * self.slab] != value).any():
+                return True
+        return False
+
     def to_bytes(self) -> bytes:
         for s, m in enumerate(self._members):
             if m is None:

@@ -59,6 +59,17 @@ def test_only_changed_slabs_are_recompressed_and_assign_counts_changes(reference
     assert slab.array[0, 0, k] == 2 and slab.array[1, 0, k] == 1
 
 
+def test_dirty_differs_reads_only_the_changed_slabs(reference):
+    slab = SlabNifti(reference, np.full(reference.shape, UNLABELED, np.uint8), slab=4)
+    assert slab.dirty and not slab.dirty_differs(UNLABELED)  # new: every slab changed, none annotated
+    slab.to_bytes()
+    slab.array[0, 0, 9] = 1  # behind its back: a clean slab is not read
+    assert not slab.dirty and not slab.dirty_differs(UNLABELED)
+    k = reference.shape[2] - 1
+    slab.assign((slice(None), slice(None), slice(k, k + 1)), np.uint8(2), where=np.ones(reference.shape[:2] + (1,), bool))
+    assert slab.dirty_differs(UNLABELED)
+
+
 def test_keeps_oblique_affine_and_rejects_bad_input(tmp_path):
     aff = np.array([[0.9, 0.1, 0, 5], [-0.1, 0.9, 0, -3], [0, 0, 2.5, 7], [0, 0, 0, 1]])
     ref = Volume(np.zeros((6, 5, 4), np.int16), aff)

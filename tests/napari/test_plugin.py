@@ -623,3 +623,45 @@ def test_showing_a_case_again_keeps_the_labels_layer_and_rewires_its_callbacks(m
     assert len(second.on_history) == 1
     second.events.paint(value=[])
     assert calls == {"a": 0, "b": 1}
+
+
+def test_a_case_switch_draws_each_layer_once_on_the_task_plane(open_widget, tmp_path):
+    """Two real cases with 0.8 x 0.8 x 1.5 mm voxels: the plane slider steps one plane (the edge
+    letters once made it step 1 mm), a case switch slices each volume layer once (it was two or three
+    times: for the old plane, then the new one), and what is drawn is the new case at the task's plane,
+    also when that plane number does not change."""
+    from medal.data import Volume, load_dataset, sample_dataset, save_volume
+    from medal.tasks import Task, write_tasks
+
+    root = tmp_path / "ds"
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    arrays = {}
+    for case in load_dataset(sample_dataset()).cases[:2]:
+        img = load_volume(case.image).array
+        arrays[case.case_id] = img
+        save_volume(Volume(img, affine), root / "imagesTr" / f"{case.case_id}.nii.gz")
+        save_volume(Volume(np.zeros(img.shape, np.uint8), affine), root / "labelsTr" / f"{case.case_id}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}}))
+    a, b = arrays
+    planes = [(a, 10), (b, 10), (a, 14)]  # the same plane number across a switch, then another one
+    tasks = []
+    for n, (case, k) in enumerate(planes):
+        shape = arrays[case].shape
+        tasks.append(Task(task_id=f"t{n}", case_id=case, image=f"imagesTr/{case}.nii.gz", kind="slice", axis=2,
+                          index=k, supervoxel=-1, bbox=[[0, 0, k], [shape[0], shape[1], k + 1]],
+                          score=3.0 - n, predicted_cost_s=10.0, strategy="test"))
+    write_tasks(tmp_path / "round" / "tasks.json", tasks, dataset_root=root)
+    viewer, widget = open_widget(tmp_path / "round")
+    s = widget.session
+    assert s.open_task(0)
+    assert viewer.dims.range[2].step == pytest.approx(1.5)
+    slices = {"image": 0, "labels": 0}
+    for name in slices:
+        viewer.layers[name].events.set_data.connect(lambda e, n=name: slices.__setitem__(n, slices[n] + 1))
+    for i, (case, k) in enumerate(planes[1:], start=1):
+        before = dict(slices)
+        assert s.open_task(i)
+        assert {n: slices[n] - before[n] for n in slices} == {"image": 1, "labels": 1}
+        assert viewer.dims.current_step[2] == k
+        np.testing.assert_array_equal(np.asarray(viewer.layers["image"]._data_view), arrays[case][:, :, k].T
+                                      if viewer.dims.order[-2:] == (1, 0) else arrays[case][:, :, k])

@@ -9,7 +9,13 @@ import numpy as np
 from medal.tasks import Task
 
 __all__ = ["LAYERS", "set_layer", "label_colormap", "show_case", "show_region", "move_to", "text_overlay",
-           "overlay_text"]
+           "overlay_text", "draw_pending"]
+
+#: layers whose data was replaced with their redraw held back (``set_layer(..., defer=True)``), drawn
+#: once by :func:`draw_pending`. A case switch replaces four volumes and then moves to the task's plane:
+#: without this every layer was sliced, uploaded to the GPU and its extent recomputed twice (once for
+#: the old plane, once for the new one). One GUI thread, so a plain list.
+_PENDING: list = []
 
 LAYERS = {"image": "image", "uncertainty": "uncertainty", "prediction": "prediction", "labels": "labels",
           "region": "task region"}
@@ -82,8 +88,42 @@ def get_layer(viewer, key: str):
     return viewer.layers[name] if name in viewer.layers else None
 
 
-def set_layer(viewer, key: str, kind, data, **props):
-    """Update the layer called ``LAYERS[key]`` (or add it); returns ``(layer, added)``."""
+def _replace_data(layer, data, defer: bool) -> None:
+    block = getattr(layer, "_block_refresh", None)  # napari >= 0.5; without it, redraw at once
+    if not defer or block is None or not hasattr(layer, "_slice_input"):
+        layer.data = data
+        return
+    with block():
+        layer.data = data
+    _PENDING.append(layer)
+
+
+def draw_pending(viewer, before: dict | None = None) -> int:
+    """Slice and draw, once each, the layers whose data :func:`set_layer` replaced with ``defer=True``.
+
+    ``before`` maps ``id(layer)`` to the layer's slice input before a dims change (:func:`move_to`):
+    a layer that change re-sliced already shows its new data and is skipped. Returns layers refreshed.
+    """
+    done, n = set(), 0
+    for layer in _PENDING:
+        if id(layer) in done:
+            continue
+        done.add(id(layer))
+        if layer not in viewer.layers:
+            continue
+        if before is not None and id(layer) in before and layer._slice_input is not before[id(layer)]:
+            continue  # re-sliced by the dims change, with the new data
+        layer.refresh()
+        n += 1
+    _PENDING.clear()
+    return n
+
+
+def set_layer(viewer, key: str, kind, data, *, defer: bool = False, **props):
+    """Update the layer called ``LAYERS[key]`` (or add it); returns ``(layer, added)``.
+
+    ``defer``: hold back the redraw of replaced data until :func:`draw_pending` (or a :func:`move_to`).
+    """
     layer = get_layer(viewer, key)
     if layer is not None and not isinstance(layer, kind):
         viewer.layers.remove(layer)
@@ -100,7 +140,7 @@ def set_layer(viewer, key: str, kind, data, **props):
         current = layer.data
         if not (isinstance(current, np.ndarray) and current.shape == data.shape and current.size < 1_000_000
                 and np.array_equal(current, data)):
-            layer.data = data
+            _replace_data(layer, data, defer)
     for k, v in props.items():
         if not np.array_equal(np.asarray(getattr(layer, k)), np.asarray(v)):
             setattr(layer, k, v)
@@ -115,16 +155,20 @@ def label_colormap(label_colors: dict[int, str]):
     return DirectLabelColormap(color_dict=colors)
 
 
-def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], on_paint, on_history=None):
-    """Image, uncertainty heat map, prediction outline and the editable labels of one case."""
+def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], on_paint, on_history=None, *,
+              defer: bool = False):
+    """Image, uncertainty heat map, prediction outline and the editable labels of one case.
+
+    ``defer``: the caller moves to a plane next (:func:`move_to`), which draws the new volumes once.
+    """
     from napari.layers import Image, Labels
 
     scale = tuple(data.image.spacing)
-    img, _ = set_layer(viewer, "image", Image, data.image.array, scale=scale)
+    img, _ = set_layer(viewer, "image", Image, data.image.array, scale=scale, defer=True)
     img.contrast_limits_range = data.contrast
     img.contrast_limits = data.contrast
     if data.uncertainty is not None:
-        unc, new = set_layer(viewer, "uncertainty", Image, data.uncertainty, scale=scale)
+        unc, new = set_layer(viewer, "uncertainty", Image, data.uncertainty, scale=scale, defer=True)
         unc.contrast_limits_range = data.uncertainty_limits
         unc.contrast_limits = data.uncertainty_limits
         if new:
@@ -134,13 +178,13 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
     elif get_layer(viewer, "uncertainty") is not None:
         viewer.layers.remove(get_layer(viewer, "uncertainty"))
     if data.prediction is not None:
-        pred, new = set_layer(viewer, "prediction", Labels, data.prediction, scale=scale)
+        pred, new = set_layer(viewer, "prediction", Labels, data.prediction, scale=scale, defer=True)
         if new:
             pred.contour, pred.opacity, pred.visible = 1, 0.7, False
             pred.colormap = label_colormap(label_colors)
     elif get_layer(viewer, "prediction") is not None:
         viewer.layers.remove(get_layer(viewer, "prediction"))
-    lab, new = set_layer(viewer, "labels", task_labels_class(), working, scale=scale)
+    lab, new = set_layer(viewer, "labels", task_labels_class(), working, scale=scale, defer=True)
     if new:
         lab.colormap = label_colormap(label_colors)
         lab.opacity = 0.6
@@ -158,6 +202,8 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
     lab.metadata["case_id"] = data.case_id
     order_layers(viewer)
     viewer.layers.selection.active = lab
+    if not defer:
+        draw_pending(viewer)
     return lab
 
 
@@ -172,8 +218,10 @@ def order_layers(viewer) -> None:
             viewer.layers.move(current, target)
 
 
-def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, spacing) -> None:
-    """The task region as a yellow outline (a small layer covering only the task's box)."""
+def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, spacing, *,
+                defer: bool = False) -> None:
+    """The task region as a yellow outline (a small layer covering only the task's box); ``defer``: drawn
+    by the :func:`move_to` that follows."""
     from napari.layers import Labels
     from napari.utils.colormaps import DirectLabelColormap
 
@@ -184,7 +232,7 @@ def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, s
     shown = np.pad(region.astype(np.uint8), pad)
     translate = tuple((float(s.start) - (0 if d == task.axis else 1)) * float(sc)
                       for d, (s, sc) in enumerate(zip(sl, scale)))
-    layer, new = set_layer(viewer, "region", Labels, shown, scale=tuple(scale), translate=translate)
+    layer, new = set_layer(viewer, "region", Labels, shown, scale=tuple(scale), translate=translate, defer=defer)
     if new:
         layer.contour = 1
         layer.colormap = DirectLabelColormap(color_dict={0: "transparent", 1: "yellow", None: "yellow"})
@@ -193,6 +241,8 @@ def show_region(viewer, task: Task, sl: tuple[slice, ...], region: np.ndarray, s
     lab = get_layer(viewer, "labels")
     if lab is not None:  # keep painting on the labels layer, above the outline
         viewer.layers.selection.active = lab
+    if not defer:
+        draw_pending(viewer)
 
 
 _OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
@@ -228,11 +278,15 @@ def radiological_view(codes: str, axis: int):
 
 def edge_letters(viewer, task: Task, codes: str, spacing, shape) -> None:
     """Patient directions (L/R/A/P/S/I) in the middle of each edge of the shown plane, as a text-only
-    points layer kept on the current plane."""
+    points layer: four points on every plane along the task's axis, so scrolling and jumping need no
+    update; the layer changes only when the axis or the case's geometry does."""
     (axis, v, h), (vertical, horizontal), letters = radiological_view(codes, task.axis)
+    key = [int(axis), str(codes), [float(x) for x in spacing], [int(x) for x in shape]]
+    name = "orientation"
+    if name in viewer.layers and viewer.layers[name].metadata.get("geometry") == key:
+        return
     spacing = np.asarray(spacing, dtype=float)
     shape = np.asarray(shape, dtype=float)
-    plane = float(viewer.dims.current_step[axis]) if axis < len(viewer.dims.current_step) else 0.0
     top_v = 0.0 if vertical == "down" else shape[v] - 1
     left_h = 0.0 if horizontal == "right" else shape[h] - 1
     inset_v, inset_h = max(1.0, 0.04 * shape[v]), max(1.0, 0.04 * shape[h])
@@ -241,22 +295,25 @@ def edge_letters(viewer, task: Task, codes: str, spacing, shape) -> None:
     mid_v, mid_h = (shape[v] - 1) / 2, (shape[h] - 1) / 2
     where = {"top": (top_v + step_v, mid_h), "bottom": (shape[v] - 1 - top_v - step_v, mid_h),
              "left": (mid_v, left_h + step_h), "right": (mid_v, shape[h] - 1 - left_h - step_h)}
-    pts, text = [], []
-    for side, (pv, ph) in where.items():
-        p = np.zeros(3)
-        p[axis], p[v], p[h] = plane, pv, ph
-        pts.append(p * spacing)
-        text.append(letters[side])
-    name = "orientation"
+    planes = np.arange(int(shape[axis]), dtype=float)
+    pts = np.zeros((len(planes), len(where), 3))
+    pts[:, :, axis] = planes[:, None]
+    for k, (pv, ph) in enumerate(where.values()):
+        pts[:, k, v], pts[:, k, h] = pv, ph
+    pts = pts.reshape(-1, 3)  # voxel coordinates, scaled like the volumes: a points layer in world units
+    # had a 1.0 step and made napari's plane slider move in 1 mm steps instead of one plane
+    text = [letters[side] for side in where] * len(planes)
+    meta = {"letters": {side: letters[side] for side in where}, "geometry": key}
     if name in viewer.layers:
         layer = viewer.layers[name]
-        layer.data = np.asarray(pts)
+        layer.scale = tuple(spacing)
+        layer.data = pts
         layer.text.string = text
-        layer.metadata["letters"] = dict(zip(where, text))
+        layer.metadata.update(meta)
     else:
-        layer = viewer.add_points(np.asarray(pts), name=name, size=0.01, face_color="transparent",
-                                  border_color="transparent", text={"string": text, "color": "cyan", "size": 14},
-                                  metadata={"letters": dict(zip(where, text))})
+        viewer.add_points(pts, name=name, size=0.01, scale=tuple(spacing), face_color="transparent",
+                          border_color="transparent",
+                          text={"string": text, "color": "cyan", "size": 14}, metadata=meta)
         lab = get_layer(viewer, "labels")
         if lab is not None:
             viewer.layers.selection.active = lab
@@ -264,8 +321,10 @@ def edge_letters(viewer, task: Task, codes: str, spacing, shape) -> None:
 
 def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool, codes: str = "RAS") -> None:
     """Slice along the task's axis at ``plane``, shown the radiological way (:func:`radiological_view`);
-    zoom on a supervoxel's box."""
+    zoom on a supervoxel's box. Draws the layers :func:`show_case` / :func:`show_region` left pending,
+    once: those the plane change re-sliced are not sliced again."""
     v = viewer
+    before = {id(layer): layer._slice_input for layer in _PENDING if hasattr(layer, "_slice_input")}
     if v.dims.ndisplay != 2:
         v.dims.ndisplay = 2
     axis = task.axis
@@ -292,6 +351,7 @@ def move_to(viewer, task: Task, plane: int, spacing, shape, *, reset: bool, code
         # the region at about a third of the view, never closer than 64 voxels across
         voxels = float(np.asarray(shape)[shown].max())
         cam.zoom = cam.zoom * float(max(min(full / (extent * 3.0), voxels / 64.0, 4.0), 1.0))
+    draw_pending(v, before)
 
 
 def text_overlay(viewer):

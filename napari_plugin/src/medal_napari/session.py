@@ -155,10 +155,7 @@ class AnnotationSession:
 
     def _on_step(self, event=None):
         self.timer.touch()
-        self._visit_plane()
-        if self.task is not None and self._entry is not None and "orientation" in self.viewer.layers:
-            img = self._entry.data.image
-            display.edge_letters(self.viewer, self.task, img.orientation, img.spacing, img.shape)
+        self._visit_plane()  # the edge letters sit on every plane: nothing to move
         self._update_overlay()
 
     def activity(self) -> None:
@@ -245,7 +242,7 @@ class AnnotationSession:
             if self._lock is not None:
                 self._lock.release()
             self._lock, self._entry, self.case_id = lock, entry, task.case_id
-            self._show_case(entry)
+            self._show_case(entry, defer=True)  # drawn once by _move_to, on the task's plane
             if entry.completing is not None:
                 self._watch_overlays(entry)
             else:
@@ -262,7 +259,7 @@ class AnnotationSession:
             view[region] = entry.data.prediction[sl][region]
             state["started"] = True
             self.layer("labels").refresh()
-        self._show_region(task, entry.data)
+        self._show_region(task, entry.data, defer=True)
         self._move_to(task, entry.data, new_case)
         self._confirm = None
         self._visit_plane()
@@ -274,9 +271,9 @@ class AnnotationSession:
         self._changed()
         return True
 
-    def _show_case(self, entry: Cached) -> None:
+    def _show_case(self, entry: Cached, *, defer: bool = False) -> None:
         display.show_case(self.viewer, entry.data, entry.working, self.store.label_colors, self._on_paint,
-                          self.revert_outside)
+                          self.revert_outside, defer=defer)
 
     def revert_outside(self) -> int:
         """Put back every voxel outside the current task that differs from what is saved (after an undo
@@ -301,8 +298,8 @@ class AnnotationSession:
                         f"{self.store.where(self.task) if self.task else 'the open task'} is saved", "warning")
         return n
 
-    def _show_region(self, task: Task, data: CaseData) -> None:
-        display.show_region(self.viewer, task, *self._region, data.image.spacing)
+    def _show_region(self, task: Task, data: CaseData, *, defer: bool = False) -> None:
+        display.show_region(self.viewer, task, *self._region, data.image.spacing, defer=defer)
 
     def task_plane(self, task: Task, data: CaseData | None = None) -> int:
         """The plane shown for a task: its slice, or the plane holding most of its supervoxel."""
