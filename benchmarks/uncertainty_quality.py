@@ -64,7 +64,10 @@ def auprc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def _train(job):
-    placement, strength, config, data, out, steps = job
+    placement, strength, config, data, out, steps, reuse = job
+    path = Path(out) / f"{placement}_{strength}.pt"
+    if reuse and path.exists():  # the same seed and config train the same weights: not again
+        return str(path), None
     import torch
 
     torch.set_num_threads(1)
@@ -89,7 +92,6 @@ def _train(job):
         items = prepare_items(ds, cfg.data, case_ids=set(pool))
     iters = cfg.training.iterations_per_epoch
     tcfg = dataclasses.replace(cfg.training, max_epochs=steps // iters, snapshots=5, calibrate=False, seed=0)
-    path = Path(out) / f"{placement}_{strength}.pt"
     t0 = time.perf_counter()
     train_model(items, [], n_classes=3, model_cfg=cfg.model, train_cfg=tcfg, progress=False, checkpoint=path,
                 label_map=ds.label_map)
@@ -105,6 +107,7 @@ def main(argv=None) -> float:
     ap.add_argument("--quick", action="store_true", help="head placement only, 100/200 steps, 4 cases")
     ap.add_argument("--out", default=None)
     ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--reuse", action="store_true", help="keep checkpoints already in --out (same seed and config)")
     args = ap.parse_args(argv)
 
     import torch
@@ -131,7 +134,8 @@ def main(argv=None) -> float:
     out = Path(args.out or tempfile.mkdtemp(prefix="medal-uq-"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = [(p, s, args.config, args.data, str(out), steps[s]) for s in ("weak", "strong") for p in placements]
+    jobs = [(p, s, args.config, args.data, str(out), steps[s], args.reuse) for s in ("weak", "strong")
+            for p in placements]
     with mp.get_context("spawn").Pool(2) as pool:
         trained = dict(zip([(p, s) for p, s, *_ in jobs], pool.map(_train, jobs)))
     torch.set_num_threads(2)
@@ -151,7 +155,11 @@ def main(argv=None) -> float:
     lines = [f"- models: label-efficiency CPU config, trained on the tuning pool: weak = random slices worth 600 s, "
              f"{steps['weak']} steps; strong = every pool label, {steps['strong']} steps; 5 snapshots kept (committee). "
              f"Temperature fitted on {len(calib)} validation cases, figures on {len(evals)} others; T = {args.samples} "
-             "samples (committee: 5 members; TTA: 8 flips)", ""]
+             "samples (committee: 5 members; TTA: 8 flips)",
+             "- cost: median over the evaluation cases of the source's time / one deterministic pass of the "
+             "head-placement network on the same case, timed as `medal score` runs it (no vote counting)"
+             + ("; checkpoints reused from an earlier run with the same seed and config (--reuse)"
+                if any(t is None for _, t in trained.values()) else ""), ""]
     for strength in ("weak", "strong"):
         # temperature of each placement's network, on the calibration cases' voxels
         temps, nets = {}, {}
@@ -166,12 +174,14 @@ def main(argv=None) -> float:
                 ys.append(y.ravel())
             temps[placement] = fit_temperature(np.concatenate(zs), np.concatenate(ys))
         committee = load_committee(trained[("head", strength)][0])
-        det_times = []
-        for _, x, _ in evals[:5]:
+        # one deterministic pass of the (head-placement) network on each evaluation case: every source's
+        # cost is the median over cases of its time / this, so volume sizes cancel
+        det = []
+        predict_logits(nets["head"], evals[0][1], roi_size=roi)  # warm-up
+        for _, x, _ in evals:
             s = time.perf_counter()
             predict_logits(nets["head"], x, roi_size=roi)
-            det_times.append(time.perf_counter() - s)
-        det = float(np.median(det_times))
+            det.append(time.perf_counter() - s)
         rows = {}
         for source, placement in SOURCES:
             if placement not in placements:
@@ -181,12 +191,14 @@ def main(argv=None) -> float:
             scores = {m: [] for m in MEASURES}
             err_all, band_all, probs_all, probs_t_all, y_all, times = [], [], [], [], [], []
             slice_stats = {m: [] for m in MEASURES}
-            for _, x, y in evals:
+            for n_case, (_, x, y) in enumerate(evals):
+                # timed: what `medal score` runs (no votes unless vote_entropy is configured)
                 s = time.perf_counter()
+                predict_moments(who, x, source=source, n_samples=args.samples, roi_size=roi, seed=0, votes=False)
+                times.append((time.perf_counter() - s) / det[n_case])
                 res = predict_moments(who, x, source=source, n_samples=args.samples, roi_size=roi, seed=0)
-                times.append(time.perf_counter() - s)
                 res_t = predict_moments(who, x, source=source, n_samples=args.samples, roi_size=roi, seed=0,
-                                        temperature=temps[placement])
+                                        temperature=temps[placement], votes=False)
                 pred = res.mean_probs.argmax(0)
                 err = pred != y
                 band = boundary_band(pred, 2)
@@ -208,7 +220,7 @@ def main(argv=None) -> float:
             p_v, pt_v = np.concatenate(probs_all), np.concatenate(probs_t_all)
             from scipy.stats import spearmanr
 
-            row = {"cost_ratio": float(np.median(times) / det), "temperature": temps[placement],
+            row = {"cost_ratio": float(np.median(times)), "temperature": temps[placement],
                    "ece_before": expected_calibration_error(p_v, y_v), "ece_after": expected_calibration_error(pt_v, y_v),
                    "ece_band_before": expected_calibration_error(p_v[band_v], y_v[band_v]),
                    "ece_band_after": expected_calibration_error(pt_v[band_v], y_v[band_v]), "measures": {}}
@@ -225,7 +237,8 @@ def main(argv=None) -> float:
             print(strength, name, json.dumps({m: round(r["auroc"], 3) for m, r in row["measures"].items()}),
                   f"cost {row['cost_ratio']:.2f}", flush=True)
         result["models"][strength] = {"error_rate": float(err_v.mean()), "sources": rows,
-                                      "train_s": {p: trained[(p, strength)][1] for p in placements}}
+                                      "train_s": {p: trained[(p, strength)][1] for p in placements},
+                                      "deterministic_pass_s": float(np.median(det))}
         lines += [f"**{strength} model** (voxel error rate {100 * err_v.mean():.2f}%; AUROC / AUPRC of 'the mean "
                   "prediction is wrong here', all voxels | within 2 voxels of a predicted boundary; slice Spearman "
                   "with misclassified voxels; ECE before -> after temperature scaling; cost in deterministic passes)", "",
