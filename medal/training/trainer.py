@@ -245,13 +245,15 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             x, y = _batch(train_items, train_cfg, rng)
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y).to(device)
-            if mode == "mean_teacher":  # the student sees a noisy, flipped copy; the teacher the clean patch
-                flip = int(rng.integers(2, 5))
+            if mode == "mean_teacher":  # the student sees a noisy (optionally flipped) copy; the teacher the clean patch
                 noise = torch.from_numpy(rng.normal(0, 0.1, size=x.shape).astype(np.float32)).to(device)
-                xs, ys = torch.flip(x + noise, (flip,)), torch.flip(y, (flip - 1,))
+                xs, ys, target = x + noise, y, teacher.probs(x)
+                if train_cfg.consistency_flip_axes:
+                    a = int(train_cfg.consistency_flip_axes[int(rng.integers(len(train_cfg.consistency_flip_axes)))])
+                    xs, ys, target = torch.flip(xs, (a + 2,)), torch.flip(ys, (a + 1,)), torch.flip(target, (a + 2,))
                 logits = net(xs)
                 loss = masked_dice_ce(logits, ys, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
-                extra = unlabeled_loss(mode, logits, torch.flip(teacher.probs(x), (flip,)), ys)
+                extra = unlabeled_loss(mode, logits, target, ys)
             else:
                 logits = net(x)
                 loss = masked_dice_ce(logits, y, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)

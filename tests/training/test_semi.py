@@ -76,6 +76,17 @@ def test_threshold_one_is_exactly_supervised_and_modes_are_deterministic():
     assert not all(torch.equal(a, b) for a, b in zip(none, pl))  # confident voxels did teach something
     mt1, mt2 = _train(semi_supervised="mean_teacher"), _train(semi_supervised="mean_teacher")
     assert all(torch.equal(a, b) for a, b in zip(mt1, mt2))
+    flipped = [_train(semi_supervised="mean_teacher", consistency_flip_axes=(2,)) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*flipped))
+    assert not all(torch.equal(a, b) for a, b in zip(mt1, flipped[0]))  # flips are off unless asked for
+
+
+def test_consistency_flip_axes_are_checked_at_load():
+    from medal.config import ConfigError
+
+    assert config_from_dict({"training": {"consistency_flip_axes": [0, 2]}}).training.consistency_flip_axes == (0, 2)
+    with pytest.raises(ConfigError, match="training.consistency_flip_axes"):
+        config_from_dict({"training": {"consistency_flip_axes": [3]}})
 
 
 @pytest.mark.slow
