@@ -127,6 +127,10 @@ class TrainingConfig:
     unlabeled_weight: float = 1.0  # weight of the unsupervised term once ramped up
     rampup: float = 0.3  # share of a round's steps over which that weight ramps up
     ema_decay: float = 0.99  # the EMA teacher's decay per step
+    # mean_teacher: patch axes (0, 1, 2: the array's) along which the student's noisy copy may also be
+    # flipped; none by default: a flip moves anatomy where another class lives (anterior/posterior
+    # hippocampus), and on the tuning split flips along every axis cost 0.24 AUBC (RESULTS.md)
+    consistency_flip_axes: tuple[int, ...] = ()
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -145,6 +149,8 @@ class TrainingConfig:
             raise ConfigError(f"training.pseudo_threshold: must lie in (0, 1], got {self.pseudo_threshold}")
         if self.unlabeled_weight < 0 or not 0.0 <= self.rampup <= 1.0 or not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("training: unlabeled_weight >= 0, rampup in [0, 1] and ema_decay in [0, 1)")
+        if any(a not in (0, 1, 2) for a in self.consistency_flip_axes):
+            raise ConfigError(f"training.consistency_flip_axes: patch axes 0, 1 or 2, got {list(self.consistency_flip_axes)}")
         if self.snapshots < 0 or self.snapshots == 1:
             raise ConfigError(f"training.snapshots: 0 (none) or >= 2 members, got {self.snapshots}")
         if self.warm_epochs < 0:
@@ -267,9 +273,19 @@ class CostsConfig:
     calibration_decay: float = 0.5  # weight of a round's tasks per round of age
     calibration_min_tasks: int = 10  # fewer logged tasks than this: no calibration yet
     min_seconds: float = 5.0  # floor: navigating to a unit and checking it
+    # prediction: expected: the foreground probability levels the features are averaged over
+    levels: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    # predicted pieces smaller than this (mm², in the annotation plane) are not counted: sampling specks
+    # of an early model, not strokes an expert draws; 0 = every piece counts
+    min_piece_mm2: float = 0.0
 
     def __post_init__(self):
         from medal.costs.calibration import CALIBRATIONS
+
+        if not self.levels or any(not (isinstance(v, (int, float)) and 0.0 < v < 1.0) for v in self.levels):
+            raise ConfigError(f"costs.levels: expected a non-empty list of probabilities in (0, 1), got {list(self.levels)}")
+        if not (math.isfinite(self.min_piece_mm2) and self.min_piece_mm2 >= 0):
+            raise ConfigError(f"costs.min_piece_mm2: must be a finite number >= 0, got {self.min_piece_mm2}")
 
         if self.model and not self.model.endswith(".json"):
             raise ConfigError(f"costs.model: expected a .json cost model file, got {self.model!r}")

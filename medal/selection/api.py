@@ -121,7 +121,7 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
     then ``calibration`` (with its floor). ``cost_segmentation`` replaces both for the features (the
     simulation charges the true cost from the ground truth).
     """
-    from medal.costs import expected_effort_features
+    from medal.costs import drop_small_pieces, expected_effort_features
     from medal.regions.values import get_value
 
     costs_cfg = costs_cfg or CostsConfig()
@@ -156,10 +156,11 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
                                     ids=present)
         elif costs_cfg.prediction == "expected" and "probs" in maps:
             feats = expected_effort_features(units, maps["probs"], axis=axis, spacing=image.spacing,
-                                             n_classes=n_classes, ids=present)
+                                             n_classes=n_classes, ids=present, levels=costs_cfg.levels,
+                                             min_piece_mm2=costs_cfg.min_piece_mm2)
         else:
-            feats = effort_features(units, prediction, axis=axis, spacing=image.spacing, n_classes=n_classes,
-                                    ids=present)
+            seg = drop_small_pieces(prediction, axis=axis, spacing=image.spacing, min_mm2=costs_cfg.min_piece_mm2)
+            feats = effort_features(units, seg, axis=axis, spacing=image.spacing, n_classes=n_classes, ids=present)
         for name in feature_names(n_classes):
             table[name] = feats[name]
         table["model_cost"] = cost_model.predict(feats)

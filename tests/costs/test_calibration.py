@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from medal.costs import (CostCalibration, CostModel, append_annotation_log, calibration_pairs, effort_features,
+from medal.costs import (CostCalibration, CostModel, append_annotation_log, calibration_pairs, drop_small_pieces,
+                         effort_features,
                          expected_effort_features, fit_calibration, fit_scale, level_segmentation)
 from medal.regions import slice_units
 from medal.tasks import Task, write_tasks
@@ -150,3 +151,71 @@ def test_a_degenerate_fit_falls_back_to_the_ratio_of_totals(tmp_path):
     new = np.array([10.0, 40.0, 120.0])
     out = cal.apply(new)
     assert out[0] < out[1] < out[2]  # the model's ranking of units survives the correction
+
+
+def _drop_small_pieces_loop(seg, axis, spacing, min_mm2):
+    """Reference: plane by plane, class by class, scipy's 2D 4-connected labelling."""
+    from scipy import ndimage
+
+    inplane = [d for d in range(3) if d != axis]
+    min_px = min_mm2 / (spacing[inplane[0]] * spacing[inplane[1]])
+    out = seg.copy()
+    for k in range(seg.shape[axis]):
+        plane = np.take(seg, k, axis=axis)
+        keep = plane.copy()
+        for c in np.unique(plane):
+            if c == 0:
+                continue
+            lab, n = ndimage.label(plane == c)
+            for i in range(1, n + 1):
+                if (lab == i).sum() < min_px:
+                    keep[lab == i] = 0
+        idx = [slice(None)] * 3
+        idx[axis] = k
+        out[tuple(idx)] = keep
+    return out
+
+
+@pytest.mark.parametrize("axis,spacing,min_mm2", [(0, (1.0, 1.0, 1.0), 4.0), (2, (3.0, 0.5, 0.5), 4.0),
+                                                  (1, (0.7, 2.0, 0.7), 2.0), (2, (1.0, 1.0, 1.0), 0.0)])
+def test_drop_small_pieces_equals_a_plane_by_plane_loop(axis, spacing, min_mm2):
+    rng = np.random.default_rng(3)
+    seg = (rng.random((9, 11, 10)) < 0.35).astype(np.uint8) * rng.integers(1, 3, (9, 11, 10)).astype(np.uint8)
+    before = seg.copy()
+    got = drop_small_pieces(seg, axis=axis, spacing=spacing, min_mm2=min_mm2)
+    np.testing.assert_array_equal(got, _drop_small_pieces_loop(seg, axis, spacing, min_mm2))
+    np.testing.assert_array_equal(seg, before)  # the input is left as it is
+    if min_mm2:
+        assert (got > 0).sum() < (seg > 0).sum()
+
+
+def test_specks_of_a_weak_model_do_not_add_pieces_to_the_predicted_seconds():
+    """A certain 4x4 structure plus a sprinkle of one-voxel specks at p = 0.6 in every plane: counted,
+    the specks add a piece (2 s) and an outline each; with min_piece_mm2 the features are those of the
+    structure alone, and a column of specks through several planes is not one piece."""
+    shape = (12, 12, 3)
+    p = np.zeros((2, *shape), np.float32)
+    p[0] = 1.0
+    p[0, 2:6, 2:6, :], p[1, 2:6, 2:6, :] = 0.0, 1.0
+    for y, x in [(8, 8), (10, 2), (1, 10), (9, 5)]:
+        p[0, y, x, :], p[1, y, x, :] = 0.4, 0.6
+    units = slice_units(shape, axis=2)
+    kw = dict(axis=2, n_classes=2, levels=(0.5, 0.7, 0.9))
+    noisy = expected_effort_features(units, p, **kw)
+    clean = expected_effort_features(units, p, min_piece_mm2=4.0, **kw)
+    structure_only = effort_features(units, (p[1] > 0.99).astype(np.uint8), axis=2, n_classes=2)
+    assert noisy["components_1"][0] == pytest.approx(1 + 4 / 3)
+    for k in ("components_1", "boundary_mm_1", "area_mm2_1"):
+        np.testing.assert_allclose(clean[k], structure_only[k])
+    model = CostModel.default(2)
+    assert (model.predict(clean) < model.predict(noisy)).all()
+
+
+def test_cost_levels_and_min_piece_are_checked_at_load():
+    from medal.config import ConfigError, config_from_dict
+
+    assert config_from_dict({"costs": {"levels": [0.5, 0.9], "min_piece_mm2": 4}}).costs.levels == (0.5, 0.9)
+    with pytest.raises(ConfigError, match="costs.levels"):
+        config_from_dict({"costs": {"levels": [0.5, 1.0]}})
+    with pytest.raises(ConfigError, match="costs.min_piece_mm2"):
+        config_from_dict({"costs": {"min_piece_mm2": -1}})
