@@ -78,11 +78,13 @@ def main(argv=None) -> float:
     ap.add_argument("--from-results", default=None, help="re-report an earlier run's folder without simulating")
     ap.add_argument("--full-dice", type=float, default=None, help="skip training the all-labels reference")
     ap.add_argument("--tag", default="", help="suffix of the results JSON name")
+    ap.add_argument("--results-name", default=None,
+                    help="name of the results JSON (default: label_efficiency[_KIND][_tuning][_TAG]), e.g. semi_supervised")
     args = ap.parse_args(argv)
 
     from _record import record
 
-    from medal.config import load_config
+    from medal.config import load_config, variant_config
     from medal.data import load_dataset
     from medal.simulation import budget_to_reach, read_results, simulate, split_cases, write_report
 
@@ -142,8 +144,10 @@ def main(argv=None) -> float:
               f"- 100% line: not measured in this run: {own_full:.3f} given with --full-dice; ") + f"95% of it: {target:.3f}",
              "",
              "| row | round: true seconds (% full cost) -> Dice, mean of seeds | AUBC | final Dice | to 95% of all-labels "
-             "| chosen units with fg | charged/budget, rounds after the first (median) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| chosen units with fg | charged/budget, rounds after the first (median) | semi-supervised "
+             "| training s per round after round 0 (mean) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    modes = {s: variant_config(cfg, s).training.semi_supervised for s in sim.strategies}
     for s in sim.strategies:
         mine = [r for r in rows if r["strategy"] == s]
         per_round = []
@@ -158,12 +162,17 @@ def main(argv=None) -> float:
         reach = (f"{np.mean(hits):.0f} s ({100 * np.mean(hits) / full_cost:.1f}%)" if all(h is not None for h in hits)
                  else f"not reached ({sum(h is not None for h in hits)}/{len(hits)} seeds)")
         a = summary["strategies"][s]
+        train_s = float(np.mean([float(r["train_s"]) for r in mine
+                                  if r["round"] >= 1 and r.get("train_s") is not None] or [np.nan]))
         fg = "n/a" if a.get("foreground_share") is None else f"{100 * a['foreground_share']:.0f}%"
         cb = a.get("median_charged_over_budget_after_first")
         name = f"**{s}**" if s == default else s
         lines.append(f"| {name} | {'; '.join(per_round)} | {a['aubc_mean']:.4f} ± {a['aubc_std']:.4f} | "
-                     f"{a['final_dice_mean']:.3f} | {reach} | {fg} | {'n/a' if cb is None else f'{cb:.2f}'} |")
+                     f"{a['final_dice_mean']:.3f} | {reach} | {fg} | {'n/a' if cb is None else f'{cb:.2f}'} | "
+                     f"{modes[s]} | {train_s:.0f} |")
         a["seconds_to_95pct_same_config"] = hits
+        a["semi_supervised"] = modes[s]
+        a["train_s_per_round_mean"] = train_s
     comparisons = []
     for p in summary["pairwise"]:
         if default in (p["a"], p["b"]) and ({p["a"], p["b"]} & set(BASELINES) or "knapsack" in (p["a"], p["b"])):
@@ -182,7 +191,7 @@ def main(argv=None) -> float:
               "pairwise": summary["pairwise"], "comparisons": comparisons,
               "variants": sim.variants}
     if not args.quick:
-        name = "label_efficiency" + (f"_{args.kind}" if args.kind else "") + ("_tuning" if args.split == "tuning" else "") \
+        name = args.results_name or "label_efficiency" + (f"_{args.kind}" if args.kind else "") + ("_tuning" if args.split == "tuning" else "") \
             + (f"_{args.tag}" if args.tag else "")
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
