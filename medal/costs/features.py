@@ -97,7 +97,8 @@ def level_segmentation(probs: np.ndarray, level: float) -> np.ndarray:
 def drop_small_pieces(segmentation: np.ndarray, *, axis: int, spacing=(1.0, 1.0, 1.0),
                       min_mm2: float = 0.0) -> np.ndarray:
     """``segmentation`` with every 2D piece (4-connected, in the planes normal to ``axis``, per class)
-    smaller than ``min_mm2`` set to background; a copy, the input is left as it is.
+    smaller than ``min_mm2`` set to background, in a copy (the input is left as it is); with
+    ``min_mm2 <= 0`` the input itself, uncopied.
 
     Meant for *predicted* segmentations only: an early model's level sets are sprinkled with specks
     of a few voxels that nobody would draw, and each counted as a separate piece (2 s) with its own
@@ -110,7 +111,7 @@ def drop_small_pieces(segmentation: np.ndarray, *, axis: int, spacing=(1.0, 1.0,
 
     seg = np.asarray(segmentation)
     if min_mm2 <= 0:
-        return seg.copy()
+        return seg
     spacing = np.asarray(spacing, dtype=float)
     inplane = [d for d in range(3) if d != axis]
     min_px = min_mm2 / float(spacing[inplane[0]] * spacing[inplane[1]])
