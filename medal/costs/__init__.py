@@ -8,6 +8,6 @@ from .model import (DEFAULT_COEFFICIENTS, CostModel, append_annotation_log, fit_
                     read_annotation_log)
 
 __all__ = ["CALIBRATIONS", "CostCalibration", "CostModel", "DEFAULT_COEFFICIENTS", "EXPECTED_LEVELS",
-           "append_annotation_log", "calibration_pairs", "drop_small_pieces", "effort_features", "expected_effort_features",
-           "feature_names", "fit_calibration", "fit_cost_model", "fit_scale", "level_segmentation",
-           "load_calibration", "read_annotation_log"]
+           "append_annotation_log", "calibration_pairs", "drop_small_pieces", "effort_features",
+           "expected_effort_features", "feature_names", "fit_calibration", "fit_cost_model", "fit_scale",
+           "level_segmentation", "load_calibration", "read_annotation_log"]

@@ -115,14 +115,9 @@ def drop_small_pieces(segmentation: np.ndarray, *, axis: int, spacing=(1.0, 1.0,
     spacing = np.asarray(spacing, dtype=float)
     inplane = [d for d in range(3) if d != axis]
     min_px = min_mm2 / float(spacing[inplane[0]] * spacing[inplane[1]])
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1, 1, 1] = True
-    for d in inplane:  # in-plane 4-connectivity only: pieces never join across planes
-        idx = [1, 1, 1]
-        for k in (0, 2):
-            idx[d] = k
-            structure[tuple(idx)] = True
-        idx[d] = 1
+    structure = ndimage.generate_binary_structure(3, 1)
+    for k in (0, 2):  # in-plane 4-connectivity only: pieces never join across planes
+        structure[tuple(k if d == axis else 1 for d in range(3))] = False
     out = seg.copy()
     for c in np.unique(seg):
         if c == 0:
