@@ -51,8 +51,12 @@ class SlabNifti:
         shape = tuple(reference.shape[:3])
         if len(shape) != 3:
             raise ValueError(f"SlabNifti needs a 3D grid, got shape {reference.shape}")
+        #: the value of every voxel while nothing was assigned (a new volume), else None; lets readers
+        #: skip scanning an untouched volume (writes go through :meth:`assign`)
+        self.uniform: int | None = None
         if array is None:
             self.array = np.full(shape, fill, dtype=np.uint8, order="F")
+            self.uniform = int(fill)
         else:
             array = np.asarray(array)
             if array.shape != shape:
@@ -95,6 +99,7 @@ class SlabNifti:
         changed = new != view
         n = int(changed.sum())
         if n:
+            self.uniform = None
             ks = np.nonzero(changed.any(axis=(0, 1)))[0] + (index[2].start or 0)
             view[...] = new
             self.mark_dirty(int(ks.min()), int(ks.max()) + 1)

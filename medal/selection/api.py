@@ -232,7 +232,8 @@ def tasks_from_selection(dataset: Dataset, table: RegionTable, selection: Select
 def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: RegionsConfig, costs_cfg: CostsConfig,
                  selection_cfg: SelectionConfig, labels_dir=None, data_cfg: DataConfig | None = None,
                  progress: bool = False, overwrite: bool = False, round_index: int = 0,
-                 earlier_rounds=(), allow_empty: bool = False, meta: dict | None = None) -> RoundSelection:
+                 earlier_rounds=(), allow_empty: bool = False, meta: dict | None = None,
+                 display_cache: bool = True) -> RoundSelection:
     """Build candidates from score volumes, choose within budget, write ``round_dir/tasks.json``.
 
     ``earlier_rounds``: round folders whose finished tasks (``tasks.json`` + ``annotation_log.jsonl``)
@@ -240,6 +241,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     When nothing fits the budget: with ``selection.fallback: supervoxel`` slices give way to
     supervoxels (said in the summary and the file); otherwise :class:`NothingFitsError`, unless
     ``allow_empty`` (then an empty ``tasks.json`` is written). ``meta``: extra fields for tasks.json.
+    ``display_cache``: also write uncompressed copies of the large images with tasks for the annotation
+    plugin (:mod:`medal.tasks.display`).
     """
     from medal.costs import calibration_pairs, fit_calibration
 
@@ -295,6 +298,12 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
         "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback,
         "qc_tasks": len(qc), "qc_s": sum(t.predicted_cost_s for t in qc), **(meta or {})})
+    if display_cache and tasks:
+        from medal.tasks import TaskList
+        from medal.tasks.display import write_display_cache
+
+        # a failed copy only means the plugin reads the source image: never a reason to fail the round
+        write_display_cache(TaskList(tasks_path, dataset.root, tasks), round_dir)
     return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback)
 
 

@@ -253,3 +253,44 @@ def test_window_level_presets_drag_and_brush_size():
     assert (lo + hi) / 2 == pytest.approx(100.0) and hi - lo == pytest.approx(100.0)
     assert brush_size_for((1.0, 1.0, 1.0)) == 3 and brush_size_for((0.5, 0.5, 3.0)) == 6
     assert brush_size_for((4.0, 4.0, 4.0)) == 1
+
+
+def test_working_labels_skip_untouched_volumes_but_never_hide_painted_ones(tmp_path):
+    import numpy as np
+
+    from medal.data import UNLABELED, Volume
+    from medal.data.slabs import SlabNifti
+    from medal_napari.store import CaseLabels
+
+    ref = Volume(np.zeros((4, 5, 6), np.int16), np.eye(4))
+    labels = CaseLabels("c", SlabNifti(ref), SlabNifti(ref), tmp_path / "a" / "c.nii.gz", tmp_path / "d" / "c.nii.gz")
+    assert labels.final.uniform == UNLABELED and labels.draft.uniform == UNLABELED
+    assert not labels.working().any()
+    sl, region = (slice(0, 4), slice(0, 5), slice(2, 3)), np.ones((4, 5, 1), bool)
+    labels.store_task(sl, region, np.full((4, 5, 1), 2, np.uint8), status="todo", started=True)
+    assert labels.draft.uniform is None and labels.final.uniform == UNLABELED
+    working = labels.working()
+    assert (working[:, :, 2] == 2).all() and int((working != 0).sum()) == 20
+    # volumes read back from files are scanned, whatever they hold
+    read = np.full((4, 5, 6), UNLABELED, np.uint8)
+    read[1, 1, 4] = 1
+    back = CaseLabels("c", SlabNifti(ref, read), SlabNifti(ref), tmp_path / "a" / "c.nii.gz", tmp_path / "d" / "c.nii.gz")
+    assert back.final.uniform is None and back.working()[1, 1, 4] == 1 and int(back.working().sum()) == 1
+
+
+def test_round_store_shows_the_rounds_display_copy_and_falls_back_without_it(round_dir):
+    import numpy as np
+
+    from medal.tasks.display import write_display_cache
+    from tests.tasks.test_display import is_mapped
+
+    store = RoundStore(round_dir)
+    task = store.tasklist.tasks[0]
+    source = store.load_case(task.case_id, [task], overlays=False)
+    assert not is_mapped(source.image.array)  # decompressed into memory
+    assert write_display_cache(store.tasklist, store.round_dir, min_voxels=0) == {}  # the sample cases are small
+    copy = RoundStore(round_dir).load_case(task.case_id, [task], overlays=False)
+    assert is_mapped(copy.image.array)
+    np.testing.assert_array_equal(copy.image.array, source.image.array)
+    assert copy.contrast == source.contrast
+    np.testing.assert_allclose(copy.image.affine, source.image.affine)

@@ -86,3 +86,22 @@ def test_probabilities_round_trip_through_nifti(tmp_path, scores_dir):
     img = nib.load(str(scores_dir / case / "probs.nii.gz"))  # any NIfTI reader gets probabilities back
     assert img.get_data_dtype() == np.uint8 and img.shape == (*lab.shape, 3)
     np.testing.assert_allclose(np.asarray(img.dataobj)[..., 1], probs[1], atol=1e-6)
+
+
+def test_a_round_writes_display_copies_of_large_images_only(tmp_path, scores_dir, monkeypatch):
+    from medal.config import CostsConfig, RegionsConfig, SelectionConfig
+    from medal.selection.api import select_round
+    from medal.tasks.display import open_display_image
+
+    kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(), selection_cfg=SelectionConfig(budget_s=300.0))
+    ds = load_dataset(sample_dataset())
+    select_round(ds, scores_dir, tmp_path / "small", **kw)
+    assert not (tmp_path / "small" / "display").exists()  # the sample's crops decompress in milliseconds
+    monkeypatch.setattr("medal.tasks.display.MIN_VOXELS", 0)  # as if they were large CTs
+    res = select_round(ds, scores_dir, tmp_path / "large", **kw)
+    tl = read_tasks(res.tasks_path)
+    cases = {t.case_id: tl.image_path(t) for t in tl.tasks}
+    assert sorted(p.name for p in (tmp_path / "large" / "display").glob("*.nii")) == sorted(f"{c}.nii" for c in cases)
+    for case, src in cases.items():
+        vol, _ = open_display_image(tmp_path / "large", case, src)
+        np.testing.assert_array_equal(vol.array, load_volume(src).array)

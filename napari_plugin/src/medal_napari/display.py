@@ -164,7 +164,10 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
     from napari.layers import Image, Labels
 
     scale = tuple(data.image.spacing)
-    img, _ = set_layer(viewer, "image", Image, data.image.array, scale=scale, defer=True)
+    # a new layer is given its window up front: without one napari scans three whole planes of the
+    # (possibly memory-mapped) volume for its value range
+    first = {"contrast_limits": data.contrast} if get_layer(viewer, "image") is None else {}
+    img, _ = set_layer(viewer, "image", Image, data.image.array, scale=scale, defer=True, **first)
     img.contrast_limits_range = data.contrast
     img.contrast_limits = data.contrast
     if data.uncertainty is not None:

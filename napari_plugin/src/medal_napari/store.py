@@ -27,6 +27,7 @@ import numpy as np
 from medal.data import UNLABELED, DatasetError, Volume, atomic_write_json, load_dataset, load_volume
 from medal.data.slabs import SlabNifti
 from medal.tasks import Task, TaskError, TaskList, read_tasks, validate_tasks, write_tasks
+from medal.tasks.display import display_window, open_display_image
 
 __all__ = ["AnnotationFileError", "CaseData", "CaseLabels", "RoundStore", "PALETTE", "find_tasks_file"]
 
@@ -92,9 +93,10 @@ class CaseLabels:
     def working(self) -> np.ndarray:
         """The labels the expert sees: finished labels over drafts, 0 where nothing is painted."""
         out = np.zeros(self.final.shape, dtype=np.uint8, order="F")
-        d, f = self.draft.array, self.final.array
-        np.copyto(out, d, where=d != UNLABELED)
-        np.copyto(out, f, where=f != UNLABELED)
+        for vol in (self.draft, self.final):  # finished labels last: they win
+            if vol.uniform == UNLABELED:  # nothing painted (a new case): no need to scan it
+                continue
+            np.copyto(out, vol.array, where=vol.array != UNLABELED)
         return out
 
     def store_task(self, sl: tuple[slice, ...], region: np.ndarray, values: np.ndarray, *, status: str,
@@ -123,14 +125,6 @@ class CaseLabels:
 
 #: the uncertainty overlay starts colouring at this percentile of the case's values
 UNCERTAINTY_QUANTILE = 90.0
-
-
-def _percentiles(a: np.ndarray, lo=0.5, hi=99.5) -> tuple[float, float]:
-    # order="K": a view in memory order (NIfTI arrays are Fortran-ordered); the C-order ravel copied the
-    # whole volume through strided reads, 1.3 s of a 512x512x300 case's first display
-    sample = np.ravel(a, order="K")[:: max(a.size // 1_000_000, 1)]
-    p = np.percentile(sample, [lo, hi]).astype(float)
-    return (float(p[0]), float(p[1]) if p[1] > p[0] else float(p[0]) + 1.0)
 
 
 class RoundStore:
@@ -343,10 +337,14 @@ class RoundStore:
         ``overlays=False``: the image alone (what the expert needs first); :meth:`load_overlays` adds the rest."""
         task = tasks[0]
         try:
-            image = load_volume(self.tasklist.image_path(task))
+            source = self.tasklist.image_path(task)
+            # the round's uncompressed copy (medal.tasks.display), memory-mapped: the first draw reads
+            # only the planes it shows instead of decompressing the whole .nii.gz
+            cached = open_display_image(self.round_dir, case_id, source)
+            image, window = cached if cached is not None else (load_volume(source), None)
         except (DatasetError, TaskError) as exc:
             raise AnnotationFileError(str(exc)) from exc
-        data = CaseData(case_id, image, _percentiles(image.array))
+        data = CaseData(case_id, image, window if window is not None else display_window(image.array))
         sv_tasks = [t for t in tasks if t.kind == "supervoxel"]
         if sv_tasks:
             try:
@@ -379,7 +377,7 @@ class RoundStore:
             data.uncertainty, data.uncertainty_name = vol.array.astype(np.float32, copy=False), name
             # only the upper tail is coloured (additive blending: below the lower limit is transparent),
             # so the overlay marks where the model is unsure instead of washing over the slice
-            data.uncertainty_limits = _percentiles(data.uncertainty, UNCERTAINTY_QUANTILE, 99.9)
+            data.uncertainty_limits = display_window(data.uncertainty, UNCERTAINTY_QUANTILE, 99.9)
             break
         if data.uncertainty is None and not data.warnings:
             data.warnings.append(f"no uncertainty volume for {case_id} under {base}")
