@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medal.data import DatasetError, Volume, load_volume, save_volume
+from medal.data import DatasetError, Volume, load_volume, save_volume, volume_shape
 from medal.data.atomic import atomic_write_json
 
 from .tasks import TaskList
@@ -92,10 +92,10 @@ def write_display_cache(tasklist: TaskList, round_dir, *, min_voxels: int | None
             old = index.get(case_id)
             if isinstance(old, dict) and old.get("source") == stamp and _copy_intact(folder / name, old):
                 continue
-            vol = load_volume(src)
-            if vol.array.size < min_voxels:
+            if int(np.prod(volume_shape(src))) < min_voxels:  # from the header: small images are not read
                 index.pop(case_id, None)
                 continue
+            vol = load_volume(src)
             folder.mkdir(parents=True, exist_ok=True)
             save_volume(vol, folder / name)
             index[case_id] = {"file": name, "source": stamp, "bytes": (folder / name).stat().st_size,
