@@ -9,7 +9,8 @@ writes the labels (SlabNifti: only the changed slabs are recompressed); the same
 whole .nii.gz with nibabel (what `save_volume` does) are timed side by side. The first task shown is
 timed in new processes (napari's one-time costs included, as a user meets them), reading the round's
 uncompressed display copy (`medal.tasks.display`, written by `medal round`) and, side by side, the
-source .nii.gz.
+source .nii.gz; with the task dock opened first (the expert choosing a round while
+`medal_napari.warmup` loads napari's lazy imports) and with the round opened at once.
 
     python benchmarks/napari_annotate.py [--quick]      # starts Xvfb itself when there is no display
 
@@ -69,28 +70,49 @@ def make_round(root: Path, shape, n_tasks: int) -> Path:
     return root / "round"
 
 
-def first_task_ms(round_dir: Path) -> float:
-    """In this (fresh) process: a shown viewer, then the time to open the session and show task 0."""
+def first_task_ms(round_dir: Path, flow: str) -> float:
+    """In this (fresh) process, with a shown viewer: the time to open the round and show task 0.
+
+    ``gui``: the task dock is open first and Qt idles (the expert choosing a round; the dock's warm-up
+    runs), then ``open_round``, as a click on "open round" does. ``direct``: the session is opened at
+    once, with nothing loaded before (``medal annotate ROUND`` opens its round right after the viewer).
+    """
     import napari
     from qtpy.QtWidgets import QApplication
 
     from medal_napari.session import AnnotationSession
+    from medal_napari.warmup import warmed_up
+    from medal_napari.widget import AnnotationWidget
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     app = QApplication.instance()
+    widget = None
+    if flow == "gui":
+        widget = AnnotationWidget(viewer, autosave_s=0, user=f"bench{os.getpid()}")
+        viewer.window.add_dock_widget(widget, name="medal tasks", area="right")
+        t_end = time.perf_counter() + 30
+        while not warmed_up() and time.perf_counter() < t_end:
+            app.processEvents()
+            time.sleep(0.01)
     app.processEvents()
     t = time.perf_counter()
-    s = AnnotationSession(round_dir, viewer, user=f"bench{os.getpid()}")
-    assert s.open_task(0), s.messages[-1:]
+    if widget is not None:
+        assert widget.open_round(round_dir)
+    else:
+        s = AnnotationSession(round_dir, viewer, user=f"bench{os.getpid()}")
+        assert s.open_task(0), s.messages[-1:]
     app.processEvents()
     ms = (time.perf_counter() - t) * 1000
-    s.close()
+    if widget is not None:
+        widget.close_session()
+    else:
+        s.close()
     viewer.close()
     return ms
 
 
-def first_task_cold(round_dir: Path, use_copy: bool, repeats: int) -> list[float]:
+def first_task_cold(round_dir: Path, use_copy: bool, flow: str, repeats: int) -> list[float]:
     """First task shown, each in a new process (napari's one-time costs included, as a user meets
     them), reading the round's uncompressed display copy or (folder hidden) the source .nii.gz."""
     import shutil
@@ -102,11 +124,13 @@ def first_task_cold(round_dir: Path, use_copy: bool, repeats: int) -> list[float
         if not use_copy:
             shown.rename(hidden)
         try:
-            res = subprocess.run([sys.executable, __file__, "--first-task", str(round_dir)], capture_output=True,
-                                 text=True, env=os.environ.copy(), check=True)
+            res = subprocess.run([sys.executable, __file__, "--first-task", str(round_dir), "--flow", flow],
+                                 capture_output=True, text=True, env=os.environ.copy())
         finally:
             if not use_copy:
                 hidden.rename(shown)
+        if res.returncode:
+            raise RuntimeError(f"first-task run failed:\n{res.stderr[-3000:]}")
         out.append(float(res.stdout.strip().splitlines()[-1]))
         shutil.rmtree(round_dir / "annotations", ignore_errors=True)
         shutil.rmtree(round_dir / "drafts", ignore_errors=True)
@@ -121,6 +145,7 @@ def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256x256x150 and fewer repetitions")
     ap.add_argument("--first-task", metavar="ROUND", help=argparse.SUPPRESS)  # internal: one cold first open
+    ap.add_argument("--flow", choices=("gui", "direct"), default="gui", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     display = None
     if not os.environ.get("DISPLAY"):
@@ -129,7 +154,7 @@ def main(argv=None) -> str:
         display = Display(visible=False, size=(1600, 1000), color_depth=24)
         display.start()
     if args.first_task:
-        print(f"{first_task_ms(Path(args.first_task)):.1f}")
+        print(f"{first_task_ms(Path(args.first_task), args.flow):.1f}")
         if display is not None:
             display.stop()
         return ""
@@ -147,9 +172,12 @@ def main(argv=None) -> str:
         rd = make_round(Path(tmp), shape, n_tasks)
         print(f"wrote 2 cases of {shape} in {time.perf_counter() - t0:.0f} s", flush=True)
         reps = 2 if args.quick else 3
-        cold_copy = first_task_cold(rd, True, reps)
-        cold_source = first_task_cold(rd, False, reps)
-        print(f"first task shown, new process: display copy {cold_copy}, source .nii.gz {cold_source}", flush=True)
+        cold_copy = first_task_cold(rd, True, "gui", reps)
+        cold_source = first_task_cold(rd, False, "gui", reps)
+        direct_copy = first_task_cold(rd, True, "direct", reps)
+        direct_source = first_task_cold(rd, False, "direct", reps)
+        print(f"first task shown, new process: dock open first: display copy {cold_copy}, source .nii.gz "
+              f"{cold_source}; opened at once: display copy {direct_copy}, source {direct_source}", flush=True)
         viewer = napari.Viewer(show=True)
         viewer.window._qt_window.resize(1400, 900)
         app = QApplication.instance()
@@ -203,9 +231,11 @@ def main(argv=None) -> str:
         viewer.close()
     if display is not None:
         display.stop()
-    rows = [("first task shown, new process, round's display copy (memory-mapped .nii)", cold_copy),
-            ("first task shown, new process, source .nii.gz (no display copy)", cold_source),
-            ("first task shown (session opened, cold case)", first_shown),
+    rows = [("first task shown: dock open, then open round; display copy (memory-mapped .nii)", cold_copy),
+            ("first task shown: dock open, then open round; source .nii.gz (no display copy)", cold_source),
+            ("first task shown: round opened at once (no warm-up); display copy", direct_copy),
+            ("first task shown: round opened at once (no warm-up); source .nii.gz", direct_source),
+            ("first task shown, this process (round opened at once, display copy)", first_shown),
             ("... and its uncertainty / prediction overlays (read in a worker)", first_overlays),
             ("jump, case switch (both cases cached)", switch), ("jump, same case", same),
             ("jump, first visit of the second case", cold),

@@ -665,3 +665,18 @@ def test_a_case_switch_draws_each_layer_once_on_the_task_plane(open_widget, tmp_
         assert viewer.dims.current_step[2] == k
         np.testing.assert_array_equal(np.asarray(viewer.layers["image"]._data_view), arrays[case][:, :, k].T
                                       if viewer.dims.order[-2:] == (1, 0) else arrays[case][:, :, k])
+
+
+def test_the_dock_loads_napari_lazy_imports_while_no_round_is_open(make_napari_viewer, qtbot, monkeypatch):
+    import sys
+
+    from medal_napari import warmup
+    from medal_napari.widget import AnnotationWidget
+
+    monkeypatch.setattr(warmup, "_done", False)
+    viewer = make_napari_viewer(show=False)
+    widget = AnnotationWidget(viewer, autosave_s=0)
+    assert not warmup.warmed_up()  # not in the constructor: once Qt idles, while the expert picks a round
+    qtbot.waitUntil(warmup.warmed_up, timeout=20000)
+    assert all(name in sys.modules for name in warmup.MODULES)
+    widget.close_session()

@@ -168,6 +168,10 @@ class AnnotationWidget(QWidget):
         self.viewer.mouse_drag_callbacks.append(self._drag_window)
         if round_path is not None:
             self.open_round(round_path)
+        else:  # the expert is still choosing a round: load what napari's first layers need meanwhile
+            from .warmup import warm_up
+
+            QTimer.singleShot(0, warm_up)
 
     # ------------------------------------------------------------------ opening
     def _choose_round(self) -> None:

@@ -1,0 +1,41 @@
+"""Load what napari needs the first time it shows an image and labels, before the expert opens a round.
+
+napari imports several libraries lazily, on its first image or labels layer: ``scipy.ndimage`` (the
+layer thumbnail), ``pandas`` (layer features), ``pint``'s unit registry (layer transforms) and
+``scipy.spatial.transform`` (the camera). On a 2-core workstation they take about 1.3 s, all inside
+the first task's display. The task widget runs :func:`warm_up` on the GUI thread once the event loop is
+idle after the dock opens (the expert is still choosing a round), so the first task is shown without
+them. It changes no state and is done once per process; a failure only means the cost is paid later.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["MODULES", "warm_up", "warmed_up"]
+
+MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform")
+_done = False
+
+
+def warmed_up() -> bool:
+    return _done
+
+
+def warm_up() -> None:
+    """Import napari's lazily loaded dependencies and build its unit registry (once per process)."""
+    global _done
+    if _done:
+        return
+    _done = True
+    for name in MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - an optional speed-up: napari imports it itself when needed
+            pass
+    try:
+        from napari.utils._units import get_unit_registry
+
+        get_unit_registry()
+    except Exception:  # noqa: BLE001 - private napari API: may move between versions
+        pass
