@@ -14,6 +14,7 @@ Disk: the copies take the images' uncompressed size (only cases with tasks, only
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,8 +52,6 @@ def _safe_name(case_id: str) -> str | None:
 
 
 def _read_index(folder: Path) -> dict:
-    import json
-
     try:
         index = json.loads((folder / "index.json").read_text())
     except (OSError, ValueError):
