@@ -73,8 +73,10 @@ def main(argv=None) -> float:
         runs.append((name, dataclasses.replace(base, coldstart=cs,
                                                simulation=dataclasses.replace(sim, initial="coldstart"))))
     for name, cfg in runs:
-        csv_path = simulate(ds, out / name, cfg, log=None, workers=args.workers)
-        write_report(csv_path)
+        csv_path = out / name / "results.csv"
+        if not csv_path.is_file():  # a row finished by an earlier run into the same --out is reused
+            csv_path = simulate(ds, out / name, cfg, log=None, workers=args.workers)
+            write_report(csv_path)
         rows[name] = read_results(csv_path)
         print(name, json.dumps([(int(r["seed"]), int(r["round"]), r["seconds"], r["dice_mean"]) for r in rows[name]]),
               flush=True)

@@ -167,13 +167,20 @@ def pilot_scale(prior_s, spent_s) -> float:
     return spent / prior if prior > 0 and spent > 0 else 1.0
 
 
-def _pilot_from_log(log, owner, index, axes, prior) -> tuple[float, int]:
+def _pilot_from_log(log, owner, index, axes, prior, keep=()) -> tuple[float, int]:
+    """Pilot scale from a timing log: its rows name their slice (case_id, axis, index, as the napari
+    plugin and the oracle write them) or a task of ``keep`` (task_id, for logs without the slice)."""
     from medal.costs import read_annotation_log
 
     where = {(o, int(a), int(k)): i for i, (o, a, k) in enumerate(zip(owner, axes, index))}
+    by_task = {t.task_id: (t.case_id, int(t.axis), int(t.index)) for t in keep}
     priors, spent = [], []
     for rec in read_annotation_log(log):
-        i = where.get((str(rec.get("case_id")), int(rec.get("axis", -1)), int(rec.get("index", -1))))
+        if "axis" in rec and "index" in rec:
+            slot = (str(rec.get("case_id")), int(rec["axis"]), int(rec["index"]))
+        else:
+            slot = by_task.get(str(rec.get("task_id")))
+        i = where.get(slot) if slot is not None else None
         if i is not None:
             priors.append(prior[i])
             spent.append(float(rec["seconds"]))
@@ -249,7 +256,7 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
                             for x, a, c in zip(volumes, vol_axes, good)])
     scale, n_pilot = (1.0, 0)
     if pilot_log is not None:
-        scale, n_pilot = _pilot_from_log(pilot_log, owner, index, axes, prior)
+        scale, n_pilot = _pilot_from_log(pilot_log, owner, index, axes, prior, keep)
     costs = prior * scale
     where = {(o, int(a), int(k)): i for i, (o, a, k) in enumerate(zip(owner, axes, index))}
     kept = [where[(t.case_id, t.axis, t.index)] for t in keep if (t.case_id, t.axis, t.index) in where]

@@ -67,7 +67,9 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             t.status = "done"
             fg[t.task_id] = bool((truth.array[m] > 0).any())
             if log is not None:
-                append_annotation_log(log, {"task_id": t.task_id, "case_id": cid, "seconds": per_task[t.task_id],
+                append_annotation_log(log, {"task_id": t.task_id, "case_id": cid, "kind": t.kind, "axis": t.axis,
+                                            "index": t.index, "supervoxel": t.supervoxel,
+                                            "seconds": per_task[t.task_id],
                                             "source": "oracle", "foreground": fg[t.task_id],
                                             **{k: float(v[0]) for k, v in feats.items()}})
         target = out_dir / f"{cid}.nii.gz"

@@ -121,3 +121,41 @@ def test_encoder_is_deterministic_and_separates_anatomy(tmp_path, monkeypatch):
         d = ((z[other] - z[i]) ** 2).sum(1)
         correct.append(y[other][np.argmin(d)] == y[i])
     assert np.mean(correct) > 0.7  # chance is about 0.5
+
+
+def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_prior(tmp_path):
+    """`medal simulate` with ``initial: coldstart``: the oracle paints and times the pilot slices, its
+    log (the same rows the napari plugin writes) scales the prior, the pilot stays first at its true
+    seconds, and the whole start stays within the budget."""
+    import dataclasses
+
+    from medal.config import config_from_dict
+    from medal.costs import CostModel, read_annotation_log
+    from medal.simulation.simulate import _prepare_initial
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:6]]
+    cfg = config_from_dict({"coldstart": {"pilot": 3}, "simulation": {"initial": "coldstart", "initial_budget_s": 300.0}})
+    _prepare_initial(ds, pool, cfg, 0, CostModel.default(n_classes=3), tmp_path)
+    log = read_annotation_log(tmp_path / "pilot" / "annotation_log.jsonl")
+    assert len(log) == 3 and all({"case_id", "axis", "index", "seconds"} <= set(r) for r in log)
+    tl = read_tasks(tmp_path / "tasks.json")
+    prior = tl.meta["cost_prior"]
+    assert prior["pilot_tasks"] == 3 and prior["scale"] > 0 and prior["scale"] != pytest.approx(1.0)
+    took = {(r["case_id"], r["axis"], r["index"]): r["seconds"] for r in log}
+    assert [(t.case_id, t.axis, t.index) for t in tl.tasks[:3]] == list(took)  # the pilot first ...
+    assert [t.predicted_cost_s for t in tl.tasks[:3]] == pytest.approx(list(took.values()))  # ... at its true seconds
+    assert {t.case_id for t in tl.tasks} <= set(pool)
+    assert sum(t.predicted_cost_s for t in tl.tasks) <= 300.0 + 1e-6
+    # an older log without the slice (task ids only) is matched through the kept pilot tasks
+    pilot_tasks = read_tasks(tmp_path / "pilot" / "tasks.json").tasks
+    from medal.costs import append_annotation_log
+
+    bare = tmp_path / "bare.jsonl"
+    for r in log:
+        append_annotation_log(bare, {"task_id": r["task_id"], "case_id": r["case_id"], "seconds": r["seconds"]})
+    keep = [dataclasses.replace(t, predicted_cost_s=took[(t.case_id, t.axis, t.index)]) for t in pilot_tasks]
+    again = coldstart_select(ds, tmp_path / "again", budget_s=300.0, cfg=dataclasses.replace(cfg.coldstart, seed=0),
+                             pool=pool, pilot_log=bare, keep=keep)
+    assert read_tasks(tmp_path / "again" / "tasks.json").meta["cost_prior"]["scale"] == pytest.approx(prior["scale"])
+    assert [t.task_id for t in again[:3]] == [t.task_id for t in pilot_tasks]
