@@ -302,9 +302,10 @@ def cmd_coldstart(args) -> int:
     print(f"representation: {meta['representation']}; method: {meta['method']}")
     print(f"predicted seconds: {meta['cost_prior']['text']}")
     if args.pilot:
-        print(f"pilot: paint and time these {len(tasks)} slice(s) first (medal annotate {args.out}), then run "
+        print(f"pilot: paint and time these {len(tasks) - len(keep)} slice(s) first (medal annotate {args.out}), then run "
               f"`medal coldstart ... --out {args.out} --budget {args.budget:.0f} --pilot-log "
-              f"{Path(args.out) / 'annotation_log.jsonl'}` to choose the rest with the prior scaled to your pace")
+              f"{Path(args.out) / 'annotation_log.jsonl'} [--pilot N]` to choose the rest (or a next timed batch) with "
+              "the prior scaled to your pace")
     return EXIT_PROBLEMS if meta.get("skipped") else EXIT_OK
 
 
@@ -407,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--cases", nargs="*", default=None, help="the pool of case ids (default: all)")
     cs.add_argument("--config", default=None)
     cs.add_argument("--overwrite", action="store_true")
-    cs.add_argument("--pilot", type=int, default=None, help="write only the first N slices, to be painted and timed first")
+    cs.add_argument("--pilot", type=int, default=None, help="write only the first N slices, to be painted and timed "
+                    "first (with --pilot-log: the timed slices and the next N, a further timed batch)")
     cs.add_argument("--pilot-log", default=None, help="the pilot's annotation log: scale the cost prior, keep the "
-                    "pilot's slices and choose the rest of the budget")
+                    "timed slices and choose the rest of the budget")
     cs.set_defaults(func=cmd_coldstart)
 
     co = sub.add_parser("costs", help="annotation-cost model")

@@ -413,6 +413,7 @@ class ColdstartConfig:
     method: str = "typiclust"  # typiclust | probcover
     max_per_case: int = 2  # at most this many slices per volume (0 = no cap)
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
+    pilot_batches: int = 3  # medal simulate: then this many batches, each a third of the budget left, timed and re-scaling
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
     components: int = 16  # PCA dimensions of the thumbnail representation
     neighbours: int = 10  # k of the k-NN typicality
@@ -428,8 +429,8 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.method: {self.method!r} is not one of {list(METHODS)}")
         if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1 or self.encoder_steps < 1:
             raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1, encoder_steps >= 1")
-        if self.max_per_case < 0 or self.pilot < 0:
-            raise ConfigError("coldstart: max_per_case and pilot must be >= 0")
+        if self.max_per_case < 0 or self.pilot < 0 or self.pilot_batches < 0:
+            raise ConfigError("coldstart: max_per_case, pilot and pilot_batches must be >= 0")
 
 
 @dataclass(frozen=True)

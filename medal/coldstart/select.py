@@ -23,7 +23,10 @@ Predicted seconds without a model: a per-slice prior from the image itself (:fun
 the intercept and per-slice seconds of the cost model plus an outline term from the slice's strong
 edges), scaled by a pilot: the expert paints and times the first few chosen slices (``medal
 coldstart --pilot N``, then ``--pilot-log``), and the prior is multiplied by what they took over what it
-predicted, so the rest of the selection spends the budget in true seconds.
+predicted, so the rest of the selection spends the budget in true seconds. Three slices say little
+about a mean of slices that take 5 to 40 s, so ``medal simulate`` (``coldstart.pilot_batches``) and an
+expert (``--pilot-log LOG --pilot N``) can time further batches, each re-scaling the prior on every
+slice timed so far, before the rest is chosen.
 """
 
 from __future__ import annotations
@@ -260,9 +263,9 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     costs = prior * scale
     where = {(o, int(a), int(k)): i for i, (o, a, k) in enumerate(zip(owner, axes, index))}
     kept = [where[(t.case_id, t.axis, t.index)] for t in keep if (t.case_id, t.axis, t.index) in where]
-    left = budget_s - sum(float(t.predicted_cost_s) for t in keep)
-    n_units = max(1, int(left // max(float(np.mean(costs)), 1e-9)))
-    chosen, value = _choose(z, costs, left, cfg, owner, n_units, kept)
+    left = budget_s - sum(float(t.predicted_cost_s) for t in keep)  # the timed slices may have spent it all
+    n_units = max(1, int(max(left, 0.0) // max(float(np.mean(costs)), 1e-9)))
+    chosen, value = _choose(z, costs, left, cfg, owner, n_units, kept) if left > 0 else ([], np.zeros(len(z)))
     if pilot:
         chosen = chosen[:pilot]
     tasks = list(keep)
@@ -296,8 +299,27 @@ def _choose(z, costs, budget_s, cfg, owner, n_units, kept) -> tuple[list[int], n
         value = np.zeros(len(z))
         value[chosen] = np.arange(len(chosen), 0, -1)
         return chosen, value
-    clusters = kmeans(z, n_units + len(kept), seed=cfg.seed)
     typ = typicality(z, neighbours=cfg.neighbours)
+    k = n_units + len(kept)
+    for _ in range(6):
+        reps, values = _typical_representatives(z, typ, k, cfg, owner, counts, kept)
+        # the per-volume cap (and clusters holding a kept slice) can leave fewer representatives than the
+        # budget affords: more, smaller clusters until their predicted seconds cover the budget
+        if float(costs[reps].sum()) >= budget_s or k >= len(z):
+            break
+        k = min(len(z), int(math.ceil(k * 1.25)))
+    res = knapsack(values, costs[reps], budget_s)
+    chosen = reps[res.indices]
+    chosen = chosen[np.argsort(-values[res.indices], kind="stable")]
+    value = np.zeros(len(z))
+    value[reps] = values
+    return chosen.tolist(), value
+
+
+def _typical_representatives(z, typ, k, cfg, owner, counts, kept) -> tuple[np.ndarray, np.ndarray]:
+    """TypiClust's candidates: the most typical slice of each of ``k`` k-means clusters not holding a
+    kept slice, valued by typicality x cluster share; reduced to a set honouring the per-volume cap."""
+    clusters = kmeans(z, k, seed=cfg.seed)
     taken = set(clusters[kept].tolist())
     order = np.lexsort((-typ, clusters))
     first = np.ones(len(order), bool)
@@ -305,18 +327,14 @@ def _choose(z, costs, budget_s, cfg, owner, n_units, kept) -> tuple[list[int], n
     reps = np.array([i for i in order[first] if clusters[i] not in taken], dtype=np.int64)
     share = np.bincount(clusters)[clusters[reps]] / len(clusters)
     values = typ[reps] / typ.max() * share
-    if cap:  # a set whose every subset honours the per-volume cap: the most valuable first, per case
+    if cfg.max_per_case:  # a set whose every subset honours the per-volume cap: the most valuable first, per case
+        counts = dict(counts)
         keep = []
         for i in reps[np.argsort(-values, kind="stable")]:
-            if counts.get(owner[i], 0) < cap:
+            if counts.get(owner[i], 0) < cfg.max_per_case:
                 keep.append(i)
                 counts[owner[i]] = counts.get(owner[i], 0) + 1
         pos = {r: n for n, r in enumerate(reps)}
         reps = np.array(keep, dtype=np.int64)
         values = values[[pos[r] for r in reps]] if len(reps) else values[:0]
-    res = knapsack(values, costs[reps], budget_s)
-    chosen = reps[res.indices]
-    chosen = chosen[np.argsort(-values[res.indices], kind="stable")]
-    value = np.zeros(len(z))
-    value[reps] = values
-    return chosen.tolist(), value
+    return reps, values

@@ -129,14 +129,38 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         if not ccfg.pilot:
             coldstart_select(dataset, cache, budget_s=budget, **kw)
             return
-        # the pilot: the first slices chosen, painted by the oracle at their true cost, scale the prior
+        # the pilot: the first slices chosen, painted by the oracle at their true cost, scale the prior;
+        # then ``pilot_batches`` batches, each a third of the budget left, are painted and timed the same
+        # way (the prior re-scaled on every timed slice) before the rest is chosen: what an expert does
+        # with `medal coldstart --pilot N [--pilot-log LOG]`, so the start spends its budget in true seconds
         pilot_dir = cache / "pilot"
-        coldstart_select(dataset, pilot_dir, budget_s=budget, pilot=ccfg.pilot, **kw)
-        tl = read_tasks(pilot_dir / "tasks.json")
-        spent = oracle_annotate(tl, dataset, pilot_dir / "annotations", cost_model=cost_model,
-                                log=pilot_dir / "annotation_log.jsonl")
-        keep = [dataclasses.replace(t, predicted_cost_s=spent["per_task"][t.task_id], status="todo") for t in tl.tasks]
-        coldstart_select(dataset, cache, budget_s=budget, pilot_log=pilot_dir / "annotation_log.jsonl", keep=keep, **kw)
+        log = pilot_dir / "annotation_log.jsonl"
+        keep: list = []
+        for stage in range(1 + ccfg.pilot_batches):
+            stage_dir = pilot_dir / f"batch_{stage}"
+            left = budget - sum(t.predicted_cost_s for t in keep)
+            if stage == 0:
+                coldstart_select(dataset, stage_dir, budget_s=budget, pilot=ccfg.pilot, **kw)
+            else:
+                # the next batch: the best new slices worth a third of what is left, in re-scaled seconds
+                # (a pilot of 3 slices can be off by 2x: a batch must not spend everything left)
+                full = coldstart_select(dataset, stage_dir, budget_s=budget, pilot_log=log, keep=keep, **kw)
+                batch, total = [], 0.0
+                for t in full[len(keep):]:
+                    if total + t.predicted_cost_s > left / 3 and batch:
+                        break
+                    batch.append(t)
+                    total += t.predicted_cost_s
+                write_tasks(stage_dir / "tasks.json", batch, dataset_root=dataset.root, meta={"strategy": "coldstart"})
+            tl = read_tasks(stage_dir / "tasks.json")
+            if not tl.tasks:
+                break
+            spent = oracle_annotate(tl, dataset, stage_dir / "annotations", cost_model=cost_model, log=log)
+            keep += [dataclasses.replace(t, predicted_cost_s=spent["per_task"][t.task_id], status="todo")
+                     for t in tl.tasks]
+            if sum(t.predicted_cost_s for t in keep) >= budget:
+                break
+        coldstart_select(dataset, cache, budget_s=budget, pilot_log=log, keep=keep, **kw)
         return
     # random units, charged at their true cost: the truth stands in for the prediction
     sub = dataset.subset(pool)

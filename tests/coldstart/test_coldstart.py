@@ -135,20 +135,26 @@ def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_pri
 
     ds = load_dataset(sample_dataset())
     pool = [c.case_id for c in ds.cases[:6]]
-    cfg = config_from_dict({"coldstart": {"pilot": 3}, "simulation": {"initial": "coldstart", "initial_budget_s": 300.0}})
+    cfg = config_from_dict({"coldstart": {"pilot": 3, "max_per_case": 5}, "simulation": {"initial": "coldstart", "initial_budget_s": 300.0}})
     _prepare_initial(ds, pool, cfg, 0, CostModel.default(n_classes=3), tmp_path)
     log = read_annotation_log(tmp_path / "pilot" / "annotation_log.jsonl")
-    assert len(log) == 3 and all({"case_id", "axis", "index", "seconds"} <= set(r) for r in log)
+    assert all({"case_id", "axis", "index", "seconds"} <= set(r) for r in log)
+    pilot_tasks = read_tasks(tmp_path / "pilot" / "batch_0" / "tasks.json").tasks
+    assert len(pilot_tasks) == 3
+    batches = [read_tasks(tmp_path / "pilot" / f"batch_{k}" / "tasks.json").tasks for k in (1, 2, 3)]
+    assert len(log) == 3 + sum(map(len, batches)) and all(batches)  # the pilot, then three timed batches
     tl = read_tasks(tmp_path / "tasks.json")
     prior = tl.meta["cost_prior"]
-    assert prior["pilot_tasks"] == 3 and prior["scale"] > 0 and prior["scale"] != pytest.approx(1.0)
+    assert prior["pilot_tasks"] == len(log) and prior["scale"] > 0 and prior["scale"] != pytest.approx(1.0)
     took = {(r["case_id"], r["axis"], r["index"]): r["seconds"] for r in log}
-    assert [(t.case_id, t.axis, t.index) for t in tl.tasks[:3]] == list(took)  # the pilot first ...
-    assert [t.predicted_cost_s for t in tl.tasks[:3]] == pytest.approx(list(took.values()))  # ... at its true seconds
+    n = len(took)
+    first = [(t.case_id, t.axis, t.index) for t in tl.tasks[:n]]
+    assert set(first) == set(took)  # the timed slices first ...
+    assert [t.predicted_cost_s for t in tl.tasks[:n]] == pytest.approx([took[k] for k in first])  # ... at their seconds
     assert {t.case_id for t in tl.tasks} <= set(pool)
-    assert sum(t.predicted_cost_s for t in tl.tasks) <= 300.0 + 1e-6
-    # an older log without the slice (task ids only) is matched through the kept pilot tasks
-    pilot_tasks = read_tasks(tmp_path / "pilot" / "tasks.json").tasks
+    assert 0.8 * 300.0 <= sum(t.predicted_cost_s for t in tl.tasks) <= 300.0 + 1e-6  # the budget is used, not exceeded
+    # an older log without the slice (task ids only) is matched through the kept timed tasks
+    pilot_tasks = pilot_tasks + [t for b in batches for t in b]
     from medal.costs import append_annotation_log
 
     bare = tmp_path / "bare.jsonl"
@@ -158,4 +164,4 @@ def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_pri
     again = coldstart_select(ds, tmp_path / "again", budget_s=300.0, cfg=dataclasses.replace(cfg.coldstart, seed=0),
                              pool=pool, pilot_log=bare, keep=keep)
     assert read_tasks(tmp_path / "again" / "tasks.json").meta["cost_prior"]["scale"] == pytest.approx(prior["scale"])
-    assert [t.task_id for t in again[:3]] == [t.task_id for t in pilot_tasks]
+    assert [t.task_id for t in again[:n]] == [t.task_id for t in pilot_tasks]
