@@ -216,6 +216,46 @@ def test_coldstart_bad_budget_and_nan_image(tmp_path, sample_cases):
     assert tasks and "nan_case" not in {t["case_id"] for t in tasks}
 
 
+def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
+    """The expert's cold start: 3 pilot slices timed, then a further timed batch (--pilot-log --pilot),
+    then the rest; every timed slice is kept first at the seconds it took, and the prior is scaled by
+    all of them."""
+    from medal.costs import append_annotation_log
+
+    ds, out, log = sample_dataset(), tmp_path / "round_init", tmp_path / "annotation_log.jsonl"
+
+    def paint(tasks, factor):  # what the napari plugin logs for a task done
+        for t in tasks:
+            append_annotation_log(log, {"task_id": t["task_id"], "case_id": t["case_id"], "kind": "slice",
+                                        "axis": t["axis"], "index": t["index"],
+                                        "seconds": factor * t["predicted_cost_s"]})
+
+    def tasks():
+        return json.loads((out / "tasks.json").read_text())
+
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot", "3")
+    assert res.returncode == 0, res.stderr
+    assert "paint and time these 3 slice(s) first" in res.stdout
+    pilot = tasks()["tasks"]
+    assert len(pilot) == 3
+    paint(pilot, 2.0)
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--pilot", "4")
+    assert res.returncode == 0, res.stderr
+    assert "paint and time these 4 slice(s) first" in res.stdout and "x 2.00 from a pilot of 3" in res.stdout
+    second = tasks()
+    assert [t["task_id"] for t in second["tasks"][:3]] == [t["task_id"] for t in pilot]
+    assert len(second["tasks"]) == 7
+    batch = second["tasks"][3:]
+    assert all(t["predicted_cost_s"] > 0 for t in batch)
+    paint(batch, 0.5)  # the batch took what the unscaled prior said: the scale over all 7 lies between
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log)
+    assert res.returncode == 0, res.stderr
+    final = tasks()
+    assert [t["task_id"] for t in final["tasks"][:7]] == [t["task_id"] for t in second["tasks"]]
+    assert final["cost_prior"]["pilot_tasks"] == 7 and 1.0 < final["cost_prior"]["scale"] < 2.0
+    assert len(final["tasks"]) > 7 and sum(t["predicted_cost_s"] for t in final["tasks"]) <= 400.0 + 1e-6
+
+
 def test_round_refuses_what_it_should_not_touch(tmp_path, sample_cases, tiny_cfg):
     ds = sample_dataset()
     run = tmp_path / "run"
