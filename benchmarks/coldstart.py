@@ -5,7 +5,7 @@
 
 Both starts spend ``initial_budget_s`` true seconds on the 60-case pool; the random start picks random
 slices at their true cost, the cold start uses no label and no model (its predicted seconds come from
-the image prior scaled by a 3-slice pilot, the pilot included in the budget). Every start is then
+the image prior scaled by a 3-slice pilot and timed batches, all included in the budget). Every start is then
 trained for the same steps (round 0; ``--rounds`` more rounds with medal's default selection give the
 AUBC over the following rounds). Rows: ``random`` (random start) and the cold-start variants of
 ``configs/label_efficiency_cpu.yaml`` (``cs_<representation>_<method>``). Reports first-round Dice per
@@ -74,7 +74,11 @@ def main(argv=None) -> float:
                                                simulation=dataclasses.replace(sim, initial="coldstart"))))
     for name, cfg in runs:
         csv_path = out / name / "results.csv"
-        if not csv_path.is_file():  # a row finished by an earlier run into the same --out is reused
+        if csv_path.is_file():  # a row finished by an earlier run into the same --out is reused
+            done = sorted({int(r["seed"]) for r in read_results(csv_path)})
+            if done != sorted(args.seeds):
+                sys.exit(f"{csv_path}: holds seeds {done}, not {sorted(args.seeds)}; choose another --out")
+        else:
             csv_path = simulate(ds, out / name, cfg, log=None, workers=args.workers)
             write_report(csv_path)
         rows[name] = read_results(csv_path)
@@ -85,7 +89,8 @@ def main(argv=None) -> float:
               "rows": {}, "comparisons": []}
     lines = [f"- split `{SPLITS[args.split].name}` ({args.split}); config `{Path(args.config).name}`; first labels worth "
              f"{args.initial_budget:.0f} s (random slices at their true cost, or the cold start: no label, no model, "
-             f"image cost prior scaled by a {base.coldstart.pilot}-slice pilot inside the budget); then "
+             f"image cost prior scaled by a {base.coldstart.pilot}-slice pilot and {base.coldstart.pilot_batches} timed "
+             f"batches, all inside the budget); then "
              f"{args.rounds} round(s) of medal's default selection; seeds {args.seeds}; wall "
              f"{(time.perf_counter() - t0) / 60:.0f} min", "",
              "| start | true seconds charged (mean, min-max) | first-round Dice (mean) | "
