@@ -34,6 +34,10 @@ COLDSTART_ROWS = {
     "cs_thumbnails_probcover": {"representation": "thumbnails", "method": "probcover"},
     "cs_encoder_typiclust": {"representation": "encoder", "method": "typiclust"},
     "cs_encoder_probcover": {"representation": "encoder", "method": "probcover"},
+    # not from the first or last fifth of each volume (coldstart.edge_margin)
+    "cs_thumbnails_typiclust_m20": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.2},
+    "cs_encoder_typiclust_m20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2},
+    "cs_encoder_probcover_m20": {"representation": "encoder", "method": "probcover", "edge_margin": 0.2},
 }
 
 

@@ -165,3 +165,20 @@ def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_pri
                              pool=pool, pilot_log=bare, keep=keep)
     assert read_tasks(tmp_path / "again" / "tasks.json").meta["cost_prior"]["scale"] == pytest.approx(prior["scale"])
     assert [t.task_id for t in again[:n]] == [t.task_id for t in pilot_tasks]
+
+
+@pytest.mark.parametrize("method", ["typiclust", "probcover"])
+def test_edge_margin_keeps_choices_away_from_the_volume_ends(tmp_path, method):
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:8]]
+    tasks = coldstart_select(ds, tmp_path, budget_s=300.0, cfg=ColdstartConfig(method=method, edge_margin=0.25),
+                             pool=pool)
+    assert tasks and sum(t.predicted_cost_s for t in tasks) <= 300.0 + 1e-6
+    from medal.data import load_volume
+
+    for t in tasks:
+        n = load_volume(ds.case(t.case_id).image).shape[t.axis]
+        assert 0.25 <= (t.index + 0.5) / n <= 0.75, (t.case_id, t.index, n)
+    free = coldstart_select(ds, tmp_path / "free", budget_s=300.0, cfg=ColdstartConfig(method=method), pool=pool)
+    shapes = {t.case_id: load_volume(ds.case(t.case_id).image).shape for t in free}
+    assert any(not 0.25 <= (t.index + 0.5) / shapes[t.case_id][t.axis] <= 0.75 for t in free)  # the margin matters
