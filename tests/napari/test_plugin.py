@@ -679,4 +679,5 @@ def test_the_dock_loads_napari_lazy_imports_while_no_round_is_open(make_napari_v
     assert not warmup.warmed_up()  # not in the constructor: once Qt idles, while the expert picks a round
     qtbot.waitUntil(warmup.warmed_up, timeout=20000)
     assert all(name in sys.modules for name in warmup.MODULES)
+    assert len(viewer.layers) == 0  # the layers it builds to warm up are never added
     widget.close_session()

@@ -3,7 +3,10 @@
 napari imports several libraries lazily, on its first image or labels layer: ``scipy.ndimage`` (the
 layer thumbnail), ``pandas`` (layer features), ``pint``'s unit registry (layer transforms) and
 ``scipy.spatial.transform`` (the camera). On a 2-core workstation they take about 1.3 s, all inside
-the first task's display. The task widget runs :func:`warm_up` on the GUI thread once the event loop is
+the first task's display. The first labels layer also imports ``skimage.color`` / ``skimage.exposure``
+(colour and thumbnail helpers), and a layer's first construction does one-off work of its own (about
+0.1-0.3 s), so two tiny layers are built and dropped as well (never added to a viewer). The task
+widget runs :func:`warm_up` on the GUI thread once the event loop is
 idle after the dock opens (the expert is still choosing a round), so the first task is shown without
 them. It changes no state and is done once per process; a failure only means the cost is paid later.
 """
@@ -14,7 +17,7 @@ import importlib
 
 __all__ = ["MODULES", "warm_up", "warmed_up"]
 
-MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform")
+MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform", "skimage.color", "skimage.exposure")
 _done = False
 
 
@@ -38,4 +41,12 @@ def warm_up() -> None:
 
         get_unit_registry()
     except Exception:  # noqa: BLE001 - private napari API: may move between versions
+        pass
+    try:  # built and dropped: nothing is added to any viewer
+        import numpy as np
+        from napari.layers import Image, Labels
+
+        Image(np.zeros((2, 4, 4), np.float32), contrast_limits=(0.0, 1.0))
+        Labels(np.zeros((2, 4, 4), np.uint8))
+    except Exception:  # noqa: BLE001 - an optional speed-up
         pass
