@@ -4,10 +4,11 @@ napari imports several libraries lazily, on its first image or labels layer: ``s
 layer thumbnail), ``pandas`` (layer features), ``pint``'s unit registry (layer transforms) and
 ``scipy.spatial.transform`` (the camera). On a 2-core workstation they take about 1.3 s, all inside
 the first task's display. The first labels layer also imports ``skimage.color`` / ``skimage.exposure``
-(colour and thumbnail helpers), and a layer's first construction does one-off work of its own (0.3-0.5 s
-measured outside a viewer on a loaded 2-core machine, less where a viewer already imported napari.components), so two tiny layers are built and dropped as well (never added to a viewer). The task
-widget runs :func:`warm_up` on the GUI thread once the event loop is
-idle after the dock opens (the expert is still choosing a round), so the first task is shown without
+(colour and thumbnail helpers), and a layer's first construction does one-off work of its own
+(0.3-0.5 s measured outside a viewer on a loaded 2-core machine; less where a viewer has already
+imported ``napari.components``), so two tiny layers are built and dropped as well (never added to a
+viewer). The task widget runs :func:`warm_up` on the GUI thread once the event loop is idle after
+the dock opens (the expert is still choosing a round), so the first task is shown without
 them. It changes no state and is done once per process; a failure only means the cost is paid later.
 """
 
