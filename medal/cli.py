@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--scores", required=True, help="scores folder written by `medal score` (RUN/scores)")
     se.add_argument("--out", required=True, help="round folder; tasks.json (and masks/) are written there")
     se.add_argument("--budget", type=float, default=None, help="expert seconds to spend (default: config)")
-    se.add_argument("--strategy", default=None, help="random | fg_random | topk | knapsack | knapsack+diversity")
+    se.add_argument("--strategy", default=None, help="random | fg_random | fg_value | topk | knapsack | knapsack+diversity")
     se.add_argument("--kind", choices=["slice", "supervoxel"], default=None, help="unit kind (default: config)")
     se.add_argument("--labels", default=None, help="partial labels folder (already annotated units are skipped)")
     se.add_argument("--config", default=None, help="YAML config (regions, costs, selection sections)")

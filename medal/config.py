@@ -305,7 +305,7 @@ class CostsConfig:
 class SelectionConfig:
     """``selection:`` which units to ask the expert for, within a budget of seconds."""
 
-    strategy: str = "knapsack"  # random | fg_random | topk | knapsack | knapsack+diversity
+    strategy: str = "knapsack"  # random | fg_random | fg_value | topk | knapsack | knapsack+diversity
     budget_s: float = 600.0
     max_per_case: int = 0  # 0 = no limit
     min_slice_spacing: int = 0  # chosen slices of one case and axis differ by at least this; 0 = off
@@ -322,6 +322,11 @@ class SelectionConfig:
     diversity_spacing: int = 3  # knapsack+diversity: min_slice_spacing at least this
     diversity_max_per_case: int = 4  # knapsack+diversity: max_per_case when max_per_case is 0
     resolution: int = 10000  # knapsack cost units per budget
+    value_power: float = 0.5  # fg_value: weight (0.05 + fg fraction) * (value / mean value) ** this
+    # a time-boxed session: after the budget's tasks, a reserve queue of this many budgets' predicted
+    # seconds (same strategy, other units) for an expert who finishes early; the expert stops when the
+    # round's logged seconds reach the budget (medal simulate: simulation.timed). 0 = no reserve
+    reserve: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -352,6 +357,10 @@ class SelectionConfig:
                 or sum(self.class_quota.values()) > 1 + 1e-9:
             raise ConfigError(f"selection.class_quota: classes >= 1 with shares in (0, 1] summing to <= 1, "
                               f"got {self.class_quota}")
+        if not (math.isfinite(self.reserve) and 0 <= self.reserve <= 10):
+            raise ConfigError(f"selection.reserve: must lie in [0, 10] budgets, got {self.reserve}")
+        if not (math.isfinite(self.value_power) and self.value_power >= 0):
+            raise ConfigError(f"selection.value_power: must be a finite number >= 0, got {self.value_power}")
         if self.resolution < 10:
             raise ConfigError(f"selection.resolution: must be >= 10, got {self.resolution}")
 
@@ -373,6 +382,10 @@ class SimulationConfig:
     test_fraction: float = 0.2
     max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
     workers: int = 1  # (strategy, seed) runs side by side, each with cores / workers torch threads
+    # the oracle works like an expert with a clock: tasks in their order until the round's budget of true
+    # seconds is reached (the task in hand is finished), the rest left undone; with selection.reserve
+    # the queue is long enough when the predicted seconds were too high. false: every task is painted
+    timed: bool = False
 
     def __post_init__(self):
         from medal.selection.strategies import STRATEGIES

@@ -137,6 +137,26 @@ def test_topk_ignores_cost_and_fg_random_prefers_foreground():
     assert fg > rnd
 
 
+def test_fg_value_is_fg_random_at_power_zero_and_leans_to_value():
+    t = _table(3, n_cases=6, n_slices=20)
+    for seed in range(5):
+        base = select(t, SelectionConfig(strategy="fg_random", budget_s=300.0, seed=seed))
+        same = select(t, SelectionConfig(strategy="fg_value", value_power=0.0, budget_s=300.0, seed=seed))
+        assert same.indices.tolist() == base.indices.tolist()
+    # a higher power buys more value per unit, over many seeds, than plain fg_random
+    def mean_value(strategy, power):
+        rows = [select(t, SelectionConfig(strategy=strategy, value_power=power, budget_s=300.0, seed=s)).indices
+                for s in range(40)]
+        return np.mean([t["score"][r].mean() for r in rows])
+    assert mean_value("fg_value", 2.0) > mean_value("fg_value", 0.5) > mean_value("fg_random", 0.5)
+    # units without value are left to the end (weight ~1e-6 of the rest)
+    t["score"] = np.where(np.arange(len(t)) % 2 == 0, 0.0, t["score"])
+    sel = select(t, SelectionConfig(strategy="fg_value", value_power=1.0, budget_s=200.0, seed=0))
+    assert (t["score"][sel.indices] > 0).all()
+    with pytest.raises(Exception, match="selection.value_power"):
+        SelectionConfig(strategy="fg_value", value_power=-1.0)
+
+
 def test_registry_errors():
     with pytest.raises(KeyError, match=r"unknown selection strategy 'best'; valid: \['fg_random'"):
         get_strategy("best")
