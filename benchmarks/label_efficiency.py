@@ -3,6 +3,11 @@
     python benchmarks/label_efficiency.py --split tuning [--quick]     # choose settings here
     python benchmarks/label_efficiency.py --split final                # report once, on the 40 test cases
 
+``--timed RESERVE`` makes every round time-boxed, as an expert works with a clock: each round's tasks
+are followed by a reserve queue (``selection.reserve``), and the oracle paints tasks in order until the
+round's budget of true seconds is reached (``simulation.timed``), so every row spends the budget
+within one task whatever its predicted seconds said.
+
 ``--split tuning`` runs on ``hippocampus_tuning_split.json`` (a 60-case pool and 40 validation cases
 carved from the training side; never the test cases, never the final pool). ``--split final`` runs on
 ``hippocampus_split.json``: its 40 test cases, and the 60-case pool ``max_pool`` picks from its
@@ -73,6 +78,9 @@ def main(argv=None) -> float:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--initial-budget", type=float, default=None, help="seconds of the first (random) labels")
     ap.add_argument("--budget", type=float, default=None, help="seconds per selection round")
+    ap.add_argument("--timed", type=float, default=None, metavar="RESERVE",
+                    help="time-boxed rounds: the oracle stops at each round's budget of true seconds; "
+                         "selection.reserve = RESERVE budgets of further tasks queued (e.g. 2)")
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--from-results", default=None, help="re-report an earlier run's folder without simulating")
@@ -101,6 +109,9 @@ def main(argv=None) -> float:
         sim = dataclasses.replace(sim, initial_budget_s=args.initial_budget)
     if args.budget:
         cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, budget_s=args.budget))
+    if args.timed is not None:
+        sim = dataclasses.replace(sim, timed=True)
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, reserve=args.timed))
     if args.quick:
         keep = tuple(s for s in sim.strategies if s in ("fg_random", "default"))[:2] or sim.strategies[:2]
         sim = dataclasses.replace(sim, strategies=keep, seeds=(0,), rounds=1, max_pool=8)
@@ -136,7 +147,9 @@ def main(argv=None) -> float:
     lines = [f"- split: `{Path(sim.split_file).name}` ({args.split}); config `{Path(args.config).name}`"
              f"{' --quick' if args.quick else ''}{f' --kind {args.kind}' if args.kind else ''}; pool {len(pool)} cases, "
              f"{'validation' if args.split == 'tuning' else 'test'} {len(test)} cases; seeds {list(sim.seeds)}; "
-             f"initial random {sim.initial_budget_s:.0f} s, then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s; "
+             f"initial random {sim.initial_budget_s:.0f} s, then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s"
+             + (f" (time-boxed: the oracle stops at the budget; reserve queue {cfg.selection.reserve:g} budgets)"
+                if sim.timed else "") + "; "
              f"full annotation cost of the pool {full_cost:.0f} s; training {sched}; wall {minutes:.0f} min "
              f"({args.workers} single-thread workers)",
              (f"- 100% line: the same config trained on every pool label ({sum(steps)} steps): Dice {own_full:.3f}; "
@@ -185,7 +198,8 @@ def main(argv=None) -> float:
                          f"{c['seeds']} seeds, paired t-test p = {c['p_paired_t']:.3g}")
     result = {"split": args.split, "split_file": Path(sim.split_file).name, "kind": args.kind or cfg.regions.kind,
               "config": Path(args.config).name, "default_strategy": default, "seeds": list(sim.seeds),
-              "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "initial_budget_s": sim.initial_budget_s,
+              "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "timed": sim.timed,
+              "reserve": cfg.selection.reserve, "initial_budget_s": sim.initial_budget_s,
               "full_annotation_cost_s": full_cost, "same_config_all_labels_dice": own_full,
               "simulation_minutes": sim_minutes, "strategies": summary["strategies"],
               "pairwise": summary["pairwise"], "comparisons": comparisons,

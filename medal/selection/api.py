@@ -46,6 +46,7 @@ class RoundSelection:
     skipped: dict[str, str] = field(default_factory=dict)
     calibration: CostCalibration | None = None
     fallback: str | None = None
+    reserve: Selection | None = None  # selection.reserve: the queue after the budget's tasks
 
     def summary(self) -> str:
         s = self.selection
@@ -71,6 +72,10 @@ class RoundSelection:
                          f"({c.method}: {how})")
         elif c is not None and c.rounds:
             lines.append(f"  predicted seconds not calibrated: {c.rounds[0]}")
+        if self.reserve is not None and len(self.reserve.indices):
+            lines.append(f"  reserve: {len(self.reserve.indices)} more task(s), {self.reserve.spent_s:.0f} s predicted, "
+                         f"after the budget's tasks: for when they take less than predicted (stop at "
+                         f"{s.budget_s:.0f} s logged)")
         if self.fallback:
             lines.append(f"  NOTE: {self.fallback}")
         for cid, err in self.skipped.items():
@@ -289,7 +294,18 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                 + ("" if regions_cfg.kind == "supervoxel" else
                    "; use supervoxels (--kind supervoxel, or selection.fallback: supervoxel)")
                 + ", a larger budget (--budget), or fewer classes per task (a cost model for this dataset)")
-    tasks = tasks_from_selection(dataset, table, sel, per_case, round_dir) + qc
+    reserve = None
+    if selection_cfg.reserve > 0 and len(sel.indices):
+        # a time-boxed session: the same strategy over the units not chosen, for reserve x budget more
+        # predicted seconds; done only while the expert's logged seconds are below the budget
+        taken = np.zeros(len(table), bool)
+        taken[sel.indices] = True
+        rest = RegionTable({**table.columns, "annotated_fraction": np.where(taken, 2.0, table["annotated_fraction"])})
+        reserve = select(rest, dataclasses.replace(selection_cfg, budget_s=selection_cfg.reserve * sel.budget_s),
+                         round_index=round_index)
+    both = sel if reserve is None else dataclasses.replace(sel, indices=np.concatenate([sel.indices, reserve.indices]))
+    chosen = tasks_from_selection(dataset, table, both, per_case, round_dir)
+    tasks = chosen[:len(sel.indices)] + qc + chosen[len(sel.indices):]
     write_tasks(tasks_path, tasks, dataset_root=dataset.root, meta={
         "strategy": sel.strategy, "budget_s": sel.budget_s, "predicted_s": sel.spent_s, "value": sel.value,
         "upper_bound": sel.upper_bound, "gap": sel.gap, "cost_model": cost_model.source,
@@ -297,14 +313,16 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         "round_index": round_index, "scores_dir": _relative_to(scores_dir, round_dir),
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
         "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback,
-        "qc_tasks": len(qc), "qc_s": sum(t.predicted_cost_s for t in qc), **(meta or {})})
+        "qc_tasks": len(qc), "qc_s": sum(t.predicted_cost_s for t in qc),
+        "reserve_tasks": 0 if reserve is None else len(reserve.indices),
+        "reserve_s": 0.0 if reserve is None else reserve.spent_s, **(meta or {})})
     if display_cache and tasks:
         from medal.tasks import TaskList
         from medal.tasks.display import write_display_cache
 
         # a failed copy only means the plugin reads the source image: never a reason to fail the round
         write_display_cache(TaskList(tasks_path, dataset.root, tasks), round_dir)
-    return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback)
+    return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback, reserve)
 
 
 def qc_tasks(earlier_rounds, round_dir, *, budget_s: float, seed: int = 0) -> list[Task]:

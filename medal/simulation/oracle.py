@@ -6,6 +6,7 @@ really takes), not on the prediction the selection saw.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,14 @@ def true_costs(units: np.ndarray, truth: np.ndarray, *, axis: int, spacing, cost
     return cost_model.predict(feats)
 
 
-def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: CostModel, log=None) -> dict:
-    """Annotate every ``todo`` task from the ground truth into ``out_dir/<case>.nii.gz`` (255 elsewhere),
-    mark the tasks done, and return ``{"seconds": true total, "per_task": {task_id: s}, "foreground":
+def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: CostModel, log=None,
+                    budget_s: float | None = None) -> dict:
+    """Annotate ``todo`` tasks from the ground truth into ``out_dir/<case>.nii.gz`` (255 elsewhere),
+    mark them done, and return ``{"seconds": true total, "per_task": {task_id: s}, "foreground":
     {task_id: whether the unit holds any ground-truth foreground}}``.
+
+    ``budget_s``: work like an expert with a clock: tasks in their order until the true seconds
+    reach ``budget_s`` (the task in hand is finished), the rest left ``todo``. ``None``: every task.
 
     ``log``: a JSON-lines annotation log to append one row per task to (task id, true seconds, the
     ground truth's effort features), the same rows the napari plugin writes for an expert, so cost
@@ -44,34 +49,54 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
 
     out_dir = Path(out_dir)
     validate_tasks(tasks, dataset)
-    by_case: dict[str, list] = {}
-    for t in tasks.tasks:
-        if t.status == "todo":
-            by_case.setdefault(t.case_id, []).append(t)
+    truths: OrderedDict[str, tuple] = OrderedDict()  # the last few cases' ground truth (bounded memory)
+
+    def truth_of(cid):
+        if cid in truths:
+            truths.move_to_end(cid)
+        else:
+            case = dataset.case(cid)
+            if case.label is None:
+                raise ValueError(f"{cid}: the oracle needs a ground-truth label")
+            truth = load_volume(case.label)
+            truths[cid] = (truth, dataset.label_map.to_index(truth.array, where=dataset.relative(case.label)))
+            while len(truths) > 4:
+                truths.popitem(last=False)
+        return truths[cid]
+
     per_task: dict[str, float] = {}
     fg: dict[str, bool] = {}
+    rows: dict[str, dict] = {}
+    spent = 0.0
+    for t in tasks.tasks:  # in the task file's order, as an expert works through them
+        if t.status != "todo":
+            continue
+        if budget_s is not None and spent >= budget_s:
+            break
+        truth, truth_index = truth_of(t.case_id)
+        m = unit_mask(t, truth.shape, tasks)
+        feats = effort_features(m.astype(np.int32), truth_index, axis=t.axis, spacing=truth.spacing,
+                                n_classes=cost_model.n_classes, ids=np.array([1]))
+        per_task[t.task_id] = float(cost_model.predict(feats)[0])
+        spent += per_task[t.task_id]
+        fg[t.task_id] = bool((truth.array[m] > 0).any())
+        rows[t.task_id] = {"task_id": t.task_id, "case_id": t.case_id, "kind": t.kind, "axis": t.axis,
+                           "index": t.index, "supervoxel": t.supervoxel, "seconds": per_task[t.task_id],
+                           "source": "oracle", "foreground": fg[t.task_id],
+                           **{k: float(v[0]) for k, v in feats.items()}}
+    by_case: dict[str, list] = {}
+    for t in tasks.tasks:
+        if t.task_id in per_task:
+            by_case.setdefault(t.case_id, []).append(t)
     for cid, group in by_case.items():
-        case = dataset.case(cid)
-        if case.label is None:
-            raise ValueError(f"{cid}: the oracle needs a ground-truth label")
-        truth = load_volume(case.label)
-        truth_index = dataset.label_map.to_index(truth.array, where=dataset.relative(case.label))
+        truth, _ = truth_of(cid)
         ann = empty_partial_labels(truth.shape)
         for t in group:
             m = unit_mask(t, truth.shape, tasks)
             ann[m] = truth.array[m]
-            units = m.astype(np.int32)
-            feats = effort_features(units, truth_index, axis=t.axis, spacing=truth.spacing,
-                                    n_classes=cost_model.n_classes, ids=np.array([1]))
-            per_task[t.task_id] = float(cost_model.predict(feats)[0])
             t.status = "done"
-            fg[t.task_id] = bool((truth.array[m] > 0).any())
             if log is not None:
-                append_annotation_log(log, {"task_id": t.task_id, "case_id": cid, "kind": t.kind, "axis": t.axis,
-                                            "index": t.index, "supervoxel": t.supervoxel,
-                                            "seconds": per_task[t.task_id],
-                                            "source": "oracle", "foreground": fg[t.task_id],
-                                            **{k: float(v[0]) for k, v in feats.items()}})
+                append_annotation_log(log, rows[t.task_id])
         target = out_dir / f"{cid}.nii.gz"
         if target.is_file():  # several task files annotated into one folder: keep what is there
             prev = load_volume(target).array

@@ -233,13 +233,16 @@ def _run_one(job: dict) -> list[dict]:
             break
         res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, cache=cache)
         tl = read_tasks(res.round_dir / "tasks.json")
-        round_pred = sum(t.predicted_cost_s for t in tl.tasks)
+        # the reserve queue (selection.reserve) sits after the budget's tasks: not part of the prediction
+        main = tl.tasks[:len(tl.tasks) - int(tl.meta.get("reserve_tasks") or 0)]
+        round_pred = sum(t.predicted_cost_s for t in main)
         charge = oracle_annotate(tl, dataset, res.round_dir / "annotations", cost_model=cost_model,
-                                 log=res.round_dir / "annotation_log.jsonl")
+                                 log=res.round_dir / "annotation_log.jsonl",
+                                 budget_s=cfg.selection.budget_s if sim.timed else None)
         round_charged = charge["seconds"]
         predicted += round_pred
         seconds += round_charged
-        last_round = (round_pred, round_charged, len(tl.tasks), sum(charge["foreground"].values()))
+        last_round = (round_pred, round_charged, len(charge["per_task"]), sum(charge["foreground"].values()))
         ingest(run, res.round_dir, dataset)
     return rows
 

@@ -681,3 +681,24 @@ def test_the_dock_loads_napari_lazy_imports_while_no_round_is_open(make_napari_v
     assert all(name in sys.modules for name in warmup.MODULES)
     assert len(viewer.layers) == 0  # the layers it builds to warm up are never added
     widget.close_session()
+
+
+def test_a_time_boxed_round_shows_its_seconds_and_keeps_the_reserve_queue_last(open_widget, round_dir):
+    import json
+
+    tl = json.loads((round_dir / "tasks.json").read_text())
+    tl["reserve_tasks"], tl["budget_s"] = 1, 1e-3  # the file's last task is the reserve; a tiny budget
+    (round_dir / "tasks.json").write_text(json.dumps(tl))
+    viewer, widget = open_widget(round_dir)
+    s = widget.session
+    last = s.tasks[-1]
+    assert s.tasks[s.order[-1]] is last and s.is_reserve(last) and not s.is_reserve(s.tasks[0])
+    assert s.task is not last and "round 0 of 0 s" in widget.status_label.text()
+    assert "reserve task" not in widget.status_label.text()
+    assert s.mark_done(confirm=True)
+    spent, budget = s.round_seconds()
+    assert spent > budget == 1e-3
+    assert any("budget is spent" in text and "1 reserve task(s) left are optional" in text for _, text in s.messages)
+    s.open_task(len(s.tasks) - 1)
+    widget._refresh_status()
+    assert "reserve task (only while the round is under its budget)" in widget.status_label.text()

@@ -146,6 +146,8 @@ def test_navigation_order_plane_and_value_checks():
              _task(task_id="x2", case_id="x", score=1, predicted_cost_s=10), _task(task_id="y2", case_id="y", score=2, predicted_cost_s=10),
              _task(task_id="x3", case_id="x", score=4, predicted_cost_s=10)]
     assert [mixed[i].task_id for i in value_per_second_order(mixed)] == ["y1", "y2", "x1", "x3", "x2"]
+    # the last 2 tasks are the round's reserve queue: after every other task, grouped the same way
+    assert [mixed[i].task_id for i in value_per_second_order(mixed, reserve=2)] == ["y1", "x1", "x2", "x3", "y2"]
     statuses = ["todo", "done", "todo"]
     assert neighbour(order, 2, statuses, +1) == 1
     assert neighbour(order, 2, statuses, +1, only_todo=True) == 0

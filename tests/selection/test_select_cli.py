@@ -105,3 +105,41 @@ def test_a_round_writes_display_copies_of_large_images_only(tmp_path, scores_dir
     for case, src in cases.items():
         vol, _ = open_display_image(tmp_path / "large", case, src)
         np.testing.assert_array_equal(vol.array, load_volume(src).array)
+
+
+def test_a_time_boxed_round_queues_a_reserve_and_the_clocked_oracle_stops_at_the_budget(tmp_path, scores_dir):
+    from medal.config import CostsConfig, RegionsConfig, SelectionConfig
+    from medal.costs import CostModel, read_annotation_log
+    from medal.selection.api import select_round
+    from medal.simulation import oracle_annotate
+
+    ds = load_dataset(sample_dataset())
+    kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(), data_cfg=None, display_cache=False)
+    plain = select_round(ds, scores_dir, tmp_path / "plain", selection_cfg=SelectionConfig(budget_s=120.0), **kw)
+    res = select_round(ds, scores_dir, tmp_path / "r", selection_cfg=SelectionConfig(budget_s=120.0, reserve=2.0), **kw)
+    assert "reserve:" in res.summary() and "reserve:" not in plain.summary()
+    tl = read_tasks(tmp_path / "r" / "tasks.json")
+    n_main, n_res = len(res.selection.indices), int(tl.meta["reserve_tasks"])
+    assert n_res == len(res.reserve.indices) > 0 and len(tl.tasks) == n_main + n_res
+    # the budget's tasks are what a plain round chooses; the reserve is other units, within its seconds
+    key = [(t.case_id, t.index) for t in tl.tasks]
+    assert key[:n_main] == [(t.case_id, t.index) for t in read_tasks(tmp_path / "plain" / "tasks.json").tasks]
+    assert len(set(key)) == len(key)
+    assert tl.meta["predicted_s"] <= 120.0 and 0 < tl.meta["reserve_s"] <= 240.0 + 1e-9
+    # the oracle with a clock: tasks in order until the true seconds reach the budget, the rest left todo
+    budget = 60.0
+    charge = oracle_annotate(tl, ds, tmp_path / "r" / "annotations", cost_model=CostModel.default(3),
+                             log=tmp_path / "r" / "log.jsonl", budget_s=budget)
+    done = [t.task_id for t in tl.tasks if t.status == "done"]
+    assert done == [t.task_id for t in tl.tasks[:len(done)]] and 0 < len(done) < len(tl.tasks)
+    last = charge["per_task"][done[-1]]
+    assert charge["seconds"] >= budget and charge["seconds"] - last < budget  # the task in hand is finished
+    assert [r["task_id"] for r in read_annotation_log(tmp_path / "r" / "log.jsonl")] and \
+        sorted(r["task_id"] for r in read_annotation_log(tmp_path / "r" / "log.jsonl")) == sorted(done)
+    painted = 0
+    for cid in {t.case_id for t in tl.tasks[:len(done)]}:
+        ann = load_volume(tmp_path / "r" / "annotations" / f"{cid}.nii.gz").array
+        painted += int((ann != 255).sum())
+    shapes = {t.case_id: load_volume(tl.image_path(t)).shape for t in tl.tasks[:len(done)]}
+    assert painted == sum(int(np.prod(shapes[t.case_id]) // shapes[t.case_id][t.axis]) for t in tl.tasks[:len(done)])
+    assert read_tasks(tmp_path / "r" / "tasks.json").tasks[len(done)].status == "todo"

@@ -86,20 +86,27 @@ def plane_ranges(planes) -> str:
     return ", ".join(out)
 
 
-def value_per_second_order(tasks: list[Task]) -> list[int]:
+def value_per_second_order(tasks: list[Task], reserve: int = 0) -> list[int]:
     """Task indices grouped by case, so an expert finishes one patient before opening the next: cases
     ordered by their best task's value (score) per predicted second, and within a case the best first;
-    ties keep the file's order. Quality-control re-asks come last, each after its case's tasks."""
+    ties keep the file's order. Quality-control re-asks come last, each after its case's tasks.
+    ``reserve``: the file's last this many tasks are the round's reserve queue (``selection.reserve``),
+    ordered the same way after all the others."""
     def rate(i):
         return tasks[i].score / max(tasks[i].predicted_cost_s, 1e-9)
 
-    best: dict[str, float] = {}
-    first: dict[str, int] = {}
+    start = len(tasks) - max(0, min(int(reserve), len(tasks)))
+    best: dict[tuple, float] = {}
+    first: dict[tuple, int] = {}
     for i, t in enumerate(tasks):
-        best[t.case_id] = max(best.get(t.case_id, -np.inf), rate(i))
-        first.setdefault(t.case_id, i)
-    return sorted(range(len(tasks)), key=lambda i: (-best[tasks[i].case_id], first[tasks[i].case_id],
-                                                   tasks[i].qc_of is not None, -rate(i), i))
+        key = (i >= start, t.case_id)
+        best[key] = max(best.get(key, -np.inf), rate(i))
+        first.setdefault(key, i)
+
+    def order(i):
+        key = (i >= start, tasks[i].case_id)
+        return (key[0], -best[key], first[key], tasks[i].qc_of is not None, -rate(i), i)
+    return sorted(range(len(tasks)), key=order)
 
 
 def neighbour(order: list[int], current: int | None, statuses: list[str], step: int, *,

@@ -76,7 +76,7 @@ class AnnotationSession:
         self._last_axis: int | None = None
         self._flush_scheduled = False
         self._confirm: tuple[str, str] | None = None  # (task id, question) asked at the last Done
-        self.order = edits.value_per_second_order(self.tasks)
+        self.order = edits.value_per_second_order(self.tasks, self.reserve)
         try:
             fixed = self.store.reconcile(self.user)
         except (OSError, AnnotationFileError) as exc:
@@ -122,6 +122,26 @@ class AnnotationSession:
 
     def visible_order(self) -> list[int]:
         return [i for i in self.order if self.filter == "all" or self.tasks[i].status == self.filter]
+
+    @property
+    def reserve(self) -> int:
+        """How many of the file's last tasks are the round's reserve queue (``selection.reserve``)."""
+        try:
+            return max(0, int(self.store.tasklist.meta.get("reserve_tasks") or 0))
+        except (TypeError, ValueError):
+            return 0
+
+    def is_reserve(self, task: Task) -> bool:
+        return self.reserve > 0 and self.tasks.index(task) >= len(self.tasks) - self.reserve
+
+    def round_seconds(self) -> tuple[float, float | None]:
+        """Active seconds logged on this round's tasks so far, and the round's budget (None if unknown)."""
+        budget = self.store.tasklist.meta.get("budget_s")
+        try:
+            budget = float(budget) if budget is not None else None
+        except (TypeError, ValueError):
+            budget = None
+        return float(sum(self.seconds(t) for t in self.tasks)), budget
 
     def seconds(self, task: Task) -> float:
         if task is self.task and self.timer.running:
@@ -454,6 +474,11 @@ class AnnotationSession:
             state["logged"] = True
             self.store.save_progress(task.case_id, self.user)  # (4)
         self._write_statuses()  # (5); a kill anywhere is repaired by RoundStore.reconcile on opening
+        spent, budget = self.round_seconds()
+        left = [t for t in self.tasks[len(self.tasks) - self.reserve:] if t.status == "todo"] if self.reserve else []
+        if budget and left and spent >= budget and spent - seconds < budget:  # said once, when it happens
+            self.notify(f"this round's budget is spent ({spent:.0f} of {budget:.0f} s logged): the "
+                        f"{len(left)} reserve task(s) left are optional", "info")
         if advance and not self._advance():
             self.timer.start(seconds)
         elif not advance:

@@ -327,8 +327,12 @@ class AnnotationWidget(QWidget):
             return
         t = s.task
         saved = f" · saved {s.last_saved}" if s.last_saved else ""
+        spent, budget = s.round_seconds()
+        round_text = f" · round {spent:.0f} of {budget:.0f} s" if budget else ""
+        if s.is_reserve(t):
+            round_text += " · reserve task (only while the round is under its budget)"
         self.status_label.setText(f"<b>{t.task_id}</b> {t.case_id} {s.store.where(t)} · {t.status} · predicted {t.predicted_cost_s:.0f} s"
-                                  f" · active {s.seconds(t):.0f} s{saved} · {s.user}")
+                                  f" · active {s.seconds(t):.0f} s{round_text}{saved} · {s.user}")
 
     # ------------------------------------------------------------------ actions
     def _key_handler(self, action: str):
