@@ -84,3 +84,25 @@ def test_aubc_and_budget_to_reach():
     assert aubc(xs, ys, 40) == pytest.approx((0.4 * 10 + 0.7 * 10 + 0.8 * 20) / 40, rel=1e-3)
     assert budget_to_reach(xs, ys, 0.7) == pytest.approx(15.0)
     assert budget_to_reach(xs, ys, 0.9) is None
+
+
+def test_a_timed_simulation_spends_each_round_budget_within_one_task(tmp_path):
+    from medal.costs import read_annotation_log
+
+    cfg = {**SMALL, "selection": {"budget_s": 60.0, "reserve": 4.0},
+           "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 1,
+                          "timed": True}}
+    csv_path = simulate(load_dataset(sample_dataset()), tmp_path, config_from_dict(cfg), log=None)
+    rows = sorted(read_results(csv_path), key=lambda r: r["round"])
+    rd = tmp_path / "fg_random" / "seed_0" / "round_000"
+    tl = read_tasks(rd / "tasks.json")
+    n_reserve = int(tl.meta["reserve_tasks"])
+    assert n_reserve > 0 and sum(t.predicted_cost_s for t in tl.tasks[:-n_reserve]) <= 60.0
+    done = [t for t in tl.tasks if t.status == "done"]
+    assert done == tl.tasks[:len(done)] and len(done) < len(tl.tasks)  # in order; the rest left undone
+    log = {r["task_id"]: r["seconds"] for r in read_annotation_log(rd / "annotation_log.jsonl")}
+    assert sorted(log) == sorted(t.task_id for t in done)
+    charged = rows[1]["seconds"] - rows[0]["seconds"]
+    assert charged == pytest.approx(sum(log.values()), abs=0.05) == pytest.approx(rows[1]["round_charged_s"], abs=0.05)
+    assert charged >= 60.0 and charged - log[done[-1].task_id] < 60.0  # stops once the budget is reached
+    assert rows[1]["round_tasks"] == len(done)
