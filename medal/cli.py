@@ -130,9 +130,10 @@ def cmd_select(args) -> int:
 
     cfg = load_config(args.config)
     sel = cfg.selection
-    if args.budget is not None or args.strategy is not None:
-        sel = dataclasses.replace(sel, **{k: v for k, v in (("budget_s", args.budget), ("strategy", args.strategy))
-                                          if v is not None})
+    given = (("budget_s", args.budget), ("strategy", args.strategy), ("reserve", args.reserve))
+    if any(v is not None for _, v in given):
+        sel = dataclasses.replace(sel, **{k: v for k, v in given if v is not None})
+        sel.__post_init__()  # a bad value from the command line gets the config's one-line message
     regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
     ds = load_dataset(args.dataset)
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
@@ -360,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", required=True, help="round folder; tasks.json (and masks/) are written there")
     se.add_argument("--budget", type=float, default=None, help="expert seconds to spend (default: config)")
     se.add_argument("--strategy", default=None, help="random | fg_random | fg_value | topk | knapsack | knapsack+diversity")
+    se.add_argument("--reserve", type=float, default=None, metavar="BUDGETS",
+                    help="also queue this many budgets of reserve tasks after the budget's own, for a time-boxed "
+                         "session (default: config selection.reserve)")
     se.add_argument("--kind", choices=["slice", "supervoxel"], default=None, help="unit kind (default: config)")
     se.add_argument("--labels", default=None, help="partial labels folder (already annotated units are skipped)")
     se.add_argument("--config", default=None, help="YAML config (regions, costs, selection sections)")

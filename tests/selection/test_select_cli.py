@@ -143,3 +143,15 @@ def test_a_time_boxed_round_queues_a_reserve_and_the_clocked_oracle_stops_at_the
     shapes = {t.case_id: load_volume(tl.image_path(t)).shape for t in tl.tasks[:len(done)]}
     assert painted == sum(int(np.prod(shapes[t.case_id]) // shapes[t.case_id][t.axis]) for t in tl.tasks[:len(done)])
     assert read_tasks(tmp_path / "r" / "tasks.json").tasks[len(done)].status == "todo"
+
+
+def test_select_cli_reserve_option(tmp_path, scores_dir):
+    base = [sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores", str(scores_dir),
+            "--budget", "120", "--strategy", "fg_random"]
+    out = subprocess.run(base + ["--out", str(tmp_path / "r"), "--reserve", "1.5"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "reserve:" in out.stdout and "stop at 120 s logged" in out.stdout
+    meta = json.loads((tmp_path / "r" / "tasks.json").read_text())
+    assert meta["reserve_tasks"] > 0 and meta["reserve_s"] <= 180.0 and meta["predicted_s"] <= 120.0
+    bad = subprocess.run(base + ["--out", str(tmp_path / "b"), "--reserve", "-1"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "selection.reserve" in bad.stderr and "Traceback" not in bad.stderr
