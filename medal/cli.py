@@ -133,7 +133,6 @@ def cmd_select(args) -> int:
     given = (("budget_s", args.budget), ("strategy", args.strategy), ("reserve", args.reserve))
     if any(v is not None for _, v in given):
         sel = dataclasses.replace(sel, **{k: v for k, v in given if v is not None})
-        sel.__post_init__()  # a bad value from the command line gets the config's one-line message
     regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
     ds = load_dataset(args.dataset)
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
