@@ -54,14 +54,17 @@ class SlabNifti:
         #: the value of every voxel while nothing was assigned (a new volume), else None; lets readers
         #: skip scanning an untouched volume (writes go through :meth:`assign`)
         self.uniform: int | None = None
+        self._shape = shape
+        self._array: np.ndarray | None = None
         if array is None:
-            self.array = np.full(shape, fill, dtype=np.uint8, order="F")
+            # allocated on first use: a new case's 512x512x300 volume is 75 MiB that opening a task need
+            # not write (readers look at ``uniform`` first)
             self.uniform = int(fill)
         else:
             array = np.asarray(array)
             if array.shape != shape:
                 raise ValueError(f"array shape {array.shape} does not match the grid {shape}")
-            self.array = np.asfortranarray(array.astype(np.uint8, copy=True))
+            self._array = np.asfortranarray(array.astype(np.uint8, copy=True))
         self.slab = max(int(slab), 1)
         self.level = int(level)
         self._header = _gzip_member(self._header_bytes(reference, shape), self.level)
@@ -83,8 +86,15 @@ class SlabNifti:
         return data + b"\0" * (offset - len(data))
 
     @property
+    def array(self) -> np.ndarray:
+        """The voxels (Fortran order); a new volume's are allocated, all ``uniform``, on first access."""
+        if self._array is None:
+            self._array = np.full(self._shape, self.uniform, dtype=np.uint8, order="F")
+        return self._array
+
+    @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)
+        return self._shape
 
     def mark_dirty(self, k0: int = 0, k1: int | None = None) -> None:
         """Planes ``k0:k1`` of the last axis changed (default: all)."""
@@ -94,6 +104,10 @@ class SlabNifti:
 
     def assign(self, index: tuple[slice, slice, slice], values: np.ndarray, where: np.ndarray | None = None) -> int:
         """Set ``array[index]`` (where ``where``) to ``values``; marks the changed planes. Returns voxels changed."""
+        if self._array is None:  # never allocated: every voxel is ``uniform``
+            vals = np.asarray(values)
+            if vals.size and bool((vals == self.uniform).all()):
+                return 0  # nothing changes, nothing to allocate
         view = self.array[index]
         new = np.where(where, values, view) if where is not None else np.broadcast_to(values, view.shape)
         changed = new != view
@@ -112,15 +126,25 @@ class SlabNifti:
     def dirty_differs(self, value) -> bool:
         """Whether a plane changed since the last :meth:`to_bytes` holds a voxel other than ``value``
         (reads only the changed slabs, not the whole volume)."""
+        if self._array is None:  # never allocated: every voxel is ``uniform``
+            return self.dirty and self.uniform != value
         for s, m in enumerate(self._members):
             if m is None and (self.array[:, :, s * self.slab:(s + 1) * self.slab] != value).any():
                 return True
         return False
 
     def to_bytes(self) -> bytes:
+        constant: dict[int, bytes] = {}  # an untouched volume: one member per slab depth, compressed once
         for s, m in enumerate(self._members):
             if m is None:
-                part = self.array[:, :, s * self.slab:(s + 1) * self.slab]
+                k0, k1 = s * self.slab, min((s + 1) * self.slab, self._shape[2])
+                if self._array is None:  # never handed out, so certainly all ``uniform``
+                    if k1 - k0 not in constant:
+                        raw = bytes([self.uniform]) * (self._shape[0] * self._shape[1] * (k1 - k0))
+                        constant[k1 - k0] = _gzip_member(raw, self.level)
+                    self._members[s] = constant[k1 - k0]
+                    continue
+                part = self.array[:, :, k0:k1]
                 self._members[s] = _gzip_member(part.tobytes(order="F"), self.level)
         return self._header + b"".join(self._members)
 

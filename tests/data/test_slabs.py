@@ -81,3 +81,21 @@ def test_keeps_oblique_affine_and_rejects_bad_input(tmp_path):
         SlabNifti(ref, np.zeros((6, 5, 3)))
     with pytest.raises(ValueError, match=".nii.gz"):
         s.write(tmp_path / "o.nrrd")
+
+
+def test_new_volume_is_allocated_lazily_and_writes_the_same_bytes(reference, tmp_path):
+    lazy = SlabNifti(reference, slab=4)
+    eager = SlabNifti(reference, np.full(reference.shape, UNLABELED, np.uint8), slab=4)
+    assert lazy._array is None and lazy.shape == reference.shape[:3]
+    assert lazy.dirty and not lazy.dirty_differs(UNLABELED) and lazy.dirty_differs(0)
+    assert lazy.to_bytes() == eager.to_bytes()  # constant slabs compressed once, same file
+    assert lazy._array is None
+    region = np.ones(reference.shape[:2] + (1,), bool)
+    assert lazy.assign((slice(None), slice(None), slice(0, 1)), np.uint8(UNLABELED), where=region) == 0
+    assert lazy._array is None  # clearing an untouched volume allocates nothing
+    # a direct write through .array (not assign) is never lost: once handed out, the array is what is saved
+    lazy.array[1, 2, 3] = 7
+    lazy.mark_dirty(3, 4)
+    path = lazy.write(tmp_path / "l.nii.gz")
+    out = load_volume(path).array
+    assert out[1, 2, 3] == 7 and int((out != UNLABELED).sum()) == 1
