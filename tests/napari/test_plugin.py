@@ -680,6 +680,10 @@ def test_the_dock_loads_napari_lazy_imports_while_no_round_is_open(make_napari_v
     qtbot.waitUntil(warmup.warmed_up, timeout=20000)
     assert all(name in sys.modules for name in warmup.MODULES)
     assert len(viewer.layers) == 0  # the layers it builds to warm up are never added
+    font = viewer.window._qt_viewer.canvas._font_info
+    glyphs = font.font_manager.get_font(font.face, False, False)._glyphs
+    assert set(warmup.GLYPHS) <= set(glyphs)  # the canvas text's glyphs are rendered before a round opens
+    assert warmup.warm_glyphs(viewer) == 0  # once per viewer
     widget.close_session()
 
 
@@ -702,3 +706,37 @@ def test_a_time_boxed_round_shows_its_seconds_and_keeps_the_reserve_queue_last(o
     s.open_task(len(s.tasks) - 1)
     widget._refresh_status()
     assert "reserve task (only while the round is under its budget)" in widget.status_label.text()
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_opening_a_round_draws_the_canvas_once_the_task_is_in_place(make_napari_viewer, round_dir, qtbot,
+                                                                   monkeypatch, held):
+    """Adding layers, moving the dims and resizing the canvas each drew the whole scene (QOpenGLWidget paints
+    at once on a resize): opening a round now draws once, after the task is in place, and what is drawn is
+    the task (held=False shows the draws it saves)."""
+    import contextlib
+
+    from medal_napari import display
+    from medal_napari.widget import AnnotationWidget
+
+    if not held:
+        monkeypatch.setattr(display, "hold_drawing", lambda viewer: contextlib.nullcontext())
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotationWidget(viewer, autosave_s=0)
+    viewer.window.add_dock_widget(widget, name="medal tasks", area="right")
+    qtbot.wait(50)
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    draws = []
+    scene.events.draw.connect(lambda event: draws.append({layer.name for layer in viewer.layers}))
+    assert widget.open_round(round_dir)
+    during = len(draws)
+    qtbot.wait(100)
+    if held:
+        assert during == 0  # nothing drawn while layers were added and the dims moved
+        assert 1 <= len(draws) <= 2, draws  # napari may redraw once for its overlays' positions
+        assert all({"image", "labels", "task region", "orientation"} <= names for names in draws)  # the whole task
+    else:
+        assert during >= 1, draws
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot[..., :3].max() > 0  # the image is on screen
+    widget.close_session()

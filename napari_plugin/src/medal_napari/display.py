@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from medal.tasks import Task
 
 __all__ = ["LAYERS", "set_layer", "label_colormap", "show_case", "show_region", "move_to", "text_overlay",
-           "overlay_text", "draw_pending"]
+           "overlay_text", "draw_pending", "hold_drawing"]
 
 #: layers whose data was replaced with their redraw held back (``set_layer(..., defer=True)``), drawn
 #: once by :func:`draw_pending`. A case switch replaces four volumes and then moves to the task's plane:
@@ -81,6 +82,34 @@ def camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+@contextlib.contextmanager
+def hold_drawing(viewer):
+    """No canvas draw inside the block, then one draw (at the next event-loop turn) after it.
+
+    Opening a task adds or replaces layers, moves the dims, and may show the dims slider or widen the
+    dock; each canvas resize makes Qt's ``QOpenGLWidget`` paint at once, synchronously, so the first
+    task of a round was drawn five times before it was shown (profiled: about 2 s of a 512x512 case's
+    first open on software GL). Nested blocks draw once, after the outermost. Without napari's private
+    canvas attributes (another napari version) it holds nothing back.
+    """
+    try:
+        scene_canvas = viewer.window._qt_viewer.canvas._scene_canvas
+        draw = scene_canvas.events.draw
+    except Exception:  # noqa: BLE001 - private napari API: only a speed-up
+        yield
+        return
+    draw.block()
+    try:
+        yield
+    finally:
+        draw.unblock()
+        if not draw.blocked():
+            try:
+                scene_canvas.update()
+            except Exception:  # noqa: BLE001 - the canvas may be closing
+                pass
 
 
 def get_layer(viewer, key: str):
@@ -168,8 +197,10 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
     # (possibly memory-mapped) volume for its value range
     first = {"contrast_limits": data.contrast} if get_layer(viewer, "image") is None else {}
     img, _ = set_layer(viewer, "image", Image, data.image.array, scale=scale, defer=True, **first)
-    img.contrast_limits_range = data.contrast
-    img.contrast_limits = data.contrast
+    if tuple(img.contrast_limits_range) != tuple(data.contrast):  # each change re-renders the thumbnail
+        img.contrast_limits_range = data.contrast
+    if tuple(img.contrast_limits) != tuple(data.contrast):
+        img.contrast_limits = data.contrast
     if data.uncertainty is not None:
         unc, new = set_layer(viewer, "uncertainty", Image, data.uncertainty, scale=scale, defer=True)
         unc.contrast_limits_range = data.uncertainty_limits

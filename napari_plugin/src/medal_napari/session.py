@@ -225,9 +225,15 @@ class AnnotationSession:
 
     # ------------------------------------------------------------------ opening a task
     def open_task(self, index: int) -> bool:
-        """Save the current task, then show task ``index``. False (with a message) if it cannot be opened."""
+        """Save the current task, then show task ``index``. False (with a message) if it cannot be opened.
+
+        The canvas is drawn once, after the task is in place (:func:`display.hold_drawing`)."""
         if self._closed:
             return False
+        with display.hold_drawing(self.viewer):
+            return self._open_task(index)
+
+    def _open_task(self, index: int) -> bool:
         task = self.tasks[index]
         if self.current is not None and self.current != index:
             self.save()

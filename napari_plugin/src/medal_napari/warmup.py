@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["MODULES", "warm_up", "warmed_up"]
+__all__ = ["GLYPHS", "MODULES", "warm_glyphs", "warm_up", "warmed_up"]
 
 MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform", "skimage.color", "skimage.exposure")
 _done = False
+#: the characters of the task overlay and the L/R/A/P/S/I edge letters
+GLYPHS = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,:;/()[]%+-_=#<>'\"!?\u00b7\u2013\u2014")
 
 
 def warmed_up() -> bool:
@@ -51,3 +53,27 @@ def warm_up() -> None:
         Labels(np.zeros((2, 4, 4), np.uint8))
     except Exception:  # noqa: BLE001 - an optional speed-up
         pass
+
+
+def warm_glyphs(viewer, chars: str = GLYPHS) -> int:
+    """Render the overlay's glyphs into ``viewer``'s canvas font atlas now; returns glyphs rendered.
+
+    napari draws canvas text with signed-distance-field glyphs it renders on the CPU, one at a time,
+    the first time each character is drawn (about 5-15 ms each on a 2-core machine, 0.3-0.5 s for the
+    first task's overlay and edge letters). The atlas belongs to the viewer's canvas, so this runs per
+    viewer, after :func:`warm_up`. Private napari API: any failure only means the cost is paid later.
+    """
+    try:
+        info = viewer.window._qt_viewer.canvas._font_info
+        font = info.font_manager.get_font(info.face, False, False)
+    except Exception:  # noqa: BLE001 - an optional speed-up
+        return 0
+    n = 0
+    for ch in chars:
+        try:
+            if ch not in font._glyphs:
+                font[ch]
+                n += 1
+        except Exception:  # noqa: BLE001
+            break
+    return n
