@@ -52,7 +52,13 @@ def main(argv=None) -> float:
     ap.add_argument("--rounds", type=int, default=0, help="rounds of the default selection after the start")
     ap.add_argument("--initial-budget", type=float, default=600.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=None, help="seconds per selection round (after the start)")
+    ap.add_argument("--timed", type=float, default=None, metavar="RESERVE",
+                    help="time-boxed rounds after the start (as label_efficiency.py --timed): the oracle stops at "
+                         "each round's budget of true seconds; RESERVE budgets of further tasks queued")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--results-name", default=None,
+                    help="benchmarks/results/NAME.json (default coldstart[_tuning])")
     ap.add_argument("--data", default=str(DATA))
     args = ap.parse_args(argv)
 
@@ -61,11 +67,17 @@ def main(argv=None) -> float:
     from medal.config import load_config
     from medal.data import load_dataset
     from medal.simulation import read_results, simulate, write_report
+    from medal.simulation.report import aubc
 
     base = load_config(args.config)
     sim = dataclasses.replace(base.simulation, split_file=str(SPLITS[args.split]), seeds=tuple(args.seeds),
                               rounds=args.rounds, initial_budget_s=args.initial_budget, strategies=("default",),
                               variants={}, max_pool=0 if args.split == "tuning" else base.simulation.max_pool)
+    if args.timed is not None:
+        sim = dataclasses.replace(sim, timed=True)
+        base = dataclasses.replace(base, selection=dataclasses.replace(base.selection, reserve=args.timed))
+    if args.budget:
+        base = dataclasses.replace(base, selection=dataclasses.replace(base.selection, budget_s=args.budget))
     base = dataclasses.replace(base, simulation=sim)
     ds = load_dataset(args.data)
     out = Path(args.out or tempfile.mkdtemp(prefix="medal-coldstart-"))
@@ -91,16 +103,30 @@ def main(argv=None) -> float:
     names = [k for k in rows[runs[0][0]][0] if k.startswith("dice_") and k != "dice_mean"]
     result = {"split": args.split, "seeds": args.seeds, "rounds": args.rounds, "initial_budget_s": args.initial_budget,
               "rows": {}, "comparisons": []}
+    # AUBC of every row on one budget axis: each row is its own simulation, whose summary.json measures
+    # its AUBC up to its own largest spend; compared side by side, the axis must be the same
+    x0 = min(r["seconds"] for rs in rows.values() for r in rs if r["round"] == 0)
+    x_max = max(r["seconds"] for rs in rows.values() for r in rs)
+    aubcs = {}
+    for name, rs in rows.items():
+        aubcs[name] = {}
+        for seed in sorted({int(r["seed"]) for r in rs}):
+            pts = sorted((r["seconds"], r["dice_mean"]) for r in rs if int(r["seed"]) == seed)
+            xs, ys = np.array([x0] + [p[0] for p in pts]), np.array([pts[0][1]] + [p[1] for p in pts])
+            aubcs[name][str(seed)] = aubc(xs, ys, x_max) if args.rounds else None
     lines = [f"- split `{SPLITS[args.split].name}` ({args.split}); config `{Path(args.config).name}`; first labels worth "
              f"{args.initial_budget:.0f} s (random slices at their true cost, or the cold start: no label, no model, "
              f"image cost prior scaled by a {base.coldstart.pilot}-slice pilot and {base.coldstart.pilot_batches} timed "
              f"batches, all inside the budget); then "
-             f"{args.rounds} round(s) of medal's default selection; seeds {args.seeds}; wall "
+             f"{args.rounds} round(s) of {base.selection.budget_s:.0f} s of medal's default selection"
+             + (f" (time-boxed: the oracle stops at the budget; reserve queue {args.timed:g} budgets)" if args.timed
+                is not None else "")
+             + (f"; AUBC of every row on one axis, {x0:.0f}-{x_max:.0f} s" if args.rounds else "")
+             + f"; seeds {args.seeds}; wall "
              f"{(time.perf_counter() - t0) / 60:.0f} min", "",
              "| start | true seconds charged (mean, min-max) | first-round Dice (mean) | "
              + " | ".join(f"first-round {n[5:]}" for n in names) + " | seeds with a class missed (< 0.1) | AUBC |",
              "| --- | --- | --- | " + " --- |" * len(names) + " --- | --- |"]
-    summaries = {name: json.loads((out / name / "summary.json").read_text()) for name in rows}
     first = {}
     for name, rs in rows.items():
         r0 = sorted((r for r in rs if r["round"] == 0), key=lambda r: r["seed"])
@@ -108,13 +134,15 @@ def main(argv=None) -> float:
         first[name] = np.array([r["dice_mean"] for r in r0])
         per_class = {n: [r[n] for r in r0] for n in names}
         missed = sum(any(r[n] < 0.1 for n in names) for r in r0)
-        aubc = summaries[name]["strategies"]["default"]["aubc_mean"] if args.rounds else None
+        mean_aubc = float(np.mean(list(aubcs[name].values()))) if args.rounds else None
+        curve = {str(seed): [(r["seconds"], r["dice_mean"]) for r in sorted(rs, key=lambda r: r["round"])
+                             if int(r["seed"]) == seed] for seed in sorted({int(r["seed"]) for r in rs})}
         result["rows"][name] = {"seconds": secs, "first_round_dice": first[name].tolist(), "per_class": per_class,
-                                "seeds_with_a_missed_class": missed,
-                                "aubc_per_seed": summaries[name]["strategies"]["default"]["aubc_per_seed"]}
+                                "seeds_with_a_missed_class": missed, "aubc_per_seed": aubcs[name],
+                                "aubc_mean": mean_aubc, "curve_per_seed": curve}
         lines.append(f"| {name} | {np.mean(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | {np.mean(first[name]):.3f} | "
                      + " | ".join(f"{np.mean(v):.3f}" for v in per_class.values())
-                     + f" | {missed}/{len(r0)} | {'n/a' if aubc is None else f'{aubc:.4f}'} |")
+                     + f" | {missed}/{len(r0)} | {'n/a' if mean_aubc is None else f'{mean_aubc:.4f}'} |")
     best_gap = float("nan")
     for name in args.rows:
         d = first[name] - first["random"]
@@ -122,15 +150,22 @@ def main(argv=None) -> float:
         comp = {"a": name, "b": "random", "mean_diff": float(d.mean()), "p_paired_t": p, "a_wins": int((d > 0).sum()),
                 "seeds": len(d)}
         if args.rounds:
-            a = np.array(list(result["rows"][name]["aubc_per_seed"].values()))
-            b = np.array(list(result["rows"]["random"]["aubc_per_seed"].values()))
+            a = np.array([aubcs[name][k] for k in sorted(aubcs[name])])
+            b = np.array([aubcs["random"][k] for k in sorted(aubcs[name])])
             comp["aubc_diff"] = float((a - b).mean())
+            comp["aubc_a_wins"] = int((a > b).sum())
+            comp["aubc_p_paired_t"] = (float(stats.ttest_rel(a, b).pvalue) if len(a) >= 2 and np.any(a != b)
+                                       else float("nan"))
         result["comparisons"].append(comp)
         lines.append(f"- first-round Dice {name} - random start: {d.mean():+.4f}, better in {comp['a_wins']}/{len(d)} "
-                     f"seeds, paired t-test p = {p:.3g}" + (f"; AUBC {comp['aubc_diff']:+.4f}" if args.rounds else ""))
+                     f"seeds, paired t-test p = {p:.3g}" + (f"; AUBC {comp['aubc_diff']:+.4f}, better in {comp['aubc_a_wins']}/{len(d)} seeds, "
+                    f"p = {comp['aubc_p_paired_t']:.3g}" if args.rounds else ""))
         best_gap = d.mean() if not np.isfinite(best_gap) else max(best_gap, float(d.mean()))
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"coldstart{'_tuning' if args.split == 'tuning' else ''}.json").write_text(
+    result.update({"timed": args.timed is not None, "reserve": args.timed, "budget_s": base.selection.budget_s,
+                   "aubc_axis_s": [x0, x_max] if args.rounds else None})
+    name = args.results_name or f"coldstart{'_tuning' if args.split == 'tuning' else ''}"
+    (HERE / "results" / f"{name}.json").write_text(
         json.dumps(result, indent=1) + "\n")
     record("Cold start vs random start" + (" (tuning split)" if args.split == "tuning" else " (final: test split)"),
            lines)

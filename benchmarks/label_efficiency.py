@@ -184,6 +184,10 @@ def main(argv=None) -> float:
                      f"{a['final_dice_mean']:.3f} | {reach} | {fg} | {'n/a' if cb is None else f'{cb:.2f}'} | "
                      f"{modes[s]} | {train_s:.0f} |")
         a["seconds_to_95pct_same_config"] = hits
+        # the curve itself (true seconds, Dice per round), so runs can be merged on one budget axis later
+        a["curve_per_seed"] = {str(seed): [[float(r["seconds"]), float(r["dice_mean"])] for r in
+                                           sorted((r for r in mine if r["seed"] == seed), key=lambda r: r["round"])]
+                               for seed in sim.seeds}
         a["semi_supervised"] = modes[s]
         a["train_s_per_round_mean"] = train_s
     comparisons = []
@@ -201,6 +205,7 @@ def main(argv=None) -> float:
               "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "timed": sim.timed,
               "reserve": cfg.selection.reserve, "initial_budget_s": sim.initial_budget_s,
               "full_annotation_cost_s": full_cost, "same_config_all_labels_dice": own_full,
+              "aubc_axis_max_s": summary.get("x_max_s"),
               "simulation_minutes": sim_minutes, "strategies": summary["strategies"],
               "pairwise": summary["pairwise"], "comparisons": comparisons,
               "variants": sim.variants}
