@@ -674,6 +674,7 @@ def test_the_dock_loads_napari_lazy_imports_while_no_round_is_open(make_napari_v
     from medal_napari.widget import AnnotationWidget
 
     monkeypatch.setattr(warmup, "_done", False)
+    monkeypatch.setattr(warmup, "_visuals_done", False)
     viewer = make_napari_viewer(show=False)
     widget = AnnotationWidget(viewer, autosave_s=0)
     assert not warmup.warmed_up()  # not in the constructor: once Qt idles, while the expert picks a round
@@ -684,6 +685,10 @@ def test_the_dock_loads_napari_lazy_imports_while_no_round_is_open(make_napari_v
     glyphs = font.font_manager.get_font(font.face, False, False)._glyphs
     assert set(warmup.GLYPHS) <= set(glyphs)  # the canvas text's glyphs are rendered before a round opens
     assert warmup.warm_glyphs(viewer) == 0  # once per viewer
+    assert warmup.warm_visuals(viewer) == 0  # done with the rest, once per process
+    monkeypatch.setattr(warmup, "_visuals_done", False)
+    assert warmup.warm_visuals(viewer) == 3  # image, labels and points visuals and controls built for real
+    assert len(viewer.layers) == 0
     widget.close_session()
 
 
@@ -739,4 +744,56 @@ def test_opening_a_round_draws_the_canvas_once_the_task_is_in_place(make_napari_
         assert during >= 1, draws
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert shot[..., :3].max() > 0  # the image is on screen
+    widget.close_session()
+
+
+def test_a_new_case_is_sliced_along_the_task_axis_from_its_first_slice(open_widget, tmp_path, monkeypatch):
+    """napari slices a new layer at once, at its default view (planes normal to the first axis): across a
+    NIfTI volume's storage order that reads every page of a large image. The view is turned to the task's
+    axis before the case's layers are added, so every slice of the image is a plane of the task's axis."""
+    from napari.layers import Image
+
+    from medal.data import Volume, load_dataset, sample_dataset, save_volume
+    from medal.tasks import Task, write_tasks
+
+    case = load_dataset(sample_dataset()).cases[0]
+    img = load_volume(case.image).array
+    root = tmp_path / "ds"
+    save_volume(Volume(img, np.diag([0.8, 0.8, 1.5, 1.0])), root / "imagesTr" / f"{case.case_id}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}}))
+    k = img.shape[2] // 3
+    write_tasks(tmp_path / "round" / "tasks.json",
+                [Task(task_id="t0", case_id=case.case_id, image=f"imagesTr/{case.case_id}.nii.gz", kind="slice",
+                      axis=2, index=k, supervoxel=-1, bbox=[[0, 0, k], [img.shape[0], img.shape[1], k + 1]],
+                      score=1.0, predicted_cost_s=10.0, strategy="test")], dataset_root=root)
+    sliced = []
+    real = Image._slice_dims
+
+    def spy(self, dims, *args, **kwargs):  # records, then slices for real
+        if self.name == "image":
+            sliced.append(tuple(dims.order))
+        return real(self, dims, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "_slice_dims", spy)
+    viewer, widget = open_widget(tmp_path / "round")
+    assert sliced, "the image layer was never sliced"
+    assert all(order[0] == 2 for order in sliced), sliced  # never a plane across the task's axis
+    assert viewer.dims.current_step[2] == k
+    np.testing.assert_array_equal(np.asarray(viewer.layers["image"]._data_view).T
+                                  if viewer.dims.order[-2:] == (1, 0) else np.asarray(viewer.layers["image"]._data_view),
+                                  img[:, :, k])
+    widget.close_session()
+
+
+def test_the_task_outline_is_built_without_painting_overlays(open_widget, round_dir):
+    """The outline and the prediction are only shown: napari's polygon and brush visuals (about 0.1 s per
+    layer to build) are made for the labels being painted only, which keeps them."""
+    viewer, widget = open_widget(round_dir)
+    canvas = viewer.window._qt_viewer.canvas
+    kinds = {name: {type(o).__name__ for o in canvas._layer_overlay_to_visual.get(viewer.layers[name], {})}
+             for name in ("labels", "task region")}
+    assert {"LabelsPolygonOverlay", "LabelsBrushStrokeOverlay"} <= kinds["labels"]
+    assert not kinds["task region"] & {"LabelsPolygonOverlay", "LabelsBrushStrokeOverlay"}
+    pred = viewer.layers["prediction"]
+    assert not pred._overlays["polygon"].visible and not pred._overlays["brush_stroke"].visible
     widget.close_session()

@@ -268,6 +268,7 @@ class AnnotationSession:
             if self._lock is not None:
                 self._lock.release()
             self._lock, self._entry, self.case_id = lock, entry, task.case_id
+            display.orient(self.viewer, task.axis, entry.data.image.orientation)  # new layers sliced on the task's axis
             self._show_case(entry, defer=True)  # drawn once by _move_to, on the task's plane
             if entry.completing is not None:
                 self._watch_overlays(entry)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["GLYPHS", "MODULES", "warm_glyphs", "warm_up", "warmed_up"]
+__all__ = ["GLYPHS", "MODULES", "warm_glyphs", "warm_up", "warm_visuals", "warmed_up"]
 
 MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform", "skimage.color", "skimage.exposure")
 _done = False
+_visuals_done = False
 #: the characters of the task overlay and the L/R/A/P/S/I edge letters
 GLYPHS = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,:;/()[]%+-_=#<>'\"!?\u00b7\u2013\u2014")
 
@@ -75,5 +76,48 @@ def warm_glyphs(viewer, chars: str = GLYPHS) -> int:
                 font[ch]
                 n += 1
         except Exception:  # noqa: BLE001
+            break
+    return n
+
+
+def warm_visuals(viewer) -> int:
+    """Build and drop, once per process, what ``viewer`` makes for the first image, labels and points
+    layer of each kind (vispy visuals, their painting overlays, the Qt layer controls), without adding
+    any layer to it; returns the number of layer kinds built.
+
+    Their first construction pays one-off costs (shader templates parsed, vispy's line dash atlas,
+    Qt control classes) that the first task's display otherwise meets. Private napari API (0.9): any
+    failure only means the cost is paid later.
+    """
+    global _visuals_done
+    if _visuals_done:
+        return 0
+    _visuals_done = True
+    n = 0
+    try:
+        import numpy as np
+        from napari._qt.layer_controls.qt_layer_controls_container import create_qt_layer_controls
+        from napari._vispy.utils.visual import create_vispy_layer, create_vispy_overlay
+        from napari.layers import Image, Labels, Points
+
+        font_info = viewer.window._qt_viewer.canvas.font_info()
+        layers = (Image(np.zeros((2, 4, 4), np.float32), contrast_limits=(0.0, 1.0)),
+                  Labels(np.zeros((2, 4, 4), np.uint8)),
+                  Points(np.zeros((4, 3)), size=0.01, text={"string": list("LRAP")}))
+    except Exception:  # noqa: BLE001 - an optional speed-up
+        return 0
+    for layer in layers:
+        try:
+            visual = create_vispy_layer(layer, font_info=font_info)
+            for overlay in layer._overlays.values():
+                if overlay.visible:
+                    create_vispy_overlay(overlay, layer=layer, font_info=font_info, viewer=viewer,
+                                         parent=None).close()
+            controls = create_qt_layer_controls(layer)
+            controls.close()
+            controls.deleteLater()
+            visual.close()
+            n += 1
+        except Exception:  # noqa: BLE001 - an optional speed-up
             break
     return n

@@ -169,9 +169,9 @@ class AnnotationWidget(QWidget):
         if round_path is not None:
             self.open_round(round_path)
         else:  # the expert is still choosing a round: load what napari's first layers need meanwhile
-            from .warmup import warm_glyphs, warm_up
+            from .warmup import warm_glyphs, warm_up, warm_visuals
 
-            QTimer.singleShot(0, lambda: (warm_up(), warm_glyphs(self.viewer)))
+            QTimer.singleShot(0, lambda: (warm_up(), warm_glyphs(self.viewer), warm_visuals(self.viewer)))
 
     # ------------------------------------------------------------------ opening
     def _choose_round(self) -> None:
