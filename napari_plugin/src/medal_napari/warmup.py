@@ -4,8 +4,9 @@ napari imports several libraries lazily, on its first image or labels layer: ``s
 layer thumbnail), ``pandas`` (layer features), ``pint``'s unit registry (layer transforms) and
 ``scipy.spatial.transform`` (the camera). On a 2-core workstation they take about 1.3 s, all inside
 the first task's display. The first labels layer also imports ``skimage.color`` / ``skimage.exposure``
-(colour and thumbnail helpers), and a layer's first construction does one-off work of its own
-(0.3-0.5 s measured outside a viewer on a loaded 2-core machine; less where a viewer has already
+(colour and thumbnail helpers); medal reads NIfTI headers and images with ``nibabel`` (about 0.15 s
+to import, inside the first open's task check). A layer's first construction does one-off work of
+its own (0.3-0.5 s measured outside a viewer on a loaded 2-core machine; less where a viewer has already
 imported ``napari.components``), so two tiny layers are built and dropped as well (never added to a
 viewer). The task widget runs :func:`warm_up` on the GUI thread once the event loop is idle after
 the dock opens (the expert is still choosing a round), so the first task is shown without
@@ -18,7 +19,8 @@ import importlib
 
 __all__ = ["GLYPHS", "MODULES", "warm_glyphs", "warm_up", "warm_visuals", "warmed_up"]
 
-MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform", "skimage.color", "skimage.exposure")
+MODULES = ("scipy.ndimage", "pandas", "scipy.spatial.transform", "skimage.color", "skimage.exposure",
+           "nibabel")  # the last one is medal's: the round's task check reads image headers with it
 _done = False
 _visuals_done = False
 #: the characters of the task overlay and the L/R/A/P/S/I edge letters
