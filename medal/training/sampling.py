@@ -10,7 +10,7 @@ import numpy as np
 
 from medal.data.labels import UNLABELED
 
-__all__ = ["AnnotatedIndex", "crop_patch", "sample_patch"]
+__all__ = ["AnnotatedIndex", "crop_patch", "patch_start", "sample_patch"]
 
 
 class AnnotatedIndex:
@@ -42,9 +42,8 @@ def crop_patch(array: np.ndarray, start, size, *, fill) -> np.ndarray:
     return out
 
 
-def sample_patch(image: np.ndarray, label: np.ndarray, index: AnnotatedIndex, size, rng: np.random.Generator,
-                 *, foreground_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """One (image, label) patch of ``size`` containing at least one annotated voxel."""
+def patch_start(index: AnnotatedIndex, size, rng: np.random.Generator, *, foreground_fraction: float = 0.5) -> np.ndarray:
+    """Where a patch of ``size`` containing at least one annotated voxel starts (may lie outside the volume)."""
     if index.empty:
         raise ValueError("volume has no annotated voxel to sample a patch from")
     pool = index.foreground if index.foreground.size and rng.random() < foreground_fraction else index.annotated
@@ -52,6 +51,12 @@ def sample_patch(image: np.ndarray, label: np.ndarray, index: AnnotatedIndex, si
     size = np.asarray(size)
     # place the chosen voxel anywhere in the middle half of the patch, not always at its centre
     offset = size // 2 + rng.integers(-(size // 4), size // 4 + 1)
-    start = np.asarray(centre) - offset
+    return np.asarray(centre) - offset
+
+
+def sample_patch(image: np.ndarray, label: np.ndarray, index: AnnotatedIndex, size, rng: np.random.Generator,
+                 *, foreground_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One (image, label) patch of ``size`` containing at least one annotated voxel."""
+    start = patch_start(index, size, rng, foreground_fraction=foreground_fraction)
     return (crop_patch(image, start, size, fill=0.0),
             crop_patch(label, start, size, fill=UNLABELED))

@@ -12,9 +12,10 @@ import numpy as np
 
 from medal.config import DataConfig, ModelConfig, TrainingConfig
 from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume, normalize_intensity
+from medal.data.labels import UNLABELED
 from medal.training.metrics import dice_per_class
-from medal.training.semi import EMATeacher, rampup, unlabeled_loss
-from medal.training.sampling import AnnotatedIndex, sample_patch
+from medal.training.semi import EMATeacher, propagation_mask, rampup, unlabeled_loss
+from medal.training.sampling import AnnotatedIndex, crop_patch, patch_start
 
 __all__ = ["TrainItem", "TrainResult", "held_out_slices", "holdout_mask", "prepare_items", "split_items", "train_model"]
 
@@ -120,15 +121,19 @@ def split_items(items: list, val_fraction: float, seed: int) -> tuple[list, list
     return [items[i] for i in range(len(items)) if i not in val], [items[i] for i in val]
 
 
-def _batch(items, cfg: TrainingConfig, rng):
-    imgs, labs = [], []
+def _batch(items, cfg: TrainingConfig, rng, masks=None):
+    """A batch of patches on annotated voxels; with ``masks`` (one per item), the same crop of each
+    item's :func:`~medal.training.semi.propagation_mask` too (else None)."""
+    imgs, labs, allowed = [], [], []
     for _ in range(cfg.batch_size):
-        item = items[rng.integers(len(items))]
-        x, y = sample_patch(item.image, item.label, item.index, cfg.patch_size, rng,
-                            foreground_fraction=cfg.foreground_fraction)
-        imgs.append(x)
-        labs.append(y)
-    return np.stack(imgs)[:, None], np.stack(labs)
+        i = int(rng.integers(len(items)))
+        item = items[i]
+        start = patch_start(item.index, cfg.patch_size, rng, foreground_fraction=cfg.foreground_fraction)
+        imgs.append(crop_patch(item.image, start, cfg.patch_size, fill=0.0))
+        labs.append(crop_patch(item.label, start, cfg.patch_size, fill=UNLABELED))
+        if masks is not None:
+            allowed.append(crop_patch(masks[i], start, cfg.patch_size, fill=0).astype(np.int64))
+    return np.stack(imgs)[:, None], np.stack(labs), (np.stack(allowed) if masks is not None else None)
 
 
 def _snapshot_epochs(max_epochs: int, k: int) -> set[int]:
@@ -229,6 +234,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
 
     mode = train_cfg.semi_supervised
     teacher = EMATeacher(net, train_cfg.ema_decay) if mode != "none" else None
+    masks = None
+    if mode == "pseudo_label" and train_cfg.pseudo_propagation > 0:  # once per round: labels are fixed
+        masks = [propagation_mask(i.label, train_cfg.pseudo_propagation, train_cfg.pseudo_margin) for i in train_items]
     total_steps = train_cfg.max_epochs * train_cfg.iterations_per_epoch
     step = 0
     history, best, best_epoch, best_state, stale = [], -1.0, 0, None, 0
@@ -242,9 +250,10 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
         net.train()
         losses = []
         for _ in range(train_cfg.iterations_per_epoch):
-            x, y = _batch(train_items, train_cfg, rng)
+            x, y, allowed = _batch(train_items, train_cfg, rng, masks)
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y).to(device)
+            allowed = torch.from_numpy(allowed).to(device) if allowed is not None else None
             if mode == "mean_teacher":  # the student sees a noisy (optionally flipped) copy; the teacher the clean patch
                 noise = torch.from_numpy(rng.normal(0, 0.1, size=x.shape).astype(np.float32)).to(device)
                 xs, ys, target = x + noise, y, teacher.probs(x)
@@ -257,8 +266,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             else:
                 logits = net(x)
                 loss = masked_dice_ce(logits, y, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
-                extra = unlabeled_loss(mode, logits, teacher.probs(x), y, threshold=train_cfg.pseudo_threshold) \
-                    if teacher is not None else None
+                extra = unlabeled_loss(mode, logits, teacher.probs(x), y, threshold=train_cfg.pseudo_threshold,
+                                       allowed=allowed) if teacher is not None else None
             if extra is not None:
                 loss = loss + train_cfg.unlabeled_weight * rampup(step, total_steps, train_cfg.rampup) * extra
             opt.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ from medal.config import ModelConfig, TrainingConfig, config_from_dict
 from medal.data import load_dataset, load_volume, sample_dataset
 from medal.model import build_model
 from medal.training import TrainItem, train_model
-from medal.training.semi import EMATeacher, pseudo_targets, rampup, unlabeled_loss
+from medal.training.semi import EMATeacher, propagation_mask, pseudo_targets, rampup, unlabeled_loss
 
 CFG = ModelConfig(channels=(8, 16), strides=(2,), head_channels=8)
 
@@ -79,6 +79,85 @@ def test_threshold_one_is_exactly_supervised_and_modes_are_deterministic():
     flipped = [_train(semi_supervised="mean_teacher", consistency_flip_axes=(2,)) for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(*flipped))
     assert not all(torch.equal(a, b) for a, b in zip(mt1, flipped[0]))  # flips are off unless asked for
+
+
+def _propagation_reference(label, max_distance, margin):
+    """Brute force over every pair of voxels: the rule of propagation_mask, written out."""
+    pts = np.argwhere(np.ones(label.shape, bool)).astype(float)
+    ann = label.ravel() != 255
+    out = np.zeros(label.size, np.int64)
+    for k, p in enumerate(pts):
+        if ann[k]:
+            continue
+        d = np.sqrt(((pts[ann] - p) ** 2).sum(1))
+        d_ann = d.min()
+        if d_ann > max_distance:
+            continue
+        for c in np.unique(label.ravel()[ann]):
+            if d[label.ravel()[ann] == c].min() <= d_ann + margin:
+                out[k] |= 1 << int(c)
+    return out.reshape(label.shape)
+
+
+@pytest.mark.parametrize("max_distance,margin", [(1.0, 0.0), (2.0, 1.0), (3.5, 1.5)])
+def test_propagation_mask_equals_a_loop_reference(max_distance, margin):
+    rng = np.random.default_rng(int(10 * max_distance))
+    label = np.full((5, 6, 7), 255, np.uint8)
+    label[2] = rng.integers(0, 3, size=(6, 7))  # one annotated slice
+    label[rng.random(label.shape) < 0.05] = 3  # and a few scattered voxels of another class
+    got = propagation_mask(label, max_distance, margin)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got.astype(np.int64), _propagation_reference(label, max_distance, margin))
+    assert not propagation_mask(np.full((3, 3, 3), 255, np.uint8), 5.0).any()  # nothing annotated, nothing allowed
+
+
+def test_propagation_carries_an_annotated_slice_to_its_neighbours():
+    label = np.full((12, 21, 21), 255, np.uint8)
+    zz, yy = np.mgrid[:21, :21]
+    label[5] = np.where((zz - 10) ** 2 + (yy - 10) ** 2 <= 16, 1, 0)  # a disc of class 1 (radius 4) in slice 5
+    m = propagation_mask(label, 3.0, 1.0)
+    bits = lambda z, y, x: {c for c in range(3) if m[z, y, x] >> c & 1}  # noqa: E731
+    assert bits(6, 10, 10) == {1}  # inside the disc one slice on: its class, not background
+    assert bits(6, 0, 0) == {0}  # far outside it: background only
+    # the outline may move sqrt(2 d m + m^2) = 1.7 voxels one slice on: at the painted edge and one voxel
+    # beyond it either class, two voxels beyond background only, two inside the foreground only
+    assert bits(6, 10, 14) == {0, 1} and bits(6, 10, 15) == {0, 1} and bits(6, 10, 16) == {0}
+    assert bits(6, 10, 12) == {1}
+    assert bits(8, 10, 10) == {1} and bits(9, 10, 10) == set()  # up to 3 slices away, not 4
+    assert not m[5].any()  # the expert's own slice: the supervised loss only
+    # the loss targets follow: the teacher's confident class where allowed, ignored elsewhere
+    lab = torch.from_numpy(label[None, 6].astype(np.int64))
+    probs = torch.zeros(1, 3, 21, 21)
+    probs[:, 1] = 0.95  # the teacher says class 1 everywhere, confidently
+    probs[:, 0] = 0.05
+    allowed = torch.from_numpy(m[None, 6].astype(np.int64))
+    t = pseudo_targets(lab, probs, 0.9, allowed)
+    assert t[0, 10, 10] == 1 and t[0, 0, 0] == 255 and t[0, 10, 16] == 255
+    assert torch.equal(pseudo_targets(lab, probs, 0.9, torch.full_like(allowed, 7)), pseudo_targets(lab, probs, 0.9))
+    assert (pseudo_targets(lab, probs, 0.9, torch.zeros_like(allowed)) == 255).all()
+
+
+def test_propagation_limits_what_the_teacher_teaches_and_stays_deterministic():
+    item = _items()[0]
+    unlimited = propagation_mask(item.label, 1e6, 1e6)
+    classes = np.unique(item.label[item.label != 255])
+    free = item.label == 255
+    assert (unlimited[free] == sum(1 << int(c) for c in classes)).all() and not unlimited[~free].any()
+    plain = _train(semi_supervised="pseudo_label", pseudo_threshold=0.5)
+    near = [_train(semi_supervised="pseudo_label", pseudo_threshold=0.5, pseudo_propagation=1.0) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*near))  # deterministic for a seed
+    assert not all(torch.equal(a, b) for a, b in zip(plain, near[0]))  # fewer targets: other weights
+
+
+def test_propagation_settings_are_checked_at_load():
+    from medal.config import ConfigError
+
+    cfg = config_from_dict({"training": {"semi_supervised": "pseudo_label", "pseudo_propagation": 2}})
+    assert cfg.training.pseudo_propagation == 2 and cfg.training.pseudo_margin == 1.0
+    with pytest.raises(ConfigError, match="training.pseudo_propagation"):
+        config_from_dict({"training": {"semi_supervised": "mean_teacher", "pseudo_propagation": 2}})
+    with pytest.raises(ConfigError, match="training.pseudo_propagation"):
+        config_from_dict({"training": {"semi_supervised": "pseudo_label", "pseudo_margin": -1}})
 
 
 def test_consistency_flip_axes_are_checked_at_load():
