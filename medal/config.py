@@ -127,7 +127,7 @@ class TrainingConfig:
     unlabeled_weight: float = 1.0  # weight of the unsupervised term once ramped up
     rampup: float = 0.3  # share of a round's steps over which that weight ramps up
     ema_decay: float = 0.99  # the EMA teacher's decay per step
-    # pseudo_label only: pseudo-labels only within this many voxels of an expert's annotation, of a class
+    # pseudo_label only (other modes ignore it, as they ignore pseudo_threshold): pseudo-labels only within this many voxels of an expert's annotation, of a class
     # the expert painted within pseudo_margin voxels further (annotated slices propagated to their
     # neighbours, medal/training/semi.py); 0 = anywhere the teacher is confident
     pseudo_propagation: float = 0.0
@@ -156,9 +156,6 @@ class TrainingConfig:
             raise ConfigError("training: unlabeled_weight >= 0, rampup in [0, 1] and ema_decay in [0, 1)")
         if self.pseudo_propagation < 0 or self.pseudo_margin < 0:
             raise ConfigError("training.pseudo_propagation and training.pseudo_margin: must be >= 0 (voxels)")
-        if self.pseudo_propagation > 0 and self.semi_supervised != "pseudo_label":
-            raise ConfigError(f"training.pseudo_propagation: propagates pseudo-labels, needs semi_supervised: "
-                              f"pseudo_label (got {self.semi_supervised!r})")
         if any(a not in (0, 1, 2) for a in self.consistency_flip_axes):
             raise ConfigError(f"training.consistency_flip_axes: patch axes 0, 1 or 2, got {list(self.consistency_flip_axes)}")
         if self.snapshots < 0 or self.snapshots == 1:

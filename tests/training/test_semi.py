@@ -154,8 +154,10 @@ def test_propagation_settings_are_checked_at_load():
 
     cfg = config_from_dict({"training": {"semi_supervised": "pseudo_label", "pseudo_propagation": 2}})
     assert cfg.training.pseudo_propagation == 2 and cfg.training.pseudo_margin == 1.0
-    with pytest.raises(ConfigError, match="training.pseudo_propagation"):
-        config_from_dict({"training": {"semi_supervised": "mean_teacher", "pseudo_propagation": 2}})
+    # a variant may switch the mode of a config that propagates (simulation.variants): other modes ignore it
+    cfg = config_from_dict({"training": {"semi_supervised": "pseudo_label", "pseudo_propagation": 2},
+                            "simulation": {"variants": {"mt": {"training": {"semi_supervised": "mean_teacher"}}}}})
+    assert cfg.simulation.variants["mt"]["training"]["semi_supervised"] == "mean_teacher"
     with pytest.raises(ConfigError, match="training.pseudo_propagation"):
         config_from_dict({"training": {"semi_supervised": "pseudo_label", "pseudo_margin": -1}})
 
