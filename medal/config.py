@@ -127,9 +127,10 @@ class TrainingConfig:
     unlabeled_weight: float = 1.0  # weight of the unsupervised term once ramped up
     rampup: float = 0.3  # share of a round's steps over which that weight ramps up
     ema_decay: float = 0.99  # the EMA teacher's decay per step
-    # pseudo_label only (other modes ignore it, as they ignore pseudo_threshold): pseudo-labels only within this many voxels of an expert's annotation, of a class
-    # the expert painted within pseudo_margin voxels further (annotated slices propagated to their
-    # neighbours, medal/training/semi.py); 0 = anywhere the teacher is confident
+    # pseudo_label only (other modes ignore it, as they ignore pseudo_threshold): pseudo-labels only
+    # within this many voxels of an expert's annotation, of a class the expert painted within
+    # pseudo_margin voxels further (annotated slices propagated to their neighbours,
+    # medal/training/semi.py); 0 = anywhere the teacher is confident
     pseudo_propagation: float = 0.0
     pseudo_margin: float = 1.0
     # mean_teacher: patch axes (0, 1, 2: the array's) along which the student's noisy copy may also be
