@@ -29,11 +29,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 DATA = HERE.parent.parent / "shared" / "data" / "hippocampus"
 SPLITS = {"tuning": HERE / "hippocampus_tuning_split.json", "final": HERE / "hippocampus_split.json"}
+# every row names all three settings, so a change of medal's defaults never changes a row
 COLDSTART_ROWS = {
-    "cs_thumbnails_typiclust": {"representation": "thumbnails", "method": "typiclust"},
-    "cs_thumbnails_probcover": {"representation": "thumbnails", "method": "probcover"},
-    "cs_encoder_typiclust": {"representation": "encoder", "method": "typiclust"},
-    "cs_encoder_probcover": {"representation": "encoder", "method": "probcover"},
+    "cs_thumbnails_typiclust": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.0},
+    "cs_thumbnails_probcover": {"representation": "thumbnails", "method": "probcover", "edge_margin": 0.0},
+    "cs_encoder_typiclust": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.0},
+    "cs_encoder_probcover": {"representation": "encoder", "method": "probcover", "edge_margin": 0.0},
     # not from the first or last fifth of each volume (coldstart.edge_margin)
     "cs_thumbnails_typiclust_m20": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.2},
     "cs_encoder_typiclust_m20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2},

@@ -306,6 +306,9 @@ def cmd_coldstart(args) -> int:
               f"`medal coldstart ... --out {args.out} --budget {args.budget:.0f} --pilot-log "
               f"{Path(args.out) / 'annotation_log.jsonl'} [--pilot N]` to choose the rest (or a next timed batch) with "
               "the prior scaled to your pace")
+    else:
+        print("paint in order; when a slice's predicted seconds exceed what is left of the budget, skip it "
+              "(medal simulate does the same, so a start lands within one slice of the budget)")
     return EXIT_PROBLEMS if meta.get("skipped") else EXIT_OK
 
 

@@ -430,10 +430,12 @@ class SimulationConfig:
 class ColdstartConfig:
     """``coldstart:`` one-shot selection with no labels and no segmentation model."""
 
-    representation: str = "thumbnails"  # thumbnails (+ histogram, PCA) | encoder (contrastive, trained on the pool)
+    # defaults chosen on the tuning split (benchmarks/coldstart.py, RESULTS.md): the encoder with TypiClust away
+    # from the volume ends beat thumbnails in every screen and a random start in AUBC over rounds (5/5 seeds)
+    representation: str = "encoder"  # encoder (contrastive, trained on the pool, cached) | thumbnails (+ histogram, PCA)
     method: str = "typiclust"  # typiclust | probcover
     max_per_case: int = 2  # at most this many slices per volume (0 = no cap)
-    edge_margin: float = 0.0  # slices within this share of a volume's extent from either end are not chosen
+    edge_margin: float = 0.2  # slices within this share of a volume's extent from either end are not chosen
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     pilot_batches: int = 3  # medal simulate: then this many batches, each a third of the budget left, timed and re-scaling
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels

@@ -160,7 +160,26 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
                      for t in tl.tasks]
             if sum(t.predicted_cost_s for t in keep) >= budget:
                 break
-        coldstart_select(dataset, cache, budget_s=budget, pilot_log=log, keep=keep, **kw)
+        full = coldstart_select(dataset, cache, budget_s=budget, pilot_log=log, keep=keep, **kw)
+        # the rest, painted in order by an expert with a clock: a slice is started only if its re-scaled
+        # prediction fits the true seconds left (its true seconds are known once painted), so the start
+        # misses the budget by at most one slice's prediction error, not by the error of the whole rest
+        rest = [dataclasses.replace(t, status="todo") for t in full[len(keep):]]
+        if rest:
+            probe = cache / "pilot" / "rest"
+            write_tasks(probe / "tasks.json", rest, dataset_root=dataset.root, meta={"strategy": "coldstart"})
+            took = oracle_annotate(read_tasks(probe / "tasks.json"), dataset, probe / "annotations",
+                                   cost_model=cost_model)["per_task"]
+            spent, done = sum(t.predicted_cost_s for t in keep), []
+            for t in rest:
+                if spent + t.predicted_cost_s <= budget:
+                    done.append(t)
+                    spent += took[t.task_id]
+            meta = read_tasks(cache / "tasks.json").meta
+            final = list(full[:len(keep)]) + done
+            meta["clock"] = {"chosen": len(rest), "painted": len(done), "true_s": spent}
+            meta["predicted_s"] = float(sum(t.predicted_cost_s for t in final))
+            write_tasks(cache / "tasks.json", final, dataset_root=dataset.root, meta=meta)
         return
     # random units, charged at their true cost: the truth stands in for the prediction
     sub = dataset.subset(pool)
