@@ -39,6 +39,11 @@ COLDSTART_ROWS = {
     "cs_thumbnails_typiclust_m20": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.2},
     "cs_encoder_typiclust_m20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2},
     "cs_encoder_probcover_m20": {"representation": "encoder", "method": "probcover", "edge_margin": 0.2},
+    # + the relative slice position as a feature with this share of the variance (coldstart.position_weight)
+    "cs_encoder_typiclust_m20_pos05": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                       "position_weight": 0.5},
+    "cs_encoder_typiclust_m20_pos1": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                      "position_weight": 1.0},
 }
 
 

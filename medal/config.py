@@ -436,6 +436,9 @@ class ColdstartConfig:
     method: str = "typiclust"  # typiclust | probcover
     max_per_case: int = 2  # at most this many slices per volume (0 = no cap)
     edge_margin: float = 0.2  # slices within this share of a volume's extent from either end are not chosen
+    # the slice's relative position along the slice axis as one more feature of the representation, with this
+    # share of its total variance (0 = off): typical slices spread along the axis, where anatomy changes
+    position_weight: float = 0.0
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     pilot_batches: int = 3  # medal simulate: then this many batches, each a third of the budget left, timed and re-scaling
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
@@ -453,6 +456,8 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.method: {self.method!r} is not one of {list(METHODS)}")
         if self.thumbnail < 4 or self.components < 1 or self.neighbours < 1 or self.encoder_steps < 1:
             raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1, encoder_steps >= 1")
+        if not (0 <= self.position_weight < float("inf")):
+            raise ConfigError(f"coldstart.position_weight: must be a finite number >= 0, got {self.position_weight}")
         if not 0 <= self.edge_margin < 0.5:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
         if self.max_per_case < 0 or self.pilot < 0 or self.pilot_batches < 0:

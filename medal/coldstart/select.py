@@ -37,6 +37,13 @@ oracle's true seconds), so a start misses its budget by about one slice's predic
 by the error over the whole rest (on the tuning split, without the clock, one seed of five charged 337 s
 of a 300 s budget).
 
+``position_weight``: the slice's relative position along its volume's slice axis is appended to the
+representation as one more feature whose variance is this share of the representation's total variance.
+A label-free anatomy prior: in region-of-interest crops the structures change along the axis (on the
+hippocampus tuning pool, anterior hippocampus lies in the first half of the axial extent, posterior in
+the second), while appearance-typical slices gather where the biggest structure is; with the position in
+the features, clusters (TypiClust) and balls (ProbCover) split along the axis too. 0 = off.
+
 Defaults (``representation: encoder``, ``method: typiclust``, ``edge_margin: 0.2``) were chosen on the
 tuning split with ``benchmarks/coldstart.py`` (RESULTS.md).
 """
@@ -58,7 +65,7 @@ from medal.tasks import Task, write_tasks
 from .represent import pca, slice_descriptors
 
 __all__ = ["METHODS", "REPRESENTATIONS", "coldstart_select", "kmeans", "probcover", "probcover_radius",
-           "slice_cost_prior", "pilot_scale", "typicality"]
+           "slice_cost_prior", "pilot_scale", "typicality", "with_position"]
 
 METHODS = ("typiclust", "probcover")
 REPRESENTATIONS = ("thumbnails", "encoder")
@@ -268,6 +275,9 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
                          + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
     good = [c for c in cases if c.case_id not in skipped]
     z, rep_text = _representation(volumes, vol_axes, good, cfg)
+    if cfg.position_weight > 0:
+        z = with_position(z, owner, index, axes, shapes, cfg.position_weight)
+        rep_text += f" + relative slice position (weight {cfg.position_weight:g})"
     prior = np.concatenate([slice_cost_prior(x, axis=a, spacing=spacing[c.case_id])
                             for x, a, c in zip(volumes, vol_axes, good)])
     scale, n_pilot = (1.0, 0)
@@ -299,6 +309,19 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
         "cost_prior": {"text": prior_text, "scale": scale, "pilot_tasks": n_pilot},
         "pilot": bool(pilot), "skipped": skipped})
     return tasks
+
+
+def with_position(z, owner, index, axes, shapes, weight: float) -> np.ndarray:
+    """``z`` with one more column: each slice's relative position along its volume's slice axis,
+    standardised and scaled so that its variance is ``weight`` x the total variance of ``z``."""
+    n = np.array([shapes[o][0][a] for o, a in zip(owner, axes)], dtype=np.float64)
+    pos = (np.asarray(index, dtype=np.float64) + 0.5) / n
+    spread = pos.std()
+    if spread <= 0:
+        return z
+    total = float(np.var(z, axis=0).sum())
+    col = (pos - pos.mean()) / spread * math.sqrt(weight * total)
+    return np.concatenate([z, col[:, None].astype(z.dtype)], axis=1)
 
 
 def _inside_margin(owner, index, axes, shapes, margin: float) -> np.ndarray:

@@ -190,3 +190,34 @@ def test_edge_margin_keeps_choices_away_from_the_volume_ends(tmp_path, method):
     free = coldstart_select(ds, tmp_path / "free", budget_s=300.0, cfg=thumbs, pool=pool)
     shapes = {t.case_id: load_volume(ds.case(t.case_id).image).shape for t in free}
     assert any(not 0.25 <= (t.index + 0.5) / shapes[t.case_id][t.axis] <= 0.75 for t in free)  # the margin matters
+
+
+def test_position_feature_has_its_share_of_the_variance_and_spreads_the_picks(tmp_path):
+    from medal.coldstart import with_position
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(100, 3)) * np.array([1.0, 2.0, 0.5])
+    owner, index = ["a"] * 60 + ["b"] * 40, list(range(60)) + list(range(40))
+    shapes = {"a": ((8, 8, 60), "a.nii.gz"), "b": ((8, 8, 40), "b.nii.gz")}
+    out = with_position(z, owner, index, [2] * 100, shapes, 0.5)
+    assert out.shape == (100, 4) and np.array_equal(out[:, :3], z)
+    assert out[:, 3].var() == pytest.approx(0.5 * z.var(axis=0).sum())
+    assert np.all(np.diff(out[:60, 3]) > 0) and out[0, 3] == pytest.approx(out[60, 3], abs=0.05)  # relative position
+    # on real cases: with the position weighted in, the picks are spread more evenly along the slice axis
+    ds = load_dataset(sample_dataset())
+    base = ColdstartConfig(representation="thumbnails", edge_margin=0.2, pilot=0)
+    plain = coldstart_select(ds, tmp_path / "plain", budget_s=120.0, cfg=base)
+    again = coldstart_select(ds, tmp_path / "zero", budget_s=120.0, cfg=dataclasses.replace(base, position_weight=0.0))
+    assert [(t.case_id, t.index) for t in again] == [(t.case_id, t.index) for t in plain]
+    spread = coldstart_select(ds, tmp_path / "pos", budget_s=120.0, cfg=dataclasses.replace(base, position_weight=5.0))
+    assert "relative slice position" in read_tasks(tmp_path / "pos" / "tasks.json").meta["representation"]
+    from medal.data import load_volume
+
+    def unevenness(tasks):  # squared deviation from equal counts over the three middle fifths of the axis
+        pos = [(t.index + 0.5) / load_volume(ds.case(t.case_id).image).shape[t.axis] for t in tasks]
+        counts = np.histogram(pos, bins=3, range=(0.2, 0.8))[0]
+        return float(((counts - counts.mean()) ** 2).sum())
+
+    assert len(spread) == pytest.approx(len(plain), abs=2) and unevenness(spread) < unevenness(plain)
+    with pytest.raises(Exception, match="position_weight"):
+        ColdstartConfig(position_weight=-1.0)
