@@ -209,7 +209,9 @@ def test_coldstart_bad_budget_and_nan_image(tmp_path, sample_cases):
         out = medal("coldstart", root, "--out", tmp_path / f"cs{budget}", "--budget", budget)
         assert out.returncode == 1 and "budget: expected a finite number of seconds > 0" in one_error_line(out)
         assert not (tmp_path / f"cs{budget}" / "tasks.json").exists()
-    out = medal("coldstart", root, "--out", tmp_path / "cs", "--budget", "120")
+    thumbs = tmp_path / "thumbnails.yaml"  # bad input is the point here, not the (slower) default encoder
+    thumbs.write_text("coldstart: {representation: thumbnails}\n")
+    out = medal("coldstart", root, "--out", tmp_path / "cs", "--budget", "120", "--config", thumbs)
     assert out.returncode == 1  # a case was skipped: said, and the others chosen from
     assert "SKIPPED [nan_case]" in out.stderr and "nan_case.nii.gz: 1 NaN and 0 Inf intensity values" in out.stderr
     tasks = json.loads((tmp_path / "cs" / "tasks.json").read_text())["tasks"]
