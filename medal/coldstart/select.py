@@ -313,11 +313,16 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     return tasks
 
 
+def _relative_position(owner, index, axes, shapes) -> np.ndarray:
+    """Each slice's centre as a share of its volume's extent along its slice axis (0-1)."""
+    n = np.array([shapes[o][0][a] for o, a in zip(owner, axes)], dtype=np.float64)
+    return (np.asarray(index, dtype=np.float64) + 0.5) / n
+
+
 def with_position(z, owner, index, axes, shapes, weight: float) -> np.ndarray:
     """``z`` with one more column: each slice's relative position along its volume's slice axis,
     standardised and scaled so that its variance is ``weight`` x the total variance of ``z``."""
-    n = np.array([shapes[o][0][a] for o, a in zip(owner, axes)], dtype=np.float64)
-    pos = (np.asarray(index, dtype=np.float64) + 0.5) / n
+    pos = _relative_position(owner, index, axes, shapes)
     spread = pos.std()
     if spread <= 0:
         return z
@@ -328,10 +333,9 @@ def with_position(z, owner, index, axes, shapes, weight: float) -> np.ndarray:
 
 def _inside_margin(owner, index, axes, shapes, margin: float) -> np.ndarray:
     """Slices farther than ``margin`` of their volume's extent (along the slice axis) from either end."""
-    n = np.array([shapes[o][0][a] for o, a in zip(owner, axes)], dtype=np.float64)
-    pos = (np.asarray(index, dtype=np.float64) + 0.5) / n
+    pos = _relative_position(owner, index, axes, shapes)
     inside = (pos >= margin) & (pos <= 1.0 - margin)
-    return inside if inside.any() else np.ones(len(n), bool)
+    return inside if inside.any() else np.ones(len(pos), bool)
 
 
 def _choose(z, costs, budget_s, cfg, owner, n_units, kept, allowed=None) -> tuple[list[int], np.ndarray]:
