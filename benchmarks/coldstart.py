@@ -44,6 +44,9 @@ COLDSTART_ROWS = {
                                        "position_weight": 0.5},
     "cs_encoder_typiclust_m20_pos1": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                       "position_weight": 1.0},
+    # an equal share of the budget per third of the axis inside the margin (coldstart.position_strata)
+    "cs_encoder_typiclust_m20_strata3": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                         "position_strata": 3},
 }
 
 

@@ -439,6 +439,9 @@ class ColdstartConfig:
     # the slice's relative position along the slice axis as one more feature of the representation, with this
     # share of its total variance (0 = off); a tuning screen found no gain and no change in where picks fall
     position_weight: float = 0.0
+    # TypiClust: an equal share of the budget per band of relative slice position (this many bands inside the
+    # edge margin; 0 or 1 = off), picks ordered round-robin over the bands; a tuning screen found no gain
+    position_strata: int = 0
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     pilot_batches: int = 3  # medal simulate: then this many batches, each a third of the budget left, timed and re-scaling
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
@@ -458,6 +461,10 @@ class ColdstartConfig:
             raise ConfigError("coldstart: thumbnail >= 4, components >= 1, neighbours >= 1, encoder_steps >= 1")
         if not (0 <= self.position_weight < float("inf")):
             raise ConfigError(f"coldstart.position_weight: must be a finite number >= 0, got {self.position_weight}")
+        if isinstance(self.position_strata, bool) or not isinstance(self.position_strata, int) or self.position_strata < 0:
+            raise ConfigError(f"coldstart.position_strata: must be a whole number >= 0, got {self.position_strata!r}")
+        if self.position_strata > 1 and self.method != "typiclust":
+            raise ConfigError(f"coldstart.position_strata: applies to method typiclust only, not {self.method!r}")
         if not 0 <= self.edge_margin < 0.5:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
         if self.max_per_case < 0 or self.pilot < 0 or self.pilot_batches < 0:

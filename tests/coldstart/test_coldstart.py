@@ -221,3 +221,43 @@ def test_position_feature_has_its_share_of_the_variance_and_spreads_the_picks(tm
     assert len(spread) == pytest.approx(len(plain), abs=2) and unevenness(spread) < unevenness(plain)
     with pytest.raises(Exception, match="position_weight"):
         ColdstartConfig(position_weight=-1.0)
+
+
+def test_position_strata_give_each_band_of_the_axis_its_share_of_the_budget(tmp_path):
+    from medal.coldstart import position_strata
+    from medal.config import ConfigError
+    from medal.data import load_volume
+
+    # bands of relative position between the margins; slices outside the margin join the end bands
+    shapes = {"a": ((4, 4, 10), "a.nii.gz")}
+    got = position_strata(["a"] * 10, list(range(10)), [2] * 10, shapes, 3, 0.2)
+    assert got.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert position_strata(["a"] * 10, list(range(10)), [2] * 10, shapes, 2, 0.0).tolist() == [0] * 5 + [1] * 5
+
+    ds = load_dataset(sample_dataset())
+    base = ColdstartConfig(representation="thumbnails", edge_margin=0.2, pilot=0, max_per_case=3)
+    plain = coldstart_select(ds, tmp_path / "plain", budget_s=300.0, cfg=base)
+    one = coldstart_select(ds, tmp_path / "one", budget_s=300.0, cfg=dataclasses.replace(base, position_strata=1))
+    assert [(t.case_id, t.index) for t in one] == [(t.case_id, t.index) for t in plain]  # 1 band = off
+    strat = coldstart_select(ds, tmp_path / "s3", budget_s=300.0, cfg=dataclasses.replace(base, position_strata=3))
+    shape = {c.case_id: load_volume(c.image).shape for c in ds.cases}
+
+    def band(t):
+        return min(2, max(0, int(((t.index + 0.5) / shape[t.case_id][t.axis] - 0.2) / 0.6 * 3)))
+
+    seconds = np.zeros(3)
+    for t in strat:
+        seconds[band(t)] += t.predicted_cost_s
+    assert 0 < seconds.sum() <= 300.0
+    # every band holds about its third: at least its share less two of the dearest slices
+    dearest = max(t.predicted_cost_s for t in strat)
+    assert np.all(seconds >= 100.0 - 2 * dearest), seconds
+    assert sorted(band(t) for t in strat[:3]) == [0, 1, 2]  # round-robin: the first picks cover the axis
+    counts = {}
+    for t in strat:
+        counts[t.case_id] = counts.get(t.case_id, 0) + 1
+    assert max(counts.values()) <= 3 and len({(t.case_id, t.index) for t in strat}) == len(strat)
+    with pytest.raises(ConfigError, match="position_strata"):
+        ColdstartConfig(position_strata=-1)
+    with pytest.raises(ConfigError, match="typiclust only"):
+        ColdstartConfig(method="probcover", position_strata=3)
