@@ -41,7 +41,7 @@ def cmd_dataset_check(args) -> int:
 def cmd_demo(args) -> int:
     from medal.demo import run_demo
 
-    res = run_demo(args.out)
+    res = run_demo(args.out, quick=args.quick)
     print(f"\nwrote {len(res['tasks'])} tasks.json file(s), e.g. {res['tasks'][-1]}")
     print(f"results: {res['results']}")
     print(f"plots:   {', '.join(str(p) for p in res['plots'])}")
@@ -432,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a short simulated active-learning run on the bundled hippocampus sample")
     demo.add_argument("--out", default=None, help="new folder for the run (default: runs/demo-<time>)")
+    demo.add_argument("--quick", action="store_true",
+                      help="less training and fewer MC samples (about a minute): checks that the pipeline runs")
     demo.set_defaults(func=cmd_demo)
 
     an = sub.add_parser("annotate", help="annotate a round's tasks in napari (the napari-medal plugin)",

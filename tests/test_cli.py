@@ -48,8 +48,18 @@ def test_dataset_check_bad_exits_nonzero_and_names_file(phantom_dataset):
 
 @pytest.mark.slow
 def test_demo_runs_a_short_simulation_and_writes_tasks_report_plot(tmp_path):
-    out = subprocess.run([*MEDAL, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True)
+    """``medal demo --quick``: the demo's whole pipeline (every stage, file and report ``make demo`` writes)
+    with less training; ``make demo`` itself (3 min) is run before every submission, not in the suite."""
+    from medal.config import config_from_dict
+    from medal.demo import DEMO_SETTINGS, QUICK_SETTINGS, _merged
+
+    quick = config_from_dict(_merged(DEMO_SETTINGS, QUICK_SETTINGS))
+    full = config_from_dict(DEMO_SETTINGS)
+    assert quick.training.max_epochs < full.training.max_epochs and quick.selection == full.selection
+    assert quick.simulation == full.simulation and quick.model == full.model
+    out = subprocess.run([*MEDAL, "demo", "--quick", "--out", str(tmp_path / "demo")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+    assert "quick:" in out.stdout
     assert "cases: 20 (20 labelled" in out.stdout and "OK: 20 cases checked" in out.stdout
     assert "# medal simulation report" in out.stdout
     demo = tmp_path / "demo"
