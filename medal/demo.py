@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from medal.config import config_from_dict
+from medal.config import _merge, config_from_dict
 
 __all__ = ["DEMO_SETTINGS", "QUICK_SETTINGS", "run_demo"]
 
@@ -37,13 +37,6 @@ QUICK_SETTINGS = {
 }
 
 
-def _merged(base: dict, over: dict) -> dict:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for k, v in over.items():
-        out[k] = {**out.get(k, {}), **v}
-    return out
-
-
 def run_demo(out=None, *, quick: bool = False, log=print) -> dict:
     """Run the demo; returns the paths it wrote. ``quick``: :data:`QUICK_SETTINGS` (a smoke run)."""
     from medal.data import check_dataset, load_dataset, sample_dataset
@@ -57,7 +50,7 @@ def run_demo(out=None, *, quick: bool = False, log=print) -> dict:
         raise ValueError(f"{root}: the bundled sample failed its check")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out) if out is not None else Path("runs") / f"demo-{stamp}"
-    settings = _merged(DEMO_SETTINGS, QUICK_SETTINGS) if quick else DEMO_SETTINGS
+    settings = _merge(DEMO_SETTINGS, QUICK_SETTINGS) if quick else DEMO_SETTINGS
     cfg = config_from_dict(settings, source="medal.demo.DEMO_SETTINGS" + (" + QUICK_SETTINGS" if quick else ""))
     if quick:
         log("quick: less training and fewer MC samples; a check that the pipeline runs, its figures compare nothing")

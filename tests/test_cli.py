@@ -51,9 +51,10 @@ def test_demo_runs_a_short_simulation_and_writes_tasks_report_plot(tmp_path):
     """``medal demo --quick``: the demo's whole pipeline (every stage, file and report ``make demo`` writes)
     with less training; ``make demo`` itself (3 min) is run before every submission, not in the suite."""
     from medal.config import config_from_dict
-    from medal.demo import DEMO_SETTINGS, QUICK_SETTINGS, _merged
+    from medal.config import _merge
+    from medal.demo import DEMO_SETTINGS, QUICK_SETTINGS
 
-    quick = config_from_dict(_merged(DEMO_SETTINGS, QUICK_SETTINGS))
+    quick = config_from_dict(_merge(DEMO_SETTINGS, QUICK_SETTINGS))
     full = config_from_dict(DEMO_SETTINGS)
     assert quick.training.max_epochs < full.training.max_epochs and quick.selection == full.selection
     assert quick.simulation == full.simulation and quick.model == full.model

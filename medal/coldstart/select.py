@@ -406,7 +406,7 @@ def _choose_stratified(z, typ, costs, budget_s, cfg, owner, kept, allowed, strat
 
     Why: on the hippocampus tuning pool TypiClust's picks gathered at mean relative position 0.55-0.62,
     where the posterior class lies, and the first model lost on the anterior class; a label-free quota
-    along the axis is the stratified-sampling answer (as class quotas in ClaSP PE, Lüth et al. 2024, but
+    along the axis is the stratified-sampling answer (as the class quotas of ClaSP PE, Lüth et al., the nnActive follow-up, but
     with position standing in for the unknown class).
     """
     n = int(strata.max()) + 1 if len(strata) else 1
