@@ -47,6 +47,9 @@ COLDSTART_ROWS = {
     # an equal share of the budget per third of the axis inside the margin (coldstart.position_strata)
     "cs_encoder_typiclust_m20_strata3": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                          "position_strata": 3},
+    # + a reserve queue of half a budget after the budget's slices, painted while the clock allows (coldstart.reserve)
+    "cs_encoder_typiclust_m20_res05": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                       "reserve": 0.5},
 }
 
 

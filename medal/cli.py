@@ -282,6 +282,13 @@ def cmd_coldstart(args) -> int:
     from medal.tasks import read_tasks
 
     cfg = load_config(args.config)
+    if args.reserve is not None:
+        from medal.config import ConfigError
+
+        try:
+            cfg = dataclasses.replace(cfg, coldstart=dataclasses.replace(cfg.coldstart, reserve=args.reserve))
+        except ConfigError as err:
+            raise ConfigError(f"--reserve: {err}") from None
     keep, overwrite = [], args.overwrite
     if args.pilot_log:  # the pilot's slices, timed: keep them (at the seconds they took) and choose the rest
         from medal.costs import read_annotation_log
@@ -297,8 +304,16 @@ def cmd_coldstart(args) -> int:
     meta = json.loads((Path(args.out) / "tasks.json").read_text())
     for cid, why in meta.get("skipped", {}).items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
-    print(f"{len(tasks)} slice(s) from {len({t.case_id for t in tasks})} case(s), "
-          f"{sum(t.predicted_cost_s for t in tasks):.0f} s predicted of {args.budget:.0f} s -> {args.out}/tasks.json")
+    n_reserve = int(meta.get("reserve_tasks") or 0)
+    main = tasks[:len(tasks) - n_reserve]
+    print(f"{len(main)} slice(s) from {len({t.case_id for t in main})} case(s), "
+          f"{sum(t.predicted_cost_s for t in main):.0f} s predicted of {args.budget:.0f} s -> {args.out}/tasks.json")
+    if n_reserve:
+        print(f"reserve: {n_reserve} more slice(s), {meta['reserve_s']:.0f} s predicted, after those: paint them only "
+              "while your logged seconds are under the budget")
+    elif cfg.coldstart.reserve > 0 and not args.pilot:
+        print(f"reserve: none left to choose (at most {cfg.coldstart.max_per_case} slice(s) per volume, "
+              "coldstart.max_per_case, and none within coldstart.edge_margin of a volume's ends)")
     print(f"representation: {meta['representation']}; method: {meta['method']}")
     print(f"predicted seconds: {meta['cost_prior']['text']}")
     if args.pilot:
@@ -418,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "first (with --pilot-log: the timed slices and the next N, a further timed batch)")
     cs.add_argument("--pilot-log", default=None, help="the pilot's annotation log: scale the cost prior, keep the "
                     "timed slices and choose the rest of the budget")
+    cs.add_argument("--reserve", type=float, default=None, metavar="BUDGETS",
+                    help="also queue this many budgets of reserve slices after the budget's own, painted only while "
+                         "the logged seconds are under the budget (default: config coldstart.reserve; not with --pilot)")
     cs.set_defaults(func=cmd_coldstart)
 
     co = sub.add_parser("costs", help="annotation-cost model")

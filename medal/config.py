@@ -443,6 +443,10 @@ class ColdstartConfig:
     # edge margin; 0 or 1 = off), picks ordered round-robin over the bands; a tuning screen found no gain
     position_strata: int = 0
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
+    # a reserve queue after the budget's slices, this many budgets of predicted seconds more (0 = none): painted only
+    # while the expert's logged seconds are under the budget, so a start whose slices were over-predicted still
+    # spends its budget (as selection.reserve does for a round); medal simulate paints it with the pilot's clock
+    reserve: float = 0.0
     pilot_batches: int = 3  # medal simulate: then this many batches, each a third of the budget left, timed and re-scaling
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
     components: int = 16  # PCA dimensions of the thumbnail representation
@@ -469,6 +473,8 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
         if self.max_per_case < 0 or self.pilot < 0 or self.pilot_batches < 0:
             raise ConfigError("coldstart: max_per_case, pilot and pilot_batches must be >= 0")
+        if not (isinstance(self.reserve, (int, float)) and math.isfinite(self.reserve) and 0 <= self.reserve <= 10):
+            raise ConfigError(f"coldstart.reserve: must lie in [0, 10] budgets, got {self.reserve!r}")
 
 
 @dataclass(frozen=True)

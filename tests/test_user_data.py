@@ -256,6 +256,25 @@ def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
     assert [t["task_id"] for t in final["tasks"][:7]] == [t["task_id"] for t in second["tasks"]]
     assert final["cost_prior"]["pilot_tasks"] == 7 and 1.0 < final["cost_prior"]["scale"] < 2.0
     assert len(final["tasks"]) > 7 and sum(t["predicted_cost_s"] for t in final["tasks"]) <= 400.0 + 1e-6
+    # a reserve queue of a quarter budget more: here the per-volume cap (2 x 20 cases) is already used up
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--reserve", "0.25")
+    assert res.returncode == 0, res.stderr
+    assert "reserve: none left to choose" in res.stdout and tasks()["reserve_tasks"] == 0
+    cap3 = tmp_path / "cap3.yaml"
+    cap3.write_text("coldstart: {max_per_case: 3}\n")
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--reserve", "0.25",
+                "--config", cap3)
+    assert res.returncode == 0, res.stderr
+    final = tasks()
+    n_reserve = final["reserve_tasks"]
+    main, reserve = final["tasks"][:len(final["tasks"]) - n_reserve], final["tasks"][len(final["tasks"]) - n_reserve:]
+    assert [t["task_id"] for t in main[:7]] == [t["task_id"] for t in second["tasks"]]
+    assert len(main) > 7 and sum(t["predicted_cost_s"] for t in main) <= 400.0 + 1e-6
+    assert n_reserve > 0 and 0 < sum(t["predicted_cost_s"] for t in reserve) <= 100.0 + 1e-6
+    assert f"reserve: {n_reserve} more slice(s)" in res.stdout and f"{len(main)} slice(s) from" in res.stdout
+    assert len({(t["case_id"], t["index"]) for t in final["tasks"]}) == len(final["tasks"])
+    res = medal("coldstart", ds, "--out", tmp_path / "bad", "--budget", "400", "--reserve", "-1")
+    assert res.returncode == 1 and "--reserve: coldstart.reserve: must lie in [0, 10]" in one_error_line(res)
 
 
 def test_round_refuses_what_it_should_not_touch(tmp_path, sample_cases, tiny_cfg):

@@ -268,6 +268,9 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     ``pilot``: write only the first ``pilot`` slices of the selection (to be painted and timed first).
     ``pilot_log``: an annotation log of those timed slices: the prior is scaled by it, they are kept
     (``keep``: tasks to keep at the front as they are), and the rest of the budget is chosen.
+    ``cfg.reserve`` (not with ``pilot``): a reserve queue of that many budgets more is written after the
+    budget's slices (``meta["reserve_tasks"]``, as a round's ``selection.reserve``), to be painted only
+    while the logged seconds are under the budget; the budget's slices are the same with or without it.
     """
     data_cfg = data_cfg or DataConfig()
     round_dir = Path(round_dir)
@@ -304,21 +307,30 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
                      else ([], np.zeros(len(z))))
     if pilot:
         chosen = chosen[:pilot]
+    reserve, reserve_value = [], value
+    if cfg.reserve > 0 and not pilot:
+        # the reserve queue: the same rule over the slices not chosen (the chosen ones held as kept, so
+        # clusters they cover and the per-volume cap count them), for reserve x budget more predicted seconds
+        extra = cfg.reserve * budget_s
+        n_extra = max(1, int(extra // max(float(np.mean(costs[allowed])), 1e-9)))
+        reserve, reserve_value = _choose(z, costs, extra, cfg, owner, n_extra, kept + list(chosen), allowed, strata)
     tasks = list(keep)
-    for i in chosen:
+    for i, v in [(i, value[i]) for i in chosen] + [(i, reserve_value[i]) for i in reserve]:
         shape, rel = shapes[owner[i]]
         lo, hi = [0, 0, 0], list(shape)
         lo[axes[i]], hi[axes[i]] = index[i], index[i] + 1
         tasks.append(Task(task_id=f"t{len(tasks):04d}", case_id=owner[i], image=rel, kind="slice", axis=int(axes[i]),
-                          index=int(index[i]), supervoxel=-1, bbox=[lo, hi], score=float(value[i]),
+                          index=int(index[i]), supervoxel=-1, bbox=[lo, hi], score=float(v),
                           predicted_cost_s=float(costs[i]), strategy="coldstart"))
+    main = tasks[:len(tasks) - len(reserve)]
     prior_text = (f"image prior (cost model intercept + per slice + {EDGE_SHARE} of the strong-edge length) x "
                   + (f"{scale:.2f} from a pilot of {n_pilot} timed slice(s)" if n_pilot else "1 (no pilot yet)"))
     write_tasks(round_dir / "tasks.json", tasks, dataset_root=dataset.root, meta={
         "strategy": "coldstart", "method": cfg.method, "budget_s": float(budget_s),
-        "predicted_s": float(sum(t.predicted_cost_s for t in tasks)), "representation": rep_text,
+        "predicted_s": float(sum(t.predicted_cost_s for t in main)), "representation": rep_text,
         "cost_prior": {"text": prior_text, "scale": scale, "pilot_tasks": n_pilot},
-        "pilot": bool(pilot), "skipped": skipped})
+        "pilot": bool(pilot), "skipped": skipped,
+        "reserve_tasks": len(reserve), "reserve_s": float(sum(t.predicted_cost_s for t in tasks[len(main):]))})
     return tasks
 
 

@@ -126,8 +126,11 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         ccfg = dataclasses.replace(cfg.coldstart, seed=seed)
         budget = cfg.simulation.initial_budget_s
         kw = dict(cfg=ccfg, data_cfg=cfg.data, pool=pool, axis=cfg.regions.axes[0], overwrite=True)
+        # the reserve queue (coldstart.reserve) is painted by the clock below; without a pilot there is no
+        # clock, and the pilot's batches are taken from the front of the budget's slices
+        stage_kw = {**kw, "cfg": dataclasses.replace(ccfg, reserve=0.0)}
         if not ccfg.pilot:
-            coldstart_select(dataset, cache, budget_s=budget, **kw)
+            coldstart_select(dataset, cache, budget_s=budget, **stage_kw)
             return
         # the pilot: the first slices chosen, painted by the oracle at their true cost, scale the prior;
         # then ``pilot_batches`` batches, each a third of the budget left, are painted and timed the same
@@ -140,11 +143,11 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
             stage_dir = pilot_dir / f"batch_{stage}"
             left = budget - sum(t.predicted_cost_s for t in keep)
             if stage == 0:
-                coldstart_select(dataset, stage_dir, budget_s=budget, pilot=ccfg.pilot, **kw)
+                coldstart_select(dataset, stage_dir, budget_s=budget, pilot=ccfg.pilot, **stage_kw)
             else:
                 # the next batch: the best new slices worth a third of what is left, in re-scaled seconds
                 # (a pilot of 3 slices can be off by 2x: a batch must not spend everything left)
-                full = coldstart_select(dataset, stage_dir, budget_s=budget, pilot_log=log, keep=keep, **kw)
+                full = coldstart_select(dataset, stage_dir, budget_s=budget, pilot_log=log, keep=keep, **stage_kw)
                 batch, total = [], 0.0
                 for t in full[len(keep):]:
                     if total + t.predicted_cost_s > left / 3 and batch:
@@ -163,8 +166,10 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         full = coldstart_select(dataset, cache, budget_s=budget, pilot_log=log, keep=keep, **kw)
         # the rest, painted in order by an expert with a clock: a slice is started only if its re-scaled
         # prediction fits the true seconds left (its true seconds are known once painted), so the start
-        # misses the budget by at most one slice's prediction error, not by the error of the whole rest
+        # misses the budget by at most one slice's prediction error, not by the error of the whole rest;
+        # the reserve queue (coldstart.reserve) follows the budget's slices, under the same clock
         rest = [dataclasses.replace(t, status="todo") for t in full[len(keep):]]
+        n_reserve = int(read_tasks(cache / "tasks.json").meta.get("reserve_tasks") or 0)
         if rest:
             probe = cache / "pilot" / "rest"
             write_tasks(probe / "tasks.json", rest, dataset_root=dataset.root, meta={"strategy": "coldstart"})
@@ -177,7 +182,10 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
                     spent += took[t.task_id]
             meta = read_tasks(cache / "tasks.json").meta
             final = list(full[:len(keep)]) + done
-            meta["clock"] = {"chosen": len(rest), "painted": len(done), "true_s": spent}
+            from_reserve = len({t.task_id for t in done} & {t.task_id for t in rest[len(rest) - n_reserve:]})
+            meta["clock"] = {"chosen": len(rest) - n_reserve, "painted": len(done) - from_reserve, "true_s": spent,
+                             "reserve": n_reserve, "reserve_painted": from_reserve}
+            meta["reserve_tasks"], meta["reserve_s"] = 0, 0.0  # what was painted is the start
             meta["predicted_s"] = float(sum(t.predicted_cost_s for t in final))
             write_tasks(cache / "tasks.json", final, dataset_root=dataset.root, meta=meta)
         return

@@ -261,3 +261,60 @@ def test_position_strata_give_each_band_of_the_axis_its_share_of_the_budget(tmp_
         ColdstartConfig(position_strata=-1)
     with pytest.raises(ConfigError, match="typiclust only"):
         ColdstartConfig(method="probcover", position_strata=3)
+
+
+def test_reserve_queue_follows_the_budget_slices_and_leaves_them_unchanged(tmp_path):
+    from collections import Counter
+
+    from medal.config import ConfigError
+
+    ds = load_dataset(sample_dataset())
+    base = ColdstartConfig(representation="thumbnails", pilot=0, max_per_case=2)
+    plain = coldstart_select(ds, tmp_path / "plain", budget_s=200.0, cfg=base)
+    both = coldstart_select(ds, tmp_path / "res", budget_s=200.0, cfg=dataclasses.replace(base, reserve=0.5))
+    meta = read_tasks(tmp_path / "res" / "tasks.json").meta
+    n = meta["reserve_tasks"]
+    assert n > 0 and len(both) == len(plain) + n
+    assert [(t.case_id, t.index) for t in both[:len(plain)]] == [(t.case_id, t.index) for t in plain]
+    extra = both[len(plain):]
+    assert meta["reserve_s"] == pytest.approx(sum(t.predicted_cost_s for t in extra))
+    assert 0 < meta["reserve_s"] <= 100.0 + 1e-6
+    assert meta["predicted_s"] == pytest.approx(sum(t.predicted_cost_s for t in plain))  # the budget's, not the reserve's
+    assert len({(t.case_id, t.index) for t in both}) == len(both)  # nothing chosen twice ...
+    assert max(Counter(t.case_id for t in both).values()) <= 2  # ... and the per-volume cap holds over both
+    assert read_tasks(tmp_path / "plain" / "tasks.json").meta["reserve_tasks"] == 0
+    pilot = coldstart_select(ds, tmp_path / "pilot", budget_s=200.0, cfg=dataclasses.replace(base, reserve=0.5), pilot=3)
+    assert len(pilot) == 3 and read_tasks(tmp_path / "pilot" / "tasks.json").meta["reserve_tasks"] == 0
+    with pytest.raises(ConfigError, match="coldstart.reserve"):
+        ColdstartConfig(reserve=-1.0)
+
+
+def test_simulated_cold_start_paints_the_reserve_while_its_clock_allows(tmp_path):
+    """With ``coldstart.reserve`` the simulated expert's clock goes on into the reserve queue: the same
+    pilot and budget slices are painted, then reserve slices while the true seconds allow, so the start
+    spends at least what it spent without one and stays within one slice of the budget."""
+    from medal.config import config_from_dict
+    from medal.costs import CostModel
+    from medal.simulation.oracle import oracle_annotate
+    from medal.simulation.simulate import _prepare_initial
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:6]]
+    starts = {}
+    for reserve in (0.0, 1.0):
+        cfg = config_from_dict({"coldstart": {"representation": "thumbnails", "pilot": 3, "max_per_case": 5,
+                                              "reserve": reserve},
+                                "simulation": {"initial": "coldstart", "initial_budget_s": 300.0}})
+        _prepare_initial(ds, pool, cfg, 0, CostModel.default(n_classes=3), tmp_path / str(reserve))
+        starts[reserve] = read_tasks(tmp_path / str(reserve) / "tasks.json")
+    plain, res = starts[0.0], starts[1.0]
+    assert res.meta["reserve_tasks"] == 0  # what was painted is the start; the unpainted reserve is dropped
+    assert res.meta["clock"]["reserve"] > 0 and plain.meta["clock"]["reserve"] == 0
+    key = [(t.case_id, t.index) for t in plain.tasks]
+    assert [(t.case_id, t.index) for t in res.tasks[:len(key)]] == key  # the same start, then the reserve's slices
+    assert len(res.tasks) == len(key) + res.meta["clock"]["reserve_painted"]
+    assert res.meta["clock"]["true_s"] >= plain.meta["clock"]["true_s"]
+    charged = oracle_annotate(res, ds, tmp_path / "check", cost_model=CostModel.default(n_classes=3))
+    # a slice starts only if its prediction fits what is left: the start overshoots by one slice's error at most
+    worst = max(0.0, *(charged["per_task"][t.task_id] - t.predicted_cost_s for t in res.tasks))
+    assert charged["seconds"] == pytest.approx(res.meta["clock"]["true_s"]) and charged["seconds"] <= 300.0 + worst + 1e-6
