@@ -169,7 +169,8 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         # misses the budget by at most one slice's prediction error, not by the error of the whole rest;
         # the reserve queue (coldstart.reserve) follows the budget's slices, under the same clock
         rest = [dataclasses.replace(t, status="todo") for t in full[len(keep):]]
-        n_reserve = int(read_tasks(cache / "tasks.json").meta.get("reserve_tasks") or 0)
+        meta = read_tasks(cache / "tasks.json").meta
+        n_reserve = int(meta.get("reserve_tasks") or 0)
         if rest:
             probe = cache / "pilot" / "rest"
             write_tasks(probe / "tasks.json", rest, dataset_root=dataset.root, meta={"strategy": "coldstart"})
@@ -180,7 +181,6 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
                 if spent + t.predicted_cost_s <= budget:
                     done.append(t)
                     spent += took[t.task_id]
-            meta = read_tasks(cache / "tasks.json").meta
             final = list(full[:len(keep)]) + done
             from_reserve = len({t.task_id for t in done} & {t.task_id for t in rest[len(rest) - n_reserve:]})
             meta["clock"] = {"chosen": len(rest) - n_reserve, "painted": len(done) - from_reserve, "true_s": spent,
