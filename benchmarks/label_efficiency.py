@@ -71,6 +71,8 @@ def main(argv=None) -> float:
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"))
     ap.add_argument("--split", choices=sorted(SPLITS), default="tuning")
     ap.add_argument("--kind", choices=["slice", "supervoxel"], default=None, help="unit kind for every row")
+    ap.add_argument("--initial-kind", choices=["slice", "supervoxel"], default=None,
+                    help="unit kind of the random first labels (default: each row's own kind)")
     ap.add_argument("--quick", action="store_true", help="2 rows, 1 seed, 1 round, 8 pool cases")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--rounds", type=int, default=None)
@@ -107,6 +109,8 @@ def main(argv=None) -> float:
         sim = dataclasses.replace(sim, strategies=tuple(args.strategies))
     if args.initial_budget:
         sim = dataclasses.replace(sim, initial_budget_s=args.initial_budget)
+    if args.initial_kind:
+        sim = dataclasses.replace(sim, initial_kind=args.initial_kind)
     if args.budget:
         cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, budget_s=args.budget))
     if args.timed is not None:
@@ -147,7 +151,7 @@ def main(argv=None) -> float:
     lines = [f"- split: `{Path(sim.split_file).name}` ({args.split}); config `{Path(args.config).name}`"
              f"{' --quick' if args.quick else ''}{f' --kind {args.kind}' if args.kind else ''}; pool {len(pool)} cases, "
              f"{'validation' if args.split == 'tuning' else 'test'} {len(test)} cases; seeds {list(sim.seeds)}; "
-             f"initial random {sim.initial_budget_s:.0f} s, then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s"
+             f"initial random {sim.initial_budget_s:.0f} s{f' of {sim.initial_kind}s' if sim.initial_kind else ''}, then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s"
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {cfg.selection.reserve:g} budgets)"
                 if sim.timed else "") + "; "
              f"full annotation cost of the pool {full_cost:.0f} s; training {sched}; wall {minutes:.0f} min "

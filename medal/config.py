@@ -386,6 +386,9 @@ class SimulationConfig:
     rounds: int = 3  # selection rounds after the initial labels (the model is trained rounds + 1 times; 0 = initial only)
     initial: str = "random"  # random | coldstart: how the first labels are chosen (same for every strategy)
     initial_budget_s: float = 300.0
+    # unit kind of random first labels: "" = regions.kind of each row; slice | supervoxel = that kind for
+    # every row (e.g. supervoxel rounds after a start of random slices, as after `medal coldstart`)
+    initial_kind: str = ""
     split_file: str = ""  # JSON with "test" case ids; empty = a seeded test_fraction of the cases
     test_fraction: float = 0.2
     max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
@@ -416,6 +419,8 @@ class SimulationConfig:
             raise ConfigError(f"simulation.rounds: must be >= 0, got {self.rounds}")
         if self.initial not in ("random", "coldstart"):
             raise ConfigError(f"simulation.initial: {self.initial!r} is not one of ['random', 'coldstart']")
+        if self.initial_kind not in ("", "slice", "supervoxel"):
+            raise ConfigError(f"simulation.initial_kind: {self.initial_kind!r} is not one of ['', 'slice', 'supervoxel']")
         if not (math.isfinite(self.initial_budget_s) and self.initial_budget_s > 0):
             raise ConfigError(f"simulation.initial_budget_s: must be a finite number > 0, got {self.initial_budget_s}")
         if not 0 < self.test_fraction < 1:

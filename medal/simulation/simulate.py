@@ -198,7 +198,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         lab = load_volume(c.label)
         save_volume(lab.with_array(np.zeros(lab.shape, np.float32)), d / "entropy.nii.gz")
         save_volume(lab.with_array(lab.array.astype(np.uint8)), d / "prediction.nii.gz")
-    regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy")
+    regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy", kind=_initial_kind(cfg))
     table, per_case, _ = candidate_table(sub, scores, regions_cfg=regions, cost_model=cost_model,
                                          costs_cfg=CostsConfig(prediction="argmax", calibration="none", min_seconds=0.0))
     sel_cfg = dataclasses.replace(cfg.selection, strategy="random", seed=seed, budget_s=cfg.simulation.initial_budget_s,
@@ -274,12 +274,20 @@ def _run_one(job: dict) -> list[dict]:
     return rows
 
 
+def _initial_kind(cfg: MedalConfig) -> str:
+    """Unit kind of random first labels: ``simulation.initial_kind``, else the row's ``regions.kind``
+    (a cold start always chooses slices)."""
+    if cfg.simulation.initial == "coldstart":
+        return "slice"
+    return cfg.simulation.initial_kind or cfg.regions.kind
+
+
 def _initial_key(cfg: MedalConfig, seed: int) -> str:
     """What a seed's first labels depend on: random units, or the cold start and its settings."""
     from medal.config import config_hash
 
     what = {"seed": seed, "initial": cfg.simulation.initial, "budget": cfg.simulation.initial_budget_s,
-            "axis": list(cfg.regions.axes), "kind": cfg.regions.kind}
+            "axis": list(cfg.regions.axes), "kind": _initial_kind(cfg)}
     if cfg.simulation.initial == "coldstart":
         what["coldstart"] = cfg.coldstart
     return config_hash(what)[:12]

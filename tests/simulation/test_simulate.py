@@ -106,3 +106,25 @@ def test_a_timed_simulation_spends_each_round_budget_within_one_task(tmp_path):
     assert charged == pytest.approx(sum(log.values()), abs=0.05) == pytest.approx(rows[1]["round_charged_s"], abs=0.05)
     assert charged >= 60.0 and charged - log[done[-1].task_id] < 60.0  # stops once the budget is reached
     assert rows[1]["round_tasks"] == len(done)
+
+
+@pytest.mark.parametrize("initial_kind, expected", [("", "supervoxel"), ("slice", "slice")])
+def test_initial_kind_sets_the_unit_of_the_first_labels(tmp_path, initial_kind, expected):
+    from medal.config import ConfigError
+    from medal.costs import CostModel
+    from medal.simulation.simulate import _initial_key, _prepare_initial, split_cases
+
+    raw = {**SMALL, "regions": {"kind": "supervoxel"},
+           "simulation": {**SMALL["simulation"], "initial_kind": initial_kind}}
+    cfg = config_from_dict(raw)
+    ds = load_dataset(sample_dataset())
+    pool, _ = split_cases(ds, cfg.simulation)
+    _prepare_initial(ds, pool, cfg, 0, CostModel.default(ds.n_classes), tmp_path)
+    tasks = read_tasks(tmp_path / "tasks.json").tasks
+    assert tasks and {t.kind for t in tasks} == {expected}
+    assert sum(t.predicted_cost_s for t in tasks) <= cfg.simulation.initial_budget_s
+    # a supervoxel row started from slices shares its first labels (and so round 0) with the slice rows
+    slice_cfg = config_from_dict({**SMALL, "regions": {"kind": "slice"}})
+    assert (_initial_key(cfg, 0) == _initial_key(slice_cfg, 0)) == (expected == "slice")
+    with pytest.raises(ConfigError, match="simulation.initial_kind"):
+        config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_kind": "slices"}})
