@@ -201,10 +201,13 @@ def main(argv=None) -> float:
             flip = p["b"] == default
             c = {"a": default, "b": p["a"] if flip else p["b"], "seeds": p["seeds"],
                  "mean_diff": -p["mean_diff"] if flip else p["mean_diff"], "p_paired_t": p["p_paired_t"],
-                 "a_wins": p["seeds"] - p["a_wins"] if flip else p["a_wins"]}
+                 "a_wins": p["seeds"] - p["a_wins"] if flip else p["a_wins"],
+                 "seeds_for_80pct_power": p.get("seeds_for_80pct_power")}
             comparisons.append(c)
+            n80 = c["seeds_for_80pct_power"]
             lines.append(f"- AUBC {c['a']} - {c['b']}: {c['mean_diff']:+.4f}, {c['a']} better in {c['a_wins']}/"
-                         f"{c['seeds']} seeds, paired t-test p = {c['p_paired_t']:.3g}")
+                         f"{c['seeds']} seeds, paired t-test p = {c['p_paired_t']:.3g}; seeds for 80% power at "
+                         f"this effect: {'n/a' if n80 is None else n80}")
     result = {"split": args.split, "split_file": Path(sim.split_file).name, "kind": args.kind or cfg.regions.kind,
               "config": Path(args.config).name, "default_strategy": default, "seeds": list(sim.seeds),
               "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "timed": sim.timed,

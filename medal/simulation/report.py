@@ -11,7 +11,7 @@ import numpy as np
 
 from medal.data import atomic_write_text
 
-__all__ = ["read_results", "aubc", "budget_to_reach", "spending", "write_report"]
+__all__ = ["read_results", "aubc", "budget_to_reach", "seeds_for_power", "spending", "write_report"]
 
 
 def read_results(path) -> list[dict]:
@@ -77,6 +77,39 @@ def budget_to_reach(xs, ys, target: float) -> float | None:
     return float(xs[i - 1] + f * (xs[i] - xs[i - 1]))
 
 
+def seeds_for_power(differences, *, alpha: float = 0.05, power: float = 0.8, max_seeds: int = 1000) -> int | None:
+    """Seeds a paired t-test needs to detect the observed mean difference with the given power.
+
+    A planning figure, not a test: the mean and standard deviation of the per-seed differences
+    ``a - b`` are taken as the true effect and spread, and the smallest ``n`` is returned at which a
+    two-sided paired t-test at ``alpha`` rejects with probability ``>= power`` (the noncentral t
+    distribution, as in G*Power's "difference between two dependent means"; Cohen 1988, ch. 2).
+    ``None`` when the differences are all zero, their mean is zero, or more than ``max_seeds`` would
+    be needed. With 2 seeds the spread itself is barely estimated: read the figure as an order of
+    magnitude.
+    """
+    from scipy import stats
+
+    d = np.asarray(differences, float)
+    if d.size < 2:
+        return None
+    mean, sd = abs(float(d.mean())), float(d.std(ddof=1))
+    if mean == 0.0:
+        return None
+    if sd == 0.0:
+        return 2
+    dz = mean / sd
+    if ((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) / dz) ** 2 > max_seeds:
+        return None  # the normal approximation already needs more (it never overstates n)
+    for n in range(2, max_seeds + 1):
+        df = n - 1
+        t = stats.t.ppf(1 - alpha / 2, df)
+        nc = dz * np.sqrt(n)
+        if stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc) >= power:
+            return n
+    return None
+
+
 def _plot(curves, xlabel: str, path: Path, title: str) -> None:
     from medal.report.plots import _pyplot, learning_curves, save_figure
 
@@ -128,7 +161,7 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
         db = np.array([aubcs[b][k] for k in common])
         p = float(stats.ttest_rel(da, db).pvalue) if len(common) >= 2 and np.any(da != db) else float("nan")
         pairs.append({"a": a, "b": b, "seeds": len(common), "mean_diff": float((da - db).mean()), "p_paired_t": p,
-                      "a_wins": int((da > db).sum())})
+                      "a_wins": int((da > db).sum()), "seeds_for_80pct_power": seeds_for_power(da - db)})
     summary["pairwise"] = pairs
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
 
@@ -151,9 +184,12 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
         lines.append(f"| {bold}{s}{bold} | {v['seeds']} | {v['aubc_mean']:.4f} ± {v['aubc_std']:.4f} | "
                      f"{v['final_dice_mean']:.4f} | {reach if full_dice else 'n/a'} | {fg} | {ratio} |")
     lines += ["", "Paired comparison of AUBC over seeds (paired t-test):", "",
-              "| A | B | mean(A - B) | A better in | p |", "| --- | --- | --- | --- | --- |"]
+              "| A | B | mean(A - B) | A better in | p | seeds for 80% power at this effect |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for p in pairs:
-        lines.append(f"| {p['a']} | {p['b']} | {p['mean_diff']:+.4f} | {p['a_wins']}/{p['seeds']} | {p['p_paired_t']:.3g} |")
+        n80 = p["seeds_for_80pct_power"]
+        lines.append(f"| {p['a']} | {p['b']} | {p['mean_diff']:+.4f} | {p['a_wins']}/{p['seeds']} | {p['p_paired_t']:.3g} | "
+                     f"{'n/a' if n80 is None else n80} |")
     lines += ["", "![Dice vs seconds](dice_vs_seconds.png)", "", "![Dice vs annotated](dice_vs_annotated.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     return out / "report.md"
