@@ -79,7 +79,7 @@ def main(argv=None) -> float:
     from medal.config import load_config
     from medal.data import load_dataset
     from medal.simulation import read_results, simulate, write_report
-    from medal.simulation.report import aubc
+    from medal.simulation.report import aubc, seeds_for_power
 
     base = load_config(args.config)
     sim = dataclasses.replace(base.simulation, split_file=str(SPLITS[args.split]), seeds=tuple(args.seeds),
@@ -160,7 +160,7 @@ def main(argv=None) -> float:
         d = first[name] - first["random"]
         p = float(stats.ttest_rel(first[name], first["random"]).pvalue) if len(d) >= 2 and np.any(d != 0) else float("nan")
         comp = {"a": name, "b": "random", "mean_diff": float(d.mean()), "p_paired_t": p, "a_wins": int((d > 0).sum()),
-                "seeds": len(d)}
+                "seeds": len(d), "seeds_for_80pct_power": seeds_for_power(d)}
         if args.rounds:
             a = np.array([aubcs[name][k] for k in sorted(aubcs[name])])
             b = np.array([aubcs["random"][k] for k in sorted(aubcs[name])])
@@ -170,7 +170,8 @@ def main(argv=None) -> float:
                                        else float("nan"))
         result["comparisons"].append(comp)
         lines.append(f"- first-round Dice {name} - random start: {d.mean():+.4f}, better in {comp['a_wins']}/{len(d)} "
-                     f"seeds, paired t-test p = {p:.3g}" + (f"; AUBC {comp['aubc_diff']:+.4f}, better in {comp['aubc_a_wins']}/{len(d)} seeds, "
+                     f"seeds, paired t-test p = {p:.3g} (seeds for 80% power at this effect: "
+                     f"{comp['seeds_for_80pct_power'] or 'n/a'})" + (f"; AUBC {comp['aubc_diff']:+.4f}, better in {comp['aubc_a_wins']}/{len(d)} seeds, "
                     f"p = {comp['aubc_p_paired_t']:.3g}" if args.rounds else ""))
         best_gap = d.mean() if not np.isfinite(best_gap) else max(best_gap, float(d.mean()))
     (HERE / "results").mkdir(exist_ok=True)
