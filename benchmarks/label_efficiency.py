@@ -85,7 +85,9 @@ def main(argv=None) -> float:
                          "selection.reserve = RESERVE budgets of further tasks queued (e.g. 2)")
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--from-results", default=None, help="re-report an earlier run's folder without simulating")
+    ap.add_argument("--from-results", nargs="+", default=None, metavar="DIR",
+                    help="re-report an earlier run's folder without simulating; several folders (other seeds or "
+                         "rows of the same protocol, e.g. batch jobs) are merged into --out first (medal merge)")
     ap.add_argument("--full-dice", type=float, default=None, help="skip training the all-labels reference")
     ap.add_argument("--tag", default="", help="suffix of the results JSON name")
     ap.add_argument("--results-name", default=None,
@@ -96,7 +98,7 @@ def main(argv=None) -> float:
 
     from medal.config import load_config, variant_config
     from medal.data import load_dataset
-    from medal.simulation import budget_to_reach, read_results, simulate, split_cases, write_report
+    from medal.simulation import budget_to_reach, merge_runs, read_results, simulate, split_cases, write_report
 
     cfg = load_config(args.config)
     sim = dataclasses.replace(cfg.simulation, split_file=str(SPLITS[args.split]),
@@ -126,7 +128,11 @@ def main(argv=None) -> float:
                                                  for k, v in sim.variants.items()})
         cfg = dataclasses.replace(cfg, simulation=sim)
     ds = load_dataset(args.data)
-    out = Path(args.from_results or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
+    if args.from_results and len(args.from_results) > 1:
+        out = Path(args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-merged-"))
+        merge_runs(args.from_results, out)
+    else:
+        out = Path((args.from_results or [None])[0] or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()
     pool, test = split_cases(ds, sim)
     if args.from_results:
@@ -223,7 +229,8 @@ def main(argv=None) -> float:
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     if args.from_results:
-        lines.insert(0, f"- re-reported from an earlier run's folder ({out})")
+        lines.insert(0, f"- re-reported from an earlier run's folder ({out})" if len(args.from_results) == 1 else
+                     f"- merged from {len(args.from_results)} runs' folders ({', '.join(args.from_results)}) into {out}")
     record("Label efficiency, hippocampus" + (f", {args.kind}s" if args.kind else "")
            + (" (tuning split)" if args.split == "tuning" else " (final: test split)") + (" (quick)" if args.quick else ""),
            lines)

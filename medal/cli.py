@@ -269,6 +269,15 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args) -> int:
+    from medal.simulation import merge_runs, write_report
+
+    csv_path = merge_runs(args.runs, args.out)
+    report = write_report(csv_path, full_dice=args.full_dice)
+    print(f"results: {csv_path}\nreport: {report}")
+    return EXIT_OK
+
+
 def cmd_coldstart(args) -> int:
     import dataclasses
 
@@ -421,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--config", default=None, help="YAML config (its simulation section: strategies, seeds, ...)")
     si.add_argument("--full-dice", type=float, default=None, help="full-supervision Dice (the 100%% line)")
     si.set_defaults(func=cmd_simulate)
+
+    mg = sub.add_parser("merge", help="join simulation folders that ran other seeds or rows of one protocol")
+    mg.add_argument("runs", nargs="+", help="medal simulate --out folders (the same pool, test cases and config)")
+    mg.add_argument("--out", required=True, help="new folder for the merged results.csv, plots and report.md")
+    mg.add_argument("--full-dice", type=float, default=None, help="full-supervision Dice (the 100%% line)")
+    mg.set_defaults(func=cmd_merge)
 
     cs = sub.add_parser("coldstart", help="one-shot selection with no labels and no model (TypiClust)")
     cs.add_argument("dataset")

@@ -128,3 +128,67 @@ def test_initial_kind_sets_the_unit_of_the_first_labels(tmp_path, initial_kind, 
     assert (_initial_key(cfg, 0) == _initial_key(slice_cfg, 0)) == (expected == "slice")
     with pytest.raises(ConfigError, match="simulation.initial_kind"):
         config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_kind": "slices"}})
+
+
+def _split_by_seed(out, tmp_path):
+    """Two folders as two per-seed batch jobs would leave them (runs are deterministic per seed)."""
+    meta = json.loads((out / "simulation.json").read_text())
+    with open(out / "results.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    folders = []
+    for seed in ("0", "1"):
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        m = json.loads(json.dumps(meta))
+        m["config"]["simulation"]["seeds"] = [int(seed)]
+        (d / "simulation.json").write_text(json.dumps(m))
+        with open(d / "results.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(r for r in rows if r["seed"] == seed)
+        folders.append(d)
+    return folders
+
+
+@pytest.mark.slow
+def test_merging_per_seed_runs_gives_the_joint_report(sim, tmp_path):
+    from medal.simulation import merge_runs
+
+    out, csv_path = sim
+    write_report(csv_path, full_dice=0.88)
+    joint = json.loads((out / "summary.json").read_text())
+    a, b = _split_by_seed(out, tmp_path)
+    merged = merge_runs([b, a], tmp_path / "merged")
+    write_report(merged, full_dice=0.88)
+    got = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    for s in ("fg_random", "knapsack"):
+        assert got["strategies"][s]["aubc_per_seed"] == joint["strategies"][s]["aubc_per_seed"]
+        assert got["strategies"][s]["seeds"] == 2
+    assert got["pairwise"][0]["p_paired_t"] == pytest.approx(joint["pairwise"][0]["p_paired_t"])
+    assert json.loads((tmp_path / "merged" / "simulation.json").read_text())["config"]["simulation"]["seeds"] == [0, 1]
+    with pytest.raises(FileExistsError):
+        merge_runs([a, b], tmp_path / "merged")
+
+
+@pytest.mark.slow
+def test_merge_refuses_runs_of_another_protocol_or_the_same_pair_twice(sim, tmp_path, capsys):
+    from medal.cli import main
+    from medal.simulation import merge_runs
+
+    out, _ = sim
+    a, b = _split_by_seed(out, tmp_path)
+    with pytest.raises(ValueError, match="seed 0 is also in"):
+        merge_runs([a, b, a], tmp_path / "twice")
+    meta = json.loads((b / "simulation.json").read_text())
+    meta["config"]["selection"]["budget_s"] = 999.0
+    (b / "simulation.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"'selection\.budget_s' differs"):
+        merge_runs([a, b], tmp_path / "budget")
+    meta["config"]["selection"]["budget_s"] = 400.0
+    meta["test"] = meta["test"][:1]
+    (b / "simulation.json").write_text(json.dumps(meta))
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medal: error:") and "test cases differ" in err and str(b) in err and "\n" not in err
+    assert not (tmp_path / "cli" / "results.csv").exists()

@@ -1,0 +1,121 @@
+"""Merging simulation folders that ran other seeds or other rows of the same protocol.
+
+A label-efficiency comparison needs many seeds (``seeds_for_80pct_power`` in ``summary.json`` says how
+many), and an ML engineer runs them as separate batch jobs: one ``medal simulate`` per seed (or per row),
+each with its own ``--out``. :func:`merge_runs` joins their ``results.csv`` into one folder, after
+checking that they measured the same thing: the same pool and test cases, the same full annotation cost,
+the same config apart from ``simulation.seeds``, ``simulation.strategies`` and ``simulation.workers``, and
+the same definition of any row they share. A (row, seed) pair present in two folders is refused rather
+than silently picked. ``write_report`` on the merged ``results.csv`` then gives the curves, AUBC and the
+paired tests over every seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from medal.data import atomic_write_text
+
+__all__ = ["merge_runs"]
+
+_PER_RUN_KEYS = ("seeds", "strategies", "workers", "variants")
+
+
+def _load(folder: Path) -> tuple[dict, list[str], list[dict]]:
+    meta_path, csv_path = folder / "simulation.json", folder / "results.csv"
+    for p in (meta_path, csv_path):
+        if not p.is_file():
+            raise ValueError(f"{p}: missing; not a finished medal simulation folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    for key in ("pool", "test", "full_annotation_cost_s", "config"):
+        if key not in meta:
+            raise ValueError(f"{meta_path}: no {key!r}")
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    if not rows or "strategy" not in fields or "seed" not in fields:
+        raise ValueError(f"{csv_path}: no result rows")
+    return meta, fields, rows
+
+
+def _diff(a, b, prefix: str = "") -> str | None:
+    """The first key path where two JSON-like values differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{prefix}{k}"
+            d = _diff(a[k], b[k], f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else prefix.rstrip(".") or "(value)"
+
+
+def merge_runs(folders, out_dir) -> Path:
+    """Merge the ``results.csv`` of several simulation folders into ``out_dir``; returns its ``results.csv``.
+
+    Raises ``ValueError`` (one line, naming the folder and the key) when the runs are not comparable or a
+    (row, seed) pair occurs twice, and ``FileExistsError`` when ``out_dir`` already holds results.
+    """
+    folders = [Path(f) for f in folders]
+    if len(folders) < 2:
+        raise ValueError("merge needs at least two simulation folders")
+    out_dir = Path(out_dir)
+    if (out_dir / "results.csv").exists():
+        raise FileExistsError(f"{out_dir / 'results.csv'}: results already here; choose a new folder")
+    loaded = [(f, *_load(f)) for f in folders]
+    first, meta0, fields0, _ = loaded[0]
+    cfg0 = {**meta0["config"], "simulation": {k: v for k, v in meta0["config"].get("simulation", {}).items()
+                                              if k not in _PER_RUN_KEYS}}
+    strategies: list[str] = []
+    seeds: set[int] = set()
+    variants: dict = {}
+    owner: dict = {}
+    merged: list[dict] = []
+    for n, (folder, meta, fields, rows) in enumerate(loaded):
+        for key in ("pool", "test"):
+            if sorted(meta[key]) != sorted(meta0[key]):
+                raise ValueError(f"{folder}: its {key} cases differ from {first}'s; not the same protocol")
+        if abs(float(meta["full_annotation_cost_s"]) - float(meta0["full_annotation_cost_s"])) > 1e-6:
+            raise ValueError(f"{folder}: full_annotation_cost_s differs from {first}'s (another cost model?)")
+        if fields != fields0:
+            raise ValueError(f"{folder}/results.csv: columns differ from {first}/results.csv")
+        sim = meta["config"].get("simulation", {})
+        cfg = {**meta["config"], "simulation": {k: v for k, v in sim.items() if k not in _PER_RUN_KEYS}}
+        where = _diff(cfg0, cfg)
+        if where:
+            raise ValueError(f"{folder}: config key {where!r} differs from {first}'s; not the same protocol")
+        for name, definition in (sim.get("variants") or {}).items():
+            if name in variants and variants[name] != definition:
+                raise ValueError(f"{folder}: row {name!r} is defined differently than in an earlier folder")
+            variants.setdefault(name, definition)
+        for r in rows:
+            key = (r["strategy"], int(float(r["seed"])))
+            if owner.setdefault(key, n) != n:
+                raise ValueError(f"{folder}: row {key[0]!r} seed {key[1]} is also in {folders[owner[key]]}; "
+                                 "merge each pair once")
+            if r["strategy"] not in strategies:
+                strategies.append(r["strategy"])
+            seeds.add(key[1])
+            merged.append(r)
+    merged.sort(key=lambda r: (strategies.index(r["strategy"]), int(float(r["seed"])), int(float(r["round"]))))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta0)
+    meta["config"] = json.loads(json.dumps(meta0["config"]))
+    meta["config"]["simulation"].update(seeds=sorted(seeds), strategies=strategies, variants=variants)
+    meta["merged_from"] = [str(f) for f in folders]
+    atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields0)
+    w.writeheader()
+    w.writerows(merged)
+    atomic_write_text(out_dir / "results.csv", buf.getvalue())
+    return out_dir / "results.csv"
