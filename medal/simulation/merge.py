@@ -13,6 +13,7 @@ paired tests over every seed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -111,8 +112,6 @@ def merge_runs(folders, out_dir) -> Path:
     meta["config"]["simulation"].update(seeds=sorted(seeds), strategies=strategies, variants=variants)
     meta["merged_from"] = [str(f) for f in folders]
     atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields0)
     w.writeheader()
