@@ -13,11 +13,11 @@ paired tests over every seed.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
 from medal.data import atomic_write_text
+from medal.simulation.simulate import _write_csv
 
 __all__ = ["merge_runs"]
 
@@ -112,9 +112,5 @@ def merge_runs(folders, out_dir) -> Path:
     meta["config"]["simulation"].update(seeds=sorted(seeds), strategies=strategies, variants=variants)
     meta["merged_from"] = [str(f) for f in folders]
     atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields0)
-    w.writeheader()
-    w.writerows(merged)
-    atomic_write_text(out_dir / "results.csv", buf.getvalue())
+    _write_csv(out_dir / "results.csv", fields0, merged)
     return out_dir / "results.csv"
