@@ -88,6 +88,8 @@ def main(argv=None) -> float:
     ap.add_argument("--from-results", nargs="+", default=None, metavar="DIR",
                     help="re-report an earlier run's folder without simulating; several folders (other seeds or "
                          "rows of the same protocol, e.g. batch jobs) are merged into --out first (medal merge)")
+    ap.add_argument("--merge-ignore", nargs="+", default=(), metavar="KEY",
+                    help="with several --from-results: config keys allowed to differ (medal merge --ignore-config)")
     ap.add_argument("--full-dice", type=float, default=None, help="skip training the all-labels reference")
     ap.add_argument("--tag", default="", help="suffix of the results JSON name")
     ap.add_argument("--results-name", default=None,
@@ -130,7 +132,7 @@ def main(argv=None) -> float:
     ds = load_dataset(args.data)
     if args.from_results and len(args.from_results) > 1:
         out = Path(args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-merged-"))
-        merge_runs(args.from_results, out)
+        merge_runs(args.from_results, out, ignore_config=args.merge_ignore)
     else:
         out = Path((args.from_results or [None])[0] or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()

@@ -272,7 +272,7 @@ def cmd_simulate(args) -> int:
 def cmd_merge(args) -> int:
     from medal.simulation import merge_runs, write_report
 
-    csv_path = merge_runs(args.runs, args.out)
+    csv_path = merge_runs(args.runs, args.out, ignore_config=args.ignore_config)
     report = write_report(csv_path, full_dice=args.full_dice)
     print(f"results: {csv_path}\nreport: {report}")
     return EXIT_OK
@@ -435,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("runs", nargs="+", help="medal simulate --out folders (the same pool, test cases and config)")
     mg.add_argument("--out", required=True, help="new folder for the merged results.csv, plots and report.md")
     mg.add_argument("--full-dice", type=float, default=None, help="full-supervision Dice (the 100%% line)")
+    mg.add_argument("--ignore-config", nargs="+", default=(), metavar="KEY",
+                    help="config keys or sections (e.g. coldstart, training.pseudo_margin) allowed to differ; "
+                         "listed in simulation.json as merge_ignored")
     mg.set_defaults(func=cmd_merge)
 
     cs = sub.add_parser("coldstart", help="one-shot selection with no labels and no model (TypiClust)")

@@ -6,7 +6,10 @@ each with its own ``--out``. :func:`merge_runs` joins their ``results.csv`` into
 checking that they measured the same thing: the same pool and test cases, the same full annotation cost,
 the same config apart from ``simulation.seeds``, ``simulation.strategies`` and ``simulation.workers``, and
 the same definition of any row they share. A (row, seed) pair present in two folders is refused rather
-than silently picked. ``write_report`` on the merged ``results.csv`` then gives the curves, AUBC and the
+than silently picked. A config key the user names in ``ignore_config`` (a dotted path, or a section such
+as ``coldstart``) may differ, for example a key that a newer medal added at a default that keeps the old
+behaviour; the merged ``simulation.json`` lists every such difference under ``merge_ignored``, so the
+report says what was waved through. ``write_report`` on the merged ``results.csv`` then gives the curves, AUBC and the
 paired tests over every seed.
 """
 
@@ -45,26 +48,37 @@ def _load(folder: Path) -> tuple[dict, list[str], list[dict]]:
     return meta, fields, rows
 
 
-def _diff(a, b, prefix: str = "") -> str | None:
-    """The first key path where two JSON-like values differ, or None."""
+def _diffs(a, b, prefix: str = "") -> list[str]:
+    """Every key path where two JSON-like values differ (a key missing on one side counts)."""
     if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
-                return f"{prefix}{k}"
-            d = _diff(a[k], b[k], f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if a == b else prefix.rstrip(".") or "(value)"
+                out.append(f"{prefix}{k}")
+            else:
+                out.extend(_diffs(a[k], b[k], f"{prefix}{k}."))
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "(value)"]
 
 
-def merge_runs(folders, out_dir) -> Path:
+def _ignored(path: str, ignore) -> bool:
+    return any(path == k or path.startswith(k + ".") for k in ignore)
+
+
+def merge_runs(folders, out_dir, ignore_config=()) -> Path:
     """Merge the ``results.csv`` of several simulation folders into ``out_dir``; returns its ``results.csv``.
+
+    ``ignore_config``: dotted config keys (or whole sections) allowed to differ between the folders; the
+    first folder's values are kept and the differences are recorded in ``simulation.json``
+    (``merge_ignored``: folder -> key paths).
 
     Raises ``ValueError`` (one line, naming the folder and the key) when the runs are not comparable or a
     (row, seed) pair occurs twice, and ``FileExistsError`` when ``out_dir`` already holds results.
     """
     folders = [Path(f) for f in folders]
+    ignore = [str(k).strip(".") for k in ignore_config or ()]
+    if any(not k for k in ignore):
+        raise ValueError("ignore_config: empty key")
     if len(folders) < 2:
         raise ValueError("merge needs at least two simulation folders")
     out_dir = Path(out_dir)
@@ -79,6 +93,7 @@ def merge_runs(folders, out_dir) -> Path:
     variants: dict = {}
     owner: dict = {}
     merged: list[dict] = []
+    waved: dict[str, list[str]] = {}
     for n, (folder, meta, fields, rows) in enumerate(loaded):
         for key in ("pool", "test"):
             if sorted(meta[key]) != sorted(meta0[key]):
@@ -89,9 +104,13 @@ def merge_runs(folders, out_dir) -> Path:
             raise ValueError(f"{folder}/results.csv: columns differ from {first}/results.csv")
         sim = meta["config"].get("simulation", {})
         cfg = {**meta["config"], "simulation": {k: v for k, v in sim.items() if k not in _PER_RUN_KEYS}}
-        where = _diff(cfg0, cfg)
+        where = _diffs(cfg0, cfg)
+        refused = [w for w in where if not _ignored(w, ignore)]
+        if refused:
+            raise ValueError(f"{folder}: config key {refused[0]!r} differs from {first}'s; not the same protocol"
+                             " (merge --ignore-config KEY if that key cannot change these results)")
         if where:
-            raise ValueError(f"{folder}: config key {where!r} differs from {first}'s; not the same protocol")
+            waved[str(folder)] = where
         for name, definition in (sim.get("variants") or {}).items():
             if name in variants and variants[name] != definition:
                 raise ValueError(f"{folder}: row {name!r} is defined differently than in an earlier folder")
@@ -111,6 +130,8 @@ def merge_runs(folders, out_dir) -> Path:
     meta["config"] = json.loads(json.dumps(meta0["config"]))
     meta["config"]["simulation"].update(seeds=sorted(seeds), strategies=strategies, variants=variants)
     meta["merged_from"] = [str(f) for f in folders]
+    if waved:
+        meta["merge_ignored"] = waved
     atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
     _write_csv(out_dir / "results.csv", fields0, merged)
     return out_dir / "results.csv"

@@ -170,6 +170,10 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     if meta:
         lines += [f"- pool: {len(meta['pool'])} cases, test: {len(meta['test'])} cases; annotating every pool slice "
                   f"would take {full_cost:.0f} s (true cost model on the ground truth)", ""]
+    if meta.get("merged_from"):
+        lines += [f"- merged from {len(meta['merged_from'])} runs: {', '.join(meta['merged_from'])}", ""]
+    for folder, keys in (meta.get("merge_ignored") or {}).items():
+        lines += [f"- config differences waved through (merge --ignore-config) in {folder}: {', '.join(keys)}", ""]
     if full_dice:
         lines += [f"- full-supervision reference Dice: {full_dice:.3f}; 95% of it: {target:.3f}", ""]
     lines += ["| strategy | seeds | AUBC (first labels to %.0f s) | final Dice | seconds to 95%% of full Dice | "

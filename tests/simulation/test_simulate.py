@@ -192,3 +192,27 @@ def test_merge_refuses_runs_of_another_protocol_or_the_same_pair_twice(sim, tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith("medal: error:") and "test cases differ" in err and str(b) in err and "\n" not in err
     assert not (tmp_path / "cli" / "results.csv").exists()
+
+
+@pytest.mark.slow
+def test_merge_waves_through_only_the_named_config_keys_and_records_them(sim, tmp_path, capsys):
+    from medal.cli import main
+    from medal.simulation import merge_runs
+
+    out, _ = sim
+    a, b = _split_by_seed(out, tmp_path)
+    meta = json.loads((b / "simulation.json").read_text())
+    del meta["config"]["training"]["pseudo_margin"]          # a key an older medal did not write
+    meta["config"]["coldstart"]["edge_margin"] = 0.0          # a section this protocol does not use
+    (b / "simulation.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"'coldstart\.edge_margin' differs"):
+        merge_runs([a, b], tmp_path / "refused", ignore_config=["training.pseudo_margin"])
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "cli"),
+                 "--ignore-config", "coldstart", "training.pseudo_margin"]) == 0
+    merged = json.loads((tmp_path / "cli" / "simulation.json").read_text())
+    assert merged["merge_ignored"] == {str(b): ["coldstart.edge_margin", "training.pseudo_margin"]}
+    assert merged["config"]["training"]["pseudo_margin"] == json.loads(
+        (a / "simulation.json").read_text())["config"]["training"]["pseudo_margin"]
+    report = (tmp_path / "cli" / "report.md").read_text()
+    assert "waved through" in report and "training.pseudo_margin" in report
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["strategies"]["knapsack"]["seeds"] == 2
