@@ -132,7 +132,10 @@ def main(argv=None) -> float:
     ds = load_dataset(args.data)
     if args.from_results and len(args.from_results) > 1:
         out = Path(args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-merged-"))
-        merge_runs(args.from_results, out, ignore_config=args.merge_ignore)
+        try:
+            merge_runs(args.from_results, out, ignore_config=args.merge_ignore)
+        except (ValueError, FileExistsError) as exc:
+            raise SystemExit(f"label_efficiency: error: {exc}") from None
     else:
         out = Path((args.from_results or [None])[0] or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()
