@@ -185,7 +185,7 @@ def main(argv=None) -> float:
             per_round.append(f"{k}: {np.mean([r['seconds'] for r in rr]):.0f} s "
                              f"({np.mean([r['pct_full_cost'] for r in rr]):.1f}%) -> {np.mean([r['dice_mean'] for r in rr]):.3f}")
         hits = []
-        for seed in sim.seeds:
+        for seed in sorted({r["seed"] for r in mine}):   # a merged row may have fewer seeds than the run
             rs = sorted((r for r in mine if r["seed"] == seed), key=lambda r: r["round"])
             hits.append(budget_to_reach([r["seconds"] for r in rs], [r["dice_mean"] for r in rs], target))
         reach = (f"{np.mean(hits):.0f} s ({100 * np.mean(hits) / full_cost:.1f}%)" if all(h is not None for h in hits)
