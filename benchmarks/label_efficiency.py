@@ -84,6 +84,8 @@ def main(argv=None) -> float:
                     help="time-boxed rounds: the oracle stops at each round's budget of true seconds; "
                          "selection.reserve = RESERVE budgets of further tasks queued (e.g. 2)")
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the simulation in --out (interrupted, or with more --rounds, seeds or rows)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--from-results", nargs="+", default=None, metavar="DIR",
                     help="re-report an earlier run's folder without simulating; several folders (other seeds or "
@@ -143,7 +145,11 @@ def main(argv=None) -> float:
     if args.from_results:
         csv_path = out / "results.csv"
     else:
-        csv_path = simulate(ds, out, cfg, log=lambda r: print(r, flush=True), workers=args.workers)
+        try:
+            csv_path = simulate(ds, out, cfg, log=lambda r: print(r, flush=True), workers=args.workers,
+                                resume=args.resume)
+        except (ValueError, FileExistsError, FileNotFoundError) as exc:
+            raise SystemExit(f"label_efficiency: error: {exc}") from None
     sim_minutes = (time.perf_counter() - t0) / 60
     steps = round_steps(cfg)
     own_full = args.full_dice if args.full_dice is not None else same_config_full_dice(ds, cfg, pool, test, sum(steps))

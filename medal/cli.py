@@ -263,7 +263,13 @@ def cmd_simulate(args) -> int:
     from medal.simulation import simulate, write_report
 
     cfg = load_config(args.config)
-    csv_path = simulate(load_dataset(args.dataset), args.out, cfg, log=lambda r: print(r, file=sys.stderr))
+    try:
+        csv_path = simulate(load_dataset(args.dataset), args.out, cfg, log=lambda r: print(r, file=sys.stderr),
+                            resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"medal: interrupted; continue where it stopped with the same command and --resume "
+              f"(finished runs and rounds in {args.out} are kept)", file=sys.stderr)
+        return 130
     report = write_report(csv_path, full_dice=args.full_dice)
     print(f"results: {csv_path}\nreport: {report}")
     return EXIT_OK
@@ -429,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--out", required=True, help="new folder for results.csv, plots and report.md")
     si.add_argument("--config", default=None, help="YAML config (its simulation section: strategies, seeds, ...)")
     si.add_argument("--full-dice", type=float, default=None, help="full-supervision Dice (the 100%% line)")
+    si.add_argument("--resume", action="store_true",
+                    help="continue the simulation in --out (interrupted, or with more rounds, seeds or rows); "
+                         "finished runs are kept, the rest go on from their first unfinished step")
     si.set_defaults(func=cmd_simulate)
 
     mg = sub.add_parser("merge", help="join simulation folders that ran other seeds or rows of one protocol")

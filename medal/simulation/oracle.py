@@ -35,15 +35,20 @@ def true_costs(units: np.ndarray, truth: np.ndarray, *, axis: int, spacing, cost
 def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: CostModel, log=None,
                     budget_s: float | None = None) -> dict:
     """Annotate ``todo`` tasks from the ground truth into ``out_dir/<case>.nii.gz`` (255 elsewhere),
-    mark them done, and return ``{"seconds": true total, "per_task": {task_id: s}, "foreground":
-    {task_id: whether the unit holds any ground-truth foreground}}``.
+    mark them done, and return the charge of every task ``done`` in the list afterwards: ``{"seconds":
+    true total, "per_task": {task_id: s}, "foreground": {task_id: whether the unit holds any
+    ground-truth foreground}}``.
 
     ``budget_s``: work like an expert with a clock: tasks in their order until the true seconds
     reach ``budget_s`` (the task in hand is finished), the rest left ``todo``. ``None``: every task.
 
     ``log``: a JSON-lines annotation log to append one row per task to (task id, true seconds, the
     ground truth's effort features), the same rows the napari plugin writes for an expert, so cost
-    calibration reads a simulated round like a real one.
+    calibration reads a simulated round like a real one. A task already in the log is not logged twice.
+
+    Resuming: tasks already ``done`` in the list (painted before an interruption) are not painted again
+    but are charged at their true cost and counted in the returned totals and against ``budget_s``, so
+    an interrupted round resumed here charges, paints and logs exactly what an uninterrupted one does.
     """
     from medal.tasks import validate_tasks
 
@@ -68,25 +73,35 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
     fg: dict[str, bool] = {}
     rows: dict[str, dict] = {}
     spent = 0.0
-    for t in tasks.tasks:  # in the task file's order, as an expert works through them
-        if t.status != "todo":
-            continue
-        if budget_s is not None and spent >= budget_s:
-            break
+
+    def charge(t):
         truth, truth_index = truth_of(t.case_id)
         m = unit_mask(t, truth.shape, tasks)
         feats = effort_features(m.astype(np.int32), truth_index, axis=t.axis, spacing=truth.spacing,
                                 n_classes=cost_model.n_classes, ids=np.array([1]))
         per_task[t.task_id] = float(cost_model.predict(feats)[0])
-        spent += per_task[t.task_id]
         fg[t.task_id] = bool((truth.array[m] > 0).any())
         rows[t.task_id] = {"task_id": t.task_id, "case_id": t.case_id, "kind": t.kind, "axis": t.axis,
                            "index": t.index, "supervoxel": t.supervoxel, "seconds": per_task[t.task_id],
                            "source": "oracle", "foreground": fg[t.task_id],
                            **{k: float(v[0]) for k, v in feats.items()}}
+        return per_task[t.task_id]
+
+    for t in tasks.tasks:  # painted before an interruption: on the clock already
+        if t.status == "done":
+            spent += charge(t)
+    painted = set()
+    for t in tasks.tasks:  # in the task file's order, as an expert works through them
+        if t.status != "todo":
+            continue
+        if budget_s is not None and spent >= budget_s:
+            break
+        spent += charge(t)
+        painted.add(t.task_id)
+    logged = _logged_ids(log) if log is not None else set()
     by_case: dict[str, list] = {}
     for t in tasks.tasks:
-        if t.task_id in per_task:
+        if t.task_id in painted:
             by_case.setdefault(t.case_id, []).append(t)
     for cid, group in by_case.items():
         truth, _ = truth_of(cid)
@@ -95,7 +110,7 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             m = unit_mask(t, truth.shape, tasks)
             ann[m] = truth.array[m]
             t.status = "done"
-            if log is not None:
+            if log is not None and t.task_id not in logged:
                 append_annotation_log(log, rows[t.task_id])
         target = out_dir / f"{cid}.nii.gz"
         if target.is_file():  # several task files annotated into one folder: keep what is there
@@ -105,6 +120,22 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
     if tasks.path is not None:
         write_tasks(tasks.path, tasks)
     return {"seconds": float(sum(per_task.values())), "per_task": per_task, "foreground": fg}
+
+
+def _logged_ids(log) -> set[str]:
+    """Task ids already in an annotation log (a line torn by an interruption is skipped)."""
+    import json
+
+    log = Path(log)
+    if not log.is_file():
+        return set()
+    ids = set()
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            ids.add(json.loads(line)["task_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return ids
 
 
 def full_annotation_cost(dataset: Dataset, case_ids, *, axis_name: str, cost_model: CostModel) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 from medal.config import MedalConfig, variant_config
 from medal.costs import CostModel
 from medal.data import UNLABELED, Dataset, atomic_write_text, load_volume, save_volume
-from medal.loop import ingest, labels_dir, round_dir, run_round
+from medal.loop import ingest, round_dir, run_round
 from medal.tasks import read_tasks
 
 from .oracle import full_annotation_cost, oracle_annotate
@@ -81,15 +81,24 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     return np.mean(scores, axis=0)
 
 
-def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], axis: int) -> tuple[float, float]:
+def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], axis: int,
+                     before: int) -> tuple[float, float]:
+    """% of the pool's slices touched and voxels labelled by the first labels and the rounds before
+    ``before``: read from those rounds' annotations, not the label folder, which a resumed run already
+    holds later rounds in."""
+    folders = [run_dir / "round_init" / "annotations"] + [round_dir(run_dir, r) / "annotations" for r in range(before)]
     slices = voxels = tot_s = tot_v = 0
     for cid in pool:
-        p = labels_dir(run_dir) / f"{cid}.nii.gz"
         shape = shapes[cid]
         tot_v += int(np.prod(shape))
         tot_s += shape[axis]
-        if p.is_file():
-            ann = load_volume(p).array != UNLABELED
+        ann = None
+        for f in folders:
+            p = f / f"{cid}.nii.gz"
+            if p.is_file():
+                a = load_volume(p).array != UNLABELED
+                ann = a if ann is None else ann | a
+        if ann is not None:
             voxels += int(ann.sum())
             slices += int(ann.any(axis=tuple(d for d in range(3) if d != axis)).sum())
     return 100.0 * slices / tot_s, 100.0 * voxels / tot_v
@@ -244,7 +253,7 @@ def _run_one(job: dict) -> list[dict]:
         res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, stop_after="train", cache=cache)
         train_s = time.perf_counter() - t0
         dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache)
-        pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0)
+        pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0, before=r)
         rows.append({"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
                      "predicted_seconds": round(predicted, 2), "pct_full_cost": round(100 * seconds / full, 3),
                      "pct_slices": round(pct_s, 3), "pct_voxels": round(pct_v, 3),
@@ -315,23 +324,39 @@ def _shared_round0(job: dict) -> str:
     return str(run)
 
 
+#: config keys a resumed simulation may change: more rounds, seeds or rows, other parallelism
+RESUMABLE_KEYS = ("simulation.rounds", "simulation.seeds", "simulation.strategies", "simulation.workers")
+
+
 def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = True, log=print,
-             workers: int | None = None) -> Path:
+             workers: int | None = None, resume: bool = False) -> Path:
     """Run every (strategy, seed); returns the path of ``results.csv`` (rewritten as runs finish).
 
     ``workers`` (default ``simulation.workers``): runs side by side in that many processes, each
     with ``cores // workers`` torch threads (on 2 cores, two 1-thread runs finish ~1.3x sooner than
     one 2-thread run after the other). A run's numbers depend only on its seed and its thread count.
+
+    ``resume``: continue the simulation in ``out_dir`` (interrupted, or to be extended by more rounds,
+    seeds or rows: :data:`RESUMABLE_KEYS`; any other config difference is refused, naming the key).
+    Finished (strategy, seed) runs keep their rows; the others go on from their first unfinished step
+    (trained models, scores, selections and painted tasks are reused; a painted task is charged its true
+    seconds again, never painted twice), so a resumed simulation writes the results of an
+    uninterrupted one. Without ``resume`` a folder that already holds a simulation is refused.
     """
     import concurrent.futures as cf
     import multiprocessing as mp
     import os
 
     from medal.regions import resolve_axis
+    from medal.simulation.merge import _diffs, _ignored
 
     out_dir = Path(out_dir)
-    if (out_dir / "results.csv").exists():
-        raise FileExistsError(f"{out_dir / 'results.csv'}: a simulation already ran here; choose a new folder")
+    meta_path = out_dir / "simulation.json"
+    if not resume and (meta_path.exists() or (out_dir / "results.csv").exists()):
+        raise FileExistsError(f"{out_dir}: a simulation already ran here; choose a new folder "
+                              "(or resume it: --resume)")
+    if resume and not meta_path.is_file():
+        raise ValueError(f"{meta_path}: no simulation to resume here")
     out_dir.mkdir(parents=True, exist_ok=True)
     sim = cfg.simulation
     workers = max(1, workers if workers is not None else sim.workers)
@@ -343,15 +368,34 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     fields = CSV_FIELDS + [f"dice_{name}" for name in names]
     meta = {"pool": pool, "test": test, "full_annotation_cost_s": full, "class_names": names,
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
-    atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
+    kept: list[dict] = []
+    if resume:
+        try:
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
+            old_cfg = old["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{meta_path}: not a medal simulation record ({type(exc).__name__})") from None
+        for key in ("pool", "test"):
+            if old.get(key) != meta[key]:
+                raise ValueError(f"{meta_path}: cannot resume: the {key} cases differ (dataset or split changed)")
+        diffs = [d for d in _diffs(old_cfg, meta["config"]) if not _ignored(d, RESUMABLE_KEYS)]
+        if diffs:
+            raise ValueError(f"{meta_path}: cannot resume with another config: {', '.join(diffs[:6])} "
+                             f"differ{'s' if len(diffs) == 1 else ''} (only {', '.join(RESUMABLE_KEYS)} may)")
+        meta["resumed"] = int(old.get("resumed", 0)) + 1
+        kept = _finished_rows(out_dir / "results.csv", sim)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1))
     axis_name = cfg.regions.axes[0]
     axis0 = resolve_axis(int(axis_name) if axis_name.isdigit() else axis_name,
                          load_volume(dataset.case(pool[0]).image).orientation)
     shapes = {cid: load_volume(dataset.case(cid).image).shape for cid in pool}  # read once, not every round
     threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = []
+    finished = {(r["strategy"], r["seed"]) for r in kept}
     for seed in sim.seeds:
         for strategy in sim.strategies:
+            if (strategy, seed) in finished:
+                continue
             vcfg = variant_config(cfg, strategy)
             initial = out_dir / "initial" / f"seed_{seed}_{_initial_key(vcfg, seed)}"
             _prepare_initial(dataset, pool, dataclasses.replace(vcfg, selection=dataclasses.replace(vcfg.selection, seed=seed)),
@@ -364,7 +408,9 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
                          "full": full, "names": names, "shapes": shapes, "axis0": axis0, "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0})
-    rows: list[dict] = []
+    rows: list[dict] = list(kept)
+    if resume:  # rows of dropped rounds, seeds or rows do not stay behind
+        _write_csv(out_dir / "results.csv", fields, sorted(rows, key=lambda r: (list(sim.strategies).index(r["strategy"]), r["seed"], r["round"])))
 
     def collect(new_rows):
         rows.extend(new_rows)
@@ -389,6 +435,25 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                         log(json.dumps(row))
                 collect(done)
     return out_dir / "results.csv"
+
+
+def _finished_rows(path: Path, sim) -> list[dict]:
+    """Rows of ``results.csv`` for (strategy, seed) runs that have every round ``0..sim.rounds``
+    (as written: their values stay byte-identical); runs of other rows or seeds are dropped."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    by_run: dict[tuple, list] = {}
+    for r in rows:
+        try:
+            r["seed"], r["round"] = int(r["seed"]), int(r["round"])
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}: a row without an integer seed and round") from None
+        if r["strategy"] in sim.strategies and r["seed"] in sim.seeds and r["round"] <= sim.rounds:
+            by_run.setdefault((r["strategy"], r["seed"]), []).append(r)
+    want = set(range(sim.rounds + 1))
+    return [r for run in by_run.values() if {x["round"] for x in run} == want for r in run]
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:

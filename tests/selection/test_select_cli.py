@@ -145,6 +145,52 @@ def test_a_time_boxed_round_queues_a_reserve_and_the_clocked_oracle_stops_at_the
     assert read_tasks(tmp_path / "r" / "tasks.json").tasks[len(done)].status == "todo"
 
 
+@pytest.mark.parametrize("tasks_saved", [True, False])
+def test_a_clocked_oracle_resumed_after_an_interruption_charges_paints_and_logs_what_an_uninterrupted_one_does(
+        tmp_path, scores_dir, tasks_saved):
+    import shutil
+
+    from medal.config import CostsConfig, RegionsConfig, SelectionConfig
+    from medal.costs import CostModel, read_annotation_log
+    from medal.selection.api import select_round
+    from medal.simulation import oracle_annotate
+    from medal.tasks import write_tasks
+
+    ds = load_dataset(sample_dataset())
+    select_round(ds, scores_dir, tmp_path / "r", selection_cfg=SelectionConfig(budget_s=120.0, reserve=2.0),
+                 regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(), data_cfg=None, display_cache=False)
+    for name in ("ref", "cut"):
+        shutil.copytree(tmp_path / "r", tmp_path / name)
+    cm, budget = CostModel.default(3), 60.0
+
+    def paint(name, budget_s):
+        return oracle_annotate(read_tasks(tmp_path / name / "tasks.json"), ds, tmp_path / name / "annotations",
+                               cost_model=cm, log=tmp_path / name / "log.jsonl", budget_s=budget_s)
+
+    ref = paint("ref", budget)
+    first = paint("cut", 15.0)  # the interruption: a few tasks painted and logged, the rest not yet
+    assert 0 < len(first["per_task"]) < len(ref["per_task"])
+    if not tasks_saved:  # killed before the task file was rewritten: every task still says todo
+        tl = read_tasks(tmp_path / "cut" / "tasks.json")
+        assert sum(t.status == "done" for t in tl.tasks) == len(first["per_task"])
+        for t in tl.tasks:
+            t.status = "todo"
+        write_tasks(tl.path, tl)
+    resumed = paint("cut", budget)
+    assert resumed["per_task"] == ref["per_task"] and resumed["foreground"] == ref["foreground"]
+    assert resumed["seconds"] == pytest.approx(ref["seconds"]) and ref["seconds"] >= budget
+    assert [t.status for t in read_tasks(tmp_path / "cut" / "tasks.json").tasks] == \
+        [t.status for t in read_tasks(tmp_path / "ref" / "tasks.json").tasks]
+    logs = {n: read_annotation_log(tmp_path / n / "log.jsonl") for n in ("ref", "cut")}
+    assert len({r["task_id"] for r in logs["cut"]}) == len(logs["cut"])  # nothing logged twice
+    assert sorted(logs["cut"], key=lambda r: r["task_id"]) == sorted(logs["ref"], key=lambda r: r["task_id"])
+    files = sorted(x.name for x in (tmp_path / "ref" / "annotations").iterdir())
+    assert files and files == sorted(x.name for x in (tmp_path / "cut" / "annotations").iterdir())
+    for f in files:
+        assert np.array_equal(load_volume(tmp_path / "ref" / "annotations" / f).array,
+                              load_volume(tmp_path / "cut" / "annotations" / f).array)
+
+
 def test_select_cli_reserve_option(tmp_path, scores_dir):
     base = [sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores", str(scores_dir),
             "--budget", "120", "--strategy", "fg_random"]

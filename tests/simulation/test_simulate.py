@@ -216,3 +216,53 @@ def test_merge_waves_through_only_the_named_config_keys_and_records_them(sim, tm
     report = (tmp_path / "cli" / "report.md").read_text()
     assert "waved through" in report and "training.pseudo_margin" in report
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["strategies"]["knapsack"]["seeds"] == 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_uninterrupted_one_does(tmp_path, capsys):
+    """Interrupted for real (the row logger raises once round 1 is evaluated), then resumed with a
+    second round: the same rows as a run that was never interrupted (seconds included)."""
+    cfg = {**SMALL, "selection": {"budget_s": 60.0, "reserve": 2.0},
+           "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 2,
+                          "timed": True}}
+    ds = load_dataset(sample_dataset())
+    ref = read_results(simulate(ds, tmp_path / "ref", config_from_dict(cfg), log=None, workers=1))
+
+    def stop_at_round_1(line):
+        if json.loads(line)["round"] == 1:
+            raise KeyboardInterrupt
+
+    short = {**cfg, "simulation": {**cfg["simulation"], "rounds": 1}}
+    with pytest.raises(KeyboardInterrupt):
+        simulate(ds, tmp_path / "cut", config_from_dict(short), log=stop_at_round_1, workers=1)
+    assert not (tmp_path / "cut" / "results.csv").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        simulate(ds, tmp_path / "cut", config_from_dict(cfg), log=None, workers=1)
+    other = {**cfg, "selection": {"budget_s": 90.0, "reserve": 2.0}}
+    with pytest.raises(ValueError, match="selection.budget_s"):
+        simulate(ds, tmp_path / "cut", config_from_dict(other), log=None, workers=1, resume=True)
+    got = read_results(simulate(ds, tmp_path / "cut", config_from_dict(cfg), log=None, workers=1, resume=True))
+    assert json.loads((tmp_path / "cut" / "simulation.json").read_text())["resumed"] == 1
+    assert len(got) == len(ref) == 3 and ref[0]["seconds"] > 0
+    for a, b in zip(ref, got):
+        a.pop("train_s"), b.pop("train_s")
+        assert a == b
+    run = {n: tmp_path / n / "fg_random" / "seed_0" for n in ("ref", "cut")}
+    for r in ("round_000", "round_001"):
+        ids = [row["task_id"] for row in (run["cut"] / r / "annotation_log.jsonl").read_text().splitlines()
+               for row in [json.loads(row)]]
+        assert len(ids) == len(set(ids)) > 0
+        assert [t.status for t in read_tasks(run["cut"] / r / "tasks.json").tasks] == \
+            [t.status for t in read_tasks(run["ref"] / r / "tasks.json").tasks]
+    # a finished run is kept as it is: resuming again changes nothing
+    before = (tmp_path / "cut" / "results.csv").read_text()
+    simulate(ds, tmp_path / "cut", config_from_dict(cfg), log=None, workers=1, resume=True)
+    assert (tmp_path / "cut" / "results.csv").read_text() == before
+    # the command line: one line naming the folder and the way on, no traceback
+    from medal.cli import main
+
+    assert main(["simulate", str(sample_dataset()), "--out", str(tmp_path / "cut")]) == 1
+    assert main(["simulate", str(sample_dataset()), "--out", str(tmp_path / "none"), "--resume"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("medal: error:") for e in err)
+    assert "--resume" in err[0] and str(tmp_path / "cut") in err[0] and "no simulation to resume" in err[1]
