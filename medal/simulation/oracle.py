@@ -98,7 +98,7 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             break
         spent += charge(t)
         painted.add(t.task_id)
-    logged = _logged_ids(log) if log is not None else set()
+    logged = _logged_keys(log) if log is not None else set()
     by_case: dict[str, list] = {}
     for t in tasks.tasks:
         if t.task_id in painted:
@@ -110,7 +110,7 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             m = unit_mask(t, truth.shape, tasks)
             ann[m] = truth.array[m]
             t.status = "done"
-            if log is not None and t.task_id not in logged:
+            if log is not None and tuple(rows[t.task_id][k] for k in _LOG_KEY) not in logged:
                 append_annotation_log(log, rows[t.task_id])
         target = out_dir / f"{cid}.nii.gz"
         if target.is_file():  # several task files annotated into one folder: keep what is there
@@ -122,20 +122,25 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
     return {"seconds": float(sum(per_task.values())), "per_task": per_task, "foreground": fg}
 
 
-def _logged_ids(log) -> set[str]:
-    """Task ids already in an annotation log (a line torn by an interruption is skipped)."""
+_LOG_KEY = ("task_id", "case_id", "kind", "axis", "index", "supervoxel")
+
+
+def _logged_keys(log) -> set[tuple]:
+    """The units already in an annotation log, keyed by task id *and* unit (several task files may
+    log into one file, e.g. a cold start's pilot batches); a line torn by an interruption is skipped."""
     import json
 
     log = Path(log)
     if not log.is_file():
         return set()
-    ids = set()
+    keys = set()
     for line in log.read_text(encoding="utf-8").splitlines():
         try:
-            ids.add(json.loads(line)["task_id"])
-        except (ValueError, KeyError, TypeError):
+            rec = json.loads(line)
+            keys.add(tuple(rec.get(k) for k in _LOG_KEY))
+        except (ValueError, AttributeError):
             continue
-    return ids
+    return keys
 
 
 def full_annotation_cost(dataset: Dataset, case_ids, *, axis_name: str, cost_model: CostModel) -> float:

@@ -151,12 +151,15 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         for stage in range(1 + ccfg.pilot_batches):
             stage_dir = pilot_dir / f"batch_{stage}"
             left = budget - sum(t.predicted_cost_s for t in keep)
-            if stage == 0:
+            if (stage_dir / "tasks.json").is_file():
+                pass  # chosen before an interruption (from the log as it was then): painted as chosen
+            elif stage == 0:
                 coldstart_select(dataset, stage_dir, budget_s=budget, pilot=ccfg.pilot, **stage_kw)
             else:
                 # the next batch: the best new slices worth a third of what is left, in re-scaled seconds
                 # (a pilot of 3 slices can be off by 2x: a batch must not spend everything left)
-                full = coldstart_select(dataset, stage_dir, budget_s=budget, pilot_log=log, keep=keep, **stage_kw)
+                full = coldstart_select(dataset, stage_dir / "candidates", budget_s=budget, pilot_log=log, keep=keep,
+                                        **stage_kw)
                 batch, total = [], 0.0
                 for t in full[len(keep):]:
                     if total + t.predicted_cost_s > left / 3 and batch:
@@ -172,15 +175,20 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
                      for t in tl.tasks]
             if sum(t.predicted_cost_s for t in keep) >= budget:
                 break
-        full = coldstart_select(dataset, cache, budget_s=budget, pilot_log=log, keep=keep, **kw)
+        # chosen into the pilot's folder: ``cache/tasks.json`` (what a resumed run takes as done) is
+        # written only once the clock below has run
+        chosen = pilot_dir / "chosen"
+        full = coldstart_select(dataset, chosen, budget_s=budget, pilot_log=log, keep=keep, **kw)
         # the rest, painted in order by an expert with a clock: a slice is started only if its re-scaled
         # prediction fits the true seconds left (its true seconds are known once painted), so the start
         # misses the budget by at most one slice's prediction error, not by the error of the whole rest;
         # the reserve queue (coldstart.reserve) follows the budget's slices, under the same clock
         rest = [dataclasses.replace(t, status="todo") for t in full[len(keep):]]
-        meta = read_tasks(cache / "tasks.json").meta
+        meta = read_tasks(chosen / "tasks.json").meta
         n_reserve = int(meta.get("reserve_tasks") or 0)
-        if rest:
+        if not rest:
+            write_tasks(cache / "tasks.json", list(full), dataset_root=dataset.root, meta=meta)
+        else:
             probe = cache / "pilot" / "rest"
             write_tasks(probe / "tasks.json", rest, dataset_root=dataset.root, meta={"strategy": "coldstart"})
             took = oracle_annotate(read_tasks(probe / "tasks.json"), dataset, probe / "annotations",

@@ -161,6 +161,15 @@ def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_pri
 
     charged = oracle_annotate(tl, ds, tmp_path / "check", cost_model=CostModel.default(n_classes=3))["seconds"]
     assert charged == pytest.approx(clock["true_s"]) and 0.9 * 300.0 <= charged <= 1.1 * 300.0
+    # interrupted after the pilot was painted and logged, before the start was written: run again, the
+    # same start, and no pilot slice logged twice
+    (tmp_path / "tasks.json").unlink()
+    _prepare_initial(ds, pool, cfg, 0, CostModel.default(n_classes=3), tmp_path)
+    again_tl = read_tasks(tmp_path / "tasks.json")
+    assert [(t.task_id, t.case_id, t.index, t.predicted_cost_s) for t in again_tl.tasks] == \
+        [(t.task_id, t.case_id, t.index, t.predicted_cost_s) for t in tl.tasks]
+    assert again_tl.meta["clock"] == clock
+    assert len(read_annotation_log(tmp_path / "pilot" / "annotation_log.jsonl")) == len(log)
     # an older log without the slice (task ids only) is matched through the kept timed tasks
     pilot_tasks = pilot_tasks + [t for b in batches for t in b]
     from medal.costs import append_annotation_log
