@@ -172,6 +172,9 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
                   f"would take {full_cost:.0f} s (true cost model on the ground truth)", ""]
     if meta.get("merged_from"):
         lines += [f"- merged from {len(meta['merged_from'])} runs: {', '.join(meta['merged_from'])}", ""]
+    if meta.get("resumed"):
+        lines += [f"- resumed {meta['resumed']} time(s) (`medal simulate --resume`): finished runs kept, the rest "
+                  "went on from their first unfinished step; painted tasks charged once", ""]
     for folder, keys in (meta.get("merge_ignored") or {}).items():
         lines += [f"- config differences waved through (merge --ignore-config) in {folder}: {', '.join(keys)}", ""]
     if full_dice:

@@ -243,6 +243,7 @@ def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_unint
         simulate(ds, tmp_path / "cut", config_from_dict(other), log=None, workers=1, resume=True)
     got = read_results(simulate(ds, tmp_path / "cut", config_from_dict(cfg), log=None, workers=1, resume=True))
     assert json.loads((tmp_path / "cut" / "simulation.json").read_text())["resumed"] == 1
+    assert "resumed 1 time" in (write_report(tmp_path / "cut" / "results.csv")).read_text()
     assert len(got) == len(ref) == 3 and ref[0]["seconds"] > 0
     for a, b in zip(ref, got):
         a.pop("train_s"), b.pop("train_s")
