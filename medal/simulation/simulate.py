@@ -257,9 +257,15 @@ def _run_one(job: dict) -> list[dict]:
     rows = []
     for r in range(sim.rounds + 1):
         last = r == sim.rounds
+        timing = round_dir(run, r) / "train_s.json"
+        trained = (round_dir(run, r) / "model.pt").is_file()
         t0 = time.perf_counter()
         res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, stop_after="train", cache=cache)
         train_s = time.perf_counter() - t0
+        if trained and timing.is_file():  # resumed: the round was trained before the interruption
+            train_s = float(json.loads(timing.read_text())["train_s"])
+        elif not trained:
+            timing.write_text(json.dumps({"train_s": round(train_s, 1)}))
         dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache)
         pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0, before=r)
         rows.append({"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
@@ -416,13 +422,16 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
                          "full": full, "names": names, "shapes": shapes, "axis0": axis0, "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0})
-    rows: list[dict] = list(kept)
+    def order(r):  # results.csv: rows in config order, then seed, then round
+        return list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]
+
+    rows: list[dict] = sorted(kept, key=order)
     if resume:  # rows of dropped rounds, seeds or rows do not stay behind
-        _write_csv(out_dir / "results.csv", fields, sorted(rows, key=lambda r: (list(sim.strategies).index(r["strategy"]), r["seed"], r["round"])))
+        _write_csv(out_dir / "results.csv", fields, rows)
 
     def collect(new_rows):
         rows.extend(new_rows)
-        rows.sort(key=lambda r: (list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]))
+        rows.sort(key=order)
         _write_csv(out_dir / "results.csv", fields, rows)
 
     firsts = list({job["shared_round0"]: job for job in jobs}.values())

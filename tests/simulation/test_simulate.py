@@ -228,8 +228,11 @@ def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_unint
     ds = load_dataset(sample_dataset())
     ref = read_results(simulate(ds, tmp_path / "ref", config_from_dict(cfg), log=None, workers=1))
 
+    logged = []
+
     def stop_at_round_1(line):
-        if json.loads(line)["round"] == 1:
+        logged.append(json.loads(line))
+        if logged[-1]["round"] == 1:
             raise KeyboardInterrupt
 
     short = {**cfg, "simulation": {**cfg["simulation"], "rounds": 1}}
@@ -245,6 +248,9 @@ def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_unint
     assert json.loads((tmp_path / "cut" / "simulation.json").read_text())["resumed"] == 1
     assert "resumed 1 time" in (write_report(tmp_path / "cut" / "results.csv")).read_text()
     assert len(got) == len(ref) == 3 and ref[0]["seconds"] > 0
+    # a round trained before the interruption keeps the training seconds measured then (not the ~0 s of
+    # finding its model already there)
+    assert logged[1]["train_s"] > 0 and got[1]["train_s"] == pytest.approx(logged[1]["train_s"])
     for a, b in zip(ref, got):
         a.pop("train_s"), b.pop("train_s")
         assert a == b
