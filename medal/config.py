@@ -122,7 +122,7 @@ class TrainingConfig:
     # (needs val_fraction > 0); stored in the checkpoint and applied before every uncertainty measure
     calibrate: bool = True
     # learning from unannotated voxels too (medal/training/semi.py): none | pseudo_label | mean_teacher
-    semi_supervised: str = "none"
+    semi_supervised: str = "pseudo_label"
     pseudo_threshold: float = 0.9  # pseudo_label: teacher probability above which a voxel is a target
     unlabeled_weight: float = 1.0  # weight of the unsupervised term once ramped up
     rampup: float = 0.3  # share of a round's steps over which that weight ramps up

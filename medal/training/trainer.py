@@ -233,6 +233,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
 
     mode = train_cfg.semi_supervised
+    if mode != "none" and not any(bool((i.label == UNLABELED).any()) for i in train_items):
+        mode = "none"  # every voxel annotated: no voxel for the unsupervised term (the same weights, no teacher passes)
     teacher = EMATeacher(net, train_cfg.ema_decay) if mode != "none" else None
     masks = None
     if mode == "pseudo_label" and train_cfg.pseudo_propagation > 0:  # once per round: labels are fixed

@@ -69,7 +69,7 @@ def _train(**kw):
 
 
 def test_threshold_one_is_exactly_supervised_and_modes_are_deterministic():
-    none = _train()
+    none = _train(semi_supervised="none")
     same = _train(semi_supervised="pseudo_label", pseudo_threshold=1.0)
     assert all(torch.equal(a, b) for a, b in zip(none, same))
     pl = _train(semi_supervised="pseudo_label", pseudo_threshold=0.5)
@@ -79,6 +79,25 @@ def test_threshold_one_is_exactly_supervised_and_modes_are_deterministic():
     flipped = [_train(semi_supervised="mean_teacher", consistency_flip_axes=(2,)) for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(*flipped))
     assert not all(torch.equal(a, b) for a, b in zip(mt1, flipped[0]))  # flips are off unless asked for
+
+
+def test_pseudo_label_on_fully_annotated_cases_trains_exactly_as_none():
+    """pseudo_label is medal's default; with every voxel annotated it has nothing to teach, so training
+    skips the teacher and gives the weights of a fully supervised run (a partly annotated set does not)."""
+    full = []
+    for case in load_dataset(sample_dataset()).cases[:2]:
+        img = load_volume(case.image).array.astype(np.float32)
+        full.append(TrainItem(case.case_id, (img - img.mean()) / img.std(), load_volume(case.label).array.astype(np.uint8)))
+
+    def run(items, mode):
+        tcfg = TrainingConfig(patch_size=(16, 16, 16), batch_size=2, max_epochs=2, iterations_per_epoch=3,
+                              val_fraction=0.0, seed=3, semi_supervised=mode, pseudo_threshold=0.5)
+        res = train_model(items, [], n_classes=3, model_cfg=CFG, train_cfg=tcfg, progress=False)
+        return [p.detach().clone() for p in res.net.parameters()]
+
+    assert TrainingConfig().semi_supervised == "pseudo_label"
+    assert all(torch.equal(a, b) for a, b in zip(run(full, "none"), run(full, "pseudo_label")))
+    assert not all(torch.equal(a, b) for a, b in zip(run(_items(), "none"), run(_items(), "pseudo_label")))
 
 
 def _propagation_reference(label, max_distance, margin):
