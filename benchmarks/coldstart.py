@@ -50,6 +50,12 @@ COLDSTART_ROWS = {
     # + a reserve queue of half a budget after the budget's slices, painted while the clock allows (coldstart.reserve)
     "cs_encoder_typiclust_m20_res05": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                        "reserve": 0.5},
+    # at most one slice per volume (coldstart.max_per_case: 1): as many subjects as a random start reaches
+    "cs_encoder_typiclust_m20_cap1": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                      "max_per_case": 1},
+    # + a fifth of the budget for slices from the ends outside the margin (coldstart.edge_share): negatives
+    "cs_encoder_typiclust_m20_ends20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                        "edge_share": 0.2},
 }
 
 

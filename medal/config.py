@@ -447,6 +447,9 @@ class ColdstartConfig:
     # TypiClust: an equal share of the budget per band of relative slice position (this many bands inside the
     # edge margin; 0 or 1 = off), picks ordered round-robin over the bands; a tuning screen found no gain
     position_strata: int = 0
+    # this share of the budget for slices outside the edge margin (the volume ends: in ROI crops mostly background,
+    # the only negatives a first model would see), chosen by the same method among them; 0 = off
+    edge_share: float = 0.0
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     # a reserve queue after the budget's slices, this many budgets of predicted seconds more (0 = none): painted only
     # while the expert's logged seconds are under the budget, so a start whose slices were over-predicted still
@@ -476,6 +479,10 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.position_strata: applies to method typiclust only, not {self.method!r}")
         if not 0 <= self.edge_margin < 0.5:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
+        if not (isinstance(self.edge_share, (int, float)) and math.isfinite(self.edge_share) and 0 <= self.edge_share < 1):
+            raise ConfigError(f"coldstart.edge_share: must lie in [0, 1), got {self.edge_share!r}")
+        if self.edge_share > 0 and self.edge_margin <= 0:
+            raise ConfigError("coldstart.edge_share: needs coldstart.edge_margin > 0 (its slices are those outside the margin)")
         if self.max_per_case < 0 or self.pilot < 0 or self.pilot_batches < 0:
             raise ConfigError("coldstart: max_per_case, pilot and pilot_batches must be >= 0")
         if not (isinstance(self.reserve, (int, float)) and math.isfinite(self.reserve) and 0 <= self.reserve <= 10):

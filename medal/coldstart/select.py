@@ -37,6 +37,13 @@ oracle's true seconds), so a start misses its budget by about one slice's predic
 by the error over the whole rest (on the tuning split, without the clock, one seed of five charged 337 s
 of a 300 s budget).
 
+``edge_share``: this share of the budget goes to slices *outside* the edge margin, chosen by the same
+method among them before the rest (so the per-volume cap cannot squeeze them out) and spread evenly through
+the picks. Meant to buy the negatives a random start gets (on the hippocampus tuning pool a third of its
+slices are background only; a cold start with the margin buys none), but on a tuning screen (RESULTS.md) the
+ends' typical slices still held hippocampus in 98% of picks (the outer fifth reaches into the structure),
+and the first model was worse (0.604 vs 0.640). 0 = off.
+
 ``position_weight``: the slice's relative position along its volume's slice axis is appended to the
 representation as one more feature whose variance is this share of the representation's total variance.
 A label-free anatomy prior: in region-of-interest crops the structures change along the axis (on the
@@ -303,8 +310,19 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     n_units = max(1, int(max(left, 0.0) // max(float(np.mean(costs[allowed])), 1e-9)))
     strata = (position_strata(owner, index, axes, shapes, cfg.position_strata, cfg.edge_margin)
               if cfg.position_strata > 1 else None)
-    chosen, value = (_choose(z, costs, left, cfg, owner, n_units, kept, allowed, strata) if left > 0
-                     else ([], np.zeros(len(z))))
+    ends = ~allowed if cfg.edge_share > 0 else np.zeros(len(z), bool)
+    if ends.any() and left > 0:
+        # the volume ends' share first (so the per-volume cap cannot squeeze it out), the rest of the budget after
+        end_budget = left * cfg.edge_share
+        n_end = max(1, int(end_budget // max(float(np.mean(costs[ends])), 1e-9)))
+        end_chosen, end_value = _choose(z, costs, end_budget, cfg, owner, n_end, kept, ends)
+        main_budget = left - float(costs[end_chosen].sum())
+        n_main = max(1, int(main_budget // max(float(np.mean(costs[allowed])), 1e-9)))
+        chosen, value = _choose(z, costs, main_budget, cfg, owner, n_main, kept + list(end_chosen), allowed, strata)
+        chosen, value = _interleave(chosen, end_chosen), np.where(ends, end_value, value)
+    else:
+        chosen, value = (_choose(z, costs, left, cfg, owner, n_units, kept, allowed, strata) if left > 0
+                         else ([], np.zeros(len(z))))
     if pilot:
         chosen = chosen[:pilot]
     reserve, reserve_value = [], value
@@ -350,6 +368,13 @@ def with_position(z, owner, index, axes, shapes, weight: float) -> np.ndarray:
     total = float(np.var(z, axis=0).sum())
     col = (pos - pos.mean()) / spread * math.sqrt(weight * total)
     return np.concatenate([z, col[:, None].astype(z.dtype)], axis=1)
+
+
+def _interleave(a, b) -> list[int]:
+    """``a`` and ``b`` merged, each in its own order, ``b`` spread evenly through ``a`` (so a pilot of the first
+    few slices, and an expert who stops early, get their share of both)."""
+    keyed = [((i + 1) / (len(a) + 1), 0, x) for i, x in enumerate(a)] + [((j + 1) / (len(b) + 1), 1, x) for j, x in enumerate(b)]
+    return [int(x) for _, _, x in sorted(keyed)]
 
 
 def _inside_margin(owner, index, axes, shapes, margin: float) -> np.ndarray:

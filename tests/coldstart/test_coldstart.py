@@ -201,6 +201,30 @@ def test_edge_margin_keeps_choices_away_from_the_volume_ends(tmp_path, method):
     assert any(not 0.25 <= (t.index + 0.5) / shapes[t.case_id][t.axis] <= 0.75 for t in free)  # the margin matters
 
 
+def test_edge_share_buys_its_share_from_the_volume_ends_within_budget_and_cap(tmp_path):
+    from medal.config import ConfigError
+    from medal.data import load_volume
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:8]]
+    cfg = ColdstartConfig(representation="thumbnails", edge_margin=0.25, edge_share=0.3, max_per_case=2)
+    tasks = coldstart_select(ds, tmp_path / "a", budget_s=300.0, cfg=cfg, pool=pool)
+    again = coldstart_select(ds, tmp_path / "b", budget_s=300.0, cfg=cfg, pool=pool)
+    assert [(t.case_id, t.index) for t in tasks] == [(t.case_id, t.index) for t in again]  # same seed, same picks
+    assert sum(t.predicted_cost_s for t in tasks) <= 300.0 + 1e-6
+    assert max(sum(t.case_id == c for t in tasks) for c in pool) <= 2
+    shapes = {c: load_volume(ds.case(c).image).shape for c in pool}
+    end = [not 0.25 <= (t.index + 0.5) / shapes[t.case_id][t.axis] <= 0.75 for t in tasks]
+    end_s = sum(t.predicted_cost_s for t, e in zip(tasks, end) if e)
+    assert any(end) and not all(end) and end_s >= 0.3 * 300.0 - max(t.predicted_cost_s for t in tasks)
+    first = end.index(True)
+    assert first < len(tasks) - sum(end)  # spread through the picks, not all at the back
+    with pytest.raises(ConfigError, match="edge_share"):
+        ColdstartConfig(edge_margin=0.0, edge_share=0.2)
+    with pytest.raises(ConfigError, match="edge_share"):
+        ColdstartConfig(edge_share=1.0)
+
+
 def test_position_feature_has_its_share_of_the_variance_and_spreads_the_picks(tmp_path):
     from medal.coldstart import with_position
 
