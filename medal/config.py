@@ -447,8 +447,8 @@ class ColdstartConfig:
     # TypiClust: an equal share of the budget per band of relative slice position (this many bands inside the
     # edge margin; 0 or 1 = off), picks ordered round-robin over the bands; a tuning screen found no gain
     position_strata: int = 0
-    # this share of the budget for slices outside the edge margin (the volume ends: in ROI crops mostly background,
-    # the only negatives a first model would see), chosen by the same method among them; 0 = off
+    # this share of the budget for slices outside the edge margin (the volume ends), chosen by the same method among
+    # them; meant to add background-only negatives, but on a tuning screen its picks held anatomy and did worse; 0 = off
     edge_share: float = 0.0
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     # a reserve queue after the budget's slices, this many budgets of predicted seconds more (0 = none): painted only

@@ -265,7 +265,7 @@ def _run_one(job: dict) -> list[dict]:
         if trained and timing.is_file():  # resumed: the round was trained before the interruption
             train_s = float(json.loads(timing.read_text())["train_s"])
         elif not trained:
-            timing.write_text(json.dumps({"train_s": round(train_s, 1)}))
+            atomic_write_text(timing, json.dumps({"train_s": round(train_s, 1)}))
         dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache)
         pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0, before=r)
         rows.append({"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
