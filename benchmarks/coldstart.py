@@ -56,6 +56,13 @@ COLDSTART_ROWS = {
     # + a fifth of the budget for slices from the ends outside the margin (coldstart.edge_share): negatives
     "cs_encoder_typiclust_m20_ends20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                         "edge_share": 0.2},
+    # + 15% of the budget for slices of the outermost tenth only (coldstart.ends_margin): a label-free
+    # background proxy (on the tuning pool 0-1% of those slices hold hippocampus), the negatives a random start buys
+    "cs_encoder_typiclust_m20_bg15": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                      "edge_share": 0.15, "ends_margin": 0.1},
+    # + a reserve queue of half a budget (the ends' slices are over-predicted: without it a start can end short)
+    "cs_encoder_typiclust_m20_bg15_res05": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                            "edge_share": 0.15, "ends_margin": 0.1, "reserve": 0.5},
 }
 
 
@@ -74,6 +81,9 @@ def main(argv=None) -> float:
     ap.add_argument("--timed", type=float, default=None, metavar="RESERVE",
                     help="time-boxed rounds after the start (as label_efficiency.py --timed): the oracle stops at "
                          "each round's budget of true seconds; RESERVE budgets of further tasks queued")
+    ap.add_argument("--axis", default=None,
+                    help="slice orientation of every start and round (regions.axis: axial | coronal | sagittal); "
+                         "default: the config's")
     ap.add_argument("--out", default=None)
     ap.add_argument("--results-name", default=None,
                     help="benchmarks/results/NAME.json (default coldstart[_tuning])")
@@ -96,6 +106,8 @@ def main(argv=None) -> float:
         base = dataclasses.replace(base, selection=dataclasses.replace(base.selection, reserve=args.timed))
     if args.budget:
         base = dataclasses.replace(base, selection=dataclasses.replace(base.selection, budget_s=args.budget))
+    if args.axis:
+        base = dataclasses.replace(base, regions=dataclasses.replace(base.regions, axis=args.axis))
     base = dataclasses.replace(base, simulation=sim)
     ds = load_dataset(args.data)
     out = Path(args.out or tempfile.mkdtemp(prefix="medal-coldstart-"))
@@ -136,7 +148,8 @@ def main(argv=None) -> float:
              f"{args.initial_budget:.0f} s (random slices at their true cost, or the cold start: no label, no model, "
              f"image cost prior scaled by a {base.coldstart.pilot}-slice pilot and {base.coldstart.pilot_batches} timed "
              f"batches, all inside the budget); then "
-             f"{args.rounds} round(s) of {base.selection.budget_s:.0f} s of medal's default selection"
+             f"{args.rounds} round(s) of {base.selection.budget_s:.0f} s of medal's default selection; "
+             f"slices {'/'.join(base.regions.axes)}"
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {args.timed:g} budgets)" if args.timed
                 is not None else "")
              + (f"; AUBC of every row on one axis, {x0:.0f}-{x_max:.0f} s" if args.rounds else "")
@@ -181,8 +194,8 @@ def main(argv=None) -> float:
                     f"p = {comp['aubc_p_paired_t']:.3g}" if args.rounds else ""))
         best_gap = d.mean() if not np.isfinite(best_gap) else max(best_gap, float(d.mean()))
     (HERE / "results").mkdir(exist_ok=True)
-    result.update({"timed": args.timed is not None, "reserve": args.timed, "budget_s": base.selection.budget_s,
-                   "aubc_axis_s": [x0, x_max] if args.rounds else None})
+    result.update({"axis": list(base.regions.axes), "timed": args.timed is not None, "reserve": args.timed,
+                   "budget_s": base.selection.budget_s, "aubc_axis_s": [x0, x_max] if args.rounds else None})
     name = args.results_name or f"coldstart{'_tuning' if args.split == 'tuning' else ''}"
     (HERE / "results" / f"{name}.json").write_text(
         json.dumps(result, indent=1) + "\n")

@@ -450,6 +450,9 @@ class ColdstartConfig:
     # this share of the budget for slices outside the edge margin (the volume ends), chosen by the same method among
     # them; meant to add background-only negatives, but on a tuning screen its picks held anatomy and did worse; 0 = off
     edge_share: float = 0.0
+    # the ends' share (edge_share) is chosen among slices within this share of either end only (0 = every slice
+    # outside edge_margin): an explicit label-free background proxy, as the outer tenth of a crop rarely holds anatomy
+    ends_margin: float = 0.0
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     # a reserve queue after the budget's slices, this many budgets of predicted seconds more (0 = none): painted only
     # while the expert's logged seconds are under the budget, so a start whose slices were over-predicted still
@@ -483,6 +486,12 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.edge_share: must lie in [0, 1), got {self.edge_share!r}")
         if self.edge_share > 0 and self.edge_margin <= 0:
             raise ConfigError("coldstart.edge_share: needs coldstart.edge_margin > 0 (its slices are those outside the margin)")
+        if not (isinstance(self.ends_margin, (int, float)) and math.isfinite(self.ends_margin)
+                and 0 <= self.ends_margin <= self.edge_margin):
+            raise ConfigError(f"coldstart.ends_margin: must lie in [0, coldstart.edge_margin = {self.edge_margin}], "
+                              f"got {self.ends_margin!r}")
+        if self.ends_margin > 0 and self.edge_share <= 0:
+            raise ConfigError("coldstart.ends_margin: only applies with coldstart.edge_share > 0")
         if self.max_per_case < 0 or self.pilot < 0 or self.pilot_batches < 0:
             raise ConfigError("coldstart: max_per_case, pilot and pilot_batches must be >= 0")
         if not (isinstance(self.reserve, (int, float)) and math.isfinite(self.reserve) and 0 <= self.reserve <= 10):

@@ -39,10 +39,15 @@ of a 300 s budget).
 
 ``edge_share``: this share of the budget goes to slices *outside* the edge margin, chosen by the same
 method among them before the rest (so the per-volume cap cannot squeeze them out) and spread evenly through
-the picks. Meant to buy the negatives a random start gets (on the hippocampus tuning pool a third of its
+the picks. The share is of the whole budget: with a pilot and timed batches (``keep``) what kept slices already
+spent there is deducted, so the share is neither starved (batches take the front of each selection) nor bought
+again at every stage (before this, the 0.2 screen below bought its share of what was left at each stage).
+Meant to buy the negatives a random start gets (on the hippocampus tuning pool a third of its
 slices are background only; a cold start with the margin buys none), but on a tuning screen (RESULTS.md) the
 ends' typical slices still held hippocampus in 98% of picks (the outer fifth reaches into the structure),
-and the first model was worse (0.604 vs 0.640). 0 = off.
+and the first model was worse (0.604 vs 0.640). 0 = off. ``ends_margin``: the ends' share is chosen only among
+slices within this share of either end (an explicit label-free background proxy: on the tuning pool 1% of
+the first and 0% of the last tenth hold hippocampus); 0 = every slice outside the edge margin.
 
 ``position_weight``: the slice's relative position along its volume's slice axis is appended to the
 representation as one more feature whose variance is this share of the representation's total variance.
@@ -258,6 +263,10 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
 
         slices = slice_stack(volumes, vol_axes)
         settings = {"steps": cfg.encoder_steps, "seed": cfg.seed, "size": slices.shape[-1]}
+        if any(int(a) != 2 for a in vol_axes):
+            # the encoder is trained on the slices of these axes: another orientation is another encoder (the
+            # key of the usual last-array-axis slices stays what it was, so existing caches stay current)
+            settings["axes"] = [int(a) for a in vol_axes]
         key = encoder_key([c.image for c in cases], settings)
         cache = Path(os.environ.get("MEDAL_CACHE_DIR") or Path.home() / ".cache" / "medal") / "coldstart"
         z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=cfg.seed)
@@ -310,10 +319,14 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     n_units = max(1, int(max(left, 0.0) // max(float(np.mean(costs[allowed])), 1e-9)))
     strata = (position_strata(owner, index, axes, shapes, cfg.position_strata, cfg.edge_margin)
               if cfg.position_strata > 1 else None)
-    ends = ~allowed if cfg.edge_share > 0 else np.zeros(len(z), bool)
-    if ends.any() and left > 0:
+    ends = _ends(owner, index, axes, shapes, cfg, allowed)
+    # the ends' share is of the whole budget, less what kept slices (a timed pilot and batches) already spent there:
+    # a share of what is left at each stage would be starved, as a batch takes only the front of the picks
+    spent_ends = sum(float(t.predicted_cost_s) for t in keep
+                     if (t.case_id, t.axis, t.index) in where and ends[where[(t.case_id, t.axis, t.index)]])
+    end_budget = min(left, budget_s * cfg.edge_share - spent_ends)
+    if ends.any() and left > 0 and end_budget > 0:
         # the volume ends' share first (so the per-volume cap cannot squeeze it out), the rest of the budget after
-        end_budget = left * cfg.edge_share
         n_end = max(1, int(end_budget // max(float(np.mean(costs[ends])), 1e-9)))
         end_chosen, end_value = _choose(z, costs, end_budget, cfg, owner, n_end, kept, ends)
         main_budget = left - float(costs[end_chosen].sum())
@@ -371,10 +384,23 @@ def with_position(z, owner, index, axes, shapes, weight: float) -> np.ndarray:
 
 
 def _interleave(a, b) -> list[int]:
-    """``a`` and ``b`` merged, each in its own order, ``b`` spread evenly through ``a`` (so a pilot of the first
-    few slices, and an expert who stops early, get their share of both)."""
-    keyed = [((i + 1) / (len(a) + 1), 0, x) for i, x in enumerate(a)] + [((j + 1) / (len(b) + 1), 1, x) for j, x in enumerate(b)]
+    """``a`` and ``b`` merged, each in its own order, ``b`` spread evenly through ``a``, each at the middle of its
+    share of the list (so a pilot of the first few slices, a batch of the first third, and an expert who stops
+    early get their share of both)."""
+    keyed = [((i + 0.5) / len(a), 1, x) for i, x in enumerate(a)] + [((j + 0.5) / len(b), 0, x) for j, x in enumerate(b)]
     return [int(x) for _, _, x in sorted(keyed)]
+
+
+def _ends(owner, index, axes, shapes, cfg, allowed) -> np.ndarray:
+    """The slices the ends' share (``cfg.edge_share``) is chosen among: outside the edge margin, and within
+    ``cfg.ends_margin`` of either end when that is set; none when ``edge_share`` is 0."""
+    if cfg.edge_share <= 0:
+        return np.zeros(len(allowed), bool)
+    ends = ~allowed
+    if cfg.ends_margin > 0:
+        pos = _relative_position(owner, index, axes, shapes)
+        ends &= (pos < cfg.ends_margin) | (pos > 1.0 - cfg.ends_margin)
+    return ends
 
 
 def _inside_margin(owner, index, axes, shapes, margin: float) -> np.ndarray:

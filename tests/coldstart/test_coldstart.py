@@ -125,6 +125,24 @@ def test_encoder_is_deterministic_and_separates_anatomy(tmp_path, monkeypatch):
     assert np.mean(correct) > 0.7  # chance is about 0.5
 
 
+def test_encoder_cache_is_keyed_by_the_slice_orientation(tmp_path, monkeypatch):
+    """An encoder trained on axial slices is not reused for sagittal ones (another cache entry), and the
+    sagittal selection chooses sagittal slices."""
+    monkeypatch.setenv("MEDAL_CACHE_DIR", str(tmp_path / "cache"))
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:4]]
+    cfg = ColdstartConfig(representation="encoder", encoder_steps=5)
+    axial = coldstart_select(ds, tmp_path / "a", budget_s=120.0, cfg=cfg, pool=pool, axis="axial")
+    first = set((tmp_path / "cache" / "coldstart").glob("encoder-*.pt"))
+    sag = coldstart_select(ds, tmp_path / "s", budget_s=120.0, cfg=cfg, pool=pool, axis="sagittal")
+    both = set((tmp_path / "cache" / "coldstart").glob("encoder-*.pt"))
+    assert len(first) == 1 and len(both) == 2
+    assert {t.axis for t in axial} == {2} and {t.axis for t in sag} == {0}
+    again = coldstart_select(ds, tmp_path / "s2", budget_s=120.0, cfg=cfg, pool=pool, axis="sagittal")
+    assert [(t.case_id, t.index) for t in again] == [(t.case_id, t.index) for t in sag]  # read from its cache
+    assert set((tmp_path / "cache" / "coldstart").glob("encoder-*.pt")) == both
+
+
 def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_prior(tmp_path):
     """`medal simulate` with ``initial: coldstart``: the oracle paints and times the pilot slices, its
     log (the same rows the napari plugin writes) scales the prior, the pilot stays first at its true
@@ -223,6 +241,63 @@ def test_edge_share_buys_its_share_from_the_volume_ends_within_budget_and_cap(tm
         ColdstartConfig(edge_margin=0.0, edge_share=0.2)
     with pytest.raises(ConfigError, match="edge_share"):
         ColdstartConfig(edge_share=1.0)
+
+
+def test_ends_margin_takes_the_ends_share_from_the_outermost_slices_only(tmp_path):
+    from medal.config import ConfigError
+    from medal.data import load_volume
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:8]]
+    cfg = ColdstartConfig(representation="thumbnails", edge_margin=0.25, edge_share=0.3, ends_margin=0.1,
+                          max_per_case=2)
+    tasks = coldstart_select(ds, tmp_path / "a", budget_s=300.0, cfg=cfg, pool=pool)
+    shapes = {c: load_volume(ds.case(c).image).shape for c in pool}
+    pos = [(t.index + 0.5) / shapes[t.case_id][t.axis] for t in tasks]
+    outer = [p < 0.1 or p > 0.9 for p in pos]
+    # every pick is either in the outermost tenth (the ends' share) or inside the edge margin, none between
+    assert all(o or 0.25 <= p <= 0.75 for o, p in zip(outer, pos)), pos
+    assert any(outer) and not all(outer)
+    assert sum(t.predicted_cost_s for t in tasks) <= 300.0 + 1e-6
+    assert max(sum(t.case_id == c for t in tasks) for c in pool) <= 2
+    wide = coldstart_select(ds, tmp_path / "b", budget_s=300.0, cfg=dataclasses.replace(cfg, ends_margin=0.0), pool=pool)
+    wide_pos = [(t.index + 0.5) / shapes[t.case_id][t.axis] for t in wide]
+    assert any(0.1 <= p < 0.25 or 0.75 < p <= 0.9 for p in wide_pos)  # without it, the ends' share reaches further in
+    with pytest.raises(ConfigError, match="ends_margin"):
+        ColdstartConfig(edge_margin=0.2, edge_share=0.2, ends_margin=0.3)
+    with pytest.raises(ConfigError, match="ends_margin"):
+        ColdstartConfig(edge_margin=0.2, ends_margin=0.1)
+
+
+def test_ends_share_survives_a_pilot_and_timed_batches(tmp_path):
+    """As ``medal simulate`` and an expert with ``--pilot`` work: 3 pilot slices, then batches of a third of what
+    is left from the front of each new selection, then the rest. The ends' share is of the whole budget, so it is
+    bought across the stages (a share of what is left at each stage was starved: batches take the front)."""
+    from medal.data import load_volume
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:8]]
+    cfg = ColdstartConfig(representation="thumbnails", edge_margin=0.25, edge_share=0.3, ends_margin=0.1,
+                          max_per_case=3)
+    budget = 300.0
+    keep = coldstart_select(ds, tmp_path / "p", budget_s=budget, cfg=cfg, pool=pool, pilot=3)
+    for stage in range(3):
+        full = coldstart_select(ds, tmp_path / f"b{stage}", budget_s=budget, cfg=cfg, pool=pool, keep=keep)
+        left = budget - sum(t.predicted_cost_s for t in keep)
+        batch, total = [], 0.0
+        for t in full[len(keep):]:
+            if total + t.predicted_cost_s > left / 3 and batch:
+                break
+            batch.append(t)
+            total += t.predicted_cost_s
+        keep = keep + batch
+    final = coldstart_select(ds, tmp_path / "final", budget_s=budget, cfg=cfg, pool=pool, keep=keep)
+    shapes = {c: load_volume(ds.case(c).image).shape for c in pool}
+    outer_s = sum(t.predicted_cost_s for t in final
+                  if not 0.1 <= (t.index + 0.5) / shapes[t.case_id][t.axis] <= 0.9)
+    assert sum(t.predicted_cost_s for t in final) <= budget + 1e-6
+    assert outer_s >= 0.3 * budget - max(t.predicted_cost_s for t in final), outer_s
+    assert outer_s <= 0.3 * budget + 1e-6
 
 
 def test_position_feature_has_its_share_of_the_variance_and_spreads_the_picks(tmp_path):
