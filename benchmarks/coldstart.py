@@ -2,6 +2,8 @@
 
     python benchmarks/coldstart.py --split tuning [--seeds 0 1 2] [--rounds 0]   # choose the method here
     python benchmarks/coldstart.py --split final --rows cs_thumbnails_typiclust [--rounds 3]
+    python benchmarks/coldstart.py --split tuning --rows ROW --seeds 5 6 7 8 9 --training-offsets 0 100 200
+        # each start trained under three training seeds: selection told from training noise
 
 Both starts spend ``initial_budget_s`` true seconds on the 60-case pool; the random start picks random
 slices at their true cost, the cold start uses no label and no model (its predicted seconds come from
@@ -84,6 +86,10 @@ def main(argv=None) -> float:
     ap.add_argument("--axis", default=None,
                     help="slice orientation of every start and round (regions.axis: axial | coronal | sagittal); "
                          "default: the config's")
+    ap.add_argument("--training-offsets", type=int, nargs="+", default=[0],
+                    help="train every start again with the model's seeds moved by each offset "
+                         "(simulation.training_seed_offset; the starts stay the seed's): a row's Dice per seed is the "
+                         "mean over them, so selection is compared with less training noise")
     ap.add_argument("--out", default=None)
     ap.add_argument("--results-name", default=None,
                     help="benchmarks/results/NAME.json (default coldstart[_tuning])")
@@ -118,18 +124,27 @@ def main(argv=None) -> float:
         cs = dataclasses.replace(base.coldstart, **COLDSTART_ROWS[name])
         runs.append((name, dataclasses.replace(base, coldstart=cs,
                                                simulation=dataclasses.replace(sim, initial="coldstart"))))
+    offsets = sorted(set(args.training_offsets))
+    by_offset = {}
     for name, cfg in runs:
-        csv_path = out / name / "results.csv"
-        if csv_path.is_file():  # a row finished by an earlier run into the same --out is reused
-            done = sorted({int(r["seed"]) for r in read_results(csv_path)})
-            if done != sorted(args.seeds):
-                sys.exit(f"{csv_path}: holds seeds {done}, not {sorted(args.seeds)}; choose another --out")
-        else:
-            csv_path = simulate(ds, out / name, cfg, log=None, workers=args.workers)
-            write_report(csv_path)
-        rows[name] = read_results(csv_path)
-        print(name, json.dumps([(int(r["seed"]), int(r["round"]), r["seconds"], r["dice_mean"]) for r in rows[name]]),
-              flush=True)
+        by_offset[name] = {}
+        for off in offsets:
+            # offset 0 is the plain run (its folder reused by screens without offsets), the others beside it
+            where = out if off == 0 else out / f"training_offset_{off}"
+            cfg_o = dataclasses.replace(cfg, simulation=dataclasses.replace(cfg.simulation, training_seed_offset=off))
+            csv_path = where / name / "results.csv"
+            if csv_path.is_file():  # a row finished by an earlier run into the same --out is reused
+                done = sorted({int(r["seed"]) for r in read_results(csv_path)})
+                if done != sorted(args.seeds):
+                    sys.exit(f"{csv_path}: holds seeds {done}, not {sorted(args.seeds)}; choose another --out")
+            else:
+                csv_path = simulate(ds, where / name, cfg_o, log=None, workers=args.workers)
+                write_report(csv_path)
+            by_offset[name][off] = read_results(csv_path)
+            print(name, f"training offset {off}", json.dumps([(int(r["seed"]), int(r["round"]), r["seconds"],
+                                                               r["dice_mean"]) for r in by_offset[name][off]]),
+                  flush=True)
+        rows[name] = _mean_over_offsets(by_offset[name])
     names = [k for k in rows[runs[0][0]][0] if k.startswith("dice_") and k != "dice_mean"]
     result = {"split": args.split, "seeds": args.seeds, "rounds": args.rounds, "initial_budget_s": args.initial_budget,
               "rows": {}, "comparisons": []}
@@ -174,6 +189,10 @@ def main(argv=None) -> float:
         lines.append(f"| {name} | {np.mean(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | {np.mean(first[name]):.3f} | "
                      + " | ".join(f"{np.mean(v):.3f}" for v in per_class.values())
                      + f" | {missed}/{len(r0)} | {'n/a' if mean_aubc is None else f'{mean_aubc:.4f}'} |")
+    if len(offsets) > 1:
+        lines.append(f"- each start trained under {len(offsets)} training seeds (offsets {offsets}); Dice per seed is "
+                     "their mean. Training noise, the sd of first-round Dice over training seeds (mean over seeds): "
+                     + ", ".join(f"{name} {_training_sd(by_offset[name]):.3f}" for name in rows))
     best_gap = float("nan")
     for name in args.rows:
         d = first[name] - first["random"]
@@ -194,7 +213,12 @@ def main(argv=None) -> float:
                     f"p = {comp['aubc_p_paired_t']:.3g}" if args.rounds else ""))
         best_gap = d.mean() if not np.isfinite(best_gap) else max(best_gap, float(d.mean()))
     (HERE / "results").mkdir(exist_ok=True)
-    result.update({"axis": list(base.regions.axes), "timed": args.timed is not None, "reserve": args.timed,
+    result.update({"training_offsets": offsets,
+                   "training_sd": {name: _training_sd(by_offset[name]) for name in rows} if len(offsets) > 1 else None,
+                   "first_round_dice_per_offset": {name: {str(off): [r["dice_mean"] for r in sorted(
+                       (r for r in rs if int(r["round"]) == 0), key=lambda r: int(r["seed"]))]
+                       for off, rs in by_offset[name].items()} for name in rows},
+                   "axis": list(base.regions.axes), "timed": args.timed is not None, "reserve": args.timed,
                    "budget_s": base.selection.budget_s, "aubc_axis_s": [x0, x_max] if args.rounds else None})
     name = args.results_name or f"coldstart{'_tuning' if args.split == 'tuning' else ''}"
     (HERE / "results" / f"{name}.json").write_text(
@@ -203,6 +227,33 @@ def main(argv=None) -> float:
            lines)
     print(f"first_round_dice_coldstart_minus_random: {best_gap:+.4f}")
     return best_gap
+
+
+def _mean_over_offsets(by_off: dict) -> list[dict]:
+    """One row per (seed, round): the numbers averaged over the training offsets' runs (one offset: as it is)."""
+    runs = list(by_off.values())
+    if len(runs) == 1:
+        return runs[0]
+    out = []
+    for r in runs[0]:
+        same = [next(x for x in rs if int(x["seed"]) == int(r["seed"]) and int(x["round"]) == int(r["round"]))
+                for rs in runs]
+        row = dict(r)
+        for k, v in r.items():
+            if k.startswith("dice") or k == "seconds":
+                row[k] = float(np.mean([x[k] for x in same]))
+        out.append(row)
+    return out
+
+
+def _training_sd(by_off: dict) -> float:
+    """Mean over seeds of the sd of first-round Dice over the training offsets."""
+    first = {}
+    for rs in by_off.values():
+        for r in rs:
+            if int(r["round"]) == 0:
+                first.setdefault(int(r["seed"]), []).append(r["dice_mean"])
+    return float(np.mean([np.std(v, ddof=1) for v in first.values() if len(v) > 1])) if first else float("nan")
 
 
 if __name__ == "__main__":

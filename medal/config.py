@@ -397,6 +397,10 @@ class SimulationConfig:
     # seconds is reached (the task in hand is finished), the rest left undone; with selection.reserve
     # the queue is long enough when the predicted seconds were too high. false: every task is painted
     timed: bool = False
+    # the model's seeds (training, MC dropout) are seed + this; the first labels and the selection keep the seed:
+    # the same starts and selections trained again under other training seeds, to tell selection from training
+    # noise (benchmarks/coldstart.py --training-offsets). 0 = one seed for all
+    training_seed_offset: int = 0
 
     def __post_init__(self):
         from medal.selection.strategies import STRATEGIES
@@ -429,6 +433,10 @@ class SimulationConfig:
             raise ConfigError(f"simulation.max_pool: must be >= 0, got {self.max_pool}")
         if self.workers < 1:
             raise ConfigError(f"simulation.workers: must be >= 1, got {self.workers}")
+        if isinstance(self.training_seed_offset, bool) or not isinstance(self.training_seed_offset, int) \
+                or self.training_seed_offset < 0:
+            raise ConfigError(f"simulation.training_seed_offset: must be a whole number >= 0, got "
+                              f"{self.training_seed_offset!r}")
 
 
 @dataclass(frozen=True)

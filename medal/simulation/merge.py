@@ -48,15 +48,28 @@ def _load(folder: Path) -> tuple[dict, list[str], list[dict]]:
     return meta, fields, rows
 
 
-def _diffs(a, b, prefix: str = "") -> list[str]:
-    """Every key path where two JSON-like values differ (a key missing on one side counts)."""
+def _default_config() -> dict:
+    import dataclasses
+
+    from medal.config import MedalConfig
+
+    return json.loads(json.dumps(dataclasses.asdict(MedalConfig())))
+
+
+def _diffs(a, b, prefix: str = "", defaults=None) -> list[str]:
+    """Every key path where two JSON-like values differ. A key missing on one side counts, unless ``defaults``
+    (the same layout) holds that key with the value the other side has: a setting added to medal after a run
+    was made, at its default (medal's new settings default to the old behaviour), does not make the run differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
+        defaults = defaults if isinstance(defaults, dict) else {}
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
-                out.append(f"{prefix}{k}")
+                present = a[k] if k in a else b[k]
+                if not (k in defaults and defaults[k] == present):
+                    out.append(f"{prefix}{k}")
             else:
-                out.extend(_diffs(a[k], b[k], f"{prefix}{k}."))
+                out.extend(_diffs(a[k], b[k], f"{prefix}{k}.", defaults.get(k)))
         return out
     return [] if a == b else [prefix.rstrip(".") or "(value)"]
 
@@ -104,7 +117,7 @@ def merge_runs(folders, out_dir, ignore_config=()) -> Path:
             raise ValueError(f"{folder}/results.csv: columns differ from {first}/results.csv")
         sim = meta["config"].get("simulation", {})
         cfg = {**meta["config"], "simulation": {k: v for k, v in sim.items() if k not in _PER_RUN_KEYS}}
-        where = _diffs(cfg0, cfg)
+        where = _diffs(cfg0, cfg, defaults=_default_config())
         refused = [w for w in where if not _ignored(w, ignore)]
         if refused:
             raise ValueError(f"{folder}: config key {refused[0]!r} differs from {first}'s; not the same protocol"

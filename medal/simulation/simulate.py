@@ -362,7 +362,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     import os
 
     from medal.regions import resolve_axis
-    from medal.simulation.merge import _diffs, _ignored
+    from medal.simulation.merge import _default_config, _diffs, _ignored
 
     out_dir = Path(out_dir)
     meta_path = out_dir / "simulation.json"
@@ -392,7 +392,8 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         for key in ("pool", "test"):
             if old.get(key) != meta[key]:
                 raise ValueError(f"{meta_path}: cannot resume: the {key} cases differ (dataset or split changed)")
-        diffs = [d for d in _diffs(old_cfg, meta["config"]) if not _ignored(d, RESUMABLE_KEYS)]
+        diffs = [d for d in _diffs(old_cfg, meta["config"], defaults=_default_config())
+                 if not _ignored(d, RESUMABLE_KEYS)]
         if diffs:
             raise ValueError(f"{meta_path}: cannot resume with another config: {', '.join(diffs[:6])} "
                              f"differ{'s' if len(diffs) == 1 else ''} (only {', '.join(RESUMABLE_KEYS)} may)")
@@ -414,9 +415,10 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             initial = out_dir / "initial" / f"seed_{seed}_{_initial_key(vcfg, seed)}"
             _prepare_initial(dataset, pool, dataclasses.replace(vcfg, selection=dataclasses.replace(vcfg.selection, seed=seed)),
                              seed, cost_model, initial)
-            scfg = dataclasses.replace(vcfg, training=dataclasses.replace(vcfg.training, seed=seed),
+            model_seed = seed + sim.training_seed_offset  # the first labels and the selection keep the seed
+            scfg = dataclasses.replace(vcfg, training=dataclasses.replace(vcfg.training, seed=model_seed),
                                        selection=dataclasses.replace(vcfg.selection, seed=seed),
-                                       uncertainty=dataclasses.replace(vcfg.uncertainty, seed=seed))
+                                       uncertainty=dataclasses.replace(vcfg.uncertainty, seed=model_seed))
             jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
                          "shared_round0": str(out_dir / "shared" / f"seed_{seed}_{_round0_key(scfg, seed)}"),
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,

@@ -273,3 +273,44 @@ def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_unint
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("medal: error:") for e in err)
     assert "--resume" in err[0] and str(tmp_path / "cut") in err[0] and "no simulation to resume" in err[1]
+
+
+def test_a_training_seed_offset_retrains_the_same_start_under_another_seed(tmp_path):
+    """``simulation.training_seed_offset``: the first labels are the seed's, the model's seeds move."""
+    import torch
+
+    from medal.config import ConfigError
+
+    def run(offset):
+        cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 0,
+                                       "training_seed_offset": offset}}
+        out = tmp_path / f"off{offset}"
+        simulate(load_dataset(sample_dataset()), out, config_from_dict(cfg), log=None)
+        starts = list((out / "initial").glob("seed_0_*/tasks.json"))
+        models = sorted((out / "shared").rglob("*.pt"))
+        assert len(starts) == 1 and models
+        tasks = [(t.case_id, t.axis, t.index) for t in read_tasks(starts[0]).tasks]
+        weights = torch.load(models[0], weights_only=True)
+        return tasks, weights.get("state_dict", weights)
+
+    tasks0, w0 = run(0)
+    tasks7, w7 = run(7)
+    assert tasks0 == tasks7  # the same start
+    tensors = [k for k, v in w0.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    assert tensors and any(not torch.equal(w0[k], w7[k]) for k in tensors)  # another training seed
+    with pytest.raises(ConfigError, match="training_seed_offset"):
+        config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "training_seed_offset": -1}})
+
+
+def test_a_setting_added_later_at_its_default_does_not_make_runs_differ():
+    from medal.simulation.merge import _default_config, _diffs
+
+    new = _default_config()
+    old = json.loads(json.dumps(new))
+    del old["simulation"]["training_seed_offset"], old["coldstart"]["ends_margin"]
+    assert _diffs(old, new, defaults=_default_config()) == []
+    assert _diffs(old, new) == ["coldstart.ends_margin", "simulation.training_seed_offset"]
+    new["simulation"]["training_seed_offset"] = 3  # not the default: a real difference
+    assert _diffs(old, new, defaults=_default_config()) == ["simulation.training_seed_offset"]
+    new["simulation"]["rounds"] = 9
+    assert "simulation.rounds" in _diffs(old, new, defaults=_default_config())
