@@ -160,12 +160,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
                 # (a pilot of 3 slices can be off by 2x: a batch must not spend everything left)
                 full = coldstart_select(dataset, stage_dir / "candidates", budget_s=budget, pilot_log=log, keep=keep,
                                         **stage_kw)
-                batch, total = [], 0.0
-                for t in full[len(keep):]:
-                    if total + t.predicted_cost_s > left / 3 and batch:
-                        break
-                    batch.append(t)
-                    total += t.predicted_cost_s
+                batch = front_batch(full[len(keep):], left / 3)
                 write_tasks(stage_dir / "tasks.json", batch, dataset_root=dataset.root, meta={"strategy": "coldstart"})
             tl = read_tasks(stage_dir / "tasks.json")
             if not tl.tasks:
@@ -295,6 +290,17 @@ def _run_one(job: dict) -> list[dict]:
         last_round = (round_pred, round_charged, len(charge["per_task"]), sum(charge["foreground"].values()))
         ingest(run, res.round_dir, dataset)
     return rows
+
+
+def front_batch(tasks, seconds: float) -> list:
+    """The first ``tasks`` whose predicted seconds fit ``seconds`` (at least one): a timed cold-start batch."""
+    batch, total = [], 0.0
+    for t in tasks:
+        if total + t.predicted_cost_s > seconds and batch:
+            break
+        batch.append(t)
+        total += t.predicted_cost_s
+    return batch
 
 
 def _initial_kind(cfg: MedalConfig) -> str:

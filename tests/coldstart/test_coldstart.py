@@ -274,6 +274,7 @@ def test_ends_share_survives_a_pilot_and_timed_batches(tmp_path):
     is left from the front of each new selection, then the rest. The ends' share is of the whole budget, so it is
     bought across the stages (a share of what is left at each stage was starved: batches take the front)."""
     from medal.data import load_volume
+    from medal.simulation.simulate import front_batch
 
     ds = load_dataset(sample_dataset())
     pool = [c.case_id for c in ds.cases[:8]]
@@ -284,13 +285,7 @@ def test_ends_share_survives_a_pilot_and_timed_batches(tmp_path):
     for stage in range(3):
         full = coldstart_select(ds, tmp_path / f"b{stage}", budget_s=budget, cfg=cfg, pool=pool, keep=keep)
         left = budget - sum(t.predicted_cost_s for t in keep)
-        batch, total = [], 0.0
-        for t in full[len(keep):]:
-            if total + t.predicted_cost_s > left / 3 and batch:
-                break
-            batch.append(t)
-            total += t.predicted_cost_s
-        keep = keep + batch
+        keep = keep + front_batch(full[len(keep):], left / 3)  # what medal simulate paints as a timed batch
     final = coldstart_select(ds, tmp_path / "final", budget_s=budget, cfg=cfg, pool=pool, keep=keep)
     shapes = {c: load_volume(ds.case(c).image).shape for c in pool}
     outer_s = sum(t.predicted_cost_s for t in final
