@@ -84,7 +84,8 @@ def main(argv=None) -> float:
                     help="time-boxed rounds after the start (as label_efficiency.py --timed): the oracle stops at "
                          "each round's budget of true seconds; RESERVE budgets of further tasks queued")
     ap.add_argument("--axis", default=None,
-                    help="slice orientation of every start and round (regions.axis: axial | coronal | sagittal); "
+                    help="slice orientation of every start and round (regions.axis: axial | coronal | sagittal, or "
+                         "several with commas, e.g. axial,coronal,sagittal: the slices of every plane one pool); "
                          "default: the config's")
     ap.add_argument("--training-offsets", type=int, nargs="+", default=[0],
                     help="train every start again with the model's seeds moved by each offset "
@@ -113,7 +114,8 @@ def main(argv=None) -> float:
     if args.budget:
         base = dataclasses.replace(base, selection=dataclasses.replace(base.selection, budget_s=args.budget))
     if args.axis:
-        base = dataclasses.replace(base, regions=dataclasses.replace(base.regions, axis=args.axis))
+        axis = args.axis.split(",") if "," in args.axis else args.axis
+        base = dataclasses.replace(base, regions=dataclasses.replace(base.regions, axis=axis))
     base = dataclasses.replace(base, simulation=sim)
     ds = load_dataset(args.data)
     out = Path(args.out or tempfile.mkdtemp(prefix="medal-coldstart-"))

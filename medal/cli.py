@@ -314,7 +314,7 @@ def cmd_coldstart(args) -> int:
                 for t in pilot if t.task_id in took]
         overwrite = True
     tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
-                             data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axes[0], overwrite=overwrite,
+                             data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axes, overwrite=overwrite,
                              pilot=args.pilot or 0, pilot_log=args.pilot_log, keep=keep)
     meta = json.loads((Path(args.out) / "tasks.json").read_text())
     for cid, why in meta.get("skipped", {}).items():

@@ -233,8 +233,20 @@ def _pilot_from_log(log, owner, index, axes, prior, keep=()) -> tuple[float, int
     return pilot_scale(priors, spent), len(priors)
 
 
+def _axis_names(axis) -> tuple[str, ...]:
+    """``axis`` as a tuple of names: one orientation (``"axial"``, ``"2"``, 2) or several (a list)."""
+    names = (axis,) if isinstance(axis, (str, int)) else tuple(axis)
+    names = tuple(str(a) for a in names)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"axis: {axis!r}: one orientation or a list of distinct ones")
+    return names
+
+
 def _describe(dataset, cases, cfg, data_cfg, axis):
-    volumes, vol_axes, owner, index, axes, shapes, skipped, spacing = [], [], [], [], [], {}, {}, {}
+    """Every slice of every readable case, along each orientation in ``axis``: the arrays are listed once per
+    (case, orientation), ``good`` names the case of each, so a case's slices of three planes compete together."""
+    volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing = [], [], [], [], [], [], {}, {}, {}
+    names = _axis_names(axis)
     for case in cases:
         try:
             img = load_volume(case.image)
@@ -242,17 +254,18 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
         except DatasetError as exc:
             skipped[case.case_id] = str(exc)  # reported; the other cases go on
             continue
-        ax = resolve_axis(int(axis) if axis.isdigit() else axis, img.orientation)
         x = normalize_intensity(img.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
-        volumes.append(x)
-        vol_axes.append(ax)
-        n = img.shape[ax]
-        owner += [case.case_id] * n
-        index += list(range(n))
-        axes += [ax] * n
+        for ax in dict.fromkeys(resolve_axis(int(a) if a.isdigit() else a, img.orientation) for a in names):
+            volumes.append(x)
+            vol_axes.append(ax)
+            good.append(case)
+            n = img.shape[ax]
+            owner += [case.case_id] * n
+            index += list(range(n))
+            axes += [ax] * n
         shapes[case.case_id] = (img.shape, dataset.relative(case.image))
         spacing[case.case_id] = img.spacing
-    return volumes, vol_axes, owner, index, axes, shapes, skipped, spacing
+    return volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing
 
 
 def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
@@ -277,9 +290,13 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
 
 
 def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: ColdstartConfig,
-                     data_cfg: DataConfig | None = None, pool=None, axis: str = "axial", overwrite: bool = False,
+                     data_cfg: DataConfig | None = None, pool=None, axis="axial", overwrite: bool = False,
                      pilot: int = 0, pilot_log=None, keep=()):
     """Write ``round_dir/tasks.json`` with typical, diverse slices of the pool within ``budget_s``.
+
+    ``axis``: the slice orientation (``"axial"``, ``"coronal"``, ``"sagittal"`` or an array axis), or a list of
+    them (``regions.axis``): the slices of every listed plane are one pool, embedded by one encoder, clustered
+    together and bought under one per-volume cap, so a start can hold axial, coronal and sagittal slices.
 
     ``pilot``: write only the first ``pilot`` slices of the selection (to be painted and timed first).
     ``pilot_log``: an annotation log of those timed slices: the prior is scaled by it, they are kept
@@ -297,11 +314,11 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     cases = [c for c in dataset.cases if pool is None or c.case_id in set(pool)]
     if not cases:
         raise ValueError(f"{dataset.root}: no case in the pool to select from")
-    volumes, vol_axes, owner, index, axes, shapes, skipped, spacing = _describe(dataset, cases, cfg, data_cfg, axis)
+    volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing = _describe(dataset, cases, cfg, data_cfg,
+                                                                                     axis)
     if not volumes:
         raise ValueError(f"{dataset.root}: no readable case in the pool to select from ("
                          + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
-    good = [c for c in cases if c.case_id not in skipped]
     z, rep_text = _representation(volumes, vol_axes, good, cfg)
     if cfg.position_weight > 0:
         z = with_position(z, owner, index, axes, shapes, cfg.position_weight)

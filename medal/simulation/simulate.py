@@ -134,7 +134,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
     if cfg.simulation.initial == "coldstart":
         ccfg = dataclasses.replace(cfg.coldstart, seed=seed)
         budget = cfg.simulation.initial_budget_s
-        kw = dict(cfg=ccfg, data_cfg=cfg.data, pool=pool, axis=cfg.regions.axes[0], overwrite=True)
+        kw = dict(cfg=ccfg, data_cfg=cfg.data, pool=pool, axis=cfg.regions.axes, overwrite=True)
         # the reserve queue (coldstart.reserve) is painted by the clock below; without a pilot there is no
         # clock, and the pilot's batches are taken from the front of the budget's slices
         stage_kw = {**kw, "cfg": dataclasses.replace(ccfg, reserve=0.0)}

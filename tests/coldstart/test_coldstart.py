@@ -5,7 +5,7 @@ import pytest
 
 from medal.coldstart import coldstart_select, kmeans, slice_descriptors, typicality
 from medal.config import ColdstartConfig
-from medal.data import load_dataset, sample_dataset
+from medal.data import load_dataset, load_volume, sample_dataset
 from medal.tasks import read_tasks
 
 
@@ -141,6 +141,36 @@ def test_encoder_cache_is_keyed_by_the_slice_orientation(tmp_path, monkeypatch):
     again = coldstart_select(ds, tmp_path / "s2", budget_s=120.0, cfg=cfg, pool=pool, axis="sagittal")
     assert [(t.case_id, t.index) for t in again] == [(t.case_id, t.index) for t in sag]  # read from its cache
     assert set((tmp_path / "cache" / "coldstart").glob("encoder-*.pt")) == both
+
+
+def test_a_start_over_several_planes_mixes_them_under_one_budget_and_cap(tmp_path, monkeypatch):
+    """``axis`` as a list (``regions.axis: [axial, coronal, sagittal]``): the slices of every plane are one pool:
+    one encoder (its own cache entry), the picks hold more than one plane, the per-volume cap counts a case's
+    slices of all planes together, every task's bbox is one slice thick along its own axis."""
+    monkeypatch.setenv("MEDAL_CACHE_DIR", str(tmp_path / "cache"))
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:6]]
+    cfg = ColdstartConfig(representation="encoder", encoder_steps=5, max_per_case=2)
+    planes = ["axial", "coronal", "sagittal"]
+    tasks = coldstart_select(ds, tmp_path / "m", budget_s=240.0, cfg=cfg, pool=pool, axis=planes)
+    assert len(set((tmp_path / "cache" / "coldstart").glob("encoder-*.pt"))) == 1
+    assert tasks and sum(t.predicted_cost_s for t in tasks) <= 240.0
+    assert len({t.axis for t in tasks}) >= 2  # a typical set over three planes is not all one plane
+    counts = {}
+    for t in tasks:
+        counts[t.case_id] = counts.get(t.case_id, 0) + 1
+        lo, hi = t.bbox
+        assert hi[t.axis] - lo[t.axis] == 1 and lo[t.axis] == t.index
+        assert all(lo[d] == 0 and hi[d] == load_volume(ds.case(t.case_id).image).shape[d] for d in range(3)
+                   if d != t.axis)
+    assert max(counts.values()) <= 2
+    assert len({(t.case_id, t.axis, t.index) for t in tasks}) == len(tasks)
+    # one plane in a list is that plane: the same slices as asked for by name (same encoder, read from its cache)
+    one = coldstart_select(ds, tmp_path / "a", budget_s=240.0, cfg=cfg, pool=pool, axis=["axial"])
+    named = coldstart_select(ds, tmp_path / "b", budget_s=240.0, cfg=cfg, pool=pool, axis="axial")
+    assert [(t.case_id, t.axis, t.index) for t in one] == [(t.case_id, t.axis, t.index) for t in named]
+    with pytest.raises(ValueError, match="axis"):
+        coldstart_select(ds, tmp_path / "c", budget_s=240.0, cfg=cfg, pool=pool, axis=["axial", "axial"])
 
 
 def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_prior(tmp_path):
