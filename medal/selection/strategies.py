@@ -26,9 +26,11 @@ Stochastic batches. ``noise: power`` perturbs every value as ``v * exp(g)``, ``g
 before the choice: power acquisition (Kirsch et al., "Stochastic Batch Acquisition: A Simple
 Baseline for Deep Active Learning", TMLR 2023), which for ranking equals sampling units with
 probability proportional to ``v ** beta``. ``beta`` follows an exponential schedule over rounds from
-``beta_start`` to ``beta_end`` (reached at round ``beta_rounds - 1``): nearly proportional sampling
-while the model is weak (diverse, exploratory batches), nearly greedy later (ClaSP PE's scheduled
-power noising, ``exponential_schedule(steps, 1, 100)``). Reproducible for a seed and round.
+``beta_start`` to ``beta_end`` (reached at round ``beta_rounds - 1``). medal's default is beta 1 in every
+round (proportional sampling, Kirsch et al.'s own default); ``beta_end: 100`` gives ClaSP PE's scheduled
+power noising (``exponential_schedule(steps, 1, 100)``: exploratory batches while the model is weak,
+nearly greedy later), which on the hippocampus tuning split fell behind fg_random once it turned greedy
+(``benchmarks/RESULTS.md``). Reproducible for a seed and round.
 
 Constraints, honoured by every strategy: skip units already annotated beyond
 ``skip_annotated_above``; at most ``max_per_case`` units and ``max_case_share`` of the budget's

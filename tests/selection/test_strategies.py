@@ -94,7 +94,8 @@ def test_quota_naming_a_missing_class_is_an_error():
 
 def test_power_noise_is_reproducible_and_follows_its_schedule():
     t = _table(4, n_cases=5, n_slices=30)
-    cfg = SelectionConfig(strategy="knapsack", budget_s=400.0, noise="power", seed=3)
+    cfg = SelectionConfig(strategy="knapsack", budget_s=400.0, noise="power", seed=3, beta_end=100.0)
+    assert beta_for_round(SelectionConfig(), 5) == pytest.approx(1.0)  # the default: beta 1 in every round
     a, b = select(t, cfg, round_index=1), select(t, cfg, round_index=1)
     np.testing.assert_array_equal(a.indices, b.indices)  # same seed, same round: same batch
     others = [select(t, cfg, round_index=1, budget_s=400.0).indices.tolist()]
