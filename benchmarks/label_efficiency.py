@@ -66,6 +66,28 @@ def round_steps(cfg) -> list[int]:
     return [first] + [later] * cfg.simulation.rounds
 
 
+def _keep_asked(csv_path: Path, strategies: set | None, seeds: set | None) -> None:
+    """Keep only the rows and seeds asked for (``--strategies``, ``--seeds``) in a merged folder's CSV: the
+    folders merged may hold more (other rows, other seeds), and the report, its means and its paired tests
+    must be of what the command names."""
+    import csv
+    import io
+
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    kept = [r for r in rows if (strategies is None or r["strategy"] in strategies)
+            and (seeds is None or int(r["seed"]) in seeds)]
+    missing = sorted((strategies or set()) - {r["strategy"] for r in kept})
+    if missing:
+        raise SystemExit(f"label_efficiency: error: {csv_path.parent}: no row {', '.join(missing)} in the merged runs")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(kept)
+    csv_path.write_text(buf.getvalue())
+
+
 def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"))
@@ -138,6 +160,8 @@ def main(argv=None) -> float:
             merge_runs(args.from_results, out, ignore_config=args.merge_ignore)
         except (ValueError, FileExistsError) as exc:
             raise SystemExit(f"label_efficiency: error: {exc}") from None
+        _keep_asked(out / "results.csv", set(sim.strategies) if args.strategies else None,
+                    set(sim.seeds) if args.seeds else None)
     else:
         out = Path((args.from_results or [None])[0] or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()
