@@ -4,6 +4,13 @@
     python benchmarks/coldstart.py --split final --rows cs_thumbnails_typiclust [--rounds 3]
     python benchmarks/coldstart.py --split tuning --rows ROW --seeds 5 6 7 8 9 --training-offsets 0 100 200
         # each start trained under three training seeds: selection told from training noise
+    python benchmarks/coldstart.py --split final --rows ROW --initial-axis axial,coronal,sagittal \
+        --random-axis axial --rounds 2 --budget 600 --timed 8
+        # a start over three planes, against the axial random start, then axial rounds of the default
+    ... --random-from FOLDER --random-row default
+        # the random start and its rounds taken from a finished simulation (e.g. a label_efficiency.py
+        # run: its `default` row is the random start followed by the default's rounds), after checking
+        # that it ran the same protocol
 
 Both starts spend ``initial_budget_s`` true seconds on the 60-case pool; the random start picks random
 slices at their true cost, the cold start uses no label and no model (its predicted seconds come from
@@ -84,9 +91,18 @@ def main(argv=None) -> float:
                     help="time-boxed rounds after the start (as label_efficiency.py --timed): the oracle stops at "
                          "each round's budget of true seconds; RESERVE budgets of further tasks queued")
     ap.add_argument("--axis", default=None,
-                    help="slice orientation of every start and round (regions.axis: axial | coronal | sagittal, or "
+                    help="slice orientation of every round (and of the starts unless --initial-axis) (regions.axis: axial | coronal | sagittal, or "
                          "several with commas, e.g. axial,coronal,sagittal: the slices of every plane one pool); "
                          "default: the config's")
+    ap.add_argument("--initial-axis", default=None,
+                    help="slice plane(s) of the starts only (simulation.initial_axis, comma-separated); the rounds "
+                         "keep --axis")
+    ap.add_argument("--random-axis", default=None,
+                    help="slice plane(s) of the random start (default: those of the cold start)")
+    ap.add_argument("--random-from", default=None, metavar="FOLDER",
+                    help="take the random start's rows from this finished simulation folder (same protocol, "
+                         "checked) instead of running it")
+    ap.add_argument("--random-row", default="default", help="with --random-from: the row (strategy) to take")
     ap.add_argument("--training-offsets", type=int, nargs="+", default=[0],
                     help="train every start again with the model's seeds moved by each offset "
                          "(simulation.training_seed_offset; the starts stay the seed's): a row's Dice per seed is the "
@@ -116,12 +132,17 @@ def main(argv=None) -> float:
     if args.axis:
         axis = args.axis.split(",") if "," in args.axis else args.axis
         base = dataclasses.replace(base, regions=dataclasses.replace(base.regions, axis=axis))
+    if args.initial_axis:
+        sim = dataclasses.replace(sim, initial_axis=_planes(args.initial_axis))
     base = dataclasses.replace(base, simulation=sim)
     ds = load_dataset(args.data)
     out = Path(args.out or tempfile.mkdtemp(prefix="medal-coldstart-"))
     t0 = time.perf_counter()
     rows = {}
-    runs = [("random", dataclasses.replace(base, simulation=dataclasses.replace(sim, initial="random")))]
+    rsim = dataclasses.replace(sim, initial="random")
+    if args.random_axis:
+        rsim = dataclasses.replace(rsim, initial_axis=_planes(args.random_axis))
+    runs = [("random", dataclasses.replace(base, simulation=rsim))]
     for name in args.rows:
         cs = dataclasses.replace(base.coldstart, **COLDSTART_ROWS[name])
         runs.append((name, dataclasses.replace(base, coldstart=cs,
@@ -135,6 +156,12 @@ def main(argv=None) -> float:
             where = out if off == 0 else out / f"training_offset_{off}"
             cfg_o = dataclasses.replace(cfg, simulation=dataclasses.replace(cfg.simulation, training_seed_offset=off))
             csv_path = where / name / "results.csv"
+            if name == "random" and args.random_from:
+                if off != 0:
+                    sys.exit("--random-from: takes one training offset (0)")
+                by_offset[name][off] = _random_from(Path(args.random_from), args.random_row, cfg_o, args.seeds, ds)
+                print(name, f"from {args.random_from} row {args.random_row}", flush=True)
+                continue
             if csv_path.is_file():  # a row finished by an earlier run into the same --out is reused
                 done = sorted({int(r["seed"]) for r in read_results(csv_path)})
                 if done != sorted(args.seeds):
@@ -167,6 +194,11 @@ def main(argv=None) -> float:
              f"batches, all inside the budget); then "
              f"{args.rounds} round(s) of {base.selection.budget_s:.0f} s of medal's default selection; "
              f"slices {'/'.join(base.regions.axes)}"
+             + (f"; cold start on {args.initial_axis}" if args.initial_axis else "")
+             + (f"; random start on {args.random_axis or args.initial_axis}" if args.random_axis or args.initial_axis
+                else "")
+             + (f"; random start and its rounds from `{args.random_from}` row `{args.random_row}` (same protocol, "
+                "checked)" if args.random_from else "")
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {args.timed:g} budgets)" if args.timed
                 is not None else "")
              + (f"; AUBC of every row on one axis, {x0:.0f}-{x_max:.0f} s" if args.rounds else "")
@@ -220,7 +252,8 @@ def main(argv=None) -> float:
                    "first_round_dice_per_offset": {name: {str(off): [r["dice_mean"] for r in sorted(
                        (r for r in rs if int(r["round"]) == 0), key=lambda r: int(r["seed"]))]
                        for off, rs in by_offset[name].items()} for name in rows},
-                   "axis": list(base.regions.axes), "timed": args.timed is not None, "reserve": args.timed,
+                   "axis": list(base.regions.axes), "initial_axis": args.initial_axis, "random_axis": args.random_axis,
+                   "random_from": [args.random_from, args.random_row] if args.random_from else None, "timed": args.timed is not None, "reserve": args.timed,
                    "budget_s": base.selection.budget_s, "aubc_axis_s": [x0, x_max] if args.rounds else None})
     name = args.results_name or f"coldstart{'_tuning' if args.split == 'tuning' else ''}"
     (HERE / "results" / f"{name}.json").write_text(
@@ -229,6 +262,48 @@ def main(argv=None) -> float:
            lines)
     print(f"first_round_dice_coldstart_minus_random: {best_gap:+.4f}")
     return best_gap
+
+
+def _planes(text: str):
+    return text.split(",") if "," in text else text
+
+
+def _random_from(folder: Path, row: str, cfg, seeds, ds) -> list[dict]:
+    """The random start's rows (renamed ``random``) from a finished simulation folder, if its ``row`` ran
+    the protocol ``cfg`` would run: the same pool, test cases and config (the row's variant applied), apart
+    from the per-run keys and the ``coldstart`` section (a random start does not use it). Exits with one
+    line naming the folder and the first key that differs."""
+    from medal.config import config_from_dict, variant_config
+    from medal.simulation import read_results
+    from medal.simulation.merge import _default_config, _diffs, _load
+    from medal.simulation.simulate import _initial_axes, split_cases
+
+    try:
+        meta, _, _ = _load(folder)
+        theirs = variant_config(config_from_dict(meta["config"], source=str(folder / "simulation.json")), row)
+    except Exception as exc:  # a one-line reason, never a traceback
+        sys.exit(f"--random-from {folder}: {exc}")
+
+    def plain(c):
+        d = json.loads(json.dumps(dataclasses.asdict(c)))
+        d.pop("coldstart", None)
+        for k in ("seeds", "strategies", "workers", "variants"):
+            d["simulation"].pop(k, None)
+        d["simulation"]["initial_axis"] = list(_initial_axes(c))  # "" = the row's own plane(s)
+        return d
+
+    where = _diffs(plain(theirs), plain(cfg), defaults=_default_config())
+    if where:
+        sys.exit(f"--random-from {folder}: row {row!r} ran with another {where[0]!r}; not the same protocol")
+    pool, test = split_cases(ds, cfg.simulation)
+    if sorted(meta["pool"]) != sorted(pool) or sorted(meta["test"]) != sorted(test):
+        sys.exit(f"--random-from {folder}: its pool or test cases differ from this run's")
+    rows = [dict(r, strategy="random") for r in read_results(folder / "results.csv")
+            if r["strategy"] == row and int(r["seed"]) in set(seeds)]
+    missing = sorted(set(seeds) - {int(r["seed"]) for r in rows})
+    if missing:
+        sys.exit(f"--random-from {folder}: row {row!r} has no seed {missing}")
+    return rows
 
 
 def _mean_over_offsets(by_off: dict) -> list[dict]:

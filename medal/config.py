@@ -389,6 +389,9 @@ class SimulationConfig:
     # unit kind of random first labels: "" = regions.kind of each row; slice | supervoxel = that kind for
     # every row (e.g. supervoxel rounds after a start of random slices, as after `medal coldstart`)
     initial_kind: str = ""
+    # slice plane(s) of the first labels (random or cold start), as regions.axis takes them: "" = the row's
+    # regions.axis; e.g. [axial, coronal, sagittal] for a start over three planes followed by axial rounds
+    initial_axis: str | tuple[str, ...] = ""
     split_file: str = ""  # JSON with "test" case ids; empty = a seeded test_fraction of the cases
     test_fraction: float = 0.2
     max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
@@ -425,6 +428,11 @@ class SimulationConfig:
             raise ConfigError(f"simulation.initial: {self.initial!r} is not one of ['random', 'coldstart']")
         if self.initial_kind not in ("", "slice", "supervoxel"):
             raise ConfigError(f"simulation.initial_kind: {self.initial_kind!r} is not one of ['', 'slice', 'supervoxel']")
+        if self.initial_axis not in ("", ()):
+            try:
+                RegionsConfig(axis=self.initial_axis)
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace("regions.axis", "simulation.initial_axis")) from None
         if not (math.isfinite(self.initial_budget_s) and self.initial_budget_s > 0):
             raise ConfigError(f"simulation.initial_budget_s: must be a finite number > 0, got {self.initial_budget_s}")
         if not 0 < self.test_fraction < 1:

@@ -40,3 +40,59 @@ def test_merged_csv_keeps_the_asked_rows_and_seeds(tmp_path):
         assert len(list(csv.DictReader(f))) == 4
     with pytest.raises(SystemExit, match="no row random"):
         mod._keep_asked(path, {"default", "random"}, None)
+
+
+def _coldstart():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("coldstart_bench", ROOT / "benchmarks" / "coldstart.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.pop(0)
+
+
+def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol(tmp_path):
+    import dataclasses
+    import json
+
+    from medal.config import config_from_dict
+    from medal.data import load_dataset, sample_dataset
+    from medal.simulation.simulate import split_cases
+
+    ds = load_dataset(sample_dataset())
+    # a label_efficiency-style run: rows `default` and a variant with another selection setting
+    theirs = config_from_dict({"simulation": {"strategies": ["default", "beta5"], "seeds": [0, 1], "rounds": 1,
+                                              "max_pool": 4, "test_fraction": 0.2,
+                                              "variants": {"beta5": {"selection": {"beta_end": 5.0}}}}})
+    pool, test = split_cases(ds, theirs.simulation)
+    meta = {"pool": pool, "test": test, "full_annotation_cost_s": 1000.0,
+            "config": json.loads(json.dumps(dataclasses.asdict(theirs)))}
+    (tmp_path / "simulation.json").write_text(json.dumps(meta))
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["strategy", "seed", "round", "seconds", "dice_mean"])
+        w.writeheader()
+        for s in ("default", "beta5"):
+            for seed in (0, 1):
+                for r in (0, 1):
+                    w.writerow({"strategy": s, "seed": seed, "round": r, "seconds": 300 + 600 * r,
+                                "dice_mean": 0.5 + 0.1 * r + (s == "beta5") * 0.01})
+    mod = _coldstart()
+    # what coldstart.py would run: one seed list, its own strategies, the random start on the row's plane
+    # named explicitly (the same as naming none), and other cold-start settings (unused by a random start)
+    mine = dataclasses.replace(theirs, simulation=dataclasses.replace(
+        theirs.simulation, strategies=("default",), variants={}, seeds=(0,), initial_axis="axial"),
+        coldstart=dataclasses.replace(theirs.coldstart, edge_margin=0.3))
+    rows = mod._random_from(tmp_path, "default", mine, [0, 1], ds)
+    assert {r["strategy"] for r in rows} == {"random"} and len(rows) == 4
+    assert all(r["dice_mean"] in (0.5, 0.6) for r in rows)  # the `default` row's, not the variant's
+    with pytest.raises(SystemExit, match="beta_end"):
+        mod._random_from(tmp_path, "beta5", mine, [0, 1], ds)
+    with pytest.raises(SystemExit, match="initial_axis"):
+        other = dataclasses.replace(mine, simulation=dataclasses.replace(mine.simulation, initial_axis="coronal"))
+        mod._random_from(tmp_path, "default", other, [0, 1], ds)
+    with pytest.raises(SystemExit, match=r"no seed \[2\]"):
+        mod._random_from(tmp_path, "default", mine, [0, 1, 2], ds)
+    with pytest.raises(SystemExit, match="no_such_folder"):
+        mod._random_from(tmp_path / "no_such_folder", "default", mine, [0], ds)

@@ -134,7 +134,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
     if cfg.simulation.initial == "coldstart":
         ccfg = dataclasses.replace(cfg.coldstart, seed=seed)
         budget = cfg.simulation.initial_budget_s
-        kw = dict(cfg=ccfg, data_cfg=cfg.data, pool=pool, axis=cfg.regions.axes, overwrite=True)
+        kw = dict(cfg=ccfg, data_cfg=cfg.data, pool=pool, axis=_initial_axes(cfg), overwrite=True)
         # the reserve queue (coldstart.reserve) is painted by the clock below; without a pilot there is no
         # clock, and the pilot's batches are taken from the front of the budget's slices
         stage_kw = {**kw, "cfg": dataclasses.replace(ccfg, reserve=0.0)}
@@ -210,7 +210,8 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
         lab = load_volume(c.label)
         save_volume(lab.with_array(np.zeros(lab.shape, np.float32)), d / "entropy.nii.gz")
         save_volume(lab.with_array(lab.array.astype(np.uint8)), d / "prediction.nii.gz")
-    regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy", kind=_initial_kind(cfg))
+    regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy", kind=_initial_kind(cfg),
+                                  axis=_initial_axes(cfg))
     table, per_case, _ = candidate_table(sub, scores, regions_cfg=regions, cost_model=cost_model,
                                          costs_cfg=CostsConfig(prediction="argmax", calibration="none", min_seconds=0.0))
     sel_cfg = dataclasses.replace(cfg.selection, strategy="random", seed=seed, budget_s=cfg.simulation.initial_budget_s,
@@ -311,12 +312,20 @@ def _initial_kind(cfg: MedalConfig) -> str:
     return cfg.simulation.initial_kind or cfg.regions.kind
 
 
+def _initial_axes(cfg: MedalConfig) -> tuple[str, ...]:
+    """Slice plane(s) of the first labels: ``simulation.initial_axis``, else the row's ``regions.axis``."""
+    ax = cfg.simulation.initial_axis
+    if ax in ("", ()):
+        return cfg.regions.axes
+    return (ax,) if isinstance(ax, str) else tuple(ax)
+
+
 def _initial_key(cfg: MedalConfig, seed: int) -> str:
     """What a seed's first labels depend on: random units, or the cold start and its settings."""
     from medal.config import config_hash
 
     what = {"seed": seed, "initial": cfg.simulation.initial, "budget": cfg.simulation.initial_budget_s,
-            "axis": list(cfg.regions.axes), "kind": _initial_kind(cfg)}
+            "axis": list(_initial_axes(cfg)), "kind": _initial_kind(cfg)}
     if cfg.simulation.initial == "coldstart":
         what["coldstart"] = cfg.coldstart
     return config_hash(what)[:12]

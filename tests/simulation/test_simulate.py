@@ -130,6 +130,30 @@ def test_initial_kind_sets_the_unit_of_the_first_labels(tmp_path, initial_kind, 
         config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_kind": "slices"}})
 
 
+def test_initial_axis_sets_the_planes_of_the_first_labels_only(tmp_path):
+    from medal.config import ConfigError
+    from medal.costs import CostModel
+    from medal.simulation.simulate import _initial_key, _prepare_initial, split_cases
+
+    planes = ["axial", "coronal", "sagittal"]
+    raw = {**SMALL, "simulation": {**SMALL["simulation"], "initial_budget_s": 600.0, "initial_axis": planes}}
+    cfg = config_from_dict(raw)
+    assert cfg.regions.axes == ("axial",)  # the rounds keep their plane
+    ds = load_dataset(sample_dataset())
+    pool, _ = split_cases(ds, cfg.simulation)
+    _prepare_initial(ds, pool, cfg, 0, CostModel.default(ds.n_classes), tmp_path)
+    tasks = read_tasks(tmp_path / "tasks.json").tasks
+    assert len({t.axis for t in tasks}) >= 2 and {t.kind for t in tasks} == {"slice"}
+    assert sum(t.predicted_cost_s for t in tasks) <= 600.0
+    # its own first labels (and round 0); naming the row's own plane is the same start as naming none
+    plain = config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_budget_s": 600.0}})
+    same = config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_budget_s": 600.0,
+                                                     "initial_axis": "axial"}})
+    assert _initial_key(cfg, 0) != _initial_key(plain, 0) == _initial_key(same, 0)
+    with pytest.raises(ConfigError, match="simulation.initial_axis"):
+        config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_axis": ["axial", "axil"]}})
+
+
 def _split_by_seed(out, tmp_path):
     """Two folders as two per-seed batch jobs would leave them (runs are deterministic per seed)."""
     meta = json.loads((out / "simulation.json").read_text())
