@@ -81,7 +81,8 @@ def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"))
     ap.add_argument("--split", choices=sorted(SPLITS), default="tuning")
-    ap.add_argument("--rows", nargs="+", default=list(COLDSTART_ROWS))
+    ap.add_argument("--rows", nargs="*", default=list(COLDSTART_ROWS),
+                    help="cold-start rows (none: the random start alone)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--rounds", type=int, default=0, help="rounds of the default selection after the start")
     ap.add_argument("--initial-budget", type=float, default=600.0)
