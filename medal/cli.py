@@ -304,6 +304,14 @@ def cmd_coldstart(args) -> int:
             cfg = dataclasses.replace(cfg, coldstart=dataclasses.replace(cfg.coldstart, reserve=args.reserve))
         except ConfigError as err:
             raise ConfigError(f"--reserve: {err}") from None
+    if args.axis is not None:
+        from medal.config import ConfigError
+
+        axis = args.axis.split(",") if "," in args.axis else args.axis
+        try:
+            cfg = dataclasses.replace(cfg, coldstart=dataclasses.replace(cfg.coldstart, axis=axis))
+        except ConfigError as err:
+            raise ConfigError(f"--axis: {err}") from None
     keep, overwrite = [], args.overwrite
     if args.pilot_log:  # the pilot's slices, timed: keep them (at the seconds they took) and choose the rest
         from medal.costs import read_annotation_log
@@ -314,7 +322,7 @@ def cmd_coldstart(args) -> int:
                 for t in pilot if t.task_id in took]
         overwrite = True
     tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
-                             data_cfg=cfg.data, pool=args.cases, axis=cfg.regions.axes, overwrite=overwrite,
+                             data_cfg=cfg.data, pool=args.cases, axis=cfg.coldstart.axis or cfg.regions.axes, overwrite=overwrite,
                              pilot=args.pilot or 0, pilot_log=args.pilot_log, keep=keep)
     meta = json.loads((Path(args.out) / "tasks.json").read_text())
     for cid, why in meta.get("skipped", {}).items():
@@ -463,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--reserve", type=float, default=None, metavar="BUDGETS",
                     help="also queue this many budgets of reserve slices after the budget's own, painted only while "
                          "the logged seconds are under the budget (default: config coldstart.reserve; not with --pilot)")
+    cs.add_argument("--axis", default=None, help="slice plane(s) to choose from, comma-separated (e.g. "
+                    "axial,coronal,sagittal: one pool over three planes; default: config coldstart.axis, else regions.axis)")
     cs.set_defaults(func=cmd_coldstart)
 
     co = sub.add_parser("costs", help="annotation-cost model")

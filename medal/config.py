@@ -389,8 +389,8 @@ class SimulationConfig:
     # unit kind of random first labels: "" = regions.kind of each row; slice | supervoxel = that kind for
     # every row (e.g. supervoxel rounds after a start of random slices, as after `medal coldstart`)
     initial_kind: str = ""
-    # slice plane(s) of the first labels (random or cold start), as regions.axis takes them: "" = the row's
-    # regions.axis; e.g. [axial, coronal, sagittal] for a start over three planes followed by axial rounds
+    # slice plane(s) of the first labels (random or cold start), as regions.axis takes them: "" = coldstart.axis
+    # for a cold start, else the row's regions.axis; e.g. [axial, coronal, sagittal] then axial rounds
     initial_axis: str | tuple[str, ...] = ""
     split_file: str = ""  # JSON with "test" case ids; empty = a seeded test_fraction of the cases
     test_fraction: float = 0.2
@@ -469,6 +469,9 @@ class ColdstartConfig:
     # the ends' share (edge_share) is chosen among slices within this share of either end only (0 = every slice
     # outside edge_margin): an explicit label-free background proxy, as the outer tenth of a crop rarely holds anatomy
     ends_margin: float = 0.0
+    # slice plane(s) to choose from, as regions.axis takes them ("" = regions.axis): e.g. [axial, coronal,
+    # sagittal] for a start over three planes (one pool, one encoder, one per-volume cap) before axial rounds
+    axis: str | tuple[str, ...] = ""
     pilot: int = 3  # slices painted and timed first to scale the cost prior (medal simulate; medal coldstart --pilot)
     # a reserve queue after the budget's slices, this many budgets of predicted seconds more (0 = none): painted only
     # while the expert's logged seconds are under the budget, so a start whose slices were over-predicted still
@@ -496,6 +499,11 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.position_strata: must be a whole number >= 0, got {self.position_strata!r}")
         if self.position_strata > 1 and self.method != "typiclust":
             raise ConfigError(f"coldstart.position_strata: applies to method typiclust only, not {self.method!r}")
+        if self.axis not in ("", ()):
+            try:
+                RegionsConfig(axis=self.axis)
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace("regions.axis", "coldstart.axis")) from None
         if not 0 <= self.edge_margin < 0.5:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
         if not (isinstance(self.edge_share, (int, float)) and math.isfinite(self.edge_share) and 0 <= self.edge_share < 1):

@@ -218,6 +218,29 @@ def test_coldstart_bad_budget_and_nan_image(tmp_path, sample_cases):
     assert tasks and "nan_case" not in {t["case_id"] for t in tasks}
 
 
+def test_coldstart_axis_chooses_over_several_planes_from_the_command_or_the_config(tmp_path):
+    ds = sample_dataset()
+    thumbs = tmp_path / "thumbnails.yaml"  # the planes are the point here, not the (slower) default encoder
+    thumbs.write_text("coldstart: {representation: thumbnails}\n")
+    out = medal("coldstart", ds, "--out", tmp_path / "one", "--budget", "400", "--config", thumbs)
+    assert out.returncode == 0, out.stderr
+    one = json.loads((tmp_path / "one" / "tasks.json").read_text())["tasks"]
+    assert len({t["axis"] for t in one}) == 1  # regions.axis: axial
+    out = medal("coldstart", ds, "--out", tmp_path / "three", "--budget", "400", "--config", thumbs,
+                "--axis", "axial,coronal,sagittal")
+    assert out.returncode == 0, out.stderr
+    three = json.loads((tmp_path / "three" / "tasks.json").read_text())["tasks"]
+    assert len({t["axis"] for t in three}) >= 2 and sum(t["predicted_cost_s"] for t in three) <= 400.0 + 1e-6
+    cfg3 = tmp_path / "three.yaml"
+    cfg3.write_text("coldstart: {representation: thumbnails, axis: [axial, coronal, sagittal]}\n")
+    out = medal("coldstart", ds, "--out", tmp_path / "three_cfg", "--budget", "400", "--config", cfg3)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "three_cfg" / "tasks.json").read_text())["tasks"] == three  # same seed, same pick
+    out = medal("coldstart", ds, "--out", tmp_path / "bad", "--budget", "400", "--axis", "axial,axil")
+    assert out.returncode == 1 and "--axis: coldstart.axis" in one_error_line(out)
+    assert not (tmp_path / "bad" / "tasks.json").exists()
+
+
 def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
     """The expert's cold start: 3 pilot slices timed, then a further timed batch (--pilot-log --pilot),
     then the rest; every timed slice is kept first at the seconds it took, and the prior is scaled by

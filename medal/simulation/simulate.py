@@ -313,8 +313,11 @@ def _initial_kind(cfg: MedalConfig) -> str:
 
 
 def _initial_axes(cfg: MedalConfig) -> tuple[str, ...]:
-    """Slice plane(s) of the first labels: ``simulation.initial_axis``, else the row's ``regions.axis``."""
+    """Slice plane(s) of the first labels: ``simulation.initial_axis``, else ``coldstart.axis`` for a cold
+    start, else the row's ``regions.axis``."""
     ax = cfg.simulation.initial_axis
+    if ax in ("", ()) and cfg.simulation.initial == "coldstart":
+        ax = cfg.coldstart.axis
     if ax in ("", ()):
         return cfg.regions.axes
     return (ax,) if isinstance(ax, str) else tuple(ax)

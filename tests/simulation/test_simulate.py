@@ -152,6 +152,18 @@ def test_initial_axis_sets_the_planes_of_the_first_labels_only(tmp_path):
     assert _initial_key(cfg, 0) != _initial_key(plain, 0) == _initial_key(same, 0)
     with pytest.raises(ConfigError, match="simulation.initial_axis"):
         config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_axis": ["axial", "axil"]}})
+    # a cold start takes coldstart.axis (the product's setting, as `medal coldstart` does) unless initial_axis says
+    from medal.simulation.simulate import _initial_axes
+
+    cold = {**SMALL, "coldstart": {"axis": planes}, "simulation": {**SMALL["simulation"], "initial": "coldstart"}}
+    assert _initial_axes(config_from_dict(cold)) == tuple(planes)
+    cold["simulation"]["initial_axis"] = "sagittal"
+    assert _initial_axes(config_from_dict(cold)) == ("sagittal",)
+    cold["simulation"]["initial"] = "random"
+    cold["simulation"]["initial_axis"] = ""
+    assert _initial_axes(config_from_dict(cold)) == ("axial",)  # coldstart.axis is the cold start's only
+    with pytest.raises(ConfigError, match="coldstart.axis"):
+        config_from_dict({**SMALL, "coldstart": {"axis": "axil"}})
 
 
 def _split_by_seed(out, tmp_path):
