@@ -38,7 +38,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 DATA = HERE.parent.parent / "shared" / "data" / "hippocampus"
 SPLITS = {"tuning": HERE / "hippocampus_tuning_split.json", "final": HERE / "hippocampus_split.json"}
-# every row names all three settings, so a change of medal's defaults never changes a row
+# every row names all three settings, and ROW_BASE the rest a default change touched, so a change of medal's
+# defaults never changes a row (the planes come from --axis / --initial-axis)
+ROW_BASE = {"axis": "", "reserve": 0.0}
 COLDSTART_ROWS = {
     "cs_thumbnails_typiclust": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.0},
     "cs_thumbnails_probcover": {"representation": "thumbnails", "method": "probcover", "edge_margin": 0.0},
@@ -145,7 +147,7 @@ def main(argv=None) -> float:
         rsim = dataclasses.replace(rsim, initial_axis=_planes(args.random_axis))
     runs = [("random", dataclasses.replace(base, simulation=rsim))]
     for name in args.rows:
-        cs = dataclasses.replace(base.coldstart, **COLDSTART_ROWS[name])
+        cs = dataclasses.replace(base.coldstart, **{**ROW_BASE, **COLDSTART_ROWS[name]})
         runs.append((name, dataclasses.replace(base, coldstart=cs,
                                                simulation=dataclasses.replace(sim, initial="coldstart"))))
     offsets = sorted(set(args.training_offsets))

@@ -222,20 +222,21 @@ def test_coldstart_axis_chooses_over_several_planes_from_the_command_or_the_conf
     ds = sample_dataset()
     thumbs = tmp_path / "thumbnails.yaml"  # the planes are the point here, not the (slower) default encoder
     thumbs.write_text("coldstart: {representation: thumbnails}\n")
-    out = medal("coldstart", ds, "--out", tmp_path / "one", "--budget", "400", "--config", thumbs)
+    out = medal("coldstart", ds, "--out", tmp_path / "one", "--budget", "400", "--config", thumbs, "--axis", "axial")
     assert out.returncode == 0, out.stderr
     one = json.loads((tmp_path / "one" / "tasks.json").read_text())["tasks"]
-    assert len({t["axis"] for t in one}) == 1  # regions.axis: axial
-    out = medal("coldstart", ds, "--out", tmp_path / "three", "--budget", "400", "--config", thumbs,
-                "--axis", "axial,coronal,sagittal")
+    assert len({t["axis"] for t in one}) == 1
+    out = medal("coldstart", ds, "--out", tmp_path / "three", "--budget", "400", "--config", thumbs)
+    assert out.returncode == 0, out.stderr  # the default: three planes, one pool
+    meta = json.loads((tmp_path / "three" / "tasks.json").read_text())
+    three, n_reserve = meta["tasks"], meta["reserve_tasks"]
+    main = three[:len(three) - n_reserve]
+    assert len({t["axis"] for t in three}) >= 2 and sum(t["predicted_cost_s"] for t in main) <= 400.0 + 1e-6
+    cfg1 = tmp_path / "axial.yaml"  # coldstart.axis "" follows regions.axis
+    cfg1.write_text("coldstart: {representation: thumbnails, axis: ''}\nregions: {axis: axial}\n")
+    out = medal("coldstart", ds, "--out", tmp_path / "one_cfg", "--budget", "400", "--config", cfg1)
     assert out.returncode == 0, out.stderr
-    three = json.loads((tmp_path / "three" / "tasks.json").read_text())["tasks"]
-    assert len({t["axis"] for t in three}) >= 2 and sum(t["predicted_cost_s"] for t in three) <= 400.0 + 1e-6
-    cfg3 = tmp_path / "three.yaml"
-    cfg3.write_text("coldstart: {representation: thumbnails, axis: [axial, coronal, sagittal]}\n")
-    out = medal("coldstart", ds, "--out", tmp_path / "three_cfg", "--budget", "400", "--config", cfg3)
-    assert out.returncode == 0, out.stderr
-    assert json.loads((tmp_path / "three_cfg" / "tasks.json").read_text())["tasks"] == three  # same seed, same pick
+    assert json.loads((tmp_path / "one_cfg" / "tasks.json").read_text())["tasks"] == one  # same seed, same pick
     out = medal("coldstart", ds, "--out", tmp_path / "bad", "--budget", "400", "--axis", "axial,axil")
     assert out.returncode == 1 and "--axis: coldstart.axis" in one_error_line(out)
     assert not (tmp_path / "bad" / "tasks.json").exists()

@@ -290,13 +290,14 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
 
 
 def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: ColdstartConfig,
-                     data_cfg: DataConfig | None = None, pool=None, axis="axial", overwrite: bool = False,
+                     data_cfg: DataConfig | None = None, pool=None, axis=None, overwrite: bool = False,
                      pilot: int = 0, pilot_log=None, keep=()):
     """Write ``round_dir/tasks.json`` with typical, diverse slices of the pool within ``budget_s``.
 
     ``axis``: the slice orientation (``"axial"``, ``"coronal"``, ``"sagittal"`` or an array axis), or a list of
     them (``regions.axis``): the slices of every listed plane are one pool, embedded by one encoder, clustered
     together and bought under one per-volume cap, so a start can hold axial, coronal and sagittal slices.
+    ``None``: ``cfg.axis`` (``coldstart.axis``), else axial.
 
     ``pilot``: write only the first ``pilot`` slices of the selection (to be painted and timed first).
     ``pilot_log``: an annotation log of those timed slices: the prior is scaled by it, they are kept
@@ -306,6 +307,8 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     while the logged seconds are under the budget; the budget's slices are the same with or without it.
     """
     data_cfg = data_cfg or DataConfig()
+    if axis is None or axis in ("", ()):
+        axis = cfg.axis if cfg.axis not in ("", ()) else "axial"
     round_dir = Path(round_dir)
     if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
         raise ValueError(f"budget: expected a finite number of seconds > 0, got {budget_s!r}")

@@ -11,18 +11,22 @@ from medal.tasks import read_tasks
 
 def test_coldstart_tasks_within_budget_and_spread_over_cases(tmp_path):
     ds = load_dataset(sample_dataset())
-    tasks = coldstart_select(ds, tmp_path, budget_s=300.0, cfg=ColdstartConfig())
+    tasks = coldstart_select(ds, tmp_path, budget_s=150.0, cfg=ColdstartConfig())
     tl = read_tasks(tmp_path / "tasks.json")
     assert [t.task_id for t in tl.tasks] == [t.task_id for t in tasks]
-    assert 0 < sum(t.predicted_cost_s for t in tl.tasks) <= 300.0
-    assert len({t.case_id for t in tl.tasks}) >= 3  # diverse: several cases, not one
-    assert all(t.kind == "slice" and t.axis == 2 and t.strategy == "coldstart" for t in tl.tasks)
-    per_case = {}
-    for t in tl.tasks:
-        per_case.setdefault(t.case_id, []).append(t.index)
-    assert all(len(set(v)) == len(v) for v in per_case.values())
+    # the defaults: three planes in one pool, and a reserve queue of half a budget after the budget's slices
+    n_reserve = tl.meta["reserve_tasks"]
+    main, reserve = tl.tasks[:len(tl.tasks) - n_reserve], tl.tasks[len(tl.tasks) - n_reserve:]
+    assert 0 < sum(t.predicted_cost_s for t in main) <= 150.0
+    assert n_reserve > 0 and sum(t.predicted_cost_s for t in reserve) <= 75.0 + 1e-6
+    assert len({t.case_id for t in main}) >= 3  # diverse: several cases, not one
+    assert all(t.kind == "slice" and t.strategy == "coldstart" for t in tl.tasks)
+    assert {t.axis for t in tl.tasks} <= {0, 1, 2} and len({t.axis for t in tl.tasks}) >= 2
+    assert len({(t.case_id, t.axis, t.index) for t in tl.tasks}) == len(tl.tasks)  # nothing chosen twice
+    one = coldstart_select(ds, tmp_path / "axial", budget_s=150.0, cfg=ColdstartConfig(), axis="axial")
+    assert {t.axis for t in one} == {2}  # an explicit plane wins over the config's
     with pytest.raises(FileExistsError):
-        coldstart_select(ds, tmp_path, budget_s=300.0, cfg=ColdstartConfig())
+        coldstart_select(ds, tmp_path, budget_s=150.0, cfg=ColdstartConfig())
 
 
 def test_typical_points_sit_in_dense_regions_and_kmeans_separates_blobs():
@@ -45,7 +49,7 @@ def test_descriptors_shape():
 @pytest.mark.parametrize("method", ["typiclust", "probcover"])
 def test_budget_cap_and_reproducibility_for_each_method(tmp_path, method):
     ds = load_dataset(sample_dataset())
-    cfg = ColdstartConfig(representation="thumbnails", method=method, max_per_case=2, pilot=0)
+    cfg = ColdstartConfig(representation="thumbnails", method=method, max_per_case=2, pilot=0, reserve=0.0)
     a = coldstart_select(ds, tmp_path / "a", budget_s=400.0, cfg=cfg)
     b = coldstart_select(ds, tmp_path / "b", budget_s=400.0, cfg=cfg)
     assert [(t.case_id, t.index) for t in a] == [(t.case_id, t.index) for t in b]  # same seed, same selection
@@ -183,7 +187,7 @@ def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_pri
 
     ds = load_dataset(sample_dataset())
     pool = [c.case_id for c in ds.cases[:6]]
-    cfg = config_from_dict({"coldstart": {"representation": "thumbnails", "pilot": 3, "max_per_case": 5},
+    cfg = config_from_dict({"coldstart": {"representation": "thumbnails", "pilot": 3, "max_per_case": 5, "reserve": 0.0},
                             "simulation": {"initial": "coldstart", "initial_budget_s": 300.0}})
     _prepare_initial(ds, pool, cfg, 0, CostModel.default(n_classes=3), tmp_path)
     log = read_annotation_log(tmp_path / "pilot" / "annotation_log.jsonl")
@@ -368,7 +372,8 @@ def test_position_strata_give_each_band_of_the_axis_its_share_of_the_budget(tmp_
     assert position_strata(["a"] * 10, list(range(10)), [2] * 10, shapes, 2, 0.0).tolist() == [0] * 5 + [1] * 5
 
     ds = load_dataset(sample_dataset())
-    base = ColdstartConfig(representation="thumbnails", edge_margin=0.2, pilot=0, max_per_case=3)
+    base = ColdstartConfig(representation="thumbnails", edge_margin=0.2, pilot=0, max_per_case=3, reserve=0.0)
+    base = dataclasses.replace(base, axis="axial")  # bands along one axis
     plain = coldstart_select(ds, tmp_path / "plain", budget_s=300.0, cfg=base)
     one = coldstart_select(ds, tmp_path / "one", budget_s=300.0, cfg=dataclasses.replace(base, position_strata=1))
     assert [(t.case_id, t.index) for t in one] == [(t.case_id, t.index) for t in plain]  # 1 band = off
@@ -402,7 +407,7 @@ def test_reserve_queue_follows_the_budget_slices_and_leaves_them_unchanged(tmp_p
     from medal.config import ConfigError
 
     ds = load_dataset(sample_dataset())
-    base = ColdstartConfig(representation="thumbnails", pilot=0, max_per_case=2)
+    base = ColdstartConfig(representation="thumbnails", pilot=0, max_per_case=2, reserve=0.0)
     plain = coldstart_select(ds, tmp_path / "plain", budget_s=200.0, cfg=base)
     both = coldstart_select(ds, tmp_path / "res", budget_s=200.0, cfg=dataclasses.replace(base, reserve=0.5))
     meta = read_tasks(tmp_path / "res" / "tasks.json").meta
