@@ -259,13 +259,16 @@ def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
     def tasks():
         return json.loads((out / "tasks.json").read_text())
 
-    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot", "3")
+    plain = tmp_path / "plain.yaml"  # the flow on one plane, with no reserve unless asked (the defaults: elsewhere)
+    plain.write_text("coldstart: {axis: axial, reserve: 0.0}\n")
+
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot", "3", "--config", plain)
     assert res.returncode == 0, res.stderr
     assert "paint and time these 3 slice(s) first" in res.stdout
     pilot = tasks()["tasks"]
     assert len(pilot) == 3
     paint(pilot, 2.0)
-    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--pilot", "4")
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--pilot", "4", "--config", plain)
     assert res.returncode == 0, res.stderr
     assert "paint and time these 4 slice(s) first" in res.stdout and "x 2.00 from a pilot of 3" in res.stdout
     second = tasks()
@@ -274,18 +277,19 @@ def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
     batch = second["tasks"][3:]
     assert all(t["predicted_cost_s"] > 0 for t in batch)
     paint(batch, 0.5)  # the batch took what the unscaled prior said: the scale over all 7 lies between
-    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log)
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--config", plain)
     assert res.returncode == 0, res.stderr
     final = tasks()
     assert [t["task_id"] for t in final["tasks"][:7]] == [t["task_id"] for t in second["tasks"]]
     assert final["cost_prior"]["pilot_tasks"] == 7 and 1.0 < final["cost_prior"]["scale"] < 2.0
     assert len(final["tasks"]) > 7 and sum(t["predicted_cost_s"] for t in final["tasks"]) <= 400.0 + 1e-6
     # a reserve queue of a quarter budget more: here the per-volume cap (2 x 20 cases) is already used up
-    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--reserve", "0.25")
+    res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--reserve", "0.25",
+                "--config", plain)
     assert res.returncode == 0, res.stderr
     assert "reserve: none left to choose" in res.stdout and tasks()["reserve_tasks"] == 0
     cap3 = tmp_path / "cap3.yaml"
-    cap3.write_text("coldstart: {max_per_case: 3}\n")
+    cap3.write_text("coldstart: {max_per_case: 3, axis: axial, reserve: 0.0}\n")
     res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--reserve", "0.25",
                 "--config", cap3)
     assert res.returncode == 0, res.stderr

@@ -70,22 +70,22 @@ def test_pilot_scaling_recovers_a_known_factor(tmp_path):
 
     assert pilot_scale([10, 20], [17, 34]) == pytest.approx(1.7) and pilot_scale([], []) == 1.0
     ds = load_dataset(sample_dataset())
-    cfg = ColdstartConfig(pilot=3)
+    cfg = ColdstartConfig(pilot=3, reserve=0.0)
     pilot = coldstart_select(ds, tmp_path, budget_s=600.0, cfg=cfg, pilot=3)
     assert len(pilot) == 3
     log = tmp_path / "annotation_log.jsonl"
     for t in pilot:
         append_annotation_log(log, {"task_id": t.task_id, "case_id": t.case_id, "axis": t.axis, "index": t.index,
                                     "seconds": 1.7 * t.predicted_cost_s})
-    before = {(t.case_id, t.index): t.predicted_cost_s for t in
+    before = {(t.case_id, t.axis, t.index): t.predicted_cost_s for t in
               coldstart_select(ds, tmp_path / "unscaled", budget_s=600.0, cfg=cfg)}
     keep = [t for t in pilot]
     after = coldstart_select(ds, tmp_path, budget_s=600.0, cfg=cfg, pilot_log=log, keep=keep, overwrite=True)
     meta = read_tasks(tmp_path / "tasks.json").meta
     assert meta["cost_prior"]["scale"] == pytest.approx(1.7) and meta["cost_prior"]["pilot_tasks"] == 3
     assert [t.task_id for t in after[:3]] == [t.task_id for t in pilot]  # the pilot stays first
-    new = [t for t in after[3:] if (t.case_id, t.index) in before]
-    assert new and all(t.predicted_cost_s == pytest.approx(1.7 * before[(t.case_id, t.index)]) for t in new)
+    new = [t for t in after[3:] if (t.case_id, t.axis, t.index) in before]
+    assert new and all(t.predicted_cost_s == pytest.approx(1.7 * before[(t.case_id, t.axis, t.index)]) for t in new)
     assert sum(t.predicted_cost_s for t in after) <= 600.0 + 1e-6
 
 
