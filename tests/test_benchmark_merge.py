@@ -1,4 +1,5 @@
-"""The label-efficiency benchmark's merged re-report keeps only the rows and seeds its command names."""
+"""Benchmark helpers: the merged re-report keeps the rows and seeds the command names; a recorded random
+start is reused only for the same protocol."""
 
 import csv
 import importlib.util
@@ -10,10 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _label_efficiency():
+def _bench(name):
+    """A benchmark script as a module (benchmarks/ is not a package)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        spec = importlib.util.spec_from_file_location("label_efficiency_bench", ROOT / "benchmarks" / "label_efficiency.py")
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
@@ -29,7 +31,7 @@ def test_merged_csv_keeps_the_asked_rows_and_seeds(tmp_path):
         for s in ("default", "fg_random", "default_pseudo"):
             for seed in range(4):
                 w.writerow({"strategy": s, "seed": seed, "round": 0, "dice_mean": 0.5})
-    mod = _label_efficiency()
+    mod = _bench("label_efficiency")
     mod._keep_asked(path, {"default", "fg_random"}, {0, 2})
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -40,17 +42,6 @@ def test_merged_csv_keeps_the_asked_rows_and_seeds(tmp_path):
         assert len(list(csv.DictReader(f))) == 4
     with pytest.raises(SystemExit, match="no row random"):
         mod._keep_asked(path, {"default", "random"}, None)
-
-
-def _coldstart():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("coldstart_bench", ROOT / "benchmarks" / "coldstart.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.pop(0)
 
 
 def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol(tmp_path):
@@ -78,7 +69,7 @@ def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol
                 for r in (0, 1):
                     w.writerow({"strategy": s, "seed": seed, "round": r, "seconds": 300 + 600 * r,
                                 "dice_mean": 0.5 + 0.1 * r + (s == "beta5") * 0.01})
-    mod = _coldstart()
+    mod = _bench("coldstart")
     # what coldstart.py would run: one seed list, its own strategies, the random start on the row's plane
     # named explicitly (the same as naming none), and other cold-start settings (unused by a random start)
     mine = dataclasses.replace(theirs, simulation=dataclasses.replace(
