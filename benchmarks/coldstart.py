@@ -94,7 +94,8 @@ def main(argv=None) -> float:
                     help="time-boxed rounds after the start (as label_efficiency.py --timed): the oracle stops at "
                          "each round's budget of true seconds; RESERVE budgets of further tasks queued")
     ap.add_argument("--axis", default=None,
-                    help="slice orientation of every round (and of the starts unless --initial-axis) (regions.axis: axial | coronal | sagittal, or "
+                    help="slice orientation of every round, and of the starts unless --initial-axis (regions.axis: "
+                         "axial | coronal | sagittal, or "
                          "several with commas, e.g. axial,coronal,sagittal: the slices of every plane one pool); "
                          "default: the config's")
     ap.add_argument("--initial-axis", default=None,
@@ -256,7 +257,8 @@ def main(argv=None) -> float:
                        (r for r in rs if int(r["round"]) == 0), key=lambda r: int(r["seed"]))]
                        for off, rs in by_offset[name].items()} for name in rows},
                    "axis": list(base.regions.axes), "initial_axis": args.initial_axis, "random_axis": args.random_axis,
-                   "random_from": [args.random_from, args.random_row] if args.random_from else None, "timed": args.timed is not None, "reserve": args.timed,
+                   "random_from": [args.random_from, args.random_row] if args.random_from else None,
+                   "timed": args.timed is not None, "reserve": args.timed,
                    "budget_s": base.selection.budget_s, "aubc_axis_s": [x0, x_max] if args.rounds else None})
     name = args.results_name or f"coldstart{'_tuning' if args.split == 'tuning' else ''}"
     (HERE / "results" / f"{name}.json").write_text(

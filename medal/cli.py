@@ -322,7 +322,8 @@ def cmd_coldstart(args) -> int:
                 for t in pilot if t.task_id in took]
         overwrite = True
     tasks = coldstart_select(load_dataset(args.dataset), args.out, budget_s=args.budget, cfg=cfg.coldstart,
-                             data_cfg=cfg.data, pool=args.cases, axis=cfg.coldstart.axis or cfg.regions.axes, overwrite=overwrite,
+                             data_cfg=cfg.data, pool=args.cases, axis=cfg.coldstart.axis or cfg.regions.axes,
+                             overwrite=overwrite,
                              pilot=args.pilot or 0, pilot_log=args.pilot_log, keep=keep)
     meta = json.loads((Path(args.out) / "tasks.json").read_text())
     for cid, why in meta.get("skipped", {}).items():
@@ -472,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also queue this many budgets of reserve slices after the budget's own, painted only while "
                          "the logged seconds are under the budget (default: config coldstart.reserve; not with --pilot)")
     cs.add_argument("--axis", default=None, help="slice plane(s) to choose from, comma-separated (e.g. "
-                    "axial,coronal,sagittal: one pool over three planes; default: config coldstart.axis, else regions.axis)")
+                    "axial,coronal,sagittal: one pool over three planes; default: config coldstart.axis, else "
+                    "regions.axis)")
     cs.set_defaults(func=cmd_coldstart)
 
     co = sub.add_parser("costs", help="annotation-cost model")
