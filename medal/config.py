@@ -373,6 +373,16 @@ class SelectionConfig:
             raise ConfigError(f"selection.resolution: must be >= 10, got {self.resolution}")
 
 
+def _check_planes(value, key: str) -> None:
+    """A plane setting that may be empty (""): otherwise what ``regions.axis`` takes, its error under ``key``."""
+    if value in ("", ()):
+        return
+    try:
+        RegionsConfig(axis=value)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("regions.axis", key)) from None
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """``simulation:`` label-efficiency experiments with the ground truth as the oracle."""
@@ -428,11 +438,7 @@ class SimulationConfig:
             raise ConfigError(f"simulation.initial: {self.initial!r} is not one of ['random', 'coldstart']")
         if self.initial_kind not in ("", "slice", "supervoxel"):
             raise ConfigError(f"simulation.initial_kind: {self.initial_kind!r} is not one of ['', 'slice', 'supervoxel']")
-        if self.initial_axis not in ("", ()):
-            try:
-                RegionsConfig(axis=self.initial_axis)
-            except ConfigError as exc:
-                raise ConfigError(str(exc).replace("regions.axis", "simulation.initial_axis")) from None
+        _check_planes(self.initial_axis, "simulation.initial_axis")
         if not (math.isfinite(self.initial_budget_s) and self.initial_budget_s > 0):
             raise ConfigError(f"simulation.initial_budget_s: must be a finite number > 0, got {self.initial_budget_s}")
         if not 0 < self.test_fraction < 1:
@@ -502,11 +508,7 @@ class ColdstartConfig:
             raise ConfigError(f"coldstart.position_strata: must be a whole number >= 0, got {self.position_strata!r}")
         if self.position_strata > 1 and self.method != "typiclust":
             raise ConfigError(f"coldstart.position_strata: applies to method typiclust only, not {self.method!r}")
-        if self.axis not in ("", ()):
-            try:
-                RegionsConfig(axis=self.axis)
-            except ConfigError as exc:
-                raise ConfigError(str(exc).replace("regions.axis", "coldstart.axis")) from None
+        _check_planes(self.axis, "coldstart.axis")
         if not 0 <= self.edge_margin < 0.5:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
         if not (isinstance(self.edge_share, (int, float)) and math.isfinite(self.edge_share) and 0 <= self.edge_share < 1):
