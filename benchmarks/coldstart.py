@@ -40,7 +40,7 @@ DATA = HERE.parent.parent / "shared" / "data" / "hippocampus"
 SPLITS = {"tuning": HERE / "hippocampus_tuning_split.json", "final": HERE / "hippocampus_split.json"}
 # every row names all three settings, and ROW_BASE the rest a default change touched, so a change of medal's
 # defaults never changes a row (the planes come from --axis / --initial-axis)
-ROW_BASE = {"axis": "", "reserve": 0.0}
+ROW_BASE = {"axis": "", "reserve": 0.0, "plane_quota": False}
 COLDSTART_ROWS = {
     "cs_thumbnails_typiclust": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.0},
     "cs_thumbnails_probcover": {"representation": "thumbnails", "method": "probcover", "edge_margin": 0.0},
@@ -74,6 +74,9 @@ COLDSTART_ROWS = {
     # + a reserve queue of half a budget (the ends' slices are over-predicted: without it a start can end short)
     "cs_encoder_typiclust_m20_bg15_res05": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                             "edge_share": 0.15, "ends_margin": 0.1, "reserve": 0.5},
+    # + an equal share of the budget per plane when the start spans several (coldstart.plane_quota)
+    "cs_encoder_typiclust_m20_res05_pq": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                          "reserve": 0.5, "plane_quota": True},
 }
 
 

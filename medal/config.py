@@ -470,6 +470,9 @@ class ColdstartConfig:
     # TypiClust: an equal share of the budget per band of relative slice position (this many bands inside the
     # edge margin; 0 or 1 = off), picks ordered round-robin over the bands; a tuning screen found no gain
     position_strata: int = 0
+    # TypiClust over several planes (axis): an equal share of the budget per plane, each plane clustered on its own,
+    # picks ordered round-robin over the planes (false: the planes are one pool, bought by value)
+    plane_quota: bool = False
     # this share of the budget for slices outside the edge margin (the volume ends), chosen by the same method among
     # them; meant to add background-only negatives, but on a tuning screen its picks held anatomy and did worse; 0 = off
     edge_share: float = 0.0
@@ -509,6 +512,10 @@ class ColdstartConfig:
         if self.position_strata > 1 and self.method != "typiclust":
             raise ConfigError(f"coldstart.position_strata: applies to method typiclust only, not {self.method!r}")
         _check_planes(self.axis, "coldstart.axis")
+        if not isinstance(self.plane_quota, bool):
+            raise ConfigError(f"coldstart.plane_quota: must be true or false, got {self.plane_quota!r}")
+        if self.plane_quota and self.method != "typiclust":
+            raise ConfigError(f"coldstart.plane_quota: applies to method typiclust only, not {self.method!r}")
         if not 0 <= self.edge_margin < 0.5:
             raise ConfigError(f"coldstart.edge_margin: must lie in [0, 0.5), got {self.edge_margin}")
         if not (isinstance(self.edge_share, (int, float)) and math.isfinite(self.edge_share) and 0 <= self.edge_share < 1):

@@ -58,6 +58,12 @@ the features, clusters (TypiClust) and balls (ProbCover) split along the axis to
 screen (RESULTS.md) weight 1 neither raised the first model's Dice nor moved TypiClust's picks, whose
 value (typicality x cluster share) still favours the large clusters of the middle.
 
+``plane_quota`` (TypiClust, over several planes): an equal share of the budget per plane, each plane's
+slices clustered and bought on their own, picks ordered round-robin over the planes (as ``position_strata``,
+:func:`_choose_stratified`). Without it the planes are one pool bought by value, and on the hippocampus crops
+the pool's TypiClust buys one plane about three times as often as another (e.g. 7 / 4 / 2 slices of 13 along
+array axes 1 / 2 / 0).
+
 ``position_strata`` (TypiClust): the budget is split equally over this many bands of relative position
 along the slice axis (inside the edge margin); each band is clustered and bought on its own, picks are
 ordered round-robin over the bands (:func:`_choose_stratified`). 0 = off: on a tuning screen (RESULTS.md)
@@ -337,8 +343,7 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     left = budget_s - sum(float(t.predicted_cost_s) for t in keep)  # the timed slices may have spent it all
     allowed = _inside_margin(owner, index, axes, shapes, cfg.edge_margin)
     n_units = max(1, int(max(left, 0.0) // max(float(np.mean(costs[allowed])), 1e-9)))
-    strata = (position_strata(owner, index, axes, shapes, cfg.position_strata, cfg.edge_margin)
-              if cfg.position_strata > 1 else None)
+    strata = _strata(owner, index, axes, shapes, cfg)
     ends = _ends(owner, index, axes, shapes, cfg, allowed)
     # the ends' share is of the whole budget, less what kept slices (a timed pilot and batches) already spent there:
     # a share of what is left at each stage would be starved, as a batch takes only the front of the picks
@@ -436,6 +441,18 @@ def position_strata(owner, index, axes, shapes, n: int, margin: float = 0.0) -> 
     pos = _relative_position(owner, index, axes, shapes)
     width = max(1.0 - 2.0 * margin, 1e-9)
     return np.clip(np.floor((pos - margin) / width * n), 0, n - 1).astype(np.int64)
+
+
+def _strata(owner, index, axes, shapes, cfg) -> np.ndarray | None:
+    """Each slice's quota stratum: its band of relative position (``position_strata``), within its plane when
+    ``plane_quota`` is set and the pool holds more than one plane; ``None`` when neither applies."""
+    pos = (position_strata(owner, index, axes, shapes, cfg.position_strata, cfg.edge_margin)
+           if cfg.position_strata > 1 else None)
+    planes = np.unique(np.asarray(axes))
+    if not cfg.plane_quota or len(planes) < 2:
+        return pos
+    plane = np.searchsorted(planes, np.asarray(axes)).astype(np.int64)
+    return plane if pos is None else plane * cfg.position_strata + pos
 
 
 def _choose(z, costs, budget_s, cfg, owner, n_units, kept, allowed=None, strata=None) -> tuple[list[int], np.ndarray]:

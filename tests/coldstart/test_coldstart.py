@@ -401,6 +401,38 @@ def test_position_strata_give_each_band_of_the_axis_its_share_of_the_budget(tmp_
         ColdstartConfig(method="probcover", position_strata=3)
 
 
+def test_plane_quota_gives_each_plane_its_share_of_the_budget(tmp_path):
+    from medal.config import ConfigError
+
+    ds = load_dataset(sample_dataset())
+    base = ColdstartConfig(representation="thumbnails", edge_margin=0.2, pilot=0, max_per_case=3, reserve=0.0,
+                           axis=("axial", "coronal", "sagittal"))
+    pooled = coldstart_select(ds, tmp_path / "pooled", budget_s=300.0, cfg=base)
+    quota = coldstart_select(ds, tmp_path / "quota", budget_s=300.0, cfg=dataclasses.replace(base, plane_quota=True))
+    assert len({t.axis for t in pooled}) >= 2
+    seconds = {}
+    for t in quota:
+        seconds[t.axis] = seconds.get(t.axis, 0.0) + t.predicted_cost_s
+    assert len(seconds) == 3 and 0 < sum(seconds.values()) <= 300.0
+    # every plane holds about its third: at least its share less two of the dearest slices
+    dearest = max(t.predicted_cost_s for t in quota)
+    assert min(seconds.values()) >= 100.0 - 2 * dearest, seconds
+    assert len({t.axis for t in quota[:3]}) == 3  # round-robin: the first picks (a pilot) hold every plane
+    counts = {}
+    for t in quota:
+        counts[t.case_id] = counts.get(t.case_id, 0) + 1
+    assert max(counts.values()) <= 3 and len({(t.case_id, t.axis, t.index) for t in quota}) == len(quota)
+    # one plane: the quota changes nothing
+    one = dataclasses.replace(base, axis="axial")
+    plain = coldstart_select(ds, tmp_path / "one", budget_s=300.0, cfg=one)
+    same = coldstart_select(ds, tmp_path / "one_q", budget_s=300.0, cfg=dataclasses.replace(one, plane_quota=True))
+    assert [(t.case_id, t.index) for t in same] == [(t.case_id, t.index) for t in plain]
+    with pytest.raises(ConfigError, match="plane_quota"):
+        ColdstartConfig(method="probcover", plane_quota=True)
+    with pytest.raises(ConfigError, match="plane_quota"):
+        ColdstartConfig(plane_quota="yes")
+
+
 def test_reserve_queue_follows_the_budget_slices_and_leaves_them_unchanged(tmp_path):
     from collections import Counter
 
