@@ -62,7 +62,8 @@ value (typicality x cluster share) still favours the large clusters of the middl
 slices clustered and bought on their own, picks ordered round-robin over the planes (as ``position_strata``,
 :func:`_choose_stratified`). Without it the planes are one pool bought by value, and on the hippocampus crops
 the pool's TypiClust buys one plane about three times as often as another (e.g. 7 / 4 / 2 slices of 13 along
-array axes 1 / 2 / 0).
+array axes 1 / 2 / 0). Off by default: on a tuning screen (RESULTS.md) the quota bought fewer, dearer slices in fewer
+volumes for the same seconds and a lower first model (-0.010 Dice, 2/5 seeds).
 
 ``position_strata`` (TypiClust): the budget is split equally over this many bands of relative position
 along the slice axis (inside the edge margin); each band is clustered and bought on its own, picks are
