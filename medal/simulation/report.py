@@ -136,7 +136,7 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     by_sec, by_pct = _curves(rows, "seconds"), _curves(rows, "pct_slices")
     _plot(by_sec, "expert seconds spent (true cost)", out / "dice_vs_seconds.png", "Dice vs annotation time")
-    _plot(by_pct, "% of pool slices with annotations", out / "dice_vs_annotated.png", "Dice vs annotated slices")
+    _plot(by_pct, "% of pool slices annotated", out / "dice_vs_annotated.png", "Dice vs annotated slices")
     # common budget range: up to the largest final spend; a run that spent less is held at its last
     # Dice (it gets no credit for budget it did not use, and none is invented for it)
     x_max = max(x[-1] for seeds in by_sec.values() for x, _ in seeds.values())

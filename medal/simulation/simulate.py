@@ -81,17 +81,22 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     return np.mean(scores, axis=0)
 
 
-def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], axis: int,
+def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], axes: tuple[int, ...],
                      before: int) -> tuple[float, float]:
-    """% of the pool's slices touched and voxels labelled by the first labels and the rounds before
-    ``before``: read from those rounds' annotations, not the label folder, which a resumed run already
-    holds later rounds in."""
+    """% of the pool's slices and voxels labelled by the first labels and the rounds before ``before``: read
+    from those rounds' annotations, not the label folder, which a resumed run already holds later rounds in.
+
+    One plane (``axes``, the array axes the run paints in): the slices along it that hold any label (a
+    supervoxel touches several). Several planes: the slices along each that are labelled whole (painted as a
+    slice; a coronal slice touches every axial slice it crosses, so "touched" would count most of them), over
+    the slices of all those planes."""
+    axes = tuple(axes)
     folders = [run_dir / "round_init" / "annotations"] + [round_dir(run_dir, r) / "annotations" for r in range(before)]
     slices = voxels = tot_s = tot_v = 0
     for cid in pool:
         shape = shapes[cid]
         tot_v += int(np.prod(shape))
-        tot_s += shape[axis]
+        tot_s += sum(shape[a] for a in axes)
         ann = None
         for f in folders:
             p = f / f"{cid}.nii.gz"
@@ -100,7 +105,10 @@ def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], a
                 ann = a if ann is None else ann | a
         if ann is not None:
             voxels += int(ann.sum())
-            slices += int(ann.any(axis=tuple(d for d in range(3) if d != axis)).sum())
+            if len(axes) == 1:
+                slices += int(ann.any(axis=tuple(d for d in range(3) if d != axes[0])).sum())
+            else:
+                slices += sum(int(ann.all(axis=tuple(d for d in range(3) if d != a)).sum()) for a in axes)
     return 100.0 * slices / tot_s, 100.0 * voxels / tot_v
 
 
@@ -234,7 +242,7 @@ def _run_one(job: dict) -> list[dict]:
         torch.set_num_threads(job["threads"])
     dataset, cfg, run = job["dataset"], job["cfg"], Path(job["run"])
     pool, test, strategy, seed = job["pool"], job["test"], job["strategy"], job["seed"]
-    cost_model, full, names, shapes, axis0 = job["cost_model"], job["full"], job["names"], job["shapes"], job["axis0"]
+    cost_model, full, names, shapes, planes = job["cost_model"], job["full"], job["names"], job["shapes"], job["planes"]
     sim = cfg.simulation
     cache = VolumeCache()
     seconds = initial_labels(run, dataset, pool, cfg, seed, cost_model, Path(job["initial"]))["seconds"]
@@ -263,7 +271,7 @@ def _run_one(job: dict) -> list[dict]:
         elif not trained:
             atomic_write_text(timing, json.dumps({"train_s": round(train_s, 1)}))
         dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache)
-        pct_s, pct_v = _annotated_stats(run, pool, shapes, axis0, before=r)
+        pct_s, pct_v = _annotated_stats(run, pool, shapes, planes, before=r)
         rows.append({"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
                      "predicted_seconds": round(predicted, 2), "pct_full_cost": round(100 * seconds / full, 3),
                      "pct_slices": round(pct_s, 3), "pct_voxels": round(pct_v, 3),
@@ -323,6 +331,18 @@ def _initial_axes(cfg: MedalConfig) -> tuple[str, ...]:
     return (ax,) if isinstance(ax, str) else tuple(ax)
 
 
+def _painted_axes(cfg: MedalConfig, orientation) -> tuple[int, ...]:
+    """The array axes a run paints slices along: its first labels' planes, then its rounds' (``regions.axis``)."""
+    from medal.regions import resolve_axis
+
+    out: list[int] = []
+    for name in list(_initial_axes(cfg)) + list(cfg.regions.axes):
+        a = resolve_axis(int(name) if str(name).isdigit() else name, orientation)
+        if a not in out:
+            out.append(a)
+    return tuple(out)
+
+
 def _initial_key(cfg: MedalConfig, seed: int) -> str:
     """What a seed's first labels depend on: random units, or the cold start and its settings."""
     from medal.config import config_hash
@@ -379,7 +399,6 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     import multiprocessing as mp
     import os
 
-    from medal.regions import resolve_axis
     from medal.simulation.merge import _default_config, _diffs, _ignored
 
     out_dir = Path(out_dir)
@@ -418,9 +437,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         meta["resumed"] = int(old.get("resumed", 0)) + 1
         kept = _finished_rows(out_dir / "results.csv", sim)
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
-    axis_name = cfg.regions.axes[0]
-    axis0 = resolve_axis(int(axis_name) if axis_name.isdigit() else axis_name,
-                         load_volume(dataset.case(pool[0]).image).orientation)
+    orientation = load_volume(dataset.case(pool[0]).image).orientation
     shapes = {cid: load_volume(dataset.case(cid).image).shape for cid in pool}  # read once, not every round
     threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = []
@@ -440,7 +457,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
                          "shared_round0": str(out_dir / "shared" / f"seed_{seed}_{_round0_key(scfg, seed)}"),
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
-                         "full": full, "names": names, "shapes": shapes, "axis0": axis0, "initial": str(initial),
+                         "full": full, "names": names, "shapes": shapes, "planes": _painted_axes(scfg, orientation), "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0})
     def order(r):  # results.csv: rows in config order, then seed, then round
         return list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]

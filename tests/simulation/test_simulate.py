@@ -166,6 +166,35 @@ def test_initial_axis_sets_the_planes_of_the_first_labels_only(tmp_path):
         config_from_dict({**SMALL, "coldstart": {"axis": "axil"}})
 
 
+def test_pct_slices_counts_painted_slices_in_every_plane_a_run_paints(tmp_path):
+    from medal.data.io import Volume, save_volume
+    from medal.simulation.simulate import _annotated_stats, _painted_axes, round_dir
+
+    shape = (6, 8, 10)
+    first = np.full(shape, UNLABELED, np.uint8)
+    first[:, :, 3] = 0  # a slice along array axis 2, painted whole
+    first[1:3, 4, 5:8] = 1  # a blob (as a supervoxel) touching axis-2 slices 5-7
+    later = np.full(shape, UNLABELED, np.uint8)
+    later[2, :, :] = 0  # round 0's task: a slice along axis 0
+    for folder, ann in ((tmp_path / "round_init" / "annotations", first),
+                        (round_dir(tmp_path, 0) / "annotations", later)):
+        folder.mkdir(parents=True)
+        save_volume(Volume(ann, np.eye(4)), folder / "c.nii.gz")
+    shapes = {"c": shape}
+    # one plane: its slices touched by any label (3, 5, 6, 7 of 10); the rounds before `before` only
+    pct_s, pct_v = _annotated_stats(tmp_path, ["c"], shapes, (2,), before=0)
+    assert pct_s == pytest.approx(40.0) and pct_v == pytest.approx(100.0 * (first != UNLABELED).sum() / first.size)
+    # a coronal slice crosses every axial one: "touched" would say 100% here ...
+    assert _annotated_stats(tmp_path, ["c"], shapes, (2,), before=1)[0] == pytest.approx(100.0)
+    # ... so with several planes: the slices labelled whole along each (one along axis 2, one along axis 0)
+    assert _annotated_stats(tmp_path, ["c"], shapes, (2, 0), before=1)[0] == pytest.approx(100.0 * 2 / (10 + 6))
+    assert _annotated_stats(tmp_path, ["c"], shapes, (2, 0), before=0)[0] == pytest.approx(100.0 * 1 / (10 + 6))
+    three = config_from_dict({**SMALL, "simulation": {**SMALL["simulation"], "initial_axis": ["axial", "coronal",
+                                                                                              "sagittal"]}})
+    orientation = load_volume(load_dataset(sample_dataset()).cases[0].image).orientation
+    assert len(_painted_axes(three, orientation)) == 3 and len(_painted_axes(config_from_dict(SMALL), orientation)) == 1
+
+
 def _split_by_seed(out, tmp_path):
     """Two folders as two per-seed batch jobs would leave them (runs are deterministic per seed)."""
     meta = json.loads((out / "simulation.json").read_text())
