@@ -17,7 +17,7 @@ from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig
 from medal.costs import CostCalibration, CostModel, effort_features, feature_names
 from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
-from medal.selection.strategies import Selection, select
+from medal.selection.strategies import NEEDS_CLUSTERS, Selection, add_clusters, select
 from medal.tasks import Task, TaskList, write_tasks
 
 __all__ = ["CaseUnits", "NothingFitsError", "case_units", "candidate_table", "load_score_maps", "select_round",
@@ -273,6 +273,9 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     if not len(table):
         raise ValueError(f"{scores_dir}: no case has score volumes to select from"
                          + (f" ({len(skipped)} skipped: {next(iter(skipped.values()))})" if skipped else ""))
+    if selection_cfg.strategy in NEEDS_CLUSTERS:
+        table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
+                             skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg)
     sel = select(table, selection_cfg, round_index=round_index)
     fallback = None
     if not len(sel.indices) and not qc:

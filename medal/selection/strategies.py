@@ -9,6 +9,14 @@
 ``knapsack``           most total value within the budget (0-1 knapsack on value and predicted seconds).
 ``knapsack+diversity`` knapsack over units that are also spread out: slices of one case at least
                        ``diversity_spacing`` apart, at most ``diversity_max_per_case`` units per case.
+``fg_typical``         TypiClust in the rounds (Hacohen et al., "Active Learning on a Budget", ICML 2022: in the
+                       low-budget regime the typical, diverse points teach more than the uncertain ones): the pool's
+                       slices with predicted foreground (fg_random's pool) and the annotated ones, embedded by the
+                       cold start's label-free encoder, fall into k-means clusters (as many as the slices annotated
+                       plus those the budget affords); from each cluster holding no annotated slice, largest first,
+                       its most typical slice; seconds left over go to fg_random's draw. Needs the ``cluster``,
+                       ``typicality`` and ``cluster_size`` columns (:func:`add_clusters`); without them (supervoxels)
+                       it is fg_random.
 
 A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
 its value for foreground class ``c``.
@@ -51,7 +59,7 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["STRATEGIES", "Selection", "beta_for_round", "class_shares", "dominant_class", "get_strategy",
+__all__ = ["NEEDS_CLUSTERS", "STRATEGIES", "Selection", "add_clusters", "beta_for_round", "class_shares", "dominant_class", "get_strategy",
            "power_noise", "select"]
 
 
@@ -158,6 +166,34 @@ def _fg_value(table, rows, budget, cfg, rng, cons):
     return _sequential(rows[np.argsort(-keys, kind="stable")], table, budget, cons), None
 
 
+def _fg_typical(table, rows, budget, cfg, rng, cons):
+    """TypiClust over the rounds (see the module docstring), spending ``budget`` in predicted seconds."""
+    if "cluster" not in table:
+        return _fg_random(table, rows, budget, cfg, rng, cons)
+    cluster, typ, size = table["cluster"], table["typicality"], table["cluster_size"]
+    annotated = (table["annotated_fraction"] > cfg.skip_annotated_above) & (cluster >= 0)
+    covered = set(cluster[annotated].tolist())
+    cand = rows[(cluster[rows] >= 0) & (table["fg_fraction"][rows] > 0)]
+    cand = cand[[int(c) not in covered for c in cluster[cand]]] if len(cand) else cand
+    # each cluster's most typical candidate, the clusters largest first (ties: the more typical)
+    cand = cand[np.lexsort((-typ[cand], cluster[cand]))]
+    first = np.ones(len(cand), bool)
+    first[1:] = cluster[cand][1:] != cluster[cand][:-1]
+    reps = cand[first]
+    reps = reps[np.lexsort((-typ[reps], -size[reps]))]
+    cost = table["cost"]
+    chosen, left = [], budget
+    for i in reps:
+        i = int(i)
+        if cost[i] <= left and cons.admits(i):
+            chosen.append(i)
+            cons.add(i)
+            left -= cost[i]
+    rest = np.setdiff1d(rows, np.asarray(chosen, dtype=np.int64))
+    more, _ = _fg_random(table, rest, left, cfg, rng, cons)
+    return chosen + more, None
+
+
 def _topk(table, rows, budget, cfg, rng, cons):
     return _sequential(rows[np.argsort(-table["score"][rows], kind="stable")], table, budget, cons), None
 
@@ -190,11 +226,40 @@ STRATEGIES = {
     "topk": _topk,
     "knapsack": _knapsack,
     "knapsack+diversity": _knapsack_diversity,
+    "fg_typical": _fg_typical,
 }
+
+#: strategies that read the pool's label-free clusters (columns added by :func:`add_clusters`)
+NEEDS_CLUSTERS = ("fg_typical",)
 
 
 #: strategies that rank by value: class quotas and power noise apply to these only
 VALUE_DRIVEN = ("topk", "knapsack", "knapsack+diversity")
+
+
+def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated_above: float = 0.5,
+                 data_cfg=None, coldstart_cfg=None) -> RegionTable:
+    """``table`` with ``cluster``, ``typicality`` and ``cluster_size`` columns (TypiClust's view,
+    :func:`medal.coldstart.slice_clusters`) for its slices with predicted foreground or annotated beyond
+    ``skip_annotated_above`` (-1 / 0 / 0 for other rows): k = those annotated plus the slices ``budget_s`` affords
+    at the open ones' median predicted cost."""
+    from medal.coldstart import slice_clusters
+
+    is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
+    cluster = np.full(len(table), -1, np.int64)
+    typ, size = np.zeros(len(table)), np.zeros(len(table))
+    done = table["annotated_fraction"] > skip_annotated_above if len(table) else np.zeros(0, bool)
+    # the slices TypiClust clusters: those with predicted foreground (fg_random's pool), and the annotated ones
+    # (which cover their clusters)
+    rows = np.flatnonzero(is_slice & (done | (table["fg_fraction"] > 0))) if len(table) else np.zeros(0, np.int64)
+    if len(rows):
+        open_cost = table["cost"][rows][~done[rows]]
+        afford = int(budget_s // max(float(np.median(open_cost)), 1e-9)) if len(open_cost) else 0
+        k = max(1, int(done[rows].sum()) + max(afford, 1))
+        c, t, n = slice_clusters(dataset, table["case_id"][rows], table["axis"][rows], table["index"][rows], k=k,
+                                 cfg=coldstart_cfg, data_cfg=data_cfg)
+        cluster[rows], typ[rows], size[rows] = c, t, n
+    return RegionTable({**table.columns, "cluster": cluster, "typicality": typ, "cluster_size": size})
 
 
 def get_strategy(name: str):

@@ -30,7 +30,7 @@ def scores_dir(tmp_path):
     return out
 
 
-@pytest.mark.parametrize("kind, strategy", [("slice", "knapsack"), ("slice", "fg_random"),
+@pytest.mark.parametrize("kind, strategy", [("slice", "knapsack"), ("slice", "fg_random"), ("slice", "fg_typical"),
                                             ("supervoxel", "knapsack+diversity")])
 def test_select_on_real_cases_stays_within_budget(tmp_path, scores_dir, kind, strategy):
     rd = tmp_path / f"round_{kind}_{strategy}"
@@ -50,6 +50,10 @@ def test_select_on_real_cases_stays_within_budget(tmp_path, scores_dir, kind, st
             region = np.argwhere(mask.array == t.supervoxel)
             assert len(region) and (region.min(0) >= t.bbox[0]).all() and (region.max(0) < t.bbox[1]).all()
             np.testing.assert_array_equal(mask.affine, load_volume(tl.image_path(t)).affine)
+    if strategy == "fg_typical":  # one slice per label-free cluster of the predicted-foreground slices, first
+        ds = load_dataset(sample_dataset())
+        fg = [np.take(load_volume(ds.case(t.case_id).label).array, t.index, axis=t.axis).any() for t in tl.tasks]
+        assert all(fg[:len(fg) // 2 + 1]), fg
     if strategy.startswith("knapsack"):
         meta = json.loads((rd / "tasks.json").read_text())
         assert meta["upper_bound"] >= meta["value"] and meta["gap"] >= 0

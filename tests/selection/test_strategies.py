@@ -30,6 +30,10 @@ def _table(seed, n_cases=3, n_slices=12):
         "n_pred_2": rng.integers(0, 50, n).astype(float),
         "value_1": rng.random(n) * 5 * (rng.random(n) < 0.6),
         "value_2": rng.random(n) * 5 * (rng.random(n) < 0.6),
+        # fg_typical's label-free clusters (add_clusters)
+        "cluster": (cluster := rng.integers(0, 6, n)),
+        "typicality": rng.random(n),
+        "cluster_size": np.bincount(cluster, minlength=6)[cluster].astype(float),
     })
 
 
@@ -163,3 +167,33 @@ def test_registry_errors():
         get_strategy("best")
     with pytest.raises(ValueError, match="lacks column 'cost'"):
         select(RegionTable({"score": np.ones(2)}), SelectionConfig())
+
+
+def test_fg_typical_takes_the_most_typical_foreground_slice_of_each_uncovered_cluster_largest_first():
+    n = 10
+    t = RegionTable({
+        "case_id": np.array([f"c{i}" for i in range(n)], dtype=object),
+        "kind": np.array(["slice"] * n, dtype=object),
+        "axis": np.full(n, 2), "index": np.arange(n), "supervoxel": np.full(n, -1),
+        "score": np.ones(n), "cost": np.full(n, 10.0),
+        #                    0    1    2    3    4    5    6    7    8    9
+        "cluster": np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3]),
+        "typicality": np.array([.9, .5, .7, .1, .3, .8, .6, .9, .2, .5]),
+        "fg_fraction": np.array([0, .2, .1, .3, .1, 0, .4, .2, .1, .5]),
+        "annotated_fraction": np.array([0, 0, 0, 0, 0, 0, 0, 1.0, 0, 0]),
+    })
+    t["cluster_size"] = np.bincount(t["cluster"])[t["cluster"]].astype(float)
+    cfg = SelectionConfig(strategy="fg_typical", budget_s=30.0, **PLAIN)
+    sel = select(t, cfg)
+    # cluster 0 (4 slices): slice 0 is the most typical but holds no predicted foreground -> slice 2;
+    # cluster 1 (3): slice 5 has no foreground -> slice 6; cluster 2 holds an annotated slice (covered);
+    # cluster 3 (1): slice 9
+    assert sel.indices.tolist() == [2, 6, 9]
+    # a budget beyond the uncovered clusters: the rest by fg_random's draw, never a background-only slice first
+    more = select(t, SelectionConfig(strategy="fg_typical", budget_s=60.0, **PLAIN))
+    assert more.indices[:3].tolist() == [2, 6, 9] and len(more.indices) == 6 and 7 not in more.indices.tolist()
+    assert set(more.indices[3:].tolist()) <= {0, 1, 3, 4, 5, 8}
+    # without the cluster columns (supervoxels): fg_random exactly
+    bare = RegionTable({k: v for k, v in t.columns.items() if k not in ("cluster", "typicality", "cluster_size")})
+    fg = select(bare, SelectionConfig(strategy="fg_random", budget_s=30.0, **PLAIN))
+    assert select(bare, cfg).indices.tolist() == fg.indices.tolist()
