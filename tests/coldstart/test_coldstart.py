@@ -488,3 +488,21 @@ def test_simulated_cold_start_paints_the_reserve_while_its_clock_allows(tmp_path
     # a slice starts only if its prediction fits what is left: the start overshoots by one slice's error at most
     worst = max(0.0, *(charged["per_task"][t.task_id] - t.predicted_cost_s for t in res.tasks))
     assert charged["seconds"] == pytest.approx(res.meta["clock"]["true_s"]) and charged["seconds"] <= 300.0 + worst + 1e-6
+
+
+def test_slice_clusters_cluster_the_slices_asked_only():
+    from medal.coldstart import slice_clusters
+
+    ds = load_dataset(sample_dataset())
+    cases = [c.case_id for c in ds.cases[:3]]
+    asked = [(c, 2, i) for c in cases for i in range(5, 15)] + [("no_such_case", 2, 0)]
+    cfg = ColdstartConfig(representation="thumbnails")
+    cluster, typ, size = slice_clusters(ds, *zip(*asked), k=4, cfg=cfg)
+    assert cluster[-1] == -1 and typ[-1] == 0 and size[-1] == 0  # a case the dataset lacks: no cluster
+    got = cluster[:-1]
+    assert set(got.tolist()) <= set(range(4)) and len(set(got.tolist())) >= 2
+    np.testing.assert_array_equal(size[:-1], np.bincount(got)[got])  # sizes count the slices asked
+    assert (typ[:-1] > 0).all()
+    # the same call gives the same clusters (seeded k-means, cached representation)
+    again, _, _ = slice_clusters(ds, *zip(*asked), k=4, cfg=cfg)
+    np.testing.assert_array_equal(again, cluster)
