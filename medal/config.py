@@ -313,7 +313,7 @@ class CostsConfig:
 class SelectionConfig:
     """``selection:`` which units to ask the expert for, within a budget of seconds."""
 
-    strategy: str = "knapsack"  # random | fg_random | fg_value | topk | knapsack | knapsack+diversity
+    strategy: str = "knapsack"  # random | fg_random | fg_value | fg_typical | topk | knapsack | knapsack+diversity
     budget_s: float = 600.0
     max_per_case: int = 0  # 0 = no limit
     min_slice_spacing: int = 0  # chosen slices of one case and axis differ by at least this; 0 = off
@@ -335,6 +335,9 @@ class SelectionConfig:
     # seconds (same strategy, other units) for an expert who finishes early; the expert stops when the
     # round's logged seconds reach the budget (medal simulate: simulation.timed). 0 = no reserve
     reserve: float = 0.0
+    # TCM (Doucet et al. 2024): the first this many selection rounds use fg_typical (TypiClust on the cold start's
+    # encoder), the later ones `strategy`; 0 = `strategy` in every round
+    typical_rounds: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -367,6 +370,8 @@ class SelectionConfig:
                               f"got {self.class_quota}")
         if not (math.isfinite(self.reserve) and 0 <= self.reserve <= 10):
             raise ConfigError(f"selection.reserve: must lie in [0, 10] budgets, got {self.reserve}")
+        if isinstance(self.typical_rounds, bool) or not isinstance(self.typical_rounds, int) or self.typical_rounds < 0:
+            raise ConfigError(f"selection.typical_rounds: must be a whole number >= 0, got {self.typical_rounds!r}")
         if not (math.isfinite(self.value_power) and self.value_power >= 0):
             raise ConfigError(f"selection.value_power: must be a finite number >= 0, got {self.value_power}")
         if self.resolution < 10:

@@ -273,6 +273,10 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     if not len(table):
         raise ValueError(f"{scores_dir}: no case has score volumes to select from"
                          + (f" ({len(skipped)} skipped: {next(iter(skipped.values()))})" if skipped else ""))
+    if round_index < selection_cfg.typical_rounds and selection_cfg.strategy != "fg_typical":
+        # TCM (Doucet et al., "Bridging Diversity and Uncertainty in Active Learning with Self-Supervised
+        # Pre-Training", ICLR 2024 PML4LRS, arXiv:2403.03728): typical slices while the model is weak, then `strategy`
+        selection_cfg = dataclasses.replace(selection_cfg, strategy="fg_typical")
     if selection_cfg.strategy in NEEDS_CLUSTERS:
         table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
                              skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg)

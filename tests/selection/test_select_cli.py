@@ -205,3 +205,21 @@ def test_select_cli_reserve_option(tmp_path, scores_dir):
     assert meta["reserve_tasks"] > 0 and meta["reserve_s"] <= 180.0 and meta["predicted_s"] <= 120.0
     bad = subprocess.run(base + ["--out", str(tmp_path / "b"), "--reserve", "-1"], capture_output=True, text=True)
     assert bad.returncode != 0 and "selection.reserve" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_typical_rounds_use_fg_typical_first_then_the_strategy(tmp_path, scores_dir):
+    from medal.config import ConfigError, CostsConfig, RegionsConfig, SelectionConfig
+    from medal.selection.api import select_round
+
+    ds = load_dataset(sample_dataset())
+    sel_cfg = SelectionConfig(strategy="knapsack", budget_s=200.0, typical_rounds=1)
+    kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(prediction="argmax", calibration="none"),
+              selection_cfg=sel_cfg, display_cache=False)
+    first = select_round(ds, scores_dir, tmp_path / "r0", round_index=0, **kw)
+    later = select_round(ds, scores_dir, tmp_path / "r1", round_index=1, **kw)
+    assert {t.strategy for t in read_tasks(tmp_path / "r0" / "tasks.json").tasks} == {"fg_typical"}
+    assert {t.strategy for t in read_tasks(tmp_path / "r1" / "tasks.json").tasks} == {"knapsack"}
+    assert "cluster" in first.table and "cluster" not in later.table
+    assert first.selection.spent_s <= 200.0 and later.selection.spent_s <= 200.0
+    with pytest.raises(ConfigError, match="typical_rounds"):
+        SelectionConfig(typical_rounds=-1)
