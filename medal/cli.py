@@ -133,6 +133,8 @@ def cmd_select(args) -> int:
     given = (("budget_s", args.budget), ("strategy", args.strategy), ("reserve", args.reserve))
     if any(v is not None for _, v in given):
         sel = dataclasses.replace(sel, **{k: v for k, v in given if v is not None})
+    if args.strategy is not None:  # the strategy asked for, not selection.typical_rounds' fg_typical
+        sel = dataclasses.replace(sel, typical_rounds=0)
     regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
     ds = load_dataset(args.dataset)
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,

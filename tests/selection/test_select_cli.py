@@ -221,5 +221,13 @@ def test_typical_rounds_use_fg_typical_first_then_the_strategy(tmp_path, scores_
     assert {t.strategy for t in read_tasks(tmp_path / "r1" / "tasks.json").tasks} == {"knapsack"}
     assert "cluster" in first.table and "cluster" not in later.table
     assert first.selection.spent_s <= 200.0 and later.selection.spent_s <= 200.0
+    # `medal select --strategy X` gives X, whatever typical_rounds says
+    conf = tmp_path / "tcm.yaml"
+    conf.write_text("selection: {typical_rounds: 1}\n")
+    cmd = [sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores", str(scores_dir),
+           "--budget", "120", "--config", str(conf), "--strategy", "fg_random", "--out", str(tmp_path / "cli")]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert {t.strategy for t in read_tasks(tmp_path / "cli" / "tasks.json").tasks} == {"fg_random"}
     with pytest.raises(ConfigError, match="typical_rounds"):
         SelectionConfig(typical_rounds=-1)
