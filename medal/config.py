@@ -336,7 +336,7 @@ class SelectionConfig:
     # round's logged seconds reach the budget (medal simulate: simulation.timed). 0 = no reserve
     reserve: float = 0.0
     # TCM (Doucet et al. 2024): the first this many selection rounds use fg_typical (TypiClust on the cold start's
-    # encoder), the later ones `strategy`; 0 = `strategy` in every round
+    # encoder), the later ones `strategy`; 0 = `strategy` in every round (1 was level with fg_random on a tuning screen)
     typical_rounds: int = 0
     seed: int = 0
 

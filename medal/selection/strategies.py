@@ -16,7 +16,10 @@
                        plus those the budget affords); from each cluster holding no annotated slice, largest first,
                        its most typical slice; seconds left over go to fg_random's draw. Needs the ``cluster``,
                        ``typicality`` and ``cluster_size`` columns (:func:`add_clusters`); without them (supervoxels)
-                       it is fg_random.
+                       it is fg_random. Not a lever on the hippocampus tuning split (RESULTS.md): ahead of
+                       fg_random in 2/2 screen seeds (+0.004 AUBC), but TCM (``selection.typical_rounds: 1``,
+                       this strategy's first round, then the default) ended -0.0014 vs fg_random (3/5 seeds) and
+                       -0.0022 vs the default (2/5).
 
 A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
 its value for foreground class ``c``.
