@@ -77,6 +77,9 @@ COLDSTART_ROWS = {
     # + an equal share of the budget per plane when the start spans several (coldstart.plane_quota)
     "cs_encoder_typiclust_m20_res05_pq": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                           "reserve": 0.5, "plane_quota": True},
+    # typicality over 20 neighbours, as the TypiClust reference code (avihu111/TypiClust, K = 20); medal's default 10
+    "cs_encoder_typiclust_m20_res05_k20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                           "reserve": 0.5, "neighbours": 20},
 }
 
 
