@@ -62,8 +62,8 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["NEEDS_CLUSTERS", "STRATEGIES", "Selection", "add_clusters", "beta_for_round", "class_shares", "dominant_class", "get_strategy",
-           "power_noise", "select"]
+__all__ = ["NEEDS_CLUSTERS", "STRATEGIES", "Selection", "add_clusters", "beta_for_round", "class_shares",
+           "dominant_class", "get_strategy", "power_noise", "select"]
 
 
 @dataclass(frozen=True)
@@ -184,14 +184,8 @@ def _fg_typical(table, rows, budget, cfg, rng, cons):
     first[1:] = cluster[cand][1:] != cluster[cand][:-1]
     reps = cand[first]
     reps = reps[np.lexsort((-typ[reps], -size[reps]))]
-    cost = table["cost"]
-    chosen, left = [], budget
-    for i in reps:
-        i = int(i)
-        if cost[i] <= left and cons.admits(i):
-            chosen.append(i)
-            cons.add(i)
-            left -= cost[i]
+    chosen = _sequential(reps, table, budget, cons)
+    left = budget - float(table["cost"][chosen].sum()) if chosen else budget
     rest = np.setdiff1d(rows, np.asarray(chosen, dtype=np.int64))
     more, _ = _fg_random(table, rest, left, cfg, rng, cons)
     return chosen + more, None
