@@ -457,7 +457,8 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
                          "shared_round0": str(out_dir / "shared" / f"seed_{seed}_{_round0_key(scfg, seed)}"),
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
-                         "full": full, "names": names, "shapes": shapes, "planes": _painted_axes(scfg, orientation), "initial": str(initial),
+                         "full": full, "names": names, "shapes": shapes, "planes": _painted_axes(scfg, orientation),
+                         "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0})
     def order(r):  # results.csv: rows in config order, then seed, then round
         return list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]
