@@ -498,7 +498,7 @@ class ColdstartConfig:
     pilot_batches: int = 3  # medal simulate: then this many batches, each a third of the budget left, timed and re-scaling
     thumbnail: int = 16  # each slice is resampled to thumbnail x thumbnail pixels
     components: int = 16  # PCA dimensions of the thumbnail representation
-    neighbours: int = 10  # k of the k-NN typicality
+    neighbours: int = 10  # k of the k-NN typicality (20, TypiClust's reference K, screened worse on tuning)
     encoder_steps: int = 300  # training steps of the contrastive encoder
     seed: int = 0
 
