@@ -138,8 +138,8 @@ def cmd_select(args) -> int:
     regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
     ds = load_dataset(args.dataset)
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
-                       labels_dir=args.labels, data_cfg=cfg.data, progress=True, overwrite=args.overwrite,
-                       allow_empty=args.allow_empty)
+                       labels_dir=args.labels, data_cfg=cfg.data, coldstart_cfg=cfg.coldstart, progress=True,
+                       overwrite=args.overwrite, allow_empty=args.allow_empty)
     print(res.summary())
     return EXIT_OK
 

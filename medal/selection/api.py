@@ -238,7 +238,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                  selection_cfg: SelectionConfig, labels_dir=None, data_cfg: DataConfig | None = None,
                  progress: bool = False, overwrite: bool = False, round_index: int = 0,
                  earlier_rounds=(), allow_empty: bool = False, meta: dict | None = None,
-                 display_cache: bool = True) -> RoundSelection:
+                 display_cache: bool = True, coldstart_cfg=None) -> RoundSelection:
     """Build candidates from score volumes, choose within budget, write ``round_dir/tasks.json``.
 
     ``earlier_rounds``: round folders whose finished tasks (``tasks.json`` + ``annotation_log.jsonl``)
@@ -247,7 +247,9 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     supervoxels (said in the summary and the file); otherwise :class:`NothingFitsError`, unless
     ``allow_empty`` (then an empty ``tasks.json`` is written). ``meta``: extra fields for tasks.json.
     ``display_cache``: also write uncompressed copies of the large images with tasks for the annotation
-    plugin (:mod:`medal.tasks.display`).
+    plugin (:mod:`medal.tasks.display`). ``coldstart_cfg``: the label-free representation ``fg_typical`` clusters
+    on (the ``coldstart`` section: encoder steps and seed, so a round reuses the cold start's cached encoder);
+    ``None`` = its defaults.
     """
     from medal.costs import calibration_pairs, fit_calibration
 
@@ -279,7 +281,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         selection_cfg = dataclasses.replace(selection_cfg, strategy="fg_typical")
     if selection_cfg.strategy in NEEDS_CLUSTERS:
         table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
-                             skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg)
+                             skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg,
+                             coldstart_cfg=coldstart_cfg)
     sel = select(table, selection_cfg, round_index=round_index)
     fallback = None
     if not len(sel.indices) and not qc:

@@ -13,6 +13,9 @@ from medal.tasks import read_tasks
 from medal.uncertainty.score import load_probs, save_probs
 
 
+SHORT_ENCODER = 60  # encoder steps for the fg_typical tests: a real encoder, trained in seconds
+
+
 @pytest.fixture
 def scores_dir(tmp_path):
     ds = load_dataset(sample_dataset())
@@ -36,6 +39,10 @@ def test_select_on_real_cases_stays_within_budget(tmp_path, scores_dir, kind, st
     rd = tmp_path / f"round_{kind}_{strategy}"
     cmd = [sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores", str(scores_dir),
            "--out", str(rd), "--budget", "240", "--kind", kind, "--strategy", strategy]
+    if strategy == "fg_typical":  # its encoder (the config's coldstart section), trained briefly for the test
+        conf = tmp_path / "short_encoder.yaml"
+        conf.write_text(f"coldstart: {{encoder_steps: {SHORT_ENCODER}}}\n")
+        cmd += ["--config", str(conf)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "of a 240 s budget" in out.stdout
@@ -208,13 +215,13 @@ def test_select_cli_reserve_option(tmp_path, scores_dir):
 
 
 def test_typical_rounds_use_fg_typical_first_then_the_strategy(tmp_path, scores_dir):
-    from medal.config import ConfigError, CostsConfig, RegionsConfig, SelectionConfig
+    from medal.config import ColdstartConfig, ConfigError, CostsConfig, RegionsConfig, SelectionConfig
     from medal.selection.api import select_round
 
     ds = load_dataset(sample_dataset())
     sel_cfg = SelectionConfig(strategy="knapsack", budget_s=200.0, typical_rounds=1)
     kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(prediction="argmax", calibration="none"),
-              selection_cfg=sel_cfg, display_cache=False)
+              selection_cfg=sel_cfg, display_cache=False, coldstart_cfg=ColdstartConfig(encoder_steps=SHORT_ENCODER))
     first = select_round(ds, scores_dir, tmp_path / "r0", round_index=0, **kw)
     later = select_round(ds, scores_dir, tmp_path / "r1", round_index=1, **kw)
     assert {t.strategy for t in read_tasks(tmp_path / "r0" / "tasks.json").tasks} == {"fg_typical"}
