@@ -40,7 +40,7 @@ DATA = HERE.parent.parent / "shared" / "data" / "hippocampus"
 SPLITS = {"tuning": HERE / "hippocampus_tuning_split.json", "final": HERE / "hippocampus_split.json"}
 # every row names all three settings, and ROW_BASE the rest a default change touched, so a change of medal's
 # defaults never changes a row (the planes come from --axis / --initial-axis)
-ROW_BASE = {"axis": "", "reserve": 0.0, "plane_quota": False}
+ROW_BASE = {"axis": "", "reserve": 0.0, "plane_quota": False, "encoders": 1, "min_gap": 0.0}
 COLDSTART_ROWS = {
     "cs_thumbnails_typiclust": {"representation": "thumbnails", "method": "typiclust", "edge_margin": 0.0},
     "cs_thumbnails_probcover": {"representation": "thumbnails", "method": "probcover", "edge_margin": 0.0},
@@ -80,6 +80,12 @@ COLDSTART_ROWS = {
     # typicality over 20 neighbours, as the TypiClust reference code (avihu111/TypiClust, K = 20); medal's default 10
     "cs_encoder_typiclust_m20_res05_k20": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
                                            "reserve": 0.5, "neighbours": 20},
+    # three encoders under different seeds, embeddings side by side (coldstart.encoders): less dependence on one seed
+    "cs_encoder_typiclust_m20_res05_e3": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                          "reserve": 0.5, "encoders": 3},
+    # slices of one volume and plane at least a tenth of its extent apart (coldstart.min_gap): no near-duplicates
+    "cs_encoder_typiclust_m20_res05_gap10": {"representation": "encoder", "method": "typiclust", "edge_margin": 0.2,
+                                             "reserve": 0.5, "min_gap": 0.1},
 }
 
 

@@ -71,6 +71,20 @@ ordered round-robin over the bands (:func:`_choose_stratified`). 0 = off: on a t
 3 bands spread the picks evenly along the axis but held no more anterior hippocampus, fewer slices, and a
 lower first model (0.614 vs 0.640).
 
+``min_gap`` (pooled TypiClust): slices of one volume and plane at least this share of its extent apart. Two
+clusters can each have their most typical slice in one volume, one slice apart (seen in 1 of 5 tuning seeds of
+the default and 2 of 5 with three encoders: nearly the same image bought twice out of 13-15); with the gap, the
+less valuable cluster is represented by its most typical slice clear of the other (:func:`_spaced`). 0 = off:
+on a tuning screen (RESULTS.md) a gap of 0.1 changed 5 of 10 seeds' starts and was worse in 4 of them (-0.005).
+
+``encoders`` (representation ``encoder``): that many contrastive encoders, trained under different seeds
+(the first is the one-encoder default's), each embedding standardised, placed side by side and scaled
+by 1/sqrt(n), so a squared distance, hence k-means and the k-NN typicality, is the mean over encoders. Why: on
+the tuning split the first model's Dice moved by up to 0.066 in one seed with a small setting change, i.e. which
+11-15 slices come out typical depends on one encoder's seed; averaging the geometry over encoders is the ensemble
+answer to that variance (as deep ensembles average over initialisations, Lakshminarayanan et al., NeurIPS 2017).
+1 by default: three encoders gave a lower first model on tuning seeds 0-4 (-0.024 Dice, better in 1/5; RESULTS.md).
+
 Defaults (``representation: encoder``, ``method: typiclust``, ``edge_margin: 0.2``) were chosen on the
 tuning split with ``benchmarks/coldstart.py`` (RESULTS.md).
 """
@@ -97,6 +111,7 @@ __all__ = ["METHODS", "REPRESENTATIONS", "coldstart_select", "kmeans", "probcove
 
 METHODS = ("typiclust", "probcover")
 REPRESENTATIONS = ("thumbnails", "encoder")
+ENSEMBLE_SEED_STRIDE = 100_003  # coldstart.encoders: encoder j of a run seeded s trains with seed s + j x this
 #: the prior's outline term: this share of a slice's strong-edge length is taken to be traced (hand-set;
 #: the pilot's scale corrects the level)
 EDGE_SHARE = 0.05
@@ -279,19 +294,31 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
     if cfg.representation == "encoder":
         import os
 
-        from .encoder import encode_slices, encoder_key, slice_stack
+        from .encoder import THREADS, encode_slices, encoder_key, slice_stack
 
         slices = slice_stack(volumes, vol_axes)
-        settings = {"steps": cfg.encoder_steps, "seed": cfg.seed, "size": slices.shape[-1]}
-        if any(int(a) != 2 for a in vol_axes):
-            # the encoder is trained on the slices of these axes: another orientation is another encoder (the
-            # key of the usual last-array-axis slices stays what it was, so existing caches stay current)
-            settings["axes"] = [int(a) for a in vol_axes]
-        key = encoder_key([c.image for c in cases], settings)
         cache = Path(os.environ.get("MEDAL_CACHE_DIR") or Path.home() / ".cache" / "medal") / "coldstart"
-        z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=cfg.seed)
-        z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-8)
-        return z, f"contrastive slice encoder trained on the pool ({cfg.encoder_steps} steps, key {key})"
+        parts, keys = [], []
+        for j in range(cfg.encoders):
+            # the first encoder is the one-encoder default (same seed, same cache key); the others are seeded far
+            # from it, so the ensembles of neighbouring run seeds share no encoder
+            seed = cfg.seed + ENSEMBLE_SEED_STRIDE * j
+            # "threads": encoders cached before training ran on a fixed thread count are not reused
+            settings = {"steps": cfg.encoder_steps, "seed": seed, "size": slices.shape[-1], "threads": THREADS}
+            if any(int(a) != 2 for a in vol_axes):
+                # the encoder is trained on the slices of these axes: another orientation is another encoder (the
+                # key of the usual last-array-axis slices stays what it was, so existing caches stay current)
+                settings["axes"] = [int(a) for a in vol_axes]
+            key = encoder_key([c.image for c in cases], settings)
+            z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=seed)
+            parts.append((z - z.mean(0)) / np.maximum(z.std(0), 1e-8))
+            keys.append(key)
+        # side by side, scaled so a squared distance is the mean over encoders of each one's squared distance
+        z = np.concatenate(parts, axis=1) / np.sqrt(len(parts))
+        if len(keys) == 1:
+            return z, f"contrastive slice encoder trained on the pool ({cfg.encoder_steps} steps, key {keys[0]})"
+        return z, (f"{len(keys)} contrastive slice encoders trained on the pool under different seeds "
+                   f"({cfg.encoder_steps} steps each, keys {', '.join(keys)})")
     feats = np.concatenate([slice_descriptors(x, axis=a, thumbnail=cfg.thumbnail) for x, a in zip(volumes, vol_axes)])
     return pca(feats, cfg.components), f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram, PCA {cfg.components}"
 
@@ -343,6 +370,8 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     kept = [where[(t.case_id, t.axis, t.index)] for t in keep if (t.case_id, t.axis, t.index) in where]
     left = budget_s - sum(float(t.predicted_cost_s) for t in keep)  # the timed slices may have spent it all
     allowed = _inside_margin(owner, index, axes, shapes, cfg.edge_margin)
+    place = (np.unique([f"{o}\0{a}" for o, a in zip(owner, axes)], return_inverse=True)[1],
+             _relative_position(owner, index, axes, shapes))
     n_units = max(1, int(max(left, 0.0) // max(float(np.mean(costs[allowed])), 1e-9)))
     strata = _strata(owner, index, axes, shapes, cfg)
     ends = _ends(owner, index, axes, shapes, cfg, allowed)
@@ -354,13 +383,14 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     if ends.any() and left > 0 and end_budget > 0:
         # the volume ends' share first (so the per-volume cap cannot squeeze it out), the rest of the budget after
         n_end = max(1, int(end_budget // max(float(np.mean(costs[ends])), 1e-9)))
-        end_chosen, end_value = _choose(z, costs, end_budget, cfg, owner, n_end, kept, ends)
+        end_chosen, end_value = _choose(z, costs, end_budget, cfg, owner, n_end, kept, ends, place=place)
         main_budget = left - float(costs[end_chosen].sum())
         n_main = max(1, int(main_budget // max(float(np.mean(costs[allowed])), 1e-9)))
-        chosen, value = _choose(z, costs, main_budget, cfg, owner, n_main, kept + list(end_chosen), allowed, strata)
+        chosen, value = _choose(z, costs, main_budget, cfg, owner, n_main, kept + list(end_chosen), allowed, strata,
+                                place)
         chosen, value = _interleave(chosen, end_chosen), np.where(ends, end_value, value)
     else:
-        chosen, value = (_choose(z, costs, left, cfg, owner, n_units, kept, allowed, strata) if left > 0
+        chosen, value = (_choose(z, costs, left, cfg, owner, n_units, kept, allowed, strata, place) if left > 0
                          else ([], np.zeros(len(z))))
     if pilot:
         chosen = chosen[:pilot]
@@ -370,7 +400,8 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
         # clusters they cover and the per-volume cap count them), for reserve x budget more predicted seconds
         extra = cfg.reserve * budget_s
         n_extra = max(1, int(extra // max(float(np.mean(costs[allowed])), 1e-9)))
-        reserve, reserve_value = _choose(z, costs, extra, cfg, owner, n_extra, kept + list(chosen), allowed, strata)
+        reserve, reserve_value = _choose(z, costs, extra, cfg, owner, n_extra, kept + list(chosen), allowed, strata,
+                                         place)
     tasks = list(keep)
     for i, v in [(i, value[i]) for i in chosen] + [(i, reserve_value[i]) for i in reserve]:
         shape, rel = shapes[owner[i]]
@@ -488,10 +519,12 @@ def _strata(owner, index, axes, shapes, cfg) -> np.ndarray | None:
     return plane if pos is None else plane * cfg.position_strata + pos
 
 
-def _choose(z, costs, budget_s, cfg, owner, n_units, kept, allowed=None, strata=None) -> tuple[list[int], np.ndarray]:
+def _choose(z, costs, budget_s, cfg, owner, n_units, kept, allowed=None, strata=None,
+            place=None) -> tuple[list[int], np.ndarray]:
     """Indices chosen within ``budget_s`` (best first) and every slice's value; only ``allowed`` slices
     are chosen, while every slice shapes the clusters, typicality and coverage. ``strata`` (TypiClust): an
-    equal share of the budget per position stratum (:func:`_choose_stratified`)."""
+    equal share of the budget per position stratum (:func:`_choose_stratified`). ``place`` (TypiClust with
+    ``cfg.min_gap``): each slice's plane id (volume and axis) and relative position along that axis."""
     allowed = np.ones(len(z), bool) if allowed is None else np.asarray(allowed, bool)
     owner = np.asarray(owner)
     cap = cfg.max_per_case
@@ -508,7 +541,8 @@ def _choose(z, costs, budget_s, cfg, owner, n_units, kept, allowed=None, strata=
     typ = typicality(z, neighbours=cfg.neighbours)
     if strata is not None:
         return _choose_stratified(z, typ, costs, budget_s, cfg, owner, kept, allowed, np.asarray(strata), counts)
-    reps, values = _candidates(z, typ, costs, budget_s, cfg, owner, n_units + len(kept), counts, kept, allowed)
+    reps, values = _candidates(z, typ, costs, budget_s, cfg, owner, n_units + len(kept), counts, kept, allowed,
+                               place)
     res = knapsack(values, costs[reps], budget_s)
     chosen = reps[res.indices]
     chosen = chosen[np.argsort(-values[res.indices], kind="stable")]
@@ -517,12 +551,13 @@ def _choose(z, costs, budget_s, cfg, owner, n_units, kept, allowed=None, strata=
     return chosen.tolist(), value
 
 
-def _candidates(z, typ, costs, budget_s, cfg, owner, k, counts, kept, allowed) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(z, typ, costs, budget_s, cfg, owner, k, counts, kept, allowed,
+                place=None) -> tuple[np.ndarray, np.ndarray]:
     """TypiClust's representatives of ``k`` clusters, with more, smaller clusters while their predicted
     seconds fall short of ``budget_s`` (the per-volume cap, and clusters holding a kept slice, can leave
     fewer representatives than the budget affords)."""
     for _ in range(6):
-        reps, values = _typical_representatives(z, typ, k, cfg, owner, counts, kept, allowed)
+        reps, values = _typical_representatives(z, typ, k, cfg, owner, counts, kept, allowed, place)
         if float(costs[reps].sum()) >= budget_s or k >= len(z):
             break
         k = min(len(z), int(math.ceil(k * 1.25)))
@@ -590,10 +625,35 @@ def _choose_stratified(z, typ, costs, budget_s, cfg, owner, kept, allowed, strat
     return chosen, value
 
 
-def _typical_representatives(z, typ, k, cfg, owner, counts, kept, allowed) -> tuple[np.ndarray, np.ndarray]:
+def _spaced(reps, values, clusters, order, typ, place, kept, gap) -> tuple[np.ndarray, np.ndarray]:
+    """Representatives no two of which (nor one and a kept slice) lie in one volume's plane closer than ``gap``
+    (share of the extent): clusters by value, each taking its most typical allowed slice clear of those held."""
+    plane, rel = place
+    share = np.bincount(clusters) / len(clusters)  # each cluster's share of the slices
+    held: dict = {}
+    for i in kept:
+        held.setdefault(int(plane[i]), []).append(float(rel[i]))
+    members = {}
+    for i in order:  # allowed slices, by cluster, most typical first
+        members.setdefault(int(clusters[i]), []).append(int(i))
+    out, vals = [], []
+    for j in np.argsort(-values, kind="stable"):
+        for m in members[int(clusters[reps[j]])]:
+            if all(abs(rel[m] - r) >= gap for r in held.get(int(plane[m]), ())):
+                out.append(m)
+                vals.append(typ[m] / typ.max() * share[clusters[m]])
+                held.setdefault(int(plane[m]), []).append(float(rel[m]))
+                break
+    return np.array(out, dtype=np.int64), np.array(vals, dtype=np.float64)
+
+
+def _typical_representatives(z, typ, k, cfg, owner, counts, kept, allowed,
+                             place=None) -> tuple[np.ndarray, np.ndarray]:
     """TypiClust's candidates: the most typical allowed slice of each of ``k`` k-means clusters not
     holding a kept slice, valued by typicality x cluster share; reduced to a set honouring the
-    per-volume cap."""
+    per-volume cap. With ``cfg.min_gap`` and ``place``: a cluster whose most typical slice lies within the
+    gap of a slice of the same volume and plane already held (kept, or a more valuable cluster's) is
+    represented by its most typical slice that does not."""
     clusters = kmeans(z, k, seed=cfg.seed)
     taken = set(clusters[kept].tolist())
     order = np.lexsort((-typ, clusters))
@@ -603,6 +663,8 @@ def _typical_representatives(z, typ, k, cfg, owner, counts, kept, allowed) -> tu
     reps = np.array([i for i in order[first] if clusters[i] not in taken], dtype=np.int64)
     share = np.bincount(clusters)[clusters[reps]] / len(clusters)
     values = typ[reps] / typ.max() * share
+    if place is not None and cfg.min_gap > 0 and len(reps):
+        reps, values = _spaced(reps, values, clusters, order, typ, place, kept, cfg.min_gap)
     if cfg.max_per_case:  # a set whose every subset honours the per-volume cap: the most valuable first, per case
         counts = dict(counts)
         keep = []

@@ -1,10 +1,11 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 from medal.coldstart import coldstart_select, kmeans, slice_descriptors, typicality
-from medal.config import ColdstartConfig
+from medal.config import ColdstartConfig, ConfigError, DataConfig
 from medal.data import load_dataset, load_volume, sample_dataset
 from medal.tasks import read_tasks
 
@@ -91,7 +92,7 @@ def test_pilot_scaling_recovers_a_known_factor(tmp_path):
 
 @pytest.mark.slow
 def test_encoder_is_deterministic_and_separates_anatomy(tmp_path, monkeypatch):
-    """Trained on a few real cases, the encoder gives the same embeddings for the same seed, and its
+    """Trained on a few real cases, the encoder gives the same embeddings for the same seed (on 1 or 2 threads), and its
     embeddings tell slices from the ends of a crop from slices through its middle far better than chance
     (1-nearest-neighbour across cases)."""
     from medal.coldstart.encoder import encode_slices, slice_stack, train_encoder
@@ -109,10 +110,20 @@ def test_encoder_is_deterministic_and_separates_anatomy(tmp_path, monkeypatch):
         owner += [n] * k
     slices = slice_stack(vols, [2] * len(vols))
     labels, owner = np.array(labels), np.array(owner)
-    e1 = train_encoder(slices, steps=60, seed=1)
-    e2 = train_encoder(slices, steps=60, seed=1)
     import torch
 
+    # the same numbers whatever the process's thread count (a 1-thread and a 2-thread training used to drift
+    # apart), and the process's count is left as it was
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        e1 = train_encoder(slices, steps=60, seed=1)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        e2 = train_encoder(slices, steps=60, seed=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     for a, b in zip(e1.state_dict().values(), e2.state_dict().values()):
         assert torch.equal(a, b)
     z = encode_slices(slices, key="test", cache_dir=tmp_path, steps=60, seed=1)
@@ -175,6 +186,120 @@ def test_a_start_over_several_planes_mixes_them_under_one_budget_and_cap(tmp_pat
     assert [(t.case_id, t.axis, t.index) for t in one] == [(t.case_id, t.axis, t.index) for t in named]
     with pytest.raises(ValueError, match="axis"):
         coldstart_select(ds, tmp_path / "c", budget_s=240.0, cfg=cfg, pool=pool, axis=["axial", "axial"])
+
+
+def test_an_encoder_ensemble_averages_the_geometry_of_its_encoders(tmp_path, monkeypatch):
+    """``coldstart.encoders: 2``: the first encoder is the one-encoder default's (its cache entry reused), a
+    second is trained under a far seed; squared distances are the mean of each encoder's; the selection is
+    reproducible and its manifest names both encoders."""
+    from medal.coldstart.select import _describe, _representation
+
+    monkeypatch.setenv("MEDAL_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "coldstart"
+    ds = load_dataset(sample_dataset())
+    cases = ds.cases[:4]
+    one_cfg = ColdstartConfig(representation="encoder", encoder_steps=5)
+    two_cfg = dataclasses.replace(one_cfg, encoders=2)
+    volumes, vol_axes, good, *_ = _describe(ds, cases, one_cfg, DataConfig(), "axial")
+    z1, text1 = _representation(volumes, vol_axes, good, one_cfg)
+    assert len(set(cache.glob("encoder-*.pt"))) == 1 and "1 contrastive" not in text1
+    z2, text2 = _representation(volumes, vol_axes, good, two_cfg)
+    assert len(set(cache.glob("encoder-*.pt"))) == 2 and text2.startswith("2 contrastive slice encoders")
+    d = z1.shape[1]
+    assert z2.shape == (len(z1), 2 * d)
+    np.testing.assert_allclose(z2[:, :d] * np.sqrt(2), z1, atol=1e-9)  # the first is the default's encoder
+    other = z2[:, d:] * np.sqrt(2)
+    assert np.abs(other - z1).max() > 0.1  # the second encoder is another one
+    i, j = 3, len(z1) - 5
+    sq = lambda a: float(((a[i] - a[j]) ** 2).sum())  # noqa: E731
+    assert sq(z2) == pytest.approx((sq(z1) + sq(other)) / 2)
+    pool = [c.case_id for c in cases]
+    a = coldstart_select(ds, tmp_path / "a", budget_s=150.0, cfg=two_cfg, pool=pool, axis="axial")
+    b = coldstart_select(ds, tmp_path / "b", budget_s=150.0, cfg=two_cfg, pool=pool, axis="axial")
+    assert a and [(t.case_id, t.index) for t in a] == [(t.case_id, t.index) for t in b]
+    assert sum(t.predicted_cost_s for t in a) <= 150.0 * (1 + two_cfg.reserve) + 1e-6
+    manifest = json.loads((tmp_path / "a" / "tasks.json").read_text())
+    assert "2 contrastive slice encoders" in manifest["representation"]
+    with pytest.raises(ConfigError, match="coldstart.encoders"):
+        ColdstartConfig(encoders=0)
+
+
+def test_min_gap_represents_a_cluster_by_its_most_typical_slice_clear_of_those_held():
+    """Two blobs whose most typical points are adjacent slices of one volume: with ``min_gap`` the less valuable
+    cluster is represented by its most typical slice at least the gap away (a loop reference), values by the
+    same rule (typicality x cluster share); without it, by the adjacent slice."""
+    from medal.coldstart.select import _typical_representatives
+
+    rng = np.random.default_rng(3)
+    # volume a: slices 0-9, volume b: slices 0-9, one plane each; a big blob around (0, 0) and a small one around
+    # (6, 0), each with a tight core of two adjacent slices of volume a (3, 4 and 5, 6): the blobs' most typical
+    # slices lie within the gap of each other
+    owner = np.array(["a"] * 10 + ["b"] * 10)
+    rel = np.array([(i + 0.5) / 10 for i in range(10)] * 2)
+    plane = np.array([0] * 10 + [1] * 10)
+    big = [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16]
+    small = [5, 6, 7, 8, 9, 17, 18, 19]
+    z = np.zeros((20, 2))
+    z[big] = rng.normal(0, 0.5, (len(big), 2))
+    z[small] = rng.normal(0, 0.5, (len(small), 2)) + [6, 0]
+    z[3], z[4], z[5], z[6] = [0, 0], [0.01, 0], [6, 0], [6.01, 0]
+    typ = typicality(z, neighbours=1)
+    top_big, top_small = big[int(np.argmax(typ[big]))], small[int(np.argmax(typ[small]))]
+    assert top_big in (3, 4) and top_small in (5, 6)
+    allowed = np.ones(20, bool)
+    cfg = ColdstartConfig(min_gap=0.0, max_per_case=0, neighbours=1)
+    reps, _ = _typical_representatives(z, typ, 2, cfg, owner, {}, [], allowed, (plane, rel))
+    assert sorted(reps.tolist()) == sorted([top_big, top_small])
+    gap = dataclasses.replace(cfg, min_gap=0.35)
+    reps, values = _typical_representatives(z, typ, 2, gap, owner, {}, [], allowed, (plane, rel))
+
+    def clear_of(i, held):
+        return all(plane[i] != plane[h] or abs(rel[i] - rel[h]) >= 0.35 for h in held)
+
+    clear = [i for i in small if clear_of(i, [top_big])]  # the big blob (more valuable) keeps its slice
+    expected = clear[int(np.argmax(typ[clear]))]
+    assert sorted(reps.tolist()) == sorted([top_big, expected]) and expected != top_small
+    got = dict(zip(reps.tolist(), values.tolist()))
+    assert got[expected] == pytest.approx(typ[expected] / typ.max() * len(small) / 20)
+    assert got[top_big] == pytest.approx(typ[top_big] / typ.max() * len(big) / 20)
+    # a kept slice holds its place too: with the small blob's top slice kept, the big blob's representative
+    # is its most typical slice clear of it (and the small blob, holding a kept slice, has none)
+    reps, _ = _typical_representatives(z, typ, 2, gap, owner, {}, [top_small], allowed, (plane, rel))
+    clear = [i for i in big if clear_of(i, [top_small])]
+    assert reps.tolist() == [clear[int(np.argmax(typ[clear]))]]
+
+
+def test_min_gap_keeps_a_start_free_of_near_duplicate_slices(tmp_path):
+    """A real start over three planes with ``min_gap``: no two slices (budget and reserve) of one volume and plane
+    closer than the gap, within budget and cap; without the gap the same start holds such a pair; the option is
+    checked at load."""
+    ds = load_dataset(sample_dataset())
+    base = ColdstartConfig(representation="thumbnails", edge_margin=0.2, pilot=0, max_per_case=3, reserve=0.5,
+                           axis=["axial", "coronal", "sagittal"])
+    shape = {c.case_id: load_volume(c.image).shape for c in ds.cases}
+
+    def near_pairs(tasks, gap):
+        return [(a.case_id, a.axis, a.index, b.index) for n, a in enumerate(tasks) for b in tasks[n + 1:]
+                if (a.case_id, a.axis) == (b.case_id, b.axis)
+                and abs(a.index - b.index) / shape[a.case_id][a.axis] < gap]
+
+    plain = coldstart_select(ds, tmp_path / "plain", budget_s=600.0, cfg=base)
+    assert near_pairs(plain, 0.2)
+    spaced = coldstart_select(ds, tmp_path / "gap", budget_s=600.0, cfg=dataclasses.replace(base, min_gap=0.2))
+    assert spaced and not near_pairs(spaced, 0.2)
+    manifest = json.loads((tmp_path / "gap" / "tasks.json").read_text())
+    main = spaced[:len(spaced) - manifest["reserve_tasks"]]
+    assert 0 < sum(t.predicted_cost_s for t in main) <= 600.0
+    counts = {}
+    for t in spaced:
+        counts[t.case_id] = counts.get(t.case_id, 0) + 1
+    assert max(counts.values()) <= 3
+    with pytest.raises(ConfigError, match="coldstart.min_gap"):
+        ColdstartConfig(min_gap=0.5)
+    with pytest.raises(ConfigError, match="pooled TypiClust"):
+        ColdstartConfig(method="probcover", min_gap=0.1)
+    with pytest.raises(ConfigError, match="pooled TypiClust"):
+        ColdstartConfig(plane_quota=True, min_gap=0.1)
 
 
 def test_simulated_cold_start_times_its_pilot_with_the_oracle_and_scales_the_prior(tmp_path):
