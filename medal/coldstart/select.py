@@ -306,8 +306,7 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
             # "threads": encoders cached before training ran on a fixed thread count are not reused
             settings = {"steps": cfg.encoder_steps, "seed": seed, "size": slices.shape[-1], "threads": THREADS}
             if any(int(a) != 2 for a in vol_axes):
-                # the encoder is trained on the slices of these axes: another orientation is another encoder (the
-                # key of the usual last-array-axis slices stays what it was, so existing caches stay current)
+                # the encoder is trained on the slices of these axes: another orientation is another encoder
                 settings["axes"] = [int(a) for a in vol_axes]
             key = encoder_key([c.image for c in cases], settings)
             z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=seed)
@@ -370,8 +369,8 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     kept = [where[(t.case_id, t.axis, t.index)] for t in keep if (t.case_id, t.axis, t.index) in where]
     left = budget_s - sum(float(t.predicted_cost_s) for t in keep)  # the timed slices may have spent it all
     allowed = _inside_margin(owner, index, axes, shapes, cfg.edge_margin)
-    place = (np.unique([f"{o}\0{a}" for o, a in zip(owner, axes)], return_inverse=True)[1],
-             _relative_position(owner, index, axes, shapes))
+    place = ((np.unique([f"{o}\0{a}" for o, a in zip(owner, axes)], return_inverse=True)[1],
+              _relative_position(owner, index, axes, shapes)) if cfg.min_gap > 0 else None)
     n_units = max(1, int(max(left, 0.0) // max(float(np.mean(costs[allowed])), 1e-9)))
     strata = _strata(owner, index, axes, shapes, cfg)
     ends = _ends(owner, index, axes, shapes, cfg, allowed)
