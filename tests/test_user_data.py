@@ -259,8 +259,9 @@ def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
     def tasks():
         return json.loads((out / "tasks.json").read_text())
 
-    plain = tmp_path / "plain.yaml"  # the flow on one plane, with no reserve unless asked (the defaults: elsewhere)
-    plain.write_text("coldstart: {axis: axial, reserve: 0.0}\n")
+    # the flow on one plane, with no reserve unless asked (the defaults: elsewhere), on a short-trained encoder
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("coldstart: {axis: axial, reserve: 0.0, encoder_steps: 60}\n")
 
     res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot", "3", "--config", plain)
     assert res.returncode == 0, res.stderr
@@ -289,7 +290,7 @@ def test_coldstart_pilot_then_a_timed_batch_then_the_rest(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "reserve: none left to choose" in res.stdout and tasks()["reserve_tasks"] == 0
     cap3 = tmp_path / "cap3.yaml"
-    cap3.write_text("coldstart: {max_per_case: 3, axis: axial, reserve: 0.0}\n")
+    cap3.write_text("coldstart: {max_per_case: 3, axis: axial, reserve: 0.0, encoder_steps: 60}\n")
     res = medal("coldstart", ds, "--out", out, "--budget", "400", "--pilot-log", log, "--reserve", "0.25",
                 "--config", cap3)
     assert res.returncode == 0, res.stderr
