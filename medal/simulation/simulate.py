@@ -127,6 +127,23 @@ def initial_labels(run_dir: Path, dataset: Dataset, pool: list[str], cfg: MedalC
     return spent
 
 
+def _prepare_starts(starts: list[tuple], workers: int) -> None:
+    """Every seed's first labels (``_prepare_initial`` arguments), side by side in ``workers`` processes when
+    several are still to choose: a cold start trains its seed's encoder (on a fixed thread count, so the
+    selection is the same in a worker as in this process) and was the serial part of a multi-seed run."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    todo = [a for a in starts if not (Path(a[-1]) / "tasks.json").is_file()]
+    if workers == 1 or len(todo) < 2:
+        for a in todo:
+            _prepare_initial(*a)
+        return
+    with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+        for fut in [ex.submit(_prepare_initial, *a) for a in todo]:
+            fut.result()
+
+
 def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: int, cost_model: CostModel,
                      cache: Path) -> None:
     """Choose a seed's first labels once (into ``cache``), before runs start in parallel."""
@@ -442,14 +459,15 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = []
     finished = {(r["strategy"], r["seed"]) for r in kept}
+    starts: dict[str, tuple] = {}  # the first labels to choose: one folder per seed and start key
     for seed in sim.seeds:
         for strategy in sim.strategies:
             if (strategy, seed) in finished:
                 continue
             vcfg = variant_config(cfg, strategy)
             initial = out_dir / "initial" / f"seed_{seed}_{_initial_key(vcfg, seed)}"
-            _prepare_initial(dataset, pool, dataclasses.replace(vcfg, selection=dataclasses.replace(vcfg.selection, seed=seed)),
-                             seed, cost_model, initial)
+            starts.setdefault(str(initial), (dataset, pool, dataclasses.replace(
+                vcfg, selection=dataclasses.replace(vcfg.selection, seed=seed)), seed, cost_model, initial))
             model_seed = seed + sim.training_seed_offset  # the first labels and the selection keep the seed
             scfg = dataclasses.replace(vcfg, training=dataclasses.replace(vcfg.training, seed=model_seed),
                                        selection=dataclasses.replace(vcfg.selection, seed=seed),
@@ -460,6 +478,8 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                          "full": full, "names": names, "shapes": shapes, "planes": _painted_axes(scfg, orientation),
                          "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0})
+    _prepare_starts(list(starts.values()), workers)
+
     def order(r):  # results.csv: rows in config order, then seed, then round
         return list(sim.strategies).index(r["strategy"]), r["seed"], r["round"]
 

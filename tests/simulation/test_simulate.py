@@ -379,3 +379,27 @@ def test_a_setting_added_later_at_its_default_does_not_make_runs_differ():
     assert _diffs(old, new, defaults=_default_config()) == ["simulation.training_seed_offset"]
     new["simulation"]["rounds"] = 9
     assert "simulation.rounds" in _diffs(old, new, defaults=_default_config())
+
+
+def test_first_labels_chosen_in_two_workers_equal_those_chosen_in_one(tmp_path):
+    """Every seed's cold start (a timed pilot and batches) is chosen in worker processes when a run has several
+    workers; the tasks are those this process chooses, seed for seed."""
+    from medal.costs import CostModel
+    from medal.simulation.simulate import _prepare_starts
+
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases[:8]]
+    cfg = config_from_dict({**SMALL, "coldstart": {"representation": "thumbnails", "axis": ["axial", "coronal"]},
+                            "simulation": {**SMALL["simulation"], "initial": "coldstart"}})
+    cost = CostModel.default(3)
+
+    def choose(where, workers):
+        starts = [(ds, pool, cfg, seed, cost, tmp_path / where / f"seed_{seed}") for seed in (0, 1, 2)]
+        _prepare_starts(starts, workers)
+        return [[(t.case_id, t.axis, t.index, round(t.predicted_cost_s, 6))
+                 for t in read_tasks(tmp_path / where / f"seed_{seed}" / "tasks.json").tasks] for seed in (0, 1, 2)]
+
+    one, two = choose("one", 1), choose("two", 2)
+    assert one == two
+    assert all(one) and one[0] != one[1]  # every seed chose, and seeds differ
+    assert (tmp_path / "two" / "seed_0" / "pilot").is_dir()  # the timed pilot ran in the worker as well
