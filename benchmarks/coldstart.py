@@ -11,6 +11,9 @@
         # the random start and its rounds taken from a finished simulation (e.g. a label_efficiency.py
         # run: its `default` row is the random start followed by the default's rounds), after checking
         # that it ran the same protocol
+    ... --random-from FOLDER --random-row fg_random
+        # medal's path from zero labels (cold start, then the default's rounds) against a random start
+        # followed by the baseline's own rounds (random or fg_random): the workflow comparison
 
 Both starts spend ``initial_budget_s`` true seconds on the 60-case pool; the random start picks random
 slices at their true cost, the cold start uses no label and no model (its predicted seconds come from
@@ -118,7 +121,9 @@ def main(argv=None) -> float:
     ap.add_argument("--random-from", default=None, metavar="FOLDER",
                     help="take the random start's rows from this finished simulation folder (same protocol, "
                          "checked) instead of running it")
-    ap.add_argument("--random-row", default="default", help="with --random-from: the row (strategy) to take")
+    ap.add_argument("--random-row", default="default",
+                    help="with --random-from: the row (strategy) to take; a baseline (random, fg_random) keeps its own "
+                         "rounds: the cold start and the default's rounds against a random start and that baseline's")
     ap.add_argument("--training-offsets", type=int, nargs="+", default=[0],
                     help="train every start again with the model's seeds moved by each offset "
                          "(simulation.training_seed_offset; the starts stay the seed's): a row's Dice per seed is the "
@@ -214,7 +219,9 @@ def main(argv=None) -> float:
              + (f"; random start on {args.random_axis or args.initial_axis}" if args.random_axis or args.initial_axis
                 else "")
              + (f"; random start and its rounds from `{args.random_from}` row `{args.random_row}` (same protocol, "
-                "checked)" if args.random_from else "")
+                "checked" + (f"; its rounds are {args.random_row}'s own, the cold rows' the default's: the two paths "
+                             "from zero labels" if args.random_row in BASELINE_ROUNDS else "") + ")"
+                if args.random_from else "")
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {args.timed:g} budgets)" if args.timed
                 is not None else "")
              + (f"; AUBC of every row on one axis, {x0:.0f}-{x_max:.0f} s" if args.rounds else "")
@@ -285,11 +292,21 @@ def _planes(text: str):
     return text.split(",") if "," in text else text
 
 
+#: rows whose own rounds ``--random-row`` may take: their strategy differs from the cold rows', and the selection
+#: keys only value-driven strategies read (``medal.selection.strategies.select``: quota and power noise) may too
+BASELINE_ROUNDS = ("random", "fg_random")
+BASELINE_UNREAD = ("strategy", "class_quota", "foreground_share", "noise", "beta_start", "beta_end", "beta_rounds",
+                   "value_power", "diversity_spacing", "diversity_max_per_case")
+
+
 def _random_from(folder: Path, row: str, cfg, seeds, ds) -> list[dict]:
     """The random start's rows (renamed ``random``) from a finished simulation folder, if its ``row`` ran
     the protocol ``cfg`` would run: the same pool, test cases and config (the row's variant applied), apart
-    from the per-run keys and the ``coldstart`` section (a random start does not use it). Exits with one
-    line naming the folder and the first key that differs."""
+    from the per-run keys and the ``coldstart`` section (a random start does not use it). A ``row`` of
+    :data:`BASELINE_ROUNDS` keeps its own rounds: only ``selection.strategy`` and the keys such a baseline never
+    reads (:data:`BASELINE_UNREAD`) may differ from ``cfg``, so the comparison is medal's path from zero labels
+    against a random start and that baseline's rounds. Exits with
+    one line naming the folder and the first key that differs."""
     from medal.config import config_from_dict, variant_config
     from medal.simulation import read_results
     from medal.simulation.merge import _default_config, _diffs, _load
@@ -309,7 +326,14 @@ def _random_from(folder: Path, row: str, cfg, seeds, ds) -> list[dict]:
         d["simulation"]["initial_axis"] = list(_initial_axes(c))  # "" = the row's own plane(s)
         return d
 
-    where = _diffs(plain(theirs), plain(cfg), defaults=_default_config())
+    def plain_for(c):
+        d = plain(c)
+        if row in BASELINE_ROUNDS:
+            for k in BASELINE_UNREAD:
+                d["selection"].pop(k, None)
+        return d
+
+    where = _diffs(plain_for(theirs), plain_for(cfg), defaults=_default_config())
     if where:
         sys.exit(f"--random-from {folder}: row {row!r} ran with another {where[0]!r}; not the same protocol")
     pool, test = split_cases(ds, cfg.simulation)

@@ -54,7 +54,7 @@ def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol
 
     ds = load_dataset(sample_dataset())
     # a label_efficiency-style run: rows `default` and a variant with another selection setting
-    theirs = config_from_dict({"simulation": {"strategies": ["default", "beta5"], "seeds": [0, 1], "rounds": 1,
+    theirs = config_from_dict({"simulation": {"strategies": ["default", "beta5", "fg_random"], "seeds": [0, 1], "rounds": 1,
                                               "max_pool": 4, "test_fraction": 0.2,
                                               "variants": {"beta5": {"selection": {"beta_end": 5.0}}}}})
     pool, test = split_cases(ds, theirs.simulation)
@@ -64,11 +64,11 @@ def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol
     with open(tmp_path / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["strategy", "seed", "round", "seconds", "dice_mean"])
         w.writeheader()
-        for s in ("default", "beta5"):
+        for s in ("default", "beta5", "fg_random"):
             for seed in (0, 1):
                 for r in (0, 1):
                     w.writerow({"strategy": s, "seed": seed, "round": r, "seconds": 300 + 600 * r,
-                                "dice_mean": 0.5 + 0.1 * r + (s == "beta5") * 0.01})
+                                "dice_mean": 0.5 + 0.1 * r + (s == "beta5") * 0.01 + (s == "fg_random") * 0.02})
     mod = _bench("coldstart")
     # what coldstart.py would run: one seed list, its own strategies, the random start on the row's plane
     # named explicitly (the same as naming none), and other cold-start settings (unused by a random start)
@@ -87,3 +87,15 @@ def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol
         mod._random_from(tmp_path, "default", mine, [0, 1, 2], ds)
     with pytest.raises(SystemExit, match="no_such_folder"):
         mod._random_from(tmp_path / "no_such_folder", "default", mine, [0], ds)
+    # a baseline's own rounds (the workflow comparison): its strategy may differ from the cold rows', nothing else
+    rows = mod._random_from(tmp_path, "fg_random", mine, [0, 1], ds)
+    assert {r["strategy"] for r in rows} == {"random"} and len(rows) == 4
+    assert sorted({round(r["dice_mean"], 6) for r in rows}) == [0.52, 0.62]
+    # ... and the keys it never reads (power noise, quotas), which the default's rows must share
+    other = dataclasses.replace(mine, selection=dataclasses.replace(mine.selection, beta_end=100.0))
+    assert len(mod._random_from(tmp_path, "fg_random", other, [0, 1], ds)) == 4
+    with pytest.raises(SystemExit, match="beta_end"):
+        mod._random_from(tmp_path, "default", other, [0, 1], ds)
+    with pytest.raises(SystemExit, match="budget_s"):
+        other = dataclasses.replace(mine, selection=dataclasses.replace(mine.selection, budget_s=900.0))
+        mod._random_from(tmp_path, "fg_random", other, [0, 1], ds)
