@@ -324,16 +324,11 @@ def _random_from(folder: Path, row: str, cfg, seeds, ds) -> list[dict]:
         for k in ("seeds", "strategies", "workers", "variants"):
             d["simulation"].pop(k, None)
         d["simulation"]["initial_axis"] = list(_initial_axes(c))  # "" = the row's own plane(s)
+        for k in BASELINE_UNREAD if row in BASELINE_ROUNDS else ():
+            d["selection"].pop(k, None)
         return d
 
-    def plain_for(c):
-        d = plain(c)
-        if row in BASELINE_ROUNDS:
-            for k in BASELINE_UNREAD:
-                d["selection"].pop(k, None)
-        return d
-
-    where = _diffs(plain_for(theirs), plain_for(cfg), defaults=_default_config())
+    where = _diffs(plain(theirs), plain(cfg), defaults=_default_config())
     if where:
         sys.exit(f"--random-from {folder}: row {row!r} ran with another {where[0]!r}; not the same protocol")
     pool, test = split_cases(ds, cfg.simulation)
