@@ -20,7 +20,8 @@ TINY = {"model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
         "training": {"patch_size": [16, 16, 16], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 3,
                      "val_fraction": 0.0, "num_threads": 1},
         "uncertainty": {"mc_samples": 2, "roi_size": [16, 16, 16]},
-        "selection": {"budget_s": 3000.0}}
+        "selection": {"budget_s": 3000.0},
+        "coldstart": {"encoder_steps": 60}}  # as tests/coldstart: what a start does, not a 300-step encoder
 
 
 def medal(*args, env=None):
@@ -318,7 +319,7 @@ def test_round_refuses_what_it_should_not_touch(tmp_path, sample_cases, tiny_cfg
     assert out.returncode == 1 and "no case(s) ['nope']" in one_error_line(out)
     assert not (run / "round_000").exists()  # a refused round leaves no folder
     # a cold start's tasks.json in the round folder is never replaced
-    out = medal("coldstart", ds, "--out", run / "round_000", "--budget", "60")
+    out = medal("coldstart", ds, "--out", run / "round_000", "--budget", "60", "--config", tiny_cfg)
     assert out.returncode == 0, out.stderr
     before = (run / "round_000" / "tasks.json").read_bytes()
     out = medal("round", ds, "--run", run, "--index", "0", "--config", tiny_cfg, "--cases", case.case_id,

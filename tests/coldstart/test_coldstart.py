@@ -10,9 +10,15 @@ from medal.data import load_dataset, load_volume, sample_dataset
 from medal.tasks import read_tasks
 
 
+# the shipped settings with a shorter encoder training (60 of its 300 steps): the tests check what the selection
+# does with an encoder, not how good a 300-step one is (benchmarks/coldstart.py measures that); one 300-step
+# training on the three-plane sample took two of the suite's 15 minutes
+DEFAULTS = dataclasses.replace(ColdstartConfig(), encoder_steps=60)
+
+
 def test_coldstart_tasks_within_budget_and_spread_over_cases(tmp_path):
     ds = load_dataset(sample_dataset())
-    tasks = coldstart_select(ds, tmp_path, budget_s=150.0, cfg=ColdstartConfig())
+    tasks = coldstart_select(ds, tmp_path, budget_s=150.0, cfg=DEFAULTS)
     tl = read_tasks(tmp_path / "tasks.json")
     assert [t.task_id for t in tl.tasks] == [t.task_id for t in tasks]
     # the defaults: three planes in one pool, and a reserve queue of half a budget after the budget's slices
@@ -29,7 +35,7 @@ def test_coldstart_tasks_within_budget_and_spread_over_cases(tmp_path):
                            cfg=dataclasses.replace(ColdstartConfig(), representation="thumbnails"), axis="axial")
     assert {t.axis for t in one} == {2}
     with pytest.raises(FileExistsError):
-        coldstart_select(ds, tmp_path, budget_s=150.0, cfg=ColdstartConfig())
+        coldstart_select(ds, tmp_path, budget_s=150.0, cfg=DEFAULTS)
 
 
 def test_typical_points_sit_in_dense_regions_and_kmeans_separates_blobs():
@@ -73,7 +79,7 @@ def test_pilot_scaling_recovers_a_known_factor(tmp_path):
 
     assert pilot_scale([10, 20], [17, 34]) == pytest.approx(1.7) and pilot_scale([], []) == 1.0
     ds = load_dataset(sample_dataset())
-    cfg = ColdstartConfig(pilot=3, reserve=0.0)
+    cfg = dataclasses.replace(DEFAULTS, pilot=3, reserve=0.0)
     pilot = coldstart_select(ds, tmp_path, budget_s=600.0, cfg=cfg, pilot=3)
     assert len(pilot) == 3
     log = tmp_path / "annotation_log.jsonl"
