@@ -396,6 +396,12 @@ def test_tasks_are_checked_against_the_images(tmp_path, sample_cases):
         write_tasks(tmp_path / "tasks.json", [bad], dataset_root=ds.root)
         with pytest.raises(TaskError, match=expect):
             validate_tasks(read_tasks(tmp_path / "tasks.json"), ds)
+    # the same case in another copy of the dataset: the message names both folders, not one file name twice
+    copy = tmp_path / "copy"
+    save_volume(load_volume(case.image), copy / rel)
+    write_tasks(tmp_path / "tasks.json", [task()], dataset_root=copy)
+    with pytest.raises(TaskError, match=f"written for the dataset {copy}, not {ds.root}"):
+        validate_tasks(read_tasks(tmp_path / "tasks.json"), ds.subset([case.case_id]))
     write_tasks(tmp_path / "tasks.json", [task()], dataset_root=ds.root)
     text = (tmp_path / "tasks.json").read_text().replace('"score": 1.0', '"score": NaN')
     (tmp_path / "tasks.json").write_text(text)

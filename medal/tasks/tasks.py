@@ -201,7 +201,11 @@ def validate_tasks(tasks: TaskList, dataset) -> None:
             problems.append(f"{name}: no case {t.case_id!r} in the dataset {dataset.root}")
             continue
         if tasks.image_path(t).resolve() != Path(case.image).resolve():
-            problems.append(f"{name}: image {t.image!r} is not case {t.case_id}'s image {dataset.relative(case.image)!r}")
+            if Path(t.image) == Path(dataset.relative(case.image)):  # the same name in another copy of the dataset
+                problems.append(f"{name}: written for the dataset {tasks.dataset_root}, not {dataset.root}")
+            else:
+                problems.append(f"{name}: image {t.image!r} is not case {t.case_id}'s image "
+                                f"{dataset.relative(case.image)!r}")
             continue
         if t.case_id not in shapes:
             try:
