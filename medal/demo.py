@@ -32,8 +32,8 @@ DEMO_SETTINGS = {
 #: ``medal demo --quick``: the same pipeline with less training and fewer MC samples (about a minute on two
 #: cores): a check that everything runs, not a comparison of strategies
 QUICK_SETTINGS = {
-    "training": {"max_epochs": 3, "warm_epochs": 2, "iterations_per_epoch": 8},
-    "uncertainty": {"mc_samples": 4},
+    "training": {"max_epochs": 2, "warm_epochs": 1, "iterations_per_epoch": 6},
+    "uncertainty": {"mc_samples": 2},
 }
 
 
