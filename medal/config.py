@@ -231,6 +231,7 @@ class RegionsConfig:
     # first is the painting plane of supervoxels)
     axis: str | tuple[str, ...] = "axial"
     value: str = "class_entropy"  # what a unit is worth: class_entropy | expected_errors | bald_topq | entropy
+    # (| oracle_errors: the true errors, a `medal simulate` diagnostic only)
     measure: str = "entropy"  # score volume the 'entropy' value aggregates
     aggregate: str = "sum"  # sum | mean | max | topq (the 'entropy' value)
     top_q: float = 0.1  # topq aggregation and bald_topq: share of a unit's voxels

@@ -26,6 +26,12 @@ unit's value scales with what the expert would correct in it.
     The sum of the highest ``top_q`` share of BALD (mutual information) values in the unit: the
     epistemic part only, concentrated where the model disagrees with itself. Per class: BALD
     weighted by ``p_c``, summed over the same voxels.
+``oracle_errors`` (simulation only: a diagnostic, never a real round's choice)
+    The voxels the current model really gets wrong, ``prediction != truth``, summed over the unit,
+    where ``truth`` is the ground truth as class indices (``truth.nii.gz`` in the case's score folder,
+    written only by ``medal simulate`` for rows that ask for this value). Per class: the errors where
+    the truth or the prediction is ``c``. What a perfect uncertainty estimate would point at: with the
+    default's knapsack, quota and sampling around it, an upper bound for error-seeking values.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VALUES", "UnitValues", "get_value", "unit_sums", "value_needs"]
+__all__ = ["ORACLE_VALUES", "VALUES", "UnitValues", "get_value", "unit_sums", "value_needs"]
 
 
 @dataclass(frozen=True)
@@ -126,17 +132,35 @@ def _bald_topq(units, n_units, maps, *, n_classes, top_q=0.1, **_) -> UnitValues
     return UnitValues(value, _per_class(units, b, maps, n_units, n_classes))
 
 
+def _oracle_errors(units, n_units, maps, *, n_classes, **_) -> UnitValues:
+    if "truth" not in maps:
+        raise ValueError("value 'oracle_errors' needs the ground truth (truth.nii.gz): a simulation diagnostic, "
+                         "written only by `medal simulate`")
+    truth, pred = np.asarray(maps["truth"]), np.asarray(maps["prediction"])
+    if truth.shape != pred.shape:
+        raise ValueError(f"value 'oracle_errors': truth {truth.shape} and prediction {pred.shape} differ in shape")
+    err = (truth != pred).astype(np.float64)
+    per_class = np.zeros((n_classes - 1, n_units))
+    for c in range(1, n_classes):
+        per_class[c - 1] = unit_sums(units, err * ((truth == c) | (pred == c)), n_units)
+    return UnitValues(unit_sums(units, err, n_units), per_class)
+
+
 #: name -> function(units, n_units, maps, *, n_classes, **params) -> UnitValues
 VALUES = {
     "entropy": _entropy,
     "class_entropy": _class_entropy,
     "expected_errors": _expected_errors,
     "bald_topq": _bald_topq,
+    "oracle_errors": _oracle_errors,
 }
+
+#: values that read the ground truth: ``medal simulate`` only (it writes ``truth.nii.gz`` for them)
+ORACLE_VALUES = ("oracle_errors",)
 
 #: the score volumes each value reads (besides ``prediction``, always there)
 _NEEDS = {"entropy": ("{measure}",), "class_entropy": ("probs", "entropy"), "expected_errors": ("probs",),
-          "bald_topq": ("bald",)}
+          "bald_topq": ("bald",), "oracle_errors": ("truth",)}
 
 
 def value_needs(name: str, *, measure: str = "entropy") -> tuple[str, ...]:

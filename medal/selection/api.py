@@ -98,7 +98,9 @@ def load_score_maps(case_dir, names, label_map=None) -> dict[str, np.ndarray]:
     for name in ["prediction", *[n for n in names if n != "probs"]]:
         path = case_dir / f"{name}.nii.gz"
         if not path.exists():
-            raise DatasetError(f"{path}: score volume not found (needed by the configured value)", path=path)
+            why = "the ground truth, written only by `medal simulate` for a row whose regions.value is a " \
+                  "simulation diagnostic" if name == "truth" else "needed by the configured value"
+            raise DatasetError(f"{path}: score volume not found ({why})", path=path)
         maps[name] = load_volume(path).array
     if label_map is not None:
         try:

@@ -21,6 +21,7 @@ from medal.config import MedalConfig, variant_config
 from medal.costs import CostModel
 from medal.data import UNLABELED, Dataset, atomic_write_text, load_volume, save_volume
 from medal.loop import ingest, round_dir, run_round
+from medal.regions.values import ORACLE_VALUES
 from medal.tasks import read_tasks
 
 from .oracle import full_annotation_cost, oracle_annotate
@@ -302,6 +303,9 @@ def _run_one(job: dict) -> list[dict]:
             job["log"](json.dumps(rows[-1]))
         if last:
             break
+        if cfg.regions.value in ORACLE_VALUES:  # a diagnostic row: its value reads the ground truth
+            run_round(run, dataset, cfg, index=r, pool=pool, progress=False, stop_after="score", cache=cache)
+            write_truth_maps(round_dir(run, r) / "scores", dataset, pool)
         res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, cache=cache)
         tl = read_tasks(res.round_dir / "tasks.json")
         # the reserve queue (selection.reserve) sits after the budget's tasks: not part of the prediction
@@ -316,6 +320,23 @@ def _run_one(job: dict) -> list[dict]:
         last_round = (round_pred, round_charged, len(charge["per_task"]), sum(charge["foreground"].values()))
         ingest(run, res.round_dir, dataset)
     return rows
+
+
+def write_truth_maps(scores_dir, dataset: Dataset, pool) -> list[str]:
+    """``truth.nii.gz`` (the ground truth as class indices) beside each scored pool case's prediction, for
+    values that read it (:data:`~medal.regions.values.ORACLE_VALUES`: simulation diagnostics only).
+    Returns the case ids written; a case already holding one is left as it is (a resumed round)."""
+    written = []
+    for case in dataset.cases:
+        folder = Path(scores_dir) / case.case_id
+        if case.case_id not in set(pool) or case.label is None or not (folder / "prediction.nii.gz").is_file():
+            continue
+        if not (folder / "truth.nii.gz").is_file():
+            truth = load_volume(case.label)
+            idx = dataset.label_map.to_index(truth.array, where=dataset.relative(case.label))
+            save_volume(truth.with_array(idx.astype(np.uint8)), folder / "truth.nii.gz")
+        written.append(case.case_id)
+    return written
 
 
 def front_batch(tasks, seconds: float) -> list:

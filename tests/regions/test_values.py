@@ -141,3 +141,25 @@ def test_registry_and_needs():
     del m["probs"]
     with pytest.raises(ValueError, match="mean class probabilities"):
         VALUES["class_entropy"](slice_units((5, 6, 4), axis=2), 4, m, n_classes=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([0, 1, 2]))
+def test_oracle_errors_matches_loop_and_is_zero_where_the_model_is_right(seed, axis):
+    m = _maps(seed)
+    rng = np.random.default_rng(seed + 1)
+    truth = np.where(rng.random(m["prediction"].shape) < 0.3, rng.integers(0, 3, m["prediction"].shape),
+                     m["prediction"]).astype(np.uint8)
+    units = slice_units(truth.shape, axis=axis)
+    n = int(units.max())
+    pred = m["prediction"]
+    v = get_value("oracle_errors")(units, n, {**m, "truth": truth}, n_classes=3)
+    np.testing.assert_array_equal(v.value, _loop(units, n, lambda i: float(pred[i] != truth[i])))
+    for c in (1, 2):
+        np.testing.assert_array_equal(
+            v.per_class[c - 1], _loop(units, n, lambda i: float(pred[i] != truth[i] and c in (pred[i], truth[i]))))
+    right = get_value("oracle_errors")(units, n, {**m, "truth": pred.copy()}, n_classes=3)
+    assert not right.value.any() and not right.per_class.any()
+    assert value_needs("oracle_errors") == ("truth",)
+    with pytest.raises(ValueError, match="only by `medal simulate`"):
+        get_value("oracle_errors")(units, n, m, n_classes=3)
