@@ -121,6 +121,17 @@ def cmd_score(args) -> int:
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
+def _refuse_oracle_value(cfg, config_path) -> None:
+    """A real round or selection cannot read the ground truth: say so before any training."""
+    from medal.config import ConfigError
+    from medal.regions.values import ORACLE_VALUES, VALUES
+
+    if cfg.regions.value in ORACLE_VALUES:
+        valid = sorted(set(VALUES) - set(ORACLE_VALUES))
+        raise ConfigError(f"{config_path}: regions.value {cfg.regions.value!r} reads the ground truth, a `medal "
+                          f"simulate` diagnostic; a real round cannot use it (valid here: {valid})")
+
+
 def cmd_select(args) -> int:
     import dataclasses
 
@@ -129,6 +140,7 @@ def cmd_select(args) -> int:
     from medal.selection.api import select_round
 
     cfg = load_config(args.config)
+    _refuse_oracle_value(cfg, args.config)
     sel = cfg.selection
     given = (("budget_s", args.budget), ("strategy", args.strategy), ("reserve", args.reserve))
     if any(v is not None for _, v in given):
@@ -163,6 +175,7 @@ def cmd_round(args) -> int:
     from medal.loop import run_round
 
     cfg = load_config(args.config)
+    _refuse_oracle_value(cfg, args.config)
     ds = load_dataset(args.dataset)
     res = run_round(args.run, ds, cfg, index=args.index, budget_s=args.budget, strategy=args.strategy,
                     pool=args.cases, progress=True, overwrite=args.overwrite, allow_empty=args.allow_empty)

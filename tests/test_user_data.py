@@ -318,6 +318,16 @@ def test_round_refuses_what_it_should_not_touch(tmp_path, sample_cases, tiny_cfg
     out = medal("round", ds, "--run", run, "--index", "0", "--cases", "nope", "--config", tiny_cfg)
     assert out.returncode == 1 and "no case(s) ['nope']" in one_error_line(out)
     assert not (run / "round_000").exists()  # a refused round leaves no folder
+    # the simulation's oracle value reads the ground truth: refused before any training, naming file and key
+    oracle = tmp_path / "oracle.yaml"
+    oracle.write_text(yaml.safe_dump({**TINY, "regions": {"value": "oracle_errors"}}))
+    for cmd in (("round", ds, "--run", run, "--index", "0"), ("select", ds, "--scores", tmp_path / "s", "--out",
+                                                            tmp_path / "sel")):
+        out = medal(*cmd, "--config", oracle)
+        line = one_error_line(out)
+        assert out.returncode == 1 and str(oracle) in line and "regions.value 'oracle_errors'" in line, line
+        assert "'class_entropy'" in line and "'oracle_errors'" not in line.split("valid here")[1]
+    assert not (run / "round_000").exists() and not (tmp_path / "sel").exists()
     # a cold start's tasks.json in the round folder is never replaced
     out = medal("coldstart", ds, "--out", run / "round_000", "--budget", "60", "--config", tiny_cfg)
     assert out.returncode == 0, out.stderr
