@@ -326,10 +326,10 @@ def write_truth_maps(scores_dir, dataset: Dataset, pool) -> list[str]:
     """``truth.nii.gz`` (the ground truth as class indices) beside each scored pool case's prediction, for
     values that read it (:data:`~medal.regions.values.ORACLE_VALUES`: simulation diagnostics only).
     Returns the case ids written; a case already holding one is left as it is (a resumed round)."""
-    written = []
+    written, pool = [], set(pool)
     for case in dataset.cases:
         folder = Path(scores_dir) / case.case_id
-        if case.case_id not in set(pool) or case.label is None or not (folder / "prediction.nii.gz").is_file():
+        if case.case_id not in pool or case.label is None or not (folder / "prediction.nii.gz").is_file():
             continue
         if not (folder / "truth.nii.gz").is_file():
             truth = load_volume(case.label)
