@@ -63,10 +63,12 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     ``cache``: a :class:`~medal.data.VolumeCache` test images (normalised) and labels come from."""
     from medal.data import normalize_intensity
     from medal.model import load_checkpoint
+    from medal.model.device import resolve_device
     from medal.training import dice_per_class
     from medal.uncertainty.inference import predict_probs
 
-    net = load_checkpoint(checkpoint)[0]
+    device = resolve_device(cfg.uncertainty.device)  # where the scoring runs (a GPU when there is one)
+    net = load_checkpoint(checkpoint)[0].to(device)
     n = dataset.n_classes
     scores = []
     for cid in test:
@@ -77,7 +79,7 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
             x = normalize_intensity(load_volume(case.image).array, method=cfg.data.normalize,
                                     clip_percentiles=cfg.data.clip_percentiles)
             truth = load_volume(case.label).array
-        pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size).argmax(0)
+        pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size, device=device).argmax(0)
         scores.append(dice_per_class(pred, dataset.label_map.to_index(truth, where=dataset.relative(case.label)), n))
     return np.mean(scores, axis=0)
 
@@ -299,6 +301,9 @@ def _run_one(job: dict) -> list[dict]:
                      "round_tasks": last_round[2], "round_fg_tasks": "" if last_round[3] is None else last_round[3],
                      "train_s": round(train_s, 1),
                      **{f"dice_{name}": round(float(d), 5) for name, d in zip(names, dice)}})
+        # the rows so far, rewritten as each round ends: a long run (or one stopped by a time limit) can be
+        # followed, and reported on the rounds every run finished, before results.csv gets its rows
+        atomic_write_text(run / "rounds.jsonl", "".join(json.dumps(x) + "\n" for x in rows))
         if job.get("log"):
             job["log"](json.dumps(rows[-1]))
         if last:

@@ -45,6 +45,10 @@ def test_simulation_rows_budget_and_growth(sim):
             assert mine[-1]["pct_voxels"] > mine[0]["pct_voxels"]
             assert all(0 <= r["dice_mean"] <= 1 for r in mine)
             run = out / strategy / f"seed_{seed}"
+            # the rows each round wrote as it ended (rounds.jsonl) are the run's rows of results.csv
+            logged = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+            assert [(x["round"], x["seconds"], x["dice_mean"]) for x in logged] == \
+                [(r["round"], r["seconds"], r["dice_mean"]) for r in mine]
             for k in range(2):
                 tl = read_tasks(run / f"round_{k:03d}" / "tasks.json")
                 assert 0 < sum(t.predicted_cost_s for t in tl.tasks) <= 400.0  # budget never exceeded
