@@ -8,6 +8,9 @@ are followed by a reserve queue (``selection.reserve``), and the oracle paints t
 round's budget of true seconds is reached (``simulation.timed``), so every row spends the budget
 within one task whatever its predicted seconds said.
 
+``--deadline MINUTES`` (a GPU lease): no run starts a round that would end later (``simulate``'s
+``deadline``); the report covers rounds 0..k, k the last round every run finished.
+
 ``--split tuning`` runs on ``hippocampus_tuning_split.json`` (a 60-case pool and 40 validation cases
 carved from the training side; never the test cases, never the final pool). ``--split final`` runs on
 ``hippocampus_split.json``: its 40 test cases, and the 60-case pool ``max_pool`` picks from its
@@ -106,6 +109,9 @@ def main(argv=None) -> float:
                     help="time-boxed rounds: the oracle stops at each round's budget of true seconds; "
                          "selection.reserve = RESERVE budgets of further tasks queued (e.g. 2)")
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
+    ap.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
+                    help="start no round that would end later than this many minutes from now (a GPU lease); "
+                         "the report covers rounds 0..k, k the last round every run finished")
     ap.add_argument("--resume", action="store_true",
                     help="continue the simulation in --out (interrupted, or with more --rounds, seeds or rows)")
     ap.add_argument("--data", default=str(DATA))
@@ -171,10 +177,15 @@ def main(argv=None) -> float:
     else:
         try:
             csv_path = simulate(ds, out, cfg, log=lambda r: print(r, flush=True), workers=args.workers,
-                                resume=args.resume)
+                                resume=args.resume,
+                                deadline=time.time() + 60 * args.deadline if args.deadline is not None else None)
         except (ValueError, FileExistsError, FileNotFoundError) as exc:
             raise SystemExit(f"label_efficiency: error: {exc}") from None
     sim_minutes = (time.perf_counter() - t0) / 60
+    stopped = json.loads((out / "simulation.json").read_text()).get("deadline")
+    if stopped:  # the deadline stopped some run: the report is of the rounds every run finished
+        sim = dataclasses.replace(sim, rounds=int(stopped["rounds_reported"]))
+        cfg = dataclasses.replace(cfg, simulation=sim)
     steps = round_steps(cfg)
     own_full = args.full_dice if args.full_dice is not None else same_config_full_dice(ds, cfg, pool, test, sum(steps))
     print(f"same-config all-labels Dice ({sum(steps)} steps): {own_full:.3f}", flush=True)
@@ -197,7 +208,9 @@ def main(argv=None) -> float:
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {cfg.selection.reserve:g} budgets)"
                 if sim.timed else "") + "; "
              f"full annotation cost of the pool {full_cost:.0f} s; training {sched}; wall {minutes:.0f} min "
-             f"({args.workers} single-thread workers)",
+             f"({args.workers} single-thread workers)"
+             + (f"; **stopped by --deadline**: rounds 0..{sim.rounds} of every run reported, "
+                f"{len(stopped['runs_stopped'])} run(s) stopped early" if stopped else ""),
              (f"- 100% line: the same config trained on every pool label ({sum(steps)} steps): Dice {own_full:.3f}; "
               if args.full_dice is None else
               f"- 100% line: not measured in this run: {own_full:.3f} given with --full-dice; ") + f"95% of it: {target:.3f}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -279,8 +280,9 @@ def cmd_simulate(args) -> int:
 
     cfg = load_config(args.config)
     try:
+        deadline = time.time() + 60 * args.deadline if args.deadline is not None else None
         csv_path = simulate(load_dataset(args.dataset), args.out, cfg, log=lambda r: print(r, file=sys.stderr),
-                            resume=args.resume)
+                            resume=args.resume, deadline=deadline)
     except KeyboardInterrupt:
         print(f"medal: interrupted; continue where it stopped with the same command and --resume "
               f"(finished runs and rounds in {args.out} are kept)", file=sys.stderr)
@@ -463,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--resume", action="store_true",
                     help="continue the simulation in --out (interrupted, or with more rounds, seeds or rows); "
                          "finished runs are kept, the rest go on from their first unfinished step")
+    si.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
+                    help="start no round that would end later than this many minutes from now (a GPU lease, a "
+                         "batch job's wall time); the report covers the rounds every run finished, --resume goes on")
     si.set_defaults(func=cmd_simulate)
 
     mg = sub.add_parser("merge", help="join simulation folders that ran other seeds or rows of one protocol")

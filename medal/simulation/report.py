@@ -175,6 +175,11 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     if meta.get("resumed"):
         lines += [f"- resumed {meta['resumed']} time(s) (`medal simulate --resume`): finished runs kept, the rest "
                   "went on from their first unfinished step; painted tasks charged once", ""]
+    if meta.get("deadline"):
+        d = meta["deadline"]
+        lines += [f"- **stopped by a deadline** ({d.get('at') or 'given'}): every row reported on rounds "
+                  f"0..{d['rounds_reported']} of {meta['config']['simulation']['rounds']}; stopped early: "
+                  f"{', '.join(d['runs_stopped'])} (`--resume` completes them)", ""]
     for folder, keys in (meta.get("merge_ignored") or {}).items():
         lines += [f"- config differences waved through (merge --ignore-config) in {folder}: {', '.join(keys)}", ""]
     if full_dice:

@@ -279,7 +279,11 @@ def _run_one(job: dict) -> list[dict]:
     # the first labels: random units at their true cost, or the cold start's (its prior as the prediction)
     last_round = (sum(t.predicted_cost_s for t in init), seconds, len(init), None)
     rows = []
+    deadline, took = job.get("deadline"), None
     for r in range(sim.rounds + 1):
+        if r and deadline is not None and not round_fits(time.time(), deadline, took):
+            break  # reported as far as every run got (simulate); --resume goes on from here
+        started = time.time()
         last = r == sim.rounds
         timing = round_dir(run, r) / "train_s.json"
         trained = (round_dir(run, r) / "model.pt").is_file()
@@ -324,7 +328,15 @@ def _run_one(job: dict) -> list[dict]:
         seconds += round_charged
         last_round = (round_pred, round_charged, len(charge["per_task"]), sum(charge["foreground"].values()))
         ingest(run, res.round_dir, dataset)
+        took = time.time() - started
     return rows
+
+
+def round_fits(now: float, deadline: float, previous_s: float | None) -> bool:
+    """Whether a run may start its next round under a wall-clock ``deadline`` (``time.time()`` seconds):
+    not once the deadline has passed, nor when the previous round's duration (``previous_s``; ``None``
+    before round 1 ends, as round 0's own model is trained once per seed elsewhere) would take it past."""
+    return now < deadline and (previous_s is None or now + previous_s <= deadline)
 
 
 def write_truth_maps(scores_dir, dataset: Dataset, pool) -> list[str]:
@@ -424,7 +436,7 @@ RESUMABLE_KEYS = ("simulation.rounds", "simulation.seeds", "simulation.strategie
 
 
 def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = True, log=print,
-             workers: int | None = None, resume: bool = False) -> Path:
+             workers: int | None = None, resume: bool = False, deadline: float | None = None) -> Path:
     """Run every (strategy, seed); returns the path of ``results.csv`` (rewritten as runs finish).
 
     ``workers`` (default ``simulation.workers``): runs side by side in that many processes, each
@@ -437,6 +449,12 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     (trained models, scores, selections and painted tasks are reused; a painted task is charged its true
     seconds again, never painted twice), so a resumed simulation writes the results of an
     uninterrupted one. Without ``resume`` a folder that already holds a simulation is refused.
+
+    ``deadline`` (``time.time()`` seconds; a GPU lease, a batch job's wall time): no run starts a round
+    once it has passed or when its previous round's duration says the round would end after it
+    (:func:`round_fits`); rounds under way finish. Runs stopped so are reported on rounds ``0..k``, ``k``
+    the last round every run finished (results.csv holds those rows, ``simulation.json`` says so under
+    ``deadline``), so every row of the report is paired; ``resume`` without a deadline completes them.
     """
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -503,7 +521,8 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
                          "full": full, "names": names, "shapes": shapes, "planes": _painted_axes(scfg, orientation),
                          "initial": str(initial),
-                         "threads": threads if workers > 1 or cfg.training.num_threads else 0})
+                         "threads": threads if workers > 1 or cfg.training.num_threads else 0,
+                         "deadline": deadline})
     _prepare_starts(list(starts.values()), workers)
 
     def order(r):  # results.csv: rows in config order, then seed, then round
@@ -535,6 +554,22 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                     for row in done:
                         log(json.dumps(row))
                 collect(done)
+    reached = {}
+    for r in rows:
+        key = (r["strategy"], r["seed"])
+        reached[key] = max(reached.get(key, -1), r["round"])
+    k = min(reached.values(), default=sim.rounds)
+    if k < sim.rounds:  # the deadline stopped some run: every row of the report on the same rounds
+        import datetime
+
+        stopped = sorted(f"{a}/seed_{b}" for (a, b), v in reached.items() if v < sim.rounds)
+        meta["deadline"] = {"at": datetime.datetime.fromtimestamp(deadline, datetime.timezone.utc).isoformat(
+            timespec="seconds") if deadline is not None else None, "rounds_reported": k, "runs_stopped": stopped}
+        atomic_write_text(meta_path, json.dumps(meta, indent=1))
+        _write_csv(out_dir / "results.csv", fields, [r for r in rows if r["round"] <= k])
+        if log:
+            log(f"deadline: {len(stopped)} run(s) stopped early; reported on rounds 0..{k} of {sim.rounds} "
+                "(--resume completes them)")
     return out_dir / "results.csv"
 
 

@@ -407,3 +407,58 @@ def test_first_labels_chosen_in_two_workers_equal_those_chosen_in_one(tmp_path):
     assert one == two
     assert all(one) and one[0] != one[1]  # every seed chose, and seeds differ
     assert (tmp_path / "two" / "seed_0" / "pilot").is_dir()  # the timed pilot ran in the worker as well
+
+
+def test_round_fits_the_deadline():
+    from medal.simulation.simulate import round_fits
+
+    assert round_fits(100.0, 200.0, None) and round_fits(100.0, 200.0, 100.0)
+    assert not round_fits(100.0, 200.0, 100.5)  # the previous round's duration would end past it
+    assert not round_fits(200.0, 200.0, None) and not round_fits(250.0, 200.0, 0.0)
+
+
+@pytest.mark.slow
+def test_a_deadline_reports_the_rounds_every_run_finished_and_resume_completes_them(tmp_path):
+    """One run finished before, one stopped by a deadline after round 0: the report pairs them on round 0
+    (results.csv, simulation.json say so); resumed without a deadline, the rows of a run never stopped."""
+    import time
+
+    both = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random", "knapsack"], "seeds": [0],
+                                    "rounds": 1}}
+    one = {**both, "simulation": {**both["simulation"], "strategies": ["fg_random"]}}
+    ds = load_dataset(sample_dataset())
+    ref = read_results(simulate(ds, tmp_path / "ref", config_from_dict(both), log=None, workers=1))
+    cut = tmp_path / "cut"
+    assert len(read_results(simulate(ds, cut, config_from_dict(one), log=None, workers=1))) == 2
+    logged = []
+    rows = read_results(simulate(ds, cut, config_from_dict(both), log=logged.append, workers=1, resume=True,
+                                 deadline=time.time() - 1.0))
+    assert sorted((r["strategy"], r["round"]) for r in rows) == [("fg_random", 0), ("knapsack", 0)]
+    meta = json.loads((cut / "simulation.json").read_text())
+    assert meta["deadline"]["rounds_reported"] == 0 and meta["deadline"]["runs_stopped"] == ["knapsack/seed_0"]
+    assert "rounds 0..0 of 1" in logged[-1]
+    # the stopped run's rows so far, as it wrote them (rounds.jsonl); nothing of round 1 was started
+    assert [json.loads(x)["round"] for x in (cut / "knapsack" / "seed_0" / "rounds.jsonl").read_text().splitlines()] == [0]
+    assert not (cut / "knapsack" / "seed_0" / "round_001" / "model.pt").exists()
+    assert "stopped by a deadline" in write_report(cut / "results.csv").read_text()
+    got = read_results(simulate(ds, cut, config_from_dict(both), log=None, workers=1, resume=True))
+    assert "deadline" not in json.loads((cut / "simulation.json").read_text())
+    assert len(got) == len(ref) == 4
+    for a, b in zip(ref, got):
+        a.pop("train_s"), b.pop("train_s")
+        assert a == b
+
+
+@pytest.mark.slow
+def test_simulate_command_line_deadline(tmp_path, capsys):
+    """medal simulate --deadline 0: round 0 of every run, then none; the report says where it stopped."""
+    import yaml
+
+    from medal.cli import main
+
+    cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["simulate", str(sample_dataset()), "--out", str(tmp_path / "o"), "--config", str(tmp_path / "c.yaml"),
+                 "--deadline", "0"]) == 0
+    assert [r["round"] for r in read_results(tmp_path / "o" / "results.csv")] == [0]
+    assert "rounds 0..0 of 1" in (tmp_path / "o" / "report.md").read_text()
