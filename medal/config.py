@@ -140,8 +140,14 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # fp32 | bf16: the forward pass and the loss under bfloat16 autocast (weights, optimiser and
+    # checkpoints stay fp32; no loss scaling needed). For GPUs with bf16 tensor cores (Ampere and later,
+    # as nnU-Net trains in mixed precision); on a CPU it runs but is slower (benchmarks/training_speed.py)
+    precision: str = "fp32"
 
     def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"training.precision: expected fp32 or bf16, got {self.precision!r}")
         if any(p < 4 for p in self.patch_size):
             raise ConfigError(f"training.patch_size: each side must be >= 4, got {list(self.patch_size)}")
         for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience"):

@@ -240,6 +240,7 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     if mode == "pseudo_label" and train_cfg.pseudo_propagation > 0:  # once per round: labels are fixed
         masks = [propagation_mask(i.label, train_cfg.pseudo_propagation, train_cfg.pseudo_margin) for i in train_items]
     total_steps = train_cfg.max_epochs * train_cfg.iterations_per_epoch
+    amp = train_cfg.precision == "bf16"  # mixed precision: forward and loss in bf16 autocast, weights fp32
     step = 0
     history, best, best_epoch, best_state, stale = [], -1.0, 0, None, 0
     k = train_cfg.snapshots
@@ -258,18 +259,23 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             allowed = torch.from_numpy(allowed).to(device) if allowed is not None else None
             if mode == "mean_teacher":  # the student sees a noisy (optionally flipped) copy; the teacher the clean patch
                 noise = torch.from_numpy(rng.normal(0, 0.1, size=x.shape).astype(np.float32)).to(device)
-                xs, ys, target = x + noise, y, teacher.probs(x)
-                if train_cfg.consistency_flip_axes:
-                    a = int(train_cfg.consistency_flip_axes[int(rng.integers(len(train_cfg.consistency_flip_axes)))])
-                    xs, ys, target = torch.flip(xs, (a + 2,)), torch.flip(ys, (a + 1,)), torch.flip(target, (a + 2,))
-                logits = net(xs)
-                loss = masked_dice_ce(logits, ys, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
-                extra = unlabeled_loss(mode, logits, target, ys)
-            else:
-                logits = net(x)
-                loss = masked_dice_ce(logits, y, dice_weight=train_cfg.dice_weight, ce_weight=train_cfg.ce_weight)
-                extra = unlabeled_loss(mode, logits, teacher.probs(x), y, threshold=train_cfg.pseudo_threshold,
-                                       allowed=allowed) if teacher is not None else None
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                if mode == "mean_teacher":
+                    xs, ys, target = x + noise, y, teacher.probs(x)
+                    if train_cfg.consistency_flip_axes:
+                        a = int(train_cfg.consistency_flip_axes[int(rng.integers(len(train_cfg.consistency_flip_axes)))])
+                        xs, ys, target = torch.flip(xs, (a + 2,)), torch.flip(ys, (a + 1,)), torch.flip(target, (a + 2,))
+                    logits = net(xs)
+                    loss = masked_dice_ce(logits.float(), ys, dice_weight=train_cfg.dice_weight,
+                                          ce_weight=train_cfg.ce_weight)
+                    extra = unlabeled_loss(mode, logits.float(), target.float(), ys)
+                else:
+                    logits = net(x)
+                    loss = masked_dice_ce(logits.float(), y, dice_weight=train_cfg.dice_weight,
+                                          ce_weight=train_cfg.ce_weight)
+                    extra = unlabeled_loss(mode, logits.float(), teacher.probs(x).float(), y,
+                                           threshold=train_cfg.pseudo_threshold,
+                                           allowed=allowed) if teacher is not None else None
             if extra is not None:
                 loss = loss + train_cfg.unlabeled_weight * rampup(step, total_steps, train_cfg.rampup) * extra
             opt.zero_grad(set_to_none=True)

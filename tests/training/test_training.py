@@ -132,3 +132,28 @@ def test_patch_size_must_fit_strides(tiny_model_cfg):
     with pytest.raises(ValueError, match="multiple of 4"):
         train_model(items, [], n_classes=3, model_cfg=tiny_model_cfg, progress=False,
                     train_cfg=dataclasses.replace(FAST, patch_size=(18, 32, 16)))
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_learns_as_fp32_does_and_keeps_fp32_weights(tiny_model_cfg, tmp_path):
+    """training.precision bf16: forward and loss under autocast (here on the CPU, the same code path as a GPU's):
+    the weights and checkpoint stay fp32, the run learns as the fp32 run does, but it is not the fp32 run."""
+    from medal.config import ConfigError
+
+    items = _real_items(3)
+    train, val = items[:2], items[2:]
+    cfg = dataclasses.replace(FAST, patch_size=(32, 48, 32), max_epochs=4, iterations_per_epoch=15, patience=10)
+    res = {p: train_model(train, val, n_classes=3, model_cfg=tiny_model_cfg, progress=False,
+                          train_cfg=dataclasses.replace(cfg, precision=p), checkpoint=tmp_path / f"{p}.pt")
+           for p in ("fp32", "bf16")}
+    s32, s16 = res["fp32"].net.state_dict(), res["bf16"].net.state_dict()
+    assert all(t.dtype == torch.float32 for t in s16.values() if t.is_floating_point())
+    assert not all(torch.equal(s32[k], s16[k]) for k in s32)  # autocast changed the arithmetic
+    loss32, loss16 = ([r["loss"] for r in res[p].history] for p in ("fp32", "bf16"))
+    assert all(np.isfinite(loss16)) and loss16[-1] < loss16[0]
+    assert loss16[-1] == pytest.approx(loss32[-1], rel=0.15)
+    assert res["bf16"].best_val_dice > 0.3 and res["bf16"].best_val_dice == pytest.approx(res["fp32"].best_val_dice, abs=0.1)
+    net, _, _ = load_checkpoint(tmp_path / "bf16.pt", expected=tiny_model_cfg)
+    assert next(net.parameters()).dtype == torch.float32
+    with pytest.raises(ConfigError, match="training.precision"):
+        TrainingConfig(precision="fp16")
