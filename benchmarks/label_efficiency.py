@@ -125,6 +125,8 @@ def main(argv=None) -> float:
     ap.add_argument("--results-name", default=None,
                     help="name of the results JSON (default: label_efficiency[_KIND][_tuning][_TAG]), e.g. semi_supervised")
     args = ap.parse_args(argv)
+    if args.deadline is not None and not args.deadline >= 0:
+        ap.error(f"--deadline: minutes from now, >= 0 (got {args.deadline})")
 
     from _record import record
 

@@ -278,6 +278,9 @@ def cmd_simulate(args) -> int:
     from medal.data import load_dataset
     from medal.simulation import simulate, write_report
 
+    if args.deadline is not None and not args.deadline >= 0:
+        print(f"medal: error: --deadline: minutes from now, >= 0 (got {args.deadline})", file=sys.stderr)
+        return EXIT_USAGE
     cfg = load_config(args.config)
     try:
         deadline = time.time() + 60 * args.deadline if args.deadline is not None else None

@@ -462,3 +462,7 @@ def test_simulate_command_line_deadline(tmp_path, capsys):
                  "--deadline", "0"]) == 0
     assert [r["round"] for r in read_results(tmp_path / "o" / "results.csv")] == [0]
     assert "rounds 0..0 of 1" in (tmp_path / "o" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["simulate", str(sample_dataset()), "--out", str(tmp_path / "p"), "--deadline", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medal: error: --deadline") and not (tmp_path / "p").exists()
