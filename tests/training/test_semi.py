@@ -209,3 +209,14 @@ def test_two_round_simulation_with_each_mode(tmp_path, mode):
     assert len(rows) == 2 and all(0 <= r["dice_mean"] <= 1 for r in rows)
     man = json.loads((tmp_path / "sim" / "random" / "seed_0" / "round_000" / "manifest.json").read_text())
     assert man["config"]["training"]["semi_supervised"] == mode  # the manifest records the mode
+
+
+@pytest.mark.parametrize("mode", ["pseudo_label", "mean_teacher"])
+def test_each_mode_trains_in_bf16_deterministically_and_not_as_fp32(mode):
+    """training.precision bf16 with the teacher in the loop (partial labels): fp32 weights, reproducible for a
+    seed, finite, and not the fp32 run's weights (the autocast reached the forward pass)."""
+    kw = {"semi_supervised": mode, "pseudo_threshold": 0.5}
+    a, b = _train(precision="bf16", **kw), _train(precision="bf16", **kw)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, _train(**kw)))
