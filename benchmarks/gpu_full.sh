@@ -36,28 +36,14 @@ fi
 python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/env.txt"
 python3 benchmarks/training_speed.py --data "$DATA" ${SPEED_ARGS:-} > "$OUT/training_speed.txt" 2>&1
 tail -3 "$OUT/training_speed.txt"
-timeout $(( MINUTES * 60 + 60 )) python3 - "$CFG" "$DATA" > "$OUT/full_dice.txt" 2>&1 <<'EOF' &
-import dataclasses, sys, time
-sys.path.insert(0, "benchmarks")
-import torch
-from label_efficiency import SPLITS, round_steps, same_config_full_dice
-from medal.config import load_config
-from medal.data import load_dataset
-from medal.simulation import split_cases
-torch.set_num_threads(1)
-cfg = load_config(sys.argv[1])
-cfg = dataclasses.replace(cfg, simulation=dataclasses.replace(cfg.simulation, split_file=str(SPLITS["final"])))
-ds = load_dataset(sys.argv[2])
-pool, test = split_cases(ds, cfg.simulation)
-t0, steps = time.perf_counter(), sum(round_steps(cfg))
-print(f"full_dice {same_config_full_dice(ds, cfg, pool, test, steps):.5f} steps {steps} wall_s {time.perf_counter() - t0:.0f}")
-EOF
+timeout $(( MINUTES * 60 + 60 )) python3 benchmarks/label_efficiency.py --config "$CFG" --split final \
+  --data "$DATA" --full-dice-only > "$OUT/full_dice.txt" 2>&1 &
 FULL=$!
 LEFT=$(python3 -c "print(max(0.0, $MINUTES - ($(date +%s) - $T0) / 60))")
 python3 benchmarks/label_efficiency.py --config "$CFG" --split final --workers "$WORKERS" --out "$OUT/sim" \
   --data "$DATA" --deadline "$LEFT" --full-dice 0 --tag "$TAG" > "$OUT/label_efficiency.txt" 2>&1
 wait $FULL
-X=$(awk '/^full_dice/{print $2}' "$OUT/full_dice.txt")
+X=$(awk '/^full_dice:/{print $2}' "$OUT/full_dice.txt")
 if [ -n "$X" ]; then  # the report again, with the 100% line measured beside the simulation
   python3 benchmarks/label_efficiency.py --config "$CFG" --split final --from-results "$OUT/sim" --data "$DATA" \
     --full-dice "$X" --tag "$TAG" > "$OUT/label_efficiency_report.txt" 2>&1

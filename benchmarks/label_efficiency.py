@@ -121,6 +121,9 @@ def main(argv=None) -> float:
     ap.add_argument("--merge-ignore", nargs="+", default=(), metavar="KEY",
                     help="with several --from-results: config keys allowed to differ (medal merge --ignore-config)")
     ap.add_argument("--full-dice", type=float, default=None, help="skip training the all-labels reference")
+    ap.add_argument("--full-dice-only", action="store_true",
+                    help="only train the all-labels reference (the 100%% line) and print 'full_dice: X' (to run it "
+                         "beside a simulation that gets --full-dice 0, e.g. benchmarks/gpu_full.sh)")
     ap.add_argument("--tag", default="", help="suffix of the results JSON name")
     ap.add_argument("--results-name", default=None,
                     help="name of the results JSON (default: label_efficiency[_KIND][_tuning][_TAG]), e.g. semi_supervised")
@@ -174,6 +177,11 @@ def main(argv=None) -> float:
         out = Path((args.from_results or [None])[0] or args.out or tempfile.mkdtemp(prefix="medal-label-efficiency-"))
     t0 = time.perf_counter()
     pool, test = split_cases(ds, sim)
+    if args.full_dice_only:
+        steps, t_full = sum(round_steps(cfg)), time.perf_counter()
+        d = same_config_full_dice(ds, cfg, pool, test, steps)
+        print(f"full_dice: {d:.5f} ({steps} steps, {len(pool)} pool cases, {time.perf_counter() - t_full:.0f} s)")
+        return d
     if args.from_results:
         csv_path = out / "results.csv"
     else:
