@@ -142,7 +142,8 @@ class TrainingConfig:
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     # fp32 | bf16: the forward pass and the loss under bfloat16 autocast (weights, optimiser and
     # checkpoints stay fp32; no loss scaling needed). For GPUs with bf16 tensor cores (Ampere and later,
-    # as nnU-Net trains in mixed precision); on a CPU it runs but is slower (benchmarks/training_speed.py)
+    # as nnU-Net trains in mixed precision); on a CPU it runs but is slower, and on an H200 medal's small
+    # models gain nothing from it (0.89-0.97x fp32, benchmarks/training_speed.py): for larger patches/models
     precision: str = "fp32"
 
     def __post_init__(self):
