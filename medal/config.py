@@ -341,8 +341,10 @@ class SelectionConfig:
     value_power: float = 0.5  # fg_value: weight (0.05 + fg fraction) * (value / mean value) ** this
     # a time-boxed session: after the budget's tasks, a reserve queue of this many budgets' predicted
     # seconds (same strategy, other units) for an expert who finishes early; the expert stops when the
-    # round's logged seconds reach the budget (medal simulate: simulation.timed). 0 = no reserve
-    reserve: float = 0.0
+    # round's logged seconds reach the budget (medal simulate: simulation.timed). 0 = no reserve.
+    # 4 by default: an early model over-predicts the first round's seconds up to 3.5x; with 4 budgets queued
+    # every first round spent its budget, with 1 or 2 not (tuning split, RESULTS.md 2026-12-04)
+    reserve: float = 4.0
     # TCM (Doucet et al. 2024): the first this many selection rounds use fg_typical (TypiClust on the cold start's
     # encoder), the later ones `strategy`; 0 = `strategy` in every round (1 was level with fg_random on a tuning screen)
     typical_rounds: int = 0
@@ -422,7 +424,8 @@ class SimulationConfig:
     # the oracle works like an expert with a clock: tasks in their order until the round's budget of true
     # seconds is reached (the task in hand is finished), the rest left undone; with selection.reserve
     # the queue is long enough when the predicted seconds were too high. false: every task is painted
-    timed: bool = False
+    # (the reserve too; the benchmark configs' untimed protocol pins false and selection.reserve 0)
+    timed: bool = True
     # the model's seeds (training, MC dropout) are seed + this; the first labels and the selection keep the seed:
     # the same starts and selections trained again under other training seeds, to tell selection from training
     # noise (benchmarks/coldstart.py --training-offsets). 0 = one seed for all

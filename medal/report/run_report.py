@@ -78,10 +78,14 @@ def collect_run(run_dir, dataset, cfg) -> dict:
                 from medal.data import load_volume
 
                 orientation = load_volume(tl.image_path(tl.tasks[0])).orientation
-            main = [t for t in tl.tasks if not t.qc_of]
+            # the reserve queue (selection.reserve) is the file's last tasks: optional, counted apart
+            n_res = max(0, min(int(tl.meta.get("reserve_tasks") or 0), len(tl.tasks)))
+            main = [t for t in tl.tasks[:len(tl.tasks) - n_res] if not t.qc_of]
+            reserve = tl.tasks[len(tl.tasks) - n_res:]
             classes = Counter(lmap.name(lmap.values[_dominant_class(t, lmap.n_classes)]) for t in main)
             entry["chosen"] = {
-                "tasks": len(main), "qc_tasks": len(tl.tasks) - len(main),
+                "tasks": len(main), "qc_tasks": len(tl.tasks) - n_res - len(main),
+                "reserve_tasks": n_res, "reserve_done": sum(t.status == "done" for t in reserve),
                 "cases": len({t.case_id for t in main}),
                 "per_case_max": max(Counter(t.case_id for t in main).values()) if main else 0,
                 "per_plane": dict(Counter(_plane(t, orientation) for t in main)),
@@ -258,6 +262,7 @@ def _markdown(data: dict, plots: list[str]) -> str:
         lg = r["logged"]
         lines.append(
             f"| {r['round']} | {ch.get('tasks', 0)}" + (f" + {ch['qc_tasks']} QC" if ch.get("qc_tasks") else "")
+            + (f" + reserve {ch.get('reserve_done', 0)} of {ch['reserve_tasks']} painted" if ch.get("reserve_tasks") else "")
             + f" ({ch.get('cases', 0)}, {ch.get('per_case_max', 0)}) | "
             + ", ".join(f"{k} {n}" for k, n in (ch.get("per_plane") or {}).items()) + " | "
             + ", ".join(f"{k} {n}" for k, n in (ch.get("per_class") or {}).items()) + " | "

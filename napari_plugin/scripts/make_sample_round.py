@@ -30,6 +30,8 @@ CONFIG = {
     # medal's default value (class-stratified entropy, foreground quota, expected cost): the first tasks
     # a radiologist sees hold hippocampus
     "regions": {"measure": "entropy", "value": "class_entropy", "supervoxel_size_mm": 6.0},
+    # two selections joined into one file: no reserve queue (it must be the file's last tasks)
+    "selection": {"reserve": 0.0},
 }
 
 

@@ -115,6 +115,11 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert 0 <= cal["ece_after"] <= 1 and 0 <= cal["ece_before"] <= 1
         tl = read_tasks(rd / "tasks.json")
         qc = [t for t in tl.tasks if t.qc_of]
+        # the reserve queue (4 budgets by default, the file's last tasks) is counted apart from the budget's own
+        n_res = int(tl.meta["reserve_tasks"])
+        assert n_res > 0 and r["chosen"]["reserve_tasks"] == n_res and r["chosen"]["reserve_done"] == 0
+        assert r["chosen"]["tasks"] + r["chosen"]["qc_tasks"] + n_res == len(tl.tasks)
+        assert r["chosen"]["qc_tasks"] == len(qc)
         if index == 0:
             assert not qc  # nothing finished yet to re-ask
         else:  # quality control: earlier finished tasks, within their share of the budget, shown again
@@ -135,6 +140,7 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         data = json.loads((run / "report.json").read_text())
         logged = sum(json.loads(line)["seconds"] for line in (rd / "annotation_log.jsonl").read_text().splitlines())
         assert data["rounds"][-1]["logged"]["charged_s"] == pytest.approx(logged)
+        assert data["rounds"][-1]["chosen"]["reserve_done"] == n_res  # this oracle (no clock) painted them all
         if qc:
             ing = json.loads((rd / "ingest.json").read_text())
             assert len(ing["qc"]) == len(qc) and data["agreement"]["tasks"] == len(qc)
@@ -146,6 +152,7 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
             assert (rd / "qc" / f"{t.case_id}.nii.gz").is_file()
     md = (run / "report.md").read_text()
     assert "**Recommendation:" in md and "learning_curve.png" in md and "Label quality control" in md
+    assert f"+ reserve {n_res} of {n_res} painted" in md
     assert "Calibration (temperature scaling" in md and "reliability.png" in md
     for png in ("learning_curve.png", "rounds.png", "reliability.png"):
         assert (run / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

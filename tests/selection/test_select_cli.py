@@ -47,7 +47,12 @@ def test_select_on_real_cases_stays_within_budget(tmp_path, scores_dir, kind, st
     assert out.returncode == 0, out.stderr
     assert "of a 240 s budget" in out.stdout
     tl = read_tasks(rd / "tasks.json")
-    assert tl.tasks and sum(t.predicted_cost_s for t in tl.tasks) <= 240
+    # the budget's own tasks never exceed it; the reserve queue (4 budgets by default) follows, within its seconds
+    n_res = int(tl.meta["reserve_tasks"])
+    main, reserve = tl.tasks[:len(tl.tasks) - n_res], tl.tasks[len(tl.tasks) - n_res:]
+    assert main and sum(t.predicted_cost_s for t in main) <= 240
+    assert sum(t.predicted_cost_s for t in reserve) <= 4 * 240 + 1e-6 and tl.meta["reserve_s"] <= 4 * 240 + 1e-6
+    assert len({(t.case_id, t.axis, t.index, t.supervoxel) for t in tl.tasks}) == len(tl.tasks)  # no unit twice
     assert {t.case_id for t in tl.tasks} <= {c.case_id for c in load_dataset(sample_dataset()).cases[:4]}
     assert all(t.kind == kind and t.strategy == strategy and t.status == "todo" for t in tl.tasks)
     for t in tl.tasks:
@@ -59,7 +64,7 @@ def test_select_on_real_cases_stays_within_budget(tmp_path, scores_dir, kind, st
             np.testing.assert_array_equal(mask.affine, load_volume(tl.image_path(t)).affine)
     if strategy == "fg_typical":  # one slice per label-free cluster of the predicted-foreground slices, first
         ds = load_dataset(sample_dataset())
-        fg = [np.take(load_volume(ds.case(t.case_id).label).array, t.index, axis=t.axis).any() for t in tl.tasks]
+        fg = [np.take(load_volume(ds.case(t.case_id).label).array, t.index, axis=t.axis).any() for t in main]
         assert all(fg[:len(fg) // 2 + 1]), fg
     if strategy.startswith("knapsack"):
         meta = json.loads((rd / "tasks.json").read_text())
@@ -126,7 +131,8 @@ def test_a_time_boxed_round_queues_a_reserve_and_the_clocked_oracle_stops_at_the
 
     ds = load_dataset(sample_dataset())
     kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(), data_cfg=None, display_cache=False)
-    plain = select_round(ds, scores_dir, tmp_path / "plain", selection_cfg=SelectionConfig(budget_s=120.0), **kw)
+    plain = select_round(ds, scores_dir, tmp_path / "plain", selection_cfg=SelectionConfig(budget_s=120.0, reserve=0.0),
+                         **kw)
     res = select_round(ds, scores_dir, tmp_path / "r", selection_cfg=SelectionConfig(budget_s=120.0, reserve=2.0), **kw)
     assert "reserve:" in res.summary() and "reserve:" not in plain.summary()
     tl = read_tasks(tmp_path / "r" / "tasks.json")
