@@ -181,8 +181,10 @@ def cmd_round(args) -> int:
     res = run_round(args.run, ds, cfg, index=args.index, budget_s=args.budget, strategy=args.strategy,
                     pool=args.cases, progress=True, overwrite=args.overwrite, allow_empty=args.allow_empty)
     b = res.manifest["budget"]
-    line = (f"round {args.index}: {b['tasks']} task(s), {b['predicted_s']:.0f} s predicted of {b['budget_s']:.0f} s "
-            f"-> {res.round_dir / 'tasks.json'}")
+    line = (f"round {args.index}: {b['tasks']} task(s), {b['predicted_s']:.0f} s predicted of {b['budget_s']:.0f} s"
+            + (f", then a reserve of {b['reserve_tasks']} task(s) ({b.get('reserve_s', 0.0):.0f} s predicted) to paint "
+               f"only while the logged seconds are under the budget" if b.get("reserve_tasks") else "")
+            + f" -> {res.round_dir / 'tasks.json'}")
     if not res.steps_run:
         line = f"round {args.index} is already finished, with these settings; nothing to do. " + line
     elif len(res.steps_run) < 3:

@@ -205,7 +205,9 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                         "budget_s": sel.selection.budget_s, "value": sel.selection.value,
                         "gap": sel.selection.gap, "skipped": sel.skipped,
                         "cost_calibration": sel.calibration.to_json() if sel.calibration else None,
-                        "beta": sel.selection.beta, "fallback": sel.fallback})
+                        "beta": sel.selection.beta, "fallback": sel.fallback,
+                        "reserve_tasks": len(sel.reserve.indices) if sel.reserve is not None else 0,
+                        "reserve_s": sel.reserve.spent_s if sel.reserve is not None else 0.0})
 
     manifest_path = rd / "manifest.json"
     manifest = _read_json(manifest_path)
@@ -224,6 +226,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                        "tasks": state["select"]["tasks"], "gap": state["select"]["gap"],
                        "cost_calibration": state["select"].get("cost_calibration"),
                        "fallback": state["select"].get("fallback"),
+                       "reserve_tasks": state["select"].get("reserve_tasks", 0),
+                       "reserve_s": state["select"].get("reserve_s", 0.0),
                        "previous_rounds": _charged_summary(run_dir, index)},
             "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"],
                         "steps": state["train"].get("steps"), "holdout": state["score"].get("holdout"),

@@ -101,11 +101,16 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         rd = run / f"round_{index:03d}"
         out = medal("round", ds_root, "--run", run, "--index", index, "--config", tmp_path / "c.yaml", "--cases", *cases)
         assert "report: " in out.stdout and (run / "report.md").is_file()
+        res_meta = json.loads((rd / "tasks.json").read_text())
+        assert (f"then a reserve of {res_meta['reserve_tasks']} task(s) ({res_meta['reserve_s']:.0f} s predicted)"
+                in out.stdout)
         data = json.loads((run / "report.json").read_text())
         assert len(data["rounds"]) == index + 1
         man = json.loads((rd / "manifest.json").read_text())
         r = data["rounds"][-1]
         assert r["predicted_s"] == pytest.approx(man["budget"]["predicted_s"])
+        assert man["budget"]["reserve_tasks"] == res_meta["reserve_tasks"] > 0
+        assert man["budget"]["reserve_s"] == pytest.approx(res_meta["reserve_s"])
         assert r["holdout"]["dice"] == pytest.approx(man["metrics"]["holdout"]["dice"])
         assert man["metrics"]["holdout"]["voxels"] > 0 and 0 <= man["metrics"]["holdout"]["dice"] <= 1
         # temperature scaling on the validation case's voxels, with its reliability bins, in the report
