@@ -79,8 +79,8 @@ def collect_run(run_dir, dataset, cfg) -> dict:
 
                 orientation = load_volume(tl.image_path(tl.tasks[0])).orientation
             # the reserve queue (selection.reserve) is the file's last tasks: optional, counted apart
-            n_res = max(0, min(int(tl.meta.get("reserve_tasks") or 0), len(tl.tasks)))
-            main = [t for t in tl.tasks[:len(tl.tasks) - n_res] if not t.qc_of]
+            n_res = tl.n_reserve
+            main = [t for t in tl.budget_tasks if not t.qc_of]
             reserve = tl.tasks[len(tl.tasks) - n_res:]
             classes = Counter(lmap.name(lmap.values[_dominant_class(t, lmap.n_classes)]) for t in main)
             entry["chosen"] = {

@@ -318,8 +318,7 @@ def _run_one(job: dict) -> list[dict]:
         res = run_round(run, dataset, cfg, index=r, pool=pool, progress=False, cache=cache)
         tl = read_tasks(res.round_dir / "tasks.json")
         # the reserve queue (selection.reserve) sits after the budget's tasks: not part of the prediction
-        main = tl.tasks[:len(tl.tasks) - int(tl.meta.get("reserve_tasks") or 0)]
-        round_pred = sum(t.predicted_cost_s for t in main)
+        round_pred = sum(t.predicted_cost_s for t in tl.budget_tasks)
         charge = oracle_annotate(tl, dataset, res.round_dir / "annotations", cost_model=cost_model,
                                  log=res.round_dir / "annotation_log.jsonl",
                                  budget_s=cfg.selection.budget_s if sim.timed else None)

@@ -75,6 +75,22 @@ class TaskList:
     def image_path(self, task: Task) -> Path:
         return _inside(self.dataset_root, task.image, f"task {task.task_id} ({task.label}): image")
 
+    @property
+    def n_reserve(self) -> int:
+        """How many of the file's last tasks are the reserve queue (``selection.reserve``, ``coldstart.reserve``):
+        painted only while the round's logged seconds are under its budget. 0 where the file names none or an
+        unreadable count (a hand-edited file), never more than the tasks there are."""
+        try:
+            n = int(self.meta.get("reserve_tasks") or 0)
+        except (TypeError, ValueError):
+            return 0
+        return max(0, min(n, len(self.tasks)))
+
+    @property
+    def budget_tasks(self) -> list[Task]:
+        """The tasks the budget was spent on (quality-control copies included): all but the reserve queue."""
+        return self.tasks[:len(self.tasks) - self.n_reserve]
+
     def mask_path(self, task: Task) -> Path | None:
         if task.mask is None:
             return None

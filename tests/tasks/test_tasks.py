@@ -24,6 +24,15 @@ def test_round_trip(tmp_path):
     assert back.mask_path(back.tasks[1]) == (tmp_path / "masks" / "h.nii.gz").resolve()
 
 
+@pytest.mark.parametrize("reserve, n", [(2, 2), (0, 0), (None, 0), (9, 3), (-1, 0), ("two", 0), ([1], 0)])
+def test_the_reserve_queue_is_the_files_last_tasks(tmp_path, reserve, n):
+    tasks = [_task(task_id=f"t{k:04d}", index=5 + k, bbox=[[0, 0, 5 + k], [36, 52, 6 + k]]) for k in range(3)]
+    meta = {} if reserve is None else {"reserve_tasks": reserve}
+    back = read_tasks(write_tasks(tmp_path / "tasks.json", tasks, dataset_root=sample_dataset(), meta=meta))
+    # a count the file cannot hold, or cannot be read (a hand-edited file), never hides or invents tasks
+    assert back.n_reserve == n and back.budget_tasks == tasks[:3 - n]
+
+
 def _write_raw(tmp_path, tasks, **top):
     body = {"format": "medal-tasks/1", "dataset_root": str(sample_dataset()), "tasks": tasks, **top}
     (tmp_path / "tasks.json").write_text(json.dumps(body))

@@ -126,10 +126,7 @@ class AnnotationSession:
     @property
     def reserve(self) -> int:
         """How many of the file's last tasks are the round's reserve queue (``selection.reserve``)."""
-        try:
-            return max(0, int(self.store.tasklist.meta.get("reserve_tasks") or 0))
-        except (TypeError, ValueError):
-            return 0
+        return self.store.tasklist.n_reserve
 
     def is_reserve(self, task: Task) -> bool:
         return self.reserve > 0 and self.tasks.index(task) >= len(self.tasks) - self.reserve
