@@ -108,6 +108,9 @@ def main(argv=None) -> float:
     ap.add_argument("--timed", type=float, default=None, metavar="RESERVE",
                     help="time-boxed rounds: the oracle stops at each round's budget of true seconds; "
                          "selection.reserve = RESERVE budgets of further tasks queued (e.g. 2)")
+    ap.add_argument("--annotation", choices=["draw", "correct"], default=None,
+                    help="how the expert annotates the selected units of every round (costs.annotation): draw "
+                    "them, or correct the model's prediction shown in them (the first random labels are drawn)")
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
     ap.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
                     help="start no round that would end later than this many minutes from now (a GPU lease); "
@@ -155,6 +158,8 @@ def main(argv=None) -> float:
     if args.timed is not None:
         sim = dataclasses.replace(sim, timed=True)
         cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, reserve=args.timed))
+    if args.annotation:
+        cfg = dataclasses.replace(cfg, costs=dataclasses.replace(cfg.costs, annotation=args.annotation))
     if args.quick:
         keep = tuple(s for s in sim.strategies if s in ("fg_random", "default"))[:2] or sim.strategies[:2]
         sim = dataclasses.replace(sim, strategies=keep, seeds=(0,), rounds=1, max_pool=8)
@@ -216,7 +221,10 @@ def main(argv=None) -> float:
              f"initial random {sim.initial_budget_s:.0f} s{f' of {sim.initial_kind}s' if sim.initial_kind else ''}, "
              f"then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s"
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {cfg.selection.reserve:g} budgets)"
-                if sim.timed else "") + "; "
+                if sim.timed else "")
+             + ("; **annotation by correction**: after the first labels the expert edits the model's prediction in "
+                "each unit and is charged for what changes plus checking every slice (`costs.annotation: correct`)"
+                if cfg.costs.annotation == "correct" else "") + "; "
              f"full annotation cost of the pool {full_cost:.0f} s; training {sched}; wall {minutes:.0f} min "
              f"({args.workers} single-thread workers)"
              + (f"; **stopped by --deadline**: rounds 0..{sim.rounds} of every run reported, "
@@ -275,7 +283,7 @@ def main(argv=None) -> float:
     result = {"split": args.split, "split_file": Path(sim.split_file).name, "kind": args.kind or cfg.regions.kind,
               "config": Path(args.config).name, "default_strategy": default, "seeds": list(sim.seeds),
               "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "timed": sim.timed,
-              "reserve": cfg.selection.reserve, "initial_budget_s": sim.initial_budget_s,
+              "reserve": cfg.selection.reserve, "annotation": cfg.costs.annotation, "initial_budget_s": sim.initial_budget_s,
               "full_annotation_cost_s": full_cost, "same_config_all_labels_dice": own_full,
               "aubc_axis_max_s": summary.get("x_max_s"),
               "simulation_minutes": sim_minutes, "strategies": summary["strategies"],

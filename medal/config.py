@@ -284,6 +284,9 @@ class CostsConfig:
     """``costs:`` the annotation-cost model (seconds per unit)."""
 
     model: str = ""  # JSON written by `medal costs fit`; empty = documented default coefficients
+    # how the expert annotates a task: draw (from an empty unit) | correct (the model's prediction, shown
+    # in the unit, is edited: the napari plugin's --from-prediction); prices the units accordingly
+    annotation: str = "draw"
     prediction: str = "expected"  # expected (over the predictive distribution) | argmax (the label map)
     calibration: str = "scale"  # online, from earlier rounds' logged seconds: scale | features | none
     calibration_decay: float = 0.5  # weight of a round's tasks per round of age
@@ -305,6 +308,10 @@ class CostsConfig:
 
         if self.model and not self.model.endswith(".json"):
             raise ConfigError(f"costs.model: expected a .json cost model file, got {self.model!r}")
+        from medal.costs.features import ANNOTATION_MODES
+
+        if self.annotation not in ANNOTATION_MODES:
+            raise ConfigError(f"costs.annotation: {self.annotation!r} is not one of {list(ANNOTATION_MODES)}")
         if self.prediction not in ("expected", "argmax"):
             raise ConfigError(f"costs.prediction: {self.prediction!r} is not one of ['argmax', 'expected']")
         if self.calibration not in CALIBRATIONS:

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EXPECTED_LEVELS", "drop_small_pieces", "effort_features", "expected_effort_features", "feature_names",
-           "level_segmentation"]
+__all__ = ["ANNOTATION_MODES", "EXPECTED_LEVELS", "correction_features", "drop_small_pieces", "effort_features",
+           "expected_correction_features", "expected_effort_features", "feature_names", "level_segmentation",
+           "cheaper_features"]
+
+#: how an expert annotates a unit: ``draw`` it from an empty unit, or ``correct`` the model's prediction
+#: shown in it (the napari plugin's ``--from-prediction``; MONAI Label's edit-the-prediction workflow)
+ANNOTATION_MODES = ("draw", "correct")
 
 
 def feature_names(n_classes: int) -> list[str]:
@@ -151,3 +156,67 @@ def expected_effort_features(units: np.ndarray, probs: np.ndarray, *, axis: int,
         for k, v in f.items():
             out[k] = out.get(k, 0.0) + v / len(levels)
     return out
+
+
+def correction_features(units: np.ndarray, target: np.ndarray, start: np.ndarray, *, axis: int,
+                        spacing=(1.0, 1.0, 1.0), n_classes: int = 2, ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Effort features of turning the segmentation ``start`` into ``target`` inside each unit: what an
+    expert does who is shown the model's prediction (``start``) in a unit and corrects it.
+
+    Same names as :func:`effort_features`: ``n_slices`` is unchanged (every plane is still visited and
+    checked), while ``boundary_mm_c`` / ``components_c`` / ``area_mm2_c`` are measured on the region
+    whose class-``c`` membership must change, ``(target == c) != (start == c)``: the pieces to paint in
+    plus the pieces to erase. A voxel of the wrong foreground class counts for both classes (erase one,
+    paint the other). Where ``start`` already equals ``target`` only the checking is left, so a unit
+    the model gets right costs ``intercept + per_slice * n_slices`` under :class:`~medal.costs.CostModel`.
+
+    Correcting a shown prediction instead of drawing is the query of active label correction (Kim,
+    Hwang, Kwak and Ok, "Active Label Correction for Semantic Segmentation with Foundation Models",
+    ICML 2024, arXiv:2403.10820: a correction query is cheaper for the annotator than labelling from
+    nothing); here the work is the wrongly predicted part. The per-feature coefficients are the
+    drawing ones (a stroke is a stroke): hand-set, to be calibrated from logged correction times.
+    """
+    target, start = np.asarray(target), np.asarray(start)
+    if target.shape != start.shape:
+        raise ValueError(f"target shape {target.shape} does not match start shape {start.shape}")
+    out = None
+    for c in range(1, n_classes):
+        change = (target == c) != (start == c)
+        f = effort_features(units, np.where(change, c, 0).astype(np.uint8), axis=axis, spacing=spacing,
+                            n_classes=n_classes, ids=ids)
+        if out is None:
+            out = {"n_slices": f["n_slices"]}
+        for k in ("boundary_mm", "components", "area_mm2"):
+            out[f"{k}_{c}"] = f[f"{k}_{c}"]
+    if out is None:  # background only: nothing to correct, only planes to check
+        out = {"n_slices": effort_features(units, np.zeros_like(target, dtype=np.uint8), axis=axis, spacing=spacing,
+                                           n_classes=n_classes, ids=ids)["n_slices"]}
+    return out
+
+
+def expected_correction_features(units: np.ndarray, probs: np.ndarray, start: np.ndarray, *, axis: int,
+                                 spacing=(1.0, 1.0, 1.0), n_classes: int = 2, ids: np.ndarray | None = None,
+                                 levels=EXPECTED_LEVELS, min_piece_mm2: float = 0.0) -> dict[str, np.ndarray]:
+    """:func:`correction_features` of ``start`` (the prediction the expert is shown) expected under the
+    model's predictive distribution: the mean over ``levels`` with each :func:`level_segmentation` as
+    the target, as :func:`expected_effort_features` does for drawing. A confident unit's level sets all
+    equal its prediction, so its expected correction is the checking alone; an unsure outline costs in
+    proportion to how far its level sets spread."""
+    out: dict[str, np.ndarray] = {}
+    for level in levels:
+        seg = drop_small_pieces(level_segmentation(probs, level), axis=axis, spacing=spacing, min_mm2=min_piece_mm2)
+        f = correction_features(units, seg, start, axis=axis, spacing=spacing, n_classes=n_classes, ids=ids)
+        for k, v in f.items():
+            out[k] = out.get(k, 0.0) + v / len(levels)
+    return out
+
+
+def cheaper_features(cost_model, *options: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per unit, the features of whichever option ``cost_model`` prices lowest (ties: the first).
+
+    A correcting expert shown a prediction that is worse than nothing (a weak model's speckle all over a
+    unit) clears it and draws instead: correcting costs ``min(correct, draw)``, and the features kept
+    are the ones of the way taken, so calibration refits on what was priced."""
+    costs = np.stack([cost_model.predict(o) for o in options])
+    pick = costs.argmin(axis=0)
+    return {k: np.choose(pick, [np.asarray(o[k], dtype=float) for o in options]) for k in options[0]}

@@ -125,10 +125,13 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
     ``maps``: the case's score volumes (:func:`load_score_maps`; at least ``prediction``).
     Predicted seconds: the cost model on the effort features expected under the model's predictive
     distribution (``costs.prediction: expected``, needs ``probs``) or on the predicted label map,
-    then ``calibration`` (with its floor). ``cost_segmentation`` replaces both for the features (the
+    then ``calibration`` (with its floor). With ``costs.annotation: correct`` the features are those of
+    correcting the prediction (:func:`~medal.costs.expected_correction_features`), or of drawing where
+    that is priced lower. ``cost_segmentation`` replaces both for the features (the
     simulation charges the true cost from the ground truth).
     """
-    from medal.costs import drop_small_pieces, expected_effort_features
+    from medal.costs import (cheaper_features, correction_features, drop_small_pieces, expected_correction_features,
+                             expected_effort_features)
     from medal.regions.values import get_value
 
     costs_cfg = costs_cfg or CostsConfig()
@@ -158,16 +161,24 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
         table = region_table(units, case_id=case_id, kind=cfg.kind, axis=axis, values=values, prediction=prediction,
                              labels=labels, n_classes=n_classes)
         present = np.where(table["kind"] == "slice", table["index"] + 1, table["supervoxel"]).astype(np.int64)
+        correct = costs_cfg.annotation == "correct"  # the expert edits the prediction shown in the unit
+        geom = dict(axis=axis, spacing=image.spacing, n_classes=n_classes, ids=present)
         if cost_segmentation is not None:
-            feats = effort_features(units, cost_segmentation, axis=axis, spacing=image.spacing, n_classes=n_classes,
-                                    ids=present)
+            feats = effort_features(units, cost_segmentation, **geom)
+            if correct:
+                feats = cheaper_features(cost_model, correction_features(units, cost_segmentation, prediction, **geom),
+                                         feats)
         elif costs_cfg.prediction == "expected" and "probs" in maps:
-            feats = expected_effort_features(units, maps["probs"], axis=axis, spacing=image.spacing,
-                                             n_classes=n_classes, ids=present, levels=costs_cfg.levels,
-                                             min_piece_mm2=costs_cfg.min_piece_mm2)
+            kw = dict(levels=costs_cfg.levels, min_piece_mm2=costs_cfg.min_piece_mm2, **geom)
+            feats = expected_effort_features(units, maps["probs"], **kw)
+            if correct:  # correcting, or clearing and drawing where that is cheaper
+                feats = cheaper_features(cost_model, expected_correction_features(units, maps["probs"], prediction,
+                                                                                  **kw), feats)
+        elif correct:  # argmax: the prediction is taken as right, so only the checking is priced
+            feats = correction_features(units, prediction, prediction, **geom)
         else:
             seg = drop_small_pieces(prediction, axis=axis, spacing=image.spacing, min_mm2=costs_cfg.min_piece_mm2)
-            feats = effort_features(units, seg, axis=axis, spacing=image.spacing, n_classes=n_classes, ids=present)
+            feats = effort_features(units, seg, **geom)
         for name in feature_names(n_classes):
             table[name] = feats[name]
         table["model_cost"] = cost_model.predict(feats)

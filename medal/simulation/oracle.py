@@ -1,7 +1,9 @@
 """The ground truth as the annotator: fills selected units from the true labels and charges the true cost.
 
 The true cost is the cost model evaluated on the *ground truth* inside the unit (what painting it
-really takes), not on the prediction the selection saw.
+really takes), not on the prediction the selection saw. An expert who corrects the model's prediction
+(``costs.annotation: correct``) is charged for the difference between that prediction and the truth
+(:func:`medal.costs.correction_features`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medal.costs import CostModel, append_annotation_log, effort_features
+from medal.costs import CostModel, append_annotation_log, cheaper_features, correction_features, effort_features
 from medal.data import UNLABELED, Dataset, empty_partial_labels, load_volume, save_volume
 from medal.regions import slice_units
 from medal.tasks import TaskList, write_tasks
@@ -33,7 +35,7 @@ def true_costs(units: np.ndarray, truth: np.ndarray, *, axis: int, spacing, cost
 
 
 def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: CostModel, log=None,
-                    budget_s: float | None = None) -> dict:
+                    budget_s: float | None = None, start_dir=None) -> dict:
     """Annotate ``todo`` tasks from the ground truth into ``out_dir/<case>.nii.gz`` (255 elsewhere),
     mark them done, and return the charge of every task ``done`` in the list afterwards: ``{"seconds":
     true total, "per_task": {task_id: s}, "foreground": {task_id: whether the unit holds any
@@ -45,6 +47,11 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
     ``log``: a JSON-lines annotation log to append one row per task to (task id, true seconds, the
     ground truth's effort features), the same rows the napari plugin writes for an expert, so cost
     calibration reads a simulated round like a real one. A task already in the log is not logged twice.
+
+    ``start_dir``: a round's ``scores`` folder. Given, the expert corrects the prediction shown in each
+    unit (``<start_dir>/<case>/prediction.nii.gz``) instead of drawing from an empty one, and is charged
+    the cost of that correction, or of drawing where a prediction worse than nothing is cheaper to clear
+    (:func:`medal.costs.cheaper_features`); the painted labels are the ground truth either way.
 
     Resuming: tasks already ``done`` in the list (painted before an interruption) are not painted again
     but are charged at their true cost and counted in the returned totals and against ``budget_s``, so
@@ -74,11 +81,30 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
     rows: dict[str, dict] = {}
     spent = 0.0
 
+    starts: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def start_of(cid, shape):
+        if cid not in starts:
+            path = Path(start_dir) / cid / "prediction.nii.gz"
+            try:
+                pred = load_volume(path).array
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: the prediction to correct cannot be read ({exc})") from None
+            if pred.shape != shape:
+                raise ValueError(f"{path}: prediction shape {pred.shape} does not match the label's {shape}")
+            starts[cid] = dataset.label_map.to_index(pred, where=str(path))
+            while len(starts) > 4:
+                starts.popitem(last=False)
+        return starts[cid]
+
     def charge(t):
         truth, truth_index = truth_of(t.case_id)
         m = unit_mask(t, truth.shape, tasks)
-        feats = effort_features(m.astype(np.int32), truth_index, axis=t.axis, spacing=truth.spacing,
-                                n_classes=cost_model.n_classes, ids=np.array([1]))
+        geom = dict(axis=t.axis, spacing=truth.spacing, n_classes=cost_model.n_classes, ids=np.array([1]))
+        feats = effort_features(m.astype(np.int32), truth_index, **geom)
+        if start_dir is not None:  # correct the prediction, or clear it and draw where that is cheaper
+            feats = cheaper_features(cost_model, correction_features(m.astype(np.int32), truth_index,
+                                                                     start_of(t.case_id, truth.shape), **geom), feats)
         per_task[t.task_id] = float(cost_model.predict(feats)[0])
         fg[t.task_id] = bool((truth.array[m] > 0).any())
         rows[t.task_id] = {"task_id": t.task_id, "case_id": t.case_id, "kind": t.kind, "axis": t.axis,

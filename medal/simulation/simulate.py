@@ -321,7 +321,8 @@ def _run_one(job: dict) -> list[dict]:
         round_pred = sum(t.predicted_cost_s for t in tl.budget_tasks)
         charge = oracle_annotate(tl, dataset, res.round_dir / "annotations", cost_model=cost_model,
                                  log=res.round_dir / "annotation_log.jsonl",
-                                 budget_s=cfg.selection.budget_s if sim.timed else None)
+                                 budget_s=cfg.selection.budget_s if sim.timed else None,
+                                 start_dir=res.round_dir / "scores" if cfg.costs.annotation == "correct" else None)
         round_charged = charge["seconds"]
         predicted += round_pred
         seconds += round_charged

@@ -86,3 +86,72 @@ def test_bad_logs_and_models(tmp_path):
         CostModel.load(tmp_path / "m.json")
     with pytest.raises(ValueError, match=">= 0"):
         CostModel({**CostModel.default(2).coefficients, "n_slices": -1.0}, 2)
+
+
+def _loop_correction(units, target, start, c, uid, axis=2):
+    """Reference: class-c pixels to change in unit ``uid``, their 4-connected pieces and outline, plane by plane."""
+    from scipy import ndimage
+
+    area = comps = edges = 0
+    for z in range(units.shape[axis]):
+        u = np.take(units, z, axis=axis) == uid
+        ch = u & ((np.take(target, z, axis=axis) == c) != (np.take(start, z, axis=axis) == c))
+        area += int(ch.sum())
+        comps += ndimage.label(ch)[1]
+        pad = np.pad(ch, 1)
+        for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            edges += int((pad[1:-1, 1:-1] & ~np.roll(np.roll(pad, dy, 0), dx, 1)[1:-1, 1:-1]).sum())
+    return area, comps, edges
+
+
+def test_correction_features_price_only_what_changes_and_equal_a_loop_reference():
+    from medal.costs import correction_features
+
+    rng = np.random.default_rng(3)
+    truth = np.zeros((12, 14, 4), np.uint8)
+    truth[2:8, 3:9, :] = 1
+    truth[8:11, 9:13, 1:3] = 2
+    units = slice_units(truth.shape, axis=2)
+    # a prediction right everywhere: only the checking is left, the drawing features are all zero
+    f = correction_features(units, truth, truth, axis=2, n_classes=3)
+    assert f["n_slices"].tolist() == [1, 1, 1, 1]
+    assert all(not f[k].any() for k in feature_names(3) if k != "n_slices")
+    assert CostModel.default(3).predict(f) == pytest.approx([5.5] * 4)  # intercept + one slice checked
+    # from an empty start the correction is the drawing itself
+    empty = np.zeros_like(truth)
+    drawn = effort_features(units, truth, axis=2, n_classes=3)
+    for k, v in correction_features(units, truth, empty, axis=2, n_classes=3).items():
+        np.testing.assert_allclose(v, drawn[k])
+    # a noisy prediction (speckles, a shifted outline, a wrong class): the loop reference, per class and unit
+    start = truth.copy()
+    start[rng.random(truth.shape) < 0.08] = 1
+    start[2:8, 3, :] = 0
+    start[8:10, 9:11, 1] = 1
+    f = correction_features(units, truth, start, axis=2, spacing=(1.0, 1.0, 2.5), n_classes=3)
+    for c in (1, 2):
+        for uid in range(1, 5):
+            area, comps, edges = _loop_correction(units, truth, start, c, uid)
+            assert f[f"area_mm2_{c}"][uid - 1] == pytest.approx(area)
+            assert f[f"components_{c}"][uid - 1] == comps
+            assert f[f"boundary_mm_{c}"][uid - 1] == pytest.approx(edges)
+    assert f["components_1"][1] > 0 and f["area_mm2_2"][1] == 4  # the wrong class counts for class 2 too
+
+
+def test_expected_correction_of_a_confident_unit_is_the_check_alone():
+    from medal.costs import expected_correction_features
+
+    truth = np.zeros((10, 10, 3), np.uint8)
+    truth[2:7, 2:7, :] = 1
+    units = slice_units(truth.shape, axis=2)
+    probs = np.stack([truth == 0, truth == 1]).astype(np.float32) * 0.98 + 0.01  # confident and right
+    f = expected_correction_features(units, probs, truth, axis=2, n_classes=2)
+    assert not f["boundary_mm_1"].any() and not f["area_mm2_1"].any() and f["n_slices"].tolist() == [1, 1, 1]
+    # unsure on the middle slice (p = 0.6 in a ring around the square): the expected correction grows there only
+    ring = np.zeros_like(truth, bool)
+    ring[1:8, 1:8, 1] = True
+    ring[2:7, 2:7, 1] = False
+    probs[1, ring], probs[0, ring] = 0.6, 0.4
+    f = expected_correction_features(units, probs, truth, axis=2, n_classes=2)
+    assert f["area_mm2_1"][1] > 0 and f["area_mm2_1"][0] == 0 == f["area_mm2_1"][2]
+    # levels 0.1-0.5 of the five call the ring foreground, so 3/5 of its 24 pixels are expected to change
+    assert f["area_mm2_1"][1] == pytest.approx(24 * 3 / 5)

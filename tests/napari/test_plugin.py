@@ -229,6 +229,39 @@ def test_start_from_prediction_fills_the_task_region(open_widget, round_dir):
     assert s.store.task_state(task)["started"]
 
 
+def test_a_round_priced_for_correction_opens_its_tasks_from_the_prediction(open_widget, round_dir, tmp_path):
+    import json
+    import shutil
+
+    # the sample round was selected for drawing: its tasks open empty unless asked
+    viewer, widget = open_widget(round_dir)
+    assert widget.session.start_from_prediction is False and not widget.from_pred.isChecked()
+    first = widget.session.task
+    empty = np.asarray(viewer.layers["labels"].data)[plane_index(first, viewer.layers["labels"].data.shape)].copy()
+    widget.close_session()
+    # the same round priced for correction (costs.annotation: correct): tasks open on the prediction
+    priced = tmp_path / "priced"
+    shutil.copytree(round_dir, priced)
+    raw = json.loads((priced / "tasks.json").read_text())
+    raw["costs"] = {**raw["costs"], "annotation": "correct"}
+    (priced / "tasks.json").write_text(json.dumps(raw))
+    viewer, widget = open_widget(priced)
+    s = widget.session
+    assert s.start_from_prediction is True and widget.from_pred.isChecked()
+    pred = load_volume(priced / "scores" / s.task.case_id / "prediction.nii.gz").array
+    idx = plane_index(s.task, pred.shape)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["labels"].data)[idx], pred[idx])
+    # an explicit choice (medal-annotate --from-empty, or a click) wins over the round's pricing (on a fresh
+    # copy: the session above saved its opened task, prediction and all, as any started task is kept)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(round_dir, fresh)
+    (fresh / "tasks.json").write_text(json.dumps(raw))
+    viewer, widget = open_widget(fresh, start_from_prediction=False)
+    assert widget.session.start_from_prediction is False and not widget.from_pred.isChecked()
+    assert widget.session.task.task_id == first.task_id and (pred[idx] > 0).any()
+    np.testing.assert_array_equal(np.asarray(viewer.layers["labels"].data)[idx], empty)  # as drawn from nothing
+
+
 def test_keyboard_shortcuts_move_and_finish_tasks(open_widget, round_dir, qtbot):
     viewer, widget = open_widget(round_dir)
     s = widget.session

@@ -1,13 +1,14 @@
 """A two-round simulation on real cases with a tiny network (the CI's end-to-end run)."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from medal.config import config_from_dict
-from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset
+from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset, save_volume
 from medal.simulation import aubc, budget_to_reach, read_results, simulate, write_report
 from medal.tasks import read_tasks
 
@@ -118,6 +119,58 @@ def test_a_timed_simulation_spends_each_round_budget_within_one_task(tmp_path):
     assert charged == pytest.approx(sum(log.values()), abs=0.05) == pytest.approx(rows[1]["round_charged_s"], abs=0.05)
     assert charged >= 60.0 and charged - log[done[-1].task_id] < 60.0  # stops once the budget is reached
     assert rows[1]["round_tasks"] == len(done)
+
+
+def test_a_correcting_expert_is_charged_for_what_changes_in_the_prediction_shown(tmp_path):
+    from medal.config import ConfigError
+    from medal.costs import CostModel, correction_features, effort_features, read_annotation_log
+    from medal.simulation import unit_mask
+
+    cfg = {**SMALL, "costs": {"annotation": "correct"}, "selection": {"budget_s": 120.0, "reserve": 0.0},
+           "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 1}}
+    ds = load_dataset(sample_dataset())
+    simulate(ds, tmp_path, config_from_dict(cfg), log=None)
+    rd = tmp_path / "fg_random" / "seed_0" / "round_000"
+    tl = read_tasks(rd / "tasks.json")
+    assert tl.meta["costs"]["annotation"] == "correct"  # what the napari plugin reads to start from the prediction
+    log = {r["task_id"]: r for r in read_annotation_log(rd / "annotation_log.jsonl")}
+    done = [t for t in tl.tasks if t.status == "done"]
+    assert done and sorted(log) == sorted(t.task_id for t in done)
+    model, cheaper = CostModel.default(ds.n_classes), 0
+    for t in done:
+        truth = load_volume(ds.case(t.case_id).label)
+        shown = load_volume(rd / "scores" / t.case_id / "prediction.nii.gz").array
+        m = unit_mask(t, truth.shape, tl).astype(np.int32)
+        geom = dict(axis=t.axis, spacing=truth.spacing, n_classes=ds.n_classes, ids=np.array([1]))
+        fixed = float(model.predict(correction_features(m, truth.array, shown, **geom))[0])
+        drawn = float(model.predict(effort_features(m, truth.array, **geom))[0])
+        # charged for the correction, or for clearing a prediction worse than nothing and drawing
+        assert log[t.task_id]["seconds"] == pytest.approx(min(fixed, drawn))
+        painted = load_volume(rd / "annotations" / f"{t.case_id}.nii.gz").array
+        np.testing.assert_array_equal(painted[m > 0], truth.array[m > 0])  # the labels are the truth all the same
+    # the oracle on its own, shown a perfect prediction, and one with a missed piece: check, then check and fix
+    from medal.simulation import oracle_annotate
+    from medal.tasks import TaskList
+
+    case = done[0].case_id
+    truth = load_volume(ds.case(case).label)
+    for name, shown in (("right", truth.array), ("missed", np.where(np.arange(truth.shape[1])[None, :, None] < 20,
+                                                                    0, truth.array).astype(np.uint8))):
+        (tmp_path / name / "scores" / case).mkdir(parents=True)
+        save_volume(truth.with_array(shown), tmp_path / name / "scores" / case / "prediction.nii.gz")
+        mine = TaskList(None, tl.dataset_root, [dataclasses.replace(t, status="todo") for t in done if t.case_id == case])
+        got = oracle_annotate(mine, ds, tmp_path / name / "ann", cost_model=model, start_dir=tmp_path / name / "scores")
+        drawn = oracle_annotate(TaskList(None, tl.dataset_root, [dataclasses.replace(t, status="todo") for t in mine.tasks]),
+                                ds, tmp_path / name / "drawn", cost_model=model)
+        for t in mine.tasks:
+            if name == "right":  # nothing to change: 4 s to open the task + 1.5 s for its one slice
+                assert got["per_task"][t.task_id] == pytest.approx(5.5)
+            else:
+                assert 5.5 <= got["per_task"][t.task_id] <= drawn["per_task"][t.task_id]
+        if name == "missed":
+            assert got["seconds"] > 5.5 * len(mine.tasks)  # some hippocampus lay in the erased part
+    with pytest.raises(ConfigError, match="costs.annotation"):
+        config_from_dict({**SMALL, "costs": {"annotation": "corect"}})
 
 
 @pytest.mark.parametrize("initial_kind, expected", [("", "supervoxel"), ("slice", "slice")])

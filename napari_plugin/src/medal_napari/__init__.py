@@ -11,8 +11,11 @@ __all__ = ["annotate"]
 
 
 def annotate(round_dir, viewer=None, *, autosave_s: float = 30.0, idle_s: float = 60.0, user: str | None = None,
-             start_from_prediction: bool = False):
+             start_from_prediction: bool | None = None):
     """Open ``round_dir`` (a round folder or its ``tasks.json``) for annotation in ``viewer``.
+
+    ``start_from_prediction``: new tasks start from the model's prediction, to correct it; ``None``
+    (default): as the round was priced (on where its ``tasks.json`` says ``costs.annotation: correct``).
 
     Creates a viewer when none is given; docks the medal task widget and opens the first unfinished
     task. Returns ``(viewer, widget)``; ``widget.session`` is the :class:`~medal_napari.session.AnnotationSession`.

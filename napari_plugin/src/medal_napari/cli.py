@@ -15,8 +15,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autosave", type=float, default=30.0, help="autosave interval in seconds (default 30)")
     p.add_argument("--idle", type=float, default=60.0,
                    help="pauses longer than this many seconds are not counted as annotation time (default 60)")
-    p.add_argument("--from-prediction", action="store_true",
-                   help="start every new task from the model's prediction, to correct it")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--from-prediction", dest="from_prediction", action="store_true", default=None,
+                      help="start every new task from the model's prediction, to correct it (default: as the "
+                      "round was priced, i.e. on for a round selected with costs.annotation: correct)")
+    mode.add_argument("--from-empty", dest="from_prediction", action="store_false",
+                      help="start every new task from an empty unit, whatever the round was priced for")
     return p
 
 

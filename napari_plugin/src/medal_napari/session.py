@@ -44,19 +44,24 @@ class AnnotationSession:
         Who annotates (lock files, time log). Default: the login name.
     idle_s : float
         Gaps between activity events longer than this are not counted as annotation time.
-    start_from_prediction : bool
+    start_from_prediction : bool or None
         Fill a task's region with the model's prediction when it is first opened, for correction.
+        ``None`` (default): as the round was priced, i.e. on when its ``tasks.json`` says
+        ``costs.annotation: correct`` (the predicted seconds assume a correction), off otherwise.
     """
 
     def __init__(self, round_path, viewer, *, user: str | None = None, idle_s: float = 60.0,
-                 start_from_prediction: bool = False, clock: Callable[[], float] = time.monotonic,
+                 start_from_prediction: bool | None = None, clock: Callable[[], float] = time.monotonic,
                  cache_cases: int = 3, prefetch: bool = True):
         self.store = RoundStore(round_path)
         self.viewer = viewer
         self.user = user or getpass.getuser()
         self.token = secrets.token_hex(8)
         self.timer = ActiveTimer(idle_s, clock)
-        self.start_from_prediction = start_from_prediction
+        if start_from_prediction is None:
+            costs = self.store.tasklist.meta.get("costs") or {}
+            start_from_prediction = isinstance(costs, dict) and costs.get("annotation") == "correct"
+        self.start_from_prediction = bool(start_from_prediction)
         self.current: int | None = None
         self.case_id: str | None = None
         self.filter = "all"

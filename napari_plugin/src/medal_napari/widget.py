@@ -45,7 +45,7 @@ class AnnotationWidget(QWidget):
     """
 
     def __init__(self, napari_viewer, round_path=None, *, autosave_s: float = 30.0, idle_s: float = 60.0,
-                 user: str | None = None, start_from_prediction: bool = False):
+                 user: str | None = None, start_from_prediction: bool | None = None):
         super().__init__()
         self.viewer = napari_viewer
         self.setMaximumWidth(420)  # the canvas, not the task list, gets the screen
@@ -109,7 +109,9 @@ class AnnotationWidget(QWidget):
         self.show_pred = QCheckBox("show model prediction (outline)")
         self.show_pred.toggled.connect(self._toggle_pred_layer)
         self.from_pred = QCheckBox("start new tasks from the model's prediction")
-        self.from_pred.setChecked(start_from_prediction)
+        # None: as each round was priced (costs.annotation: correct -> on); a click is the user's choice
+        self._from_pred_choice = start_from_prediction
+        self.from_pred.setChecked(bool(start_from_prediction))
         self.from_pred.toggled.connect(self._toggle_from_pred)
 
         self.buttons = {}
@@ -191,7 +193,10 @@ class AnnotationWidget(QWidget):
         self.close_session()
         try:
             self.session = AnnotationSession(path, self.viewer, user=self.user, idle_s=self.idle_s,
-                                             start_from_prediction=self.from_pred.isChecked())
+                                             start_from_prediction=self._from_pred_choice)
+            self.from_pred.blockSignals(True)  # shows the session's setting; not a choice of the user's
+            self.from_pred.setChecked(self.session.start_from_prediction)
+            self.from_pred.blockSignals(False)
         except AnnotationFileError as exc:
             self._message(f"cannot open {path}: {exc}", "error")
             try:
@@ -415,6 +420,7 @@ class AnnotationWidget(QWidget):
             layer.visible = on
 
     def _toggle_from_pred(self, on: bool) -> None:
+        self._from_pred_choice = on
         if self.session is not None:
             self.session.start_from_prediction = on
 
