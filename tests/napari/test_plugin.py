@@ -251,6 +251,12 @@ def test_a_round_priced_for_correction_opens_its_tasks_from_the_prediction(open_
     pred = load_volume(priced / "scores" / s.task.case_id / "prediction.nii.gz").array
     idx = plane_index(s.task, pred.shape)
     np.testing.assert_array_equal(np.asarray(viewer.layers["labels"].data)[idx], pred[idx])
+    # accepted as shown: logged as a correction with nothing changed, so only the check counts as work
+    done = s.task
+    assert s.mark_done(confirm=True)
+    rec = [json.loads(x) for x in s.store.log_path.read_text().splitlines()][-1]
+    assert rec["task_id"] == done.task_id and rec["annotation"] == "correct"
+    assert rec["n_slices"] == 1 and rec["area_mm2_1"] == rec["area_mm2_2"] == rec["components_1"] == 0
     # an explicit choice (medal-annotate --from-empty, or a click) wins over the round's pricing (on a fresh
     # copy: the session above saved its opened task, prediction and all, as any started task is kept)
     fresh = tmp_path / "fresh"

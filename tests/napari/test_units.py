@@ -189,6 +189,17 @@ def test_log_record_measures_what_was_painted():
     sparse = log_record(_task(), region, np.where(values == 1, 42, 0).astype(np.uint8), spacing=(0.5, 1.0, 2.0),
                         label_map=LabelMap((0, 17, 42)), seconds=1.0)
     assert sparse["area_mm2_2"] == 12 * 0.5 and sparse["area_mm2_1"] == 0
+    assert rec["annotation"] == "draw" == sparse["annotation"]
+    # a task opened on the model's prediction and corrected: only what changed is logged as work
+    shown = values.copy()
+    shown[2:5, 5, 0] = 0  # the prediction missed one column of the rectangle (3 pixels)
+    fixed = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), label_map=LabelMap((0, 1, 2)),
+                       seconds=3.0, start=shown)
+    assert fixed["annotation"] == "correct" and fixed["components_1"] == 1 and fixed["area_mm2_1"] == 3 * 0.5
+    assert fixed["boundary_mm_1"] == 2 * 1 * 1.0 + 2 * 3 * 0.5 and fixed["n_slices"] == rec["n_slices"]
+    same = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), label_map=LabelMap((0, 1, 2)),
+                      seconds=2.0, start=values)  # accepted as shown: nothing but the check
+    assert all(same[k] == 0 for k in feature_names(3) if k != "n_slices")
 
 
 def test_case_labels_keep_finished_and_unfinished_work_apart(tmp_path):

@@ -7,7 +7,7 @@ import datetime as _dt
 
 import numpy as np
 
-from medal.costs import effort_features
+from medal.costs import correction_features, effort_features
 from medal.tasks import Task
 
 __all__ = ["atom_changes", "inside_region", "split_edits", "task_plane", "neighbour", "bad_values", "log_record",
@@ -133,16 +133,26 @@ def bad_values(values: np.ndarray, label_map) -> str | None:
 
 
 def log_record(task: Task, region: np.ndarray, values: np.ndarray, *, spacing, label_map, seconds: float,
-               **extra) -> dict:
+               start: np.ndarray | None = None, **extra) -> dict:
     """One annotation-log line: active seconds and the effort features of what was painted in the region
-    (features are per class index, as the cost model counts them)."""
+    (features are per class index, as the cost model counts them).
+
+    ``start``: the model's prediction the task was opened on (label values, same shape as ``values``),
+    when the expert corrected it: the features are then those of the correction (what changed,
+    :func:`medal.costs.correction_features`), so `medal costs fit` prices strokes, not what was already
+    there; ``annotation`` says which (``draw`` / ``correct``)."""
     painted = label_map.to_index(np.where(region, values, 0), where=f"task {task.task_id}")
     n_classes = label_map.n_classes
-    feats = effort_features(region.astype(np.int32), painted, axis=task.axis, spacing=spacing,
-                            n_classes=n_classes, ids=np.array([1]))
+    geom = dict(axis=task.axis, spacing=spacing, n_classes=n_classes, ids=np.array([1]))
+    if start is None:
+        feats = effort_features(region.astype(np.int32), painted, **geom)
+    else:
+        shown = label_map.to_index(np.where(region, start, 0), where=f"task {task.task_id}: prediction")
+        feats = correction_features(region.astype(np.int32), painted, shown, **geom)
     record = {k: float(v[0]) for k, v in feats.items()}
     record.update({"seconds": round(float(seconds), 3), "task_id": task.task_id, "case_id": task.case_id,
                    "kind": task.kind, "axis": task.axis, "index": task.index, "supervoxel": task.supervoxel,
                    "predicted_cost_s": task.predicted_cost_s, "n_classes": n_classes,
+                   "annotation": "draw" if start is None else "correct",
                    "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **extra})
     return record

@@ -287,6 +287,7 @@ class AnnotationSession:
             view = self._labels_data()[sl]
             view[region] = entry.data.prediction[sl][region]
             state["started"] = True
+            state["from_prediction"] = True  # logged as a correction: its time prices what changed
             self.layer("labels").refresh()
         self._show_region(task, entry.data, defer=True)
         self._move_to(task, entry.data, new_case)
@@ -523,10 +524,13 @@ class AnnotationSession:
 
     def _log_record(self, task: Task, seconds: float) -> dict:
         sl, region = self._region
+        pred = self._entry.data.prediction
+        start = (np.asarray(pred[sl]) if self.store.task_state(task).get("from_prediction") and pred is not None
+                 else None)
         return edits.log_record(task, region, np.asarray(self._labels_data()[sl]),
                                 spacing=self._entry.data.image.spacing, label_map=self.store.label_map,
-                                seconds=seconds, user=self.user, round=str(self.store.round_dir.resolve()),
-                                idle_s=self.timer.idle_s)
+                                seconds=seconds, start=start, user=self.user,
+                                round=str(self.store.round_dir.resolve()), idle_s=self.timer.idle_s)
 
     def _append_log(self, record: dict) -> None:
         try:
