@@ -185,6 +185,9 @@ def cmd_round(args) -> int:
             + (f", then a reserve of {b['reserve_tasks']} task(s) ({b.get('reserve_s', 0.0):.0f} s predicted) to paint "
                f"only while the logged seconds are under the budget" if b.get("reserve_tasks") else "")
             + f" -> {res.round_dir / 'tasks.json'}")
+    if cfg.costs.annotation == "correct":
+        line += ("; priced for correcting the model's prediction (costs.annotation: correct): napari opens the "
+                 "tasks on it")
     if not res.steps_run:
         line = f"round {args.index} is already finished, with these settings; nothing to do. " + line
     elif len(res.steps_run) < 3:

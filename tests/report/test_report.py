@@ -97,9 +97,14 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
         return out
 
+    # round 1 priced for an expert who corrects the prediction shown (costs.annotation: correct)
+    (tmp_path / "c1.yaml").write_text(yaml.safe_dump({**cfg, "costs": {"annotation": "correct"}}))
     for index in (0, 1):
         rd = run / f"round_{index:03d}"
-        out = medal("round", ds_root, "--run", run, "--index", index, "--config", tmp_path / "c.yaml", "--cases", *cases)
+        out = medal("round", ds_root, "--run", run, "--index", index, "--config", tmp_path / f"c{'1' if index else ''}.yaml",
+                    "--cases", *cases)
+        assert ("priced for correcting the model's prediction" in out.stdout) == (index == 1)
+        assert json.loads((rd / "tasks.json").read_text())["costs"]["annotation"] == ("correct" if index else "draw")
         assert "report: " in out.stdout and (run / "report.md").is_file()
         res_meta = json.loads((rd / "tasks.json").read_text())
         assert (f"then a reserve of {res_meta['reserve_tasks']} task(s) ({res_meta['reserve_s']:.0f} s predicted)"
