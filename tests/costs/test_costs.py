@@ -135,6 +135,15 @@ def test_correction_features_price_only_what_changes_and_equal_a_loop_reference(
             assert f[f"components_{c}"][uid - 1] == comps
             assert f[f"boundary_mm_{c}"][uid - 1] == pytest.approx(edges)
     assert f["components_1"][1] > 0 and f["area_mm2_2"][1] == 4  # the wrong class counts for class 2 too
+    # supervoxel-like units spanning several planes (two blocks, cut across the structure): same reference
+    blocks = np.where(np.arange(truth.shape[0])[:, None, None] < 6, 1, 2) * np.ones(truth.shape, np.int32)
+    f = correction_features(blocks, truth, start, axis=2, n_classes=3)
+    assert f["n_slices"].tolist() == [4, 4]
+    for c in (1, 2):
+        for uid in (1, 2):
+            area, comps, edges = _loop_correction(blocks, truth, start, c, uid)
+            assert (f[f"area_mm2_{c}"][uid - 1], f[f"components_{c}"][uid - 1], f[f"boundary_mm_{c}"][uid - 1]) == \
+                pytest.approx((area, comps, edges))
 
 
 def test_expected_correction_of_a_confident_unit_is_the_check_alone():
