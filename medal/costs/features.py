@@ -32,8 +32,9 @@ def feature_names(n_classes: int) -> list[str]:
 
 
 def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, spacing=(1.0, 1.0, 1.0),
-                    n_classes: int = 2, ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Features (see module docstring) for unit ids ``ids`` (default: 1..max)."""
+                    n_classes: int = 2, ids: np.ndarray | None = None, diagonal: bool = False) -> dict[str, np.ndarray]:
+    """Features (see module docstring) for unit ids ``ids`` (default: 1..max). ``diagonal``: pieces join
+    across in-plane corners too (8-connected, not 4-connected)."""
     from skimage.measure import label as cc_label
 
     units = np.asarray(units)
@@ -77,7 +78,8 @@ def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, s
         # 2D components: equal-value connectivity on a key that differs across units and planes
         key = np.where(mask & (units > 0), lab.reshape(units.shape).astype(np.int64) * units.shape[axis]
                        + plane.reshape(units.shape) + 1, 0)
-        comp = cc_label(key, background=0, connectivity=1)
+        # (the key differs between planes, so even a 3D corner-connectivity joins pieces within a plane only)
+        comp = cc_label(key, background=0, connectivity=2 if diagonal else 1)
         cflat = comp.ravel()
         _, first = np.unique(cflat, return_index=True)
         owners = lab[first][cflat[first] > 0]
@@ -158,17 +160,46 @@ def expected_effort_features(units: np.ndarray, probs: np.ndarray, *, axis: int,
     return out
 
 
+def _new_outline(units: np.ndarray, target: np.ndarray, start: np.ndarray, *, axis: int, spacing, n: int) -> np.ndarray:
+    """Per unit (index 0..n), the length in mm of the outline of ``target`` (a boolean class mask) that
+    ``start`` does not already have: the in-plane pixel sides where target's membership changes (or a
+    target pixel meets another unit, as :func:`effort_features` counts the cut) but start's does not."""
+    spacing = np.asarray(spacing, dtype=float)
+    inplane = [d for d in range(3) if d != axis]
+    inside = units > 0
+    t_in, s_in = target & inside, start & inside
+    out = np.zeros(n + 1)
+    for d in inplane:
+        other = inplane[0] if d == inplane[1] else inplane[1]
+        pad = [(1, 1) if k == d else (0, 0) for k in range(3)]
+        lo, hi = range(0, units.shape[d] + 1), range(1, units.shape[d] + 2)
+        pu, pt, ps = np.pad(units, pad), np.pad(t_in, pad), np.pad(s_in, pad)
+        a_u, b_u = np.take(pu, lo, axis=d), np.take(pu, hi, axis=d)
+        a_t, b_t = np.take(pt, lo, axis=d), np.take(pt, hi, axis=d)
+        a_s, b_s = np.take(ps, lo, axis=d), np.take(ps, hi, axis=d)
+        same = a_u == b_u
+        had = (a_s & ~(b_s & same)) | (b_s & ~(a_s & same))  # start already has an outline on this side
+        out += np.bincount(a_u[a_t & ~(b_t & same) & ~had], minlength=n + 1) * float(spacing[other])
+        out += np.bincount(b_u[b_t & ~(a_t & same) & ~had], minlength=n + 1) * float(spacing[other])
+    return out
+
+
 def correction_features(units: np.ndarray, target: np.ndarray, start: np.ndarray, *, axis: int,
                         spacing=(1.0, 1.0, 1.0), n_classes: int = 2, ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Effort features of turning the segmentation ``start`` into ``target`` inside each unit: what an
     expert does who is shown the model's prediction (``start``) in a unit and corrects it.
 
-    Same names as :func:`effort_features`: ``n_slices`` is unchanged (every plane is still visited and
-    checked), while ``boundary_mm_c`` / ``components_c`` / ``area_mm2_c`` are measured on the region
-    whose class-``c`` membership must change, ``(target == c) != (start == c)``: the pieces to paint in
-    plus the pieces to erase. A voxel of the wrong foreground class counts for both classes (erase one,
-    paint the other). Where ``start`` already equals ``target`` only the checking is left, so a unit
-    the model gets right costs ``intercept + per_slice * n_slices`` under :class:`~medal.costs.CostModel`.
+    Same names as :func:`effort_features`. ``n_slices`` is unchanged (every plane is still visited and
+    checked). ``components_c`` / ``area_mm2_c`` are the pieces and area of the region whose class-``c``
+    membership must change, ``(target == c) != (start == c)``: each piece (8-connected in its plane: a
+    one-pixel band along a diagonal outline is one stroke, not one per step) is a stroke, painted in or
+    erased with a click or a scribble. ``boundary_mm_c`` is the outline to trace: the part of the
+    target's class-``c`` outline that the start does not already have. So a missed piece is traced all
+    round, an outline one pixel off is traced once (not along both sides of the band between), and a
+    false piece costs its stroke but no tracing. A voxel of the wrong foreground class counts for both
+    classes (erase one, paint the other). Where ``start`` already equals ``target`` only the checking is
+    left: ``intercept + per_slice * n_slices`` under :class:`~medal.costs.CostModel`. An empty ``start``
+    gives :func:`effort_features` of ``target``.
 
     Correcting a shown prediction instead of drawing is the query of active label correction (Kim,
     Hwang, Kwak and Ok, "Active Label Correction for Semantic Segmentation with Foundation Models",
@@ -176,21 +207,20 @@ def correction_features(units: np.ndarray, target: np.ndarray, start: np.ndarray
     nothing); here the work is the wrongly predicted part. The per-feature coefficients are the
     drawing ones (a stroke is a stroke): hand-set, to be calibrated from logged correction times.
     """
-    target, start = np.asarray(target), np.asarray(start)
+    units, target, start = np.asarray(units), np.asarray(target), np.asarray(start)
     if target.shape != start.shape:
         raise ValueError(f"target shape {target.shape} does not match start shape {start.shape}")
-    out = None
+    n = int(units.max()) if units.size else 0
+    ids = np.arange(1, n + 1) if ids is None else np.asarray(ids)
+    out = {"n_slices": effort_features(units, np.zeros(target.shape, np.uint8), axis=axis, spacing=spacing,
+                                       n_classes=2, ids=ids)["n_slices"]}
     for c in range(1, n_classes):
-        change = (target == c) != (start == c)
-        f = effort_features(units, np.where(change, c, 0).astype(np.uint8), axis=axis, spacing=spacing,
-                            n_classes=n_classes, ids=ids)
-        if out is None:
-            out = {"n_slices": f["n_slices"]}
-        for k in ("boundary_mm", "components", "area_mm2"):
-            out[f"{k}_{c}"] = f[f"{k}_{c}"]
-    if out is None:  # background only: nothing to correct, only planes to check
-        out = {"n_slices": effort_features(units, np.zeros_like(target, dtype=np.uint8), axis=axis, spacing=spacing,
-                                           n_classes=n_classes, ids=ids)["n_slices"]}
+        t, s = target == c, start == c
+        f = effort_features(units, (t != s).astype(np.uint8), axis=axis, spacing=spacing, n_classes=2, ids=ids,
+                            diagonal=True)
+        out[f"boundary_mm_{c}"] = _new_outline(units, t, s, axis=axis, spacing=spacing, n=n)[ids]
+        out[f"components_{c}"] = f["components_1"]
+        out[f"area_mm2_{c}"] = f["area_mm2_1"]
     return out
 
 

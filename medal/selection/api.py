@@ -127,7 +127,8 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
     distribution (``costs.prediction: expected``, needs ``probs``) or on the predicted label map,
     then ``calibration`` (with its floor). With ``costs.annotation: correct`` the features are those of
     correcting the prediction (:func:`~medal.costs.expected_correction_features`), or of drawing where
-    that is priced lower. ``cost_segmentation`` replaces both for the features (the
+    that is priced lower; without ``probs`` (or with ``costs.prediction: argmax``) there is no estimate
+    of what is wrong, and units are priced as drawn (an upper bound that calibration then scales). ``cost_segmentation`` replaces both for the features (the
     simulation charges the true cost from the ground truth).
     """
     from medal.costs import (cheaper_features, correction_features, drop_small_pieces, expected_correction_features,
@@ -174,9 +175,7 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
             if correct:  # correcting, or clearing and drawing where that is cheaper
                 feats = cheaper_features(cost_model, expected_correction_features(units, maps["probs"], prediction,
                                                                                   **kw), feats)
-        elif correct:  # argmax: the prediction is taken as right, so only the checking is priced
-            feats = correction_features(units, prediction, prediction, **geom)
-        else:
+        else:  # argmax (or no probs): no estimate of what is wrong, so correction is priced as drawing, an upper bound
             seg = drop_small_pieces(prediction, axis=axis, spacing=image.spacing, min_mm2=costs_cfg.min_piece_mm2)
             feats = effort_features(units, seg, **geom)
         for name in feature_names(n_classes):

@@ -88,26 +88,22 @@ def test_bad_logs_and_models(tmp_path):
         CostModel({**CostModel.default(2).coefficients, "n_slices": -1.0}, 2)
 
 
-def _loop_correction(units, target, start, c, uid, axis=2):
-    """Reference: class-c pixels to change in unit ``uid``, their 4-connected pieces and outline, plane by plane."""
+def _loop_changes(units, target, start, c, uid, axis=2):
+    """Reference: the class-c pixels to change in unit ``uid`` and their 8-connected pieces, plane by plane."""
     from scipy import ndimage
 
-    area = comps = edges = 0
+    area = comps = 0
     for z in range(units.shape[axis]):
         u = np.take(units, z, axis=axis) == uid
         ch = u & ((np.take(target, z, axis=axis) == c) != (np.take(start, z, axis=axis) == c))
         area += int(ch.sum())
-        comps += ndimage.label(ch)[1]
-        pad = np.pad(ch, 1)
-        for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-            edges += int((pad[1:-1, 1:-1] & ~np.roll(np.roll(pad, dy, 0), dx, 1)[1:-1, 1:-1]).sum())
-    return area, comps, edges
+        comps += ndimage.label(ch, structure=np.ones((3, 3)))[1]  # 8-connected: a diagonal band is one stroke
+    return area, comps
 
 
-def test_correction_features_price_only_what_changes_and_equal_a_loop_reference():
+def test_correction_features_price_only_what_changes():
     from medal.costs import correction_features
 
-    rng = np.random.default_rng(3)
     truth = np.zeros((12, 14, 4), np.uint8)
     truth[2:8, 3:9, :] = 1
     truth[8:11, 9:13, 1:3] = 2
@@ -122,28 +118,46 @@ def test_correction_features_price_only_what_changes_and_equal_a_loop_reference(
     drawn = effort_features(units, truth, axis=2, n_classes=3)
     for k, v in correction_features(units, truth, empty, axis=2, n_classes=3).items():
         np.testing.assert_allclose(v, drawn[k])
-    # a noisy prediction (speckles, a shifted outline, a wrong class): the loop reference, per class and unit
+    # hand-built corrections on one plane, 0.5 mm pixels across the rows, 1 mm along them
+    sq = np.zeros((12, 14, 1), np.uint8)
+    sq[2:8, 3:9, 0] = 1  # a 6x6 square: outline 6 * 0.5 * 2 + 6 * 1.0 * 2 = 18 mm
+    one = slice_units(sq.shape, axis=2)
+    g = dict(axis=2, spacing=(1.0, 0.5, 3.0), n_classes=2)
+    assert effort_features(one, sq, **g)["boundary_mm_1"][0] == pytest.approx(18.0)
+    shifted = np.roll(sq, 1, axis=1)  # the outline one pixel off along a row: one column missed, one too many
+    f = correction_features(one, sq, shifted, **g)
+    # traced once: the two sides across the shift (2 x 6 x 1.0 mm) and the top and bottom of the missed column
+    # (2 x 0.5); the band between the two outlines is not traced along both its sides (that would be 26 mm)
+    assert f["boundary_mm_1"][0] == pytest.approx(13.0) and f["components_1"][0] == 2 and f["area_mm2_1"][0] == 6.0
+    two = sq.copy()
+    two[9:11, 10:12, 0] = 1  # the structure has a second 2x2 piece the prediction missed: traced all round
+    f = correction_features(one, two, sq, **g)
+    assert f["boundary_mm_1"][0] == pytest.approx(6.0) and f["components_1"][0] == 1 and f["area_mm2_1"][0] == 2.0
+    holed = sq.copy()
+    holed[3:5, 4:6, 0] = 0  # a 2x2 hole in the prediction: one stroke fills it, no outline of the truth to trace
+    f = correction_features(one, sq, holed, **g)
+    assert f["boundary_mm_1"][0] == 0 and f["components_1"][0] == 1 and f["area_mm2_1"][0] == 2.0
+    false = sq.copy()
+    false[9:11, 10:12, 0] = 1  # a false 2x2 piece: one stroke to erase it, nothing to trace
+    f = correction_features(one, sq, false, **g)
+    assert f["boundary_mm_1"][0] == 0 and f["components_1"][0] == 1 and f["area_mm2_1"][0] == 2.0
+    # pieces and areas of a noisy prediction (speckles, a cut outline, a wrong class): the loop reference, per class
+    # and unit, for slices and for units spanning several planes
+    rng = np.random.default_rng(3)
     start = truth.copy()
     start[rng.random(truth.shape) < 0.08] = 1
     start[2:8, 3, :] = 0
     start[8:10, 9:11, 1] = 1
-    f = correction_features(units, truth, start, axis=2, spacing=(1.0, 1.0, 2.5), n_classes=3)
-    for c in (1, 2):
-        for uid in range(1, 5):
-            area, comps, edges = _loop_correction(units, truth, start, c, uid)
-            assert f[f"area_mm2_{c}"][uid - 1] == pytest.approx(area)
-            assert f[f"components_{c}"][uid - 1] == comps
-            assert f[f"boundary_mm_{c}"][uid - 1] == pytest.approx(edges)
-    assert f["components_1"][1] > 0 and f["area_mm2_2"][1] == 4  # the wrong class counts for class 2 too
-    # supervoxel-like units spanning several planes (two blocks, cut across the structure): same reference
     blocks = np.where(np.arange(truth.shape[0])[:, None, None] < 6, 1, 2) * np.ones(truth.shape, np.int32)
-    f = correction_features(blocks, truth, start, axis=2, n_classes=3)
-    assert f["n_slices"].tolist() == [4, 4]
-    for c in (1, 2):
-        for uid in (1, 2):
-            area, comps, edges = _loop_correction(blocks, truth, start, c, uid)
-            assert (f[f"area_mm2_{c}"][uid - 1], f[f"components_{c}"][uid - 1], f[f"boundary_mm_{c}"][uid - 1]) == \
-                pytest.approx((area, comps, edges))
+    for u, n in ((units, 4), (blocks, 2)):
+        f = correction_features(u, truth, start, axis=2, n_classes=3)
+        for c in (1, 2):
+            for uid in range(1, n + 1):
+                assert (f[f"area_mm2_{c}"][uid - 1], f[f"components_{c}"][uid - 1]) == \
+                    pytest.approx(_loop_changes(u, truth, start, c, uid))
+        # never more outline to trace than drawing it all, and the wrong class counts for class 2 too
+        full = effort_features(u, truth, axis=2, n_classes=3)
+        assert (f["boundary_mm_1"] <= full["boundary_mm_1"] + 1e-9).all() and f["area_mm2_2"].sum() == 4
 
 
 def test_expected_correction_of_a_confident_unit_is_the_check_alone():

@@ -196,7 +196,8 @@ def test_log_record_measures_what_was_painted():
     fixed = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), label_map=LabelMap((0, 1, 2)),
                        seconds=3.0, start=shown)
     assert fixed["annotation"] == "correct" and fixed["components_1"] == 1 and fixed["area_mm2_1"] == 3 * 0.5
-    assert fixed["boundary_mm_1"] == 2 * 1 * 1.0 + 2 * 3 * 0.5 and fixed["n_slices"] == rec["n_slices"]
+    # the outline traced: the rectangle's new right side (3 x 0.5 mm) and the top and bottom of the column (2 x 1.0)
+    assert fixed["boundary_mm_1"] == 3 * 0.5 + 2 * 1.0 and fixed["n_slices"] == rec["n_slices"]
     same = log_record(_task(), region, values, spacing=(0.5, 1.0, 2.0), label_map=LabelMap((0, 1, 2)),
                       seconds=2.0, start=values)  # accepted as shown: nothing but the check
     assert all(same[k] == 0 for k in feature_names(3) if k != "n_slices")

@@ -90,6 +90,44 @@ def test_uncertain_slices_are_preferred(tmp_path, scores_dir):
     assert (res.table["fg_fraction"][res.selection.indices] > 0).mean() > 0.8
 
 
+def test_a_round_priced_for_correction_charges_what_is_unsure_not_what_is_drawn(tmp_path, scores_dir):
+    from medal.config import CostsConfig, RegionsConfig, SelectionConfig
+
+    from medal.selection.api import select_round
+
+    import shutil
+
+    ds, sel = load_dataset(sample_dataset()), SelectionConfig(budget_s=300.0, reserve=0.0)
+    # a model sure of most of its outline (the fixture's probabilities are soft all along it): soft only at
+    # the upper third of each structure's rows, where correcting it means retracing that part
+    sharp = tmp_path / "sharp"
+    shutil.copytree(scores_dir, sharp)
+    for case in ds.cases[:4]:
+        lab = load_volume(case.label)
+        soft = np.stack([ndimage.gaussian_filter((lab.array == c).astype(np.float32), 1.0) for c in range(3)])
+        hard = np.stack([(lab.array == c).astype(np.float32) for c in range(3)]) * 0.96 + 0.01
+        rows = np.arange(lab.shape[1])[None, None, :, None] < lab.shape[1] // 3
+        probs = np.where(rows, soft / soft.sum(0), hard / hard.sum(0))
+        save_probs(lab, probs, sharp / case.case_id / "probs.nii.gz")
+    scores_dir = sharp
+    tables = {}
+    for name, costs in (("draw", CostsConfig()), ("correct", CostsConfig(annotation="correct")),
+                        ("draw_argmax", CostsConfig(prediction="argmax")),
+                        ("correct_argmax", CostsConfig(annotation="correct", prediction="argmax"))):
+        res = select_round(ds, scores_dir, tmp_path / name, regions_cfg=RegionsConfig(), costs_cfg=costs,
+                           selection_cfg=sel)
+        tables[name] = res.table
+        assert read_tasks(tmp_path / name / "tasks.json").meta["costs"]["annotation"] == costs.annotation
+    draw, corr = tables["draw"]["model_cost"], tables["correct"]["model_cost"]
+    fg = tables["draw"]["fg_fraction"] > 0
+    # correcting never costs more than drawing (clearing and drawing is the ceiling), and where the model is sure
+    # of a structure's outline it costs less: the check plus the unsure part
+    assert (corr <= draw + 1e-9).all() and (corr[fg] < draw[fg]).mean() > 0.5
+    assert np.median(draw[fg] - corr[fg]) > 5.0
+    # without probabilities there is no estimate of what is wrong: priced as drawn, an upper bound
+    np.testing.assert_allclose(tables["correct_argmax"]["model_cost"], tables["draw_argmax"]["model_cost"])
+
+
 def test_probabilities_round_trip_through_nifti(tmp_path, scores_dir):
     import nibabel as nib
 
