@@ -158,10 +158,13 @@ def test_a_correcting_expert_is_charged_for_what_changes_in_the_prediction_shown
                                                                     0, truth.array).astype(np.uint8))):
         (tmp_path / name / "scores" / case).mkdir(parents=True)
         save_volume(truth.with_array(shown), tmp_path / name / "scores" / case / "prediction.nii.gz")
-        mine = TaskList(None, tl.dataset_root, [dataclasses.replace(t, status="todo") for t in done if t.case_id == case])
+        def todo():
+            return TaskList(None, tl.dataset_root,
+                            [dataclasses.replace(t, status="todo") for t in done if t.case_id == case])
+
+        mine = todo()
         got = oracle_annotate(mine, ds, tmp_path / name / "ann", cost_model=model, start_dir=tmp_path / name / "scores")
-        drawn = oracle_annotate(TaskList(None, tl.dataset_root, [dataclasses.replace(t, status="todo") for t in mine.tasks]),
-                                ds, tmp_path / name / "drawn", cost_model=model)
+        drawn = oracle_annotate(todo(), ds, tmp_path / name / "drawn", cost_model=model)
         for t in mine.tasks:
             if name == "right":  # nothing to change: 4 s to open the task + 1.5 s for its one slice
                 assert got["per_task"][t.task_id] == pytest.approx(5.5)
