@@ -185,7 +185,8 @@ def _new_outline(units: np.ndarray, target: np.ndarray, start: np.ndarray, *, ax
 
 
 def correction_features(units: np.ndarray, target: np.ndarray, start: np.ndarray, *, axis: int,
-                        spacing=(1.0, 1.0, 1.0), n_classes: int = 2, ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                        spacing=(1.0, 1.0, 1.0), n_classes: int = 2,
+                        ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Effort features of turning the segmentation ``start`` into ``target`` inside each unit: what an
     expert does who is shown the model's prediction (``start``) in a unit and corrects it.
 
@@ -208,16 +209,18 @@ def correction_features(units: np.ndarray, target: np.ndarray, start: np.ndarray
     drawing ones (a stroke is a stroke): hand-set, to be calibrated from logged correction times.
     """
     units, target, start = np.asarray(units), np.asarray(target), np.asarray(start)
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2 (background and a structure), got {n_classes}")
     if target.shape != start.shape:
         raise ValueError(f"target shape {target.shape} does not match start shape {start.shape}")
     n = int(units.max()) if units.size else 0
     ids = np.arange(1, n + 1) if ids is None else np.asarray(ids)
-    out = {"n_slices": effort_features(units, np.zeros(target.shape, np.uint8), axis=axis, spacing=spacing,
-                                       n_classes=2, ids=ids)["n_slices"]}
+    out: dict[str, np.ndarray] = {}
     for c in range(1, n_classes):
         t, s = target == c, start == c
         f = effort_features(units, (t != s).astype(np.uint8), axis=axis, spacing=spacing, n_classes=2, ids=ids,
                             diagonal=True)
+        out.setdefault("n_slices", f["n_slices"])  # the planes spanned: the same for every class
         out[f"boundary_mm_{c}"] = _new_outline(units, t, s, axis=axis, spacing=spacing, n=n)[ids]
         out[f"components_{c}"] = f["components_1"]
         out[f"area_mm2_{c}"] = f["area_mm2_1"]

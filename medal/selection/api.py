@@ -128,8 +128,9 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
     then ``calibration`` (with its floor). With ``costs.annotation: correct`` the features are those of
     correcting the prediction (:func:`~medal.costs.expected_correction_features`), or of drawing where
     that is priced lower; without ``probs`` (or with ``costs.prediction: argmax``) there is no estimate
-    of what is wrong, and units are priced as drawn (an upper bound that calibration then scales). ``cost_segmentation`` replaces both for the features (the
-    simulation charges the true cost from the ground truth).
+    of what is wrong, and units are priced as drawn (an upper bound that calibration then scales).
+    ``cost_segmentation`` replaces both for the features (the simulation charges the true cost from the
+    ground truth).
     """
     from medal.costs import (cheaper_features, correction_features, drop_small_pieces, expected_correction_features,
                              expected_effort_features)
