@@ -56,7 +56,7 @@ def same_config_full_dice(dataset, cfg, pool, test, steps: int) -> float:
     items = prepare_items(dataset, cfg.data, case_ids=set(pool))
     tcfg = dataclasses.replace(cfg.training, max_epochs=max(1, steps // cfg.training.iterations_per_epoch))
     with tempfile.TemporaryDirectory() as tmp:
-        res = train_model(items, [], n_classes=3, model_cfg=cfg.model, train_cfg=tcfg, progress=False,
+        res = train_model(items, [], n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, progress=False,
                           checkpoint=Path(tmp) / "full.pt")
         return float(evaluate(res.checkpoint, dataset, test, cfg).mean())
 
@@ -281,7 +281,8 @@ def main(argv=None) -> float:
                          f"{c['seeds']} seeds, paired t-test p = {c['p_paired_t']:.3g}; seeds for 80% power at "
                          f"this effect: {'n/a' if n80 is None else n80}")
     result = {"split": args.split, "split_file": Path(sim.split_file).name, "kind": args.kind or cfg.regions.kind,
-              "config": Path(args.config).name, "default_strategy": default, "seeds": list(sim.seeds),
+              "config": Path(args.config).name, "data": str(args.data), "default_strategy": default,
+              "seeds": list(sim.seeds),
               "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "timed": sim.timed,
               "reserve": cfg.selection.reserve, "annotation": cfg.costs.annotation, "initial_budget_s": sim.initial_budget_s,
               "full_annotation_cost_s": full_cost, "same_config_all_labels_dice": own_full,
@@ -297,7 +298,9 @@ def main(argv=None) -> float:
     if args.from_results:
         lines.insert(0, f"- re-reported from an earlier run's folder ({out})" if len(args.from_results) == 1 else
                      f"- merged from {len(args.from_results)} runs' folders ({', '.join(args.from_results)}) into {out}")
-    record("Label efficiency, hippocampus" + (f", {args.kind}s" if args.kind else "")
+    data_name = "hippocampus" if Path(args.data).resolve() == DATA.resolve() else \
+        f"{json.loads((Path(args.data) / 'dataset.json').read_text()).get('name', Path(args.data).name)} ({args.data})"
+    record(f"Label efficiency, {data_name}" + (f", {args.kind}s" if args.kind else "")
            + (" (tuning split)" if args.split == "tuning" else " (final: test split)") + (" (quick)" if args.quick else ""),
            lines)
     base = [summary["strategies"][b]["aubc_mean"] for b in BASELINES if b in summary["strategies"]]
