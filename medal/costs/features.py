@@ -31,6 +31,28 @@ def feature_names(n_classes: int) -> list[str]:
     return names
 
 
+def _pixel_sides(units: np.ndarray, masks, *, axis: int, spacing):
+    """Every in-plane pixel side of the volume, one in-plane direction at a time: yields ``(a_u, b_u,
+    edge_len, [(a_m, b_m) per mask])``, the unit ids and mask values on the two sides of each side (the
+    volume padded by one, so sides on its border count) and the side's length in mm."""
+    spacing = np.asarray(spacing, dtype=float)
+    inplane = [d for d in range(3) if d != axis]
+    for d in inplane:
+        other = inplane[0] if d == inplane[1] else inplane[1]
+        pad = [(1, 1) if k == d else (0, 0) for k in range(3)]
+        lo, hi = range(0, units.shape[d] + 1), range(1, units.shape[d] + 2)
+        pu = np.pad(units, pad)
+        pms = [np.pad(m, pad) for m in masks]
+        yield (np.take(pu, lo, axis=d), np.take(pu, hi, axis=d), float(spacing[other]),
+               [(np.take(pm, lo, axis=d), np.take(pm, hi, axis=d)) for pm in pms])
+
+
+def _outline_sides(a_in: np.ndarray, b_in: np.ndarray, same: np.ndarray):
+    """Which pixel sides are outline of a mask, and for which of their two pixels: a mask pixel whose
+    neighbour across the side is not in the mask within the same unit (``same``: both pixels in one unit)."""
+    return a_in & ~(b_in & same), b_in & ~(a_in & same)
+
+
 def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, spacing=(1.0, 1.0, 1.0),
                     n_classes: int = 2, ids: np.ndarray | None = None, diagonal: bool = False) -> dict[str, np.ndarray]:
     """Features (see module docstring) for unit ids ``ids`` (default: 1..max). ``diagonal``: pieces join
@@ -55,28 +77,22 @@ def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, s
     pairs = pairs[pairs // units.shape[axis] > 0]
     out = {"n_slices": np.bincount(pairs // units.shape[axis], minlength=n + 1)[ids].astype(float)}
 
+    masks = [(seg == c) & (units > 0) for c in range(1, n_classes)]
+    boundary = np.zeros((n_classes, n + 1))
+    # outline: in-plane pixel sides where class-c-inside-unit meets anything else; each side counts for the
+    # unit of its class-c voxel, with the length of the pixel side it crosses
+    for a_u, b_u, edge_len, sides in _pixel_sides(units, masks, axis=axis, spacing=spacing):
+        same = a_u == b_u
+        for c, (a_in, b_in) in enumerate(sides, start=1):
+            side_a, side_b = _outline_sides(a_in, b_in, same)
+            boundary[c] += np.bincount(a_u[side_a], minlength=n + 1) * edge_len
+            boundary[c] += np.bincount(b_u[side_b], minlength=n + 1) * edge_len
     for c in range(1, n_classes):
         mask = seg == c
         out[f"area_mm2_{c}"] = np.bincount(lab, weights=mask.ravel().astype(float), minlength=n + 1)[ids] * pixel_area
-        # outline: in-plane edges where class-c-inside-unit meets anything else; each edge counts for the
-        # unit of its class-c voxel, with the length of the pixel side it crosses
-        boundary = np.zeros(n + 1)
-        for d in inplane:
-            other = inplane[0] if d == inplane[1] else inplane[1]
-            edge_len = float(spacing[other])
-            inside = mask & (units > 0)
-            padded_in = np.pad(inside, [(1, 1) if k == d else (0, 0) for k in range(3)])
-            padded_u = np.pad(units, [(1, 1) if k == d else (0, 0) for k in range(3)])
-            a_in, b_in = np.take(padded_in, range(0, units.shape[d] + 1), axis=d), np.take(padded_in, range(1, units.shape[d] + 2), axis=d)
-            a_u, b_u = np.take(padded_u, range(0, units.shape[d] + 1), axis=d), np.take(padded_u, range(1, units.shape[d] + 2), axis=d)
-            # a class-c voxel's side is outline if the neighbour is not class c in the same unit
-            side_a = a_in & ~(b_in & (a_u == b_u))
-            side_b = b_in & ~(a_in & (a_u == b_u))
-            boundary += np.bincount(a_u[side_a], minlength=n + 1) * edge_len
-            boundary += np.bincount(b_u[side_b], minlength=n + 1) * edge_len
-        out[f"boundary_mm_{c}"] = boundary[ids]
+        out[f"boundary_mm_{c}"] = boundary[c][ids]
         # 2D components: equal-value connectivity on a key that differs across units and planes
-        key = np.where(mask & (units > 0), lab.reshape(units.shape).astype(np.int64) * units.shape[axis]
+        key = np.where(masks[c - 1], lab.reshape(units.shape).astype(np.int64) * units.shape[axis]
                        + plane.reshape(units.shape) + 1, 0)
         # (the key differs between planes, so even a 3D corner-connectivity joins pieces within a plane only)
         comp = cc_label(key, background=0, connectivity=2 if diagonal else 1)
@@ -164,23 +180,16 @@ def _new_outline(units: np.ndarray, target: np.ndarray, start: np.ndarray, *, ax
     """Per unit (index 0..n), the length in mm of the outline of ``target`` (a boolean class mask) that
     ``start`` does not already have: the in-plane pixel sides where target's membership changes (or a
     target pixel meets another unit, as :func:`effort_features` counts the cut) but start's does not."""
-    spacing = np.asarray(spacing, dtype=float)
-    inplane = [d for d in range(3) if d != axis]
     inside = units > 0
-    t_in, s_in = target & inside, start & inside
     out = np.zeros(n + 1)
-    for d in inplane:
-        other = inplane[0] if d == inplane[1] else inplane[1]
-        pad = [(1, 1) if k == d else (0, 0) for k in range(3)]
-        lo, hi = range(0, units.shape[d] + 1), range(1, units.shape[d] + 2)
-        pu, pt, ps = np.pad(units, pad), np.pad(t_in, pad), np.pad(s_in, pad)
-        a_u, b_u = np.take(pu, lo, axis=d), np.take(pu, hi, axis=d)
-        a_t, b_t = np.take(pt, lo, axis=d), np.take(pt, hi, axis=d)
-        a_s, b_s = np.take(ps, lo, axis=d), np.take(ps, hi, axis=d)
+    for a_u, b_u, edge_len, ((a_t, b_t), (a_s, b_s)) in _pixel_sides(units, [target & inside, start & inside],
+                                                                       axis=axis, spacing=spacing):
         same = a_u == b_u
-        had = (a_s & ~(b_s & same)) | (b_s & ~(a_s & same))  # start already has an outline on this side
-        out += np.bincount(a_u[a_t & ~(b_t & same) & ~had], minlength=n + 1) * float(spacing[other])
-        out += np.bincount(b_u[b_t & ~(a_t & same) & ~had], minlength=n + 1) * float(spacing[other])
+        had_a, had_b = _outline_sides(a_s, b_s, same)
+        had = had_a | had_b  # start already has an outline on this side
+        new_a, new_b = _outline_sides(a_t, b_t, same)
+        out += np.bincount(a_u[new_a & ~had], minlength=n + 1) * edge_len
+        out += np.bincount(b_u[new_b & ~had], minlength=n + 1) * edge_len
     return out
 
 
