@@ -1,11 +1,13 @@
 """Benchmark helpers: the merged re-report keeps the rows and seeds the command names; a recorded random
-start is reused only for the same protocol."""
+start is reused only for the same protocol; the head/body/tail layout derived from the real cases."""
 
 import csv
 import importlib.util
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +101,27 @@ def test_random_start_taken_from_a_finished_run_only_if_it_ran_the_same_protocol
     with pytest.raises(SystemExit, match="budget_s"):
         other = dataclasses.replace(mine, selection=dataclasses.replace(mine.selection, budget_s=900.0))
         mod._random_from(tmp_path, "fg_random", other, [0, 1], ds)
+
+
+def test_derived_tail_is_the_far_quarter_of_each_posterior_label(shared_hippocampus, tmp_path):
+    """benchmarks/derive_tail.py on the real cases: head and images untouched, the posterior label split into
+    body and a tail of about a quarter of its voxels at the end away from the head; the result loads as a
+    four-class medal dataset and keeps the data's licence."""
+    from medal.data import load_dataset
+
+    out = tmp_path / "tail"
+    assert _bench("derive_tail").main([str(out), "--data", str(shared_hippocampus), "--tail", "0.25"]) == 0
+    ds = load_dataset(out)
+    assert ds.n_classes == 4 and len(ds.cases) == 220
+    assert (out / "LICENSE").read_bytes() == (shared_hippocampus / "LICENSE").read_bytes()
+    assert "derive_tail.py" in (out / "README.md").read_text()
+    for name in ("hippocampus_004.nii.gz", "hippocampus_195.nii.gz", "hippocampus_355.nii.gz"):
+        src = np.asarray(nib.load(shared_hippocampus / "labelsTr" / name).dataobj)
+        new = np.asarray(nib.load(out / "labelsTr" / name).dataobj)
+        assert (out / "imagesTr" / name).read_bytes() == (shared_hippocampus / "imagesTr" / name).read_bytes()
+        assert np.array_equal(new == 1, src == 1) and np.array_equal(new == 0, src == 0)
+        assert np.array_equal((new == 2) | (new == 3), src == 2)
+        share = (new == 3).sum() / (src == 2).sum()
+        assert 0.2 < share < 0.3, (name, share)
+        head, body, tail = (np.argwhere(new == c).mean(0) for c in (1, 2, 3))
+        assert np.linalg.norm(tail - head) > np.linalg.norm(body - head), name
