@@ -77,22 +77,21 @@ def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, s
     pairs = pairs[pairs // units.shape[axis] > 0]
     out = {"n_slices": np.bincount(pairs // units.shape[axis], minlength=n + 1)[ids].astype(float)}
 
-    masks = [(seg == c) & (units > 0) for c in range(1, n_classes)]
-    boundary = np.zeros((n_classes, n + 1))
-    # outline: in-plane pixel sides where class-c-inside-unit meets anything else; each side counts for the
-    # unit of its class-c voxel, with the length of the pixel side it crosses
-    for a_u, b_u, edge_len, sides in _pixel_sides(units, masks, axis=axis, spacing=spacing):
-        same = a_u == b_u
-        for c, (a_in, b_in) in enumerate(sides, start=1):
-            side_a, side_b = _outline_sides(a_in, b_in, same)
-            boundary[c] += np.bincount(a_u[side_a], minlength=n + 1) * edge_len
-            boundary[c] += np.bincount(b_u[side_b], minlength=n + 1) * edge_len
     for c in range(1, n_classes):
         mask = seg == c
+        inside = mask & (units > 0)
         out[f"area_mm2_{c}"] = np.bincount(lab, weights=mask.ravel().astype(float), minlength=n + 1)[ids] * pixel_area
-        out[f"boundary_mm_{c}"] = boundary[c][ids]
+        # outline: in-plane pixel sides where class-c-inside-unit meets anything else; each side counts for the
+        # unit of its class-c voxel, with the length of the pixel side it crosses (one class at a time, so
+        # memory stays a few copies of the volume however many classes there are)
+        boundary = np.zeros(n + 1)
+        for a_u, b_u, edge_len, ((a_in, b_in),) in _pixel_sides(units, [inside], axis=axis, spacing=spacing):
+            side_a, side_b = _outline_sides(a_in, b_in, a_u == b_u)
+            boundary += np.bincount(a_u[side_a], minlength=n + 1) * edge_len
+            boundary += np.bincount(b_u[side_b], minlength=n + 1) * edge_len
+        out[f"boundary_mm_{c}"] = boundary[ids]
         # 2D components: equal-value connectivity on a key that differs across units and planes
-        key = np.where(masks[c - 1], lab.reshape(units.shape).astype(np.int64) * units.shape[axis]
+        key = np.where(inside, lab.reshape(units.shape).astype(np.int64) * units.shape[axis]
                        + plane.reshape(units.shape) + 1, 0)
         # (the key differs between planes, so even a 3D corner-connectivity joins pieces within a plane only)
         comp = cc_label(key, background=0, connectivity=2 if diagonal else 1)
