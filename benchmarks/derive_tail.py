@@ -1,6 +1,7 @@
 """A harder label layout built from the real hippocampus cases: head, body and a small tail class.
 
     python benchmarks/derive_tail.py OUT [--tail 0.25] [--data ../shared/data/hippocampus]
+    python benchmarks/derive_tail.py OUT --binary      # head and body merged: one foreground class
 
 The hippocampus is anatomically divided along its long axis into head, body and tail (Duvernoy, "The
 Human Hippocampus", 3rd ed., 2005). The Decathlon labels give the head (1, "Anterior") and body with tail
@@ -8,6 +9,9 @@ together (2, "Posterior"). This writes a copy of the dataset in which the poster
 each case's long axis: the ``--tail`` share of the posterior voxels furthest from the head becomes class 3
 ("Tail"), the rest stays class 2 ("Body"). The long axis is the first principal axis of the case's
 foreground voxels in millimetres, pointed from the posterior centroid to the anterior one.
+
+``--binary`` writes the opposite layout: head and body merged into one class ("Hippocampus"), so the only
+borders left are image edges, none of them the head/body convention.
 
 Why: on the two-class task a model reaches 95% of its all-labels Dice after ~3% of the pool's cost and
 fg_random ties every selection medal has (RESULTS.md, issue 11); a small third class, thin in each
@@ -61,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("out")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--tail", type=float, default=0.25, help="share of the posterior voxels that become the tail")
+    ap.add_argument("--binary", action="store_true", help="merge head and body into one foreground class instead")
     args = ap.parse_args(argv)
     src, out = Path(args.data), Path(args.out)
     meta = json.loads((src / "dataset.json").read_text())
@@ -72,25 +77,28 @@ def main(argv=None) -> int:
         shutil.copyfile(img, out / item["image"])
         nii = nib.load(lab)
         label = np.asarray(nii.dataobj)
-        new = split_tail(label, nii.header.get_zooms()[:3], args.tail)
+        new = ((label > 0).astype(np.uint8) if args.binary
+               else split_tail(label, nii.header.get_zooms()[:3], args.tail))
         hdr = nii.header.copy()
         hdr.set_data_dtype(np.uint8)
         nib.save(nib.Nifti1Image(new, nii.affine, hdr), out / item["label"])
         fg_share.append((new == 3).sum() / max(1, (new > 0).sum()))
         fg_slices = (new > 0).any((0, 1))
         slice_share.append((new == 3).any((0, 1))[fg_slices].mean() if fg_slices.any() else 0.0)
-    meta["name"] = "Hippocampus head/body/tail (derived)"
-    meta["labels"] = {"0": "background", "1": "Anterior", "2": "Body", "3": "Tail"}
-    meta["description"] = (f"{meta.get('description', '')}; posterior label split along each case's long axis, "
-                           f"the {args.tail:g} share furthest from the head = Tail (benchmarks/derive_tail.py)")
+    how = ("head and body merged into one foreground class" if args.binary else
+           f"posterior label split along each case's long axis, the {args.tail:g} share of its voxels furthest from "
+           f"the head = Tail")
+    meta["name"] = "Hippocampus, one class (derived)" if args.binary else "Hippocampus head/body/tail (derived)"
+    meta["labels"] = ({"0": "background", "1": "Hippocampus"} if args.binary else
+                      {"0": "background", "1": "Anterior", "2": "Body", "3": "Tail"})
+    meta["description"] = f"{meta.get('description', '')}; {how} (benchmarks/derive_tail.py)"
     (out / "dataset.json").write_text(json.dumps(meta, indent=1))
     for name in ("LICENSE", "README.md"):
         if (src / name).exists():
             shutil.copy(src / name, out / name)
     with open(out / "README.md", "a") as f:
-        f.write(f"\nDerived by medal's benchmarks/derive_tail.py: label 2 split along each case's long axis; the "
-                f"{args.tail:g} share of its voxels furthest from label 1 is label 3 (Tail). Images are the "
-                f"originals (copied); a benchmark layout, not a clinical label.\n")
+        f.write(f"\nDerived by medal's benchmarks/derive_tail.py: {how}. Images are the originals (copied); a "
+                f"benchmark layout, not a clinical label.\n")
     print(f"{len(fg_share)} cases written to {out}")
     print(f"tail share of foreground voxels: {np.mean(fg_share):.3f}; "
           f"of foreground axial slices (last axis) holding tail: {np.mean(slice_share):.3f}")

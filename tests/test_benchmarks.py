@@ -125,3 +125,17 @@ def test_derived_tail_is_the_far_quarter_of_each_posterior_label(shared_hippocam
         assert 0.2 < share < 0.3, (name, share)
         head, body, tail = (np.argwhere(new == c).mean(0) for c in (1, 2, 3))
         assert np.linalg.norm(tail - head) > np.linalg.norm(body - head), name
+
+
+def test_binary_layout_merges_head_and_body(shared_hippocampus, tmp_path):
+    """derive_tail.py --binary: one foreground class, exactly the union of the real head and body labels."""
+    from medal.data import load_dataset
+
+    out = tmp_path / "binary"
+    assert _bench("derive_tail").main([str(out), "--data", str(shared_hippocampus), "--binary"]) == 0
+    assert load_dataset(out).n_classes == 2
+    for name in ("hippocampus_004.nii.gz", "hippocampus_355.nii.gz"):
+        src = np.asarray(nib.load(shared_hippocampus / "labelsTr" / name).dataobj)
+        new = np.asarray(nib.load(out / "labelsTr" / name).dataobj)
+        assert new.dtype == np.uint8 and set(np.unique(new)) == {0, 1}
+        assert np.array_equal(new == 1, src > 0)
