@@ -46,14 +46,12 @@ def split_tail(label: np.ndarray, spacing, tail: float) -> np.ndarray:
     ant = np.argwhere(label == 1)
     if len(post) == 0 or tail <= 0:
         return out
-    fg = np.argwhere(label > 0) * np.asarray(spacing, float)
-    centred = fg - fg.mean(0)
-    axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-    if len(ant):
-        direction = ant.mean(0) * spacing - post.mean(0) * spacing
-        if float(direction @ axis) < 0:
-            axis = -axis
-    proj = (post * np.asarray(spacing, float)) @ axis
+    spacing = np.asarray(spacing, float)
+    fg = np.argwhere(label > 0) * spacing
+    axis = np.linalg.svd(fg - fg.mean(0), full_matrices=False)[2][0]
+    if len(ant) and float((ant.mean(0) - post.mean(0)) * spacing @ axis) < 0:
+        axis = -axis
+    proj = (post * spacing) @ axis
     cut = np.quantile(proj, tail)
     t = post[proj <= cut]
     out[tuple(t.T)] = 3
@@ -100,8 +98,9 @@ def main(argv=None) -> int:
         f.write(f"\nDerived by medal's benchmarks/derive_tail.py: {how}. Images are the originals (copied); a "
                 f"benchmark layout, not a clinical label.\n")
     print(f"{len(fg_share)} cases written to {out}")
-    print(f"tail share of foreground voxels: {np.mean(fg_share):.3f}; "
-          f"of foreground axial slices (last axis) holding tail: {np.mean(slice_share):.3f}")
+    if not args.binary:
+        print(f"tail share of foreground voxels: {np.mean(fg_share):.3f}; "
+              f"of foreground axial slices (last axis) holding tail: {np.mean(slice_share):.3f}")
     return 0
 
 
