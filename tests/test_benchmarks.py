@@ -2,6 +2,7 @@
 start is reused only for the same protocol; the head/body/tail layout derived from the real cases."""
 
 import csv
+import json
 import importlib.util
 import sys
 from pathlib import Path
@@ -139,3 +140,40 @@ def test_binary_layout_merges_head_and_body(shared_hippocampus, tmp_path):
         new = np.asarray(nib.load(out / "labelsTr" / name).dataobj)
         assert new.dtype == np.uint8 and set(np.unique(new)) == {0, 1}
         assert np.array_equal(new == 1, src > 0)
+
+
+def test_derived_sites_alter_only_the_minority_images(shared_hippocampus, tmp_path):
+    """benchmarks/derive_sites.py on the real cases: sites in the asked shares (the same on every run), site A's
+    images and every label byte-identical, sites B and C's images changed but the same shape and header; B adds
+    noise (rougher than its original), C blurs along the axial axis (smoother); licence and sites.json written."""
+    from medal.data import load_dataset
+
+    mod = _bench("derive_sites")
+    out = tmp_path / "sites"
+    assert mod.main([str(out), "--data", str(shared_hippocampus)]) == 0
+    assert load_dataset(out).n_classes == 3
+    sites = json.loads((out / "sites.json").read_text())
+    assert len(sites) == 220 and [sum(v == s for v in sites.values()) for s in "ABC"] == [132, 55, 33]
+    assert mod.assign_sites(list(sites), [0.6, 0.25, 0.15]) == sites
+    assert (out / "LICENSE").read_bytes() == (shared_hippocampus / "LICENSE").read_bytes()
+    assert "derive_sites.py" in (out / "README.md").read_text()
+
+    def roughness(a, axis):
+        return float(np.abs(np.diff(a, axis=axis)).mean() / (np.percentile(a, 99.5) - np.percentile(a, 0.5)))
+
+    for site in "ABC":
+        for cid in sorted(c for c, s in sites.items() if s == site)[:2]:
+            name = f"{cid}.nii.gz"
+            assert (out / "labelsTr" / name).read_bytes() == (shared_hippocampus / "labelsTr" / name).read_bytes()
+            a, b = nib.load(shared_hippocampus / "imagesTr" / name), nib.load(out / "imagesTr" / name)
+            x, y = np.asarray(a.dataobj, np.float32), np.asarray(b.dataobj)
+            assert y.shape == x.shape and np.allclose(b.affine, a.affine)
+            if site == "A":
+                assert np.array_equal(x, y)
+                continue
+            assert np.abs(y - x).mean() > 0.02 * (np.percentile(x, 99.5) - np.percentile(x, 0.5)), cid
+            if site == "B":
+                assert roughness(y, 0) > 1.2 * roughness(x, 0), cid
+            else:
+                assert roughness(y, 2) < 0.8 * roughness(x, 2), cid
+    assert mod.main([str(tmp_path / "bad"), "--data", str(shared_hippocampus), "--shares", "0.5", "0.5", "0.5"]) == 2
