@@ -118,6 +118,9 @@ def main(argv=None) -> float:
     ap.add_argument("--resume", action="store_true",
                     help="continue the simulation in --out (interrupted, or with more --rounds, seeds or rows)")
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--groups", default="", metavar="JSON",
+                    help="{case id: group} (e.g. derive_sites.py's sites.json): a dice_group_NAME column per group "
+                         "in results.csv (simulation.groups)")
     ap.add_argument("--from-results", nargs="+", default=None, metavar="DIR",
                     help="re-report an earlier run's folder without simulating; several folders (other seeds or "
                          "rows of the same protocol, e.g. batch jobs) are merged into --out first (medal merge)")
@@ -143,6 +146,8 @@ def main(argv=None) -> float:
     cfg = load_config(args.config)
     sim = dataclasses.replace(cfg.simulation, split_file=str(SPLITS[args.split]),
                               max_pool=0 if args.split == "tuning" else cfg.simulation.max_pool)
+    if args.groups:
+        sim = dataclasses.replace(sim, groups=args.groups)
     if args.seeds:
         sim = dataclasses.replace(sim, seeds=tuple(args.seeds))
     if args.rounds is not None:

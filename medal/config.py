@@ -425,6 +425,9 @@ class SimulationConfig:
     # for a cold start, else the row's regions.axis; e.g. [axial, coronal, sagittal] then axial rounds
     initial_axis: str | tuple[str, ...] = ""
     split_file: str = ""  # JSON with "test" case ids; empty = a seeded test_fraction of the cases
+    # JSON {case id: group}, e.g. each case's site or scanner: results.csv gets a dice_group_NAME column per group
+    # (mean Dice over that group's test cases), so a rare group's curve is not hidden in the mean; "" = none
+    groups: str = ""
     test_fraction: float = 0.2
     max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
     workers: int = 1  # (strategy, seed) runs side by side, each with cores / workers torch threads

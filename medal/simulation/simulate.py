@@ -57,8 +57,39 @@ def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
     return pool, test
 
 
-def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *, cache=None) -> np.ndarray:
-    """Per-class foreground Dice of ``checkpoint`` on the test cases, averaged over cases.
+def load_groups(path, test: list[str]) -> dict[str, list[int]]:
+    """``simulation.groups``: group name -> indices into ``test`` of its cases, groups in sorted order.
+
+    The file is a JSON object {case id: group} (a site, a scanner); every test case needs a group, and a
+    group name becomes a CSV column (``dice_group_NAME``), so it is letters, digits, ``_``, ``-`` or ``.``."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"simulation.groups: cannot read {path} ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"simulation.groups: {path} must hold a JSON object {{case id: group}}")
+    missing = [c for c in test if c not in raw]
+    if missing:
+        raise ValueError(f"simulation.groups: {path} has no group for {len(missing)} test case(s), e.g. {missing[0]}")
+    out: dict[str, list[int]] = {}
+    for i, c in enumerate(test):
+        g = str(raw[c])
+        if not g or not all(ch.isalnum() or ch in "_-." for ch in g):
+            raise ValueError(f"simulation.groups: {path}: group {g!r} of {c} is not a usable name "
+                             "(letters, digits, _ - .)")
+        out.setdefault(g, []).append(i)
+    return dict(sorted(out.items()))
+
+
+def group_dice(per_case: np.ndarray, groups: dict[str, list[int]]) -> dict[str, float]:
+    """``dice_group_NAME`` columns: per group, the mean over its cases of each case's mean per-class Dice."""
+    return {f"dice_group_{g}": round(float(per_case[idx].mean(axis=1).mean()), 5) for g, idx in groups.items()}
+
+
+def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *, cache=None,
+             per_case: bool = False) -> np.ndarray:
+    """Per-class foreground Dice of ``checkpoint`` on the test cases, averaged over cases (``per_case``: one
+    row per test case, in ``test``'s order).
 
     ``cache``: a :class:`~medal.data.VolumeCache` test images (normalised) and labels come from."""
     from medal.data import normalize_intensity
@@ -81,7 +112,7 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
             truth = load_volume(case.label).array
         pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size, device=device).argmax(0)
         scores.append(dice_per_class(pred, dataset.label_map.to_index(truth, where=dataset.relative(case.label)), n))
-    return np.mean(scores, axis=0)
+    return np.asarray(scores) if per_case else np.mean(scores, axis=0)
 
 
 def _annotated_stats(run_dir: Path, pool: list[str], shapes: dict[str, tuple], axes: tuple[int, ...],
@@ -294,7 +325,8 @@ def _run_one(job: dict) -> list[dict]:
             train_s = float(json.loads(timing.read_text())["train_s"])
         elif not trained:
             atomic_write_text(timing, json.dumps({"train_s": round(train_s, 1)}))
-        dice = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache)
+        cases = evaluate(round_dir(run, r) / "model.pt", dataset, test, cfg, cache=cache, per_case=True)
+        dice = cases.mean(axis=0)
         pct_s, pct_v = _annotated_stats(run, pool, shapes, planes, before=r)
         rows.append({"strategy": strategy, "seed": seed, "round": r, "seconds": round(seconds, 2),
                      "predicted_seconds": round(predicted, 2), "pct_full_cost": round(100 * seconds / full, 3),
@@ -304,7 +336,8 @@ def _run_one(job: dict) -> list[dict]:
                      "round_predicted_s": round(last_round[0], 2), "round_charged_s": round(last_round[1], 2),
                      "round_tasks": last_round[2], "round_fg_tasks": "" if last_round[3] is None else last_round[3],
                      "train_s": round(train_s, 1),
-                     **{f"dice_{name}": round(float(d), 5) for name, d in zip(names, dice)}})
+                     **{f"dice_{name}": round(float(d), 5) for name, d in zip(names, dice)},
+                     **group_dice(cases, job.get("groups") or {})})
         # the rows so far, rewritten as each round ends: a long run (or one stopped by a time limit) can be
         # followed, and reported on the rounds every run finished, before results.csv gets its rows
         atomic_write_text(run / "rounds.jsonl", "".join(json.dumps(x) + "\n" for x in rows))
@@ -477,8 +510,10 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(n)
     full = full_annotation_cost(dataset, pool, axis_name=cfg.regions.axes[0], cost_model=cost_model)
     names = [dataset.label_map.name(v) for v in dataset.label_map.values[1:]]
-    fields = CSV_FIELDS + [f"dice_{name}" for name in names]
+    groups = load_groups(sim.groups, test) if sim.groups else {}
+    fields = CSV_FIELDS + [f"dice_{name}" for name in names] + [f"dice_group_{g}" for g in groups]
     meta = {"pool": pool, "test": test, "full_annotation_cost_s": full, "class_names": names,
+            "groups": {g: [test[i] for i in idx] for g, idx in groups.items()},
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
     kept: list[dict] = []
     if resume:
@@ -519,7 +554,8 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
                          "shared_round0": str(out_dir / "shared" / f"seed_{seed}_{_round0_key(scfg, seed)}"),
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
-                         "full": full, "names": names, "shapes": shapes, "planes": _painted_axes(scfg, orientation),
+                         "full": full, "names": names, "groups": groups, "shapes": shapes,
+                         "planes": _painted_axes(scfg, orientation),
                          "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0,
                          "deadline": deadline})

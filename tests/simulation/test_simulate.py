@@ -530,3 +530,41 @@ def test_simulate_command_line_deadline(tmp_path, capsys):
     assert main(["simulate", str(sample_dataset()), "--out", str(tmp_path / "p"), "--deadline", "-5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medal: error: --deadline") and not (tmp_path / "p").exists()
+
+
+def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
+    """simulation.groups: one dice_group_NAME column per group, each the mean Dice of its test cases, so the
+    groups' means weighted by their case counts give dice_mean back; the file's problems are one-line errors."""
+    from medal.simulation.simulate import load_groups
+
+    ds = load_dataset(sample_dataset())
+    cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 0,
+                                   "test_fraction": 0.2}}
+    ids = sorted(c.case_id for c in ds.cases)
+    groups = {c: ("site-A" if i % 3 else "site_B.2") for i, c in enumerate(ids)}
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps(groups))
+    cfg["simulation"]["groups"] = str(path)
+    csv_path = simulate(ds, tmp_path / "run", config_from_dict(cfg), log=None)
+    meta = json.loads((tmp_path / "run" / "simulation.json").read_text())
+    test = meta["test"]
+    assert sorted(meta["groups"]) == sorted({groups[c] for c in test})
+    assert sorted(c for v in meta["groups"].values() for c in v) == sorted(test)
+    with open(csv_path, newline="") as f:
+        row = next(csv.DictReader(f))
+    cols = {k: float(v) for k, v in row.items() if k.startswith("dice_group_")}
+    assert set(cols) == {f"dice_group_{g}" for g in meta["groups"]}
+    weighted = sum(cols[f"dice_group_{g}"] * len(v) for g, v in meta["groups"].items()) / len(test)
+    assert weighted == pytest.approx(float(row["dice_mean"]), abs=1e-4)
+    assert len(cols) == 2 and len(set(cols.values())) == 2  # two groups of different cases: their Dice differ
+
+    with pytest.raises(ValueError, match=r"simulation.groups: .*groups.json has no group for 1 test case\(s\), e.g. nope"):
+        load_groups(path, [test[0], "nope"])
+    path.write_text(json.dumps({test[0]: "a b"}))
+    with pytest.raises(ValueError, match="'a b' of .* is not a usable name"):
+        load_groups(path, [test[0]])
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        load_groups(path, [test[0]])
+    with pytest.raises(ValueError, match="cannot read .*missing.json"):
+        load_groups(tmp_path / "missing.json", [test[0]])
