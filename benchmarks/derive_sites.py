@@ -42,6 +42,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from _derived import write_derived
 from scipy.ndimage import uniform_filter1d
 
 HERE = Path(__file__).resolve().parent
@@ -117,16 +118,10 @@ def main(argv=None) -> int:
     how = (f"each case assigned to site A/B/C (shares {args.shares[0]:g}/{args.shares[1]:g}/{args.shares[2]:g}, by a "
            f"hash of its id; sites.json); site B images: gamma 1.8, +-35% bias field, Rician noise 8%; site C: gamma "
            f"0.5, +-35% bias field, 3-voxel slices")
-    meta["name"] = "Hippocampus, three sites (derived)"
-    meta["description"] = f"{meta.get('description', '')}; {how} (benchmarks/derive_sites.py)"
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
     (out / "sites.json").write_text(json.dumps(sites, indent=1, sort_keys=True))
-    for name in ("LICENSE", "README.md"):
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    with open(out / "README.md", "a") as f:
-        f.write(f"\nDerived by medal's benchmarks/derive_sites.py: {how}. Labels are the originals; the image "
-                f"alterations are synthetic: a benchmark layout, not a real scanner.\n")
+    write_derived(src, out, meta, name="Hippocampus, three sites (derived)", how=how, script="derive_sites.py",
+                  remark="Labels are the originals; the image alterations are synthetic: a benchmark layout, "
+                         "not a real scanner.")
     counts = {s: sum(v == s for v in sites.values()) for s in SITES}
     print(f"{len(sites)} cases written to {out}; cases per site: "
           + ", ".join(f"{s} {n}" for s, n in counts.items()))

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from _derived import write_derived
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "hippocampus"
@@ -86,17 +87,11 @@ def main(argv=None) -> int:
     how = ("head and body merged into one foreground class" if args.binary else
            f"posterior label split along each case's long axis, the {args.tail:g} share of its voxels furthest from "
            f"the head = Tail")
-    meta["name"] = "Hippocampus, one class (derived)" if args.binary else "Hippocampus head/body/tail (derived)"
     meta["labels"] = ({"0": "background", "1": "Hippocampus"} if args.binary else
                       {"0": "background", "1": "Anterior", "2": "Body", "3": "Tail"})
-    meta["description"] = f"{meta.get('description', '')}; {how} (benchmarks/derive_tail.py)"
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
-    for name in ("LICENSE", "README.md"):
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    with open(out / "README.md", "a") as f:
-        f.write(f"\nDerived by medal's benchmarks/derive_tail.py: {how}. Images are the originals (copied); a "
-                f"benchmark layout, not a clinical label.\n")
+    write_derived(src, out, meta, how=how, script="derive_tail.py",
+                  name="Hippocampus, one class (derived)" if args.binary else "Hippocampus head/body/tail (derived)",
+                  remark="Images are the originals (copied); a benchmark layout, not a clinical label.")
     print(f"{len(fg_share)} cases written to {out}")
     if not args.binary:
         print(f"tail share of foreground voxels: {np.mean(fg_share):.3f}; "
