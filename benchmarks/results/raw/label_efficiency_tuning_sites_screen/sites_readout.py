@@ -6,6 +6,10 @@ For every row and seed: the painted slices per site in each selection round (ann
 finished tasks, slices with foreground counted apart), and the foreground Dice (mean over cases, classes
 merged) and mean per-class Dice per site on the tuning-validation cases of the round models (round_000 = the
 shared first model, round_001/002 after each selection round). Writes RUN/sites_readout.json; prints a table.
+
+``--eval extended`` (the plan of 2026-12-05 00:42 UTC) reads the models on every case of the train side of
+hippocampus_split.json outside the tuning pool instead: the 40 tuning-validation cases plus the 80 left over
+(A 72, B 31, C 17; never the 40 test cases), and writes RUN/sites_readout_extended.json.
 """
 import argparse
 import collections
@@ -29,11 +33,16 @@ ap.add_argument("run")
 ap.add_argument("data")
 ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
 ap.add_argument("--rows", nargs="+", default=["random", "fg_random", "default"])
+ap.add_argument("--eval", choices=["validation", "extended"], default="validation")
 args = ap.parse_args()
 torch.set_num_threads(2)
 run, data = Path(args.run), Path(args.data)
 sites = json.loads((data / "sites.json").read_text())
-val = json.loads((ROOT / "benchmarks" / "hippocampus_tuning_split.json").read_text())["test"]
+tuning = json.loads((ROOT / "benchmarks" / "hippocampus_tuning_split.json").read_text())
+val = tuning["test"]
+if args.eval == "extended":
+    train_side = json.loads((ROOT / "benchmarks" / "hippocampus_split.json").read_text())["train"]
+    val = sorted(set(train_side) - set(tuning["pool"]))
 xs = {c: normalize_intensity(load_volume(data / "imagesTr" / f"{c}.nii.gz").array, method="zscore",
                              clip_percentiles=(0.5, 99.5)) for c in val}
 ys = {c: load_volume(data / "labelsTr" / f"{c}.nii.gz").array.astype(int) for c in val}
@@ -82,5 +91,6 @@ for row in args.rows:
         dice = " ".join(f"{n[-1]}: " + ",".join(f"{s}{v[s]['fg_dice']:.3f}" for s in "ABC")
                         for n, v in rec["dice"].items())
         print(f"{row:10s} seed {seed} | painted slices (with fg) {paint} | fg Dice by site {dice}", flush=True)
-(run / "sites_readout.json").write_text(json.dumps(out, indent=1))
+(run / ("sites_readout.json" if args.eval == "validation" else "sites_readout_extended.json")).write_text(
+    json.dumps(out, indent=1))
 sys.exit(0)
