@@ -285,6 +285,14 @@ def main(argv=None) -> float:
             lines.append(f"- AUBC {c['a']} - {c['b']}: {c['mean_diff']:+.4f}, {c['a']} better in {c['a_wins']}/"
                          f"{c['seeds']} seeds, paired t-test p = {c['p_paired_t']:.3g}; seeds for 80% power at "
                          f"this effect: {'n/a' if n80 is None else n80}")
+    groups = summary.get("groups") or {}
+    for p in groups.get("pairwise", []):
+        if default in (p["a"], p["b"]):  # per group (--groups): the default's final Dice against every other row
+            flip = p["b"] == default
+            lines.append(f"- final Dice, group {p['group']}: {default} - {p['a'] if flip else p['b']} "
+                         f"{-p['mean_diff'] if flip else p['mean_diff']:+.4f}, {default} better in "
+                         f"{p['seeds'] - p['a_wins'] if flip else p['a_wins']}/{p['seeds']} seeds, "
+                         f"paired t-test p = {p['p_paired_t']:.3g}")
     result = {"split": args.split, "split_file": Path(sim.split_file).name, "kind": args.kind or cfg.regions.kind,
               "config": Path(args.config).name, "data": str(args.data), "default_strategy": default,
               "seeds": list(sim.seeds),
@@ -294,7 +302,7 @@ def main(argv=None) -> float:
               "aubc_axis_max_s": summary.get("x_max_s"),
               "simulation_minutes": sim_minutes, "strategies": summary["strategies"],
               "pairwise": summary["pairwise"], "comparisons": comparisons,
-              "variants": sim.variants}
+              "variants": sim.variants, "groups": groups or None}
     if not args.quick:
         name = args.results_name or "label_efficiency" + (f"_{args.kind}" if args.kind else "") + ("_tuning" if args.split == "tuning" else "") \
             + (f"_{args.tag}" if args.tag else "")

@@ -557,6 +557,17 @@ def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
     weighted = sum(cols[f"dice_group_{g}"] * len(v) for g, v in meta["groups"].items()) / len(test)
     assert weighted == pytest.approx(float(row["dice_mean"]), abs=1e-4)
     assert len(cols) == 2 and len(set(cols.values())) == 2  # two groups of different cases: their Dice differ
+    # the report and summary.json carry each group's final Dice (here the one round's) and the balanced mean
+    md = write_report(csv_path).read_text()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["groups"]
+    assert summary["names"] == sorted(meta["groups"])
+    assert summary["cases"] == {g: len(v) for g, v in meta["groups"].items()}
+    got = summary["strategies"]["fg_random"]
+    for g in meta["groups"]:
+        assert got[g]["final_dice_per_seed"]["0"] == pytest.approx(cols[f"dice_group_{g}"], abs=1e-5)
+    assert got["balanced"]["final_dice_mean"] == pytest.approx(np.mean(list(cols.values())), abs=1e-5)
+    assert "Final Dice per group" in md
+    assert all(f"{g} ({len(v)} cases)" in md for g, v in meta["groups"].items())
 
     with pytest.raises(ValueError, match=r"simulation.groups: .*groups.json has no group for 1 test case\(s\), e.g. nope"):
         load_groups(path, [test[0], "nope"])
@@ -568,3 +579,43 @@ def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
         load_groups(path, [test[0]])
     with pytest.raises(ValueError, match="cannot read .*missing.json"):
         load_groups(tmp_path / "missing.json", [test[0]])
+
+
+def test_group_summary_takes_each_seeds_last_round_and_pairs_seeds():
+    """group_summary against a hand computation on a small table: the last round by seconds per seed, the
+    group-balanced mean, scipy's paired t-test per group; rows without the columns say nothing."""
+    from scipy.stats import ttest_rel
+
+    from medal.simulation.report import group_summary
+
+    rng = np.random.default_rng(0)
+    rows, last = [], {}
+    for strategy in ("default", "fg_random"):
+        for seed in range(4):
+            for rnd in (2, 0, 1):  # out of order: the last round is found by its seconds, not by row order
+                a, b = rng.uniform(0.3, 0.9, 2)
+                rows.append({"strategy": strategy, "seed": float(seed), "round": float(rnd), "seconds": 300.0 * (rnd + 1),
+                             "dice_mean": 0.5, "dice_group_A": a, "dice_group_rare": b})
+                if rnd == 2:
+                    last[strategy, seed] = (a, b)
+    rows.append({"strategy": "default", "seed": 9.0, "round": 0.0, "seconds": 1.0, "dice_mean": 0.5,
+                 "dice_group_A": None, "dice_group_rare": None})  # a merged run without groups: skipped
+    out = group_summary(rows, {"A": ["x", "y"], "rare": ["z"]})
+    assert out["names"] == ["A", "rare"] and out["cases"] == {"A": 2, "rare": 1}
+    for strategy in ("default", "fg_random"):
+        got = out["strategies"][strategy]
+        assert sorted(got["A"]["final_dice_per_seed"]) == ["0", "1", "2", "3"]
+        for seed in range(4):
+            a, b = last[strategy, seed]
+            assert got["A"]["final_dice_per_seed"][str(seed)] == pytest.approx(a, abs=1e-5)
+            assert got["rare"]["final_dice_per_seed"][str(seed)] == pytest.approx(b, abs=1e-5)
+            assert got["balanced"]["final_dice_per_seed"][str(seed)] == pytest.approx((a + b) / 2, abs=1e-5)
+    pair = {p["group"]: p for p in out["pairwise"]}
+    assert set(pair) == {"A", "rare", "balanced"} and all(p["a"] == "default" for p in pair.values())
+    for g, k in (("A", 0), ("rare", 1)):
+        da = np.array([last["default", s][k] for s in range(4)])
+        db = np.array([last["fg_random", s][k] for s in range(4)])
+        assert pair[g]["mean_diff"] == pytest.approx((da - db).mean())
+        assert pair[g]["a_wins"] == int((da > db).sum()) and pair[g]["seeds"] == 4
+        assert pair[g]["p_paired_t"] == pytest.approx(ttest_rel(da, db).pvalue)
+    assert group_summary([{k: v for k, v in r.items() if not k.startswith("dice_group_")} for r in rows]) == {}
