@@ -57,12 +57,14 @@ def _paired(a: dict, b: dict) -> dict:
             "a_wins": int((da > db).sum()), "seeds_for_80pct_power": seeds_for_power(da - db) if common else None}
 
 
-def group_summary(rows, groups: dict[str, list[str]] | None = None) -> dict:
+def group_summary(rows, groups: dict[str, list[str]] | None = None,
+                  pool_groups: dict[str, list[str]] | None = None) -> dict:
     """Final Dice per group (``simulation.groups``: a site, a scanner) from the ``dice_group_NAME`` columns.
 
     Per strategy and group: the Dice of each seed's last round, and the group-balanced mean (each group
     counts once, however many test cases it has: a rare site weighs as much as the common one); paired
-    t-tests over seeds between every two strategies, per group and on the balanced mean. The pool-wide
+    t-tests over seeds between every two strategies, per group and on the balanced mean; with
+    ``tasks_group_NAME`` columns, the units each strategy's selection rounds painted per group. The pool-wide
     mean Dice lets a rare group's curve vanish (5 of 40 test cases move it by an eighth of their change),
     so a question about that group is asked here. ``{}`` when the results have no group columns."""
     names = sorted({k[len("dice_group_"):] for r in rows for k in r if k.startswith("dice_group_")})
@@ -78,6 +80,7 @@ def group_summary(rows, groups: dict[str, list[str]] | None = None) -> dict:
     per = {s: {m: {seed: (float(np.mean(list(v.values()))) if m == "balanced" else float(v[m]))
                    for seed, v in seeds.items()} for m in measures} for s, seeds in final.items()}
     out: dict = {"names": names, "cases": {g: len((groups or {}).get(g, [])) for g in names} if groups else {},
+                 "pool_cases": {g: len(pool_groups.get(g, [])) for g in names} if pool_groups else {},
                  "strategies": {s: {m: {"final_dice_mean": float(np.mean(list(v.values()))),
                                         "final_dice_per_seed": {str(k): round(x, 5) for k, x in sorted(v.items())}}
                                     for m, v in d.items()} for s, d in sorted(per.items())},
@@ -85,6 +88,19 @@ def group_summary(rows, groups: dict[str, list[str]] | None = None) -> dict:
     for a, b in itertools.combinations(sorted(per), 2):
         for m in measures:
             out["pairwise"].append({"group": m, "a": a, "b": b, **_paired(per[a][m], per[b][m])})
+    # units the selection rounds painted per group (tasks_group_NAME; round 0's first labels left out)
+    chosen: dict = {}
+    for r in rows:
+        if r["round"] >= 1 and all(r.get(f"tasks_group_{g}") is not None for g in names):
+            seeds = chosen.setdefault(r["strategy"], {})
+            for g in names:
+                seeds.setdefault(g, {}).setdefault(int(r["seed"]), 0)
+                seeds[g][int(r["seed"])] += int(r[f"tasks_group_{g}"])
+    for s, d in chosen.items():
+        for g, v in d.items():
+            out["strategies"].setdefault(s, {}).setdefault(g, {}).update(
+                selected_units_mean=float(np.mean(list(v.values()))),
+                selected_units_per_seed={str(k): x for k, x in sorted(v.items())})
     return out
 
 
@@ -165,16 +181,27 @@ def _plot(curves, xlabel: str, path: Path, title: str) -> None:
 
 
 def _group_lines(groups: dict, default_strategy: str) -> list[str]:
-    """The report's per-group section: final Dice per strategy and group, then the paired tests that
-    involve the default strategy (all pairs when it is not among the rows)."""
-    names, cases = groups["names"], groups.get("cases") or {}
+    """The report's per-group section: final Dice per strategy and group, the units painted per group
+    (when the CSV counts them), then the paired tests that involve the default strategy (all pairs when it
+    is not among the rows)."""
+    names, cases, pool = groups["names"], groups.get("cases") or {}, groups.get("pool_cases") or {}
     head = [f"{g} ({cases[g]} cases)" if cases.get(g) else g for g in names] + ["group-balanced mean"]
     lines = ["", "Final Dice per group (`simulation.groups`; each seed's last round, mean over seeds):", "",
              "| strategy | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
     for s, d in groups["strategies"].items():
+        if "balanced" not in d:
+            continue  # units counted, but no final Dice (not expected from medal simulate's own CSV)
         bold = "**" if s == default_strategy else ""
         lines.append(f"| {bold}{s}{bold} | " + " | ".join(f"{d[m]['final_dice_mean']:.4f}" for m in names + ["balanced"])
                      + " |")
+    picked = {s: d for s, d in groups["strategies"].items() if all("selected_units_mean" in d.get(g, {}) for g in names)}
+    if picked:
+        lines += ["", "Units painted per group in the selection rounds (round 0's first labels left out; mean over "
+                  "seeds):", "", "| strategy | " + " | ".join(
+                      f"{g} ({pool[g]} pool cases)" if pool.get(g) else g for g in names) + " |",
+                  "| --- |" + " --- |" * len(names)]
+        for s, d in picked.items():
+            lines.append(f"| {s} | " + " | ".join(f"{d[g]['selected_units_mean']:.1f}" for g in names) + " |")
     pairs = [p for p in groups["pairwise"] if default_strategy in (p["a"], p["b"])] or groups["pairwise"]
     lines += ["", "Paired comparison of final Dice per group over seeds (paired t-test):", "",
               "| group | A | B | mean(A - B) | A better in | p |", "| --- | --- | --- | --- | --- | --- |"]
@@ -218,7 +245,7 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     for a, b in itertools.combinations(sorted(aubcs), 2):
         pairs.append({"a": a, "b": b, **_paired(aubcs[a], aubcs[b])})
     summary["pairwise"] = pairs
-    groups = group_summary(rows, meta.get("groups"))
+    groups = group_summary(rows, meta.get("groups"), meta.get("pool_groups"))
     if groups:
         summary["groups"] = groups
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -9,6 +9,7 @@ next round. One CSV row per evaluation; ``report.py`` turns the CSV into curves,
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import json
@@ -57,17 +58,23 @@ def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
     return pool, test
 
 
-def load_groups(path, test: list[str]) -> dict[str, list[int]]:
-    """``simulation.groups``: group name -> indices into ``test`` of its cases, groups in sorted order.
-
-    The file is a JSON object {case id: group} (a site, a scanner); every test case needs a group, and a
-    group name becomes a CSV column (``dice_group_NAME``), so it is letters, digits, ``_``, ``-`` or ``.``."""
+def _read_groups(path) -> dict:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"simulation.groups: cannot read {path} ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"simulation.groups: {path} must hold a JSON object {{case id: group}}")
+    return raw
+
+
+def load_groups(path, test: list[str]) -> dict[str, list[int]]:
+    """``simulation.groups``: group name -> indices into ``test`` of its cases, groups in sorted order.
+
+    The file is a JSON object {case id: group} (a site, a scanner); every test case needs a group, and a
+    group name becomes CSV columns (``dice_group_NAME``, ``tasks_group_NAME``), so it is letters, digits,
+    ``_``, ``-`` or ``.``. Pool cases may have groups too: their painted units are counted per group."""
+    raw = _read_groups(path)
     missing = [c for c in test if c not in raw]
     if missing:
         raise ValueError(f"simulation.groups: {path} has no group for {len(missing)} test case(s), e.g. {missing[0]}")
@@ -79,6 +86,19 @@ def load_groups(path, test: list[str]) -> dict[str, list[int]]:
                              "(letters, digits, _ - .)")
         out.setdefault(g, []).append(i)
     return dict(sorted(out.items()))
+
+
+def pool_groups(path, pool: list[str], groups) -> dict[str, str]:
+    """Pool case -> group, for the pool cases the groups file names with a group the test split has (the
+    ``tasks_group_NAME`` columns count a round's painted units per group; other pool cases are not counted)."""
+    raw = _read_groups(path)
+    return {c: str(raw[c]) for c in pool if c in raw and str(raw[c]) in groups}
+
+
+def group_tasks(case_ids, of_case: dict[str, str], groups) -> dict[str, int]:
+    """``tasks_group_NAME`` columns: how many of a round's painted units lie in each group's pool cases."""
+    counts = collections.Counter(of_case.get(c) for c in case_ids)
+    return {f"tasks_group_{g}": int(counts.get(g, 0)) for g in groups}
 
 
 def group_dice(per_case: np.ndarray, groups: dict[str, list[int]]) -> dict[str, float]:
@@ -308,7 +328,9 @@ def _run_one(job: dict) -> list[dict]:
     predicted = 0.0
     init = read_tasks(run / "round_init" / "tasks.json").tasks
     # the first labels: random units at their true cost, or the cold start's (its prior as the prediction)
-    last_round = (sum(t.predicted_cost_s for t in init), seconds, len(init), None)
+    of_case, groups = job.get("pool_groups") or {}, job.get("groups") or {}
+    last_round = (sum(t.predicted_cost_s for t in init), seconds, len(init), None,
+                  group_tasks([t.case_id for t in init], of_case, groups))
     rows = []
     deadline, took = job.get("deadline"), None
     for r in range(sim.rounds + 1):
@@ -337,7 +359,7 @@ def _run_one(job: dict) -> list[dict]:
                      "round_tasks": last_round[2], "round_fg_tasks": "" if last_round[3] is None else last_round[3],
                      "train_s": round(train_s, 1),
                      **{f"dice_{name}": round(float(d), 5) for name, d in zip(names, dice)},
-                     **group_dice(cases, job.get("groups") or {})})
+                     **group_dice(cases, groups), **last_round[4]})
         # the rows so far, rewritten as each round ends: a long run (or one stopped by a time limit) can be
         # followed, and reported on the rounds every run finished, before results.csv gets its rows
         atomic_write_text(run / "rounds.jsonl", "".join(json.dumps(x) + "\n" for x in rows))
@@ -359,7 +381,9 @@ def _run_one(job: dict) -> list[dict]:
         round_charged = charge["seconds"]
         predicted += round_pred
         seconds += round_charged
-        last_round = (round_pred, round_charged, len(charge["per_task"]), sum(charge["foreground"].values()))
+        case_of = {t.task_id: t.case_id for t in tl.tasks}
+        last_round = (round_pred, round_charged, len(charge["per_task"]), sum(charge["foreground"].values()),
+                      group_tasks([case_of[t] for t in charge["per_task"]], of_case, groups))
         ingest(run, res.round_dir, dataset)
         took = time.time() - started
     return rows
@@ -511,9 +535,12 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     full = full_annotation_cost(dataset, pool, axis_name=cfg.regions.axes[0], cost_model=cost_model)
     names = [dataset.label_map.name(v) for v in dataset.label_map.values[1:]]
     groups = load_groups(sim.groups, test) if sim.groups else {}
-    fields = CSV_FIELDS + [f"dice_{name}" for name in names] + [f"dice_group_{g}" for g in groups]
+    of_case = pool_groups(sim.groups, pool, groups) if sim.groups else {}
+    fields = (CSV_FIELDS + [f"dice_{name}" for name in names] + [f"dice_group_{g}" for g in groups]
+              + [f"tasks_group_{g}" for g in groups])
     meta = {"pool": pool, "test": test, "full_annotation_cost_s": full, "class_names": names,
             "groups": {g: [test[i] for i in idx] for g, idx in groups.items()},
+            "pool_groups": {g: [c for c in pool if of_case.get(c) == g] for g in groups},
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
     kept: list[dict] = []
     if resume:
@@ -554,7 +581,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             jobs.append({"dataset": dataset, "cfg": scfg, "run": str(out_dir / strategy.replace("+", "_") / f"seed_{seed}"),
                          "shared_round0": str(out_dir / "shared" / f"seed_{seed}_{_round0_key(scfg, seed)}"),
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
-                         "full": full, "names": names, "groups": groups, "shapes": shapes,
+                         "full": full, "names": names, "groups": groups, "pool_groups": of_case, "shapes": shapes,
                          "planes": _painted_axes(scfg, orientation),
                          "initial": str(initial),
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0,

@@ -534,11 +534,12 @@ def test_simulate_command_line_deadline(tmp_path, capsys):
 
 def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
     """simulation.groups: one dice_group_NAME column per group, each the mean Dice of its test cases, so the
-    groups' means weighted by their case counts give dice_mean back; the file's problems are one-line errors."""
+    groups' means weighted by their case counts give dice_mean back, and a tasks_group_NAME column counting
+    each round's painted units per group; the file's problems are one-line errors."""
     from medal.simulation.simulate import load_groups
 
     ds = load_dataset(sample_dataset())
-    cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 0,
+    cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 1,
                                    "test_fraction": 0.2}}
     ids = sorted(c.case_id for c in ds.cases)
     groups = {c: ("site-A" if i % 3 else "site_B.2") for i, c in enumerate(ids)}
@@ -550,13 +551,25 @@ def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
     test = meta["test"]
     assert sorted(meta["groups"]) == sorted({groups[c] for c in test})
     assert sorted(c for v in meta["groups"].values() for c in v) == sorted(test)
+    assert {c: g for g, v in meta["pool_groups"].items() for c in v} == {
+        c: groups[c] for c in meta["pool"] if groups[c] in meta["groups"]}
     with open(csv_path, newline="") as f:
-        row = next(csv.DictReader(f))
-    cols = {k: float(v) for k, v in row.items() if k.startswith("dice_group_")}
-    assert set(cols) == {f"dice_group_{g}" for g in meta["groups"]}
-    weighted = sum(cols[f"dice_group_{g}"] * len(v) for g, v in meta["groups"].items()) / len(test)
-    assert weighted == pytest.approx(float(row["dice_mean"]), abs=1e-4)
-    assert len(cols) == 2 and len(set(cols.values())) == 2  # two groups of different cases: their Dice differ
+        rows = list(csv.DictReader(f))
+    assert [int(r["round"]) for r in rows] == [0, 1]
+    for row in rows:
+        cols = {k: float(v) for k, v in row.items() if k.startswith("dice_group_")}
+        assert set(cols) == {f"dice_group_{g}" for g in meta["groups"]}
+        weighted = sum(cols[f"dice_group_{g}"] * len(v) for g, v in meta["groups"].items()) / len(test)
+        assert weighted == pytest.approx(float(row["dice_mean"]), abs=1e-4)
+        assert len(cols) == 2 and len(set(cols.values())) == 2  # two groups of different cases: their Dice differ
+        # every painted unit counted once, in its case's group (here every pool case has a test group)
+        painted = {k: int(v) for k, v in row.items() if k.startswith("tasks_group_")}
+        assert set(painted) == {f"tasks_group_{g}" for g in meta["groups"]}
+        assert sum(painted.values()) == int(row["round_tasks"]) > 0
+    logged = [json.loads(x)["case_id"] for x in
+              (tmp_path / "run" / "fg_random" / "seed_0" / "round_000" / "annotation_log.jsonl").read_text().splitlines()]
+    assert {k: int(v) for k, v in rows[1].items() if k.startswith("tasks_group_")} == {
+        f"tasks_group_{g}": sum(groups[c] == g for c in logged) for g in meta["groups"]}
     # the report and summary.json carry each group's final Dice (here the one round's) and the balanced mean
     md = write_report(csv_path).read_text()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["groups"]
@@ -565,8 +578,9 @@ def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
     got = summary["strategies"]["fg_random"]
     for g in meta["groups"]:
         assert got[g]["final_dice_per_seed"]["0"] == pytest.approx(cols[f"dice_group_{g}"], abs=1e-5)
+        assert got[g]["selected_units_per_seed"] == {"0": int(rows[1][f"tasks_group_{g}"])}
     assert got["balanced"]["final_dice_mean"] == pytest.approx(np.mean(list(cols.values())), abs=1e-5)
-    assert "Final Dice per group" in md
+    assert "Final Dice per group" in md and "Units painted per group" in md
     assert all(f"{g} ({len(v)} cases)" in md for g, v in meta["groups"].items())
 
     with pytest.raises(ValueError, match=r"simulation.groups: .*groups.json has no group for 1 test case\(s\), e.g. nope"):
@@ -595,13 +609,15 @@ def test_group_summary_takes_each_seeds_last_round_and_pairs_seeds():
             for rnd in (2, 0, 1):  # out of order: the last round is found by its seconds, not by row order
                 a, b = rng.uniform(0.3, 0.9, 2)
                 rows.append({"strategy": strategy, "seed": float(seed), "round": float(rnd), "seconds": 300.0 * (rnd + 1),
-                             "dice_mean": 0.5, "dice_group_A": a, "dice_group_rare": b})
+                             "dice_mean": 0.5, "dice_group_A": a, "dice_group_rare": b,
+                             "tasks_group_A": float(10 + rnd), "tasks_group_rare": float(seed * rnd)})
                 if rnd == 2:
                     last[strategy, seed] = (a, b)
     rows.append({"strategy": "default", "seed": 9.0, "round": 0.0, "seconds": 1.0, "dice_mean": 0.5,
                  "dice_group_A": None, "dice_group_rare": None})  # a merged run without groups: skipped
-    out = group_summary(rows, {"A": ["x", "y"], "rare": ["z"]})
+    out = group_summary(rows, {"A": ["x", "y"], "rare": ["z"]}, {"A": ["p", "q", "r"], "rare": ["s"]})
     assert out["names"] == ["A", "rare"] and out["cases"] == {"A": 2, "rare": 1}
+    assert out["pool_cases"] == {"A": 3, "rare": 1}
     for strategy in ("default", "fg_random"):
         got = out["strategies"][strategy]
         assert sorted(got["A"]["final_dice_per_seed"]) == ["0", "1", "2", "3"]
@@ -610,6 +626,9 @@ def test_group_summary_takes_each_seeds_last_round_and_pairs_seeds():
             assert got["A"]["final_dice_per_seed"][str(seed)] == pytest.approx(a, abs=1e-5)
             assert got["rare"]["final_dice_per_seed"][str(seed)] == pytest.approx(b, abs=1e-5)
             assert got["balanced"]["final_dice_per_seed"][str(seed)] == pytest.approx((a + b) / 2, abs=1e-5)
+            # units of the selection rounds 1 and 2 only (round 0 is the first labels)
+            assert got["A"]["selected_units_per_seed"][str(seed)] == 11 + 12
+            assert got["rare"]["selected_units_per_seed"][str(seed)] == seed * 3
     pair = {p["group"]: p for p in out["pairwise"]}
     assert set(pair) == {"A", "rare", "balanced"} and all(p["a"] == "default" for p in pair.values())
     for g, k in (("A", 0), ("rare", 1)):
