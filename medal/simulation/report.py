@@ -198,7 +198,7 @@ def _group_lines(groups: dict, default_strategy: str) -> list[str]:
     if picked:
         lines += ["", "Units painted per group in the selection rounds (round 0's first labels left out; mean over "
                   "seeds):", "", "| strategy | " + " | ".join(
-                      f"{g} ({pool[g]} pool cases)" if pool.get(g) else g for g in names) + " |",
+                      f"{g} ({pool.get(g, 0)} pool cases)" if pool else g for g in names) + " |",
                   "| --- |" + " --- |" * len(names)]
         for s, d in picked.items():
             lines.append(f"| {s} | " + " | ".join(f"{d[g]['selected_units_mean']:.1f}" for g in names) + " |")

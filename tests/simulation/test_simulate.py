@@ -582,6 +582,7 @@ def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
     assert got["balanced"]["final_dice_mean"] == pytest.approx(np.mean(list(cols.values())), abs=1e-5)
     assert "Final Dice per group" in md and "Units painted per group" in md
     assert all(f"{g} ({len(v)} cases)" in md for g, v in meta["groups"].items())
+    assert all(f"{g} ({len(v)} pool cases)" in md for g, v in meta["pool_groups"].items())
 
     with pytest.raises(ValueError, match=r"simulation.groups: .*groups.json has no group for 1 test case\(s\), e.g. nope"):
         load_groups(path, [test[0], "nope"])
