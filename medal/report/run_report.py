@@ -19,7 +19,7 @@ import numpy as np
 
 from medal.data import atomic_write_text
 
-__all__ = ["collect_run", "write_run_report"]
+__all__ = ["collect_run", "verdict_after", "write_run_report"]
 
 _AXES = {0: "axis 0", 1: "axis 1", 2: "axis 2"}
 
@@ -54,7 +54,6 @@ def collect_run(run_dir, dataset, cfg) -> dict:
     """Everything the report says, as plain data (the ``--json`` output)."""
     from medal.loop import round_spending
     from medal.report.metrics import bootstrap_mean
-    from medal.report.stopping import decide
     from medal.tasks import TaskError, read_tasks
 
     run_dir = Path(run_dir)
@@ -107,14 +106,22 @@ def collect_run(run_dir, dataset, cfg) -> dict:
         rounds.append(entry)
         logged_before += sp["charged_s"] if sp["logged"] else 0.0
     rcfg = cfg.report
-    verdict = decide([{"seconds": r["seconds_at_training"] or None, "dice": r["holdout"]["dice"],
-                       "per_case": r["holdout"]["per_case"], "pool_entropy": r["pool_entropy"],
-                       "budget_s": r["budget_s"]} for r in rounds],
-                     min_gain=rcfg.min_gain, plateau_rounds=rcfg.plateau_rounds,
-                     max_pool_entropy=rcfg.max_pool_entropy, total_budget_s=rcfg.total_budget_s)
     return {"run": str(run_dir), "dataset": str(dataset.root), "labels": lmap.to_json(), "rounds": rounds,
             "logged_s": logged_before, "agreement": _agreement_summary(rounds), "flags": _flags(run_dir, dataset, rcfg),
-            "verdict": verdict.to_json()}
+            "verdict": verdict_after(rounds, rcfg).to_json()}
+
+
+def verdict_after(rounds: list[dict], report_cfg):
+    """The stopping verdict (:func:`medal.report.stopping.decide`) after the last of ``rounds`` (entries of
+    :func:`collect_run`'s ``rounds``) under ``report_cfg`` (the config's ``report`` section); a prefix of
+    the list gives the verdict the report showed after that round."""
+    from medal.report.stopping import decide
+
+    return decide([{"seconds": r["seconds_at_training"] or None, "dice": r["holdout"]["dice"],
+                    "per_case": r["holdout"]["per_case"], "pool_entropy": r["pool_entropy"],
+                    "budget_s": r["budget_s"]} for r in rounds],
+                  min_gain=report_cfg.min_gain, plateau_rounds=report_cfg.plateau_rounds,
+                  max_pool_entropy=report_cfg.max_pool_entropy, total_budget_s=report_cfg.total_budget_s)
 
 
 def _agreement_summary(rounds: list[dict]) -> dict:
