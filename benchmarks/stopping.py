@@ -112,6 +112,8 @@ def main(argv=None) -> float | None:
     ap.add_argument("--holdout", type=float, default=0.1, help="training.holdout: share of annotated slices held out")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None, help="new folder for the simulation (default: a temporary one)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the simulation in --out (interrupted, or with other --seeds or more --rounds)")
     ap.add_argument("--from-results", default=None, metavar="DIR", help="re-read an earlier run's folder")
     ap.add_argument("--data", default=str(DATA))
     args = ap.parse_args(argv)
@@ -143,7 +145,8 @@ def main(argv=None) -> float | None:
         args.budget, args.holdout = float(ran["selection"]["budget_s"]), float(ran["training"]["holdout"])
     else:
         try:
-            csv_path = simulate(ds, out, cfg, log=lambda r: print(r, flush=True), workers=args.workers)
+            csv_path = simulate(ds, out, cfg, log=lambda r: print(r, flush=True), workers=args.workers,
+                                resume=args.resume)
         except (ValueError, FileExistsError, FileNotFoundError) as exc:
             raise SystemExit(f"stopping: error: {exc}") from None
     rows = [r for r in read_results(csv_path) if r["strategy"] == "default"]

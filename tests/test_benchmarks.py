@@ -1,5 +1,6 @@
 """Benchmark helpers: the merged re-report keeps the rows and seeds the command names; a recorded random
-start is reused only for the same protocol; the head/body/tail layout derived from the real cases."""
+start is reused only for the same protocol; the head/body/tail layout derived from the real cases; the stopping
+benchmark's summary."""
 
 import csv
 import json
@@ -177,3 +178,28 @@ def test_derived_sites_alter_only_the_minority_images(shared_hippocampus, tmp_pa
             else:
                 assert roughness(y, 2) < 0.8 * roughness(x, 2), cid
     assert mod.main([str(tmp_path / "bad"), "--data", str(shared_hippocampus), "--shares", "0.5", "0.5", "0.5"]) == 2
+
+
+def test_stopping_benchmark_summary_on_a_constructed_run():
+    """benchmarks/stopping.py's summary by hand: first verdicts, Dice forgone and held-out tracking."""
+    summarise = _bench("stopping").summarise
+
+    def r(k, s, h, t, v):
+        return {"round": k, "seconds": s, "holdout_dice": h, "true_dice": t, "verdict": v}
+
+    per_seed = {0: [r(0, 300, None, 0.50, "continue"), r(1, 900, 0.70, 0.78, "continue"),
+                    r(2, 1500, 0.80, 0.82, "consider stopping"), r(3, 2100, 0.79, 0.83, "stop")],
+                1: [r(0, 300, 0.55, 0.52, "continue"), r(1, 900, 0.75, 0.80, "continue"),
+                    r(2, 1500, 0.76, 0.79, "continue")]}
+    out = summarise(per_seed, {0: (2700.0, 0.84), 1: (2100.0, 0.83)})
+    c, s = out["first"]["consider stopping"], out["first"]["stop"]
+    assert [x["round"] for x in c["per_seed"]] == [2, None] and c["seeds_fired"] == 1 and c["seeds"] == 2
+    assert c["mean_dice_forgone"] == pytest.approx(0.84 - 0.82) and c["mean_seconds_saved"] == pytest.approx(1200)
+    assert [x["round"] for x in s["per_seed"]] == [3, None] and s["mean_dice_forgone"] == pytest.approx(0.01)
+    t = out["tracking"]
+    assert t["rounds_with_holdout"] == 6
+    assert t["mean_abs_difference"] == pytest.approx(np.mean([0.08, 0.02, 0.04, 0.03, 0.05, 0.03]))
+    # gains where both rounds have held-out Dice: seed 0 rounds 1->2, 2->3; seed 1 rounds 0->1, 1->2
+    hold, true = np.array([0.10, -0.01, 0.20, 0.01]), np.array([0.04, 0.01, 0.28, -0.01])
+    assert t["gains"] == 4 and t["gain_sign_agreement"] == pytest.approx(0.5)
+    assert t["gain_correlation"] == pytest.approx(np.corrcoef(hold, true)[0, 1])

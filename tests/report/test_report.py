@@ -50,6 +50,25 @@ def test_stopping_fires_on_a_plateau_and_not_on_a_rising_curve():
     assert decide([]).decision == "continue"
 
 
+def test_verdict_after_a_prefix_is_the_report_after_that_round():
+    """``verdict_after`` reads ``collect_run``'s round entries: the whole list gives the run's verdict, a
+    prefix the verdict the report showed after that round (what benchmarks/stopping.py replays)."""
+    from medal.config import ReportConfig
+    from medal.report.run_report import verdict_after
+
+    simple = _rounds([0.60, 0.80, 0.850, 0.852, 0.853], [600, 1200, 1800, 2400, 3000], noise=0.002)
+    entries = [{"seconds_at_training": r["seconds"], "budget_s": r["budget_s"], "pool_entropy": r["pool_entropy"],
+                "holdout": {"dice": r["dice"], "per_case": r["per_case"], "cases": 8}} for r in simple]
+    rc = ReportConfig()
+    seen = [verdict_after(entries[:k], rc).decision for k in range(1, len(entries) + 1)]
+    assert seen[:3] == ["continue"] * 3  # still rising after rounds 0-2 (+0.20, +0.05)
+    assert seen[-1] in ("consider stopping", "stop")
+    for k in range(1, len(entries) + 1):
+        assert verdict_after(entries[:k], rc).to_json() == decide(simple[:k]).to_json()
+    strict = verdict_after(entries, ReportConfig(min_gain=0.001))  # the config's thresholds are used
+    assert not strict.rules["plateau"]["fired"] and strict.rules["plateau"]["min_gain"] == 0.001
+
+
 def test_agreement_on_a_constructed_example():
     a = np.full((4, 4), 255, np.uint8)
     b = a.copy()

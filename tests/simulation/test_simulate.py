@@ -91,6 +91,36 @@ def test_report_and_plots(sim):
         simulate(load_dataset(sample_dataset()), out, config_from_dict(SMALL), log=None)
 
 
+@pytest.mark.slow
+def test_the_report_replayed_over_a_simulated_run(sim):
+    """benchmarks/stopping.py's reading of a simulated run: one entry per round with a manifest, the report's
+    held-out slices (training.holdout, 0.1 by default, also in a simulation) beside the CSV's true Dice."""
+    import importlib.util
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "stopping.py"
+    spec = importlib.util.spec_from_file_location("stopping_bench", bench)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, csv_path = sim
+    ds, cfg = load_dataset(sample_dataset()), config_from_dict(SMALL)
+    assert cfg.training.holdout == pytest.approx(0.1)
+    for seed in (0, 1):
+        mine = {r["round"]: (r["seconds"], r["dice_mean"]) for r in read_results(csv_path)
+                if r["strategy"] == "knapsack" and r["seed"] == seed}
+        run = out / "knapsack" / f"seed_{seed}"
+        got = mod.seed_rounds(run, ds, cfg, mine)
+        assert [g["round"] for g in got] == [0, 1]  # the last round trains a model and selects nothing: no report
+        for g in got:
+            man = json.loads((run / f"round_{g['round']:03d}" / "manifest.json").read_text())
+            assert (g["seconds"], g["true_dice"]) == mine[g["round"]]
+            assert g["holdout_dice"] == man["metrics"]["holdout"]["dice"]
+            assert g["holdout_cases"] == man["metrics"]["holdout"]["cases"]
+            assert g["pool_entropy"] == pytest.approx(man["metrics"]["pool_entropy"])
+            assert g["verdict"] in ("continue", "consider stopping", "stop")
+        assert any(g["holdout_cases"] > 0 for g in got)  # some annotated slices were held out
+
+
 def test_aubc_and_budget_to_reach():
     xs, ys = np.array([0.0, 10, 20]), np.array([0.2, 0.6, 0.8])
     assert aubc(xs, ys, 20) == pytest.approx((0.4 * 10 + 0.7 * 10) / 20, rel=1e-3)
