@@ -20,7 +20,10 @@ Per seed and round: seconds, held-out-slice Dice (cases with held-out slices), t
 the rules that fired. Summary: the first round each verdict appears; the true Dice there against the
 run's last round (the Dice a user stopping there forgoes, and the seconds saved); how well the held-out
 slices track the true Dice (mean absolute difference; sign agreement and correlation of round-to-round
-gains). Writes ``benchmarks/results/stopping[_tuning][_quick].json`` and appends to RESULTS.md.
+gains); the pool predictions' agreement with the round before (:func:`medal.report.metrics.prediction_agreement`,
+label-free, over the whole pool) against that round's true gain, and where ``report.min_agreement`` at a few
+thresholds would first have said "consider stopping". Writes ``benchmarks/results/stopping[_tuning][_quick].json``
+and appends to RESULTS.md.
 Last line: ``dice_forgone_at_first_consider_stopping: X`` (mean over the seeds where it fired).
 """
 
@@ -47,39 +50,64 @@ def seed_rounds(seed_dir: Path, dataset, cfg, true_dice: dict[int, tuple[float, 
     """Per round of one seed's run folder: the report's view after that round beside the true Dice.
 
     ``true_dice``: round -> (seconds, Dice on the held-out cases) from ``results.csv``."""
+    from medal.report.metrics import prediction_agreement
     from medal.report.run_report import collect_run, verdict_after
 
     rounds = collect_run(seed_dir, dataset, cfg)["rounds"]
     out = []
     for i, r in enumerate(rounds):
         k = int(r["index"])
+        if r.get("agreement") is None and k > 0:  # a run from before manifests recorded it: read both rounds' predictions
+            prev, cur = seed_dir / f"round_{k - 1:03d}" / "scores", seed_dir / f"round_{k:03d}" / "scores"
+            if prev.is_dir() and cur.is_dir():
+                r["agreement"] = prediction_agreement(prev, cur, sorted(p.name for p in cur.iterdir() if p.is_dir()))[
+                    "agreement"]
         v = verdict_after(rounds[: i + 1], cfg.report)
         seconds, dice = true_dice[k]
         out.append({"round": k, "seconds": seconds, "holdout_dice": r["holdout"]["dice"],
                     "holdout_cases": r["holdout"]["cases"], "true_dice": dice, "pool_entropy": r["pool_entropy"],
+                    "agreement": r.get("agreement"),
                     "verdict": v.decision, "fired": sorted(name for name, rule in v.rules.items() if rule.get("fired"))})
     return out
 
 
-def summarise(per_seed: dict[int, list[dict]], last: dict[int, tuple[float, float]]) -> dict:
-    """First verdicts, what stopping there forgoes, and how the held-out slices track the true Dice.
+def _stop_at(rows: list[dict], seed_last: dict, first_row) -> dict:
+    """Per seed, the first round ``first_row(rounds)`` names, with the Dice forgone and seconds saved there."""
+    out = []
+    for seed, rounds in rows.items():
+        hit = first_row(rounds)
+        s_end, d_end = seed_last[seed]
+        out.append({"seed": seed, "round": hit["round"] if hit else None, "true_dice": hit["true_dice"] if hit else None,
+                    "dice_forgone": d_end - hit["true_dice"] if hit else None,
+                    "seconds_saved": s_end - hit["seconds"] if hit else None})
+    fired = [r for r in out if r["round"] is not None]
+    return {"per_seed": out, "seeds_fired": len(fired), "seeds": len(out),
+            "mean_dice_forgone": float(np.mean([r["dice_forgone"] for r in fired])) if fired else None,
+            "mean_seconds_saved": float(np.mean([r["seconds_saved"] for r in fired])) if fired else None}
+
+
+def summarise(per_seed: dict[int, list[dict]], last: dict[int, tuple[float, float]], *,
+              thresholds=(0.90, 0.92, 0.94, 0.96), plateau_rounds: int = 2) -> dict:
+    """First verdicts, what stopping there forgoes, how the held-out slices track the true Dice, and where a
+    ``report.min_agreement`` of each of ``thresholds`` would first have said "consider stopping".
 
     ``last``: seed -> (seconds, true Dice) of the run's last round (trained after the last report)."""
-    first: dict = {}
-    for level in LEVELS:
-        rows = []
-        for seed, rounds in per_seed.items():
-            hit = next((r for r in rounds
-                        if r["verdict"] in LEVELS and LEVELS.index(r["verdict"]) >= LEVELS.index(level)), None)
-            s_end, d_end = last[seed]
-            rows.append({"seed": seed, "round": hit["round"] if hit else None,
-                         "true_dice": hit["true_dice"] if hit else None,
-                         "dice_forgone": d_end - hit["true_dice"] if hit else None,
-                         "seconds_saved": s_end - hit["seconds"] if hit else None})
-        fired = [r for r in rows if r["round"] is not None]
-        first[level] = {"per_seed": rows, "seeds_fired": len(fired), "seeds": len(rows),
-                        "mean_dice_forgone": float(np.mean([r["dice_forgone"] for r in fired])) if fired else None,
-                        "mean_seconds_saved": float(np.mean([r["seconds_saved"] for r in fired])) if fired else None}
+    from scipy.stats import spearmanr
+
+    agreement = {}
+    for t in thresholds:
+        def first(rounds, t=t):
+            for i in range(len(rounds)):
+                recent = [r.get("agreement") for r in rounds[: i + 1] if r.get("agreement") is not None][-plateau_rounds:]
+                if len(recent) >= plateau_rounds and all(a >= t for a in recent):
+                    return rounds[i]
+            return None
+        agreement[f"{t:g}"] = _stop_at(per_seed, last, first)
+    pairs_ag = [(r["agreement"], r["true_dice"] - p["true_dice"]) for rounds in per_seed.values()
+                for p, r in zip(rounds, rounds[1:]) if r.get("agreement") is not None]
+    first = {level: _stop_at(per_seed, last, lambda rounds, level=level: next(
+        (r for r in rounds if r["verdict"] in LEVELS and LEVELS.index(r["verdict"]) >= LEVELS.index(level)), None))
+        for level in LEVELS}
     pairs = [(r["holdout_dice"], r["true_dice"]) for rounds in per_seed.values() for r in rounds
              if r["holdout_dice"] is not None]
     gains = []
@@ -92,8 +120,11 @@ def summarise(per_seed: dict[int, list[dict]], last: dict[int, tuple[float, floa
              "mean_abs_difference": float(np.mean([abs(h - t) for h, t in pairs])) if pairs else None,
              "gains": len(g),
              "gain_sign_agreement": float(np.mean(np.sign(g[:, 0]) == np.sign(g[:, 1]))) if len(g) else None,
-             "gain_correlation": float(np.corrcoef(g[:, 0], g[:, 1])[0, 1]) if len(g) >= 3 else None}
-    return {"first": first, "tracking": track}
+             "gain_correlation": float(np.corrcoef(g[:, 0], g[:, 1])[0, 1]) if len(g) >= 3 else None,
+             "agreement_rounds": len(pairs_ag),
+             "agreement_gain_spearman": float(spearmanr([a for a, _ in pairs_ag], [d for _, d in pairs_ag])[0])
+             if len(pairs_ag) >= 3 else None}
+    return {"first": first, "tracking": track, "min_agreement": agreement}
 
 
 def _fmt(x, spec=".3f", none="n/a") -> str:
@@ -155,7 +186,7 @@ def main(argv=None) -> float | None:
         mine = {int(r["round"]): (float(r["seconds"]), float(r["dice_mean"])) for r in rows if int(r["seed"]) == seed}
         per_seed[seed] = seed_rounds(out / "default" / f"seed_{seed}", ds, cfg, mine)
         last[seed] = mine[max(mine)]
-    summary = summarise(per_seed, last)
+    summary = summarise(per_seed, last, plateau_rounds=cfg.report.plateau_rounds)
     minutes = (time.perf_counter() - t0) / 60
     rc = cfg.report
     name = "stopping" + ("_tuning" if args.split == "tuning" else "") + ("_quick" if args.quick else "")
@@ -175,26 +206,34 @@ def main(argv=None) -> float | None:
              f"{sim.initial_budget_s:.0f} s, then {sim.rounds} time-boxed rounds of {args.budget:.0f} s; report "
              f"thresholds min_gain {rc.min_gain:g}, plateau_rounds {rc.plateau_rounds}, max_pool_entropy "
              f"{rc.max_pool_entropy:g}; wall {minutes:.0f} min; per-round JSON `benchmarks/results/{name}.json`",
-             "", "| seed | round | true seconds | held-out slices: Dice (cases) | true Dice | report's verdict | rules fired |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "", "| seed | round | true seconds | held-out slices: Dice (cases) | pool predictions vs round before "
+             "| true Dice | report's verdict | rules fired |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for seed, rounds in per_seed.items():
         for r in rounds:
             lines.append(f"| {seed} | {r['round']} | {r['seconds']:.0f} | {_fmt(r['holdout_dice'])} ({r['holdout_cases']}) "
-                         f"| {r['true_dice']:.3f} | {r['verdict']} | {', '.join(r['fired']) or '-'} |")
+                         f"| {_fmt(r['agreement'])} | {r['true_dice']:.3f} | {r['verdict']} | {', '.join(r['fired']) or '-'} |")
         s_end, d_end = last[seed]
-        lines.append(f"| {seed} | {max(r['round'] for r in rounds) + 1} (last model) | {s_end:.0f} | - | {d_end:.3f} | "
-                     f"- | - |")
+        lines.append(f"| {seed} | {max(r['round'] for r in rounds) + 1} (last model) | {s_end:.0f} | - | - | {d_end:.3f} "
+                     f"| - | - |")
+
+    def where(f):
+        return ", ".join(f"seed {r['seed']}: " + (f"round {r['round']} (true Dice {r['true_dice']:.3f}, "
+                                                   f"{r['dice_forgone']:+.3f} forgone, {r['seconds_saved']:.0f} s saved)"
+                                                   if r["round"] is not None else "never") for r in f["per_seed"])
     for level in LEVELS:
         f = summary["first"][level]
-        where = ", ".join(f"seed {r['seed']}: " + (f"round {r['round']} (true Dice {r['true_dice']:.3f}, "
-                                                    f"{r['dice_forgone']:+.3f} forgone, {r['seconds_saved']:.0f} s saved)"
-                                                    if r["round"] is not None else "never")
-                          for r in f["per_seed"])
-        lines.append(f"- first '{level}' (or firmer): {f['seeds_fired']}/{f['seeds']} seeds; {where}")
+        lines.append(f"- first '{level}' (or firmer): {f['seeds_fired']}/{f['seeds']} seeds; {where(f)}")
     t = summary["tracking"]
     lines.append(f"- held-out slices vs true Dice: mean |difference| {_fmt(t['mean_abs_difference'])} over "
                  f"{t['rounds_with_holdout']} rounds; round-to-round gains agree in sign "
                  f"{_fmt(t['gain_sign_agreement'], '.0%')} of {t['gains']}, correlation {_fmt(t['gain_correlation'], '.2f')}")
+    lines.append(f"- pool predictions' agreement with the round before vs that round's true Dice gain: Spearman "
+                 f"{_fmt(t['agreement_gain_spearman'], '.2f')} over {t['agreement_rounds']} rounds")
+    for thr, f in summary["min_agreement"].items():
+        lines.append(f"- `report.min_agreement: {thr}` ({rc.plateau_rounds} rounds) would first say 'consider stopping': "
+                     f"{f['seeds_fired']}/{f['seeds']} seeds, mean {_fmt(f['mean_dice_forgone'], '+.3f')} Dice forgone, "
+                     f"{_fmt(f['mean_seconds_saved'], '.0f')} s saved; {where(f)}")
     record(f"When to stop: `medal report`'s verdict against the true learning curve ({args.split} split)", lines)
     print("\n".join(lines))
     forgone = summary["first"]["consider stopping"]["mean_dice_forgone"]

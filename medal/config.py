@@ -581,6 +581,7 @@ class ReportConfig:
     min_gain: float = 0.01  # a round gaining less held-out Dice than this counts as no gain
     plateau_rounds: int = 2  # ... for this many rounds in a row: a plateau
     max_pool_entropy: float = 0.02  # mean entropy of the unannotated pool below this: a confident model
+    min_agreement: float = 0.0  # pool predictions this alike (Dice) round to round for plateau_rounds rounds: stable; 0 = off
     total_budget_s: float = 0.0  # seconds the project can spend in all; 0 = no limit
     flag_confidence: float = 0.95  # a finished task is flagged when the model, this sure, ...
     flag_share: float = 0.2  # ... disagrees with more than this share of its voxels
@@ -590,6 +591,8 @@ class ReportConfig:
             raise ConfigError("report: min_gain must lie in (0, 1) and plateau_rounds be >= 1")
         if self.max_pool_entropy < 0 or self.total_budget_s < 0:
             raise ConfigError("report: max_pool_entropy and total_budget_s must be >= 0")
+        if not 0 <= self.min_agreement <= 1:
+            raise ConfigError(f"report: min_agreement must lie in [0, 1] (0 = off), got {self.min_agreement}")
         if not 0.5 <= self.flag_confidence < 1 or not 0 < self.flag_share < 1:
             raise ConfigError("report: flag_confidence must lie in [0.5, 1) and flag_share in (0, 1)")
 

@@ -184,13 +184,16 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
                           cache=cache, label_map=dataset.label_map, temperature=temperature)
-        from medal.report.metrics import holdout_dice, pool_uncertainty
+        from medal.report.metrics import holdout_dice, pool_uncertainty, prediction_agreement
 
         held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)
         unc = pool_uncertainty(rd / "scores", labels_dir(run_dir), pool) if "entropy" in cfg.uncertainty.measures \
             else None
+        prev = round_dir(run_dir, index - 1) / "scores" if index > 0 else None
+        agree = prediction_agreement(prev, rd / "scores", pool, background=dataset.label_map.values[0]) \
+            if prev is not None and prev.is_dir() else {"agreement": None, "cases": 0}
         done("score", {"scored": sorted(rep.scored), "failures": rep.failures, "holdout": held,
-                       "pool_entropy": unc})
+                       "pool_entropy": unc, "prediction_agreement": agree})
     if stop_after == "score":
         return RoundResult(rd, {}, ran)
 
@@ -232,6 +235,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"],
                         "steps": state["train"].get("steps"), "holdout": state["score"].get("holdout"),
                         "pool_entropy": state["score"].get("pool_entropy"),
+                        "prediction_agreement": state["score"].get("prediction_agreement"),
                         "calibration": state["train"].get("calibration")},
             "steps": {k: state[k]["finished"] for k in STEPS},
         }

@@ -184,14 +184,14 @@ def test_stopping_benchmark_summary_on_a_constructed_run():
     """benchmarks/stopping.py's summary by hand: first verdicts, Dice forgone and held-out tracking."""
     summarise = _bench("stopping").summarise
 
-    def r(k, s, h, t, v):
-        return {"round": k, "seconds": s, "holdout_dice": h, "true_dice": t, "verdict": v}
+    def r(k, s, h, t, v, a=None):
+        return {"round": k, "seconds": s, "holdout_dice": h, "true_dice": t, "verdict": v, "agreement": a}
 
-    per_seed = {0: [r(0, 300, None, 0.50, "continue"), r(1, 900, 0.70, 0.78, "continue"),
-                    r(2, 1500, 0.80, 0.82, "consider stopping"), r(3, 2100, 0.79, 0.83, "stop")],
-                1: [r(0, 300, 0.55, 0.52, "continue"), r(1, 900, 0.75, 0.80, "continue"),
-                    r(2, 1500, 0.76, 0.79, "continue")]}
-    out = summarise(per_seed, {0: (2700.0, 0.84), 1: (2100.0, 0.83)})
+    per_seed = {0: [r(0, 300, None, 0.50, "continue"), r(1, 900, 0.70, 0.78, "continue", 0.6),
+                    r(2, 1500, 0.80, 0.82, "consider stopping", 0.91), r(3, 2100, 0.79, 0.83, "stop", 0.95)],
+                1: [r(0, 300, 0.55, 0.52, "continue"), r(1, 900, 0.75, 0.80, "continue", 0.7),
+                    r(2, 1500, 0.76, 0.79, "continue", 0.93)]}
+    out = summarise(per_seed, {0: (2700.0, 0.84), 1: (2100.0, 0.83)}, thresholds=(0.90, 0.92), plateau_rounds=2)
     c, s = out["first"]["consider stopping"], out["first"]["stop"]
     assert [x["round"] for x in c["per_seed"]] == [2, None] and c["seeds_fired"] == 1 and c["seeds"] == 2
     assert c["mean_dice_forgone"] == pytest.approx(0.84 - 0.82) and c["mean_seconds_saved"] == pytest.approx(1200)
@@ -203,3 +203,13 @@ def test_stopping_benchmark_summary_on_a_constructed_run():
     hold, true = np.array([0.10, -0.01, 0.20, 0.01]), np.array([0.04, 0.01, 0.28, -0.01])
     assert t["gains"] == 4 and t["gain_sign_agreement"] == pytest.approx(0.5)
     assert t["gain_correlation"] == pytest.approx(np.corrcoef(hold, true)[0, 1])
+    # the pool predictions' agreement against each round's true gain, and min_agreement over 2 rounds
+    from scipy.stats import spearmanr
+
+    assert t["agreement_rounds"] == 5
+    assert t["agreement_gain_spearman"] == pytest.approx(
+        spearmanr([0.6, 0.91, 0.95, 0.7, 0.93], [0.28, 0.04, 0.01, 0.28, -0.01])[0])
+    a90, a92 = out["min_agreement"]["0.9"], out["min_agreement"]["0.92"]
+    assert [x["round"] for x in a90["per_seed"]] == [3, None]  # 0.91 and 0.95: both >= 0.90 only after round 3
+    assert a90["mean_dice_forgone"] == pytest.approx(0.01) and a90["mean_seconds_saved"] == pytest.approx(600)
+    assert a92["seeds_fired"] == 0 and a92["mean_dice_forgone"] is None

@@ -3,6 +3,7 @@
 * Dice on the held-out annotated slices (``training.holdout``): the pool predictions ``medal score``
   wrote, compared with the expert's labels on voxels the model was never trained on.
 * The mean uncertainty of the pool's still-unannotated voxels.
+* How much the pool's predicted segmentation changed since the previous round (stabilizing predictions).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean"]
+__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean", "label_agreement", "prediction_agreement"]
 
 
 def holdout_dice(scores_dir, labels_dir, dataset, case_ids, fraction: float) -> dict:
@@ -66,6 +67,40 @@ def pool_uncertainty(scores_dir, labels_dir, case_ids, measure: str = "entropy")
         total += float(m[free].sum())
         n += int(free.sum())
     return total / n if n else None
+
+
+def label_agreement(a: np.ndarray, b: np.ndarray, *, background: int = 0) -> float:
+    """Mean over the foreground labels present in ``a`` or ``b`` of their Dice; 1.0 when neither holds one."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
+    values = [v for v in np.union1d(np.unique(a), np.unique(b)) if v != background]
+    if not values:
+        return 1.0
+    dice = []
+    for v in values:
+        x, y = a == v, b == v
+        dice.append(2.0 * float(np.count_nonzero(x & y)) / float(np.count_nonzero(x) + np.count_nonzero(y)))
+    return float(np.mean(dice))
+
+
+def prediction_agreement(previous_scores, scores, case_ids, *, background: int = 0) -> dict:
+    """How much the pool's predicted segmentation changed since the previous round.
+
+    Per case scored in both rounds, :func:`label_agreement` of the two rounds' ``prediction.nii.gz``;
+    returns ``{"agreement": mean over those cases (None when none), "cases": n}``. A label-free signal
+    over the whole pool, where the held-out slices are few: predictions that stop changing from one
+    round to the next mean the model has stopped learning from the new labels ("stabilizing
+    predictions", Bloodgood & Vijay-Shanker, CoNLL 2009).
+    """
+    from medal.data import load_volume
+
+    per = []
+    for cid in case_ids:
+        a, b = Path(previous_scores) / cid / "prediction.nii.gz", Path(scores) / cid / "prediction.nii.gz"
+        if a.is_file() and b.is_file():
+            per.append(label_agreement(load_volume(a).array, load_volume(b).array, background=background))
+    return {"agreement": float(np.mean(per)) if per else None, "cases": len(per)}
 
 
 def bootstrap_mean(values, *, n: int = 2000, seed: int = 0, level: float = 0.9) -> tuple[float, float]:

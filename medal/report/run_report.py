@@ -4,7 +4,8 @@ For every round folder of the run (``round_*``): what was chosen (tasks per case
 class, per plane; the share with predicted foreground; quality-control tasks), the seconds predicted
 and the seconds the napari plugin logged; the model's Dice on the held-out annotated slices
 (``training.holdout``) with a bootstrap interval over cases; the mean uncertainty of the still
-unannotated pool; the agreement of quality-control re-annotations; earlier labels the current model
+unannotated pool; how much the pool's predictions changed since the round before; the agreement of
+quality-control re-annotations; earlier labels the current model
 confidently contradicts (for review); and a stopping recommendation (:mod:`medal.report.stopping`).
 Writes ``RUN/report.md``, ``RUN/report.json`` and the plots in ``RUN/report/``.
 """
@@ -101,6 +102,7 @@ def collect_run(run_dir, dataset, cfg) -> dict:
                             "interval_90": list(bootstrap_mean(held.get("per_case", {}).values()))
                             if held.get("per_case") else None, "per_case": held.get("per_case", {})}
         entry["pool_entropy"] = (man.get("metrics") or {}).get("pool_entropy")
+        entry["agreement"] = ((man.get("metrics") or {}).get("prediction_agreement") or {}).get("agreement")
         entry["calibration"] = (man.get("metrics") or {}).get("calibration")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
@@ -119,9 +121,10 @@ def verdict_after(rounds: list[dict], report_cfg):
 
     return decide([{"seconds": r["seconds_at_training"] or None, "dice": r["holdout"]["dice"],
                     "per_case": r["holdout"]["per_case"], "pool_entropy": r["pool_entropy"],
-                    "budget_s": r["budget_s"]} for r in rounds],
+                    "budget_s": r["budget_s"], "agreement": r.get("agreement")} for r in rounds],
                   min_gain=report_cfg.min_gain, plateau_rounds=report_cfg.plateau_rounds,
-                  max_pool_entropy=report_cfg.max_pool_entropy, total_budget_s=report_cfg.total_budget_s)
+                  max_pool_entropy=report_cfg.max_pool_entropy, total_budget_s=report_cfg.total_budget_s,
+                  min_agreement=report_cfg.min_agreement)
 
 
 def _agreement_summary(rounds: list[dict]) -> dict:
@@ -258,8 +261,8 @@ def _markdown(data: dict, plots: list[str]) -> str:
              f"- dataset: {data['dataset']} (labels {', '.join(str(x) for x in data['labels']['values'])})",
              f"- rounds: {len(data['rounds'])}; expert seconds logged: {data['logged_s']:.0f}", "",
              "| round | tasks (cases, most per case) | planes | predicted class | with predicted fg | predicted s "
-             "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy | pool predictions vs round before |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in data["rounds"]:
         ch = r.get("chosen") or {}
         held = r["holdout"]
@@ -276,7 +279,8 @@ def _markdown(data: dict, plots: list[str]) -> str:
             + ("n/a" if ch.get("with_predicted_foreground") is None else f"{100 * ch['with_predicted_foreground']:.0f}%")
             + f" | {r['predicted_s'] or 0:.0f} | "
             + (f"{lg['charged_s']:.0f} ({lg['logged']})" if lg["logged"] else "not logged yet")
-            + f" | {dice} | " + ("n/a" if r["pool_entropy"] is None else f"{r['pool_entropy']:.4f}") + " |")
+            + f" | {dice} | " + ("n/a" if r["pool_entropy"] is None else f"{r['pool_entropy']:.4f}")
+            + " | " + ("n/a" if r.get("agreement") is None else f"{r['agreement']:.3f}") + " |")
     cal = [(r["round"], r["calibration"]) for r in data["rounds"] if r.get("calibration")]
     if cal:
         lines += ["", "Calibration (temperature scaling on the validation cases' annotated voxels; ECE of the "

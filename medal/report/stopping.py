@@ -12,6 +12,12 @@ The rules, evaluated after every round on what the run's own files hold (no grou
 ``confident pool``
     The mean predictive entropy of the pool's unannotated voxels is below ``report.max_pool_entropy``:
     the model is sure nearly everywhere (**consider stopping**).
+``stable predictions``
+    How alike the pool's predicted segmentations of two consecutive rounds are (mean foreground Dice
+    over the pool's cases, :func:`medal.report.metrics.prediction_agreement`; label-free and over the
+    whole pool, where the held-out slices are few). Always reported; with ``report.min_agreement`` set,
+    an agreement at or above it in each of the last ``plateau_rounds`` rounds counts towards **consider
+    stopping** ("stabilizing predictions", Bloodgood & Vijay-Shanker, CoNLL 2009).
 ``learning curve``
     An inverse power law ``dice(s) = a - b * s ** -c`` in logged seconds (Figueroa et al., "Predicting
     sample size required for classification performance", BMC Med Inform Decis Mak 2012), fitted to
@@ -81,13 +87,14 @@ class Verdict:
 
 
 def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 2, max_pool_entropy: float = 0.02,
-           total_budget_s: float = 0.0, round_budget_s: float | None = None, n_boot: int = 500,
-           seed: int = 0) -> Verdict:
+           total_budget_s: float = 0.0, round_budget_s: float | None = None, min_agreement: float = 0.0,
+           n_boot: int = 500, seed: int = 0) -> Verdict:
     """The verdict after the last of ``rounds``.
 
     ``rounds``: per round, in order, ``{"seconds": cumulative logged seconds when the round's model was
     trained, "dice": held-out Dice or None, "per_case": {case: dice}, "pool_entropy": float or None,
-    "budget_s": the round's budget}``.
+    "budget_s": the round's budget, "agreement": the pool predictions' agreement with the previous
+    round's, or None}`` (``agreement`` optional).
     """
     rules: dict = {}
     reasons: list[str] = []
@@ -128,6 +135,16 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
         if fired:
             consider = True
             reasons.append(f"the model is confident on the unannotated pool (mean entropy {ent:.4f} < {max_pool_entropy})")
+    agreements = [r.get("agreement") for r in rounds if r.get("agreement") is not None]
+    if agreements:
+        last = agreements[-plateau_rounds:]
+        fired = bool(min_agreement) and len(last) >= plateau_rounds and all(a >= min_agreement for a in last)
+        rules["stable_predictions"] = {"fired": fired, "agreements": agreements, "min_agreement": min_agreement or None,
+                                       "rounds": plateau_rounds}
+        if fired:
+            consider = True
+            reasons.append(f"the pool's predictions changed little in each of the last {plateau_rounds} rounds "
+                           f"(agreement with the round before {', '.join(f'{a:.3f}' for a in last)} >= {min_agreement})")
     curve: dict = {"fired": False}
     budget = round_budget_s or (rounds[-1].get("budget_s") if rounds else None)
     params = fit_power_law([r["seconds"] for r in valid], [r["dice"] for r in valid]) if len(valid) >= 3 else None

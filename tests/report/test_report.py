@@ -60,13 +60,48 @@ def test_verdict_after_a_prefix_is_the_report_after_that_round():
     entries = [{"seconds_at_training": r["seconds"], "budget_s": r["budget_s"], "pool_entropy": r["pool_entropy"],
                 "holdout": {"dice": r["dice"], "per_case": r["per_case"], "cases": 8}} for r in simple]
     rc = ReportConfig()
-    seen = [verdict_after(entries[:k], rc).decision for k in range(1, len(entries) + 1)]
-    assert seen[:3] == ["continue"] * 3  # still rising after rounds 0-2 (+0.20, +0.05)
-    assert seen[-1] in ("consider stopping", "stop")
-    for k in range(1, len(entries) + 1):
-        assert verdict_after(entries[:k], rc).to_json() == decide(simple[:k]).to_json()
+    verdicts = [verdict_after(entries[:k], rc) for k in range(1, len(entries) + 1)]
+    assert [v.decision for v in verdicts[:3]] == ["continue"] * 3  # still rising after rounds 0-2 (+0.20, +0.05)
+    assert verdicts[-1].decision in ("consider stopping", "stop")
+    for k in (2, 5):
+        assert verdicts[k - 1].to_json() == decide(simple[:k]).to_json()
     strict = verdict_after(entries, ReportConfig(min_gain=0.001))  # the config's thresholds are used
     assert not strict.rules["plateau"]["fired"] and strict.rules["plateau"]["min_gain"] == 0.001
+
+
+def test_prediction_agreement_by_hand_and_the_stable_predictions_rule(tmp_path):
+    from medal.data import Volume
+    from medal.report.metrics import label_agreement, prediction_agreement
+
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[0, :2] = 1  # label 1: 8 voxels
+    a[2] = 2  # label 2: 16 voxels
+    b = a.copy()
+    b[0, 1] = 0  # label 1 keeps 4 of its 8
+    assert label_agreement(a, b) == pytest.approx((2 * 4 / (8 + 4) + 1.0) / 2)
+    assert label_agreement(a, a) == 1.0 and label_agreement(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    c = a.copy()
+    c[3, 0, 0] = 17  # a label only one map holds counts 0 for it
+    assert label_agreement(a, c) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="shape"):
+        label_agreement(a, a[:2])
+    for rd, arr in (("r0", a), ("r1", b)):  # two rounds' score folders; case "z" scored only in round 1
+        save_volume(Volume(arr, np.eye(4)), tmp_path / rd / "x" / "prediction.nii.gz")
+    save_volume(Volume(a, np.eye(4)), tmp_path / "r1" / "z" / "prediction.nii.gz")
+    got = prediction_agreement(tmp_path / "r0", tmp_path / "r1", ["x", "y", "z"])
+    assert got == {"agreement": pytest.approx(label_agreement(a, b)), "cases": 1}
+    assert prediction_agreement(tmp_path / "r0", tmp_path / "r1", ["y"]) == {"agreement": None, "cases": 0}
+
+    rounds = [dict(r, agreement=ag) for r, ag in zip(_rounds([0.40, 0.60, 0.70, 0.75], [600, 1200, 1800, 2400]),
+                                                      [None, 0.80, 0.95, 0.96])]
+    off = decide(rounds)  # reported, never fired, while report.min_agreement is 0
+    assert off.rules["stable_predictions"] == {"fired": False, "agreements": [0.80, 0.95, 0.96], "min_agreement": None,
+                                               "rounds": 2}
+    on = decide(rounds, min_agreement=0.94)
+    assert on.rules["stable_predictions"]["fired"] and on.decision in ("consider stopping", "stop")
+    assert any("changed little" in r for r in on.reasons)
+    assert not decide(rounds[:3], min_agreement=0.94).rules["stable_predictions"]["fired"]  # 0.80 then 0.95
+    assert "stable_predictions" not in decide(_rounds([0.4, 0.6], [600, 1200])).rules  # no agreement: no rule
 
 
 def test_agreement_on_a_constructed_example():
@@ -136,6 +171,11 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert man["budget"]["reserve_tasks"] == res_meta["reserve_tasks"] > 0
         assert man["budget"]["reserve_s"] == pytest.approx(res_meta["reserve_s"])
         assert r["holdout"]["dice"] == pytest.approx(man["metrics"]["holdout"]["dice"])
+        agree = man["metrics"]["prediction_agreement"]  # the pool's predictions against the round before's
+        if index == 0:
+            assert agree == {"agreement": None, "cases": 0} and r["agreement"] is None
+        else:
+            assert agree["cases"] == len(cases) and 0 <= agree["agreement"] <= 1 and r["agreement"] == agree["agreement"]
         assert man["metrics"]["holdout"]["voxels"] > 0 and 0 <= man["metrics"]["holdout"]["dice"] <= 1
         # temperature scaling on the validation case's voxels, with its reliability bins, in the report
         cal = man["metrics"]["calibration"]
@@ -181,6 +221,7 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
             assert (rd / "qc" / f"{t.case_id}.nii.gz").is_file()
     md = (run / "report.md").read_text()
     assert "**Recommendation:" in md and "learning_curve.png" in md and "Label quality control" in md
+    assert "pool predictions vs round before" in md and f"{data['rounds'][1]['agreement']:.3f} |" in md
     assert f"+ reserve {n_res} of {n_res} painted" in md
     assert "Calibration (temperature scaling" in md and "reliability.png" in md
     for png in ("learning_curve.png", "rounds.png", "reliability.png"):
