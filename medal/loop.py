@@ -190,7 +190,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         unc = pool_uncertainty(rd / "scores", labels_dir(run_dir), pool) if "entropy" in cfg.uncertainty.measures \
             else None
         prev = round_dir(run_dir, index - 1) / "scores" if index > 0 else None
-        agree = prediction_agreement(prev, rd / "scores", pool, background=dataset.label_map.values[0]) \
+        agree = prediction_agreement(prev, rd / "scores", pool, label_map=dataset.label_map) \
             if prev is not None and prev.is_dir() else {"agreement": None, "cases": 0}
         done("score", {"scored": sorted(rep.scored), "failures": rep.failures, "holdout": held,
                        "pool_entropy": unc, "prediction_agreement": agree})

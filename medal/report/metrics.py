@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean", "label_agreement", "prediction_agreement"]
+__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean", "prediction_agreement"]
 
 
 def holdout_dice(scores_dir, labels_dir, dataset, case_ids, fraction: float) -> dict:
@@ -69,37 +69,31 @@ def pool_uncertainty(scores_dir, labels_dir, case_ids, measure: str = "entropy")
     return total / n if n else None
 
 
-def label_agreement(a: np.ndarray, b: np.ndarray, *, background: int = 0) -> float:
-    """Mean over the foreground labels present in ``a`` or ``b`` of their Dice; 1.0 when neither holds one."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
-    values = [v for v in np.union1d(np.unique(a), np.unique(b)) if v != background]
-    if not values:
-        return 1.0
-    dice = []
-    for v in values:
-        x, y = a == v, b == v
-        dice.append(2.0 * float(np.count_nonzero(x & y)) / float(np.count_nonzero(x) + np.count_nonzero(y)))
-    return float(np.mean(dice))
-
-
-def prediction_agreement(previous_scores, scores, case_ids, *, background: int = 0) -> dict:
+def prediction_agreement(previous_scores, scores, case_ids, *, label_map=None) -> dict:
     """How much the pool's predicted segmentation changed since the previous round.
 
-    Per case scored in both rounds, :func:`label_agreement` of the two rounds' ``prediction.nii.gz``;
-    returns ``{"agreement": mean over those cases (None when none), "cases": n}``. A label-free signal
-    over the whole pool, where the held-out slices are few: predictions that stop changing from one
-    round to the next mean the model has stopped learning from the new labels ("stabilizing
+    Per case scored in both rounds, the mean over foreground classes of the Dice between the two rounds'
+    ``prediction.nii.gz`` (:func:`medal.report.quality.agreement`; a class neither holds is left out, a
+    case with none counts 1; ``label_map`` maps the files' label values to classes, else values are
+    classes); returns ``{"agreement": mean over those cases (None when none), "cases": n}``. A label-free
+    signal over the whole pool, where the held-out slices are few: predictions that stop changing from
+    one round to the next mean the model has stopped learning from the new labels ("stabilizing
     predictions", Bloodgood & Vijay-Shanker, CoNLL 2009).
     """
     from medal.data import load_volume
+    from medal.report.quality import agreement
 
     per = []
     for cid in case_ids:
         a, b = Path(previous_scores) / cid / "prediction.nii.gz", Path(scores) / cid / "prediction.nii.gz"
-        if a.is_file() and b.is_file():
-            per.append(label_agreement(load_volume(a).array, load_volume(b).array, background=background))
+        if not (a.is_file() and b.is_file()):
+            continue
+        x, y = load_volume(a).array, load_volume(b).array
+        if label_map is not None:
+            x, y = label_map.to_index(x), label_map.to_index(y)
+        n = label_map.n_classes if label_map is not None else int(max(x.max(initial=0), y.max(initial=0))) + 1
+        dice = [d for d in agreement(x, y, n).values() if d is not None]
+        per.append(float(np.mean(dice)) if dice else 1.0)
     return {"agreement": float(np.mean(per)) if per else None, "cases": len(per)}
 
 

@@ -70,26 +70,34 @@ def test_verdict_after_a_prefix_is_the_report_after_that_round():
 
 
 def test_prediction_agreement_by_hand_and_the_stable_predictions_rule(tmp_path):
-    from medal.data import Volume
-    from medal.report.metrics import label_agreement, prediction_agreement
+    from medal.data import LabelMap, Volume
+    from medal.report.metrics import prediction_agreement
 
     a = np.zeros((4, 4, 4), np.uint8)
     a[0, :2] = 1  # label 1: 8 voxels
     a[2] = 2  # label 2: 16 voxels
     b = a.copy()
     b[0, 1] = 0  # label 1 keeps 4 of its 8
-    assert label_agreement(a, b) == pytest.approx((2 * 4 / (8 + 4) + 1.0) / 2)
-    assert label_agreement(a, a) == 1.0 and label_agreement(np.zeros_like(a), np.zeros_like(a)) == 1.0
-    c = a.copy()
-    c[3, 0, 0] = 17  # a label only one map holds counts 0 for it
-    assert label_agreement(a, c) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="shape"):
-        label_agreement(a, a[:2])
-    for rd, arr in (("r0", a), ("r1", b)):  # two rounds' score folders; case "z" scored only in round 1
-        save_volume(Volume(arr, np.eye(4)), tmp_path / rd / "x" / "prediction.nii.gz")
-    save_volume(Volume(a, np.eye(4)), tmp_path / "r1" / "z" / "prediction.nii.gz")
+    c = np.zeros_like(a)
+    c[3, 0, 0] = 2  # a label one map lacks counts 0 for it; label 1 in neither is left out
+    z = np.zeros_like(a)
+
+    def agree(first, second, **kw):
+        for rd, arr in (("r0", first), ("r1", second)):
+            save_volume(Volume(arr, np.eye(4)), tmp_path / rd / "x" / "prediction.nii.gz")
+        return prediction_agreement(tmp_path / "r0", tmp_path / "r1", ["x"], **kw)["agreement"]
+
+    assert agree(a, b) == pytest.approx((2 * 4 / (8 + 4) + 1.0) / 2)
+    assert agree(a, a) == 1.0 and agree(z, z) == 1.0  # nothing predicted twice: nothing changed
+    assert agree(z, c) == 0.0
+    sparse = a.copy()
+    sparse[sparse == 2] = 42  # sparse label values map to classes through the dataset's label map
+    sparse_b = b.copy()
+    sparse_b[sparse_b == 2] = 42
+    assert agree(sparse, sparse_b, label_map=LabelMap((0, 1, 42))) == pytest.approx(agree(a, b))
+    save_volume(Volume(a, np.eye(4)), tmp_path / "r1" / "z" / "prediction.nii.gz")  # case z: round 1 only
     got = prediction_agreement(tmp_path / "r0", tmp_path / "r1", ["x", "y", "z"])
-    assert got == {"agreement": pytest.approx(label_agreement(a, b)), "cases": 1}
+    assert got == {"agreement": pytest.approx(agree(a, b)), "cases": 1}
     assert prediction_agreement(tmp_path / "r0", tmp_path / "r1", ["y"]) == {"agreement": None, "cases": 0}
 
     rounds = [dict(r, agreement=ag) for r, ag in zip(_rounds([0.40, 0.60, 0.70, 0.75], [600, 1200, 1800, 2400]),
