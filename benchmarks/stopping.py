@@ -2,9 +2,9 @@
 
     python benchmarks/stopping.py [--quick] [--split tuning] [--seeds 0 1] [--rounds 6]
 
-``medal report`` tells a user after every round whether to go on (:mod:`medal.report.stopping`: a plateau
-of the Dice on held-out *annotated slices*, a confident pool, a fitted learning curve), from the run's own
-files, without ground truth. This checks those verdicts against what the user cannot see: the model's
+``medal report`` tells a user after every round whether to go on (:mod:`medal.report.stopping`: the pool's
+predictions stable from round to round as the gate, since 2026-12-05; a plateau of the Dice on held-out
+*annotated slices*, a confident pool, a fitted learning curve), from the run's own files, without ground truth. This checks those verdicts against what the user cannot see: the model's
 Dice on whole held-out cases after every round.
 
 It runs ``medal simulate`` with medal's default selection on ``configs/label_efficiency_cpu.yaml`` and
@@ -14,7 +14,7 @@ never trained on, which the report's Dice is measured on), a 300 s random start 
 from the training side, never the test cases) give the true Dice. Then, for every seed, it reads the run
 folder as ``medal report`` does (:func:`medal.report.run_report.collect_run`) and takes the verdict the
 report showed after each round (:func:`~medal.report.run_report.verdict_after` on the rounds so far),
-with the config's ``report`` thresholds (``min_gain``, ``plateau_rounds``, ``max_pool_entropy``).
+with the config's ``report`` thresholds (``min_gain``, ``plateau_rounds``, ``max_pool_entropy``, ``min_agreement``).
 
 Per seed and round: seconds, held-out-slice Dice (cases with held-out slices), true Dice, verdict and
 the rules that fired. Summary: the first round each verdict appears; the true Dice there against the
@@ -147,6 +147,8 @@ def main(argv=None) -> float | None:
                     help="continue the simulation in --out (interrupted, or with other --seeds or more --rounds)")
     ap.add_argument("--from-results", default=None, metavar="DIR", help="re-read an earlier run's folder")
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--results-name", default=None, metavar="NAME",
+                    help="write benchmarks/results/NAME.json (default: stopping[_tuning][_quick])")
     args = ap.parse_args(argv)
 
     from _record import record
@@ -189,12 +191,12 @@ def main(argv=None) -> float | None:
     summary = summarise(per_seed, last, plateau_rounds=cfg.report.plateau_rounds)
     minutes = (time.perf_counter() - t0) / 60
     rc = cfg.report
-    name = "stopping" + ("_tuning" if args.split == "tuning" else "") + ("_quick" if args.quick else "")
+    name = args.results_name or ("stopping" + ("_tuning" if args.split == "tuning" else "") + ("_quick" if args.quick else ""))
     result = {"split": args.split, "config": Path(args.config).name, "seeds": list(sim.seeds), "rounds": sim.rounds,
               "pool_cases": len(pool), "true_dice_cases": len(test), "initial_budget_s": sim.initial_budget_s,
               "budget_s": args.budget, "holdout": args.holdout,
               "report": {"min_gain": rc.min_gain, "plateau_rounds": rc.plateau_rounds,
-                         "max_pool_entropy": rc.max_pool_entropy},
+                         "max_pool_entropy": rc.max_pool_entropy, "min_agreement": rc.min_agreement},
               "per_seed": {str(k): v for k, v in per_seed.items()},
               "last_round": {str(k): {"seconds": v[0], "true_dice": v[1]} for k, v in last.items()}, **summary}
     (HERE / "results").mkdir(exist_ok=True)
@@ -205,7 +207,7 @@ def main(argv=None) -> float | None:
              f"{len(test)} held-out cases; default selection; seeds {list(sim.seeds)}; random start "
              f"{sim.initial_budget_s:.0f} s, then {sim.rounds} time-boxed rounds of {args.budget:.0f} s; report "
              f"thresholds min_gain {rc.min_gain:g}, plateau_rounds {rc.plateau_rounds}, max_pool_entropy "
-             f"{rc.max_pool_entropy:g}; wall {minutes:.0f} min; per-round JSON `benchmarks/results/{name}.json`",
+             f"{rc.max_pool_entropy:g}, min_agreement {rc.min_agreement:g}; wall {minutes:.0f} min; per-round JSON `benchmarks/results/{name}.json`",
              "", "| seed | round | true seconds | held-out slices: Dice (cases) | pool predictions vs round before "
              "| true Dice | report's verdict | rules fired |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

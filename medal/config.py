@@ -581,7 +581,8 @@ class ReportConfig:
     min_gain: float = 0.01  # a round gaining less held-out Dice than this counts as no gain
     plateau_rounds: int = 2  # ... for this many rounds in a row: a plateau
     max_pool_entropy: float = 0.02  # mean entropy of the unannotated pool below this: a confident model
-    min_agreement: float = 0.0  # pool predictions this alike (Dice) round to round for plateau_rounds rounds: stable; 0 = off
+    min_agreement: float = 0.92  # pool predictions this alike (Dice) round to round for plateau_rounds rounds: stable,
+    # the gate of "consider stopping" and "stop" (benchmarks/stopping.py); 0 = off, every rule counts on its own
     total_budget_s: float = 0.0  # seconds the project can spend in all; 0 = no limit
     flag_confidence: float = 0.95  # a finished task is flagged when the model, this sure, ...
     flag_share: float = 0.2  # ... disagrees with more than this share of its voxels

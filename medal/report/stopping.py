@@ -15,9 +15,14 @@ The rules, evaluated after every round on what the run's own files hold (no grou
 ``stable predictions``
     How alike the pool's predicted segmentations of two consecutive rounds are (mean foreground Dice
     over the pool's cases, :func:`medal.report.metrics.prediction_agreement`; label-free and over the
-    whole pool, where the held-out slices are few). Always reported; with ``report.min_agreement`` set,
-    an agreement at or above it in each of the last ``plateau_rounds`` rounds counts towards **consider
-    stopping** ("stabilizing predictions", Bloodgood & Vijay-Shanker, CoNLL 2009).
+    whole pool, where the held-out slices are few): stable when at or above ``report.min_agreement`` in
+    each of the last ``plateau_rounds`` rounds ("stabilizing predictions", Bloodgood & Vijay-Shanker,
+    CoNLL 2009). Always reported. With ``report.min_agreement`` set it is the **gate**: "consider
+    stopping" needs stable predictions, and the other rules (plateau, confident pool, learning curve) alone
+    only add reasons; "stop" needs stable predictions plus the learning curve's 90% interval below
+    ``min_gain``. ``benchmarks/stopping.py`` measured why: the held-out slices are too few to judge a
+    plateau, and the confident pool and the learning curve fired rounds early, while the agreement tracked
+    the true gain. With ``min_agreement: 0`` every rule counts on its own (the older behaviour).
 ``learning curve``
     An inverse power law ``dice(s) = a - b * s ** -c`` in logged seconds (Figueroa et al., "Predicting
     sample size required for classification performance", BMC Med Inform Decis Mak 2012), fitted to
@@ -123,8 +128,9 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
     certain = plateau(sure, min_gain=min_gain, rounds=plateau_rounds)
     rules["plateau"] = {"fired": point, "sure": certain, "gains": gains, "gain_upper_90": sure,
                         "min_gain": min_gain, "rounds": plateau_rounds}
+    signals = []  # the label-based rules that fired (on their own: "consider stopping" only without the gate)
     if point:
-        consider = True
+        signals.append("plateau")
         reasons.append(f"held-out Dice gained less than {min_gain} in each of the last {plateau_rounds} rounds "
                        f"({', '.join(f'{g:+.3f}' for g in gains[-plateau_rounds:])})"
                        + (" and surely so (upper 90% bound below it)" if certain else ""))
@@ -133,15 +139,17 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
         fired = ent < max_pool_entropy
         rules["confident_pool"] = {"fired": fired, "pool_entropy": ent, "max_pool_entropy": max_pool_entropy}
         if fired:
-            consider = True
+            signals.append("confident_pool")
             reasons.append(f"the model is confident on the unannotated pool (mean entropy {ent:.4f} < {max_pool_entropy})")
     agreements = [r.get("agreement") for r in rounds if r.get("agreement") is not None]
+    gate = bool(min_agreement)
+    stable = False
     if agreements:
         last = agreements[-plateau_rounds:]
-        fired = bool(min_agreement) and len(last) >= plateau_rounds and all(a >= min_agreement for a in last)
-        rules["stable_predictions"] = {"fired": fired, "agreements": agreements, "min_agreement": min_agreement or None,
-                                       "rounds": plateau_rounds}
-        if fired:
+        stable = gate and len(last) >= plateau_rounds and all(a >= min_agreement for a in last)
+        rules["stable_predictions"] = {"fired": stable, "agreements": agreements, "min_agreement": min_agreement or None,
+                                       "rounds": plateau_rounds, "gate": gate}
+        if stable:
             consider = True
             reasons.append(f"the pool's predictions changed little in each of the last {plateau_rounds} rounds "
                            f"(agreement with the round before {', '.join(f'{a:.3f}' for a in last)} >= {min_agreement})")
@@ -162,15 +170,24 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
         curve = {"fired": gain < min_gain, "params": {"a": params[0], "b": params[1], "c": params[2]},
                  "expected_gain": gain, "interval_90": [lo, hi], "round_budget_s": budget}
         if gain < min_gain:
-            consider = True
+            signals.append("learning_curve")
             reasons.append(f"the fitted learning curve expects {gain:+.4f} Dice from one more round of {budget:.0f} s"
                            + (f" (90% interval {lo:+.4f} to {hi:+.4f})" if lo is not None else ""))
-            if certain and hi is not None and hi < min_gain:
+            # the curve's interval must be below min_gain too, plus a sure held-out plateau (no gate) or stable
+            # pool predictions (gate): the held-out slices alone are too few to be sure
+            if hi is not None and hi < min_gain and (stable if gate else certain):
                 stop = True
     rules["learning_curve"] = curve
+    if signals and not gate:
+        consider = True
     decision = "stop" if stop else "consider stopping" if consider else "continue"
     if decision == "continue":
-        if not valid:
+        if gate:
+            shown = (", ".join(f"{a:.3f}" for a in agreements[-plateau_rounds:]) if agreements else "not measured yet")
+            reasons.append(("but " if signals else "") + "the pool's predictions still change (agreement with the "
+                           f"round before: {shown}; stable needs >= {min_agreement} in each of the last "
+                           f"{plateau_rounds} rounds)")
+        elif not valid:
             reasons.append("no held-out Dice yet (training.holdout = 0, or no held-out slice annotated)")
         elif len(valid) < 2:
             reasons.append("too few rounds to see a trend")

@@ -57,14 +57,20 @@ def test_verdict_after_a_prefix_is_the_report_after_that_round():
     from medal.report.run_report import verdict_after
 
     simple = _rounds([0.60, 0.80, 0.850, 0.852, 0.853], [600, 1200, 1800, 2400, 3000], noise=0.002)
+    agreements = [None, 0.70, 0.90, 0.93, 0.95]
+    simple = [dict(r, agreement=a) for r, a in zip(simple, agreements)]
     entries = [{"seconds_at_training": r["seconds"], "budget_s": r["budget_s"], "pool_entropy": r["pool_entropy"],
-                "holdout": {"dice": r["dice"], "per_case": r["per_case"], "cases": 8}} for r in simple]
+                "agreement": r["agreement"], "holdout": {"dice": r["dice"], "per_case": r["per_case"], "cases": 8}}
+               for r in simple]
     rc = ReportConfig()
+    assert rc.min_agreement == 0.92  # the default gate (benchmarks/stopping.py)
     verdicts = [verdict_after(entries[:k], rc) for k in range(1, len(entries) + 1)]
-    assert [v.decision for v in verdicts[:3]] == ["continue"] * 3  # still rising after rounds 0-2 (+0.20, +0.05)
-    assert verdicts[-1].decision in ("consider stopping", "stop")
+    assert [v.decision for v in verdicts[:4]] == ["continue"] * 4  # rising, then stable only once (0.90, 0.93)
+    assert verdicts[-1].decision == "stop"  # stable twice, the held-out curve flat
     for k in (2, 5):
-        assert verdicts[k - 1].to_json() == decide(simple[:k]).to_json()
+        assert verdicts[k - 1].to_json() == decide(simple[:k], min_agreement=0.92).to_json()
+    ungated = [verdict_after(entries[:k], ReportConfig(min_agreement=0.0)).decision for k in (3, 4)]
+    assert ungated == ["continue", "consider stopping"]  # without the gate the held-out plateau alone fires at round 3
     strict = verdict_after(entries, ReportConfig(min_gain=0.001))  # the config's thresholds are used
     assert not strict.rules["plateau"]["fired"] and strict.rules["plateau"]["min_gain"] == 0.001
 
@@ -104,12 +110,37 @@ def test_prediction_agreement_by_hand_and_the_stable_predictions_rule(tmp_path):
                                                       [None, 0.80, 0.95, 0.96])]
     off = decide(rounds)  # reported, never fired, while report.min_agreement is 0
     assert off.rules["stable_predictions"] == {"fired": False, "agreements": [0.80, 0.95, 0.96], "min_agreement": None,
-                                               "rounds": 2}
+                                               "rounds": 2, "gate": False}
     on = decide(rounds, min_agreement=0.94)
     assert on.rules["stable_predictions"]["fired"] and on.decision in ("consider stopping", "stop")
     assert any("changed little" in r for r in on.reasons)
     assert not decide(rounds[:3], min_agreement=0.94).rules["stable_predictions"]["fired"]  # 0.80 then 0.95
     assert "stable_predictions" not in decide(_rounds([0.4, 0.6], [600, 1200])).rules  # no agreement: no rule
+
+
+def test_stable_predictions_gate_the_verdict_when_min_agreement_is_set():
+    secs = [600, 1200, 1800, 2400, 3000]
+    flat = _rounds([0.60, 0.80, 0.850, 0.852, 0.853], secs, noise=0.002)
+    assert decide(flat).decision == "stop"  # no gate: a sure plateau and a flat curve stop on their own
+
+    changing = [dict(r, agreement=ag, pool_entropy=0.001) for r, ag in zip(flat, [None, 0.70, 0.85, 0.88, 0.90])]
+    ungated = decide(changing)  # every rule alone still counts while min_agreement is 0
+    assert ungated.decision == "stop" and not ungated.rules["stable_predictions"]["fired"]
+    gated = decide(changing, min_agreement=0.92)  # plateau, confident pool and curve fire, predictions still move
+    assert {k for k in ("plateau", "confident_pool", "learning_curve") if gated.rules[k]["fired"]} == {
+        "plateau", "confident_pool", "learning_curve"}
+    assert gated.decision == "continue" and gated.rules["stable_predictions"]["gate"]
+    assert "but the pool's predictions still change" in gated.reasons[-1] and "0.880, 0.900" in gated.reasons[-1]
+
+    settled = [dict(r, agreement=ag) for r, ag in zip(flat, [None, 0.70, 0.90, 0.93, 0.95])]
+    done = decide(settled, min_agreement=0.92)  # stable twice and the curve's whole interval below min_gain
+    assert done.rules["learning_curve"]["interval_90"][1] < 0.01 and done.decision == "stop"
+    rising = [dict(r, agreement=ag) for r, ag in zip(_rounds([0.40, 0.55, 0.65, 0.72, 0.78], secs, noise=0.002),
+                                                     [None, 0.70, 0.90, 0.93, 0.95])]
+    only_stable = decide(rising, min_agreement=0.92)  # stable, but the curve still expects a gain: consider only
+    assert only_stable.decision == "consider stopping" and only_stable.rules["stable_predictions"]["fired"]
+    no_agreement = decide(_rounds([0.60, 0.80, 0.850, 0.852, 0.853], secs, noise=0.002), min_agreement=0.92)
+    assert no_agreement.decision == "continue" and "not measured yet" in no_agreement.reasons[-1]
 
 
 def test_agreement_on_a_constructed_example():
