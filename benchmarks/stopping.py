@@ -4,8 +4,9 @@
 
 ``medal report`` tells a user after every round whether to go on (:mod:`medal.report.stopping`: the pool's
 predictions stable from round to round as the gate, since 2026-12-05; a plateau of the Dice on held-out
-*annotated slices*, a confident pool, a fitted learning curve), from the run's own files, without ground truth. This checks those verdicts against what the user cannot see: the model's
-Dice on whole held-out cases after every round.
+*annotated slices*, a confident pool, a fitted learning curve), from the run's own files, without ground
+truth. This checks those verdicts against what the user cannot see: the model's Dice on whole held-out
+cases after every round.
 
 It runs ``medal simulate`` with medal's default selection on ``configs/label_efficiency_cpu.yaml`` and
 ``training.holdout: 0.1`` (``configs/default.yaml``'s value: a hashed 10% of the annotated axial slices are
@@ -207,7 +208,8 @@ def main(argv=None) -> float | None:
              f"{len(test)} held-out cases; default selection; seeds {list(sim.seeds)}; random start "
              f"{sim.initial_budget_s:.0f} s, then {sim.rounds} time-boxed rounds of {args.budget:.0f} s; report "
              f"thresholds min_gain {rc.min_gain:g}, plateau_rounds {rc.plateau_rounds}, max_pool_entropy "
-             f"{rc.max_pool_entropy:g}, min_agreement {rc.min_agreement:g}; wall {minutes:.0f} min; per-round JSON `benchmarks/results/{name}.json`",
+             f"{rc.max_pool_entropy:g}, min_agreement {rc.min_agreement:g}; wall {minutes:.0f} min; "
+             f"per-round JSON `benchmarks/results/{name}.json`",
              "", "| seed | round | true seconds | held-out slices: Dice (cases) | pool predictions vs round before "
              "| true Dice | report's verdict | rules fired |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

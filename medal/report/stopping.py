@@ -99,7 +99,8 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
     ``rounds``: per round, in order, ``{"seconds": cumulative logged seconds when the round's model was
     trained, "dice": held-out Dice or None, "per_case": {case: dice}, "pool_entropy": float or None,
     "budget_s": the round's budget, "agreement": the pool predictions' agreement with the previous
-    round's, or None}`` (``agreement`` optional).
+    round's, or None}`` (``agreement`` optional). ``min_agreement``: the stable-predictions gate; this
+    function's default 0 is ungated (every rule on its own), ``report.min_agreement``'s default is 0.92.
     """
     rules: dict = {}
     reasons: list[str] = []
