@@ -21,7 +21,8 @@ Per seed and round: seconds, held-out-slice Dice (cases with held-out slices), t
 the rules that fired. Summary: the first round each verdict appears; the true Dice there against the
 run's last round (the Dice a user stopping there forgoes, and the seconds saved); how well the held-out
 slices track the true Dice (mean absolute difference; sign agreement and correlation of round-to-round
-gains); the pool predictions' agreement with the round before (:func:`medal.report.metrics.prediction_agreement`,
+gains); the pool predictions' agreement with the round before, or ``--agreement-window`` seconds of labels before
+(:func:`medal.report.metrics.prediction_agreement`,
 label-free, over the whole pool) against that round's true gain, and where ``report.min_agreement`` at a few
 thresholds would first have said "consider stopping". Writes ``benchmarks/results/stopping[_tuning][_quick].json``
 and appends to RESULTS.md.
@@ -67,7 +68,7 @@ def seed_rounds(seed_dir: Path, dataset, cfg, true_dice: dict[int, tuple[float, 
         seconds, dice = true_dice[k]
         out.append({"round": k, "seconds": seconds, "holdout_dice": r["holdout"]["dice"],
                     "holdout_cases": r["holdout"]["cases"], "true_dice": dice, "pool_entropy": r["pool_entropy"],
-                    "agreement": r.get("agreement"),
+                    "agreement": r.get("agreement"), "agreement_against": r.get("agreement_against"),
                     "verdict": v.decision, "fired": sorted(name for name, rule in v.rules.items() if rule.get("fired"))})
     return out
 
@@ -148,6 +149,9 @@ def main(argv=None) -> float | None:
                     help="continue the simulation in --out (interrupted, or with other --seeds or more --rounds)")
     ap.add_argument("--from-results", default=None, metavar="DIR", help="re-read an earlier run's folder")
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--agreement-window", type=float, default=None, metavar="S",
+                    help="report.agreement_window_s (default: the config's): compare each round's pool predictions "
+                         "with the round about S seconds of labels before")
     ap.add_argument("--results-name", default=None, metavar="NAME",
                     help="write benchmarks/results/NAME.json (default: stopping[_tuning][_quick])")
     args = ap.parse_args(argv)
@@ -167,6 +171,8 @@ def main(argv=None) -> float | None:
     cfg = dataclasses.replace(cfg, simulation=sim,
                               selection=dataclasses.replace(cfg.selection, budget_s=args.budget, reserve=8.0),
                               training=dataclasses.replace(cfg.training, holdout=args.holdout))
+    if args.agreement_window is not None:
+        cfg = dataclasses.replace(cfg, report=dataclasses.replace(cfg.report, agreement_window_s=args.agreement_window))
     ds = load_dataset(args.data)
     t0 = time.perf_counter()
     out = Path(args.from_results or args.out or tempfile.mkdtemp(prefix="medal-stopping-"))
@@ -197,7 +203,8 @@ def main(argv=None) -> float | None:
               "pool_cases": len(pool), "true_dice_cases": len(test), "initial_budget_s": sim.initial_budget_s,
               "budget_s": args.budget, "holdout": args.holdout,
               "report": {"min_gain": rc.min_gain, "plateau_rounds": rc.plateau_rounds,
-                         "max_pool_entropy": rc.max_pool_entropy, "min_agreement": rc.min_agreement},
+                         "max_pool_entropy": rc.max_pool_entropy, "min_agreement": rc.min_agreement,
+                         "agreement_window_s": rc.agreement_window_s},
               "per_seed": {str(k): v for k, v in per_seed.items()},
               "last_round": {str(k): {"seconds": v[0], "true_dice": v[1]} for k, v in last.items()}, **summary}
     (HERE / "results").mkdir(exist_ok=True)
@@ -208,15 +215,18 @@ def main(argv=None) -> float | None:
              f"{len(test)} held-out cases; default selection; seeds {list(sim.seeds)}; random start "
              f"{sim.initial_budget_s:.0f} s, then {sim.rounds} time-boxed rounds of {args.budget:.0f} s; report "
              f"thresholds min_gain {rc.min_gain:g}, plateau_rounds {rc.plateau_rounds}, max_pool_entropy "
-             f"{rc.max_pool_entropy:g}, min_agreement {rc.min_agreement:g}; wall {minutes:.0f} min; "
+             f"{rc.max_pool_entropy:g}, min_agreement {rc.min_agreement:g}, agreement_window_s "
+             f"{rc.agreement_window_s:g}; wall {minutes:.0f} min; "
              f"per-round JSON `benchmarks/results/{name}.json`",
-             "", "| seed | round | true seconds | held-out slices: Dice (cases) | pool predictions vs round before "
+             "", "| seed | round | true seconds | held-out slices: Dice (cases) | pool predictions vs earlier round "
              "| true Dice | report's verdict | rules fired |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for seed, rounds in per_seed.items():
         for r in rounds:
+            vs = f" (vs {r['agreement_against'].removeprefix('round_')})" if r.get("agreement_against") else ""
             lines.append(f"| {seed} | {r['round']} | {r['seconds']:.0f} | {_fmt(r['holdout_dice'])} ({r['holdout_cases']}) "
-                         f"| {_fmt(r['agreement'])} | {r['true_dice']:.3f} | {r['verdict']} | {', '.join(r['fired']) or '-'} |")
+                         f"| {_fmt(r['agreement'])}{vs} "
+                         f"| {r['true_dice']:.3f} | {r['verdict']} | {', '.join(r['fired']) or '-'} |")
         s_end, d_end = last[seed]
         lines.append(f"| {seed} | {max(r['round'] for r in rounds) + 1} (last model) | {s_end:.0f} | - | - | {d_end:.3f} "
                      f"| - | - |")
@@ -232,7 +242,8 @@ def main(argv=None) -> float | None:
     lines.append(f"- held-out slices vs true Dice: mean |difference| {_fmt(t['mean_abs_difference'])} over "
                  f"{t['rounds_with_holdout']} rounds; round-to-round gains agree in sign "
                  f"{_fmt(t['gain_sign_agreement'], '.0%')} of {t['gains']}, correlation {_fmt(t['gain_correlation'], '.2f')}")
-    lines.append(f"- pool predictions' agreement with the round before vs that round's true Dice gain: Spearman "
+    lines.append(f"- pool predictions' agreement (with the round before, or per agreement_window_s) vs that round's true "
+                 "Dice gain: Spearman "
                  f"{_fmt(t['agreement_gain_spearman'], '.2f')} over {t['agreement_rounds']} rounds")
     for thr, f in summary["min_agreement"].items():
         lines.append(f"- `report.min_agreement: {thr}` ({rc.plateau_rounds} rounds) would first say 'consider stopping': "

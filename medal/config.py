@@ -583,6 +583,8 @@ class ReportConfig:
     max_pool_entropy: float = 0.02  # mean entropy of the unannotated pool below this: a confident model
     min_agreement: float = 0.92  # pool predictions this alike (Dice) round to round for plateau_rounds rounds: stable,
     # the gate of "consider stopping" and "stop" (benchmarks/stopping.py); 0 = off, every rule counts on its own
+    agreement_window_s: float = 0.0  # compare with the predictions of the round ~this many seconds of labels
+    # before (round-size independent); 0 = the round before
     total_budget_s: float = 0.0  # seconds the project can spend in all; 0 = no limit
     flag_confidence: float = 0.95  # a finished task is flagged when the model, this sure, ...
     flag_share: float = 0.2  # ... disagrees with more than this share of its voxels
@@ -594,6 +596,10 @@ class ReportConfig:
             raise ConfigError("report: max_pool_entropy and total_budget_s must be >= 0")
         if not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"report: min_agreement must lie in [0, 1] (0 = off), got {self.min_agreement}")
+        if not (isinstance(self.agreement_window_s, (int, float)) and math.isfinite(self.agreement_window_s)
+                and self.agreement_window_s >= 0):
+            raise ConfigError("report: agreement_window_s must be seconds >= 0 (0 = the round before), "
+                              f"got {self.agreement_window_s!r}")
         if not 0.5 <= self.flag_confidence < 1 or not 0 < self.flag_share < 1:
             raise ConfigError("report: flag_confidence must lie in [0.5, 1) and flag_share in (0, 1)")
 

@@ -184,14 +184,12 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
                           cache=cache, label_map=dataset.label_map, temperature=temperature)
-        from medal.report.metrics import holdout_dice, pool_uncertainty, prediction_agreement
+        from medal.report.metrics import holdout_dice, pool_uncertainty
 
         held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)
         unc = pool_uncertainty(rd / "scores", labels_dir(run_dir), pool) if "entropy" in cfg.uncertainty.measures \
             else None
-        prev = round_dir(run_dir, index - 1) / "scores" if index > 0 else None
-        agree = prediction_agreement(prev, rd / "scores", pool, label_map=dataset.label_map) \
-            if prev is not None and prev.is_dir() else {"agreement": None, "cases": 0}
+        agree = pool_agreement(run_dir, index, pool, dataset, cfg.report.agreement_window_s)
         done("score", {"scored": sorted(rep.scored), "failures": rep.failures, "holdout": held,
                        "pool_entropy": unc, "prediction_agreement": agree})
     if stop_after == "score":
@@ -271,6 +269,33 @@ def round_spending(round_path) -> dict:
     out["logged"] = len(seen)
     out["ratio"] = out["charged_s"] / out["predicted_s"] if out["predicted_s"] > 0 else None
     return out
+
+
+def round_label_seconds(round_path) -> float:
+    """Seconds of labels one round added: its logged annotation time (:func:`round_spending`), or, where
+    nothing was logged (labels painted elsewhere and ingested), the round's budget from its manifest."""
+    sp = round_spending(round_path)
+    if sp["logged"]:
+        return float(sp["charged_s"])
+    return float((_read_json(Path(round_path) / "manifest.json").get("budget") or {}).get("budget_s") or 0.0)
+
+
+def pool_agreement(run_dir, index: int, case_ids, dataset: Dataset, window_s: float = 0.0) -> dict:
+    """Round ``index``'s pool predictions against an earlier round's (``report.agreement_window_s``:
+    :func:`medal.report.metrics.agreement_reference` picks it from the rounds' seconds of labels):
+    :func:`medal.report.metrics.prediction_agreement` plus ``against`` (that round's folder), ``span_s``
+    (seconds of labels between the two) and ``window_s``. ``{"agreement": None, ...}`` for round 0 or
+    when that round's predictions are gone."""
+    from medal.report.metrics import agreement_reference, prediction_agreement
+
+    if index <= 0:
+        return {"agreement": None, "cases": 0, "against": None, "span_s": None, "window_s": window_s}
+    seconds = [round_label_seconds(round_dir(run_dir, k)) for k in range(index)]
+    j = agreement_reference(seconds, window_s)
+    prev = round_dir(run_dir, j) / "scores"
+    out = prediction_agreement(prev, round_dir(run_dir, index) / "scores", case_ids, label_map=dataset.label_map) \
+        if prev.is_dir() else {"agreement": None, "cases": 0}
+    return {**out, "against": prev.parent.name, "span_s": float(sum(seconds[j:])), "window_s": window_s}
 
 
 def _charged_summary(run_dir, index: int) -> list[dict]:

@@ -60,6 +60,8 @@ def test_missing_file(tmp_path):
         ("training:\n  device: gpu\n", r"training\.device: expected auto, cpu, cuda"),
         ("uncertainty:\n  measures: [entropy, bold]\n", r"uncertainty\.measures: \['bold'\] not valid"),
         ("uncertainty:\n  mc_samples: 1\n", r"uncertainty\.mc_samples: need >= 2"),
+        ("report:\n  agreement_window_s: -600\n", r"report: agreement_window_s must be seconds >= 0"),
+        ("report:\n  agreement_window_s: ten minutes\n", r"c\.yaml: report\.agreement_window_s: expected a number"),
     ],
 )
 def test_stage_sections_check_their_values(tmp_path, text, message):

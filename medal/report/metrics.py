@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean", "prediction_agreement"]
+__all__ = ["holdout_dice", "pool_uncertainty", "bootstrap_mean", "prediction_agreement", "agreement_reference"]
 
 
 def holdout_dice(scores_dir, labels_dir, dataset, case_ids, fraction: float) -> dict:
@@ -95,6 +95,31 @@ def prediction_agreement(previous_scores, scores, case_ids, *, label_map=None) -
         dice = [d for d in agreement(x, y, n).values() if d is not None]
         per.append(float(np.mean(dice)) if dice else 1.0)
     return {"agreement": float(np.mean(per)) if per else None, "cases": len(per)}
+
+
+def agreement_reference(seconds, window_s: float = 0.0) -> int:
+    """Which earlier round's predictions the next round's are compared with (:func:`prediction_agreement`).
+
+    ``seconds[j]``: the seconds of labels added after round ``j``'s predictions (round ``j``'s logged
+    annotation time), for every round before the current one (index ``len(seconds)``). With ``window_s``
+    0: the round before. Otherwise the round whose span of seconds up to the current round lies closest
+    to ``window_s`` (ties to the longer span; at least one round back), so that "stable" means the same
+    amount of new labels whatever the round size: with 300 s rounds and a 600 s window the round two
+    back, with 600 s or larger rounds the round before (``benchmarks/stopping.py``, RESULTS.md 2026-12-05).
+    """
+    seconds = [max(0.0, float(s)) for s in seconds]
+    if not seconds:
+        raise ValueError("agreement_reference: no earlier round to compare with")
+    current = len(seconds)
+    if not window_s or window_s <= 0:
+        return current - 1
+    best, best_err, span = current - 1, None, 0.0
+    for j in range(current - 1, -1, -1):
+        span += seconds[j]
+        err = abs(span - window_s)
+        if best_err is None or err <= best_err:
+            best, best_err = j, err
+    return best
 
 
 def bootstrap_mean(values, *, n: int = 2000, seed: int = 0, level: float = 0.9) -> tuple[float, float]:

@@ -4,7 +4,8 @@ For every round folder of the run (``round_*``): what was chosen (tasks per case
 class, per plane; the share with predicted foreground; quality-control tasks), the seconds predicted
 and the seconds the napari plugin logged; the model's Dice on the held-out annotated slices
 (``training.holdout``) with a bootstrap interval over cases; the mean uncertainty of the still
-unannotated pool; how much the pool's predictions changed since the round before; the agreement of
+unannotated pool; how much the pool's predictions changed since the round before (or the round about
+``report.agreement_window_s`` seconds of labels before); the agreement of
 quality-control re-annotations; earlier labels the current model
 confidently contradicts (for review); and a stopping recommendation (:mod:`medal.report.stopping`).
 Writes ``RUN/report.md``, ``RUN/report.json`` and the plots in ``RUN/report/``.
@@ -102,7 +103,18 @@ def collect_run(run_dir, dataset, cfg) -> dict:
                             "interval_90": list(bootstrap_mean(held.get("per_case", {}).values()))
                             if held.get("per_case") else None, "per_case": held.get("per_case", {})}
         entry["pool_entropy"] = (man.get("metrics") or {}).get("pool_entropy")
-        entry["agreement"] = ((man.get("metrics") or {}).get("prediction_agreement") or {}).get("agreement")
+        pa = (man.get("metrics") or {}).get("prediction_agreement") or {}
+        window = cfg.report.agreement_window_s
+        if man.get("round") and float(pa.get("window_s") or 0.0) != float(window):
+            # recorded against another reference round (an older run, or a changed report.agreement_window_s):
+            # read it again from the rounds' saved predictions, as the loop would now
+            from medal.loop import pool_agreement
+
+            pa = pool_agreement(run_dir, int(man["round"]), (man.get("inputs") or {}).get("pool") or [], dataset,
+                                window)
+        entry["agreement"] = pa.get("agreement")
+        entry["agreement_against"] = pa.get("against")
+        entry["agreement_span_s"] = pa.get("span_s")
         entry["calibration"] = (man.get("metrics") or {}).get("calibration")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
@@ -121,7 +133,8 @@ def verdict_after(rounds: list[dict], report_cfg):
 
     return decide([{"seconds": r["seconds_at_training"] or None, "dice": r["holdout"]["dice"],
                     "per_case": r["holdout"]["per_case"], "pool_entropy": r["pool_entropy"],
-                    "budget_s": r["budget_s"], "agreement": r.get("agreement")} for r in rounds],
+                    "budget_s": r["budget_s"], "agreement": r.get("agreement"),
+                    "agreement_span_s": r.get("agreement_span_s")} for r in rounds],
                   min_gain=report_cfg.min_gain, plateau_rounds=report_cfg.plateau_rounds,
                   max_pool_entropy=report_cfg.max_pool_entropy, total_budget_s=report_cfg.total_budget_s,
                   min_agreement=report_cfg.min_agreement)
@@ -261,7 +274,7 @@ def _markdown(data: dict, plots: list[str]) -> str:
              f"- dataset: {data['dataset']} (labels {', '.join(str(x) for x in data['labels']['values'])})",
              f"- rounds: {len(data['rounds'])}; expert seconds logged: {data['logged_s']:.0f}", "",
              "| round | tasks (cases, most per case) | planes | predicted class | with predicted fg | predicted s "
-             "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy | pool predictions vs round before |",
+             "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy | pool predictions vs earlier round |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in data["rounds"]:
         ch = r.get("chosen") or {}
@@ -280,7 +293,9 @@ def _markdown(data: dict, plots: list[str]) -> str:
             + f" | {r['predicted_s'] or 0:.0f} | "
             + (f"{lg['charged_s']:.0f} ({lg['logged']})" if lg["logged"] else "not logged yet")
             + f" | {dice} | " + ("n/a" if r["pool_entropy"] is None else f"{r['pool_entropy']:.4f}")
-            + " | " + ("n/a" if r.get("agreement") is None else f"{r['agreement']:.3f}") + " |")
+            + " | " + ("n/a" if r.get("agreement") is None else f"{r['agreement']:.3f}" + (
+                f" (vs {r['agreement_against']}, {r['agreement_span_s']:.0f} s)" if r.get("agreement_against") else ""))
+            + " |")
     cal = [(r["round"], r["calibration"]) for r in data["rounds"] if r.get("calibration")]
     if cal:
         lines += ["", "Calibration (temperature scaling on the validation cases' annotated voxels; ECE of the "

@@ -13,7 +13,8 @@ The rules, evaluated after every round on what the run's own files hold (no grou
     The mean predictive entropy of the pool's unannotated voxels is below ``report.max_pool_entropy``:
     the model is sure nearly everywhere (**consider stopping**).
 ``stable predictions``
-    How alike the pool's predicted segmentations of two consecutive rounds are (mean foreground Dice
+    How alike the pool's predicted segmentations of two rounds are (this round's and the round before's,
+    or with ``report.agreement_window_s`` the round about that many seconds of labels before; mean foreground Dice
     over the pool's cases, :func:`medal.report.metrics.prediction_agreement`; label-free and over the
     whole pool, where the held-out slices are few): stable when at or above ``report.min_agreement`` in
     each of the last ``plateau_rounds`` rounds ("stabilizing predictions", Bloodgood & Vijay-Shanker,
@@ -99,7 +100,8 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
     ``rounds``: per round, in order, ``{"seconds": cumulative logged seconds when the round's model was
     trained, "dice": held-out Dice or None, "per_case": {case: dice}, "pool_entropy": float or None,
     "budget_s": the round's budget, "agreement": the pool predictions' agreement with the previous
-    round's, or None}`` (``agreement`` optional). ``min_agreement``: the stable-predictions gate; this
+    round's (or an earlier one's), or None, "agreement_span_s": seconds of labels between those two
+    predictions (shown in the reasons)}`` (the last two optional). ``min_agreement``: the stable-predictions gate; this
     function's default 0 is ungated (every rule on its own), ``report.min_agreement``'s default is 0.92.
     """
     rules: dict = {}
@@ -143,6 +145,8 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
             signals.append("confident_pool")
             reasons.append(f"the model is confident on the unannotated pool (mean entropy {ent:.4f} < {max_pool_entropy})")
     agreements = [r.get("agreement") for r in rounds if r.get("agreement") is not None]
+    span = next((r.get("agreement_span_s") for r in reversed(rounds) if r.get("agreement") is not None), None)
+    versus = f"the predictions {span:.0f} s of labels before" if span else "the round before"
     gate = bool(min_agreement)
     stable = False
     if agreements:
@@ -153,7 +157,7 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
         if stable:
             consider = True
             reasons.append(f"the pool's predictions changed little in each of the last {plateau_rounds} rounds "
-                           f"(agreement with the round before {', '.join(f'{a:.3f}' for a in last)} >= {min_agreement})")
+                           f"(agreement with {versus} {', '.join(f'{a:.3f}' for a in last)} >= {min_agreement})")
     curve: dict = {"fired": False}
     budget = round_budget_s or (rounds[-1].get("budget_s") if rounds else None)
     params = fit_power_law([r["seconds"] for r in valid], [r["dice"] for r in valid]) if len(valid) >= 3 else None
@@ -185,8 +189,8 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
     if decision == "continue":
         if gate:
             shown = (", ".join(f"{a:.3f}" for a in agreements[-plateau_rounds:]) if agreements else "not measured yet")
-            reasons.append(("but " if signals else "") + "the pool's predictions still change (agreement with the "
-                           f"round before: {shown}; stable needs >= {min_agreement} in each of the last "
+            reasons.append(("but " if signals else "") + f"the pool's predictions still change (agreement with "
+                           f"{versus}: {shown}; stable needs >= {min_agreement} in each of the last "
                            f"{plateau_rounds} rounds)")
         elif not valid:
             reasons.append("no held-out Dice yet (training.holdout = 0, or no held-out slice annotated)")

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medal.data import load_dataset, load_volume, sample_dataset, save_volume
 from medal.report import agreement, confident_disagreement, decide, expected_gain, fit_power_law, power_law
@@ -118,6 +120,73 @@ def test_prediction_agreement_by_hand_and_the_stable_predictions_rule(tmp_path):
     assert "stable_predictions" not in decide(_rounds([0.4, 0.6], [600, 1200])).rules  # no agreement: no rule
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 2000), min_size=1, max_size=12), st.floats(0, 5000))
+def test_agreement_reference_is_the_span_closest_to_the_window(seconds, window):
+    from medal.report.metrics import agreement_reference
+
+    j = agreement_reference(seconds, window)
+    n = len(seconds)
+    assert 0 <= j <= n - 1
+    if window == 0:
+        assert j == n - 1  # off: the round before
+        return
+    err = [abs(sum(seconds[k:]) - window) for k in range(n)]  # span of labels from round k up to round n
+    assert err[j] == min(err)  # the closest span ...
+    assert all(err[k] > err[j] for k in range(j))  # ... the longest of those tied
+
+
+def test_agreement_reference_by_round_size():
+    from medal.report.metrics import agreement_reference
+
+    assert agreement_reference([300.0] * 5, 600) == 3  # 300 s rounds: two rounds back
+    assert agreement_reference([310.0, 290.0, 305.0], 600) == 1  # logged seconds, not the nominal budget
+    assert agreement_reference([600.0] * 3, 600) == 2  # 600 s rounds: the round before, as without a window
+    assert agreement_reference([560.0] * 3, 600) == 2  # ... also when a round logged a little less
+    assert agreement_reference([1200.0] * 3, 600) == 2  # larger rounds: never less than one round
+    assert agreement_reference([400.0] * 3, 600) == 1  # 400 or 800 s: a tie goes to the longer span
+    assert agreement_reference([300.0] * 5, 0) == 4
+    with pytest.raises(ValueError, match="no earlier round"):
+        agreement_reference([], 600)
+
+
+def test_pool_agreement_compares_with_the_round_a_window_of_labels_before(tmp_path):
+    """Run folders with real prediction files: ``report.agreement_window_s`` picks the round the loop and
+    the report compare with, from the rounds' seconds (their budget where nothing was logged)."""
+    from medal.data import Volume
+    from medal.loop import pool_agreement
+    from medal.report.metrics import prediction_agreement
+
+    ds = load_dataset(sample_dataset())
+    run = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        rd = run / f"round_{k:03d}"
+        for cid in ("a", "b"):
+            arr = (rng.random((6, 6, 6)) < 0.2 + 0.2 * k).astype(np.uint8)  # each round predicts more foreground
+            save_volume(Volume(arr, np.eye(4)), rd / "scores" / cid / "prediction.nii.gz")
+        (rd / "manifest.json").write_text(json.dumps({"round": k, "budget": {"budget_s": 300.0}}))
+    direct = {j: prediction_agreement(run / f"round_{j:03d}" / "scores", run / "round_003" / "scores", ["a", "b"],
+                                      label_map=ds.label_map)["agreement"] for j in range(3)}
+    assert len(set(direct.values())) == 3  # the three earlier rounds differ from round 3 by different amounts
+    got = pool_agreement(run, 3, ["a", "b"], ds, 600.0)
+    assert got == {"agreement": pytest.approx(direct[1]), "cases": 2, "against": "round_001", "span_s": 600.0,
+                   "window_s": 600.0}
+    got = pool_agreement(run, 3, ["a", "b"], ds, 0.0)  # off: the round before
+    assert got["against"] == "round_002" and got["agreement"] == pytest.approx(direct[2]) and got["span_s"] == 300.0
+    assert pool_agreement(run, 3, ["a", "b"], ds, 5000.0)["against"] == "round_000"
+    assert pool_agreement(run, 0, ["a", "b"], ds, 600.0)["agreement"] is None
+    import shutil
+
+    shutil.rmtree(run / "round_001" / "scores")  # that round's predictions deleted: no agreement, said so
+    assert pool_agreement(run, 3, ["a", "b"], ds, 600.0)["agreement"] is None
+    # the stable-predictions reasons name the span of labels the agreement covers
+    rounds = [dict(r, agreement=ag, agreement_span_s=span) for r, ag, span in
+              zip(_rounds([0.40, 0.60, 0.70, 0.75], [300, 600, 900, 1200]), [None, 0.8, 0.90, 0.91], [None, 300, 600, 600])]
+    v = decide(rounds, min_agreement=0.92)
+    assert v.decision == "continue" and "agreement with the predictions 600 s of labels before: 0.900, 0.910" in v.reasons[-1]
+
+
 def test_stable_predictions_gate_the_verdict_when_min_agreement_is_set():
     secs = [600, 1200, 1800, 2400, 3000]
     flat = _rounds([0.60, 0.80, 0.850, 0.852, 0.853], secs, noise=0.002)
@@ -212,9 +281,13 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert r["holdout"]["dice"] == pytest.approx(man["metrics"]["holdout"]["dice"])
         agree = man["metrics"]["prediction_agreement"]  # the pool's predictions against the round before's
         if index == 0:
-            assert agree == {"agreement": None, "cases": 0} and r["agreement"] is None
+            assert agree["agreement"] is None and agree["cases"] == 0 and r["agreement"] is None
         else:
             assert agree["cases"] == len(cases) and 0 <= agree["agreement"] <= 1 and r["agreement"] == agree["agreement"]
+            round0 = sum(json.loads(line)["seconds"] for line in (run / "round_000" / "annotation_log.jsonl")
+                         .read_text().splitlines())
+            assert agree["against"] == r["agreement_against"] == "round_000" and agree["window_s"] == 0
+            assert agree["span_s"] == pytest.approx(round0) == r["agreement_span_s"]  # round 0's logged seconds
         assert man["metrics"]["holdout"]["voxels"] > 0 and 0 <= man["metrics"]["holdout"]["dice"] <= 1
         # temperature scaling on the validation case's voxels, with its reliability bins, in the report
         cal = man["metrics"]["calibration"]
@@ -260,7 +333,16 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
             assert (rd / "qc" / f"{t.case_id}.nii.gz").is_file()
     md = (run / "report.md").read_text()
     assert "**Recommendation:" in md and "learning_curve.png" in md and "Label quality control" in md
-    assert "pool predictions vs round before" in md and f"{data['rounds'][1]['agreement']:.3f} |" in md
+    assert "pool predictions vs earlier round" in md
+    assert f"{data['rounds'][1]['agreement']:.3f} (vs round_000, {data['rounds'][1]['agreement_span_s']:.0f} s) |" in md
+    # another report.agreement_window_s than the rounds were scored with: read again from the saved predictions
+    from medal.config import load_config
+    from medal.report.run_report import collect_run
+
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({**cfg, "report": {"agreement_window_s": 900.0}}))
+    again = collect_run(run, ds, load_config(tmp_path / "w.yaml"))["rounds"][1]
+    assert again["agreement"] == pytest.approx(data["rounds"][1]["agreement"])  # the only earlier round, again
+    assert again["agreement_against"] == "round_000"
     assert f"+ reserve {n_res} of {n_res} painted" in md
     assert "Calibration (temperature scaling" in md and "reliability.png" in md
     for png in ("learning_curve.png", "rounds.png", "reliability.png"):
