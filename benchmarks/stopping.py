@@ -3,7 +3,7 @@
     python benchmarks/stopping.py [--quick] [--split tuning] [--seeds 0 1] [--rounds 6]
 
 ``medal report`` tells a user after every round whether to go on (:mod:`medal.report.stopping`: the pool's
-predictions stable from round to round as the gate, since 2026-12-05; a plateau of the Dice on held-out
+predictions stable over the last ~``report.agreement_window_s`` seconds of labels as the gate, since 2026-12-05; a plateau of the Dice on held-out
 *annotated slices*, a confident pool, a fitted learning curve), from the run's own files, without ground
 truth. This checks those verdicts against what the user cannot see: the model's Dice on whole held-out
 cases after every round.

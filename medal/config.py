@@ -583,8 +583,8 @@ class ReportConfig:
     max_pool_entropy: float = 0.02  # mean entropy of the unannotated pool below this: a confident model
     min_agreement: float = 0.92  # pool predictions this alike (Dice) round to round for plateau_rounds rounds: stable,
     # the gate of "consider stopping" and "stop" (benchmarks/stopping.py); 0 = off, every rule counts on its own
-    agreement_window_s: float = 0.0  # compare with the predictions of the round ~this many seconds of labels
-    # before (round-size independent); 0 = the round before
+    agreement_window_s: float = 600.0  # compare with the predictions of the round ~this many logged seconds of
+    # labels before (the same amount of new labels whatever the round size; benchmarks/stopping.py); 0 = the round before
     total_budget_s: float = 0.0  # seconds the project can spend in all; 0 = no limit
     flag_confidence: float = 0.95  # a finished task is flagged when the model, this sure, ...
     flag_share: float = 0.2  # ... disagrees with more than this share of its voxels

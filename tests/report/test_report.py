@@ -65,7 +65,7 @@ def test_verdict_after_a_prefix_is_the_report_after_that_round():
                 "agreement": r["agreement"], "holdout": {"dice": r["dice"], "per_case": r["per_case"], "cases": 8}}
                for r in simple]
     rc = ReportConfig()
-    assert rc.min_agreement == 0.92  # the default gate (benchmarks/stopping.py)
+    assert rc.min_agreement == 0.92 and rc.agreement_window_s == 600  # the defaults (benchmarks/stopping.py)
     verdicts = [verdict_after(entries[:k], rc) for k in range(1, len(entries) + 1)]
     assert [v.decision for v in verdicts[:4]] == ["continue"] * 4  # rising, then stable only once (0.90, 0.93)
     assert verdicts[-1].decision == "stop"  # stable twice, the held-out curve flat
@@ -286,7 +286,8 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
             assert agree["cases"] == len(cases) and 0 <= agree["agreement"] <= 1 and r["agreement"] == agree["agreement"]
             round0 = sum(json.loads(line)["seconds"] for line in (run / "round_000" / "annotation_log.jsonl")
                          .read_text().splitlines())
-            assert agree["against"] == r["agreement_against"] == "round_000" and agree["window_s"] == 0
+            assert agree["against"] == r["agreement_against"] == "round_000"  # the only earlier round
+            assert agree["window_s"] == 600  # report.agreement_window_s's default
             assert agree["span_s"] == pytest.approx(round0) == r["agreement_span_s"]  # round 0's logged seconds
         assert man["metrics"]["holdout"]["voxels"] > 0 and 0 <= man["metrics"]["holdout"]["dice"] <= 1
         # temperature scaling on the validation case's voxels, with its reliability bins, in the report
