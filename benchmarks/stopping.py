@@ -3,9 +3,9 @@
     python benchmarks/stopping.py [--quick] [--split tuning] [--seeds 0 1] [--rounds 6]
 
 ``medal report`` tells a user after every round whether to go on (:mod:`medal.report.stopping`: the pool's
-predictions stable over the last ~``report.agreement_window_s`` seconds of labels as the gate, since 2026-12-05; a plateau of the Dice on held-out
-*annotated slices*, a confident pool, a fitted learning curve), from the run's own files, without ground
-truth. This checks those verdicts against what the user cannot see: the model's Dice on whole held-out
+predictions stable over the last ~``report.agreement_window_s`` seconds of labels as the gate, since
+2026-12-05; a plateau of the Dice on held-out *annotated slices*, a confident pool, a fitted learning curve),
+from the run's own files, without ground truth. This checks those verdicts against what the user cannot see: the model's Dice on whole held-out
 cases after every round.
 
 It runs ``medal simulate`` with medal's default selection on ``configs/label_efficiency_cpu.yaml`` and
@@ -242,8 +242,8 @@ def main(argv=None) -> float | None:
     lines.append(f"- held-out slices vs true Dice: mean |difference| {_fmt(t['mean_abs_difference'])} over "
                  f"{t['rounds_with_holdout']} rounds; round-to-round gains agree in sign "
                  f"{_fmt(t['gain_sign_agreement'], '.0%')} of {t['gains']}, correlation {_fmt(t['gain_correlation'], '.2f')}")
-    lines.append(f"- pool predictions' agreement (with the round before, or per agreement_window_s) vs that round's true "
-                 "Dice gain: Spearman "
+    lines.append("- pool predictions' agreement (with the round before, or per agreement_window_s) vs that round's "
+                 "true Dice gain: Spearman "
                  f"{_fmt(t['agreement_gain_spearman'], '.2f')} over {t['agreement_rounds']} rounds")
     for thr, f in summary["min_agreement"].items():
         lines.append(f"- `report.min_agreement: {thr}` ({rc.plateau_rounds} rounds) would first say 'consider stopping': "

@@ -101,8 +101,8 @@ def decide(rounds: list[dict], *, min_gain: float = 0.01, plateau_rounds: int = 
     trained, "dice": held-out Dice or None, "per_case": {case: dice}, "pool_entropy": float or None,
     "budget_s": the round's budget, "agreement": the pool predictions' agreement with the previous
     round's (or an earlier one's), or None, "agreement_span_s": seconds of labels between those two
-    predictions (shown in the reasons)}`` (the last two optional). ``min_agreement``: the stable-predictions gate; this
-    function's default 0 is ungated (every rule on its own), ``report.min_agreement``'s default is 0.92.
+    predictions (shown in the reasons)}`` (the last two optional). ``min_agreement``: the stable-predictions
+    gate; this function's default 0 is ungated (every rule on its own), ``report.min_agreement``'s default is 0.92.
     """
     rules: dict = {}
     reasons: list[str] = []
