@@ -5,8 +5,8 @@
 ``medal report`` tells a user after every round whether to go on (:mod:`medal.report.stopping`: the pool's
 predictions stable over the last ~``report.agreement_window_s`` seconds of labels as the gate, since
 2026-12-05; a plateau of the Dice on held-out *annotated slices*, a confident pool, a fitted learning curve),
-from the run's own files, without ground truth. This checks those verdicts against what the user cannot see: the model's Dice on whole held-out
-cases after every round.
+from the run's own files, without ground truth. This checks those verdicts against what the user cannot
+see: the model's Dice on whole held-out cases after every round.
 
 It runs ``medal simulate`` with medal's default selection on ``configs/label_efficiency_cpu.yaml`` and
 ``training.holdout: 0.1`` (``configs/default.yaml``'s value: a hashed 10% of the annotated axial slices are
