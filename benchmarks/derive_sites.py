@@ -1,6 +1,6 @@
 """A multi-site pool built from the real hippocampus cases: a majority site and two minority "scanners".
 
-    python benchmarks/derive_sites.py OUT [--shares 0.6 0.25 0.15] [--data ../shared/data/hippocampus]
+    python benchmarks/derive_sites.py OUT [--shares 0.6 0.25 0.15] [--site-c thick|inverted] [--data ...]
 
 The Decathlon hippocampus cases come from one site and one protocol; a radiology group's pool rarely does.
 This writes a copy of the dataset in which every case is assigned to a site (by the rank of a hash of its
@@ -14,6 +14,12 @@ the minority sites are altered the way acquisitions differ (labels unchanged):
   distribution of noisy MRI data", MRM 1995).
 - site C (``shares[2]``, the rarest), "thick slices, other contrast": a gamma of 0.5, a +-35% bias field, and
   slices three voxels thick across the axial plane (a box average along the last array axis: partial volume).
+
+- ``--site-c inverted``: site C is instead "the other weighting": the intensities inverted on the 0.5-99.5
+  percentile range (dark tissue bright, as a T2-weighted image shows what a T1-weighted one shows dark) and the
+  same +-35% bias field, no blur and no gamma. Nothing of the image is lost (the inversion is one-to-one inside
+  the range), so a model can learn the site from its labels: the thick-slice site's Dice was limited by the
+  images (~0.77-0.80 whatever the labels, RESULTS.md 2026-12-05), this one's should not be.
 
 The rarest site gets the alteration a model trained on the original images handles worst: such a model
 (1,500 s of labels, an earlier screen's) reached foreground Dice 0.68 on the thick-slice images against 0.88
@@ -73,8 +79,8 @@ def _bias(shape, rng, amplitude: float) -> np.ndarray:
     return 1.0 + amplitude * ramp / max(float(np.abs(ramp).max()), 1e-6)
 
 
-def alter(image: np.ndarray, site: str, seed: int) -> np.ndarray:
-    """The site's acquisition applied to one image (site A: unchanged)."""
+def alter(image: np.ndarray, site: str, seed: int, site_c: str = "thick") -> np.ndarray:
+    """The site's acquisition applied to one image (site A: unchanged; ``site_c``: thick or inverted)."""
     x = np.asarray(image, np.float32)
     if site == "A":
         return x
@@ -85,6 +91,8 @@ def alter(image: np.ndarray, site: str, seed: int) -> np.ndarray:
         u = u ** 1.8 * _bias(u.shape, rng, 0.35)
         n1, n2 = rng.normal(0, 0.08, u.shape), rng.normal(0, 0.08, u.shape)
         u = np.sqrt((u + n1) ** 2 + n2 ** 2)
+    elif site == "C" and site_c == "inverted":
+        u = (1.0 - u) * _bias(u.shape, rng, 0.35)
     elif site == "C":
         u = uniform_filter1d(u ** 0.5, size=3, axis=2, mode="nearest") * _bias(u.shape, rng, 0.35)
     else:
@@ -97,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("out")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--shares", type=float, nargs=3, default=[0.6, 0.25, 0.15], metavar=("A", "B", "C"))
+    ap.add_argument("--site-c", choices=("thick", "inverted"), default="thick",
+                    help="site C's alteration: thick slices and gamma 0.5 (default) or inverted intensities")
     args = ap.parse_args(argv)
     src, out = Path(args.data), Path(args.out)
     meta = json.loads((src / "dataset.json").read_text())
@@ -112,12 +122,13 @@ def main(argv=None) -> int:
         nii = nib.load(src / item["image"])
         hdr = nii.header.copy()
         hdr.set_data_dtype(np.float32)
-        img = alter(np.asarray(nii.dataobj), sites[cid], zlib.crc32(cid.encode()))
+        img = alter(np.asarray(nii.dataobj), sites[cid], zlib.crc32(cid.encode()), args.site_c)
         nib.save(nib.Nifti1Image(img, nii.affine, hdr), out / item["image"])
         shutil.copyfile(src / item["label"], out / item["label"])
     how = (f"each case assigned to site A/B/C (shares {args.shares[0]:g}/{args.shares[1]:g}/{args.shares[2]:g}, by a "
-           f"hash of its id; sites.json); site B images: gamma 1.8, +-35% bias field, Rician noise 8%; site C: gamma "
-           f"0.5, +-35% bias field, 3-voxel slices")
+           f"hash of its id; sites.json); site B images: gamma 1.8, +-35% bias field, Rician noise 8%; site C: "
+           + ("intensities inverted on the 0.5-99.5 percentile range, +-35% bias field" if args.site_c == "inverted"
+              else "gamma 0.5, +-35% bias field, 3-voxel slices"))
     (out / "sites.json").write_text(json.dumps(sites, indent=1, sort_keys=True))
     write_derived(src, out, meta, name="Hippocampus, three sites (derived)", how=how, script="derive_sites.py",
                   remark="Labels are the originals; the image alterations are synthetic: a benchmark layout, "
