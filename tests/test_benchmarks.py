@@ -180,6 +180,31 @@ def test_derived_sites_alter_only_the_minority_images(shared_hippocampus, tmp_pa
     assert mod.main([str(tmp_path / "bad"), "--data", str(shared_hippocampus), "--shares", "0.5", "0.5", "0.5"]) == 2
 
 
+def test_derived_inverted_site_reverses_contrast_without_blur(shared_hippocampus, tmp_path):
+    """derive_sites.py --site-c inverted: the same sites; C's images anti-correlated with the originals (the
+    weighting inverted) and as rough along the axial axis (no blur); A and B as without the option."""
+    mod = _bench("derive_sites")
+    out = tmp_path / "inv"
+    assert mod.main([str(out), "--data", str(shared_hippocampus), "--site-c", "inverted"]) == 0
+    assert "inverted" in json.loads((out / "dataset.json").read_text())["description"]
+    sites = json.loads((out / "sites.json").read_text())
+    assert sites == mod.assign_sites(list(sites), [0.6, 0.25, 0.15])
+    for site in "ABC":
+        cid = sorted(c for c, s in sites.items() if s == site)[0]
+        x = np.asarray(nib.load(shared_hippocampus / "imagesTr" / f"{cid}.nii.gz").dataobj, np.float32)
+        y = np.asarray(nib.load(out / "imagesTr" / f"{cid}.nii.gz").dataobj)
+        expected = mod.alter(x, site, mod.zlib.crc32(cid.encode()))  # the default layout's image
+        r = np.corrcoef(x.ravel(), y.ravel())[0, 1]
+        if site == "C":
+            assert r < -0.8, (cid, r)
+            rough = [float(np.abs(np.diff(a, axis=2)).mean() / np.subtract(*np.percentile(a, [99.5, 0.5])))
+                     for a in (x, y)]
+            assert rough[1] > 0.8 * rough[0], (cid, rough)  # not blurred (the thick site: < 0.8)
+            assert not np.allclose(y, expected)
+        else:
+            assert np.array_equal(y, expected), cid
+
+
 def test_stopping_benchmark_summary_on_a_constructed_run():
     """benchmarks/stopping.py's summary by hand: first verdicts, Dice forgone and held-out tracking."""
     summarise = _bench("stopping").summarise
