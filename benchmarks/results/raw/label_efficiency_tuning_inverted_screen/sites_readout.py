@@ -1,4 +1,4 @@
-"""Per-site read-out of the three-site screen (issue 11), from the run's own files, no new training.
+"""Per-site read-out of the inverted-site screen and check (issue 11; the three-site screen's script), from the run's own files, no new training.
 
     python benchmarks/results/raw/label_efficiency_tuning_inverted_screen/sites_readout.py RUN DATA [--seeds 0 1]
 
@@ -14,6 +14,7 @@ hippocampus_split.json outside the tuning pool instead: the 40 tuning-validation
 import argparse
 import collections
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,8 +35,11 @@ ap.add_argument("data")
 ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
 ap.add_argument("--rows", nargs="+", default=["random", "fg_random", "default"])
 ap.add_argument("--eval", choices=["validation", "extended"], default="validation")
+ap.add_argument("--models", nargs="+", default=["round_000", "round_001", "round_002"],
+                help="which round models to read (the extended set is three times the cases: round_002 alone)")
+ap.add_argument("--tag", default="", help="suffix of the written JSON's name (several runs in one folder)")
 args = ap.parse_args()
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("READOUT_THREADS", "2")))
 run, data = Path(args.run), Path(args.data)
 sites = json.loads((data / "sites.json").read_text())
 tuning = json.loads((ROOT / "benchmarks" / "hippocampus_tuning_split.json").read_text())
@@ -78,7 +82,7 @@ for row in args.rows:
                     cnt[sites[t["case_id"]]] += 1
                     cnt[sites[t["case_id"]] + "_fg"] += bool(t.get("foreground"))
             rec["painted"][f"selection_{r}"] = dict(sorted(cnt.items()))
-        for name in ("round_000", "round_001", "round_002"):
+        for name in args.models:
             m = d / name / "model.pt"
             if not m.is_file():
                 shared = sorted((run / "shared").glob(f"seed_{seed}_*/{name}/model.pt"))
@@ -91,6 +95,6 @@ for row in args.rows:
         dice = " ".join(f"{n[-1]}: " + ",".join(f"{s}{v[s]['fg_dice']:.3f}" for s in "ABC")
                         for n, v in rec["dice"].items())
         print(f"{row:10s} seed {seed} | painted slices (with fg) {paint} | fg Dice by site {dice}", flush=True)
-(run / ("sites_readout.json" if args.eval == "validation" else "sites_readout_extended.json")).write_text(
+(run / (("sites_readout" if args.eval == "validation" else "sites_readout_extended") + args.tag + ".json")).write_text(
     json.dumps(out, indent=1))
 sys.exit(0)
