@@ -6,6 +6,8 @@ For every row and seed: the painted slices per site in each selection round (ann
 finished tasks, slices with foreground counted apart), and the foreground Dice (mean over cases, classes
 merged) and mean per-class Dice per site on the tuning-validation cases of the round models (round_000 = the
 shared first model, round_001/002 after each selection round). Writes RUN/sites_readout.json; prints a table.
+Also the read-out of the inverted-site screen and check (2026-12-05 11:09 / 11:40 UTC plans), with DATA the
+``derive_sites.py --site-c inverted`` copy.
 
 ``--eval extended`` (the plan of 2026-12-05 00:42 UTC) reads the models on every case of the train side of
 hippocampus_split.json outside the tuning pool instead: the 40 tuning-validation cases plus the 80 left over
@@ -14,6 +16,7 @@ hippocampus_split.json outside the tuning pool instead: the 40 tuning-validation
 import argparse
 import collections
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +38,7 @@ ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
 ap.add_argument("--rows", nargs="+", default=["random", "fg_random", "default"])
 ap.add_argument("--eval", choices=["validation", "extended"], default="validation")
 args = ap.parse_args()
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("READOUT_THREADS", "2")))  # 1 beside a running benchmark
 run, data = Path(args.run), Path(args.data)
 sites = json.loads((data / "sites.json").read_text())
 tuning = json.loads((ROOT / "benchmarks" / "hippocampus_tuning_split.json").read_text())
