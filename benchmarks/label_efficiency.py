@@ -121,6 +121,9 @@ def main(argv=None) -> float:
     ap.add_argument("--groups", default="", metavar="JSON",
                     help="{case id: group} (e.g. derive_sites.py's sites.json): a dice_group_NAME column per group "
                          "in results.csv (simulation.groups)")
+    ap.add_argument("--initial-groups", nargs="+", default=None, metavar="GROUP",
+                    help="the random first labels only from pool cases of these --groups groups, e.g. A B: a new "
+                         "site joins a pool whose labelled start came from the others (simulation.initial_groups)")
     ap.add_argument("--from-results", nargs="+", default=None, metavar="DIR",
                     help="re-report an earlier run's folder without simulating; several folders (other seeds or "
                          "rows of the same protocol, e.g. batch jobs) are merged into --out first (medal merge)")
@@ -148,6 +151,10 @@ def main(argv=None) -> float:
                               max_pool=0 if args.split == "tuning" else cfg.simulation.max_pool)
     if args.groups:
         sim = dataclasses.replace(sim, groups=args.groups)
+    if args.initial_groups:
+        if not args.groups:
+            ap.error("--initial-groups needs --groups (the JSON that names each case's group)")
+        sim = dataclasses.replace(sim, initial_groups=tuple(args.initial_groups))
     if args.seeds:
         sim = dataclasses.replace(sim, seeds=tuple(args.seeds))
     if args.rounds is not None:
@@ -223,7 +230,8 @@ def main(argv=None) -> float:
     lines = [f"- split: `{Path(sim.split_file).name}` ({args.split}); config `{Path(args.config).name}`"
              f"{' --quick' if args.quick else ''}{f' --kind {args.kind}' if args.kind else ''}; pool {len(pool)} cases, "
              f"{'validation' if args.split == 'tuning' else 'test'} {len(test)} cases; seeds {list(sim.seeds)}; "
-             f"initial random {sim.initial_budget_s:.0f} s{f' of {sim.initial_kind}s' if sim.initial_kind else ''}, "
+             f"initial random {sim.initial_budget_s:.0f} s{f' of {sim.initial_kind}s' if sim.initial_kind else ''}"
+             f"{f' from groups {list(sim.initial_groups)} only' if sim.initial_groups else ''}, "
              f"then {sim.rounds} rounds of {cfg.selection.budget_s:.0f} s"
              + (f" (time-boxed: the oracle stops at the budget; reserve queue {cfg.selection.reserve:g} budgets)"
                 if sim.timed else "")

@@ -428,6 +428,9 @@ class SimulationConfig:
     # JSON {case id: group}, e.g. each case's site or scanner: results.csv gets a dice_group_NAME column per group
     # (mean Dice over that group's test cases), so a rare group's curve is not hidden in the mean; "" = none
     groups: str = ""
+    # the first labels (random or cold start) come only from pool cases of these groups of `groups`, e.g. the
+    # sites a group had labelled before a new scanner's cases joined the pool; () = from the whole pool
+    initial_groups: tuple[str, ...] = ()
     test_fraction: float = 0.2
     max_pool: int = 0  # use at most this many non-test cases (0 = all): smaller CPU runs
     workers: int = 1  # (strategy, seed) runs side by side, each with cores / workers torch threads
@@ -465,6 +468,10 @@ class SimulationConfig:
         if self.initial_kind not in ("", "slice", "supervoxel"):
             raise ConfigError(f"simulation.initial_kind: {self.initial_kind!r} is not one of ['', 'slice', 'supervoxel']")
         _check_planes(self.initial_axis, "simulation.initial_axis")
+        if self.initial_groups and not self.groups:
+            raise ConfigError("simulation.initial_groups: needs simulation.groups (the JSON that names each case's group)")
+        if not all(isinstance(g, str) and g for g in self.initial_groups):
+            raise ConfigError(f"simulation.initial_groups: group names (strings), got {list(self.initial_groups)!r}")
         if not (math.isfinite(self.initial_budget_s) and self.initial_budget_s > 0):
             raise ConfigError(f"simulation.initial_budget_s: must be a finite number > 0, got {self.initial_budget_s}")
         if not 0 < self.test_fraction < 1:

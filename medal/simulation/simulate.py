@@ -95,6 +95,18 @@ def pool_groups(path, pool: list[str], groups) -> dict[str, str]:
     return {c: str(raw[c]) for c in pool if c in raw and str(raw[c]) in groups}
 
 
+def start_pool(path, pool: list[str], initial_groups) -> list[str]:
+    """``simulation.initial_groups``: the pool cases the first labels may come from (those whose group in the
+    groups file ``path`` is one of ``initial_groups``), in pool order; every group named must hold pool cases."""
+    raw = _read_groups(path)
+    of_case = {c: str(raw[c]) for c in pool if c in raw}
+    empty = [g for g in initial_groups if g not in of_case.values()]
+    if empty:
+        raise ValueError(f"simulation.initial_groups: {path} gives no pool case the group(s) {empty}; its pool groups "
+                         f"are {sorted(set(of_case.values()))}")
+    return [c for c in pool if of_case.get(c) in set(initial_groups)]
+
+
 def group_tasks(case_ids, of_case: dict[str, str], groups) -> dict[str, int]:
     """``tasks_group_NAME`` columns: how many of a round's painted units lie in each group's pool cases."""
     counts = collections.Counter(of_case.get(c) for c in case_ids)
@@ -316,7 +328,8 @@ def _run_one(job: dict) -> list[dict]:
     cost_model, full, names, shapes, planes = job["cost_model"], job["full"], job["names"], job["shapes"], job["planes"]
     sim = cfg.simulation
     cache = VolumeCache()
-    seconds = initial_labels(run, dataset, pool, cfg, seed, cost_model, Path(job["initial"]))["seconds"]
+    seconds = initial_labels(run, dataset, job.get("start_pool") or pool, cfg, seed, cost_model,
+                             Path(job["initial"]))["seconds"]
     shared = Path(job["shared_round0"]) / "round_000" if job.get("shared_round0") else None
     if shared is not None and not (run / "round_000").exists() and (shared / "progress.json").is_file():
         # round 0's training and scoring depend on the first labels and the model config only, not on
@@ -463,6 +476,8 @@ def _initial_key(cfg: MedalConfig, seed: int) -> str:
             "axis": list(_initial_axes(cfg)), "kind": _initial_kind(cfg)}
     if cfg.simulation.initial == "coldstart":
         what["coldstart"] = cfg.coldstart
+    if cfg.simulation.initial_groups:  # (absent otherwise: the folders of earlier runs keep their names)
+        what["groups"] = list(cfg.simulation.initial_groups)
     return config_hash(what)[:12]
 
 
@@ -482,7 +497,8 @@ def _shared_round0(job: dict) -> str:
 
         torch.set_num_threads(job["threads"])
     run = Path(job["shared_round0"])
-    initial_labels(run, job["dataset"], job["pool"], job["cfg"], job["seed"], job["cost_model"], Path(job["initial"]))
+    initial_labels(run, job["dataset"], job.get("start_pool") or job["pool"], job["cfg"], job["seed"], job["cost_model"],
+                   Path(job["initial"]))
     run_round(run, job["dataset"], job["cfg"], index=0, pool=job["pool"], progress=False, stop_after="score",
               cache=VolumeCache())
     return str(run)
@@ -536,11 +552,13 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     names = [dataset.label_map.name(v) for v in dataset.label_map.values[1:]]
     groups = load_groups(sim.groups, test) if sim.groups else {}
     of_case = pool_groups(sim.groups, pool, groups) if sim.groups else {}
+    first = start_pool(sim.groups, pool, sim.initial_groups) if sim.initial_groups else pool
     fields = (CSV_FIELDS + [f"dice_{name}" for name in names] + [f"dice_group_{g}" for g in groups]
               + [f"tasks_group_{g}" for g in groups])
     meta = {"pool": pool, "test": test, "full_annotation_cost_s": full, "class_names": names,
             "groups": {g: [test[i] for i in idx] for g, idx in groups.items()},
             "pool_groups": {g: [c for c in pool if of_case.get(c) == g] for g in groups},
+            **({"start_pool": first} if sim.initial_groups else {}),
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
     kept: list[dict] = []
     if resume:
@@ -572,7 +590,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                 continue
             vcfg = variant_config(cfg, strategy)
             initial = out_dir / "initial" / f"seed_{seed}_{_initial_key(vcfg, seed)}"
-            starts.setdefault(str(initial), (dataset, pool, dataclasses.replace(
+            starts.setdefault(str(initial), (dataset, first, dataclasses.replace(
                 vcfg, selection=dataclasses.replace(vcfg.selection, seed=seed)), seed, cost_model, initial))
             model_seed = seed + sim.training_seed_offset  # the first labels and the selection keep the seed
             scfg = dataclasses.replace(vcfg, training=dataclasses.replace(vcfg.training, seed=model_seed),
@@ -583,7 +601,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                          "pool": pool, "test": test, "strategy": strategy, "seed": seed, "cost_model": cost_model,
                          "full": full, "names": names, "groups": groups, "pool_groups": of_case, "shapes": shapes,
                          "planes": _painted_axes(scfg, orientation),
-                         "initial": str(initial),
+                         "initial": str(initial), "start_pool": first,
                          "threads": threads if workers > 1 or cfg.training.num_threads else 0,
                          "deadline": deadline})
     _prepare_starts(list(starts.values()), workers)

@@ -626,6 +626,45 @@ def test_group_columns_split_the_mean_dice_by_the_groups_file(tmp_path):
         load_groups(tmp_path / "missing.json", [test[0]])
 
 
+def test_initial_groups_draw_the_first_labels_from_those_groups_only(tmp_path):
+    """simulation.initial_groups: a new site joins the pool; the random first labels come only from the pool
+    cases of the named groups (the same start for every row of a seed), the later rounds from the whole pool;
+    a group without pool cases, or initial_groups without a groups file, is a one-line error."""
+    from medal.config import ConfigError
+
+    ds = load_dataset(sample_dataset())
+    ids = sorted(c.case_id for c in ds.cases)
+    groups = {c: ("old" if i % 4 else "new") for i, c in enumerate(ids)}
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps(groups))
+    cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["random", "fg_random"], "seeds": [0],
+                                   "rounds": 0, "initial_budget_s": 400.0, "test_fraction": 0.2, "max_pool": 0,
+                                   "groups": str(path), "initial_groups": ["old"]}}
+    simulate(ds, tmp_path / "run", config_from_dict(cfg), log=None)
+    meta = json.loads((tmp_path / "run" / "simulation.json").read_text())
+    assert any(groups[c] == "new" for c in meta["pool"])  # the new site is in the pool ...
+    assert meta["start_pool"] == [c for c in meta["pool"] if groups[c] == "old"]
+    for row in ("random", "fg_random"):
+        start = read_tasks(tmp_path / "run" / row / "seed_0" / "round_init" / "tasks.json").tasks
+        assert len({t.case_id for t in start}) > 1  # ... but none of its cases is in the start
+        assert {groups[t.case_id] for t in start} == {"old"}
+        assert sum(t.predicted_cost_s for t in start) <= 400.0
+    # the whole pool draws from both sites (this seed's unrestricted start holds a new-site case)
+    cfg["simulation"]["initial_groups"], cfg["simulation"]["initial_budget_s"] = [], 2000.0
+    cfg["simulation"]["strategies"] = ["fg_random"]
+    simulate(ds, tmp_path / "all", config_from_dict(cfg), log=None)
+    start = read_tasks(tmp_path / "all" / "fg_random" / "seed_0" / "round_init" / "tasks.json").tasks
+    assert {groups[t.case_id] for t in start} == {"old", "new"}
+
+    cfg["simulation"]["initial_groups"] = ["nowhere"]
+    with pytest.raises(ValueError, match=r"simulation.initial_groups: .*groups.json gives no pool case the group\(s\) "
+                                          r"\['nowhere'\]; its pool groups are \['new', 'old'\]"):
+        simulate(ds, tmp_path / "bad", config_from_dict(cfg), log=None)
+    cfg["simulation"]["groups"] = ""
+    with pytest.raises(ConfigError, match="simulation.initial_groups: needs simulation.groups"):
+        config_from_dict(cfg)
+
+
 def test_group_summary_takes_each_seeds_last_round_and_pairs_seeds():
     """group_summary against a hand computation on a small table: the last round by seconds per seed, the
     group-balanced mean, scipy's paired t-test per group; rows without the columns say nothing."""
