@@ -306,6 +306,7 @@ def main(argv=None) -> float:
               "seeds": list(sim.seeds),
               "rounds": sim.rounds, "budget_s": cfg.selection.budget_s, "timed": sim.timed,
               "reserve": cfg.selection.reserve, "annotation": cfg.costs.annotation, "initial_budget_s": sim.initial_budget_s,
+              "initial_groups": list(sim.initial_groups) or None,
               "full_annotation_cost_s": full_cost, "same_config_all_labels_dice": own_full,
               "aubc_axis_max_s": summary.get("x_max_s"),
               "simulation_minutes": sim_minutes, "strategies": summary["strategies"],

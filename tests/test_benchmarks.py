@@ -238,3 +238,30 @@ def test_stopping_benchmark_summary_on_a_constructed_run():
     assert [x["round"] for x in a90["per_seed"]] == [3, None]  # 0.91 and 0.95: both >= 0.90 only after round 3
     assert a90["mean_dice_forgone"] == pytest.approx(0.01) and a90["mean_seconds_saved"] == pytest.approx(600)
     assert a92["seeds_fired"] == 0 and a92["mean_dice_forgone"] is None
+
+
+def test_pooled_runs_add_seeds_only_within_one_protocol():
+    """seeds_needed.py --pool: disjoint seeds of one protocol join one paired test; anything else is refused."""
+    mod = _bench("seeds_needed")
+    base = {"split": "tuning", "split_file": "s.json", "kind": "slice", "config": "c.yaml", "data": "/d", "rounds": 2,
+            "budget_s": 600.0, "timed": True, "reserve": 8.0, "annotation": "draw", "initial_budget_s": 300.0,
+            "default_strategy": "default"}
+    a = {**base, "strategies": {"default": {"aubc_per_seed": {"0": 0.70, "1": 0.62}},
+                                "random": {"aubc_per_seed": {"0": 0.66, "1": 0.61}},
+                                "only_here": {"aubc_per_seed": {"0": 0.5, "1": 0.5}}}}
+    b = {**base, "strategies": {"default": {"aubc_per_seed": {"2": 0.68, "3": 0.64}},
+                                "random": {"aubc_per_seed": {"2": 0.69, "3": 0.60}}}}
+    pooled = mod.pool({"a": a, "b": b})
+    assert sorted(pooled["strategies"]) == ["default", "random"] and pooled["seeds"] == [0, 1, 2, 3]
+    (comp,) = mod.analyse(pooled)
+    d = np.array([0.04, 0.01, -0.01, 0.04])
+    from scipy.stats import ttest_1samp
+
+    assert (comp["a"], comp["b"], comp["seeds"], comp["a_wins"]) == ("default", "random", 4, 3)
+    assert comp["mean_diff"] == pytest.approx(d.mean()) and comp["p_paired_t"] == pytest.approx(ttest_1samp(d, 0).pvalue)
+    with pytest.raises(ValueError, match=r"b\.json: initial_groups is \['A', 'B'\]"):
+        mod.pool({"a": a, "b": {**b, "initial_groups": ["A", "B"]}})
+    with pytest.raises(ValueError, match=r"b\.json: seed 1 is also in a\.json"):
+        mod.pool({"a": a, "b": {**b, "strategies": {"default": {"aubc_per_seed": {"1": 0.6}}}}})
+    with pytest.raises(ValueError, match="at least two"):
+        mod.pool({"a": a})
