@@ -265,3 +265,26 @@ def test_pooled_runs_add_seeds_only_within_one_protocol():
         mod.pool({"a": a, "b": {**b, "strategies": {"default": {"aubc_per_seed": {"1": 0.6}}}}})
     with pytest.raises(ValueError, match="at least two"):
         mod.pool({"a": a})
+
+
+def test_site_distance_separates_a_shifted_group_and_not_a_random_one():
+    """benchmarks/site_distance.py's separation: a group whose embeddings sit apart scores AUC ~1, a group drawn
+    from the same cloud ~0.5, and a slice's own case never serves as its nearest neighbour."""
+    separation = _bench("site_distance").separation
+    rng = np.random.default_rng(0)
+    owner = np.repeat([f"c{i}" for i in range(12)], 20)  # 12 cases of 20 slices
+    z = rng.normal(size=(240, 8))
+    z[:, 0] += 3.0  # every embedding off the origin, so the unit normalisation keeps the cloud
+    shifted = z.copy()
+    shifted[owner == "c0", 1] += 6.0
+    shifted[owner == "c1", 1] += 6.0
+    group = np.where(np.isin(owner, ["c0", "c1"]), "new", "old")
+    far = separation(shifted, owner, group, "new", sample=200)
+    same = separation(z, owner, group, "new", sample=200)
+    assert far["slices"] == 40 and far["auc"] > 0.95 and far["median_group"] > far["median_rest"]
+    assert 0.3 < same["auc"] < 0.7
+    # one case alone as a group: its own slices are excluded, so a copy of one of them elsewhere is its neighbour
+    dup = z.copy()
+    dup[owner == "c5"] = dup[owner == "c0"]
+    alone = separation(dup, owner, np.where(owner == "c0", "new", "old"), "new", sample=50)
+    assert alone["median_group"] == pytest.approx(0.0, abs=1e-9)
