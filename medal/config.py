@@ -355,6 +355,10 @@ class SelectionConfig:
     # TCM (Doucet et al. 2024): the first this many selection rounds use fg_typical (TypiClust on the cold start's
     # encoder), the later ones `strategy`; 0 = `strategy` in every round (1 was level with fg_random on a tuning screen)
     typical_rounds: int = 0
+    # novelty part (knapsack strategies; slices only): this share of the budget goes first to slices far from every
+    # annotated slice in the cold start's encoder space (a new site, a new scanner), drawn with probability ~ how far
+    # beyond the median distance they lie, at most 2 per case; the rest as usual. 0 = off. Unscreened as a default.
+    novelty_share: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -389,6 +393,8 @@ class SelectionConfig:
             raise ConfigError(f"selection.reserve: must lie in [0, 10] budgets, got {self.reserve}")
         if isinstance(self.typical_rounds, bool) or not isinstance(self.typical_rounds, int) or self.typical_rounds < 0:
             raise ConfigError(f"selection.typical_rounds: must be a whole number >= 0, got {self.typical_rounds!r}")
+        if not (isinstance(self.novelty_share, (int, float)) and 0 <= self.novelty_share <= 0.5):
+            raise ConfigError(f"selection.novelty_share: must lie in [0, 0.5], got {self.novelty_share!r}")
         if not (math.isfinite(self.value_power) and self.value_power >= 0):
             raise ConfigError(f"selection.value_power: must be a finite number >= 0, got {self.value_power}")
         if self.resolution < 10:

@@ -17,7 +17,7 @@ from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig
 from medal.costs import CostCalibration, CostModel, effort_features, feature_names
 from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
-from medal.selection.strategies import NEEDS_CLUSTERS, Selection, add_clusters, select
+from medal.selection.strategies import NEEDS_CLUSTERS, VALUE_DRIVEN, Selection, add_clusters, add_novelty, select
 from medal.tasks import Task, TaskList, write_tasks
 
 __all__ = ["CaseUnits", "NothingFitsError", "case_units", "candidate_table", "load_score_maps", "select_round",
@@ -296,6 +296,9 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
                              skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg,
                              coldstart_cfg=coldstart_cfg)
+    if selection_cfg.novelty_share > 0 and selection_cfg.strategy in VALUE_DRIVEN:
+        table = add_novelty(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
+                            data_cfg=data_cfg, coldstart_cfg=coldstart_cfg)
     sel = select(table, selection_cfg, round_index=round_index)
     fallback = None
     if not len(sel.indices) and not qc:

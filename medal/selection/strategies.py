@@ -62,7 +62,7 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["NEEDS_CLUSTERS", "STRATEGIES", "Selection", "add_clusters", "beta_for_round", "class_shares",
+__all__ = ["NEEDS_CLUSTERS", "STRATEGIES", "Selection", "add_clusters", "add_novelty", "beta_for_round", "class_shares",
            "dominant_class", "get_strategy", "power_noise", "select"]
 
 
@@ -259,6 +259,61 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
     return RegionTable({**table.columns, "cluster": cluster, "typicality": typ, "cluster_size": size})
 
 
+def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
+                coldstart_cfg=None) -> RegionTable:
+    """``table`` with a ``novelty`` column: for each open slice, how far beyond the open slices' median its distance
+    to the nearest annotated slice lies, in the cold start's label-free representation (unit-normalised; the
+    encoder ``fg_typical`` clusters with); 0 for other rows, and everywhere while no slice is annotated.
+
+    The part of a round it drives (``selection.novelty_share``) reaches units the model's own value cannot: on a
+    site the model has never seen its predicted foreground, and with it the class-stratified value and
+    fg_random's weight, is ~0 (RESULTS.md 2026-12-05, the new-site runs; ``benchmarks/site_distance.py``: the
+    encoder separates such a site, AUC 0.94). A distance to the labelled set is the core-set view of diversity
+    (Sener & Savarese, "Active Learning for Convolutional Neural Networks: A Core-Set Approach", ICLR 2018),
+    used here as a share of the budget rather than the whole selection.
+    """
+    from medal.coldstart import select as cs
+
+    novelty = np.zeros(len(table))
+    is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
+    done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
+    open_ = np.flatnonzero(is_slice & ~done) if len(table) else np.zeros(0, np.int64)
+    if done.any() and len(open_):
+        cfg, dcfg = coldstart_cfg or cs.ColdstartConfig(), data_cfg or cs.DataConfig()
+        want = set(table["case_id"][is_slice].tolist())
+        cases = [c for c in dataset.cases if c.case_id in want]
+        names = sorted({str(int(a)) for a in table["axis"][is_slice]})
+        volumes, vol_axes, good, owner, idx, ax, _, _, _ = cs._describe(dataset, cases, cfg, dcfg, names)
+        if volumes:
+            z, _ = cs._representation(volumes, vol_axes, good, cfg)
+            z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+            where = {(o, int(a), int(i)): n for n, (o, a, i) in enumerate(zip(owner, ax, idx))}
+            key = lambda r: (table["case_id"][r], int(table["axis"][r]), int(table["index"][r]))  # noqa: E731
+            ref = [where[key(r)] for r in np.flatnonzero(done) if key(r) in where]
+            rows = [(r, where[key(r)]) for r in open_ if key(r) in where]
+            if ref and rows:
+                zr = z[ref]
+                d = np.array([np.linalg.norm(zr - z[n], axis=1).min() for _, n in rows])
+                novelty[[r for r, _ in rows]] = np.maximum(d - np.median(d), 0.0)
+    return RegionTable({**table.columns, "novelty": novelty})
+
+
+def _novelty_part(table, rows, budget, rng, cons, per_case: int = 2) -> list[int]:
+    """Slices drawn with probability ~ ``novelty`` (Efraimidis-Spirakis), at most ``per_case`` per case."""
+    w = table["novelty"][rows]
+    rows, w = rows[w > 0], w[w > 0]
+    if not len(rows):
+        return []
+    keys = np.log(np.maximum(rng.random(len(rows)), 1e-300)) / w
+    order, seen = [], {}
+    for r in rows[np.argsort(-keys, kind="stable")]:
+        c = table["case_id"][r]
+        if seen.get(c, 0) < per_case:
+            order.append(r)
+            seen[c] = seen.get(c, 0) + 1
+    return _sequential(order, table, budget, cons)
+
+
 def get_strategy(name: str):
     try:
         return STRATEGIES[name]
@@ -336,6 +391,19 @@ def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: 
 
     chosen: list[int] = []
     results = []
+    share = float(getattr(cfg, "novelty_share", 0.0) or 0.0)
+    if valued and share > 0 and "novelty" in table and len(rows):
+        # the novelty part first (add_novelty): its seconds come off the budget the class parts and the rest share
+        sub = cons.view(table)
+        chosen += _novelty_part(table, rows, budget * share, rng, sub)
+        cons.update(sub)
+        if chosen:
+            results.append(None)  # no knapsack certificate covers a sampled part
+            budget_parts = budget - float(table["cost"][chosen].sum())
+        else:
+            budget_parts = budget
+    else:
+        budget_parts = budget
     order = list(shares)
     rng.shuffle(order)
     for c in order:
@@ -343,7 +411,7 @@ def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: 
         part = rows[view["score"][rows] > 0]
         part = np.setdiff1d(part, np.asarray(chosen, dtype=np.int64))
         sub = cons.view(view)
-        picked, res = fn(view, part, budget * shares[c], cfg, rng, sub)
+        picked, res = fn(view, part, budget_parts * shares[c], cfg, rng, sub)
         cons.update(sub)
         chosen += picked
         results.append(res)

@@ -282,3 +282,27 @@ def test_typical_rounds_use_fg_typical_first_then_the_strategy(tmp_path, scores_
     assert {t.strategy for t in read_tasks(tmp_path / "cli" / "tasks.json").tasks} == {"fg_random"}
     with pytest.raises(ConfigError, match="typical_rounds"):
         SelectionConfig(typical_rounds=-1)
+
+
+def test_novelty_column_from_the_encoder_is_zero_until_slices_are_annotated(tmp_path, scores_dir):
+    from medal.config import ColdstartConfig, CostsConfig, RegionsConfig, SelectionConfig
+    from medal.regions import RegionTable
+    from medal.selection.api import select_round
+    from medal.selection.strategies import add_novelty
+
+    ds = load_dataset(sample_dataset())
+    cs = ColdstartConfig(encoder_steps=SHORT_ENCODER)
+    kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(prediction="argmax", calibration="none"),
+              display_cache=False, coldstart_cfg=cs)
+    res = select_round(ds, scores_dir, tmp_path / "r0", round_index=1,
+                       selection_cfg=SelectionConfig(strategy="knapsack", budget_s=200.0, novelty_share=0.25), **kw)
+    assert "novelty" in res.table and not res.table["novelty"].any()  # nothing annotated: no novelty part
+    assert res.selection.spent_s <= 200.0
+    t = res.table
+    first = t["case_id"][0]
+    done = (t["case_id"] == first) & (t["kind"] == "slice")
+    marked = RegionTable({**t.columns, "annotated_fraction": np.where(done, 1.0, 0.0)})
+    nov = add_novelty(marked, ds, coldstart_cfg=cs)["novelty"]
+    open_ = (t["kind"] == "slice") & ~done
+    assert (nov[done] == 0).all() and (nov >= 0).all() and (nov[open_] > 0).any()
+    assert (nov[open_] > 0).sum() <= open_.sum() / 2 + 1  # the excess over the open slices' median distance

@@ -197,3 +197,36 @@ def test_fg_typical_takes_the_most_typical_foreground_slice_of_each_uncovered_cl
     bare = RegionTable({k: v for k, v in t.columns.items() if k not in ("cluster", "typicality", "cluster_size")})
     fg = select(bare, SelectionConfig(strategy="fg_random", budget_s=30.0, **PLAIN))
     assert select(bare, cfg).indices.tolist() == fg.indices.tolist()
+
+
+def test_novelty_part_draws_only_novel_slices_at_most_two_per_case_and_off_changes_nothing():
+    t = _table(3, n_cases=6, n_slices=12)
+    rng = np.random.default_rng(0)
+    novel = np.where(np.isin(t["case_id"], ["c4", "c5"]) & (t["annotated_fraction"] == 0), rng.random(len(t)) + 0.1, 0.0)
+    t = RegionTable({**t.columns, "novelty": novel})
+    cfg = SelectionConfig(strategy="knapsack", budget_s=300.0, novelty_share=0.3, noise="power", seed=5)
+    sel = select(t, cfg, round_index=1)
+    assert sel.spent_s <= 300.0 + 1e-9 and len(set(sel.indices.tolist())) == len(sel.indices)
+    assert (t["annotated_fraction"][sel.indices] == 0).all()
+    # the novelty part comes first: its picks lead the list, are novel, at most 2 per case, within 30% of the budget
+    first = []
+    for i in sel.indices:
+        if t["novelty"][i] <= 0:
+            break
+        first.append(int(i))
+    assert first and sum(t["cost"][first]) <= 90.0 + 1e-9
+    cases = list(t["case_id"][first])
+    assert set(cases) <= {"c4", "c5"} and max(cases.count(c) for c in set(cases)) <= 2
+    # reproducible for a seed
+    assert np.array_equal(select(t, cfg, round_index=1).indices, sel.indices)
+    # novelty zero everywhere (nothing annotated yet) or share 0: exactly the selection without the column
+    plain = RegionTable({k: v for k, v in t.columns.items() if k != "novelty"})
+    base = select(plain, cfg, round_index=1).indices
+    assert np.array_equal(select(RegionTable({**t.columns, "novelty": np.zeros(len(t))}), cfg, round_index=1).indices, base)
+    off = SelectionConfig(strategy="knapsack", budget_s=300.0, novelty_share=0.0, noise="power", seed=5)
+    assert np.array_equal(select(t, off, round_index=1).indices, base)
+    # the random baselines ignore it
+    rnd = SelectionConfig(strategy="random", budget_s=300.0, novelty_share=0.3, seed=5)
+    assert np.array_equal(select(t, rnd).indices, select(plain, rnd).indices)
+    with pytest.raises(Exception, match="novelty_share"):
+        SelectionConfig(novelty_share=0.7)
