@@ -107,7 +107,7 @@ from medal.tasks import Task, write_tasks
 from .represent import pca, slice_descriptors
 
 __all__ = ["METHODS", "REPRESENTATIONS", "coldstart_select", "kmeans", "probcover", "probcover_radius",
-           "slice_cost_prior", "slice_clusters", "pilot_scale", "position_strata", "typicality", "with_position"]
+           "slice_cost_prior", "slice_clusters", "slice_embeddings", "pilot_scale", "position_strata", "typicality", "with_position"]
 
 METHODS = ("typiclust", "probcover")
 REPRESENTATIONS = ("thumbnails", "encoder")
@@ -428,34 +428,48 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     return tasks
 
 
-def slice_clusters(dataset: Dataset, case_ids, axes, index, *, k: int, cfg: ColdstartConfig | None = None,
-                   data_cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TypiClust's view of given slices, for selection rounds (``selection.strategy: fg_typical``).
-
-    Every slice of the cases named (along the array axes named) is embedded by the cold start's representation
-    (``cfg``, by default the contrastive encoder, trained once on all of them and cached); the slices asked
-    (``case_ids[i]``, ``axes[i]``, ``index[i]``) are clustered into ``k`` k-means clusters. Returns, for each
-    slice asked, its cluster, its typicality among the slices asked (inverse mean distance to its nearest
-    neighbours) and its cluster's size; ``-1``, 0, 0 for a slice of an unreadable case."""
+def slice_embeddings(dataset: Dataset, case_ids, axes, index, *, cfg: ColdstartConfig | None = None,
+                     data_cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The cold start's representation (``cfg``, by default the contrastive encoder, trained once on every slice of
+    the cases named and cached) of the slices asked (``case_ids[i]``, ``axes[i]``, ``index[i]``): ``(z, found)``,
+    ``z`` one row per slice asked (zeros where not found), ``found`` False for a slice of an unreadable case."""
     cfg = cfg or ColdstartConfig()
     data_cfg = data_cfg or DataConfig()
     case_ids, axes, index = list(case_ids), [int(a) for a in axes], [int(i) for i in index]
     want = set(case_ids)
     cases = [c for c in dataset.cases if c.case_id in want]
     names = sorted({str(a) for a in axes})
+    found = np.zeros(len(case_ids), bool)
     volumes, vol_axes, good, owner, idx, ax, _, _, _ = _describe(dataset, cases, cfg, data_cfg, names)
-    cluster = np.full(len(case_ids), -1, np.int64)
-    typ, size = np.zeros(len(case_ids)), np.zeros(len(case_ids))
     if not volumes:
-        return cluster, typ, size
+        return np.zeros((len(case_ids), 0)), found
     z, _ = _representation(volumes, vol_axes, good, cfg)
     where = {(o, int(a), int(i)): n for n, (o, a, i) in enumerate(zip(owner, ax, idx))}
-    found = [(n, where[key]) for n, key in enumerate(zip(case_ids, axes, index)) if key in where]
-    if not found:
+    rows = np.array([where.get(key, -1) for key in zip(case_ids, axes, index)], dtype=np.int64)
+    found = rows >= 0
+    out = np.zeros((len(case_ids), z.shape[1]))
+    out[found] = z[rows[found]]
+    return out, found
+
+
+def slice_clusters(dataset: Dataset, case_ids, axes, index, *, k: int, cfg: ColdstartConfig | None = None,
+                   data_cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TypiClust's view of given slices, for selection rounds (``selection.strategy: fg_typical``).
+
+    Every slice of the cases named (along the array axes named) is embedded by the cold start's representation
+    (:func:`slice_embeddings`); the slices asked (``case_ids[i]``, ``axes[i]``, ``index[i]``) are clustered into
+    ``k`` k-means clusters. Returns, for each slice asked, its cluster, its typicality among the slices asked
+    (inverse mean distance to its nearest neighbours) and its cluster's size; ``-1``, 0, 0 for a slice of an
+    unreadable case."""
+    cfg = cfg or ColdstartConfig()
+    z, found = slice_embeddings(dataset, case_ids, axes, index, cfg=cfg, data_cfg=data_cfg)
+    cluster = np.full(len(found), -1, np.int64)
+    typ, size = np.zeros(len(found)), np.zeros(len(found))
+    if not found.any():
         return cluster, typ, size
-    mine, rows = (np.array(v, dtype=np.int64) for v in zip(*found))
-    labels = kmeans(z[rows], k, seed=cfg.seed)
-    cluster[mine], typ[mine] = labels, typicality(z[rows], neighbours=cfg.neighbours)
+    mine = np.flatnonzero(found)
+    labels = kmeans(z[mine], k, seed=cfg.seed)
+    cluster[mine], typ[mine] = labels, typicality(z[mine], neighbours=cfg.neighbours)
     size[mine] = np.bincount(labels)[labels]
     return cluster, typ, size
 

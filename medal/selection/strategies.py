@@ -272,29 +272,22 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
     (Sener & Savarese, "Active Learning for Convolutional Neural Networks: A Core-Set Approach", ICLR 2018),
     used here as a share of the budget rather than the whole selection.
     """
-    from medal.coldstart import select as cs
+    from medal.coldstart import slice_embeddings
 
     novelty = np.zeros(len(table))
     is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
     done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
-    open_ = np.flatnonzero(is_slice & ~done) if len(table) else np.zeros(0, np.int64)
-    if done.any() and len(open_):
-        cfg, dcfg = coldstart_cfg or cs.ColdstartConfig(), data_cfg or cs.DataConfig()
-        want = set(table["case_id"][is_slice].tolist())
-        cases = [c for c in dataset.cases if c.case_id in want]
-        names = sorted({str(int(a)) for a in table["axis"][is_slice]})
-        volumes, vol_axes, good, owner, idx, ax, _, _, _ = cs._describe(dataset, cases, cfg, dcfg, names)
-        if volumes:
-            z, _ = cs._representation(volumes, vol_axes, good, cfg)
-            z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-            where = {(o, int(a), int(i)): n for n, (o, a, i) in enumerate(zip(owner, ax, idx))}
-            key = lambda r: (table["case_id"][r], int(table["axis"][r]), int(table["index"][r]))  # noqa: E731
-            ref = [where[key(r)] for r in np.flatnonzero(done) if key(r) in where]
-            rows = [(r, where[key(r)]) for r in open_ if key(r) in where]
-            if ref and rows:
-                zr = z[ref]
-                d = np.array([np.linalg.norm(zr - z[n], axis=1).min() for _, n in rows])
-                novelty[[r for r, _ in rows]] = np.maximum(d - np.median(d), 0.0)
+    if done.any() and (is_slice & ~done).any():
+        rows = np.flatnonzero(is_slice)
+        z, found = slice_embeddings(dataset, table["case_id"][rows], table["axis"][rows], table["index"][rows],
+                                    cfg=coldstart_cfg, data_cfg=data_cfg)
+        z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        ref = found & done[rows]
+        mine = np.flatnonzero(found & ~done[rows])
+        if ref.any() and len(mine):
+            zr = z[ref]
+            d = np.array([np.linalg.norm(zr - z[n], axis=1).min() for n in mine])
+            novelty[rows[mine]] = np.maximum(d - np.median(d), 0.0)
     return RegionTable({**table.columns, "novelty": novelty})
 
 
@@ -399,11 +392,7 @@ def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: 
         cons.update(sub)
         if chosen:
             results.append(None)  # no knapsack certificate covers a sampled part
-            budget_parts = budget - float(table["cost"][chosen].sum())
-        else:
-            budget_parts = budget
-    else:
-        budget_parts = budget
+    budget_parts = budget - float(table["cost"][chosen].sum()) if chosen else budget
     order = list(shares)
     rng.shuffle(order)
     for c in order:
