@@ -285,8 +285,9 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
         ref = found & done[rows]
         mine = np.flatnonzero(found & ~done[rows])
         if ref.any() and len(mine):
-            zr = z[ref]
-            d = np.array([np.linalg.norm(zr - z[n], axis=1).min() for n in mine])
+            from scipy.spatial import cKDTree
+
+            d = cKDTree(z[ref]).query(z[mine])[0]  # exact nearest annotated slice, Euclidean
             novelty[rows[mine]] = np.maximum(d - np.median(d), 0.0)
     return RegionTable({**table.columns, "novelty": novelty})
 
@@ -384,7 +385,7 @@ def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: 
 
     chosen: list[int] = []
     results = []
-    share = float(getattr(cfg, "novelty_share", 0.0) or 0.0)
+    share = cfg.novelty_share
     if valued and share > 0 and "novelty" in table and len(rows):
         # the novelty part first (add_novelty): its seconds come off the budget the class parts and the rest share
         sub = cons.view(table)
