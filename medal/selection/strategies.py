@@ -271,8 +271,14 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
     encoder separates such a site, AUC 0.94). A distance to the labelled set is the core-set view of diversity
     (Sener & Savarese, "Active Learning for Convolutional Neural Networks: A Core-Set Approach", ICLR 2018),
     used here as a share of the budget rather than the whole selection.
+
+    Slices within the cold start's ``edge_margin`` (a share of the volume's extent along the slice axis, 0.2 by
+    default) of either end get no novelty, as the cold start chooses none there: a volume's ends are its most
+    foreground-free slices, and a far site's ends are as far in the encoder as its anatomy (27% of the novelty
+    part held no foreground without the margin, RESULTS.md 2026-12-05 18:28 UTC).
     """
     from medal.coldstart import slice_embeddings
+    from medal.config import ColdstartConfig
 
     novelty = np.zeros(len(table))
     is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
@@ -283,13 +289,28 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
                                     cfg=coldstart_cfg, data_cfg=data_cfg)
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         ref = found & done[rows]
-        mine = np.flatnonzero(found & ~done[rows])
+        margin = (coldstart_cfg or ColdstartConfig()).edge_margin
+        mine = np.flatnonzero(found & ~done[rows] & _inside_extent(table, rows, margin))
         if ref.any() and len(mine):
             from scipy.spatial import cKDTree
 
             d = cKDTree(z[ref]).query(z[mine])[0]  # exact nearest annotated slice, Euclidean
             novelty[rows[mine]] = np.maximum(d - np.median(d), 0.0)
     return RegionTable({**table.columns, "novelty": novelty})
+
+
+def _inside_extent(table: RegionTable, rows: np.ndarray, margin: float) -> np.ndarray:
+    """For slice rows ``rows``: True where the slice lies farther than ``margin`` of its volume's extent along its
+    slice axis from either end (the extent read from the table: its highest slice index + 1 per case and axis)."""
+    if margin <= 0 or not len(rows):
+        return np.ones(len(rows), bool)
+    case, axis = table["case_id"][rows], np.asarray(table["axis"][rows]).astype(np.int64)
+    index = np.asarray(table["index"][rows], dtype=np.float64)
+    extent: dict = {}
+    for c, a, i in zip(case, axis, index):
+        extent[(c, a)] = max(extent.get((c, a), 0.0), i + 1.0)
+    pos = (index + 0.5) / np.array([extent[(c, a)] for c, a in zip(case, axis)])
+    return (pos >= margin) & (pos <= 1.0 - margin)
 
 
 def _novelty_part(table, rows, budget, rng, cons, per_case: int = 2) -> list[int]:

@@ -306,3 +306,13 @@ def test_novelty_column_from_the_encoder_is_zero_until_slices_are_annotated(tmp_
     open_ = (t["kind"] == "slice") & ~done
     assert (nov[done] == 0).all() and (nov >= 0).all() and (nov[open_] > 0).any()
     assert (nov[open_] > 0).sum() <= open_.sum() / 2 + 1  # the excess over the open slices' median distance
+    # no novelty within the cold start's edge margin (0.2 of the extent) of a volume's ends: they hold no anatomy
+    slices = t["kind"] == "slice"
+    extent = {(c, a): t["index"][slices & (t["case_id"] == c) & (t["axis"] == a)].max() + 1
+              for c, a in zip(t["case_id"][slices], t["axis"][slices])}
+    pos = np.array([(i + 0.5) / extent[(c, a)] if k == "slice" else 0.5
+                    for c, a, i, k in zip(t["case_id"], t["axis"], t["index"], t["kind"])])
+    ends = open_ & ((pos < 0.2) | (pos > 0.8))
+    assert ends.any() and (nov[ends] == 0).all()
+    assert (add_novelty(marked, ds, coldstart_cfg=ColdstartConfig(encoder_steps=SHORT_ENCODER, edge_margin=0.0))
+            ["novelty"][ends] > 0).any()  # without the margin the ends are as novel as any slice
