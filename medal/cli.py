@@ -195,6 +195,8 @@ def cmd_round(args) -> int:
     print(line)
     for cid, why in res.manifest.get("inputs", {}).get("skipped", {}).items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
+    if b.get("novelty"):
+        print(f"NOTE: {b['novelty']['message']}")
     if b.get("fallback"):
         print(f"NOTE: {b['fallback']}")
     _auto_report(args.run, ds, cfg)

@@ -357,8 +357,10 @@ class SelectionConfig:
     typical_rounds: int = 0
     # novelty part (knapsack strategies; slices only): this share of the budget goes first to slices far from every
     # annotated slice in the cold start's encoder space (a new site, a new scanner), drawn with probability ~ how far
-    # beyond the median distance they lie, at most 2 per case; the rest as usual. 0 = off. Unscreened as a default.
-    novelty_share: float = 0.0
+    # beyond the median distance they lie, at most 2 per case; the rest as usual. 0 = off. "auto": 0.2 in a round
+    # where some unlabelled cases lie farther from the labelled cases than any labelled case does (a conformal test,
+    # medal.selection.strategies.far_case_test), 0 otherwise; the round's tasks.json and summary say which and why.
+    novelty_share: float | str = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -393,8 +395,10 @@ class SelectionConfig:
             raise ConfigError(f"selection.reserve: must lie in [0, 10] budgets, got {self.reserve}")
         if isinstance(self.typical_rounds, bool) or not isinstance(self.typical_rounds, int) or self.typical_rounds < 0:
             raise ConfigError(f"selection.typical_rounds: must be a whole number >= 0, got {self.typical_rounds!r}")
-        if not (isinstance(self.novelty_share, (int, float)) and 0 <= self.novelty_share <= 0.5):
-            raise ConfigError(f"selection.novelty_share: must lie in [0, 0.5], got {self.novelty_share!r}")
+        if self.novelty_share != "auto" and not (isinstance(self.novelty_share, (int, float))
+                                                 and not isinstance(self.novelty_share, bool)
+                                                 and 0 <= self.novelty_share <= 0.5):
+            raise ConfigError(f"selection.novelty_share: must lie in [0, 0.5] or be 'auto', got {self.novelty_share!r}")
         if not (math.isfinite(self.value_power) and self.value_power >= 0):
             raise ConfigError(f"selection.value_power: must be a finite number >= 0, got {self.value_power}")
         if self.resolution < 10:

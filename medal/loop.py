@@ -206,7 +206,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                         "budget_s": sel.selection.budget_s, "value": sel.selection.value,
                         "gap": sel.selection.gap, "skipped": sel.skipped,
                         "cost_calibration": sel.calibration.to_json() if sel.calibration else None,
-                        "beta": sel.selection.beta, "fallback": sel.fallback,
+                        "beta": sel.selection.beta, "fallback": sel.fallback, "novelty": sel.novelty,
                         "reserve_tasks": len(sel.reserve.indices) if sel.reserve is not None else 0,
                         "reserve_s": sel.reserve.spent_s if sel.reserve is not None else 0.0})
 
@@ -227,6 +227,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                        "tasks": state["select"]["tasks"], "gap": state["select"]["gap"],
                        "cost_calibration": state["select"].get("cost_calibration"),
                        "fallback": state["select"].get("fallback"),
+                       "novelty": state["select"].get("novelty"),
                        "reserve_tasks": state["select"].get("reserve_tasks", 0),
                        "reserve_s": state["select"].get("reserve_s", 0.0),
                        "previous_rounds": _charged_summary(run_dir, index)},

@@ -93,7 +93,8 @@ def collect_run(run_dir, dataset, cfg) -> dict:
                 "per_class": dict(classes),
                 "with_predicted_foreground": (sum(_dominant_class(t, lmap.n_classes) > 0 for t in main) / len(main))
                 if main else None,
-                "fallback": tl.meta.get("fallback")}
+                "fallback": tl.meta.get("fallback"),
+                "novelty": (tl.meta.get("novelty") or {}).get("message")}
         sp = round_spending(rd)
         entry["budget_s"] = (man.get("budget") or {}).get("budget_s")
         entry["predicted_s"] = (man.get("budget") or {}).get("predicted_s")
@@ -302,6 +303,10 @@ def _markdown(data: dict, plots: list[str]) -> str:
                       "predicted class, before -> after): " + "; ".join(
                           f"{name} T = {c['temperature']:.2f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
                           for name, c in cal)]
+    nov = [(r["round"], (r.get("chosen") or {}).get("novelty")) for r in data["rounds"]]
+    if any(m for _, m in nov):
+        lines += ["", "Novelty part (selection.novelty_share: auto): " + "; ".join(
+            f"{name}: {m}" for name, m in nov if m)]
     lines += ["", "Stopping rules (medal/report/stopping.py):", ""]
     for name, rule in v["rules"].items():
         lines.append(f"- {name}: {'fired' if rule.get('fired') else 'not fired'}; "

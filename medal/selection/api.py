@@ -17,7 +17,8 @@ from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig
 from medal.costs import CostCalibration, CostModel, effort_features, feature_names
 from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
-from medal.selection.strategies import NEEDS_CLUSTERS, VALUE_DRIVEN, Selection, add_clusters, add_novelty, select
+from medal.selection.strategies import (NEEDS_CLUSTERS, VALUE_DRIVEN, Selection, add_clusters, add_novelty,
+                                       add_novelty_auto, select)
 from medal.tasks import Task, TaskList, write_tasks
 
 __all__ = ["CaseUnits", "NothingFitsError", "case_units", "candidate_table", "load_score_maps", "select_round",
@@ -47,6 +48,7 @@ class RoundSelection:
     calibration: CostCalibration | None = None
     fallback: str | None = None
     reserve: Selection | None = None  # selection.reserve: the queue after the budget's tasks
+    novelty: dict | None = None  # selection.novelty_share: auto -- the trigger's outcome (NoveltyTrigger.to_json)
 
     def summary(self) -> str:
         s = self.selection
@@ -76,6 +78,8 @@ class RoundSelection:
             lines.append(f"  reserve: {len(self.reserve.indices)} more task(s), {self.reserve.spent_s:.0f} s predicted, "
                          f"after the budget's tasks: for when they take less than predicted (stop at "
                          f"{s.budget_s:.0f} s logged)")
+        if self.novelty:
+            lines.append(f"  {self.novelty['message']}")
         if self.fallback:
             lines.append(f"  NOTE: {self.fallback}")
         for cid, err in self.skipped.items():
@@ -296,7 +300,13 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
                              skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg,
                              coldstart_cfg=coldstart_cfg)
-    if selection_cfg.novelty_share > 0 and selection_cfg.strategy in VALUE_DRIVEN:
+    novelty = None
+    if selection_cfg.novelty_share == "auto" and selection_cfg.strategy in VALUE_DRIVEN:
+        table, trigger = add_novelty_auto(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
+                                          data_cfg=data_cfg, coldstart_cfg=coldstart_cfg)
+        novelty = trigger.to_json()
+    elif selection_cfg.novelty_share != "auto" and selection_cfg.novelty_share > 0 \
+            and selection_cfg.strategy in VALUE_DRIVEN:
         table = add_novelty(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
                             data_cfg=data_cfg, coldstart_cfg=coldstart_cfg)
     sel = select(table, selection_cfg, round_index=round_index)
@@ -338,7 +348,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         "cost_calibration": calibration.to_json(), "beta": sel.beta, "class_shares": sel.shares,
         "round_index": round_index, "scores_dir": _relative_to(scores_dir, round_dir),
         "regions": config_to_dict(regions_cfg), "selection": config_to_dict(selection_cfg),
-        "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback,
+        "costs": config_to_dict(costs_cfg), "skipped": skipped, "fallback": fallback, "novelty": novelty,
         "qc_tasks": len(qc), "qc_s": sum(t.predicted_cost_s for t in qc),
         "reserve_tasks": 0 if reserve is None else len(reserve.indices),
         "reserve_s": 0.0 if reserve is None else reserve.spent_s, **(meta or {})})
@@ -348,7 +358,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
 
         # a failed copy only means the plugin reads the source image: never a reason to fail the round
         write_display_cache(TaskList(tasks_path, dataset.root, tasks), round_dir)
-    return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback, reserve)
+    return RoundSelection(tasks_path, table, sel, skipped, calibration, fallback, reserve, novelty)
 
 
 def qc_tasks(earlier_rounds, round_dir, *, budget_s: float, seed: int = 0) -> list[Task]:

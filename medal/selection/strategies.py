@@ -62,7 +62,8 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["NEEDS_CLUSTERS", "STRATEGIES", "Selection", "add_clusters", "add_novelty", "beta_for_round", "class_shares",
+__all__ = ["AUTO_NOVELTY_SHARE", "NEEDS_CLUSTERS", "NOVELTY_ALPHA", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
+           "add_novelty", "add_novelty_auto", "beta_for_round", "class_shares", "far_case_test",
            "dominant_class", "get_strategy", "power_noise", "select"]
 
 
@@ -259,6 +260,88 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
     return RegionTable({**table.columns, "cluster": cluster, "typicality": typ, "cluster_size": size})
 
 
+# selection.novelty_share: auto -- the share it spends when the trigger fires (0.2: the share measured on the new-site
+# layout, RESULTS.md 2026-12-05 19:21 and 21:52 UTC) and the trigger's level (an exact rank test, far_case_test)
+AUTO_NOVELTY_SHARE = 0.2
+NOVELTY_ALPHA = 0.05
+
+
+@dataclass
+class NoveltyTrigger:
+    """The outcome of :func:`far_case_test`: is there a group of open cases unlike every annotated case?"""
+
+    fired: bool
+    p: float
+    far_cases: list
+    annotated_cases: int
+    open_cases: int
+    alpha: float = NOVELTY_ALPHA
+    why: str = ""
+
+    def message(self) -> str:
+        if self.why:
+            return f"novelty part off: {self.why}"
+        n, o, a = len(self.far_cases), self.open_cases, self.annotated_cases
+        head = (f"{n} of {o} unlabelled case(s) lie farther from the labelled cases than any of the {a} labelled case(s) "
+                f"does (by chance: p = {self.p:.2g})")
+        if self.fired:
+            shown = ", ".join(self.far_cases[:5]) + (", ..." if n > 5 else "")
+            return (f"novelty part on ({100 * AUTO_NOVELTY_SHARE:.0f}% of the budget): {head}: a new site or scanner? "
+                    f"({shown})")
+        return f"novelty part off: {head}, not below {self.alpha:g}"
+
+    def to_json(self) -> dict:
+        return {"fired": self.fired, "p": self.p, "far_cases": list(self.far_cases),
+                "annotated_cases": self.annotated_cases, "open_cases": self.open_cases, "alpha": self.alpha,
+                "message": self.message()}
+
+
+def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
+                  alpha: float = NOVELTY_ALPHA) -> NoveltyTrigger:
+    """Are some open cases farther from the annotated cases than the annotated cases are from each other?
+
+    ``z``: one embedding per slice (rows unit-normalised here), ``owner``: each slice's case, ``inner``: the slices
+    that count (inside the edge margin), ``annotated_cases``: the cases holding an annotated slice. Each case's
+    distance is the median, over its inner slices, of the distance to the nearest inner slice of an annotated case
+    *other than itself*; ``far`` are the ``k`` open cases farther than every annotated case. Were the annotated
+    cases a random draw of the pool's cases (a random start), the ``n + m`` case distances are exchangeable (the
+    rank argument of conformal prediction; Vovk, Gammerman & Shafer, "Algorithmic Learning in a Random World",
+    2005), and the chance that the ``k`` largest all belong to open cases is ``C(m, k) / C(n + m, k)``: that is
+    ``p`` (an open case is compared with every annotated case, an annotated one with one fewer, so the test errs
+    towards not firing). The trigger fires below ``alpha``. A site none of whose cases is labelled shows as a
+    block of far cases. On tuning-pool random starts (300 each, ``benchmarks/novelty_trigger.py``) it fired in
+    89% of the new-site layout's and 5-7% of the ordinary pools' (RESULTS.md 2026-12-06); a binomial tail on the
+    far count fired in 6% of exchangeable synthetic draws at 0.01 (the count's draws share one threshold).
+    """
+    from scipy.spatial import cKDTree
+
+    owner = np.asarray(owner)
+    inner = np.asarray(inner, bool)
+    annotated = set(annotated_cases)
+    cases = sorted(set(owner[inner].tolist()))
+    ann = [c for c in cases if c in annotated]
+    opened = [c for c in cases if c not in annotated]
+    if len(ann) < 2 or not opened:
+        why = ("fewer than 2 annotated cases to compare with" if len(ann) < 2 else "every case holds an annotated slice")
+        return NoveltyTrigger(False, 1.0, [], len(ann), len(opened), alpha, why)
+    zz = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    ref_mask = inner & np.isin(owner, ann)
+    every = cKDTree(zz[ref_mask])
+    dist = {}
+    for c in cases:
+        mine = zz[inner & (owner == c)]
+        if c in annotated:
+            tree = cKDTree(zz[ref_mask & (owner != c)])
+        else:
+            tree = every
+        dist[c] = float(np.median(tree.query(mine)[0]))
+    top = max(dist[c] for c in ann)
+    far = sorted((c for c in opened if dist[c] > top), key=lambda c: -dist[c])
+    n, m = len(ann), len(opened)
+    p = float(np.prod([(m - i) / (n + m - i) for i in range(len(far))]))  # C(m, k) / C(n + m, k); 1 for k = 0
+    return NoveltyTrigger(bool(p < alpha), p, far, len(ann), len(opened), alpha)
+
+
 def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
                 coldstart_cfg=None) -> RegionTable:
     """``table`` with a ``novelty`` column: for each open slice, how far beyond the open slices' median its distance
@@ -277,12 +360,26 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
     foreground-free slices, and a far site's ends are as far in the encoder as its anatomy (27% of the novelty
     part held no foreground without the margin, RESULTS.md 2026-12-05 18:28 UTC).
     """
+    return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=False)[0]
+
+
+def add_novelty_auto(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
+                     coldstart_cfg=None) -> tuple[RegionTable, NoveltyTrigger]:
+    """``selection.novelty_share: auto``: :func:`add_novelty`'s column where :func:`far_case_test` fires on the
+    slices' embeddings (some open cases lie farther from the annotated cases than any annotated case does), zero
+    everywhere otherwise (the selection is then exactly the one without a novelty part); and the test's outcome."""
+    return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=True)
+
+
+def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, auto: bool):
     from medal.coldstart import slice_embeddings
     from medal.config import ColdstartConfig
 
     novelty = np.zeros(len(table))
     is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
     done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
+    trigger = NoveltyTrigger(False, 1.0, [], 0, 0, why="no slice is annotated yet" if not done.any() else
+                             "no slice is left open")
     if done.any() and (is_slice & ~done).any():
         rows = np.flatnonzero(is_slice)
         z, found = slice_embeddings(dataset, table["case_id"][rows], table["axis"][rows], table["index"][rows],
@@ -290,13 +387,17 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         ref = found & done[rows]
         margin = (coldstart_cfg or ColdstartConfig()).edge_margin
-        mine = np.flatnonzero(found & ~done[rows] & _inside_extent(table, rows, margin))
-        if ref.any() and len(mine):
+        inside = _inside_extent(table, rows, margin)
+        mine = np.flatnonzero(found & ~done[rows] & inside)
+        if auto:
+            owner = np.asarray(table["case_id"][rows])
+            trigger = far_case_test(z, owner, found & inside, set(owner[ref].tolist()))
+        if ref.any() and len(mine) and (trigger.fired or not auto):
             from scipy.spatial import cKDTree
 
             d = cKDTree(z[ref]).query(z[mine])[0]  # exact nearest annotated slice, Euclidean
             novelty[rows[mine]] = np.maximum(d - np.median(d), 0.0)
-    return RegionTable({**table.columns, "novelty": novelty})
+    return RegionTable({**table.columns, "novelty": novelty}), trigger
 
 
 def _inside_extent(table: RegionTable, rows: np.ndarray, margin: float) -> np.ndarray:
@@ -406,7 +507,8 @@ def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: 
 
     chosen: list[int] = []
     results = []
-    share = cfg.novelty_share
+    # "auto": the novelty column is zero unless add_novelty_auto's trigger fired, and the part is then empty
+    share = AUTO_NOVELTY_SHARE if cfg.novelty_share == "auto" else cfg.novelty_share
     if valued and share > 0 and "novelty" in table and len(rows):
         # the novelty part first (add_novelty): its seconds come off the budget the class parts and the rest share
         sub = cons.view(table)

@@ -230,3 +230,59 @@ def test_novelty_part_draws_only_novel_slices_at_most_two_per_case_and_off_chang
     assert np.array_equal(select(t, rnd).indices, select(plain, rnd).indices)
     with pytest.raises(Exception, match="novelty_share"):
         SelectionConfig(novelty_share=0.7)
+
+
+def test_auto_novelty_share_spends_the_auto_share_when_the_column_is_set_and_nothing_otherwise():
+    from medal.selection.strategies import AUTO_NOVELTY_SHARE
+
+    t = _table(3, n_cases=6, n_slices=12)
+    rng = np.random.default_rng(0)
+    novel = np.where(np.isin(t["case_id"], ["c4", "c5"]) & (t["annotated_fraction"] == 0), rng.random(len(t)) + 0.1, 0.0)
+    t = RegionTable({**t.columns, "novelty": novel})
+    auto = SelectionConfig(strategy="knapsack", budget_s=300.0, novelty_share="auto", noise="power", seed=5)
+    fixed = SelectionConfig(strategy="knapsack", budget_s=300.0, novelty_share=AUTO_NOVELTY_SHARE, noise="power", seed=5)
+    assert np.array_equal(select(t, auto, round_index=1).indices, select(t, fixed, round_index=1).indices)
+    assert t["novelty"][select(t, auto, round_index=1).indices[0]] > 0  # the novelty part leads
+    # the trigger not fired (add_novelty_auto leaves the column zero): the selection without a novelty part
+    zero = RegionTable({**t.columns, "novelty": np.zeros(len(t))})
+    plain = RegionTable({k: v for k, v in t.columns.items() if k != "novelty"})
+    assert np.array_equal(select(zero, auto, round_index=1).indices, select(plain, auto, round_index=1).indices)
+    with pytest.raises(Exception, match="novelty_share"):
+        SelectionConfig(novelty_share="on")
+    with pytest.raises(Exception, match="novelty_share"):
+        SelectionConfig(novelty_share=True)
+
+
+def _cases_embedding(rng, centres, per_case=10, spread=0.05):
+    z = np.concatenate([c + spread * rng.standard_normal((per_case, len(c))) for c in centres])
+    owner = np.repeat([f"c{i:02d}" for i in range(len(centres))], per_case)
+    return z, owner
+
+
+def test_far_case_test_fires_on_a_block_of_far_cases_and_not_on_exchangeable_ones():
+    from medal.selection.strategies import NOVELTY_ALPHA, far_case_test
+
+    rng = np.random.default_rng(0)
+    dim = 16
+    centres = [rng.standard_normal(dim) * 0.3 + 1.0 for _ in range(36)]
+    z, owner = _cases_embedding(rng, centres)
+    inner = np.ones(len(z), bool)
+    annotated = {f"c{i:02d}" for i in range(36) if i % 3}  # two cases in three: an unbiased start
+    same = far_case_test(z, owner, inner, annotated)
+    assert not same.fired and same.p >= NOVELTY_ALPHA and same.annotated_cases == 24 and same.open_cases == 12
+    # a new site: 6 open cases whose slices lie elsewhere in the embedding
+    site = [f"c{i:02d}" for i in (0, 3, 6, 9, 12, 15)]
+    shifted = [c + (3.0 if f"c{i:02d}" in site else 0.0) * np.eye(dim)[0] for i, c in enumerate(centres)]
+    z2, _ = _cases_embedding(np.random.default_rng(0), shifted)
+    new = far_case_test(z2, owner, inner, annotated)
+    k = len(new.far_cases)
+    assert new.fired and set(new.far_cases) >= set(site) and k >= 6
+    assert new.p == pytest.approx(np.prod([(12 - i) / (36 - i) for i in range(k)]))  # C(12, k) / C(36, k)
+    assert "novelty part on" in new.message() and "c0" in new.message()
+    assert new.to_json()["fired"] is True and new.to_json()["open_cases"] == 12
+    # the same far slices outside the inner mask (a volume's ends) do not count
+    masked = far_case_test(z2, owner, inner & ~np.isin(owner, site), annotated)
+    assert not masked.fired and masked.open_cases == 6
+    # too few annotated cases to compare: off, and says why
+    one = far_case_test(z2, owner, inner, {"c00"})
+    assert not one.fired and "fewer than 2 annotated cases" in one.message()
