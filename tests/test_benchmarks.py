@@ -267,6 +267,24 @@ def test_pooled_runs_add_seeds_only_within_one_protocol():
         mod.pool({"a": a})
 
 
+def test_novelty_trigger_fires_when_a_shifted_site_is_left_out_of_the_start_and_rarely_otherwise():
+    """benchmarks/novelty_trigger.py's fire rate: random starts that leave out a block of cases sitting apart in
+    the embedding fire the trigger most of the time; starts over every case rarely (its level is 5%)."""
+    fire_rate = _bench("novelty_trigger").fire_rate
+    rng = np.random.default_rng(0)
+    owner = np.repeat([f"c{i:02d}" for i in range(40)], 10)  # 40 cases of 10 slices
+    centre = rng.normal(size=(40, 8)) * 0.3
+    centre[:, 0] += 3.0
+    z = centre[np.repeat(np.arange(40), 10)] + 0.05 * rng.normal(size=(400, 8))
+    site = np.isin(owner, [f"c{i:02d}" for i in range(8)])
+    z[site, 1] += 2.0  # 8 cases of another site
+    inner = np.ones(len(z), bool)
+    new = fire_rate(z, owner, inner, ~site, draws=40, slices=24)
+    every = fire_rate(z, owner, inner, np.ones(len(z), bool), draws=40, slices=24)
+    assert new["fired"] >= 0.9 and new["far_cases_median"] >= 8
+    assert every["fired"] <= 0.2 and every["draws"] == 40
+
+
 def test_site_distance_separates_a_shifted_group_and_not_a_random_one():
     """benchmarks/site_distance.py's separation: a group whose embeddings sit apart scores AUC ~1, a group drawn
     from the same cloud ~0.5, and a slice's own case never serves as its nearest neighbour."""

@@ -310,7 +310,7 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     ``p`` (an open case is compared with every annotated case, an annotated one with one fewer, so the test errs
     towards not firing). The trigger fires below ``alpha``. A site none of whose cases is labelled shows as a
     block of far cases. On tuning-pool random starts (300 each, ``benchmarks/novelty_trigger.py``) it fired in
-    89% of the new-site layout's and 5-7% of the ordinary pools' (RESULTS.md 2026-12-06); a binomial tail on the
+    89% of the new-site layout's and 5% / 9% of the ordinary pools' (RESULTS.md 2026-12-06); a binomial tail on the
     far count fired in 6% of exchangeable synthetic draws at 0.01 (the count's draws share one threshold).
     """
     from scipy.spatial import cKDTree

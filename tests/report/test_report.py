@@ -244,7 +244,8 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
            "training": {"patch_size": [16, 16, 16], "batch_size": 2, "max_epochs": 2, "iterations_per_epoch": 3,
                         "val_fraction": 0.25, "holdout": 0.3, "num_threads": 1},
            "uncertainty": {"mc_samples": 2, "roi_size": [16, 16, 16]},
-           "selection": {"budget_s": 1500.0, "qc_share": 0.2}}
+           "selection": {"budget_s": 1500.0, "qc_share": 0.2, "novelty_share": "auto"},
+           "coldstart": {"encoder_steps": 60}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     for cid in cases:
@@ -275,6 +276,12 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert len(data["rounds"]) == index + 1
         man = json.loads((rd / "manifest.json").read_text())
         r = data["rounds"][-1]
+        # novelty_share: auto -- every case holds labels, so the trigger stays off and every output says why
+        why = "novelty part off: every case holds an annotated slice"
+        assert f"NOTE: {why}" in out.stdout and man["budget"]["novelty"]["fired"] is False
+        assert res_meta["novelty"]["message"] == why == r["chosen"]["novelty"]
+        md = (run / "report.md").read_text()
+        assert "Novelty part (selection.novelty_share: auto): round_000: " in md and f"round_{index:03d}: {why}" in md
         assert r["predicted_s"] == pytest.approx(man["budget"]["predicted_s"])
         assert man["budget"]["reserve_tasks"] == res_meta["reserve_tasks"] > 0
         assert man["budget"]["reserve_s"] == pytest.approx(res_meta["reserve_s"])

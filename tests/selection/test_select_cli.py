@@ -316,3 +316,56 @@ def test_novelty_column_from_the_encoder_is_zero_until_slices_are_annotated(tmp_
     assert ends.any() and (nov[ends] == 0).all()
     assert (add_novelty(marked, ds, coldstart_cfg=ColdstartConfig(encoder_steps=SHORT_ENCODER, edge_margin=0.0))
             ["novelty"][ends] > 0).any()  # without the margin the ends are as novel as any slice
+
+
+def test_auto_novelty_fires_on_real_cases_of_a_new_contrast_and_says_so(tmp_path, scores_dir):
+    """novelty_share: auto on real images: 4 of the sample's 20 cases get the other weighting (intensities inverted,
+    as derive_sites.py's site C) and none of them is annotated; the trigger names them and fills the column. With
+    the original images it stays off and the column is zero. Through select_round the outcome reaches tasks.json,
+    the summary and the report's source (here: nothing annotated yet, so off)."""
+    import shutil
+
+    import nibabel as nib
+
+    from medal.config import ColdstartConfig, CostsConfig, RegionsConfig, SelectionConfig
+    from medal.regions import RegionTable
+    from medal.selection.api import select_round
+    from medal.selection.strategies import add_novelty_auto
+
+    src = load_dataset(sample_dataset())
+    root = tmp_path / "twosite"
+    shutil.copytree(src.root, root)
+    ds = load_dataset(root)
+    new_site = [c.case_id for c in ds.cases[:4]]
+    for case in ds.cases[:4]:
+        img = nib.load(str(case.image))
+        a = np.asarray(img.dataobj, dtype=np.float32)
+        lo, hi = np.percentile(a, [0.5, 99.5])
+        nib.save(nib.Nifti1Image(lo + hi - np.clip(a, lo, hi), img.affine, img.header), str(case.image))
+    rows = {"case_id": [], "kind": [], "axis": [], "index": [], "annotated_fraction": []}
+    for n, case in enumerate(ds.cases):
+        depth = nib.load(str(case.image)).shape[2]
+        for i in range(depth):
+            rows["case_id"].append(case.case_id)
+            rows["kind"].append("slice")
+            rows["axis"].append(2)
+            rows["index"].append(i)
+            # the 16 other cases are labelled, one middle slice each
+            rows["annotated_fraction"].append(1.0 if n >= 4 and i == depth // 2 else 0.0)
+    table = RegionTable({k: np.asarray(v, dtype=object if k in ("case_id", "kind") else None)
+                         for k, v in rows.items()})
+    cs = ColdstartConfig(encoder_steps=SHORT_ENCODER)
+    out, trigger = add_novelty_auto(table, ds, coldstart_cfg=cs)
+    assert trigger.fired and set(new_site) <= set(trigger.far_cases), trigger.message()
+    assert trigger.annotated_cases == 16 and trigger.open_cases == 4 and trigger.p < 0.05
+    assert (out["novelty"][np.isin(out["case_id"], new_site)] > 0).any()
+    plain, off = add_novelty_auto(table, src, coldstart_cfg=cs)
+    assert not off.fired and not plain["novelty"].any() and "novelty part off" in off.message()
+
+    kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(prediction="argmax", calibration="none"),
+              display_cache=False, coldstart_cfg=cs)
+    res = select_round(src, scores_dir, tmp_path / "r0", round_index=1,
+                       selection_cfg=SelectionConfig(strategy="knapsack", budget_s=200.0, novelty_share="auto"), **kw)
+    meta = json.loads(res.tasks_path.read_text())
+    assert meta["novelty"]["fired"] is False and "no slice is annotated yet" in meta["novelty"]["message"]
+    assert "novelty part off: no slice is annotated yet" in res.summary()

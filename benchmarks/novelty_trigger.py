@@ -1,0 +1,165 @@
+"""How often does ``selection.novelty_share: auto`` turn the novelty part on, with a new site and without one?
+
+    python benchmarks/novelty_trigger.py DATA --groups GROUPS.json --initial-groups A B [--draws 300] [--runs DIR ...]
+
+The trigger (:func:`medal.selection.strategies.far_case_test`) asks, at each selection, whether a block of
+unlabelled cases lies farther, in the cold start's slice encoder, from the labelled cases than any labelled case
+does. Its first decision needs no model: it depends only on the first labels and the pool's images. This draws
+``--draws`` random starts of ``--slices`` random axial slices over the pool side of the split (the tuning split by
+default) two ways, and counts how often the trigger fires:
+
+- from the cases of ``--initial-groups`` only: the other groups are a site none of whose cases is labelled
+  (``label_efficiency.py --initial-groups``, the new-site protocol; it should fire);
+- from every case: every site is labelled (it should fire about as often as its level, 5%, or less).
+
+``--runs`` adds the labels recorded by earlier ``label_efficiency.py`` runs as they were: the first labels
+(``RUN/initial/seed_*/tasks.json``, the first selection's decision) and those plus the default row's first round
+(``RUN/default/seed_*/round_001/tasks.json``, its finished tasks: the second selection's decision, had that run
+used ``auto``; the labels are then no longer a random draw, so the level is no longer exact). It trains nothing but the encoder (cached per dataset, as the cold start caches it) and touches no
+test case. The last line gives both fire rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def embed(data, cases):
+    """The cold start's default representation of every axial slice of ``cases``: (z, owner, inner)."""
+    from medal.coldstart import select as S
+    from medal.config import ColdstartConfig, DataConfig
+
+    cfg = ColdstartConfig()
+    volumes, vol_axes, good, owner, idx, *_ = S._describe(data, cases, cfg, DataConfig(), ["2"])
+    z, _ = S._representation(volumes, vol_axes, good, cfg)
+    owner, idx = np.asarray(owner), np.asarray(idx, dtype=np.float64)
+    extent: dict = {}
+    for o, i in zip(owner, idx):
+        extent[o] = max(extent.get(o, 0.0), i + 1.0)
+    pos = (idx + 0.5) / np.array([extent[o] for o in owner])
+    inner = (pos >= cfg.edge_margin) & (pos <= 1.0 - cfg.edge_margin)  # as add_novelty reads the table
+    return z, owner, idx.astype(np.int64), inner
+
+
+def fire_rate(z, owner, inner, eligible: np.ndarray, *, draws: int, slices: int, seed: int = 0) -> dict:
+    """Random starts of ``slices`` slices among the ``eligible`` ones; how often the trigger fires."""
+    from medal.selection.strategies import far_case_test
+
+    rng = np.random.default_rng(seed)
+    fired, far, p = [], [], []
+    for _ in range(draws):
+        pick = rng.choice(np.flatnonzero(eligible), slices, replace=False)
+        t = far_case_test(z, owner, inner, set(owner[pick].tolist()))
+        fired.append(t.fired)
+        far.append(len(t.far_cases))
+        p.append(t.p)
+    return {"draws": draws, "fired": float(np.mean(fired)), "far_cases_median": float(np.median(far)),
+            "p_median": float(np.median(p))}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", help="a dataset folder (imagesTr/labelsTr/dataset.json)")
+    ap.add_argument("--groups", required=True, help="JSON: case id -> group name (derive_sites.py's sites.json)")
+    ap.add_argument("--initial-groups", nargs="+", required=True, metavar="GROUP",
+                    help="the groups the new-site starts draw from")
+    ap.add_argument("--split", default=str(HERE / "hippocampus_tuning_split.json"),
+                    help="split file whose pool side is read (default: the tuning split)")
+    ap.add_argument("--draws", type=int, default=300)
+    ap.add_argument("--slices", type=int, default=20, help="slices per random start (a 300 s start holds ~20)")
+    ap.add_argument("--runs", nargs="*", default=[], help="label_efficiency.py output folders: their first labels")
+    ap.add_argument("--results-name", default="novelty_trigger")
+    ap.add_argument("--no-record", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    from _record import record
+
+    from medal.data import load_dataset
+    from medal.selection.strategies import NOVELTY_ALPHA, far_case_test
+
+    for path in (args.groups, args.split):
+        try:
+            loaded = json.loads(Path(path).read_text())
+            if path == args.split:
+                pool = set(loaded["pool"])
+            else:
+                groups = {str(k): str(v) for k, v in loaded.items()}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            sys.exit(f"{path}: cannot be read ({type(exc).__name__}: {exc})")
+    unknown = sorted(set(args.initial_groups) - set(groups.values()))
+    if unknown:
+        sys.exit(f"{args.groups}: no case is in group(s) {unknown}")
+    ds = load_dataset(args.data)
+    cases = [c for c in ds.cases if c.case_id in pool and c.case_id in groups]
+    if not cases:
+        sys.exit(f"{args.groups}: no pool case of {args.split} is named in it")
+    z, owner, idx, inner = embed(ds, cases)
+    start = np.isin([groups[o] for o in owner], args.initial_groups)
+    rows = {"new site (start from " + "+".join(args.initial_groups) + ")":
+            fire_rate(z, owner, inner, start, draws=args.draws, slices=args.slices),
+            "every site labelled (start from all)":
+            fire_rate(z, owner, inner, np.ones(len(owner), bool), draws=args.draws, slices=args.slices)}
+    n_cases = {g: sum(groups[c.case_id] == g for c in cases) for g in sorted(set(groups[c.case_id] for c in cases))}
+    recorded = []
+    where = {(o, int(i)): n for n, (o, i) in enumerate(zip(owner, idx))}
+    for run in args.runs:
+        for f in sorted(Path(run).glob("initial/seed_*/tasks.json")):
+            try:
+                tasks = json.loads(f.read_text())["tasks"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                print(f"SKIPPED {f}: cannot be read ({type(exc).__name__})", file=sys.stderr)
+                continue
+            ann = {t["case_id"] for t in tasks if t.get("kind") == "slice" and (t["case_id"], int(t["index"])) in where}
+            seed = f.parent.name.split("_")[1]
+            t = far_case_test(z, owner, inner, ann)
+            entry = {"run": str(run), "seed": seed, "fired": t.fired, "p": t.p, "far_cases": len(t.far_cases),
+                     "far_of_other_groups": sum(groups.get(c) not in args.initial_groups for c in t.far_cases)}
+            r1 = Path(run) / "default" / f"seed_{seed}" / "round_001" / "tasks.json"
+            try:
+                more = {t["case_id"] for t in json.loads(r1.read_text())["tasks"]
+                        if t.get("status") == "done" and (t["case_id"], int(t["index"])) in where}
+            except (OSError, ValueError, KeyError, TypeError):
+                more = None
+            if more is not None:
+                t2 = far_case_test(z, owner, inner, ann | more)
+                entry["round_2"] = {"fired": t2.fired, "p": t2.p, "far_cases": len(t2.far_cases)}
+            recorded.append(entry)
+    lines = [f"- data `{args.data}`, groups `{args.groups}` ({', '.join(f'{g} {n}' for g, n in n_cases.items())} "
+             f"pool cases), pool side of `{Path(args.split).name}`; {args.draws} random starts of {args.slices} axial "
+             f"slices per row; trigger level {NOVELTY_ALPHA}", "",
+             "| start | fired | far cases (median) | p (median) |", "| --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {100 * r['fired']:.0f}% | {r['far_cases_median']:.0f} | {r['p_median']:.3g} |")
+    if recorded:
+        lines += ["", "| recorded run (`--runs`) | seeds | fired at the first selection | fired at the second (after "
+                      "the default's round 1) |", "| --- | --- | --- | --- |"]
+        for run in dict.fromkeys(r["run"] for r in recorded):
+            mine = [r for r in recorded if r["run"] == run]
+            two = [r["round_2"] for r in mine if "round_2" in r]
+            ps = ", ".join(f"{r['p']:.2g}" for r in mine)
+            lines.append(f"| {Path(run).name} | {', '.join(r['seed'] for r in mine)} | "
+                         f"{sum(r['fired'] for r in mine)}/{len(mine)} (p: {ps}) | "
+                         + (f"{sum(x['fired'] for x in two)}/{len(two)}" if two else "n/a") + " |")
+    for line in lines:
+        print(line)
+    if not args.no_record:
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / f"{args.results_name}.json").write_text(json.dumps(
+            {"data": str(args.data), "groups": str(args.groups), "split": Path(args.split).name,
+             "initial_groups": args.initial_groups, "alpha": NOVELTY_ALPHA, "slices": args.slices,
+             "pool_cases": n_cases, "rows": rows, "recorded": recorded}, indent=1) + "\n")
+        record("Novelty trigger: how often `novelty_share: auto` turns on, with a new site and without", lines)
+    new, every = rows.values()
+    print(f"fire_rate_new_site: {new['fired']:.2f}, fire_rate_every_site_labelled: {every['fired']:.2f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
