@@ -80,19 +80,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args(argv)
     from _record import record
+    from site_distance import read_groups_and_pool
 
     from medal.data import load_dataset
     from medal.selection.strategies import NOVELTY_ALPHA, far_case_test
 
-    for path in (args.groups, args.split):
-        try:
-            loaded = json.loads(Path(path).read_text())
-            if path == args.split:
-                pool = set(loaded["pool"])
-            else:
-                groups = {str(k): str(v) for k, v in loaded.items()}
-        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
-            sys.exit(f"{path}: cannot be read ({type(exc).__name__}: {exc})")
+    groups, pool = read_groups_and_pool(args.groups, args.split)
     unknown = sorted(set(args.initial_groups) - set(groups.values()))
     if unknown:
         sys.exit(f"{args.groups}: no case is in group(s) {unknown}")

@@ -54,6 +54,19 @@ def separation(z: np.ndarray, owner: np.ndarray, group: np.ndarray, g: str, *, s
             "auc": float(mannwhitneyu(c, a).statistic / (len(a) * len(c)))}
 
 
+def read_groups_and_pool(groups_path, split_path) -> tuple[dict, set]:
+    """GROUPS.json (case id -> group) and the pool side of a split file; exits with a one-line error naming the
+    file that cannot be read."""
+    out = []
+    for path, read in ((groups_path, lambda d: {str(k): str(v) for k, v in d.items()}),
+                       (split_path, lambda d: set(d["pool"]))):
+        try:
+            out.append(read(json.loads(Path(path).read_text())))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            sys.exit(f"{path}: cannot be read ({type(exc).__name__}: {exc})")
+    return out[0], out[1]
+
+
 def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="a dataset folder (imagesTr/labelsTr/dataset.json)")
@@ -68,15 +81,7 @@ def main(argv=None) -> float:
     from medal.config import ColdstartConfig, DataConfig
     from medal.data import load_dataset
 
-    for path in (args.groups, args.split):
-        try:
-            loaded = json.loads(Path(path).read_text())
-            if path == args.split:
-                pool = set(loaded["pool"])
-            else:
-                groups = {str(k): str(v) for k, v in loaded.items()}
-        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
-            sys.exit(f"{path}: cannot be read ({type(exc).__name__}: {exc})")
+    groups, pool = read_groups_and_pool(args.groups, args.split)
     ds = load_dataset(args.data)
     cases = [c for c in ds.cases if c.case_id in pool and c.case_id in groups]
     if not cases:
