@@ -61,8 +61,20 @@ def fire_rate(z, owner, inner, eligible: np.ndarray, *, draws: int, slices: int,
         fired.append(t.fired)
         far.append(len(t.far_cases))
         p.append(t.p)
-    return {"draws": draws, "fired": float(np.mean(fired)), "far_cases_median": float(np.median(far)),
-            "p_median": float(np.median(p))}
+    lo, hi = wilson(int(np.sum(fired)), draws)
+    return {"draws": draws, "fired": float(np.mean(fired)), "fired_ci95": [lo, hi],
+            "far_cases_median": float(np.median(far)), "p_median": float(np.median(p))}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate ``k / n`` (Wilson, JASA 1927): a fire rate's Monte Carlo error over its
+    draws (300 draws of one seed gave 9% on the original images, other seeds 4-6%)."""
+    if n <= 0:
+        return 0.0, 1.0
+    r = k / n
+    mid = (r + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(r * (1 - r) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
 
 
 def main(argv=None) -> dict:
@@ -127,9 +139,11 @@ def main(argv=None) -> dict:
     lines = [f"- data `{args.data}`, groups `{args.groups}` ({', '.join(f'{g} {n}' for g, n in n_cases.items())} "
              f"pool cases), pool side of `{Path(args.split).name}`; {args.draws} random starts of {args.slices} axial "
              f"slices per row; trigger level {NOVELTY_ALPHA}", "",
-             "| start | fired | far cases (median) | p (median) |", "| --- | --- | --- | --- |"]
+             "| start | fired (95% interval) | far cases (median) | p (median) |", "| --- | --- | --- | --- |"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {100 * r['fired']:.0f}% | {r['far_cases_median']:.0f} | {r['p_median']:.3g} |")
+        lo, hi = r["fired_ci95"]
+        lines.append(f"| {name} | {100 * r['fired']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
+                     f"{r['far_cases_median']:.0f} | {r['p_median']:.3g} |")
     if recorded:
         lines += ["", "| recorded run (`--runs`) | seeds | fired at the first selection | fired at the second (after "
                       "the default's round 1) |", "| --- | --- | --- | --- |"]

@@ -283,6 +283,19 @@ def test_novelty_trigger_fires_when_a_shifted_site_is_left_out_of_the_start_and_
     every = fire_rate(z, owner, inner, np.ones(len(z), bool), draws=40, slices=24)
     assert new["fired"] >= 0.9 and new["far_cases_median"] >= 8
     assert every["fired"] <= 0.2 and every["draws"] == 40
+    lo, hi = every["fired_ci95"]
+    assert 0.0 <= lo <= every["fired"] <= hi <= 1.0
+
+
+def test_novelty_trigger_fire_rate_interval_covers_the_rate_and_narrows_with_draws():
+    """The Wilson interval printed beside a fire rate: 21/300 (7%) cannot be told from 5%, 210/3000 can."""
+    wilson = _bench("novelty_trigger").wilson
+    lo, hi = wilson(21, 300)
+    assert lo < 0.05 < 0.07 < hi
+    lo2, hi2 = wilson(210, 3000)
+    assert 0.05 < lo2 < 0.07 < hi2 and hi2 - lo2 < (hi - lo) / 2
+    assert wilson(0, 300)[0] == pytest.approx(0.0) and wilson(300, 300)[1] == pytest.approx(1.0)
+    assert wilson(0, 0) == (0.0, 1.0)
 
 
 def test_site_distance_separates_a_shifted_group_and_not_a_random_one():
