@@ -309,8 +309,8 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     2005), and the chance that the ``k`` largest all belong to open cases is ``C(m, k) / C(n + m, k)``: that is
     ``p`` (an open case is compared with every annotated case, an annotated one with one fewer, so the test errs
     towards not firing). The trigger fires below ``alpha``. A site none of whose cases is labelled shows as a
-    block of far cases. On tuning-pool random starts (300 each, ``benchmarks/novelty_trigger.py``) it fired in
-    89% of the new-site layout's and 5% / 9% of the ordinary pools' (RESULTS.md 2026-12-06); a binomial tail on the
+    block of far cases. On tuning-pool random starts (``benchmarks/novelty_trigger.py``) it fired in 89% of the
+    new-site layout's (300 starts) and 5.6% of the original images' (3000; RESULTS.md 2026-12-06); a binomial tail on the
     far count fired in 6% of exchangeable synthetic draws at 0.01 (the count's draws share one threshold).
     """
     from scipy.spatial import cKDTree
