@@ -63,7 +63,7 @@ from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
 __all__ = ["AUTO_NOVELTY_SHARE", "NEEDS_CLUSTERS", "NOVELTY_ALPHA", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
-           "add_novelty", "add_novelty_auto", "beta_for_round", "class_shares", "far_case_test",
+           "add_novelty", "add_novelty_auto", "beta_for_round", "class_shares", "far_case_test", "min_far_case_p",
            "dominant_class", "get_strategy", "power_noise", "select"]
 
 
@@ -296,6 +296,14 @@ class NoveltyTrigger:
                 "message": self.message()}
 
 
+def min_far_case_p(n: int, m: int) -> float:
+    """The smallest ``p`` :func:`far_case_test` can return with ``n`` annotated and ``m`` open cases: every open case
+    far, ``1 / C(n + m, m)``; 1 where there are fewer than 2 annotated cases or no open one."""
+    if n < 2 or m < 1:
+        return 1.0
+    return float(np.prod([(m - i) / (n + m - i) for i in range(m)]))
+
+
 def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
                   alpha: float = NOVELTY_ALPHA) -> NoveltyTrigger:
     """Are some open cases farther from the annotated cases than the annotated cases are from each other?
@@ -380,6 +388,18 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
     done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
     trigger = NoveltyTrigger(False, 1.0, [], 0, 0, why="no slice is annotated yet" if not done.any() else
                              "no slice is left open")
+    if auto and done.any() and (is_slice & ~done).any():
+        # the smallest p the test can return is 1 / C(n + m, m) (every open case far); where even that is not below
+        # alpha, the test cannot fire, so the encoder is not trained for it (a few-case pool or a test's phantoms)
+        case = np.asarray(table["case_id"])
+        n = len(set(case[done].tolist()))
+        m = len(set(case[is_slice].tolist()) - set(case[done].tolist()))
+        best = min_far_case_p(n, m)
+        if best >= NOVELTY_ALPHA:
+            trigger = NoveltyTrigger(False, 1.0, [], n, m, why=(
+                f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case far "
+                f"gives p = {best:.2g}, not below {NOVELTY_ALPHA:g}"))
+            return RegionTable({**table.columns, "novelty": novelty}), trigger
     if done.any() and (is_slice & ~done).any():
         rows = np.flatnonzero(is_slice)
         z, found = slice_embeddings(dataset, table["case_id"][rows], table["axis"][rows], table["index"][rows],

@@ -286,3 +286,14 @@ def test_far_case_test_fires_on_a_block_of_far_cases_and_not_on_exchangeable_one
     # too few annotated cases to compare: off, and says why
     one = far_case_test(z2, owner, inner, {"c00"})
     assert not one.fired and "fewer than 2 annotated cases" in one.message()
+
+
+def test_min_far_case_p_is_the_exact_tail_of_every_open_case_far():
+    from math import comb
+
+    from medal.selection.strategies import min_far_case_p
+
+    for n, m in [(2, 1), (3, 3), (3, 4), (16, 4), (15, 45)]:
+        assert min_far_case_p(n, m) == pytest.approx(1 / comb(n + m, m))
+    assert min_far_case_p(1, 10) == 1.0 and min_far_case_p(5, 0) == 1.0
+    assert min_far_case_p(3, 3) >= 0.05 > min_far_case_p(3, 4)  # 7 cases: the fewest a 3-labelled pool can fire with
