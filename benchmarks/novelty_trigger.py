@@ -1,6 +1,7 @@
 """How often does ``selection.novelty_share: auto`` turn the novelty part on, with a new site and without one?
 
     python benchmarks/novelty_trigger.py DATA --groups GROUPS.json --initial-groups A B [--draws 300] [--runs DIR ...]
+        [--medal-starts 300]
 
 The trigger (:func:`medal.selection.strategies.far_case_test`) asks, at each selection, whether a block of
 unlabelled cases lies farther, in the cold start's slice encoder, from the labelled cases than any labelled case
@@ -11,6 +12,10 @@ default) two ways, and counts how often the trigger fires:
 - from the cases of ``--initial-groups`` only: the other groups are a site none of whose cases is labelled
   (``label_efficiency.py --initial-groups``, the new-site protocol; it should fire);
 - from every case: every site is labelled (it should fire about as often as its level, 5%, or less).
+
+``--medal-starts N`` adds a third row: N of medal's own random starts over every case, chosen as
+``label_efficiency.py``'s main protocol chooses a seed's first labels (300 s of random slices at their true
+cost, painted in order under the clock), the start whose level matters for the recorded runs.
 
 ``--runs`` adds the labels recorded by earlier ``label_efficiency.py`` runs as they were: the first labels
 (``RUN/initial/seed_*/tasks.json``, the first selection's decision) and those plus the default row's first round
@@ -66,6 +71,48 @@ def fire_rate(z, owner, inner, eligible: np.ndarray, *, draws: int, slices: int,
             "far_cases_median": float(np.median(far)), "p_median": float(np.median(p))}
 
 
+def protocol_config(config, *, initial_budget: float = 300.0, budget: float = 600.0, timed: float = 8.0):
+    """``config`` as ``label_efficiency.py --initial-budget 300 --budget 600 --timed 8`` runs it (the main protocol)."""
+    import dataclasses
+
+    from medal.config import load_config
+
+    cfg = load_config(config)
+    return dataclasses.replace(
+        cfg, selection=dataclasses.replace(cfg.selection, budget_s=budget, reserve=timed),
+        simulation=dataclasses.replace(cfg.simulation, timed=True, initial_budget_s=initial_budget))
+
+
+def medal_start_rate(z, owner, inner, dataset, pool, cfg, seeds) -> dict:
+    """medal's own random start for each seed, chosen exactly as a simulation chooses a seed's first labels
+    (``simulate._prepare_initial``: random slices at their true cost, painted in order under the clock until the
+    initial budget), and how often the trigger fires on the cases it labels. ``z``/``owner``/``inner`` as
+    :func:`embed` returns them for ``pool``'s cases."""
+    import tempfile
+
+    from medal.costs import CostModel
+    from medal.selection.strategies import far_case_test
+    from medal.simulation.simulate import _prepare_initial
+
+    cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(dataset.n_classes)
+    fired, far, p, n_cases = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="medal-starts-") as tmp:
+        for seed in seeds:
+            cache = Path(tmp) / f"seed_{seed}"
+            _prepare_initial(dataset, list(pool), cfg, int(seed), cost_model, cache)
+            ann = {t["case_id"] for t in json.loads((cache / "tasks.json").read_text())["tasks"]}
+            t = far_case_test(z, owner, inner, ann)
+            fired.append(t.fired)
+            far.append(len(t.far_cases))
+            p.append(t.p)
+            n_cases.append(len(ann))
+    lo, hi = wilson(int(np.sum(fired)), len(fired))
+    return {"draws": len(fired), "fired": float(np.mean(fired)), "fired_ci95": [lo, hi],
+            "far_cases_median": float(np.median(far)), "p_median": float(np.median(p)),
+            "labelled_cases_median": float(np.median(n_cases)), "seeds": [int(s) for s in seeds],
+            "labelled_cases": [int(n) for n in n_cases], "p": [float(x) for x in p]}
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a rate ``k / n`` (Wilson, JASA 1927): a fire rate's Monte Carlo error over its
     draws (300 draws of one seed gave 9% on the original images, other seeds 4-6%)."""
@@ -88,6 +135,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--slices", type=int, default=20, help="slices per random start (a 300 s start holds ~20)")
     ap.add_argument("--runs", nargs="*", default=[], help="label_efficiency.py output folders: their first labels")
+    ap.add_argument("--medal-starts", type=int, default=0, metavar="N",
+                    help="also N of medal's own random starts, chosen as label_efficiency.py's main protocol chooses "
+                         "them (--config, 300 s under the clock), from every case (needs the labels: true costs)")
+    ap.add_argument("--start-seed", type=int, default=1000, help="first seed of --medal-starts (default 1000: "
+                    "no recorded run used it)")
+    ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"),
+                    help="the config --medal-starts reads (default: label_efficiency_cpu.yaml)")
     ap.add_argument("--results-name", default="novelty_trigger")
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -111,6 +165,14 @@ def main(argv=None) -> dict:
             fire_rate(z, owner, inner, start, draws=args.draws, slices=args.slices),
             "every site labelled (start from all)":
             fire_rate(z, owner, inner, np.ones(len(owner), bool), draws=args.draws, slices=args.slices)}
+    if args.medal_starts:
+        seeds = range(args.start_seed, args.start_seed + args.medal_starts)
+        try:
+            cfg = protocol_config(args.config)
+        except (OSError, ValueError) as exc:
+            sys.exit(f"{args.config}: {exc}")
+        rows[f"medal's random start, every site (seeds {seeds[0]}-{seeds[-1]})"] = medal_start_rate(
+            z, owner, inner, ds, [c.case_id for c in cases], cfg, seeds)
     n_cases = {g: sum(groups[c.case_id] == g for c in cases) for g in sorted(set(groups[c.case_id] for c in cases))}
     recorded = []
     where = {(o, int(i)): n for n, (o, i) in enumerate(zip(owner, idx))}
@@ -138,7 +200,10 @@ def main(argv=None) -> dict:
             recorded.append(entry)
     lines = [f"- data `{args.data}`, groups `{args.groups}` ({', '.join(f'{g} {n}' for g, n in n_cases.items())} "
              f"pool cases), pool side of `{Path(args.split).name}`; {args.draws} random starts of {args.slices} axial "
-             f"slices per row; trigger level {NOVELTY_ALPHA}", "",
+             f"slices per row" + (f"; {args.medal_starts} of medal's own random starts (`{Path(args.config).name}`, "
+                                  "300 s of random slices at their true cost under the clock, as "
+                                  "`label_efficiency.py --initial-budget 300 --timed 8` chooses them)"
+                                  if args.medal_starts else "") + f"; trigger level {NOVELTY_ALPHA}", "",
              "| start | fired (95% interval) | far cases (median) | p (median) |", "| --- | --- | --- | --- |"]
     for name, r in rows.items():
         lo, hi = r["fired_ci95"]
@@ -163,8 +228,9 @@ def main(argv=None) -> dict:
              "initial_groups": args.initial_groups, "alpha": NOVELTY_ALPHA, "slices": args.slices,
              "pool_cases": n_cases, "rows": rows, "recorded": recorded}, indent=1) + "\n")
         record("Novelty trigger: how often `novelty_share: auto` turns on, with a new site and without", lines)
-    new, every = rows.values()
-    print(f"fire_rate_new_site: {new['fired']:.2f}, fire_rate_every_site_labelled: {every['fired']:.2f}")
+    new, every = list(rows.values())[:2]
+    tail = f", fire_rate_medal_starts: {list(rows.values())[2]['fired']:.3f}" if args.medal_starts else ""
+    print(f"fire_rate_new_site: {new['fired']:.2f}, fire_rate_every_site_labelled: {every['fired']:.2f}{tail}")
     return rows
 
 

@@ -287,6 +287,40 @@ def test_novelty_trigger_fires_when_a_shifted_site_is_left_out_of_the_start_and_
     assert 0.0 <= lo <= every["fired"] <= hi <= 1.0
 
 
+def test_novelty_trigger_medal_starts_are_the_simulations_first_labels(tmp_path):
+    """--medal-starts: the labelled cases of each seed are those simulate._prepare_initial chooses (real sample
+    cases, real labels for the true costs), and on embeddings with no structure the trigger rarely fires."""
+    import json
+
+    from medal.costs import CostModel
+    from medal.data import load_dataset, sample_dataset
+    from medal.simulation.simulate import _prepare_initial
+
+    mod = _bench("novelty_trigger")
+    ds = load_dataset(sample_dataset())
+    pool = [c.case_id for c in ds.cases]
+    depth = {c.case_id: int(load_volume_shape(c.image)[2]) for c in ds.cases}
+    owner = np.concatenate([[c] * depth[c] for c in pool])
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(len(owner), 8)) + 3.0 * np.eye(8)[0]
+    cfg = mod.protocol_config(mod.HERE.parent / "configs" / "label_efficiency_cpu.yaml", initial_budget=200.0)
+    assert cfg.simulation.timed and cfg.selection.reserve == 8.0 and cfg.simulation.initial_budget_s == 200.0
+    row = mod.medal_start_rate(z, owner, np.ones(len(owner), bool), ds, pool, cfg, [3, 4, 5])
+    assert row["draws"] == 3 and row["seeds"] == [3, 4, 5] and row["fired"] <= 1 / 3
+    lo, hi = row["fired_ci95"]
+    assert lo <= row["fired"] <= hi
+    _prepare_initial(ds, pool, cfg, 4, CostModel.default(ds.n_classes), tmp_path / "s4")
+    tasks = json.loads((tmp_path / "s4" / "tasks.json").read_text())["tasks"]
+    assert len({t["case_id"] for t in tasks}) == row["labelled_cases"][1] >= 2  # seed 4: the same first labels
+    assert sum(t["predicted_cost_s"] for t in tasks) <= 200.0 + 1e-6
+
+
+def load_volume_shape(path):
+    import nibabel as nib
+
+    return nib.load(str(path)).shape
+
+
 def test_novelty_trigger_fire_rate_interval_covers_the_rate_and_narrows_with_draws():
     """The Wilson interval printed beside a fire rate: 21/300 (7%) cannot be told from 5%, 210/3000 can."""
     wilson = _bench("novelty_trigger").wilson
