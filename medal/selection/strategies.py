@@ -396,9 +396,11 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         m = len(set(case[is_slice].tolist()) - set(case[done].tolist()))
         best = min_far_case_p(n, m)
         if best >= NOVELTY_ALPHA:
-            trigger = NoveltyTrigger(False, 1.0, [], n, m, why=(
-                f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case far "
-                f"gives p = {best:.2g}, not below {NOVELTY_ALPHA:g}"))
+            why = ("every case holds an annotated slice" if m == 0 else
+                   "fewer than 2 annotated cases to compare with" if n < 2 else
+                   f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case "
+                   f"far gives p = {best:.2g}, not below {NOVELTY_ALPHA:g}")
+            trigger = NoveltyTrigger(False, 1.0, [], n, m, why=why)
             return RegionTable({**table.columns, "novelty": novelty}), trigger
     if done.any() and (is_slice & ~done).any():
         rows = np.flatnonzero(is_slice)
