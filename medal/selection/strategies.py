@@ -301,7 +301,13 @@ def min_far_case_p(n: int, m: int) -> float:
     far, ``1 / C(n + m, m)``; 1 where there are fewer than 2 annotated cases or no open one."""
     if n < 2 or m < 1:
         return 1.0
-    return float(np.prod([(m - i) / (n + m - i) for i in range(m)]))
+    return _far_tail(n, m, m)
+
+
+def _far_tail(n: int, m: int, k: int) -> float:
+    """``C(m, k) / C(n + m, k)``: the chance that the ``k`` largest of ``n + m`` exchangeable values are all among
+    the ``m`` (1 for ``k = 0``)."""
+    return float(np.prod([(m - i) / (n + m - i) for i in range(k)]))
 
 
 def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
@@ -318,8 +324,9 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     ``p`` (an open case is compared with every annotated case, an annotated one with one fewer, so the test errs
     towards not firing). The trigger fires below ``alpha``. A site none of whose cases is labelled shows as a
     block of far cases. On tuning-pool random starts (``benchmarks/novelty_trigger.py``) it fired in 89% of the
-    new-site layout's (300 starts) and 5.6% of the original images' (3000; RESULTS.md 2026-12-06); a binomial tail on the
-    far count fired in 6% of exchangeable synthetic draws at 0.01 (the count's draws share one threshold).
+    new-site layout's (300 starts), 5.6% of the original images' (3000) and 5.0% of medal's own starts there (300;
+    RESULTS.md 2026-12-06); a binomial tail on the far count fired in 6% of exchangeable synthetic draws at 0.01
+    (the count's draws share one threshold).
     """
     from scipy.spatial import cKDTree
 
@@ -346,7 +353,7 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     top = max(dist[c] for c in ann)
     far = sorted((c for c in opened if dist[c] > top), key=lambda c: -dist[c])
     n, m = len(ann), len(opened)
-    p = float(np.prod([(m - i) / (n + m - i) for i in range(len(far))]))  # C(m, k) / C(n + m, k); 1 for k = 0
+    p = _far_tail(n, m, len(far))
     return NoveltyTrigger(bool(p < alpha), p, far, len(ann), len(opened), alpha)
 
 
