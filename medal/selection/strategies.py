@@ -304,6 +304,13 @@ def min_far_case_p(n: int, m: int) -> float:
     return _far_tail(n, m, m)
 
 
+def _untestable(n: int, m: int) -> str:
+    """Why :func:`far_case_test` cannot compare ``n`` annotated with ``m`` open cases at all ("" where it can)."""
+    if n < 2:
+        return "fewer than 2 annotated cases to compare with"
+    return "every case holds an annotated slice" if m < 1 else ""
+
+
 def _far_tail(n: int, m: int, k: int) -> float:
     """``C(m, k) / C(n + m, k)``: the chance that the ``k`` largest of ``n + m`` exchangeable values are all among
     the ``m`` (1 for ``k = 0``)."""
@@ -337,7 +344,7 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     ann = [c for c in cases if c in annotated]
     opened = [c for c in cases if c not in annotated]
     if len(ann) < 2 or not opened:
-        why = ("fewer than 2 annotated cases to compare with" if len(ann) < 2 else "every case holds an annotated slice")
+        why = _untestable(len(ann), len(opened))
         return NoveltyTrigger(False, 1.0, [], len(ann), len(opened), alpha, why)
     zz = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     ref_mask = inner & np.isin(owner, ann)
@@ -403,10 +410,9 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         m = len(set(case[is_slice].tolist()) - set(case[done].tolist()))
         best = min_far_case_p(n, m)
         if best >= NOVELTY_ALPHA:
-            why = ("every case holds an annotated slice" if m == 0 else
-                   "fewer than 2 annotated cases to compare with" if n < 2 else
-                   f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case "
-                   f"far gives p = {best:.2g}, not below {NOVELTY_ALPHA:g}")
+            why = _untestable(n, m) or (
+                f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case "
+                f"far gives p = {best:.2g}, not below {NOVELTY_ALPHA:g}")
             trigger = NoveltyTrigger(False, 1.0, [], n, m, why=why)
             return RegionTable({**table.columns, "novelty": novelty}), trigger
     if done.any() and (is_slice & ~done).any():
