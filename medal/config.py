@@ -360,7 +360,9 @@ class SelectionConfig:
     # beyond the median distance they lie, at most 2 per case; the rest as usual. 0 = off. "auto": 0.2 in a round
     # where some unlabelled cases lie farther from the labelled cases than any labelled case does (a conformal test,
     # medal.selection.strategies.far_case_test), 0 otherwise; the round's tasks.json and summary say which and why.
-    novelty_share: float | str = 0.0
+    # "auto" is the default since 2026-12-06 (benchmarks/RESULTS.md: the price of a fire x its rate on an ordinary
+    # pool against its gain where a site is new)
+    novelty_share: float | str = "auto"
     seed: int = 0
 
     def __post_init__(self):

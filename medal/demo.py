@@ -34,6 +34,7 @@ DEMO_SETTINGS = {
 QUICK_SETTINGS = {
     "training": {"max_epochs": 2, "warm_epochs": 1, "iterations_per_epoch": 6},
     "uncertainty": {"mc_samples": 2},
+    "coldstart": {"encoder_steps": 60},  # the encoder selection.novelty_share: auto reads
 }
 
 
