@@ -1,7 +1,7 @@
 """How often does ``selection.novelty_share: auto`` turn the novelty part on, with a new site and without one?
 
     python benchmarks/novelty_trigger.py DATA --groups GROUPS.json --initial-groups A B [--draws 300] [--runs DIR ...]
-        [--medal-starts 300]
+        [--medal-starts 300 [--medal-starts-new-site]] [--levels 0.05 0.07 0.1]
 
 The trigger (:func:`medal.selection.strategies.far_case_test`) asks, at each selection, whether a block of
 unlabelled cases lies farther, in the cold start's slice encoder, from the labelled cases than any labelled case
@@ -16,6 +16,11 @@ default) two ways, and counts how often the trigger fires:
 ``--medal-starts N`` adds a third row: N of medal's own random starts over every case, chosen as
 ``label_efficiency.py``'s main protocol chooses a seed's first labels (300 s of random slices at their true
 cost, painted in order under the clock), the start whose level matters for the recorded runs.
+
+``--medal-starts-new-site`` adds a fourth: the same N starts drawn from the cases of ``--initial-groups`` only, as
+``label_efficiency.py --initial-groups`` chooses them (the new-site protocol's start). ``--levels`` gives every
+row's fire rate at several trigger levels (``selection.novelty_alpha``) from the same draws: a start fires where its
+``p`` is below the level, so one set of draws answers every level.
 
 ``--runs`` adds the labels recorded by earlier ``label_efficiency.py`` runs as they were: the first labels
 (``RUN/initial/seed_*/tasks.json``, the first selection's decision) and those plus the default row's first round
@@ -59,7 +64,7 @@ def fire_rate(z, owner, inner, eligible: np.ndarray, *, draws: int, slices: int,
     from medal.selection.strategies import far_case_test
 
     rng = np.random.default_rng(seed)
-    fired, far, p = [], [], []
+    fired, far, p = [], [], []  # fired at the shipped level; --levels re-reads p
     for _ in range(draws):
         pick = rng.choice(np.flatnonzero(eligible), slices, replace=False)
         t = far_case_test(z, owner, inner, set(owner[pick].tolist()))
@@ -68,7 +73,17 @@ def fire_rate(z, owner, inner, eligible: np.ndarray, *, draws: int, slices: int,
         p.append(t.p)
     lo, hi = wilson(int(np.sum(fired)), draws)
     return {"draws": draws, "fired": float(np.mean(fired)), "fired_ci95": [lo, hi],
-            "far_cases_median": float(np.median(far)), "p_median": float(np.median(p))}
+            "far_cases_median": float(np.median(far)), "p_median": float(np.median(p)), "p": [float(x) for x in p]}
+
+
+def at_levels(row: dict, levels) -> dict:
+    """A row's fire rate (and 95% Wilson interval) at each trigger level: the share of its draws with ``p`` below."""
+    p = np.asarray(row["p"])
+    out = {}
+    for a in levels:
+        k = int(np.sum(p < a))
+        out[f"{a:g}"] = {"fired": k / len(p), "fired_ci95": list(wilson(k, len(p)))}
+    return out
 
 
 def protocol_config(config, *, initial_budget: float = 300.0, budget: float = 600.0, timed: float = 8.0):
@@ -138,6 +153,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--medal-starts", type=int, default=0, metavar="N",
                     help="also N of medal's own random starts, chosen as label_efficiency.py's main protocol chooses "
                          "them (--config, 300 s under the clock), from every case (needs the labels: true costs)")
+    ap.add_argument("--medal-starts-new-site", action="store_true",
+                    help="with --medal-starts: also the same seeds' starts from the --initial-groups cases only (the "
+                         "new-site protocol, label_efficiency.py --initial-groups)")
+    ap.add_argument("--levels", type=float, nargs="+", default=None, metavar="ALPHA",
+                    help="also each row's fire rate at these trigger levels (selection.novelty_alpha)")
     ap.add_argument("--start-seed", type=int, default=1000, help="first seed of --medal-starts (default 1000: "
                     "no recorded run used it)")
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"),
@@ -173,6 +193,13 @@ def main(argv=None) -> dict:
             sys.exit(f"{args.config}: {exc}")
         rows[f"medal's random start, every site (seeds {seeds[0]}-{seeds[-1]})"] = medal_start_rate(
             z, owner, inner, ds, [c.case_id for c in cases], cfg, seeds)
+        if args.medal_starts_new_site:
+            first = [c.case_id for c in cases if groups[c.case_id] in args.initial_groups]
+            rows[f"medal's random start from {'+'.join(args.initial_groups)} only (seeds {seeds[0]}-{seeds[-1]})"] = (
+                medal_start_rate(z, owner, inner, ds, first, cfg, seeds))
+    levels = sorted(set(args.levels or []))
+    if any(not 0 < a <= 1 for a in levels):
+        sys.exit(f"--levels: each level must lie in (0, 1], got {levels}")
     n_cases = {g: sum(groups[c.case_id] == g for c in cases) for g in sorted(set(groups[c.case_id] for c in cases))}
     recorded = []
     where = {(o, int(i)): n for n, (o, i) in enumerate(zip(owner, idx))}
@@ -209,6 +236,14 @@ def main(argv=None) -> dict:
         lo, hi = r["fired_ci95"]
         lines.append(f"| {name} | {100 * r['fired']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
                      f"{r['far_cases_median']:.0f} | {r['p_median']:.3g} |")
+    if levels:
+        lines += ["", "| start | " + " | ".join(f"fired at level {a:g}" for a in levels) + " |",
+                  "| --- |" + " --- |" * len(levels)]
+        for name, r in rows.items():
+            r["levels"] = at_levels(r, levels)
+            lines.append(f"| {name} | " + " | ".join(
+                f"{100 * v['fired']:.1f}% ({100 * v['fired_ci95'][0]:.1f}-{100 * v['fired_ci95'][1]:.1f}%)"
+                for v in r["levels"].values()) + " |")
     if recorded:
         lines += ["", "| recorded run (`--runs`) | seeds | fired at the first selection | fired at the second (after "
                       "the default's round 1) |", "| --- | --- | --- | --- |"]
@@ -230,6 +265,8 @@ def main(argv=None) -> dict:
         record("Novelty trigger: how often `novelty_share: auto` turns on, with a new site and without", lines)
     new, every = list(rows.values())[:2]
     tail = f", fire_rate_medal_starts: {list(rows.values())[2]['fired']:.3f}" if args.medal_starts else ""
+    if args.medal_starts and args.medal_starts_new_site:
+        tail += f", fire_rate_medal_starts_new_site: {list(rows.values())[3]['fired']:.3f}"
     print(f"fire_rate_new_site: {new['fired']:.2f}, fire_rate_every_site_labelled: {every['fired']:.2f}{tail}")
     return rows
 

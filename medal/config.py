@@ -363,6 +363,10 @@ class SelectionConfig:
     # "auto" is the default since 2026-12-06 (benchmarks/RESULTS.md: the price of a fire x its rate on an ordinary
     # pool against its gain where a site is new)
     novelty_share: float | str = "auto"
+    # novelty_share: auto -- the level of far_case_test: the part turns on where p is below it. Higher turns it on for
+    # smaller new sites and in more rounds where no site is new (at 0.05: 5.0% of medal's random starts on an ordinary
+    # pool, benchmarks/novelty_trigger.py)
+    novelty_alpha: float = 0.05
     seed: int = 0
 
     def __post_init__(self):
@@ -401,6 +405,9 @@ class SelectionConfig:
                                                  and not isinstance(self.novelty_share, bool)
                                                  and 0 <= self.novelty_share <= 0.5):
             raise ConfigError(f"selection.novelty_share: must lie in [0, 0.5] or be 'auto', got {self.novelty_share!r}")
+        if isinstance(self.novelty_alpha, bool) or not isinstance(self.novelty_alpha, (int, float)) \
+                or not 0 < self.novelty_alpha <= 0.5:
+            raise ConfigError(f"selection.novelty_alpha: must lie in (0, 0.5], got {self.novelty_alpha!r}")
         if not (math.isfinite(self.value_power) and self.value_power >= 0):
             raise ConfigError(f"selection.value_power: must be a finite number >= 0, got {self.value_power}")
         if self.resolution < 10:

@@ -62,6 +62,8 @@ def test_missing_file(tmp_path):
         ("uncertainty:\n  mc_samples: 1\n", r"uncertainty\.mc_samples: need >= 2"),
         ("report:\n  agreement_window_s: -600\n", r"report: agreement_window_s must be seconds >= 0"),
         ("report:\n  agreement_window_s: ten minutes\n", r"c\.yaml: report\.agreement_window_s: expected a number"),
+        ("selection:\n  novelty_alpha: 0\n", r"selection\.novelty_alpha: must lie in \(0, 0\.5\], got 0"),
+        ("selection:\n  novelty_alpha: 0.9\n", r"selection\.novelty_alpha: must lie in \(0, 0\.5\], got 0\.9"),
     ],
 )
 def test_stage_sections_check_their_values(tmp_path, text, message):

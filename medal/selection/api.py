@@ -303,7 +303,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     novelty = None
     if selection_cfg.novelty_share == "auto" and selection_cfg.strategy in VALUE_DRIVEN:
         table, trigger = add_novelty_auto(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
-                                          data_cfg=data_cfg, coldstart_cfg=coldstart_cfg)
+                                          data_cfg=data_cfg, coldstart_cfg=coldstart_cfg,
+                                          alpha=selection_cfg.novelty_alpha)
         novelty = trigger.to_json()
     elif selection_cfg.novelty_share != "auto" and selection_cfg.novelty_share > 0 \
             and selection_cfg.strategy in VALUE_DRIVEN:

@@ -386,21 +386,23 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
 
 
 def add_novelty_auto(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
-                     coldstart_cfg=None) -> tuple[RegionTable, NoveltyTrigger]:
+                     coldstart_cfg=None, alpha: float = NOVELTY_ALPHA) -> tuple[RegionTable, NoveltyTrigger]:
     """``selection.novelty_share: auto``: :func:`add_novelty`'s column where :func:`far_case_test` fires on the
-    slices' embeddings (some open cases lie farther from the annotated cases than any annotated case does), zero
-    everywhere otherwise (the selection is then exactly the one without a novelty part); and the test's outcome."""
-    return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=True)
+    slices' embeddings (some open cases lie farther from the annotated cases than any annotated case does) below
+    ``alpha`` (``selection.novelty_alpha``), zero everywhere otherwise (the selection is then exactly the one without
+    a novelty part); and the test's outcome."""
+    return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=True, alpha=alpha)
 
 
-def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, auto: bool):
+def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, auto: bool,
+             alpha: float = NOVELTY_ALPHA):
     from medal.coldstart import slice_embeddings
     from medal.config import ColdstartConfig
 
     novelty = np.zeros(len(table))
     is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
     done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
-    trigger = NoveltyTrigger(False, 1.0, [], 0, 0, why="no slice is annotated yet" if not done.any() else
+    trigger = NoveltyTrigger(False, 1.0, [], 0, 0, alpha, why="no slice is annotated yet" if not done.any() else
                              "no slice is left open")
     if auto and done.any() and (is_slice & ~done).any():
         # the smallest p the test can return is 1 / C(n + m, m) (every open case far); where even that is not below
@@ -409,11 +411,11 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         n = len(set(case[done].tolist()))
         m = len(set(case[is_slice].tolist()) - set(case[done].tolist()))
         best = min_far_case_p(n, m)
-        if best >= NOVELTY_ALPHA:
+        if best >= alpha:
             why = _untestable(n, m) or (
                 f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case "
-                f"far gives p = {best:.2g}, not below {NOVELTY_ALPHA:g}")
-            trigger = NoveltyTrigger(False, 1.0, [], n, m, why=why)
+                f"far gives p = {best:.2g}, not below {alpha:g}")
+            trigger = NoveltyTrigger(False, 1.0, [], n, m, alpha, why=why)
             return RegionTable({**table.columns, "novelty": novelty}), trigger
     if done.any() and (is_slice & ~done).any():
         rows = np.flatnonzero(is_slice)
@@ -426,7 +428,7 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         mine = np.flatnonzero(found & ~done[rows] & inside)
         if auto:
             owner = np.asarray(table["case_id"][rows])
-            trigger = far_case_test(z, owner, found & inside, set(owner[ref].tolist()))
+            trigger = far_case_test(z, owner, found & inside, set(owner[ref].tolist()), alpha=alpha)
         if ref.any() and len(mine) and (trigger.fired or not auto):
             from scipy.spatial import cKDTree
 

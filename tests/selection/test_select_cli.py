@@ -371,6 +371,11 @@ def test_auto_novelty_fires_on_real_cases_of_a_new_contrast_and_says_so(tmp_path
     assert not too_few.fired and too_few.annotated_cases == 4 and too_few.open_cases == 2
     assert "too few for the test" in too_few.message() and "p = 0.067" in too_few.message()
     assert not col["novelty"].any() and not list(fresh.rglob("*.pt"))
+    # at a level of 0.1 (selection.novelty_alpha) the same 6 cases can be tested: the 2 inverted ones are the far ones
+    col10, at10 = add_novelty_auto(small, ds, coldstart_cfg=cs, alpha=0.1)
+    assert "too few" not in at10.message() and at10.alpha == 0.1 and at10.annotated_cases == 4
+    assert at10.fired and at10.p == pytest.approx(1 / 15) and set(at10.far_cases) == set(new_site[2:4])
+    assert (col10["novelty"][np.isin(col10["case_id"], new_site[2:4])] > 0).any()
 
     kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(prediction="argmax", calibration="none"),
               display_cache=False, coldstart_cfg=cs)

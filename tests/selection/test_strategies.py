@@ -280,6 +280,9 @@ def test_far_case_test_fires_on_a_block_of_far_cases_and_not_on_exchangeable_one
     assert new.p == pytest.approx(np.prod([(12 - i) / (36 - i) for i in range(k)]))  # C(12, k) / C(36, k)
     assert "novelty part on" in new.message() and "c0" in new.message()
     assert new.to_json()["fired"] is True and new.to_json()["open_cases"] == 12
+    # the level (selection.novelty_alpha): fires strictly below it, and the record says which level was used
+    at = far_case_test(z2, owner, inner, annotated, alpha=new.p)
+    assert not at.fired and at.p == new.p and at.to_json()["alpha"] == new.p and f"not below {new.p:g}" in at.message()
     # the same far slices outside the inner mask (a volume's ends) do not count
     masked = far_case_test(z2, owner, inner & ~np.isin(owner, site), annotated)
     assert not masked.fired and masked.open_cases == 6
