@@ -364,9 +364,10 @@ class SelectionConfig:
     # pool against its gain where a site is new)
     novelty_share: float | str = "auto"
     # novelty_share: auto -- the level of far_case_test: the part turns on where p is below it. Higher turns it on for
-    # smaller new sites and in more rounds where no site is new (at 0.05: 5.0% of medal's random starts on an ordinary
-    # pool, benchmarks/novelty_trigger.py)
-    novelty_alpha: float = 0.05
+    # smaller new sites and in more rounds where no site is new. 0.1 since 2026-12-06 (benchmarks/novelty_trigger.py
+    # --levels, medal's own starts on the tuning pool: fires on 93% of the new-site protocol's, 12% of the ordinary
+    # pool's; at 0.05: 66% and 5%; the price rule of RESULTS.md 2026-12-06 08:37 UTC chose it)
+    novelty_alpha: float = 0.1
     seed: int = 0
 
     def __post_init__(self):

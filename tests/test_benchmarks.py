@@ -269,7 +269,7 @@ def test_pooled_runs_add_seeds_only_within_one_protocol():
 
 def test_novelty_trigger_fires_when_a_shifted_site_is_left_out_of_the_start_and_rarely_otherwise():
     """benchmarks/novelty_trigger.py's fire rate: random starts that leave out a block of cases sitting apart in
-    the embedding fire the trigger most of the time; starts over every case rarely (its level is 5%)."""
+    the embedding fire the trigger most of the time; starts over every case rarely (its level is 10%)."""
     fire_rate = _bench("novelty_trigger").fire_rate
     rng = np.random.default_rng(0)
     owner = np.repeat([f"c{i:02d}" for i in range(40)], 10)  # 40 cases of 10 slices
@@ -285,6 +285,15 @@ def test_novelty_trigger_fires_when_a_shifted_site_is_left_out_of_the_start_and_
     assert every["fired"] <= 0.2 and every["draws"] == 40
     lo, hi = every["fired_ci95"]
     assert 0.0 <= lo <= every["fired"] <= hi <= 1.0
+    # --levels: the same draws read at other levels; a start fires where its p is strictly below the level
+    from medal.selection.strategies import NOVELTY_ALPHA
+
+    assert NOVELTY_ALPHA == 0.1  # fire_rate's "fired" is at the shipped level
+    at = _bench("novelty_trigger").at_levels(every, [0.01, 0.05, 0.1, 0.5, 1.0])
+    p = np.asarray(every["p"])
+    assert len(p) == 40 and at["0.1"]["fired"] == pytest.approx(every["fired"])
+    assert [v["fired"] for v in at.values()] == [np.mean(p < a) for a in (0.01, 0.05, 0.1, 0.5, 1.0)]
+    assert at["0.01"]["fired"] <= at["0.05"]["fired"] <= at["0.5"]["fired"] <= at["1"]["fired"] < 1.0  # p = 1 never
 
 
 def test_novelty_trigger_medal_starts_are_the_simulations_first_labels(tmp_path):
