@@ -165,6 +165,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--results-name", default="novelty_trigger")
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args(argv)
+    levels = sorted(set(args.levels or []))
+    if any(not 0 < a <= 1 for a in levels):
+        sys.exit(f"--levels: each level must lie in (0, 1], got {levels}")
     from _record import record
     from site_distance import read_groups_and_pool
 
@@ -197,9 +200,6 @@ def main(argv=None) -> dict:
             first = [c.case_id for c in cases if groups[c.case_id] in args.initial_groups]
             rows[f"medal's random start from {'+'.join(args.initial_groups)} only (seeds {seeds[0]}-{seeds[-1]})"] = (
                 medal_start_rate(z, owner, inner, ds, first, cfg, seeds))
-    levels = sorted(set(args.levels or []))
-    if any(not 0 < a <= 1 for a in levels):
-        sys.exit(f"--levels: each level must lie in (0, 1], got {levels}")
     n_cases = {g: sum(groups[c.case_id] == g for c in cases) for g in sorted(set(groups[c.case_id] for c in cases))}
     recorded = []
     where = {(o, int(i)): n for n, (o, i) in enumerate(zip(owner, idx))}
