@@ -32,7 +32,7 @@ collect() {
   python3 - > $OUT/novelty.json 2>/dev/null <<'PY'
 import json, glob
 out = {}
-for f in sorted(glob.glob("/tmp/sim/*/seed_*/round_00[12]/tasks.json")):
+for f in sorted(glob.glob("/tmp/sim/*/seed_*/round_00[012]/tasks.json")):
     try:
         out[f[len("/tmp/sim/"):]] = json.load(open(f)).get("novelty")
     except Exception as e:
@@ -46,7 +46,7 @@ while kill -0 $SPID 2>/dev/null; do
   if [ $(( ($(date +%s) - T0) % 60 )) -lt 5 ]; then
     echo "t=$(( $(date +%s) - T0 ))s rounds logged: $(cat /tmp/sim/*/seed_*/rounds.jsonl 2>/dev/null | wc -l)"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; uptime
   fi
-  if [ $(( $(date +%s) - T0 )) -gt $(( END_S + 40 )) ]; then pkill -KILL -f "label_efficiency|multiprocessing"; echo "killed at t=$(( $(date +%s) - T0 ))s"; fi
+  if [ $(( $(date +%s) - T0 )) -gt $(( END_S + 40 )) ]; then pkill -KILL -f "benchmarks/label_efficiency.py|multiprocessing"; echo "killed at t=$(( $(date +%s) - T0 ))s"; fi
 done
 collect
 cp /tmp/sim/simulation.json /tmp/sim/results.csv $OUT/ 2>/dev/null
