@@ -364,10 +364,11 @@ class SelectionConfig:
     # pool against its gain where a site is new)
     novelty_share: float | str = "auto"
     # novelty_share: auto -- the level of far_case_test: the part turns on where p is below it. Higher turns it on for
-    # smaller new sites and in more rounds where no site is new. 0.1 since 2026-12-06 (benchmarks/novelty_trigger.py
-    # --levels, medal's own starts on the tuning pool: fires on 93% of the new-site protocol's, 12% of the ordinary
-    # pool's; at 0.05: 66% and 5%; the price rule of RESULTS.md 2026-12-06 08:37 UTC chose it)
-    novelty_alpha: float = 0.1
+    # smaller new sites and in more rounds where no site is new. 0.05 (benchmarks/novelty_trigger.py --levels,
+    # medal's own starts on the tuning pool: fires on 66% of the new-site protocol's, 5% of the ordinary pool's; at
+    # 0.1: 93% and 12%). 0.1 was the default from 2026-12-06 08:54 to 11:12 UTC: a fire at p in [0.05, 0.1) was then
+    # measured (22 seeds, RESULTS.md 2026-12-06 10:59 UTC plan) at -0.0046 AUBC, and the price rule sent it back
+    novelty_alpha: float = 0.05
     seed: int = 0
 
     def __post_init__(self):

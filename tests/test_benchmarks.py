@@ -288,10 +288,10 @@ def test_novelty_trigger_fires_when_a_shifted_site_is_left_out_of_the_start_and_
     # --levels: the same draws read at other levels; a start fires where its p is strictly below the level
     from medal.selection.strategies import NOVELTY_ALPHA
 
-    assert NOVELTY_ALPHA == 0.1  # fire_rate's "fired" is at the shipped level
+    assert NOVELTY_ALPHA == 0.05  # fire_rate's "fired" is at the shipped level
     at = _bench("novelty_trigger").at_levels(every, [0.01, 0.05, 0.1, 0.5, 1.0])
     p = np.asarray(every["p"])
-    assert len(p) == 40 and at["0.1"]["fired"] == pytest.approx(every["fired"])
+    assert len(p) == 40 and at["0.05"]["fired"] == pytest.approx(every["fired"])
     assert [v["fired"] for v in at.values()] == [np.mean(p < a) for a in (0.01, 0.05, 0.1, 0.5, 1.0)]
     assert at["0.01"]["fired"] <= at["0.05"]["fired"] <= at["0.5"]["fired"] <= at["1"]["fired"] < 1.0  # p = 1 never
 

@@ -262,10 +262,11 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
 
 # selection.novelty_share: auto -- the share it spends when the trigger fires (0.2: the share measured on the new-site
 # layout, RESULTS.md 2026-12-05 19:21 and 21:52 UTC) and the trigger's default level (selection.novelty_alpha; an exact
-# rank test, far_case_test): 0.1 since 2026-12-06 (RESULTS.md 08:37 UTC plan: on medal's own starts it fires on 93% of
-# the new-site protocol's, 66% at 0.05, and on 12% of the ordinary pool's, 5% at 0.05)
+# rank test, far_case_test): 0.05 (on medal's own starts it fires on 66% of the new-site protocol's and 5% of the
+# ordinary pool's; 0.1 fires on 93% and 12%, but its extra ordinary fires cost -0.0046 AUBC each, 22 seeds: RESULTS.md
+# 2026-12-06 10:59 UTC plan and 11:12 UTC prose; 0.1 was the default from 08:54 to 11:12 UTC that day)
 AUTO_NOVELTY_SHARE = 0.2
-NOVELTY_ALPHA = 0.1
+NOVELTY_ALPHA = 0.05
 
 
 @dataclass

@@ -361,18 +361,19 @@ def test_auto_novelty_fires_on_real_cases_of_a_new_contrast_and_says_so(tmp_path
     assert (out["novelty"][np.isin(out["case_id"], new_site)] > 0).any()
     plain, off = add_novelty_auto(table, src, coldstart_cfg=cs)
     assert not off.fired and not plain["novelty"].any() and "novelty part off" in off.message()
-    # 6 cases (2 inverted, open; 4 labelled): at a level of 0.05 even both far gives p = 1/15, so no encoder is trained
+    # 6 cases (2 inverted, open; 4 labelled): at the default level, 0.05 (selection.novelty_alpha), even both far
+    # gives p = 1/15, so no encoder is trained
     few = np.isin(table["case_id"], [c.case_id for c in ds.cases[2:8]])
     small = RegionTable({k: v[few] for k, v in table.columns.items()})
     fresh = tmp_path / "fresh-cache"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEDAL_CACHE_DIR", str(fresh))
-        col, too_few = add_novelty_auto(small, ds, coldstart_cfg=cs, alpha=0.05)
-    assert not too_few.fired and too_few.annotated_cases == 4 and too_few.open_cases == 2
+        col, too_few = add_novelty_auto(small, ds, coldstart_cfg=cs)
+    assert not too_few.fired and too_few.annotated_cases == 4 and too_few.open_cases == 2 and too_few.alpha == 0.05
     assert "too few for the test" in too_few.message() and "p = 0.067" in too_few.message()
     assert not col["novelty"].any() and not list(fresh.rglob("*.pt"))
-    # at the default level, 0.1 (selection.novelty_alpha), the same 6 cases can be tested: the 2 inverted ones are far
-    col10, at10 = add_novelty_auto(small, ds, coldstart_cfg=cs)
+    # at a level of 0.1 the same 6 cases can be tested: the 2 inverted ones are far
+    col10, at10 = add_novelty_auto(small, ds, coldstart_cfg=cs, alpha=0.1)
     assert "too few" not in at10.message() and at10.alpha == 0.1 and at10.annotated_cases == 4
     assert at10.fired and at10.p == pytest.approx(1 / 15) and set(at10.far_cases) == set(new_site[2:4])
     assert (col10["novelty"][np.isin(col10["case_id"], new_site[2:4])] > 0).any()
