@@ -369,6 +369,10 @@ class SelectionConfig:
     # 0.1: 93% and 12%). 0.1 was the default from 2026-12-06 08:54 to 11:12 UTC: a fire at p in [0.05, 0.1) was then
     # measured (22 seeds, RESULTS.md 2026-12-06 10:59 UTC plan) at -0.0046 AUBC, and the price rule sent it back
     novelty_alpha: float = 0.05
+    # novelty_share: auto -- a second, weaker level above novelty_alpha (0 = off): where novelty_alpha <= p <
+    # novelty_weak_alpha the part turns on with half the share (weaker evidence, a smaller bet). Off by default: a
+    # screen (RESULTS.md 2026-12-06) has not chosen it
+    novelty_weak_alpha: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -410,6 +414,10 @@ class SelectionConfig:
         if isinstance(self.novelty_alpha, bool) or not isinstance(self.novelty_alpha, (int, float)) \
                 or not 0 < self.novelty_alpha <= 0.5:
             raise ConfigError(f"selection.novelty_alpha: must lie in (0, 0.5], got {self.novelty_alpha!r}")
+        if isinstance(self.novelty_weak_alpha, bool) or not isinstance(self.novelty_weak_alpha, (int, float)) \
+                or not (self.novelty_weak_alpha == 0 or self.novelty_alpha < self.novelty_weak_alpha <= 0.5):
+            raise ConfigError(f"selection.novelty_weak_alpha: must be 0 (off) or lie in (novelty_alpha, 0.5], "
+                              f"got {self.novelty_weak_alpha!r} with novelty_alpha {self.novelty_alpha!r}")
         if not (math.isfinite(self.value_power) and self.value_power >= 0):
             raise ConfigError(f"selection.value_power: must be a finite number >= 0, got {self.value_power}")
         if self.resolution < 10:

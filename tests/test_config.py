@@ -64,6 +64,9 @@ def test_missing_file(tmp_path):
         ("report:\n  agreement_window_s: ten minutes\n", r"c\.yaml: report\.agreement_window_s: expected a number"),
         ("selection:\n  novelty_alpha: 0\n", r"selection\.novelty_alpha: must lie in \(0, 0\.5\], got 0"),
         ("selection:\n  novelty_alpha: 0.9\n", r"selection\.novelty_alpha: must lie in \(0, 0\.5\], got 0\.9"),
+        ("selection:\n  novelty_weak_alpha: 0.05\n",
+         r"selection\.novelty_weak_alpha: must be 0 \(off\) or lie in \(novelty_alpha, 0\.5\], got 0\.05 with novelty_alpha 0\.05"),
+        ("selection:\n  novelty_weak_alpha: 0.6\n", r"selection\.novelty_weak_alpha: must be 0 \(off\) or lie in"),
     ],
 )
 def test_stage_sections_check_their_values(tmp_path, text, message):

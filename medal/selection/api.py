@@ -300,17 +300,18 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
                              skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg,
                              coldstart_cfg=coldstart_cfg)
-    novelty = None
+    novelty, auto_share = None, None
     if selection_cfg.novelty_share == "auto" and selection_cfg.strategy in VALUE_DRIVEN:
         table, trigger = add_novelty_auto(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
                                           data_cfg=data_cfg, coldstart_cfg=coldstart_cfg,
-                                          alpha=selection_cfg.novelty_alpha)
-        novelty = trigger.to_json()
+                                          alpha=selection_cfg.novelty_alpha,
+                                          weak_alpha=selection_cfg.novelty_weak_alpha)
+        novelty, auto_share = trigger.to_json(), trigger.share or None
     elif selection_cfg.novelty_share != "auto" and selection_cfg.novelty_share > 0 \
             and selection_cfg.strategy in VALUE_DRIVEN:
         table = add_novelty(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
                             data_cfg=data_cfg, coldstart_cfg=coldstart_cfg)
-    sel = select(table, selection_cfg, round_index=round_index)
+    sel = select(table, selection_cfg, round_index=round_index, novelty_share=auto_share)
     fallback = None
     if not len(sel.indices) and not qc:
         cheapest = _cheapest(table, selection_cfg)
@@ -339,7 +340,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         taken[sel.indices] = True
         rest = RegionTable({**table.columns, "annotated_fraction": np.where(taken, 2.0, table["annotated_fraction"])})
         reserve = select(rest, dataclasses.replace(selection_cfg, budget_s=selection_cfg.reserve * sel.budget_s),
-                         round_index=round_index)
+                         round_index=round_index, novelty_share=auto_share)
     both = sel if reserve is None else dataclasses.replace(sel, indices=np.concatenate([sel.indices, reserve.indices]))
     chosen = tasks_from_selection(dataset, table, both, per_case, round_dir)
     tasks = chosen[:len(sel.indices)] + qc + chosen[len(sel.indices):]

@@ -280,6 +280,19 @@ class NoveltyTrigger:
     open_cases: int
     alpha: float = NOVELTY_ALPHA
     why: str = ""
+    weak_alpha: float = 0.0  # selection.novelty_weak_alpha: half the share where alpha <= p < weak_alpha (0: off)
+
+    @property
+    def level(self) -> float:
+        """The level below which the part turns on at all."""
+        return max(self.alpha, self.weak_alpha)
+
+    @property
+    def share(self) -> float:
+        """The share of the round's seconds the part spends: 0 unless fired; half where only the weak level is met."""
+        if not self.fired:
+            return 0.0
+        return AUTO_NOVELTY_SHARE if self.p < self.alpha else AUTO_NOVELTY_SHARE / 2
 
     def message(self) -> str:
         if self.why:
@@ -289,14 +302,17 @@ class NoveltyTrigger:
                 f"does (by chance: p = {self.p:.2g})")
         if self.fired:
             shown = ", ".join(self.far_cases[:5]) + (", ..." if n > 5 else "")
-            return (f"novelty part on ({100 * AUTO_NOVELTY_SHARE:.0f}% of the budget): {head}: a new site or scanner? "
+            weak = f"; weak evidence, p not below {self.alpha:g}" if self.p >= self.alpha else ""
+            return (f"novelty part on ({100 * self.share:.0f}% of the budget{weak}): {head}: a new site or scanner? "
                     f"({shown})")
-        return f"novelty part off: {head}, not below {self.alpha:g}"
+        return f"novelty part off: {head}, not below {self.level:g}"
 
     def to_json(self) -> dict:
-        return {"fired": self.fired, "p": self.p, "far_cases": list(self.far_cases),
-                "annotated_cases": self.annotated_cases, "open_cases": self.open_cases, "alpha": self.alpha,
-                "message": self.message()}
+        out = {"fired": self.fired, "p": self.p, "far_cases": list(self.far_cases),
+               "annotated_cases": self.annotated_cases, "open_cases": self.open_cases, "alpha": self.alpha}
+        if self.weak_alpha:
+            out["weak_alpha"] = self.weak_alpha
+        return {**out, "share": self.share, "message": self.message()}
 
 
 def min_far_case_p(n: int, m: int) -> float:
@@ -321,7 +337,7 @@ def _far_tail(n: int, m: int, k: int) -> float:
 
 
 def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
-                  alpha: float = NOVELTY_ALPHA) -> NoveltyTrigger:
+                  alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0) -> NoveltyTrigger:
     """Are some open cases farther from the annotated cases than the annotated cases are from each other?
 
     ``z``: one embedding per slice (rows unit-normalised here), ``owner``: each slice's case, ``inner``: the slices
@@ -339,6 +355,9 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     --levels``, medal's own 300 starts) it fired at 0.05 in 66% of the new-site protocol's and 5.0% of the original
     images' (every case labelled), at 0.1 in 93% and 12% (RESULTS.md 2026-12-06); a binomial tail on the far count
     fired in 6% of exchangeable synthetic draws at 0.01 (the count's draws share one threshold).
+
+    ``weak_alpha`` (``selection.novelty_weak_alpha``, above ``alpha``; 0 = off): the test also fires where
+    ``alpha <= p < weak_alpha``, and the trigger's ``share`` is then half the share (weaker evidence, a smaller bet).
     """
     from scipy.spatial import cKDTree
 
@@ -350,7 +369,7 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     opened = [c for c in cases if c not in annotated]
     if len(ann) < 2 or not opened:
         why = _untestable(len(ann), len(opened))
-        return NoveltyTrigger(False, 1.0, [], len(ann), len(opened), alpha, why)
+        return NoveltyTrigger(False, 1.0, [], len(ann), len(opened), alpha, why, weak_alpha)
     zz = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     ref_mask = inner & np.isin(owner, ann)
     every = cKDTree(zz[ref_mask])
@@ -366,7 +385,7 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     far = sorted((c for c in opened if dist[c] > top), key=lambda c: -dist[c])
     n, m = len(ann), len(opened)
     p = _far_tail(n, m, len(far))
-    return NoveltyTrigger(bool(p < alpha), p, far, len(ann), len(opened), alpha)
+    return NoveltyTrigger(bool(p < max(alpha, weak_alpha)), p, far, len(ann), len(opened), alpha, "", weak_alpha)
 
 
 def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
@@ -391,16 +410,19 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
 
 
 def add_novelty_auto(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
-                     coldstart_cfg=None, alpha: float = NOVELTY_ALPHA) -> tuple[RegionTable, NoveltyTrigger]:
+                     coldstart_cfg=None, alpha: float = NOVELTY_ALPHA,
+                     weak_alpha: float = 0.0) -> tuple[RegionTable, NoveltyTrigger]:
     """``selection.novelty_share: auto``: :func:`add_novelty`'s column where :func:`far_case_test` fires on the
     slices' embeddings (some open cases lie farther from the annotated cases than any annotated case does) below
     ``alpha`` (``selection.novelty_alpha``), zero everywhere otherwise (the selection is then exactly the one without
-    a novelty part); and the test's outcome."""
-    return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=True, alpha=alpha)
+    a novelty part); and the test's outcome (its ``share``: what the round spends on the part; ``weak_alpha``: see
+    :func:`far_case_test`)."""
+    return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=True, alpha=alpha,
+                    weak_alpha=weak_alpha)
 
 
 def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, auto: bool,
-             alpha: float = NOVELTY_ALPHA):
+             alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0):
     from medal.coldstart import slice_embeddings
     from medal.config import ColdstartConfig
 
@@ -408,7 +430,8 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
     is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
     done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
     trigger = NoveltyTrigger(False, 1.0, [], 0, 0, alpha, why="no slice is annotated yet" if not done.any() else
-                             "no slice is left open")
+                             "no slice is left open", weak_alpha=weak_alpha)
+    level = max(alpha, weak_alpha)
     if auto and done.any() and (is_slice & ~done).any():
         # the smallest p the test can return is 1 / C(n + m, m) (every open case far); where even that is not below
         # alpha, the test cannot fire, so the encoder is not trained for it (a few-case pool or a test's phantoms)
@@ -416,11 +439,11 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         n = len(set(case[done].tolist()))
         m = len(set(case[is_slice].tolist()) - set(case[done].tolist()))
         best = min_far_case_p(n, m)
-        if best >= alpha:
+        if best >= level:
             why = _untestable(n, m) or (
                 f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case "
-                f"far gives p = {best:.2g}, not below {alpha:g}")
-            trigger = NoveltyTrigger(False, 1.0, [], n, m, alpha, why=why)
+                f"far gives p = {best:.2g}, not below {level:g}")
+            trigger = NoveltyTrigger(False, 1.0, [], n, m, alpha, why=why, weak_alpha=weak_alpha)
             return RegionTable({**table.columns, "novelty": novelty}), trigger
     if done.any() and (is_slice & ~done).any():
         rows = np.flatnonzero(is_slice)
@@ -433,7 +456,8 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         mine = np.flatnonzero(found & ~done[rows] & inside)
         if auto:
             owner = np.asarray(table["case_id"][rows])
-            trigger = far_case_test(z, owner, found & inside, set(owner[ref].tolist()), alpha=alpha)
+            trigger = far_case_test(z, owner, found & inside, set(owner[ref].tolist()), alpha=alpha,
+                                    weak_alpha=weak_alpha)
         if ref.any() and len(mine) and (trigger.fired or not auto):
             from scipy.spatial import cKDTree
 
@@ -518,10 +542,11 @@ def class_shares(table: RegionTable, cfg) -> dict[int, float]:
 
 
 def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: str | None = None,
-           round_index: int = 0) -> Selection:
+           round_index: int = 0, novelty_share: float | None = None) -> Selection:
     """Choose units of ``table`` (needs ``score`` and ``cost`` columns) per the selection config.
 
-    ``round_index`` sets the power-noise temperature (``beta_for_round``).
+    ``round_index`` sets the power-noise temperature (``beta_for_round``). ``novelty_share``: the share of the
+    novelty part under ``novelty_share: auto`` (the trigger's ``share``; default ``AUTO_NOVELTY_SHARE``).
     """
     for col in ("score", "cost", "case_id", "kind", "axis", "index", "annotated_fraction", "fg_fraction"):
         if col not in table:
@@ -550,7 +575,8 @@ def select(table: RegionTable, cfg, *, budget_s: float | None = None, strategy: 
     chosen: list[int] = []
     results = []
     # "auto": the novelty column is zero unless add_novelty_auto's trigger fired, and the part is then empty
-    share = AUTO_NOVELTY_SHARE if cfg.novelty_share == "auto" else cfg.novelty_share
+    auto_share = AUTO_NOVELTY_SHARE if novelty_share is None else novelty_share
+    share = auto_share if cfg.novelty_share == "auto" else cfg.novelty_share
     if valued and share > 0 and "novelty" in table and len(rows):
         # the novelty part first (add_novelty): its seconds come off the budget the class parts and the rest share
         sub = cons.view(table)

@@ -377,6 +377,10 @@ def test_auto_novelty_fires_on_real_cases_of_a_new_contrast_and_says_so(tmp_path
     assert "too few" not in at10.message() and at10.alpha == 0.1 and at10.annotated_cases == 4
     assert at10.fired and at10.p == pytest.approx(1 / 15) and set(at10.far_cases) == set(new_site[2:4])
     assert (col10["novelty"][np.isin(col10["case_id"], new_site[2:4])] > 0).any()
+    # the default level with a weaker second one (selection.novelty_weak_alpha 0.1): the same fire, half the share
+    colw, weak = add_novelty_auto(small, ds, coldstart_cfg=cs, weak_alpha=0.1)
+    assert weak.fired and weak.alpha == 0.05 and weak.share == at10.share / 2 and weak.far_cases == at10.far_cases
+    assert np.array_equal(colw["novelty"], col10["novelty"]) and "weak evidence" in weak.message()
 
     kw = dict(regions_cfg=RegionsConfig(), costs_cfg=CostsConfig(prediction="argmax", calibration="none"),
               display_cache=False, coldstart_cfg=cs)

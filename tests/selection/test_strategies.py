@@ -251,6 +251,13 @@ def test_auto_novelty_share_spends_the_auto_share_when_the_column_is_set_and_not
         SelectionConfig(novelty_share="on")
     with pytest.raises(Exception, match="novelty_share"):
         SelectionConfig(novelty_share=True)
+    # the trigger's share (novelty_weak_alpha: half of it) is what select spends under auto
+    half = AUTO_NOVELTY_SHARE / 2
+    fixed_half = SelectionConfig(strategy="knapsack", budget_s=300.0, novelty_share=half, noise="power", seed=5)
+    weak = select(t, auto, round_index=1, novelty_share=half)
+    assert np.array_equal(weak.indices, select(t, fixed_half, round_index=1).indices)
+    assert not np.array_equal(weak.indices, select(t, auto, round_index=1).indices)  # the share is what differs
+    assert t["novelty"][weak.indices[0]] > 0
 
 
 def _cases_embedding(rng, centres, per_case=10, spread=0.05):
@@ -260,7 +267,7 @@ def _cases_embedding(rng, centres, per_case=10, spread=0.05):
 
 
 def test_far_case_test_fires_on_a_block_of_far_cases_and_not_on_exchangeable_ones():
-    from medal.selection.strategies import NOVELTY_ALPHA, far_case_test
+    from medal.selection.strategies import AUTO_NOVELTY_SHARE, NOVELTY_ALPHA, far_case_test
 
     rng = np.random.default_rng(0)
     dim = 16
@@ -283,6 +290,16 @@ def test_far_case_test_fires_on_a_block_of_far_cases_and_not_on_exchangeable_one
     # the level (selection.novelty_alpha): fires strictly below it, and the record says which level was used
     at = far_case_test(z2, owner, inner, annotated, alpha=new.p)
     assert not at.fired and at.p == new.p and at.to_json()["alpha"] == new.p and f"not below {new.p:g}" in at.message()
+    # a weaker second level (selection.novelty_weak_alpha): fires where alpha <= p < weak_alpha, with half the share
+    assert new.share == AUTO_NOVELTY_SHARE and new.to_json()["share"] == AUTO_NOVELTY_SHARE
+    weak = far_case_test(z2, owner, inner, annotated, alpha=new.p, weak_alpha=min(0.5, 2 * new.p))
+    assert weak.fired and weak.share == AUTO_NOVELTY_SHARE / 2 and weak.to_json()["weak_alpha"] == min(0.5, 2 * new.p)
+    assert f"novelty part on ({100 * AUTO_NOVELTY_SHARE / 2:.0f}% of the budget; weak evidence" in weak.message()
+    assert at.share == 0.0 and "weak_alpha" not in at.to_json()
+    below_both = far_case_test(z2, owner, inner, annotated, alpha=new.p * 1.01, weak_alpha=0.5)
+    assert below_both.fired and below_both.share == AUTO_NOVELTY_SHARE and "weak" not in below_both.message()
+    none = far_case_test(z, owner, inner, annotated, weak_alpha=same.p)  # p == weak_alpha: strictly below only
+    assert not none.fired and none.share == 0.0 and f"not below {same.p:g}" in none.message()
     # the same far slices outside the inner mask (a volume's ends) do not count
     masked = far_case_test(z2, owner, inner & ~np.isin(owner, site), annotated)
     assert not masked.fired and masked.open_cases == 6

@@ -12,6 +12,7 @@ END_S=${END_S:-500}
 NAME=${NAME:-label_efficiency_tuning_alpha_price_gpu}
 SEEDS=${SEEDS:-1000 1001 1007 1016 1026 1042 1045 1066 1071 1093 1095 1106 1107 1116 1120 1142 1166 1173 1194 1221 1231 1253}
 RESUME=${RESUME:-}
+STRATEGIES=${STRATEGIES:-default default_alpha05}  # the rows (2026-12-06 11:04 UTC: the default's)
 if ! python3 -c "import monai, nibabel" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site gpu_carry/whl/*.whl || exit 3
   export PYTHONPATH=/tmp/site:$PWD
@@ -23,7 +24,7 @@ export PYTHONUNBUFFERED=1 MEDAL_CACHE_DIR=$PWD/gpu_carry/cache
 cat $OUT/env.txt
 LEFT=$(python3 -c "print(max(0.5, ($END_S - ($(date +%s) - $T0)) / 60))")
 python3 benchmarks/label_efficiency.py --split tuning --seeds $SEEDS --rounds 2 --initial-budget 300 --budget 600 \
-  --timed 8 --strategies default default_alpha05 --workers 16 --out /tmp/sim ${RESUME:+--resume} \
+  --timed 8 --strategies $STRATEGIES --workers 16 --out /tmp/sim ${RESUME:+--resume} \
   --data gpu_carry/hippocampus --deadline $LEFT --full-dice 0.85 --results-name $NAME \
   >> $OUT/sim_log.txt 2>&1 &
 SPID=$!
