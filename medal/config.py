@@ -9,6 +9,7 @@ Each stage function receives only its own section (``cfg.data``, ...), never the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
@@ -656,6 +657,8 @@ class MedalConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self):
+        if getattr(self.simulation, "_checked_on_base", False):
+            return  # a variant's config (or one replaced from it): the variants are overrides of the base, checked there
         for name in self.simulation.variants:
             variant_config(self, name)  # every variant must be a valid config: fail at load, not mid-run
 
@@ -681,7 +684,12 @@ def variant_config(cfg: "MedalConfig", name: str) -> "MedalConfig":
             built = config_from_dict(merged, source=f"simulation.variants.{name}")
         except ConfigError as exc:
             raise ConfigError(str(exc).replace(f"simulation.variants.{name}: ", f"simulation.variants.{name}.", 1)) from None
-        object.__setattr__(built, "simulation", cfg.simulation)  # already checked; no second __post_init__
+        # the simulation section, already checked against the base, marked so that a config replaced from this one
+        # (a run's seeds, say) does not check the other variants on top of this variant: they override the base,
+        # and two variants may set keys that only clash when stacked (novelty_alpha 0.1 vs novelty_weak_alpha 0.1)
+        sim = copy.copy(cfg.simulation)
+        object.__setattr__(sim, "_checked_on_base", True)
+        object.__setattr__(built, "simulation", sim)
         return built
     return dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, strategy=name))
 

@@ -74,3 +74,27 @@ def test_stage_sections_check_their_values(tmp_path, text, message):
     p.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(p)
+
+
+def test_variants_are_checked_against_the_base_not_stacked_on_each_other(tmp_path):
+    """Two variants that are each valid over the base but clash when one is applied on top of the other (a level of
+    0.1 in one, a weak level of 0.1 in the other) load, and a run's config replaced from either (as simulate does
+    for each seed) does not re-check the other; a variant invalid over the base still fails at load, naming it."""
+    import dataclasses
+
+    from medal.config import variant_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("simulation:\n  strategies: [default, a10, w10]\n  variants:\n"
+                 "    a10: {selection: {novelty_alpha: 0.1}}\n    w10: {selection: {novelty_weak_alpha: 0.1}}\n")
+    cfg = load_config(p)
+    w10 = variant_config(cfg, "w10")
+    assert w10.selection.novelty_weak_alpha == 0.1 and w10.selection.novelty_alpha == 0.05
+    run = dataclasses.replace(w10, training=dataclasses.replace(w10.training, seed=7))
+    assert run.selection.novelty_weak_alpha == 0.1 and run.training.seed == 7
+    assert variant_config(cfg, "a10").selection.novelty_alpha == 0.1
+    assert cfg.simulation.variants == run.simulation.variants  # the section itself is unchanged
+    p.write_text("simulation:\n  strategies: [default, bad]\n  variants:\n"
+                 "    bad: {selection: {novelty_weak_alpha: 0.01}}\n")
+    with pytest.raises(ConfigError, match=r"simulation\.variants\.bad\.selection\.novelty_weak_alpha: must be 0"):
+        load_config(p)
