@@ -371,8 +371,9 @@ class SelectionConfig:
     # measured (22 seeds, RESULTS.md 2026-12-06 10:59 UTC plan) at -0.0046 AUBC, and the price rule sent it back
     novelty_alpha: float = 0.05
     # novelty_share: auto -- a second, weaker level above novelty_alpha (0 = off): where novelty_alpha <= p <
-    # novelty_weak_alpha the part turns on with half the share (weaker evidence, a smaller bet). Off by default: a
-    # screen (RESULTS.md 2026-12-06) has not chosen it
+    # novelty_weak_alpha the part turns on with half the share (weaker evidence, a smaller bet). Off by default: it
+    # kept 91% of the full share's new-site gain (3 seeds) but was no cheaper on an ordinary pool (4 seeds; RESULTS.md
+    # 2026-12-06 11:54 and 12:33 UTC)
     novelty_weak_alpha: float = 0.0
     seed: int = 0
 
