@@ -9,7 +9,7 @@
 # selection, ~30 s each; carried, every run on the device reads it and the trigger's p equals this machine's).
 # EXTRA_DATA: other data folders (a derived layout, e.g. /work/runs_inv/data) copied beside, by their folder's name
 # one level up (runs_inv), with their encoder too. Then, in a device call: carry [OUT], run e.g.
-# `END_S=520 STRATEGIES="default default_alpha10" bash benchmarks/results/raw/label_efficiency_tuning_alpha_price_gpu/run.sh`
+# `END_S=520 SEEDS="50 51 52" bash benchmarks/gpu_run.sh` (its header: the settings, the new-site protocol)
 # (2026-12-06: 44 runs of the CPU config, 3 rounds each, in 469 s on one H100). A call carries 64 MiB in all:
 # OUT is 22 MB with the hippocampus alone, 53 MB with one derived layout beside it.
 set -eu
