@@ -362,3 +362,28 @@ def test_site_distance_separates_a_shifted_group_and_not_a_random_one():
     dup[owner == "c5"] = dup[owner == "c0"]
     alone = separation(dup, owner, np.where(owner == "c0", "new", "old"), "new", sample=50)
     assert alone["median_group"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_gpu_run_names_what_is_missing_before_it_starts_anything(tmp_path):
+    """benchmarks/gpu_run.sh (the device loop): no seeds, no data folder or no groups file stop it at once with
+    one line naming what is missing, before any run starts or any file is written under $OUT but the folder."""
+    import os
+    import subprocess
+
+    carry = tmp_path / "carry"
+    (carry / "sites").mkdir(parents=True)
+    base = {k: v for k, v in os.environ.items() if k not in ("SEEDS", "DATA", "GROUP_FILE", "INITIAL_GROUPS")}
+    base.update(OUT=str(tmp_path / "out"), SIM=str(tmp_path / "sim"), CARRY=str(carry))
+
+    def run(**env):
+        return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh")], cwd=ROOT, env={**base, **env},
+                              capture_output=True, text=True, timeout=60)
+
+    r = run()
+    assert r.returncode != 0 and "SEEDS is required" in r.stderr
+    r = run(SEEDS="0")
+    assert r.returncode == 2 and f"no data folder {carry}/hippocampus" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run(SEEDS="0", DATA="sites", GROUP_FILE="sites.json")
+    assert r.returncode == 2 and f"no groups file {carry}/sites/sites.json" in r.stderr
+    assert not (tmp_path / "sim").exists() and list((tmp_path / "out").iterdir()) == []
