@@ -1,7 +1,7 @@
 """How often does ``selection.novelty_share: auto`` turn the novelty part on, with a new site and without one?
 
     python benchmarks/novelty_trigger.py DATA --groups GROUPS.json --initial-groups A B [--draws 300] [--runs DIR ...]
-        [--medal-starts 300 [--medal-starts-new-site]] [--levels 0.05 0.07 0.1]
+        [--medal-starts 300 [--medal-starts-new-site]] [--levels 0.05 0.07 0.1] [--gap-levels 1.5 2 3]
 
 The trigger (:func:`medal.selection.strategies.far_case_test`) asks, at each selection, whether a block of
 unlabelled cases lies farther, in the cold start's slice encoder, from the labelled cases than any labelled case
@@ -20,7 +20,9 @@ cost, painted in order under the clock), the start whose level matters for the r
 ``--medal-starts-new-site`` adds a fourth: the same N starts drawn from the cases of ``--initial-groups`` only, as
 ``label_efficiency.py --initial-groups`` chooses them (the new-site protocol's start). ``--levels`` gives every
 row's fire rate at several trigger levels (``selection.novelty_alpha``) from the same draws: a start fires where its
-``p`` is below the level, so one set of draws answers every level.
+``p`` is below the level, so one set of draws answers every level. ``--gap-levels`` does the same for a second way to fire: the
+third-farthest open case lying beyond G times the farthest labelled case's distance (``far_case_test``'s ``gap``: how
+far a block lies, where the rank test only counts it).
 
 ``--runs`` adds the labels recorded by earlier ``label_efficiency.py`` runs as they were: the first labels
 (``RUN/initial/seed_*/tasks.json``, the first selection's decision) and those plus the default row's first round
@@ -64,16 +66,18 @@ def fire_rate(z, owner, inner, eligible: np.ndarray, *, draws: int, slices: int,
     from medal.selection.strategies import far_case_test
 
     rng = np.random.default_rng(seed)
-    fired, far, p = [], [], []  # fired at the shipped level; --levels re-reads p
+    fired, far, p, gap = [], [], [], []  # fired at the shipped level; --levels re-reads p, --gap-levels gap
     for _ in range(draws):
         pick = rng.choice(np.flatnonzero(eligible), slices, replace=False)
         t = far_case_test(z, owner, inner, set(owner[pick].tolist()))
         fired.append(t.fired)
         far.append(len(t.far_cases))
         p.append(t.p)
+        gap.append(t.gap)
     lo, hi = wilson(int(np.sum(fired)), draws)
     return {"draws": draws, "fired": float(np.mean(fired)), "fired_ci95": [lo, hi],
-            "far_cases_median": float(np.median(far)), "p_median": float(np.median(p)), "p": [float(x) for x in p]}
+            "far_cases_median": float(np.median(far)), "p_median": float(np.median(p)), "p": [float(x) for x in p],
+            "gap": [float(x) for x in gap]}
 
 
 def at_levels(row: dict, levels) -> dict:
@@ -83,6 +87,18 @@ def at_levels(row: dict, levels) -> dict:
     for a in levels:
         k = int(np.sum(p < a))
         out[f"{a:g}"] = {"fired": k / len(p), "fired_ci95": list(wilson(k, len(p)))}
+    return out
+
+
+def at_gap_levels(row: dict, gap_levels, alpha: float) -> dict:
+    """A row's fire rate where the trigger also fires on its gap (``far_case_test``'s ``gap`` above ``g``), for each
+    ``g``: ``gap`` alone and together with the rank test at ``alpha`` (either fires)."""
+    p, gap = np.asarray(row["p"]), np.asarray(row["gap"])
+    out = {}
+    for g in gap_levels:
+        alone, either = int(np.sum(gap > g)), int(np.sum((gap > g) | (p < alpha)))
+        out[f"{g:g}"] = {"gap_alone": alone / len(p), "either": either / len(p),
+                         "either_ci95": list(wilson(either, len(p))), "added_to_rank": int(np.sum((gap > g) & (p >= alpha)))}
     return out
 
 
@@ -110,7 +126,7 @@ def medal_start_rate(z, owner, inner, dataset, pool, cfg, seeds) -> dict:
     from medal.simulation.simulate import _prepare_initial
 
     cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(dataset.n_classes)
-    fired, far, p, n_cases = [], [], [], []
+    fired, far, p, n_cases, gap = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="medal-starts-") as tmp:
         for seed in seeds:
             cache = Path(tmp) / f"seed_{seed}"
@@ -120,12 +136,13 @@ def medal_start_rate(z, owner, inner, dataset, pool, cfg, seeds) -> dict:
             fired.append(t.fired)
             far.append(len(t.far_cases))
             p.append(t.p)
+            gap.append(t.gap)
             n_cases.append(len(ann))
     lo, hi = wilson(int(np.sum(fired)), len(fired))
     return {"draws": len(fired), "fired": float(np.mean(fired)), "fired_ci95": [lo, hi],
             "far_cases_median": float(np.median(far)), "p_median": float(np.median(p)),
             "labelled_cases_median": float(np.median(n_cases)), "seeds": [int(s) for s in seeds],
-            "labelled_cases": [int(n) for n in n_cases], "p": [float(x) for x in p]}
+            "labelled_cases": [int(n) for n in n_cases], "p": [float(x) for x in p], "gap": [float(x) for x in gap]}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -158,6 +175,9 @@ def main(argv=None) -> dict:
                          "new-site protocol, label_efficiency.py --initial-groups)")
     ap.add_argument("--levels", type=float, nargs="+", default=None, metavar="ALPHA",
                     help="also each row's fire rate at these trigger levels (selection.novelty_alpha)")
+    ap.add_argument("--gap-levels", type=float, nargs="+", default=None, metavar="G",
+                    help="also each row's fire rate where the trigger fires on far_case_test's gap above G too "
+                         "(the third-farthest open case beyond G times the farthest labelled one's distance)")
     ap.add_argument("--start-seed", type=int, default=1000, help="first seed of --medal-starts (default 1000: "
                     "no recorded run used it)")
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "label_efficiency_cpu.yaml"),
@@ -172,7 +192,7 @@ def main(argv=None) -> dict:
     from site_distance import read_groups_and_pool
 
     from medal.data import load_dataset
-    from medal.selection.strategies import NOVELTY_ALPHA, far_case_test
+    from medal.selection.strategies import GAP_CASES, NOVELTY_ALPHA, far_case_test
 
     groups, pool = read_groups_and_pool(args.groups, args.split)
     unknown = sorted(set(args.initial_groups) - set(groups.values()))
@@ -244,6 +264,17 @@ def main(argv=None) -> dict:
             lines.append(f"| {name} | " + " | ".join(
                 f"{100 * v['fired']:.1f}% ({100 * v['fired_ci95'][0]:.1f}-{100 * v['fired_ci95'][1]:.1f}%)"
                 for v in r["levels"].values()) + " |")
+    gap_levels = sorted(set(args.gap_levels or []))
+    if gap_levels:
+        lines += ["", f"Rank test at {NOVELTY_ALPHA} or gap above G (the {GAP_CASES}-th farthest open case's distance over "
+                  "the farthest labelled case's): fire rate, and in brackets the gap alone / starts the gap adds",
+                  "", "| start | gap (median) | " + " | ".join(f"G = {g:g}" for g in gap_levels) + " |",
+                  "| --- | --- |" + " --- |" * len(gap_levels)]
+        for name, r in rows.items():
+            r["gap_levels"] = at_gap_levels(r, gap_levels, NOVELTY_ALPHA)
+            lines.append(f"| {name} | {np.median(r['gap']):.2f} | " + " | ".join(
+                f"{100 * v['either']:.1f}% ({100 * v['gap_alone']:.1f}% / +{v['added_to_rank']})"
+                for v in r["gap_levels"].values()) + " |")
     if recorded:
         lines += ["", "| recorded run (`--runs`) | seeds | fired at the first selection | fired at the second (after "
                       "the default's round 1) |", "| --- | --- | --- | --- |"]

@@ -267,6 +267,9 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
 # 2026-12-06 10:59 UTC plan and 11:12 UTC prose; 0.1 was the default from 08:54 to 11:12 UTC that day)
 AUTO_NOVELTY_SHARE = 0.2
 NOVELTY_ALPHA = 0.05
+# far_case_test's gap: how far the GAP_CASES-th farthest open case lies, as a multiple of the farthest annotated case's
+# distance (a block of cases, not one odd scan)
+GAP_CASES = 3
 
 
 @dataclass
@@ -281,6 +284,7 @@ class NoveltyTrigger:
     alpha: float = NOVELTY_ALPHA
     why: str = ""
     weak_alpha: float = 0.0  # selection.novelty_weak_alpha: half the share where alpha <= p < weak_alpha (0: off)
+    gap: float = 0.0  # the GAP_CASES-th largest open-case distance / the largest annotated one (0: fewer open cases)
 
     @property
     def level(self) -> float:
@@ -385,7 +389,10 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     far = sorted((c for c in opened if dist[c] > top), key=lambda c: -dist[c])
     n, m = len(ann), len(opened)
     p = _far_tail(n, m, len(far))
-    return NoveltyTrigger(bool(p < max(alpha, weak_alpha)), p, far, len(ann), len(opened), alpha, "", weak_alpha)
+    ordered = sorted((dist[c] for c in opened), reverse=True)
+    gap = ordered[GAP_CASES - 1] / top if len(ordered) >= GAP_CASES and top > 0 else 0.0
+    return NoveltyTrigger(bool(p < max(alpha, weak_alpha)), p, far, len(ann), len(opened), alpha, "", weak_alpha,
+                          float(gap))
 
 
 def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
