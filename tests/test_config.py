@@ -67,6 +67,8 @@ def test_missing_file(tmp_path):
         ("selection:\n  novelty_weak_alpha: 0.05\n",
          r"selection\.novelty_weak_alpha: must be 0 \(off\) or lie in \(novelty_alpha, 0\.5\], got 0\.05 with novelty_alpha 0\.05"),
         ("selection:\n  novelty_weak_alpha: 0.6\n", r"selection\.novelty_weak_alpha: must be 0 \(off\) or lie in"),
+        ("selection:\n  novelty_gap: 0.9\n", r"selection\.novelty_gap: must be 0 \(off\) or lie in \(1, 10\], got 0\.9"),
+        ("selection:\n  novelty_gap: yes\n", r"selection\.novelty_gap"),
     ],
 )
 def test_stage_sections_check_their_values(tmp_path, text, message):

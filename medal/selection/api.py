@@ -305,7 +305,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         table, trigger = add_novelty_auto(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,
                                           data_cfg=data_cfg, coldstart_cfg=coldstart_cfg,
                                           alpha=selection_cfg.novelty_alpha,
-                                          weak_alpha=selection_cfg.novelty_weak_alpha)
+                                          weak_alpha=selection_cfg.novelty_weak_alpha,
+                                          gap_level=selection_cfg.novelty_gap)
         novelty, auto_share = trigger.to_json(), trigger.share or None
     elif selection_cfg.novelty_share != "auto" and selection_cfg.novelty_share > 0 \
             and selection_cfg.strategy in VALUE_DRIVEN:

@@ -62,7 +62,7 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["AUTO_NOVELTY_SHARE", "NEEDS_CLUSTERS", "NOVELTY_ALPHA", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
+__all__ = ["AUTO_NOVELTY_SHARE", "GAP_CASES", "NEEDS_CLUSTERS", "NOVELTY_ALPHA", "NOVELTY_GAP", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
            "add_novelty", "add_novelty_auto", "beta_for_round", "class_shares", "far_case_test", "min_far_case_p",
            "dominant_class", "get_strategy", "power_noise", "select"]
 
@@ -268,8 +268,13 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
 AUTO_NOVELTY_SHARE = 0.2
 NOVELTY_ALPHA = 0.05
 # far_case_test's gap: how far the GAP_CASES-th farthest open case lies, as a multiple of the farthest annotated case's
-# distance (a block of cases, not one odd scan)
+# distance (a block of cases, not one odd scan). selection.novelty_gap (NOVELTY_GAP): the trigger also fires where the
+# gap is above it, with at least GAP_MIN_ANNOTATED annotated cases (a guard, not screened). 1.2: the smallest level
+# that added at most 3 of 300 fires to the rank test's on the ordinary pool (medal's starts 1000-1299; 1 of 300 on
+# starts 2000-2299), and it raised the new-site protocol's fires from 66% to 99% (RESULTS.md, plan of 2026-12-06 13:59 UTC)
 GAP_CASES = 3
+GAP_MIN_ANNOTATED = 5
+NOVELTY_GAP = 1.2
 
 
 @dataclass
@@ -285,6 +290,12 @@ class NoveltyTrigger:
     why: str = ""
     weak_alpha: float = 0.0  # selection.novelty_weak_alpha: half the share where alpha <= p < weak_alpha (0: off)
     gap: float = 0.0  # the GAP_CASES-th largest open-case distance / the largest annotated one (0: fewer open cases)
+    gap_level: float = 0.0  # selection.novelty_gap: the trigger also fires where gap is above it (0: off)
+
+    @property
+    def by_gap(self) -> bool:
+        """Whether the gap alone is enough: above ``gap_level``, with at least ``GAP_MIN_ANNOTATED`` annotated cases."""
+        return bool(self.gap_level > 0 and self.gap > self.gap_level and self.annotated_cases >= GAP_MIN_ANNOTATED)
 
     @property
     def level(self) -> float:
@@ -296,7 +307,7 @@ class NoveltyTrigger:
         """The share of the round's seconds the part spends: 0 unless fired; half where only the weak level is met."""
         if not self.fired:
             return 0.0
-        return AUTO_NOVELTY_SHARE if self.p < self.alpha else AUTO_NOVELTY_SHARE / 2
+        return AUTO_NOVELTY_SHARE if self.p < self.alpha or self.by_gap else AUTO_NOVELTY_SHARE / 2
 
     def message(self) -> str:
         if self.why:
@@ -304,18 +315,28 @@ class NoveltyTrigger:
         n, o, a = len(self.far_cases), self.open_cases, self.annotated_cases
         head = (f"{n} of {o} unlabelled case(s) lie farther from the labelled cases than any of the {a} labelled case(s) "
                 f"does (by chance: p = {self.p:.2g})")
+        far = (f"; the {GAP_CASES} farthest lie {self.gap:.2f}x as far as the farthest labelled case"
+               if self.gap_level > 0 and self.annotated_cases >= GAP_MIN_ANNOTATED and self.gap > 0 else "")
         if self.fired:
             shown = ", ".join(self.far_cases[:5]) + (", ..." if n > 5 else "")
-            weak = f"; weak evidence, p not below {self.alpha:g}" if self.p >= self.alpha else ""
-            return (f"novelty part on ({100 * self.share:.0f}% of the budget{weak}): {head}: a new site or scanner? "
-                    f"({shown})")
-        return f"novelty part off: {head}, not below {self.level:g}"
+            if self.p < self.alpha:
+                why = ""
+            elif self.by_gap:
+                why = f"; p not below {self.alpha:g}, but far: gap above {self.gap_level:g}"
+            else:
+                why = f"; weak evidence, p not below {self.alpha:g}"
+            return (f"novelty part on ({100 * self.share:.0f}% of the budget{why}): {head}{far}: a new site or "
+                    f"scanner? ({shown})")
+        gap_off = f", gap not above {self.gap_level:g}" if far else ""
+        return f"novelty part off: {head}, not below {self.level:g}{far}{gap_off}"
 
     def to_json(self) -> dict:
         out = {"fired": self.fired, "p": self.p, "far_cases": list(self.far_cases),
                "annotated_cases": self.annotated_cases, "open_cases": self.open_cases, "alpha": self.alpha}
         if self.weak_alpha:
             out["weak_alpha"] = self.weak_alpha
+        if self.gap_level:
+            out.update(gap=self.gap, gap_level=self.gap_level)
         return {**out, "share": self.share, "message": self.message()}
 
 
@@ -341,7 +362,7 @@ def _far_tail(n: int, m: int, k: int) -> float:
 
 
 def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
-                  alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0) -> NoveltyTrigger:
+                  alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0, gap_level: float = 0.0) -> NoveltyTrigger:
     """Are some open cases farther from the annotated cases than the annotated cases are from each other?
 
     ``z``: one embedding per slice (rows unit-normalised here), ``owner``: each slice's case, ``inner``: the slices
@@ -362,6 +383,14 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
 
     ``weak_alpha`` (``selection.novelty_weak_alpha``, above ``alpha``; 0 = off): the test also fires where
     ``alpha <= p < weak_alpha``, and the trigger's ``share`` is then half the share (weaker evidence, a smaller bet).
+
+    ``gap_level`` (``selection.novelty_gap``; 0 = off): the test also fires, with the whole share, where ``gap`` (the
+    ``GAP_CASES``-th farthest open case's distance over the farthest annotated case's) is above it and at least
+    ``GAP_MIN_ANNOTATED`` cases are annotated. The rank test only counts a far block; the gap says how far it lies. A
+    9-case new site after a 300 s start sits at p ~ 0.05-0.075 however far it lies, but its gap was 1.5 (median)
+    against 0.97 on the ordinary pool: at 1.2 the gap added 1 of 300 fires there and lifted the new-site protocol's
+    from 66% to 99% (``benchmarks/novelty_trigger.py --gap-levels``, RESULTS.md 2026-12-06). This is a calibrated
+    rule, not an exact test: its level was read off the tuning pool's starts, not derived.
     """
     from scipy.spatial import cKDTree
 
@@ -373,7 +402,7 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     opened = [c for c in cases if c not in annotated]
     if len(ann) < 2 or not opened:
         why = _untestable(len(ann), len(opened))
-        return NoveltyTrigger(False, 1.0, [], len(ann), len(opened), alpha, why, weak_alpha)
+        return NoveltyTrigger(False, 1.0, [], len(ann), len(opened), alpha, why, weak_alpha, 0.0, gap_level)
     zz = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     ref_mask = inner & np.isin(owner, ann)
     every = cKDTree(zz[ref_mask])
@@ -391,8 +420,9 @@ def far_case_test(z: np.ndarray, owner, inner: np.ndarray, annotated_cases, *,
     p = _far_tail(n, m, len(far))
     ordered = sorted((dist[c] for c in opened), reverse=True)
     gap = ordered[GAP_CASES - 1] / top if len(ordered) >= GAP_CASES and top > 0 else 0.0
-    return NoveltyTrigger(bool(p < max(alpha, weak_alpha)), p, far, len(ann), len(opened), alpha, "", weak_alpha,
-                          float(gap))
+    t = NoveltyTrigger(bool(p < max(alpha, weak_alpha)), p, far, n, m, alpha, "", weak_alpha, float(gap), gap_level)
+    t.fired = t.fired or t.by_gap
+    return t
 
 
 def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
@@ -417,19 +447,19 @@ def add_novelty(table: RegionTable, dataset, *, skip_annotated_above: float = 0.
 
 
 def add_novelty_auto(table: RegionTable, dataset, *, skip_annotated_above: float = 0.5, data_cfg=None,
-                     coldstart_cfg=None, alpha: float = NOVELTY_ALPHA,
-                     weak_alpha: float = 0.0) -> tuple[RegionTable, NoveltyTrigger]:
+                     coldstart_cfg=None, alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0,
+                     gap_level: float = NOVELTY_GAP) -> tuple[RegionTable, NoveltyTrigger]:
     """``selection.novelty_share: auto``: :func:`add_novelty`'s column where :func:`far_case_test` fires on the
     slices' embeddings (some open cases lie farther from the annotated cases than any annotated case does) below
     ``alpha`` (``selection.novelty_alpha``), zero everywhere otherwise (the selection is then exactly the one without
-    a novelty part); and the test's outcome (its ``share``: what the round spends on the part; ``weak_alpha``: see
-    :func:`far_case_test`)."""
+    a novelty part); and the test's outcome (its ``share``: what the round spends on the part; ``weak_alpha`` and
+    ``gap_level``: see :func:`far_case_test`)."""
     return _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, auto=True, alpha=alpha,
-                    weak_alpha=weak_alpha)
+                    weak_alpha=weak_alpha, gap_level=gap_level)
 
 
 def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, auto: bool,
-             alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0):
+             alpha: float = NOVELTY_ALPHA, weak_alpha: float = 0.0, gap_level: float = 0.0):
     from medal.coldstart import slice_embeddings
     from medal.config import ColdstartConfig
 
@@ -437,7 +467,7 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
     is_slice = table["kind"] == "slice" if len(table) else np.zeros(0, bool)
     done = is_slice & (table["annotated_fraction"] > skip_annotated_above) if len(table) else np.zeros(0, bool)
     trigger = NoveltyTrigger(False, 1.0, [], 0, 0, alpha, why="no slice is annotated yet" if not done.any() else
-                             "no slice is left open", weak_alpha=weak_alpha)
+                             "no slice is left open", weak_alpha=weak_alpha, gap_level=gap_level)
     level = max(alpha, weak_alpha)
     if auto and done.any() and (is_slice & ~done).any():
         # the smallest p the test can return is 1 / C(n + m, m) (every open case far); where even that is not below
@@ -446,11 +476,12 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         n = len(set(case[done].tolist()))
         m = len(set(case[is_slice].tolist()) - set(case[done].tolist()))
         best = min_far_case_p(n, m)
-        if best >= level:
+        gap_testable = gap_level > 0 and n >= GAP_MIN_ANNOTATED and m >= GAP_CASES
+        if best >= level and not gap_testable:
             why = _untestable(n, m) or (
                 f"{n} labelled and {m} unlabelled case(s) are too few for the test: even every unlabelled case "
                 f"far gives p = {best:.2g}, not below {level:g}")
-            trigger = NoveltyTrigger(False, 1.0, [], n, m, alpha, why=why, weak_alpha=weak_alpha)
+            trigger = NoveltyTrigger(False, 1.0, [], n, m, alpha, why=why, weak_alpha=weak_alpha, gap_level=gap_level)
             return RegionTable({**table.columns, "novelty": novelty}), trigger
     if done.any() and (is_slice & ~done).any():
         rows = np.flatnonzero(is_slice)
@@ -464,7 +495,7 @@ def _novelty(table, dataset, skip_annotated_above, data_cfg, coldstart_cfg, *, a
         if auto:
             owner = np.asarray(table["case_id"][rows])
             trigger = far_case_test(z, owner, found & inside, set(owner[ref].tolist()), alpha=alpha,
-                                    weak_alpha=weak_alpha)
+                                    weak_alpha=weak_alpha, gap_level=gap_level)
         if ref.any() and len(mine) and (trigger.fired or not auto):
             from scipy.spatial import cKDTree
 

@@ -308,6 +308,54 @@ def test_far_case_test_fires_on_a_block_of_far_cases_and_not_on_exchangeable_one
     assert not one.fired and "fewer than 2 annotated cases" in one.message()
 
 
+def _shifted_cases(shift, block, *, n_cases=36, dim=16, per_case=10, spread=0.05):
+    """Cases as clouds of slices around random centres; the ``block`` cases moved by ``shift`` along one axis."""
+    rng = np.random.default_rng(0)
+    centres = [rng.standard_normal(dim) * 0.3 + 1.0 for _ in range(n_cases)]
+    centres = [c + (shift if f"c{i:02d}" in block else 0.0) * np.eye(dim)[0] for i, c in enumerate(centres)]
+    z = np.concatenate([c + spread * rng.standard_normal((per_case, dim)) for c in centres])
+    return z, np.repeat([f"c{i:02d}" for i in range(n_cases)], per_case)
+
+
+def test_far_case_test_gap_fires_on_a_far_block_the_rank_test_only_counts():
+    from medal.selection.strategies import AUTO_NOVELTY_SHARE, GAP_CASES, NOVELTY_ALPHA, NOVELTY_GAP, far_case_test
+
+    assert GAP_CASES == 3 and NOVELTY_GAP == 1.2
+    annotated = {f"c{i:02d}" for i in range(4, 36, 4)}  # 8 of 36 labelled: a 3-case block cannot reach p < 0.05
+    z, owner = _shifted_cases(0.0, [])
+    inner = np.ones(len(z), bool)
+    base = far_case_test(z, owner, inner, annotated, gap_level=NOVELTY_GAP)
+    assert not base.fired and base.p >= NOVELTY_ALPHA and 0.9 < base.gap < NOVELTY_GAP and base.share == 0.0
+    assert f"gap not above {NOVELTY_GAP:g}" in base.message()
+    # the gap is the 3rd-farthest open case's distance over the farthest annotated case's, computed as documented
+    zz = z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    def dist(c, refs):
+        ref = zz[np.isin(owner, sorted(refs - {c}))]
+        return np.median([np.min(np.linalg.norm(ref - x, axis=1)) for x in zz[owner == c]])
+
+    top = max(dist(c, annotated) for c in annotated)
+    third = sorted((dist(c, annotated) for c in set(owner) - annotated), reverse=True)[2]
+    assert base.gap == pytest.approx(third / top)
+    # three open cases far beyond the rest (a new scanner): the rank test stays off, the gap turns the part on
+    block = ["c01", "c02", "c03"]
+    z3, _ = _shifted_cases(6.0, block)
+    new = far_case_test(z3, owner, inner, annotated, gap_level=NOVELTY_GAP)
+    assert new.p >= NOVELTY_ALPHA and new.gap > 1.5 and new.fired and new.by_gap
+    assert new.share == AUTO_NOVELTY_SHARE and set(block) <= set(new.far_cases[:3])
+    assert "gap above 1.2" in new.message() and "a new site or scanner?" in new.message()
+    assert new.to_json()["gap"] == new.gap and new.to_json()["gap_level"] == NOVELTY_GAP
+    # off (gap_level 0): the rank test alone, and the record has no gap
+    off = far_case_test(z3, owner, inner, annotated)
+    assert not off.fired and off.gap == new.gap and "gap" not in off.to_json() and "gap" not in off.message()
+    # a pair of odd scans is not a block: the 3rd-farthest open case is an ordinary one
+    pair = far_case_test(_shifted_cases(6.0, block[:2])[0], owner, inner, annotated, gap_level=NOVELTY_GAP)
+    assert not pair.fired and pair.gap < NOVELTY_GAP and {"c01", "c02"} <= set(pair.far_cases)
+    # fewer than 5 annotated cases: too few to say how far the labelled ones spread, the gap does not count
+    few = far_case_test(z3, owner, inner, {"c04", "c08", "c12", "c16"}, gap_level=NOVELTY_GAP)
+    assert few.gap > NOVELTY_GAP and not few.by_gap and not few.fired and "gap" not in few.message()
+
+
 def test_min_far_case_p_is_the_exact_tail_of_every_open_case_far():
     from math import comb
 
