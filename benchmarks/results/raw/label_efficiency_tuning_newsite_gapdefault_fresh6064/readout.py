@@ -2,7 +2,10 @@
 or gap above 1.2) against random and fg_random on the new-site protocol, seeds 60-64; the pre-gap default's seeds
 50-55 beside it, descriptively (different seeds: not paired, not pooled).
 
-    python readout.py RAW_DIR OUT.json
+    python readout.py RAW_DIR OUT.json [RUN ...]
+
+RUN: other run folders under RAW_DIR to read the same way instead (each labelled by its name; the thick-slice run
+of seeds 70-74 was read with ``label_efficiency_tuning_newsite_thick_gapdefault``).
 
 RAW_DIR: benchmarks/results/raw. Per seed the AUBC of each row comes from its run's summary.json (each run's own
 seconds axis; the paired differences are within a run), site-balanced final Dice = mean of the site A, B and C
@@ -17,6 +20,8 @@ from scipy import stats
 RAW = Path(sys.argv[1])
 RUNS = {"label_efficiency_tuning_newsite_gapdefault_fresh6064": "gap-route default (seeds 60-64)",
         "label_efficiency_tuning_newsite_default_fresh5055": "pre-gap default (seeds 50-55), for reference"}
+if sys.argv[3:]:
+    RUNS = {run: run for run in sys.argv[3:]}
 ROWS = ("default", "random", "fg_random")
 
 
