@@ -110,8 +110,10 @@ def cmd_score(args) -> int:
 
     payload = load_checkpoint(args.checkpoint)[2]  # a bad checkpoint is one clear error, not one failure per case
     check_checkpoint_labels(payload, ds.label_map, args.checkpoint)
+    from medal.selection.strategies import NEEDS_EMBEDDINGS
+
     spec = ScoreSpec.make(args.checkpoint, args.out, cfg.uncertainty, cfg.data, device=cfg.uncertainty.device,
-                          label_map=ds.label_map)
+                          label_map=ds.label_map, embeddings=cfg.selection.strategy in NEEDS_EMBEDDINGS)
     if args.executor == "ray":
         executor = get_executor("ray", workers=args.workers, address=args.address, num_cpus=args.num_cpus)
     else:
@@ -429,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", required=True, help="round folder; tasks.json (and masks/) are written there")
     se.add_argument("--budget", type=float, default=None, help="expert seconds to spend (default: config)")
     se.add_argument("--strategy", default=None,
-                    help="random | fg_random | fg_value | fg_typical | topk | knapsack | knapsack+diversity")
+                    help="random | fg_random | fg_value | fg_typical | badge | topk | knapsack | knapsack+diversity")
     se.add_argument("--reserve", type=float, default=None, metavar="BUDGETS",
                     help="also queue this many budgets of reserve tasks after the budget's own, for a time-boxed "
                          "session (default: config selection.reserve)")

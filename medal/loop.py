@@ -196,6 +196,19 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         return RoundResult(rd, {}, ran)
 
     if "select" not in state:
+        from medal.selection.strategies import NEEDS_EMBEDDINGS
+
+        if sel_cfg.strategy in NEEDS_EMBEDDINGS:  # badge: the scoring model's gradient embeddings (a shared round 0's
+            # scores were written for every row of a seed and lack them)
+            from medal.model.device import resolve_device
+            from medal.uncertainty.embedding import ensure_gradient_embeddings
+
+            failed = ensure_gradient_embeddings(checkpoint, [c for c in dataset.cases if c.case_id in set(pool)], rd,
+                                                ucfg=cfg.uncertainty, data_cfg=cfg.data, model_cfg=cfg.model,
+                                                device=resolve_device(cfg.uncertainty.device), cache=cache)
+            if failed:
+                raise ValueError(f"{rd / 'scores'}: no gradient embeddings for {len(failed)} case(s): "
+                                 + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
         sel = select_round(dataset, rd / "scores", rd, regions_cfg=cfg.regions, costs_cfg=cfg.costs,
                            selection_cfg=sel_cfg, labels_dir=labels_dir(run_dir), data_cfg=cfg.data,
                            coldstart_cfg=cfg.coldstart,

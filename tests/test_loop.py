@@ -107,3 +107,57 @@ def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
 def test_round_without_any_label_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="no annotated voxel in the pool yet; start with `medal coldstart`"):
         run_round(tmp_path, load_dataset(sample_dataset()), config_from_dict(TINY), index=0, pool=POOL)
+
+
+def test_badge_round_embeds_scores_it_finds_without_them_and_medal_score_writes_them(tmp_path):
+    """selection.strategy badge on real cases: a round scored without embeddings (as a simulation's shared
+    round 0 is) gets them from its own model before selecting; `medal score` writes them when the config's
+    strategy is badge, and `medal select --strategy badge` reads them."""
+    from medal.selection.strategies import add_gradient_embeddings
+    from medal.tasks import read_tasks
+    from medal.uncertainty.embedding import EMBEDDING_FILE
+
+    base = config_from_dict(TINY)
+    ds = _seed_labels(tmp_path / "run")
+    res = run_round(tmp_path / "run", ds, base, index=0, pool=POOL, stop_after="score")
+    scores = res.round_dir / "scores"
+    assert not list(scores.glob(f"*/{EMBEDDING_FILE}"))
+    res = run_round(tmp_path / "run", ds, base, index=0, pool=POOL, strategy="badge")
+    assert res.steps_run == ["select"]
+    assert sorted(p.parent.name for p in scores.glob(f"*/{EMBEDDING_FILE}")) == POOL
+    tl = read_tasks(res.round_dir / "tasks.json")
+    n_main = len(tl.tasks) - int(tl.meta["reserve_tasks"])
+    assert n_main and {t.strategy for t in tl.tasks} == {"badge"}
+    assert sum(t.predicted_cost_s for t in tl.tasks[:n_main]) <= 120.0
+    # `medal score` with the strategy in its config writes the embeddings beside the score volumes
+    conf = tmp_path / "badge.yaml"
+    conf.write_text(yaml.safe_dump({**TINY, "selection": {"budget_s": 120.0, "strategy": "badge"}}))
+    out = subprocess.run([sys.executable, "-m", "medal.cli", "score", str(sample_dataset()), "--checkpoint",
+                          str(res.round_dir / "model.pt"), "--out", str(tmp_path / "cli"), "--config", str(conf),
+                          "--cases", *POOL[:2]], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for case in POOL[:2]:  # the same model and image: the same embeddings as the round's
+        a = np.load(tmp_path / "cli" / "scores" / case / EMBEDDING_FILE)
+        b = np.load(scores / case / EMBEDDING_FILE)
+        np.testing.assert_allclose(a["axis2"], b["axis2"], rtol=1e-4, atol=1e-3)
+    sel = subprocess.run([sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores",
+                          str(tmp_path / "cli" / "scores"), "--out", str(tmp_path / "sel"), "--budget", "120",
+                          "--strategy", "badge", "--config", str(conf)], capture_output=True, text=True)
+    assert sel.returncode == 0, sel.stderr
+    assert {t.case_id for t in read_tasks(tmp_path / "sel" / "tasks.json").tasks} <= set(POOL[:2])
+    # scores without embeddings: one line naming the file, no traceback
+    (tmp_path / "cli" / "scores" / POOL[0] / EMBEDDING_FILE).unlink()
+    bad = subprocess.run([sys.executable, "-m", "medal.cli", "select", str(sample_dataset()), "--scores",
+                          str(tmp_path / "cli" / "scores"), "--out", str(tmp_path / "bad"), "--budget", "120",
+                          "--strategy", "badge"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert f"{POOL[0]}/{EMBEDDING_FILE}: no gradient embeddings" in bad.stderr
+    # the table's rows carry their own slice's embedding
+    from medal.regions import RegionTable
+
+    t = RegionTable({"case_id": np.array([POOL[1]] * 2, dtype=object), "kind": np.array(["slice"] * 2, dtype=object),
+                     "axis": np.array([2, 2]), "index": np.array([3, 7])})
+    t = add_gradient_embeddings(t, tmp_path / "cli" / "scores")
+    emb = np.load(tmp_path / "cli" / "scores" / POOL[1] / EMBEDDING_FILE)["axis2"]
+    np.testing.assert_array_equal(t["grad_embedding"], emb[[3, 7]])
+    assert t["has_embedding"].all()

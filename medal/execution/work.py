@@ -35,12 +35,13 @@ class ScoreSpec:
     threads: int = 0  # torch CPU threads per worker; 0 = leave torch's default
     device: str = "cpu"
     label_values: tuple[int, ...] = ()  # the dataset's label values: predictions are written in them
+    embeddings: bool = False  # also write the gradient embeddings selection.strategy badge reads
 
     @classmethod
     def make(cls, checkpoint, out_dir, ucfg: UncertaintyConfig, dcfg: DataConfig, *, threads=0, device="cpu",
-             label_map=None):
+             label_map=None, embeddings: bool = False):
         return cls(str(checkpoint), str(out_dir), config_to_dict(ucfg), config_to_dict(dcfg), threads, device,
-                   tuple(label_map.values) if label_map is not None else ())
+                   tuple(label_map.values) if label_map is not None else (), bool(embeddings))
 
     def make_worker(self) -> "CaseScorer":
         return CaseScorer(self)
@@ -106,8 +107,12 @@ class CaseScorer:
             stored = json.loads(kf.read_text())
         except (OSError, json.JSONDecodeError):
             return False
-        paths = score_paths(self.out, case_id, self.ucfg.measures)
-        return stored.get("key") == key and all(p.is_file() for p in paths.values())
+        paths = list(score_paths(self.out, case_id, self.ucfg.measures).values())
+        if self.spec.embeddings:
+            from medal.uncertainty.embedding import embedding_path
+
+            paths.append(embedding_path(self.out, case_id))
+        return stored.get("key") == key and all(p.is_file() for p in paths)
 
     def __call__(self, case_id: str, image_path: str, image=None) -> dict:
         """Score one case unless its outputs are current; returns a result record (never raises for
@@ -124,6 +129,15 @@ class CaseScorer:
             pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
                                                  device=self.spec.device, temperature=self.temperature)
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
+            if self.spec.embeddings:
+                from medal.data import normalize_intensity
+                from medal.uncertainty.embedding import embedding_path, gradient_embeddings, save_gradient_embeddings
+
+                x = normalize_intensity(image.array, method=self.dcfg.normalize,
+                                        clip_percentiles=self.dcfg.clip_percentiles)
+                save_gradient_embeddings(embedding_path(self.out, case_id), gradient_embeddings(
+                    self.nets, x, roi_size=self.ucfg.roi_size, overlap=self.ucfg.overlap, device=self.spec.device,
+                    temperature=self.temperature))
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}

@@ -17,8 +17,8 @@ from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig
 from medal.costs import CostCalibration, CostModel, effort_features, feature_names
 from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
-from medal.selection.strategies import (NEEDS_CLUSTERS, VALUE_DRIVEN, Selection, add_clusters, add_novelty,
-                                       add_novelty_auto, select)
+from medal.selection.strategies import (NEEDS_CLUSTERS, NEEDS_EMBEDDINGS, VALUE_DRIVEN, Selection, add_clusters,
+                                       add_gradient_embeddings, add_novelty, add_novelty_auto, select)
 from medal.tasks import Task, TaskList, write_tasks
 
 __all__ = ["CaseUnits", "NothingFitsError", "case_units", "candidate_table", "load_score_maps", "select_round",
@@ -300,6 +300,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
         table = add_clusters(table, dataset, budget_s=selection_cfg.budget_s,
                              skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg,
                              coldstart_cfg=coldstart_cfg)
+    if selection_cfg.strategy in NEEDS_EMBEDDINGS:
+        table = add_gradient_embeddings(table, scores_dir)
     novelty, auto_share = None, None
     if selection_cfg.novelty_share == "auto" and selection_cfg.strategy in VALUE_DRIVEN:
         table, trigger = add_novelty_auto(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,

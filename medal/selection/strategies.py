@@ -20,6 +20,14 @@
                        fg_random in 2/2 screen seeds (+0.004 AUBC), but TCM (``selection.typical_rounds: 1``,
                        this strategy's first round, then the default) ended -0.0014 vs fg_random (3/5 seeds) and
                        -0.0022 vs the default (2/5).
+``badge``              BADGE (Ash et al., "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower
+                       Bounds", ICLR 2020): k-means++ seeding over the slices' last-layer gradient embeddings
+                       (:mod:`medal.uncertainty.embedding`; the model's own prediction as the label). The first
+                       slice has the largest gradient norm, each next one is drawn with probability ~ its squared
+                       distance to the nearest slice already chosen, taken while it fits the budget: uncertain and
+                       spread out, cost-blind as BADGE is. Ignores value, quotas and noise. Needs the
+                       ``grad_embedding`` column (:func:`add_gradient_embeddings`); units without one (supervoxels)
+                       get the seconds left over by fg_random's draw.
 
 A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
 its value for foreground class ``c``.
@@ -62,7 +70,7 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["AUTO_NOVELTY_SHARE", "GAP_CASES", "NEEDS_CLUSTERS", "NOVELTY_ALPHA", "NOVELTY_GAP", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
+__all__ = ["AUTO_NOVELTY_SHARE", "GAP_CASES", "NEEDS_CLUSTERS", "NEEDS_EMBEDDINGS", "add_gradient_embeddings", "NOVELTY_ALPHA", "NOVELTY_GAP", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
            "add_novelty", "add_novelty_auto", "beta_for_round", "class_shares", "far_case_test", "min_far_case_p",
            "dominant_class", "get_strategy", "power_noise", "select"]
 
@@ -192,6 +200,42 @@ def _fg_typical(table, rows, budget, cfg, rng, cons):
     return chosen + more, None
 
 
+def _badge(table, rows, budget, cfg, rng, cons):
+    """BADGE's k-means++ seeding (``init_centers`` of github.com/JordanAsh/badge) within ``budget`` seconds."""
+    if "grad_embedding" not in table:
+        return _fg_random(table, rows, budget, cfg, rng, cons)
+    has = table["has_embedding"][rows].astype(bool)
+    cand = rows[has]
+    emb = table["grad_embedding"][cand].reshape(len(cand), -1).astype(np.float64)
+    cost = table["cost"][cand]
+    open_ = cost <= budget
+    chosen, left, d2 = [], budget, None
+    while open_.any():
+        if d2 is None:  # the first centre: the largest gradient norm (BADGE's choice)
+            norm = np.where(open_, (emb ** 2).sum(1), -1.0)
+            j = int(np.argmax(norm))
+        else:
+            w = np.where(open_, d2, 0.0)
+            if not w.sum() > 0:  # every open slice sits on a chosen one: nothing new to add
+                break
+            j = int(rng.choice(len(cand), p=w / w.sum()))
+        open_[j] = False
+        i = int(cand[j])
+        if not cons.admits(i):
+            continue
+        chosen.append(i)
+        cons.add(i)
+        left -= cost[j]
+        open_ &= cost <= left
+        dj = ((emb - emb[j]) ** 2).sum(1)
+        d2 = dj if d2 is None else np.minimum(d2, dj)
+    rest = rows[~has]
+    if len(rest) and left > 0:  # units without an embedding (supervoxels): fg_random's draw on what is left
+        more, _ = _fg_random(table, rest, left, cfg, rng, cons)
+        chosen += more
+    return chosen, None
+
+
 def _topk(table, rows, budget, cfg, rng, cons):
     return _sequential(rows[np.argsort(-table["score"][rows], kind="stable")], table, budget, cons), None
 
@@ -225,7 +269,11 @@ STRATEGIES = {
     "knapsack": _knapsack,
     "knapsack+diversity": _knapsack_diversity,
     "fg_typical": _fg_typical,
+    "badge": _badge,
 }
+
+#: strategies that read per-slice gradient embeddings (columns added by :func:`add_gradient_embeddings`)
+NEEDS_EMBEDDINGS = ("badge",)
 
 #: strategies that read the pool's label-free clusters (columns added by :func:`add_clusters`)
 NEEDS_CLUSTERS = ("fg_typical",)
@@ -258,6 +306,38 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
                                  cfg=coldstart_cfg, data_cfg=data_cfg)
         cluster[rows], typ[rows], size[rows] = c, t, n
     return RegionTable({**table.columns, "cluster": cluster, "typicality": typ, "cluster_size": size})
+
+
+def add_gradient_embeddings(table: RegionTable, scores_dir) -> RegionTable:
+    """``table`` with ``grad_embedding`` (``(n, C, H + 1)``, float32) and ``has_embedding`` columns for ``badge``:
+    each slice row's embedding from its case's ``gradient_embedding.npz`` under ``scores_dir`` (see
+    :mod:`medal.uncertainty.embedding`); other rows (supervoxels) get zeros and ``has_embedding`` False. A slice
+    case without the file is a ``ValueError`` naming it."""
+    from pathlib import Path
+
+    from medal.uncertainty.embedding import EMBEDDING_FILE, load_gradient_embeddings
+
+    n = len(table)
+    is_slice = table["kind"] == "slice" if n else np.zeros(0, bool)
+    has = np.zeros(n, bool)
+    out = None
+    for (case, axis) in sorted({(str(c), int(a)) for c, a in zip(table["case_id"][is_slice], table["axis"][is_slice])}):
+        arr = load_gradient_embeddings(Path(scores_dir) / case / EMBEDDING_FILE, axis)
+        if out is None:
+            out = np.zeros((n, *arr.shape[1:]), np.float32)
+        elif arr.shape[1:] != out.shape[1:]:
+            raise ValueError(f"{Path(scores_dir) / case / EMBEDDING_FILE}: embeddings of shape {arr.shape[1:]}, "
+                             f"other cases' {out.shape[1:]}")
+        rows = np.flatnonzero(is_slice & (table["case_id"] == case) & (table["axis"] == axis))
+        idx = table["index"][rows].astype(np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(arr)):
+            raise ValueError(f"{Path(scores_dir) / case / EMBEDDING_FILE}: {len(arr)} slices along axis {axis}, "
+                             f"the table has slice {int(idx.max())}")
+        out[rows] = arr[idx]
+        has[rows] = True
+    if out is None:
+        out = np.zeros((n, 1), np.float32)
+    return RegionTable({**table.columns, "grad_embedding": out, "has_embedding": has})
 
 
 # selection.novelty_share: auto -- the share it spends when the trigger fires (0.2: the share measured on the new-site

@@ -34,6 +34,9 @@ def _table(seed, n_cases=3, n_slices=12):
         "cluster": (cluster := rng.integers(0, 6, n)),
         "typicality": rng.random(n),
         "cluster_size": np.bincount(cluster, minlength=6)[cluster].astype(float),
+        # badge's gradient embeddings (add_gradient_embeddings); a third of the slices at the origin
+        "grad_embedding": rng.normal(size=(n, 2, 3)) * (rng.random(n) < 0.66)[:, None, None],
+        "has_embedding": np.ones(n, bool),
     })
 
 
@@ -163,7 +166,7 @@ def test_fg_value_is_fg_random_at_power_zero_and_leans_to_value():
 
 
 def test_registry_errors():
-    with pytest.raises(KeyError, match=r"unknown selection strategy 'best'; valid: \['fg_random'"):
+    with pytest.raises(KeyError, match=r"unknown selection strategy 'best'; valid: \['badge', 'fg_random'"):
         get_strategy("best")
     with pytest.raises(ValueError, match="lacks column 'cost'"):
         select(RegionTable({"score": np.ones(2)}), SelectionConfig())
@@ -365,3 +368,53 @@ def test_min_far_case_p_is_the_exact_tail_of_every_open_case_far():
         assert min_far_case_p(n, m) == pytest.approx(1 / comb(n + m, m))
     assert min_far_case_p(1, 10) == 1.0 and min_far_case_p(5, 0) == 1.0
     assert min_far_case_p(3, 3) >= 0.05 > min_far_case_p(3, 4)  # 7 cases: the fewest a 3-labelled pool can fire with
+
+
+def _badge_table(emb, cost=None, kind=None):
+    n = len(emb)
+    return RegionTable({
+        "case_id": np.array([f"c{i}" for i in range(n)], dtype=object),
+        "kind": np.array(kind or ["slice"] * n, dtype=object),
+        "axis": np.full(n, 2), "index": np.arange(n), "supervoxel": np.full(n, -1),
+        "score": np.ones(n), "cost": np.full(n, 10.0) if cost is None else np.asarray(cost, float),
+        "fg_fraction": np.full(n, 0.5), "annotated_fraction": np.zeros(n),
+        "grad_embedding": np.asarray(emb, np.float32)[:, None, :],
+        "has_embedding": np.array([k == "slice" for k in (kind or ["slice"] * n)]),
+    })
+
+
+def test_badge_starts_at_the_largest_gradient_and_spreads_over_the_clusters():
+    # three tight clusters of gradients (far apart), the middle one largest, and slices at the origin
+    rng = np.random.default_rng(0)
+    centres = np.array([[10.0, 0.0], [0.0, 30.0], [-10.0, 0.0]])
+    emb = np.concatenate([c + rng.normal(scale=0.01, size=(5, 2)) for c in centres] + [np.zeros((5, 2))])
+    t = _badge_table(emb)
+    norms = (emb ** 2).sum(1)
+    for seed in range(20):
+        sel = select(t, SelectionConfig(strategy="badge", budget_s=40.0, seed=seed, **PLAIN))
+        idx = sel.indices.tolist()
+        assert idx[0] == int(np.argmax(norms)) and sel.spent_s == 40.0
+        # four picks: one per cluster and one at the origin, never two from one cluster (the first three picks'
+        # squared distances dwarf a cluster's spread)
+        assert sorted(i // 5 for i in idx) == [0, 1, 2, 3], idx
+        again = select(t, SelectionConfig(strategy="badge", budget_s=40.0, seed=seed, **PLAIN))
+        assert again.indices.tolist() == idx  # reproducible for a seed
+    # a budget beyond the distinct gradients: slices that repeat a chosen one exactly are never drawn
+    dup = _badge_table(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 2.0]]))
+    assert len(select(dup, SelectionConfig(strategy="badge", budget_s=100.0, **PLAIN)).indices) == 2
+
+
+def test_badge_honours_cost_and_falls_back_to_fg_random_without_embeddings():
+    emb = np.array([[5.0, 0.0], [0.0, 4.0], [3.0, 3.0], [0.0, 0.0]])
+    # the largest gradient costs more than the budget: it is skipped, the rest still fit
+    t = _badge_table(emb, cost=[50.0, 10.0, 10.0, 10.0])
+    sel = select(t, SelectionConfig(strategy="badge", budget_s=30.0, **PLAIN))
+    assert 0 not in sel.indices.tolist() and sel.indices[0] == 2 and sel.spent_s <= 30.0
+    # supervoxel rows (no embedding) get what the slices leave, by fg_random's draw
+    mixed = _badge_table(emb, kind=["slice", "slice", "supervoxel", "supervoxel"])
+    got = select(mixed, SelectionConfig(strategy="badge", budget_s=40.0, **PLAIN)).indices.tolist()
+    assert got[:2] == [0, 1] and sorted(got[2:]) == [2, 3]
+    bare = RegionTable({k: v for k, v in t.columns.items() if k not in ("grad_embedding", "has_embedding")})
+    fg = select(bare, SelectionConfig(strategy="fg_random", budget_s=30.0, **PLAIN))
+    assert select(bare, SelectionConfig(strategy="badge", budget_s=30.0, **PLAIN)).indices.tolist() == \
+        fg.indices.tolist()

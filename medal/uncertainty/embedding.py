@@ -1,0 +1,132 @@
+"""Per-slice gradient embeddings: what ``selection.strategy: badge`` spreads a batch over.
+
+BADGE (Ash, Zhang, Krishnamurthy, Langford & Agarwal, "Deep Batch Active Learning by Diverse, Uncertain
+Gradient Lower Bounds", ICLR 2020; reference code github.com/JordanAsh/badge) represents a candidate by the
+gradient of its loss with respect to the network's last layer, taking the model's own prediction as the label:
+the norm is large where the model is unsure, and the direction says what the label would change. It then picks a
+batch by k-means++ seeding in that space, so the batch is uncertain *and* spread out.
+
+For a segmentation unit (a slice) the loss is the sum of the voxels' cross-entropies, so its gradient with respect
+to the last 1x1x1 convolution (``head_out``: weight ``(C, H)``, bias ``(C,)``) is
+
+    G[c, k] = sum over the slice's voxels x of (p_c(x) - [c == argmax p(x)]) * h_k(x)
+
+with ``h`` the head's hidden features (dropout off) and a constant 1 appended for the bias. A voxel the model calls
+confidently has ``p - onehot ~ 0`` and adds nothing: a confidently predicted slice sits at the origin.
+
+Stored per case as ``scores/<case_id>/gradient_embedding.npz`` with one array per array axis, ``axis0``,
+``axis1``, ``axis2`` of shape ``(n_slices, C, H + 1)`` float32 (a few kB per case). Computing it is one
+deterministic pass of the network over the case; it holds the ``H`` hidden channels of the whole volume in memory
+(``model.head_channels`` floats per voxel).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["EMBEDDING_FILE", "embedding_path", "ensure_gradient_embeddings", "gradient_embeddings", "load_gradient_embeddings",
+           "save_gradient_embeddings"]
+
+EMBEDDING_FILE = "gradient_embedding.npz"
+
+
+def embedding_path(out_dir, case_id: str) -> Path:
+    """Where a case's gradient embeddings lie, beside its score volumes (``out_dir/scores/<case_id>/``)."""
+    return Path(out_dir) / "scores" / case_id / EMBEDDING_FILE
+
+
+def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overlap: float = 0.25, device="cpu",
+                        temperature: float = 1.0) -> dict[int, np.ndarray]:
+    """BADGE's last-layer gradient embedding of every slice along each array axis of a normalised ``image``.
+
+    ``net``: a network with ``placement: head`` (or a committee: its first member). Returns
+    ``{axis: (n_slices, C, H + 1) float32}``; see the module docstring for the formula.
+    """
+    import torch
+
+    from medal.uncertainty.inference import _sliding, _window_input
+
+    if isinstance(net, (list, tuple)):
+        net = net[0]
+    if getattr(net, "placement", None) != "head":
+        raise ValueError("gradient embeddings (selection.strategy: badge) need model.placement: head, got "
+                         f"{getattr(net, 'placement', type(net).__name__)!r}")
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            x = _window_input(image, device)
+            h = _sliding(lambda w: net.deterministic(w), x, roi_size, overlap)[0]  # (H, Z, Y, X)
+            w, b = net.head_out.weight, net.head_out.bias  # (C, H, 1, 1, 1), (C,)
+            logits = torch.einsum("ch,hzyx->czyx", w.reshape(w.shape[0], -1), h) + b.reshape(-1, 1, 1, 1)
+            logits = logits / temperature
+            if logits.shape[0] == 1:  # one channel: sigmoid, the "label" is the thresholded prediction
+                p = torch.sigmoid(logits)
+                g = p - (p > 0.5).to(p.dtype)
+            else:
+                p = torch.softmax(logits, dim=0)
+                g = p - torch.nn.functional.one_hot(p.argmax(0), p.shape[0]).permute(3, 0, 1, 2).to(p.dtype)
+            hb = torch.cat([h, torch.ones_like(h[:1])], dim=0)  # (H + 1, ...): the bias's input
+            out = {0: torch.einsum("czyx,kzyx->zck", g, hb), 1: torch.einsum("czyx,kzyx->yck", g, hb),
+                   2: torch.einsum("czyx,kzyx->xck", g, hb)}
+    finally:
+        net.train(was)
+    return {a: v.cpu().numpy().astype(np.float32) for a, v in out.items()}
+
+
+def save_gradient_embeddings(path, embeddings: dict[int, np.ndarray]) -> Path:
+    """Write ``{axis: array}`` to ``path`` (``.npz``), atomically."""
+    from medal.data import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{f"axis{a}": np.asarray(v, dtype=np.float32) for a, v in embeddings.items()})
+    return Path(path)
+
+
+def load_gradient_embeddings(path, axis: int) -> np.ndarray:
+    """One axis's ``(n_slices, C, H + 1)`` embeddings from :func:`save_gradient_embeddings`' file; a missing or
+    unreadable file is a ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no gradient embeddings (selection.strategy: badge reads them; score the round "
+                         "with that strategy set: `medal round`, or `medal score` with selection.strategy: badge)")
+    try:
+        with np.load(path) as z:
+            arr = np.asarray(z[f"axis{axis}"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable gradient embeddings ({type(exc).__name__}: {exc})") from None
+    if arr.ndim != 3 or not np.isfinite(arr).all():
+        raise ValueError(f"{path}: gradient embeddings of axis {axis} must be a finite (n_slices, C, H + 1) array, "
+                         f"got shape {arr.shape}")
+    return arr
+
+
+def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, model_cfg=None, device="cpu",
+                               cache=None) -> dict[str, str]:
+    """Write the gradient embeddings of every case in ``cases`` that has score volumes under ``out_dir/scores``
+    but no embedding file yet, with the network of ``checkpoint`` (the one that scored them). Returns
+    ``{case_id: error}`` for cases that failed (the others go on)."""
+    from medal.data import load_volume, normalize_intensity
+    from medal.uncertainty.score import scorer_nets
+
+    todo = [c for c in cases if (Path(out_dir) / "scores" / c.case_id / "prediction.nii.gz").is_file()
+            and not embedding_path(out_dir, c.case_id).is_file()]
+    if not todo:
+        return {}
+    nets, temperature, _ = scorer_nets(checkpoint, ucfg, expected=model_cfg, device=device)
+    failures = {}
+    for case in todo:
+        try:
+            if cache is not None:
+                x = cache.normalized(case.image, data_cfg)
+            else:
+                x = normalize_intensity(load_volume(case.image).array, method=data_cfg.normalize,
+                                        clip_percentiles=data_cfg.clip_percentiles)
+            emb = gradient_embeddings(nets, x, roi_size=ucfg.roi_size, overlap=ucfg.overlap, device=device,
+                                      temperature=temperature)
+            save_gradient_embeddings(embedding_path(out_dir, case.case_id), emb)
+        except (ValueError, RuntimeError, OSError) as exc:
+            failures[case.case_id] = f"{type(exc).__name__}: {exc}"
+    return failures

@@ -1,0 +1,62 @@
+"""BADGE's gradient embeddings: the formula against autograd, the file round trip, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from medal.config import ModelConfig
+from medal.model import build_model
+from medal.uncertainty.embedding import gradient_embeddings, load_gradient_embeddings, save_gradient_embeddings
+
+
+def _net(placement="head", seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(channels=(8, 16), strides=(2,), num_res_units=1, head_channels=6, placement=placement)
+    return build_model(cfg, out_channels=3)
+
+
+def test_each_slice_embedding_is_the_last_layer_gradient_of_its_summed_loss():
+    net = _net()
+    img = np.random.default_rng(1).normal(size=(8, 12, 10)).astype(np.float32)
+    emb = gradient_embeddings(net, img, roi_size=(8, 12, 10))  # one window: no blending
+    assert {a: v.shape for a, v in emb.items()} == {0: (8, 3, 7), 1: (12, 3, 7), 2: (10, 3, 7)}
+    assert net.training  # the caller's mode is restored
+    # reference: autograd of the summed cross-entropy (the model's argmax as the label) over one slice, with
+    # respect to head_out's weight and bias
+    net.eval()
+    with torch.no_grad():
+        h = net.deterministic(torch.as_tensor(img)[None, None])
+    w = net.head_out.weight.detach().clone().requires_grad_(True)
+    b = net.head_out.bias.detach().clone().requires_grad_(True)
+    logits = torch.nn.functional.conv3d(h, w, b)
+    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="none")[0]
+    for axis in range(3):
+        for k in (0, img.shape[axis] // 2, img.shape[axis] - 1):
+            sl = [slice(None)] * 3
+            sl[axis] = k
+            gw, gb = torch.autograd.grad(loss[tuple(sl)].sum(), (w, b), retain_graph=True)
+            ref = torch.cat([gw.reshape(3, -1), gb[:, None]], 1).numpy()
+            np.testing.assert_allclose(emb[axis][k], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_a_confident_prediction_embeds_at_the_origin():
+    net = _net()
+    with torch.no_grad():  # a bias so large every voxel is called class 2 with probability ~1
+        net.head_out.weight.zero_()
+        net.head_out.bias.copy_(torch.tensor([0.0, 0.0, 40.0]))
+    emb = gradient_embeddings(net, np.zeros((8, 12, 10), np.float32), roi_size=(8, 12, 10))
+    assert all(np.abs(v).max() < 1e-6 for v in emb.values())
+
+
+def test_other_placements_and_files_give_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="model.placement: head"):
+        gradient_embeddings(_net("decoder"), np.zeros((8, 12, 10), np.float32), roi_size=(8, 12, 10))
+    emb = {0: np.ones((4, 3, 7)), 1: np.zeros((5, 3, 7)), 2: np.full((6, 3, 7), 2.0)}
+    path = save_gradient_embeddings(tmp_path / "c" / "gradient_embedding.npz", emb)
+    np.testing.assert_array_equal(load_gradient_embeddings(path, 2), emb[2])
+    assert load_gradient_embeddings(path, 0).dtype == np.float32
+    with pytest.raises(ValueError, match=r"nope\.npz: no gradient embeddings .*badge"):
+        load_gradient_embeddings(tmp_path / "nope.npz", 0)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"bad\.npz: unreadable gradient embeddings"):
+        load_gradient_embeddings(tmp_path / "bad.npz", 0)
