@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", required=True, help="round folder; tasks.json (and masks/) are written there")
     se.add_argument("--budget", type=float, default=None, help="expert seconds to spend (default: config)")
     se.add_argument("--strategy", default=None,
-                    help="random | fg_random | fg_value | fg_typical | badge | topk | knapsack | knapsack+diversity")
+                    help="random | fg_random | fg_value | fg_typical | badge | fg_badge | topk | knapsack | knapsack+diversity")
     se.add_argument("--reserve", type=float, default=None, metavar="BUDGETS",
                     help="also queue this many budgets of reserve tasks after the budget's own, for a time-boxed "
                          "session (default: config selection.reserve)")

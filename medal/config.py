@@ -329,7 +329,7 @@ class CostsConfig:
 class SelectionConfig:
     """``selection:`` which units to ask the expert for, within a budget of seconds."""
 
-    strategy: str = "knapsack"  # random | fg_random | fg_value | fg_typical | badge | topk | knapsack | knapsack+diversity
+    strategy: str = "knapsack"  # random | fg_random | fg_value | fg_typical | badge | fg_badge | topk | knapsack | knapsack+diversity
     budget_s: float = 600.0
     max_per_case: int = 0  # 0 = no limit
     min_slice_spacing: int = 0  # chosen slices of one case and axis differ by at least this; 0 = off

@@ -28,6 +28,8 @@
                        spread out, cost-blind as BADGE is. Ignores value, quotas and noise. Needs the
                        ``grad_embedding`` column (:func:`add_gradient_embeddings`); units without one (supervoxels)
                        get the seconds left over by fg_random's draw.
+``fg_badge``           ``badge`` over fg_random's pool only (slices with predicted foreground); the seconds left
+                       over go to fg_random's draw over the rest.
 
 A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
 its value for foreground class ``c``.
@@ -200,11 +202,14 @@ def _fg_typical(table, rows, budget, cfg, rng, cons):
     return chosen + more, None
 
 
-def _badge(table, rows, budget, cfg, rng, cons):
-    """BADGE's k-means++ seeding (``init_centers`` of github.com/JordanAsh/badge) within ``budget`` seconds."""
+def _badge(table, rows, budget, cfg, rng, cons, foreground: bool = False):
+    """BADGE's k-means++ seeding (``init_centers`` of github.com/JordanAsh/badge) within ``budget`` seconds;
+    ``foreground``: over the slices with predicted foreground only (fg_random's pool)."""
     if "grad_embedding" not in table:
         return _fg_random(table, rows, budget, cfg, rng, cons)
     has = table["has_embedding"][rows].astype(bool)
+    if foreground:
+        has &= table["fg_fraction"][rows] > 0
     cand = rows[has]
     emb = table["grad_embedding"][cand].reshape(len(cand), -1).astype(np.float64)
     cost = table["cost"][cand]
@@ -230,10 +235,14 @@ def _badge(table, rows, budget, cfg, rng, cons):
         dj = ((emb - emb[j]) ** 2).sum(1)
         d2 = dj if d2 is None else np.minimum(d2, dj)
     rest = rows[~has]
-    if len(rest) and left > 0:  # units without an embedding (supervoxels): fg_random's draw on what is left
+    if len(rest) and left > 0:  # units without an embedding (supervoxels), or outside the pool: fg_random's draw
         more, _ = _fg_random(table, rest, left, cfg, rng, cons)
         chosen += more
     return chosen, None
+
+
+def _fg_badge(table, rows, budget, cfg, rng, cons):
+    return _badge(table, rows, budget, cfg, rng, cons, foreground=True)
 
 
 def _topk(table, rows, budget, cfg, rng, cons):
@@ -270,10 +279,11 @@ STRATEGIES = {
     "knapsack+diversity": _knapsack_diversity,
     "fg_typical": _fg_typical,
     "badge": _badge,
+    "fg_badge": _fg_badge,
 }
 
 #: strategies that read per-slice gradient embeddings (columns added by :func:`add_gradient_embeddings`)
-NEEDS_EMBEDDINGS = ("badge",)
+NEEDS_EMBEDDINGS = ("badge", "fg_badge")
 
 #: strategies that read the pool's label-free clusters (columns added by :func:`add_clusters`)
 NEEDS_CLUSTERS = ("fg_typical",)

@@ -418,3 +418,16 @@ def test_badge_honours_cost_and_falls_back_to_fg_random_without_embeddings():
     fg = select(bare, SelectionConfig(strategy="fg_random", budget_s=30.0, **PLAIN))
     assert select(bare, SelectionConfig(strategy="badge", budget_s=30.0, **PLAIN)).indices.tolist() == \
         fg.indices.tolist()
+
+
+def test_fg_badge_seeds_only_over_predicted_foreground_slices_then_fg_random():
+    emb = np.array([[9.0, 0.0], [0.0, 4.0], [3.0, 3.0], [-5.0, 0.0]])
+    t = _badge_table(emb)
+    t["fg_fraction"] = np.array([0.0, 0.3, 0.2, 0.0])
+    # the largest gradients (slices 0 and 3) hold no predicted foreground: fg_badge seeds over 1 and 2 first
+    sel = select(t, SelectionConfig(strategy="fg_badge", budget_s=20.0, **PLAIN))
+    assert sel.indices.tolist() == [2, 1]  # the larger norm first (18 > 16)
+    assert select(t, SelectionConfig(strategy="badge", budget_s=20.0, **PLAIN)).indices[0] == 0
+    # more budget than the pool holds: the rest by fg_random's draw
+    more = select(t, SelectionConfig(strategy="fg_badge", budget_s=40.0, **PLAIN)).indices.tolist()
+    assert more[:2] == [2, 1] and sorted(more[2:]) == [0, 3]
