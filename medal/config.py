@@ -380,6 +380,9 @@ class SelectionConfig:
     # labelled ones, which the rank test only counts. 1.2 (since 2026-12-06): on the tuning pool's starts it added 1 of
     # 300 fires where no site is new (5.0% -> 5.3%) and lifted the new-site protocol's from 66% to 99% (RESULTS.md)
     novelty_gap: float = 1.2
+    # badge / fg_badge: k-means++ draws with probability ~ squared gradient distance x fg_random's weight (0.05 +
+    # predicted foreground fraction) instead of the distance alone (BADGE)
+    badge_fg_weight: bool = False
     seed: int = 0
 
     def __post_init__(self):

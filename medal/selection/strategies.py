@@ -29,7 +29,9 @@
                        ``grad_embedding`` column (:func:`add_gradient_embeddings`); units without one (supervoxels)
                        get the seconds left over by fg_random's draw.
 ``fg_badge``           ``badge`` over fg_random's pool only (slices with predicted foreground); the seconds left
-                       over go to fg_random's draw over the rest.
+                       over go to fg_random's draw over the rest. ``badge_fg_weight: true`` weights both
+                       strategies' draws (after the first) also by fg_random's weight, 0.05 + predicted foreground
+                       fraction. None of the three beat fg_random on tuning screens (RESULTS.md, 2026-12-06).
 
 A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
 its value for foreground class ``c``.
@@ -213,6 +215,8 @@ def _badge(table, rows, budget, cfg, rng, cons, foreground: bool = False):
     cand = rows[has]
     emb = table["grad_embedding"][cand].reshape(len(cand), -1).astype(np.float64)
     cost = table["cost"][cand]
+    # selection.badge_fg_weight: the draws also weighted by fg_random's weight (0.05 + predicted foreground fraction)
+    fg_w = 0.05 + np.clip(table["fg_fraction"][cand], 0, 1) if cfg.badge_fg_weight else np.ones(len(cand))
     open_ = cost <= budget
     chosen, left, d2 = [], budget, None
     while open_.any():
@@ -220,7 +224,7 @@ def _badge(table, rows, budget, cfg, rng, cons, foreground: bool = False):
             norm = np.where(open_, (emb ** 2).sum(1), -1.0)
             j = int(np.argmax(norm))
         else:
-            w = np.where(open_, d2, 0.0)
+            w = np.where(open_, d2 * fg_w, 0.0)
             if not w.sum() > 0:  # every open slice sits on a chosen one: nothing new to add
                 break
             j = int(rng.choice(len(cand), p=w / w.sum()))

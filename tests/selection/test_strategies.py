@@ -166,7 +166,7 @@ def test_fg_value_is_fg_random_at_power_zero_and_leans_to_value():
 
 
 def test_registry_errors():
-    with pytest.raises(KeyError, match=r"unknown selection strategy 'best'; valid: \['badge', 'fg_random'"):
+    with pytest.raises(KeyError, match=r"unknown selection strategy 'best'; valid: \['badge', 'fg_badge', 'fg_random'"):
         get_strategy("best")
     with pytest.raises(ValueError, match="lacks column 'cost'"):
         select(RegionTable({"score": np.ones(2)}), SelectionConfig())
@@ -431,3 +431,20 @@ def test_fg_badge_seeds_only_over_predicted_foreground_slices_then_fg_random():
     # more budget than the pool holds: the rest by fg_random's draw
     more = select(t, SelectionConfig(strategy="fg_badge", budget_s=40.0, **PLAIN)).indices.tolist()
     assert more[:2] == [2, 1] and sorted(more[2:]) == [0, 3]
+
+
+def test_badge_fg_weight_tilts_the_draws_to_predicted_foreground():
+    # after the first (largest) gradient, two slices equally far from it: one with predicted foreground
+    emb = np.array([[10.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    t = _badge_table(emb)
+    t["fg_fraction"] = np.array([0.5, 0.95, 0.0])
+    second = {False: [], True: []}
+    for seed in range(200):
+        for on in (False, True):
+            cfg = SelectionConfig(strategy="badge", budget_s=20.0, seed=seed, badge_fg_weight=on, **PLAIN)
+            idx = select(t, cfg).indices.tolist()
+            assert idx[0] == 0
+            second[on].append(idx[1])
+    # plain BADGE: either, about evenly; weighted: 1.0 / 0.05 = 20 to 1 for the foreground slice
+    assert 70 <= second[False].count(1) <= 130
+    assert second[True].count(1) >= 180
