@@ -131,13 +131,12 @@ class CaseScorer:
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             if self.spec.embeddings:
                 from medal.data import normalize_intensity
-                from medal.uncertainty.embedding import embedding_path, gradient_embeddings, save_gradient_embeddings
+                from medal.uncertainty.embedding import write_case_embeddings
 
                 x = normalize_intensity(image.array, method=self.dcfg.normalize,
                                         clip_percentiles=self.dcfg.clip_percentiles)
-                save_gradient_embeddings(embedding_path(self.out, case_id), gradient_embeddings(
-                    self.nets, x, roi_size=self.ucfg.roi_size, overlap=self.ucfg.overlap, device=self.spec.device,
-                    temperature=self.temperature))
+                write_case_embeddings(self.nets, x, self.out, case_id, ucfg=self.ucfg, device=self.spec.device,
+                                      temperature=self.temperature)
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}

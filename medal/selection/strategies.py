@@ -74,7 +74,7 @@ import numpy as np
 from medal.regions.table import RegionTable
 from medal.selection.knapsack import knapsack
 
-__all__ = ["AUTO_NOVELTY_SHARE", "GAP_CASES", "NEEDS_CLUSTERS", "NEEDS_EMBEDDINGS", "add_gradient_embeddings", "NOVELTY_ALPHA", "NOVELTY_GAP", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters",
+__all__ = ["AUTO_NOVELTY_SHARE", "GAP_CASES", "NEEDS_CLUSTERS", "NEEDS_EMBEDDINGS", "NOVELTY_ALPHA", "NOVELTY_GAP", "STRATEGIES", "NoveltyTrigger", "Selection", "add_clusters", "add_gradient_embeddings",
            "add_novelty", "add_novelty_auto", "beta_for_round", "class_shares", "far_case_test", "min_far_case_p",
            "dominant_class", "get_strategy", "power_noise", "select"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["EMBEDDING_FILE", "embedding_path", "ensure_gradient_embeddings", "gradient_embeddings", "load_gradient_embeddings",
-           "save_gradient_embeddings"]
+           "save_gradient_embeddings", "write_case_embeddings"]
 
 EMBEDDING_FILE = "gradient_embedding.npz"
 
@@ -74,6 +74,14 @@ def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overla
     finally:
         net.train(was)
     return {a: v.cpu().numpy().astype(np.float32) for a, v in out.items()}
+
+
+def write_case_embeddings(nets, x: np.ndarray, out_dir, case_id: str, *, ucfg, device="cpu",
+                          temperature: float = 1.0) -> Path:
+    """:func:`gradient_embeddings` of one normalised image ``x``, written to its case's file under ``out_dir``."""
+    emb = gradient_embeddings(nets, x, roi_size=ucfg.roi_size, overlap=ucfg.overlap, device=device,
+                              temperature=temperature)
+    return save_gradient_embeddings(embedding_path(out_dir, case_id), emb)
 
 
 def save_gradient_embeddings(path, embeddings: dict[int, np.ndarray]) -> Path:
@@ -124,9 +132,7 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
             else:
                 x = normalize_intensity(load_volume(case.image).array, method=data_cfg.normalize,
                                         clip_percentiles=data_cfg.clip_percentiles)
-            emb = gradient_embeddings(nets, x, roi_size=ucfg.roi_size, overlap=ucfg.overlap, device=device,
-                                      temperature=temperature)
-            save_gradient_embeddings(embedding_path(out_dir, case.case_id), emb)
+            write_case_embeddings(nets, x, out_dir, case.case_id, ucfg=ucfg, device=device, temperature=temperature)
         except (ValueError, RuntimeError, OSError) as exc:
             failures[case.case_id] = f"{type(exc).__name__}: {exc}"
     return failures
