@@ -383,6 +383,9 @@ class SelectionConfig:
     # badge / fg_badge: k-means++ draws with probability ~ squared gradient distance x fg_random's weight (0.05 +
     # predicted foreground fraction) instead of the distance alone (BADGE)
     badge_fg_weight: bool = False
+    # badge / fg_badge: none = BADGE's gradient embedding (every voxel alike); foreground = each voxel's term weighted by
+    # its predicted foreground probability (ClaSP-style), so a slice's background weighs less
+    badge_weighting: str = "none"
     seed: int = 0
 
     def __post_init__(self):
@@ -390,6 +393,8 @@ class SelectionConfig:
 
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"selection.strategy: {self.strategy!r} is not one of {sorted(STRATEGIES)}")
+        if self.badge_weighting not in ("none", "foreground"):
+            raise ConfigError(f"selection.badge_weighting: {self.badge_weighting!r} is not one of ['foreground', 'none']")
         if not (math.isfinite(self.budget_s) and self.budget_s > 0):
             raise ConfigError(f"selection.budget_s: must be a finite number > 0 seconds, got {self.budget_s}")
         if not 0 <= self.max_case_share <= 1:

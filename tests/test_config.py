@@ -54,6 +54,7 @@ def test_missing_file(tmp_path):
     [
         ("model:\n  placement: everywhere\n", r"model\.placement: 'everywhere' is not one of \['head', 'decoder', 'monai'\]"),
         ("model:\n  strides: [2, 2]\n", r"model\.strides: need 3 positive values"),
+        ("selection:\n  badge_weighting: class\n", r"selection\.badge_weighting: 'class' is not one of"),
         ("model:\n  dropout: 0\n", r"model\.dropout: must lie in \(0, 1\)"),
         ("training:\n  batch_size: 0\n", r"training\.batch_size: must be >= 1"),
         ("training:\n  patch_size: [32, 48]\n", r"training\.patch_size: expected a list of 3 values"),

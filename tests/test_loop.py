@@ -161,3 +161,8 @@ def test_badge_round_embeds_scores_it_finds_without_them_and_medal_score_writes_
     emb = np.load(tmp_path / "cli" / "scores" / POOL[1] / EMBEDDING_FILE)["axis2"]
     np.testing.assert_array_equal(t["grad_embedding"], emb[[3, 7]])
     assert t["has_embedding"].all()
+    # selection.badge_weighting: foreground reads the foreground-weighted set written beside it
+    fg = add_gradient_embeddings(t, tmp_path / "cli" / "scores", weighting="foreground")
+    emb_fg = np.load(tmp_path / "cli" / "scores" / POOL[1] / EMBEDDING_FILE)["fg_axis2"]
+    np.testing.assert_array_equal(fg["grad_embedding"], emb_fg[[3, 7]])
+    assert not np.allclose(fg["grad_embedding"], t["grad_embedding"])

@@ -109,9 +109,11 @@ class CaseScorer:
             return False
         paths = list(score_paths(self.out, case_id, self.ucfg.measures).values())
         if self.spec.embeddings:
-            from medal.uncertainty.embedding import embedding_path
+            from medal.uncertainty.embedding import WEIGHTINGS, embedding_path, has_gradient_embeddings
 
-            paths.append(embedding_path(self.out, case_id))
+            emb = embedding_path(self.out, case_id)
+            if not all(has_gradient_embeddings(emb, w) for w in WEIGHTINGS):
+                return False
         return stored.get("key") == key and all(p.is_file() for p in paths)
 
     def __call__(self, case_id: str, image_path: str, image=None) -> dict:

@@ -301,7 +301,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                              skip_annotated_above=selection_cfg.skip_annotated_above, data_cfg=data_cfg,
                              coldstart_cfg=coldstart_cfg)
     if selection_cfg.strategy in NEEDS_EMBEDDINGS:
-        table = add_gradient_embeddings(table, scores_dir)
+        table = add_gradient_embeddings(table, scores_dir, weighting=selection_cfg.badge_weighting)
     novelty, auto_share = None, None
     if selection_cfg.novelty_share == "auto" and selection_cfg.strategy in VALUE_DRIVEN:
         table, trigger = add_novelty_auto(table, dataset, skip_annotated_above=selection_cfg.skip_annotated_above,

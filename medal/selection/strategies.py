@@ -31,7 +31,9 @@
 ``fg_badge``           ``badge`` over fg_random's pool only (slices with predicted foreground); the seconds left
                        over go to fg_random's draw over the rest. ``badge_fg_weight: true`` weights both
                        strategies' draws (after the first) also by fg_random's weight, 0.05 + predicted foreground
-                       fraction. None of the three beat fg_random on tuning screens (RESULTS.md, 2026-12-06).
+                       fraction; ``badge_weighting: foreground`` weights each voxel's term of the embedding by its
+                       predicted foreground probability instead (ClaSP-style). None of the three first forms beat
+                       fg_random on tuning screens (RESULTS.md, 2026-12-06).
 
 A unit's value is the region table's ``score`` (see :mod:`medal.regions.values`); ``value_{c}`` is
 its value for foreground class ``c``.
@@ -322,11 +324,12 @@ def add_clusters(table: RegionTable, dataset, *, budget_s: float, skip_annotated
     return RegionTable({**table.columns, "cluster": cluster, "typicality": typ, "cluster_size": size})
 
 
-def add_gradient_embeddings(table: RegionTable, scores_dir) -> RegionTable:
+def add_gradient_embeddings(table: RegionTable, scores_dir, weighting: str = "none") -> RegionTable:
     """``table`` with ``grad_embedding`` (``(n, C, H + 1)``, float32) and ``has_embedding`` columns for ``badge``:
-    each slice row's embedding from its case's ``gradient_embedding.npz`` under ``scores_dir`` (see
-    :mod:`medal.uncertainty.embedding`); other rows (supervoxels) get zeros and ``has_embedding`` False. A slice
-    case without the file is a ``ValueError`` naming it."""
+    each slice row's embedding (of ``weighting``, ``selection.badge_weighting``) from its case's
+    ``gradient_embedding.npz`` under ``scores_dir`` (see :mod:`medal.uncertainty.embedding`); other rows
+    (supervoxels) get zeros and ``has_embedding`` False. A slice case without the file is a ``ValueError`` naming
+    it."""
     from pathlib import Path
 
     from medal.uncertainty.embedding import EMBEDDING_FILE, load_gradient_embeddings
@@ -336,7 +339,7 @@ def add_gradient_embeddings(table: RegionTable, scores_dir) -> RegionTable:
     has = np.zeros(n, bool)
     out = None
     for (case, axis) in sorted({(str(c), int(a)) for c, a in zip(table["case_id"][is_slice], table["axis"][is_slice])}):
-        arr = load_gradient_embeddings(Path(scores_dir) / case / EMBEDDING_FILE, axis)
+        arr = load_gradient_embeddings(Path(scores_dir) / case / EMBEDDING_FILE, axis, weighting)
         if out is None:
             out = np.zeros((n, *arr.shape[1:]), np.float32)
         elif arr.shape[1:] != out.shape[1:]:

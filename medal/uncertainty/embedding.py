@@ -14,8 +14,13 @@ to the last 1x1x1 convolution (``head_out``: weight ``(C, H)``, bias ``(C,)``) i
 with ``h`` the head's hidden features (dropout off) and a constant 1 appended for the bias. A voxel the model calls
 confidently has ``p - onehot ~ 0`` and adds nothing: a confidently predicted slice sits at the origin.
 
+``selection.badge_weighting: foreground`` reads a second set in which each voxel's term is weighted by its
+predicted foreground probability ``1 - p_0(x)`` (the class-stratified weighting of ClaSP PE, Lueth et al. 2025,
+moved inside the gradient), so the many background voxels of a slice weigh less than its foreground ones.
+
 Stored per case as ``scores/<case_id>/gradient_embedding.npz`` with one array per array axis, ``axis0``,
-``axis1``, ``axis2`` of shape ``(n_slices, C, H + 1)`` float32 (a few kB per case). Computing it is one
+``axis1``, ``axis2`` of shape ``(n_slices, C, H + 1)`` float32, and the foreground-weighted ``fg_axis0`` ..
+``fg_axis2`` (a few kB per case). Computing it is one
 deterministic pass of the network over the case; it holds the ``H`` hidden channels of the whole volume in memory
 (``model.head_channels`` floats per voxel).
 """
@@ -26,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EMBEDDING_FILE", "embedding_path", "ensure_gradient_embeddings", "gradient_embeddings", "load_gradient_embeddings",
-           "save_gradient_embeddings", "write_case_embeddings"]
+__all__ = ["EMBEDDING_FILE", "WEIGHTINGS", "embedding_path", "ensure_gradient_embeddings", "gradient_embeddings",
+           "has_gradient_embeddings", "load_gradient_embeddings", "save_gradient_embeddings", "write_case_embeddings"]
 
 EMBEDDING_FILE = "gradient_embedding.npz"
+#: ``selection.badge_weighting`` values: every voxel alike (BADGE), or weighted by predicted foreground probability
+WEIGHTINGS = ("none", "foreground")
 
 
 def embedding_path(out_dir, case_id: str) -> Path:
@@ -38,12 +45,17 @@ def embedding_path(out_dir, case_id: str) -> Path:
 
 
 def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overlap: float = 0.25, device="cpu",
-                        temperature: float = 1.0) -> dict[int, np.ndarray]:
+                        temperature: float = 1.0, weightings=("none",)) -> dict:
     """BADGE's last-layer gradient embedding of every slice along each array axis of a normalised ``image``.
 
     ``net``: a network with ``placement: head`` (or a committee: its first member). Returns
-    ``{axis: (n_slices, C, H + 1) float32}``; see the module docstring for the formula.
+    ``{axis: (n_slices, C, H + 1) float32}``; see the module docstring for the formula. With ``weightings``
+    holding ``"foreground"`` it also returns ``{("foreground", axis): ...}``: each voxel's term weighted by
+    its predicted foreground probability (1 - p of class 0; p itself for a one-channel sigmoid).
     """
+    bad = sorted(set(weightings) - set(WEIGHTINGS))
+    if bad:
+        raise ValueError(f"gradient embedding weighting {bad[0]!r} is not one of {list(WEIGHTINGS)}")
     import torch
 
     from medal.uncertainty.inference import _sliding, _window_input
@@ -69,8 +81,12 @@ def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overla
                 p = torch.softmax(logits, dim=0)
                 g = p - torch.nn.functional.one_hot(p.argmax(0), p.shape[0]).permute(3, 0, 1, 2).to(p.dtype)
             hb = torch.cat([h, torch.ones_like(h[:1])], dim=0)  # (H + 1, ...): the bias's input
-            out = {0: torch.einsum("czyx,kzyx->zck", g, hb), 1: torch.einsum("czyx,kzyx->yck", g, hb),
-                   2: torch.einsum("czyx,kzyx->xck", g, hb)}
+            out = {}
+            for weighting in dict.fromkeys(weightings):
+                gw = g if weighting == "none" else g * (p if p.shape[0] == 1 else 1.0 - p[:1])
+                per_axis = {0: torch.einsum("czyx,kzyx->zck", gw, hb), 1: torch.einsum("czyx,kzyx->yck", gw, hb),
+                            2: torch.einsum("czyx,kzyx->xck", gw, hb)}
+                out.update(per_axis if weighting == "none" else {(weighting, a): v for a, v in per_axis.items()})
     finally:
         net.train(was)
     return {a: v.cpu().numpy().astype(np.float32) for a, v in out.items()}
@@ -80,30 +96,53 @@ def write_case_embeddings(nets, x: np.ndarray, out_dir, case_id: str, *, ucfg, d
                           temperature: float = 1.0) -> Path:
     """:func:`gradient_embeddings` of one normalised image ``x``, written to its case's file under ``out_dir``."""
     emb = gradient_embeddings(nets, x, roi_size=ucfg.roi_size, overlap=ucfg.overlap, device=device,
-                              temperature=temperature)
+                              temperature=temperature, weightings=WEIGHTINGS)
     return save_gradient_embeddings(embedding_path(out_dir, case_id), emb)
 
 
-def save_gradient_embeddings(path, embeddings: dict[int, np.ndarray]) -> Path:
-    """Write ``{axis: array}`` to ``path`` (``.npz``), atomically."""
+def _key(k) -> str:
+    return f"axis{k}" if not isinstance(k, tuple) else ("" if k[0] == "none" else "fg_") + f"axis{k[1]}"
+
+
+def save_gradient_embeddings(path, embeddings: dict) -> Path:
+    """Write ``{axis: array}`` (and ``{("foreground", axis): array}``) to ``path`` (``.npz``), atomically."""
     from medal.data import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{f"axis{a}": np.asarray(v, dtype=np.float32) for a, v in embeddings.items()})
+        np.savez(fh, **{_key(k): np.asarray(v, dtype=np.float32) for k, v in embeddings.items()})
     return Path(path)
 
 
-def load_gradient_embeddings(path, axis: int) -> np.ndarray:
-    """One axis's ``(n_slices, C, H + 1)`` embeddings from :func:`save_gradient_embeddings`' file; a missing or
-    unreadable file is a ``ValueError`` naming it."""
+def has_gradient_embeddings(path, weighting: str = "none") -> bool:
+    """Whether ``path`` holds the embeddings of ``weighting`` (a file written before ``foreground`` existed
+    holds only ``none``'s)."""
+    try:
+        with np.load(path) as z:
+            return _key((weighting, 0)) in z.files
+    except (OSError, ValueError):
+        return False
+
+
+def load_gradient_embeddings(path, axis: int, weighting: str = "none") -> np.ndarray:
+    """One axis's ``(n_slices, C, H + 1)`` embeddings from :func:`save_gradient_embeddings`' file (``weighting``:
+    ``none`` or ``foreground``); a missing or unreadable file is a ``ValueError`` naming it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no gradient embeddings (selection.strategy: badge reads them; score the round "
                          "with that strategy set: `medal round`, or `medal score` with selection.strategy: badge)")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"gradient embedding weighting {weighting!r} is not one of {list(WEIGHTINGS)}")
     try:
         with np.load(path) as z:
-            arr = np.asarray(z[f"axis{axis}"], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as exc:
+            if weighting != "none" and _key((weighting, axis)) not in z.files and _key(("none", axis)) in z.files:
+                raise ValueError(f"{path}: no {weighting!r}-weighted gradient embeddings (the file predates "
+                                 "selection.badge_weighting; delete it and score the round again)")
+            arr = np.asarray(z[_key((weighting, axis))], dtype=np.float32)
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: unreadable gradient embeddings ({type(exc).__name__}: {exc})") from None
+    except (OSError, KeyError) as exc:
         raise ValueError(f"{path}: unreadable gradient embeddings ({type(exc).__name__}: {exc})") from None
     if arr.ndim != 3 or not np.isfinite(arr).all():
         raise ValueError(f"{path}: gradient embeddings of axis {axis} must be a finite (n_slices, C, H + 1) array, "
@@ -114,13 +153,13 @@ def load_gradient_embeddings(path, axis: int) -> np.ndarray:
 def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, model_cfg=None, device="cpu",
                                cache=None) -> dict[str, str]:
     """Write the gradient embeddings of every case in ``cases`` that has score volumes under ``out_dir/scores``
-    but no embedding file yet, with the network of ``checkpoint`` (the one that scored them). Returns
-    ``{case_id: error}`` for cases that failed (the others go on)."""
+    but no embedding file yet (or one without every weighting's arrays), with the network of ``checkpoint`` (the
+    one that scored them). Returns ``{case_id: error}`` for cases that failed (the others go on)."""
     from medal.data import load_volume, normalize_intensity
     from medal.uncertainty.score import scorer_nets
 
     todo = [c for c in cases if (Path(out_dir) / "scores" / c.case_id / "prediction.nii.gz").is_file()
-            and not embedding_path(out_dir, c.case_id).is_file()]
+            and not all(has_gradient_embeddings(embedding_path(out_dir, c.case_id), w) for w in WEIGHTINGS)]
     if not todo:
         return {}
     nets, temperature, _ = scorer_nets(checkpoint, ucfg, expected=model_cfg, device=device)

@@ -60,3 +60,45 @@ def test_other_placements_and_files_give_one_line_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"bad\.npz: unreadable gradient embeddings"):
         load_gradient_embeddings(tmp_path / "bad.npz", 0)
+
+
+def test_the_foreground_weighting_is_the_gradient_of_each_voxels_loss_times_its_foreground_probability():
+    net = _net(seed=3)
+    img = np.random.default_rng(4).normal(size=(8, 12, 10)).astype(np.float32)
+    emb = gradient_embeddings(net, img, roi_size=(8, 12, 10), weightings=("none", "foreground"))
+    assert set(emb) == {0, 1, 2, ("foreground", 0), ("foreground", 1), ("foreground", 2)}
+    net.eval()
+    with torch.no_grad():
+        h = net.deterministic(torch.as_tensor(img)[None, None])
+    w = net.head_out.weight.detach().clone().requires_grad_(True)
+    b = net.head_out.bias.detach().clone().requires_grad_(True)
+    logits = torch.nn.functional.conv3d(h, w, b)
+    fg = (1.0 - torch.softmax(logits, 1)[0, 0]).detach()  # the weight: predicted foreground probability, held fixed
+    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="none")[0] * fg
+    for axis in range(3):
+        for k in (1, img.shape[axis] - 2):
+            sl = [slice(None)] * 3
+            sl[axis] = k
+            gw, gb = torch.autograd.grad(loss[tuple(sl)].sum(), (w, b), retain_graph=True)
+            ref = torch.cat([gw.reshape(3, -1), gb[:, None]], 1).numpy()
+            np.testing.assert_allclose(emb[("foreground", axis)][k], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        # every voxel's weight is below 1, so the weighted embedding is the smaller one, and not a rescaled copy
+        assert np.linalg.norm(emb[("foreground", axis)]) < np.linalg.norm(emb[axis])
+    with pytest.raises(ValueError, match="weighting 'class'"):
+        gradient_embeddings(net, img, roi_size=(8, 12, 10), weightings=("class",))
+
+
+def test_both_weightings_round_trip_and_an_older_file_names_what_it_lacks(tmp_path):
+    from medal.uncertainty.embedding import has_gradient_embeddings
+
+    emb = {0: np.ones((4, 3, 7)), ("foreground", 0): np.full((4, 3, 7), 0.5)}
+    path = save_gradient_embeddings(tmp_path / "c" / "gradient_embedding.npz", emb)
+    np.testing.assert_array_equal(load_gradient_embeddings(path, 0, "foreground"), emb[("foreground", 0)])
+    np.testing.assert_array_equal(load_gradient_embeddings(path, 0), emb[0])
+    assert has_gradient_embeddings(path, "foreground") and has_gradient_embeddings(path, "none")
+    old = save_gradient_embeddings(tmp_path / "old" / "gradient_embedding.npz", {0: np.ones((4, 3, 7))})
+    assert not has_gradient_embeddings(old, "foreground")
+    with pytest.raises(ValueError, match=r"gradient_embedding\.npz: no 'foreground'-weighted gradient embeddings"):
+        load_gradient_embeddings(old, 0, "foreground")
+    with pytest.raises(ValueError, match="weighting 'fg'"):
+        load_gradient_embeddings(path, 0, "fg")
