@@ -22,7 +22,7 @@ from pathlib import Path
 from medal.data import atomic_write_text
 from medal.simulation.simulate import _write_csv
 
-__all__ = ["merge_runs"]
+__all__ = ["merge_runs", "start_mismatch"]
 
 _PER_RUN_KEYS = ("seeds", "strategies", "workers", "variants")
 
@@ -78,12 +78,30 @@ def _ignored(path: str, ignore) -> bool:
     return any(path == k or path.startswith(k + ".") for k in ignore)
 
 
+def start_mismatch(rows, owner: dict, folders) -> dict[str, dict[str, float]]:
+    """Seeds whose round-0 Dice differs between the merged folders: ``{seed: {folder: dice}}``.
+
+    Every row of one seed starts from the same round 0 (the same labels, the same first model), which is what
+    makes the paired tests paired. Folders run on another machine or install can train a different first model
+    from the same seed (see :func:`medal.simulation.simulate.run_environment`); their rows are then not paired."""
+    first: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if int(float(r["round"])) != 0 or r.get("dice_mean") in (None, ""):
+            continue
+        seed = int(float(r["seed"]))
+        folder = str(folders[owner[(r["strategy"], seed)]])
+        first.setdefault(seed, {}).setdefault(folder, float(r["dice_mean"]))
+    return {str(seed): v for seed, v in sorted(first.items())
+            if len(v) > 1 and max(v.values()) - min(v.values()) > 1e-6}
+
+
 def merge_runs(folders, out_dir, ignore_config=()) -> Path:
     """Merge the ``results.csv`` of several simulation folders into ``out_dir``; returns its ``results.csv``.
 
     ``ignore_config``: dotted config keys (or whole sections) allowed to differ between the folders; the
     first folder's values are kept and the differences are recorded in ``simulation.json``
-    (``merge_ignored``: folder -> key paths).
+    (``merge_ignored``: folder -> key paths). It also records the ``environments`` the folders ran in, and under
+    ``start_mismatch`` any seed whose round 0 differs between folders (:func:`start_mismatch`; the report warns).
 
     Raises ``ValueError`` (one line, naming the folder and the key) when the runs are not comparable or a
     (row, seed) pair occurs twice, and ``FileExistsError`` when ``out_dir`` already holds results.
@@ -138,13 +156,22 @@ def merge_runs(folders, out_dir, ignore_config=()) -> Path:
             seeds.add(key[1])
             merged.append(r)
     merged.sort(key=lambda r: (strategies.index(r["strategy"]), int(float(r["seed"])), int(float(r["round"]))))
+    environments: list = []
+    for folder, meta, _, _ in loaded:
+        for env in meta.get("environments") or [{"note": f"not recorded in {folder}"}]:
+            if env not in environments:
+                environments.append(env)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta0)
     meta["config"] = json.loads(json.dumps(meta0["config"]))
     meta["config"]["simulation"].update(seeds=sorted(seeds), strategies=strategies, variants=variants)
     meta["merged_from"] = [str(f) for f in folders]
+    meta["environments"] = environments
     if waved:
         meta["merge_ignored"] = waved
+    mismatch = start_mismatch(merged, owner, folders)
+    if mismatch:
+        meta["start_mismatch"] = mismatch
     atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=1))
     _write_csv(out_dir / "results.csv", fields0, merged)
     return out_dir / "results.csv"

@@ -245,6 +245,8 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     for a, b in itertools.combinations(sorted(aubcs), 2):
         pairs.append({"a": a, "b": b, **_paired(aubcs[a], aubcs[b])})
     summary["pairwise"] = pairs
+    if meta.get("start_mismatch"):  # merged runs whose round 0 differs for these seeds: the pairs are not paired
+        summary["unpaired_seeds"] = sorted(int(k) for k in meta["start_mismatch"])
     groups = group_summary(rows, meta.get("groups"), meta.get("pool_groups"))
     if groups:
         summary["groups"] = groups
@@ -265,6 +267,15 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
         lines += [f"- **stopped by a deadline** ({d.get('at') or 'given'}): every row reported on rounds "
                   f"0..{d['rounds_reported']} of {meta['config']['simulation']['rounds']}; stopped early: "
                   f"{', '.join(d['runs_stopped'])} (`--resume` completes them)", ""]
+    if meta.get("start_mismatch"):
+        seeds = ", ".join(f"{seed} ({', '.join(f'{v:.4f}' for v in d.values())})"
+                          for seed, d in meta["start_mismatch"].items())
+        lines += [f"- **not paired: round 0 differs between the merged runs for seed(s) {seeds}**: the same seed "
+                  "trained a different first model (another machine or install; see `environments` in "
+                  "simulation.json), so those seeds' rows compare different starts", ""]
+    if len(meta.get("environments") or []) > 1:
+        lines += [f"- ran in {len(meta['environments'])} environments (versions, CPU: `environments` in "
+                  "simulation.json)", ""]
     for folder, keys in (meta.get("merge_ignored") or {}).items():
         lines += [f"- config differences waved through (merge --ignore-config) in {folder}: {', '.join(keys)}", ""]
     if full_dice:

@@ -27,7 +27,7 @@ from medal.tasks import read_tasks
 
 from .oracle import full_annotation_cost, oracle_annotate
 
-__all__ = ["simulate", "split_cases", "CSV_FIELDS", "evaluate", "initial_labels"]
+__all__ = ["simulate", "split_cases", "CSV_FIELDS", "evaluate", "initial_labels", "run_environment"]
 
 CSV_FIELDS = ["strategy", "seed", "round", "seconds", "predicted_seconds", "pct_full_cost", "pct_slices",
               "pct_voxels", "dice_mean", "round_budget_s", "round_predicted_s", "round_charged_s", "round_tasks",
@@ -504,6 +504,35 @@ def _shared_round0(job: dict) -> str:
     return str(run)
 
 
+def run_environment() -> dict:
+    """What ran a simulation: Python, medal, torch, numpy and MONAI versions, the CPU and its core count.
+
+    A seed fixes a run's numbers on one machine and install only: the same seed's round 0 trained on another
+    CPU or numpy build can differ (0.647 vs 0.662 Dice was seen, 2026-12-06), so ``simulation.json`` keeps the
+    ``environments`` that produced its rows, and a merge or resume that mixes them says so."""
+    import os
+    import platform
+
+    import torch
+
+    import medal
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        import monai
+
+        monai_version = monai.__version__
+    except ImportError:  # pragma: no cover - a dependency
+        monai_version = None
+    return {"python": platform.python_version(), "medal": medal.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "monai": monai_version, "cpu": cpu, "cores": os.cpu_count()}
+
+
 #: config keys a resumed simulation may change: more rounds, seeds or rows, other parallelism
 RESUMABLE_KEYS = ("simulation.rounds", "simulation.seeds", "simulation.strategies", "simulation.workers")
 
@@ -514,10 +543,12 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
 
     ``workers`` (default ``simulation.workers``): runs side by side in that many processes, each
     with ``cores // workers`` torch threads (on 2 cores, two 1-thread runs finish ~1.3x sooner than
-    one 2-thread run after the other). A run's numbers depend only on its seed and its thread count.
+    one 2-thread run after the other). On one machine and install a run's numbers depend only on its seed and
+    its thread count; another CPU or numpy build can train another first model (:func:`run_environment`).
 
     ``resume``: continue the simulation in ``out_dir`` (interrupted, or to be extended by more rounds,
-    seeds or rows: :data:`RESUMABLE_KEYS`; any other config difference is refused, naming the key).
+    seeds or rows: :data:`RESUMABLE_KEYS`, and variants defined since, ``simulation.variants``; any other config
+    difference, an existing variant's definition included, is refused, naming the key).
     Finished (strategy, seed) runs keep their rows; the others go on from their first unfinished step
     (trained models, scores, selections and painted tasks are reused; a painted task is charged its true
     seconds again, never painted twice), so a resumed simulation writes the results of an
@@ -559,6 +590,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             "groups": {g: [test[i] for i in idx] for g, idx in groups.items()},
             "pool_groups": {g: [c for c in pool if of_case.get(c) == g] for g in groups},
             **({"start_pool": first} if sim.initial_groups else {}),
+            "environments": [run_environment()],
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
     kept: list[dict] = []
     if resume:
@@ -570,12 +602,18 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         for key in ("pool", "test"):
             if old.get(key) != meta[key]:
                 raise ValueError(f"{meta_path}: cannot resume: the {key} cases differ (dataset or split changed)")
+        # a variant defined now and not before is a row added (its definition cannot touch the finished rows);
+        # an existing variant redefined is refused like any other key
+        old_variants = (old_cfg.get("simulation") or {}).get("variants") or {}
         diffs = [d for d in _diffs(old_cfg, meta["config"], defaults=_default_config())
-                 if not _ignored(d, RESUMABLE_KEYS)]
+                 if not _ignored(d, RESUMABLE_KEYS)
+                 and not (d.startswith("simulation.variants.") and d.split(".")[2] not in old_variants)]
         if diffs:
             raise ValueError(f"{meta_path}: cannot resume with another config: {', '.join(diffs[:6])} "
                              f"differ{'s' if len(diffs) == 1 else ''} (only {', '.join(RESUMABLE_KEYS)} may)")
         meta["resumed"] = int(old.get("resumed", 0)) + 1
+        envs = list(old.get("environments") or [{"note": "not recorded (an older medal)"}])
+        meta["environments"] = envs + [e for e in meta["environments"] if e not in envs]
         kept = _finished_rows(out_dir / "results.csv", sim)
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
     orientation = load_volume(dataset.case(pool[0]).image).orientation

@@ -334,6 +334,66 @@ def test_merging_per_seed_runs_gives_the_joint_report(sim, tmp_path):
         merge_runs([a, b], tmp_path / "merged")
 
 
+def _split_by_row(out, tmp_path):
+    """Two folders as two per-row batch jobs would leave them: every seed in both."""
+    meta = json.loads((out / "simulation.json").read_text())
+    with open(out / "results.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    folders = []
+    for row in sorted({r["strategy"] for r in rows}):
+        d = tmp_path / f"row_{row}"
+        d.mkdir()
+        m = json.loads(json.dumps(meta))
+        m["config"]["simulation"]["strategies"] = [row]
+        (d / "simulation.json").write_text(json.dumps(m))
+        with open(d / "results.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(r for r in rows if r["strategy"] == row)
+        folders.append(d)
+    return folders
+
+
+@pytest.mark.slow
+def test_merge_flags_seeds_whose_round_0_differs_between_runs_and_keeps_every_environment(sim, tmp_path):
+    """Per-row batch jobs on two machines: the same seed's first model can differ, and then the rows are not
+    paired; the merge says which seeds and where each folder ran."""
+    import torch
+
+    from medal.simulation import merge_runs
+
+    out, _ = sim
+    env = json.loads((out / "simulation.json").read_text())["environments"]
+    assert len(env) == 1 and env[0]["torch"] == torch.__version__ and env[0]["cores"] >= 1
+    a, b = _split_by_row(out, tmp_path)
+    write_report(merge_runs([a, b], tmp_path / "same"))  # one machine: the same starts, nothing flagged
+    same = json.loads((tmp_path / "same" / "simulation.json").read_text())
+    assert "start_mismatch" not in same and same["environments"] == env
+    assert "not paired" not in (tmp_path / "same" / "report.md").read_text()
+    meta = json.loads((b / "simulation.json").read_text())
+    meta["environments"] = [{**env[0], "numpy": "0.0-other"}]
+    (b / "simulation.json").write_text(json.dumps(meta))
+    with open(b / "results.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    for r in rows:
+        if r["seed"] == "1" and r["round"] == "0":
+            r["dice_mean"] = str(float(r["dice_mean"]) - 0.015)
+    with open(b / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    write_report(merge_runs([a, b], tmp_path / "two"))
+    two = json.loads((tmp_path / "two" / "simulation.json").read_text())
+    assert list(two["start_mismatch"]) == ["1"] and set(two["start_mismatch"]["1"]) == {str(a), str(b)}
+    assert len(two["environments"]) == 2
+    report = (tmp_path / "two" / "report.md").read_text()
+    assert "not paired: round 0 differs between the merged runs for seed(s) 1" in report
+    assert "ran in 2 environments" in report
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["unpaired_seeds"] == [1]
+
+
 @pytest.mark.slow
 def test_merge_refuses_runs_of_another_protocol_or_the_same_pair_twice(sim, tmp_path, capsys):
     from medal.cli import main
@@ -428,6 +488,13 @@ def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_unint
     before = (tmp_path / "cut" / "results.csv").read_text()
     simulate(ds, tmp_path / "cut", config_from_dict(cfg), log=None, workers=1, resume=True)
     assert (tmp_path / "cut" / "results.csv").read_text() == before
+    # a variant defined since is a row added: resumable, the finished rows kept; redefining it later is refused
+    more = {**cfg, "simulation": {**cfg["simulation"], "variants": {"fg_b": {"selection": {"strategy": "random"}}}}}
+    simulate(ds, tmp_path / "cut", config_from_dict(more), log=None, workers=1, resume=True)
+    assert (tmp_path / "cut" / "results.csv").read_text() == before
+    changed = {**cfg, "simulation": {**cfg["simulation"], "variants": {"fg_b": {"selection": {"strategy": "topk"}}}}}
+    with pytest.raises(ValueError, match=r"simulation\.variants\.fg_b"):
+        simulate(ds, tmp_path / "cut", config_from_dict(changed), log=None, workers=1, resume=True)
     # the command line: one line naming the folder and the way on, no traceback
     from medal.cli import main
 
