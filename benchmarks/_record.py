@@ -14,10 +14,12 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def machine() -> str:
     import torch
 
+    from medal.simulation.simulate import run_environment
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = platform.processor() or platform.machine()
-    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"{gpu}, Python {platform.python_version()}")
+    env = run_environment()  # the CPU's model name and the numeric libraries: a seed's numbers hold per install
+    return (f"{os.cpu_count()} CPU cores ({env['cpu']}), torch {torch.__version__} with {torch.get_num_threads()} "
+            f"threads, numpy {env['numpy']}, MONAI {env['monai']}, {gpu}, Python {platform.python_version()}")
 
 
 def record(title: str, lines: list[str], *, path: Path = RESULTS) -> None:
