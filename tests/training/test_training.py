@@ -142,7 +142,7 @@ def test_bf16_mixed_precision_learns_as_fp32_does_and_keeps_fp32_weights(tiny_mo
 
     items = _real_items(3)
     train, val = items[:2], items[2:]
-    cfg = dataclasses.replace(FAST, patch_size=(32, 48, 32), max_epochs=4, iterations_per_epoch=15, patience=10)
+    cfg = dataclasses.replace(FAST, patch_size=(24, 40, 24), max_epochs=4, iterations_per_epoch=15, patience=10)
     res = {p: train_model(train, val, n_classes=3, model_cfg=tiny_model_cfg, progress=False,
                           train_cfg=dataclasses.replace(cfg, precision=p), checkpoint=tmp_path / f"{p}.pt")
            for p in ("fp32", "bf16")}
