@@ -293,25 +293,31 @@ def test_pct_slices_counts_painted_slices_in_every_plane_a_run_paints(tmp_path):
     assert len(_painted_axes(three, orientation)) == 3 and len(_painted_axes(config_from_dict(SMALL), orientation)) == 1
 
 
-def _split_by_seed(out, tmp_path):
-    """Two folders as two per-seed batch jobs would leave them (runs are deterministic per seed)."""
+def _split(out, tmp_path, column: str):
+    """One folder per value of ``column`` (``seed``: per-seed batch jobs; ``strategy``: per-row jobs, every seed in
+    each), as separate ``medal simulate`` runs would leave them (runs are deterministic per seed)."""
     meta = json.loads((out / "simulation.json").read_text())
     with open(out / "results.csv", newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = reader.fieldnames, list(reader)
     folders = []
-    for seed in ("0", "1"):
-        d = tmp_path / f"seed{seed}"
+    for value in sorted({r[column] for r in rows}):
+        d = tmp_path / f"{column}_{value}"
         d.mkdir()
         m = json.loads(json.dumps(meta))
-        m["config"]["simulation"]["seeds"] = [int(seed)]
+        m["config"]["simulation"]["seeds" if column == "seed" else "strategies"] = \
+            [int(value)] if column == "seed" else [value]
         (d / "simulation.json").write_text(json.dumps(m))
         with open(d / "results.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
-            w.writerows(r for r in rows if r["seed"] == seed)
+            w.writerows(r for r in rows if r[column] == value)
         folders.append(d)
     return folders
+
+
+def _split_by_seed(out, tmp_path):
+    return _split(out, tmp_path, "seed")
 
 
 @pytest.mark.slow
@@ -335,24 +341,7 @@ def test_merging_per_seed_runs_gives_the_joint_report(sim, tmp_path):
 
 
 def _split_by_row(out, tmp_path):
-    """Two folders as two per-row batch jobs would leave them: every seed in both."""
-    meta = json.loads((out / "simulation.json").read_text())
-    with open(out / "results.csv", newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields, rows = reader.fieldnames, list(reader)
-    folders = []
-    for row in sorted({r["strategy"] for r in rows}):
-        d = tmp_path / f"row_{row}"
-        d.mkdir()
-        m = json.loads(json.dumps(meta))
-        m["config"]["simulation"]["strategies"] = [row]
-        (d / "simulation.json").write_text(json.dumps(m))
-        with open(d / "results.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(r for r in rows if r["strategy"] == row)
-        folders.append(d)
-    return folders
+    return _split(out, tmp_path, "strategy")
 
 
 @pytest.mark.slow

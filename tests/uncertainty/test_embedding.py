@@ -15,6 +15,18 @@ def _net(placement="head", seed=0):
     return build_model(cfg, out_channels=3)
 
 
+def _head_loss(net, img):
+    """Autograd's reference: head_out's weight and bias as leaves, the logits, and each voxel's cross-entropy
+    with the model's argmax as the label."""
+    net.eval()
+    with torch.no_grad():
+        h = net.deterministic(torch.as_tensor(img)[None, None])
+    w = net.head_out.weight.detach().clone().requires_grad_(True)
+    b = net.head_out.bias.detach().clone().requires_grad_(True)
+    logits = torch.nn.functional.conv3d(h, w, b)
+    return w, b, logits, torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="none")[0]
+
+
 def test_each_slice_embedding_is_the_last_layer_gradient_of_its_summed_loss():
     net = _net()
     img = np.random.default_rng(1).normal(size=(8, 12, 10)).astype(np.float32)
@@ -23,13 +35,7 @@ def test_each_slice_embedding_is_the_last_layer_gradient_of_its_summed_loss():
     assert net.training  # the caller's mode is restored
     # reference: autograd of the summed cross-entropy (the model's argmax as the label) over one slice, with
     # respect to head_out's weight and bias
-    net.eval()
-    with torch.no_grad():
-        h = net.deterministic(torch.as_tensor(img)[None, None])
-    w = net.head_out.weight.detach().clone().requires_grad_(True)
-    b = net.head_out.bias.detach().clone().requires_grad_(True)
-    logits = torch.nn.functional.conv3d(h, w, b)
-    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="none")[0]
+    w, b, logits, loss = _head_loss(net, img)
     for axis in range(3):
         for k in (0, img.shape[axis] // 2, img.shape[axis] - 1):
             sl = [slice(None)] * 3
@@ -67,14 +73,8 @@ def test_the_foreground_weighting_is_the_gradient_of_each_voxels_loss_times_its_
     img = np.random.default_rng(4).normal(size=(8, 12, 10)).astype(np.float32)
     emb = gradient_embeddings(net, img, roi_size=(8, 12, 10), weightings=("none", "foreground"))
     assert set(emb) == {0, 1, 2, ("foreground", 0), ("foreground", 1), ("foreground", 2)}
-    net.eval()
-    with torch.no_grad():
-        h = net.deterministic(torch.as_tensor(img)[None, None])
-    w = net.head_out.weight.detach().clone().requires_grad_(True)
-    b = net.head_out.bias.detach().clone().requires_grad_(True)
-    logits = torch.nn.functional.conv3d(h, w, b)
-    fg = (1.0 - torch.softmax(logits, 1)[0, 0]).detach()  # the weight: predicted foreground probability, held fixed
-    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="none")[0] * fg
+    w, b, logits, loss = _head_loss(net, img)
+    loss = loss * (1.0 - torch.softmax(logits, 1)[0, 0]).detach()  # weighted by predicted foreground, held fixed
     for axis in range(3):
         for k in (1, img.shape[axis] - 2):
             sl = [slice(None)] * 3
