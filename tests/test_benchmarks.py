@@ -387,3 +387,33 @@ def test_gpu_run_names_what_is_missing_before_it_starts_anything(tmp_path):
     r = run(SEEDS="0", DATA="sites", GROUP_FILE="sites.json")
     assert r.returncode == 2 and f"no groups file {carry}/sites/sites.json" in r.stderr
     assert not (tmp_path / "sim").exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_round_gain_centres_within_a_shared_start_and_skips_other_protocols(tmp_path, capsys):
+    """benchmarks/round_gain.py: rows sharing a seed and a start are compared with each other only (a seed's
+    offset drops out), runs of other protocols are left out, and a gain that grows with the slices painted reads
+    as a correlation of 1."""
+    mod = _bench("round_gain")
+    fields = ["strategy", "seed", "round", "dice_mean", "round_tasks", "round_fg_tasks", "pct_voxels",
+              "round_charged_s"]
+    for folder in ("label_efficiency_tuning_a", "label_efficiency_tuning_newsite_b"):
+        (tmp_path / folder).mkdir()
+        with open(tmp_path / folder / "results.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            for seed, offset in ((0, 0.0), (1, 0.1)):
+                for k, row in enumerate(("p", "q", "r")):
+                    n = 10 + 5 * k
+                    w.writerow(dict(strategy=row, seed=seed, round=0, dice_mean=0.5 + offset, round_tasks=9,
+                                    round_fg_tasks="", pct_voxels=1.0, round_charged_s=300))
+                    w.writerow(dict(strategy=row, seed=seed, round=1, dice_mean=0.5 + offset + 0.002 * n,
+                                    round_tasks=n, round_fg_tasks=n - 2 - k, pct_voxels=1.0 + 0.1 * n,
+                                    round_charged_s=600))
+    records = mod.gains(tmp_path)
+    assert len(records) == 6 and {r["group"][0] for r in records} == {"label_efficiency_tuning_a"}
+    x, n_groups = mod.centred(records, ("gain", "slices"))
+    assert n_groups == 2 and np.allclose(x.sum(0), 0) and np.allclose(x[:, 0], 0.002 * x[:, 1])
+    assert mod.main(["--raw", str(tmp_path), "--results", str(tmp_path / "R.md")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "corr(round Dice gain, slices painted) = +1.000"
+    entry = (tmp_path / "R.md").read_text()
+    assert "- command: `python" in entry and "- machine:" in entry and "corr(gain, slices) = +1.000" in entry
