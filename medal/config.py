@@ -393,8 +393,10 @@ class SelectionConfig:
 
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"selection.strategy: {self.strategy!r} is not one of {sorted(STRATEGIES)}")
-        if self.badge_weighting not in ("none", "foreground"):
-            raise ConfigError(f"selection.badge_weighting: {self.badge_weighting!r} is not one of ['foreground', 'none']")
+        from medal.uncertainty.embedding import WEIGHTINGS
+
+        if self.badge_weighting not in WEIGHTINGS:
+            raise ConfigError(f"selection.badge_weighting: {self.badge_weighting!r} is not one of {list(WEIGHTINGS)}")
         if not (math.isfinite(self.budget_s) and self.budget_s > 0):
             raise ConfigError(f"selection.budget_s: must be a finite number > 0 seconds, got {self.budget_s}")
         if not 0 <= self.max_case_share <= 1:

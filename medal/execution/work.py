@@ -109,10 +109,9 @@ class CaseScorer:
             return False
         paths = list(score_paths(self.out, case_id, self.ucfg.measures).values())
         if self.spec.embeddings:
-            from medal.uncertainty.embedding import WEIGHTINGS, embedding_path, has_gradient_embeddings
+            from medal.uncertainty.embedding import embedding_path, has_gradient_embeddings
 
-            emb = embedding_path(self.out, case_id)
-            if not all(has_gradient_embeddings(emb, w) for w in WEIGHTINGS):
+            if not has_gradient_embeddings(embedding_path(self.out, case_id)):  # every weighting's arrays
                 return False
         return stored.get("key") == key and all(p.is_file() for p in paths)
 

@@ -113,12 +113,14 @@ def save_gradient_embeddings(path, embeddings: dict) -> Path:
     return Path(path)
 
 
-def has_gradient_embeddings(path, weighting: str = "none") -> bool:
-    """Whether ``path`` holds the embeddings of ``weighting`` (a file written before ``foreground`` existed
-    holds only ``none``'s)."""
+def has_gradient_embeddings(path, weightings=WEIGHTINGS) -> bool:
+    """Whether ``path`` holds the embeddings of every weighting in ``weightings`` (a file written before
+    ``foreground`` existed holds only ``none``'s)."""
+    if isinstance(weightings, str):
+        weightings = (weightings,)
     try:
         with np.load(path) as z:
-            return _key((weighting, 0)) in z.files
+            return all(_key((w, 0)) in z.files for w in weightings)
     except (OSError, ValueError):
         return False
 
@@ -132,18 +134,16 @@ def load_gradient_embeddings(path, axis: int, weighting: str = "none") -> np.nda
                          "with that strategy set: `medal round`, or `medal score` with selection.strategy: badge)")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"gradient embedding weighting {weighting!r} is not one of {list(WEIGHTINGS)}")
+    key = _key((weighting, axis))
     try:
         with np.load(path) as z:
-            if weighting != "none" and _key((weighting, axis)) not in z.files and _key(("none", axis)) in z.files:
-                raise ValueError(f"{path}: no {weighting!r}-weighted gradient embeddings (the file predates "
-                                 "selection.badge_weighting; delete it and score the round again)")
-            arr = np.asarray(z[_key((weighting, axis))], dtype=np.float32)
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
+            older = key not in z.files and _key(("none", axis)) in z.files
+            arr = None if older else np.asarray(z[key], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable gradient embeddings ({type(exc).__name__}: {exc})") from None
-    except (OSError, KeyError) as exc:
-        raise ValueError(f"{path}: unreadable gradient embeddings ({type(exc).__name__}: {exc})") from None
+    if arr is None:
+        raise ValueError(f"{path}: no {weighting!r}-weighted gradient embeddings (the file predates "
+                         "selection.badge_weighting; delete it and score the round again)")
     if arr.ndim != 3 or not np.isfinite(arr).all():
         raise ValueError(f"{path}: gradient embeddings of axis {axis} must be a finite (n_slices, C, H + 1) array, "
                          f"got shape {arr.shape}")
@@ -159,7 +159,7 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
     from medal.uncertainty.score import scorer_nets
 
     todo = [c for c in cases if (Path(out_dir) / "scores" / c.case_id / "prediction.nii.gz").is_file()
-            and not all(has_gradient_embeddings(embedding_path(out_dir, c.case_id), w) for w in WEIGHTINGS)]
+            and not has_gradient_embeddings(embedding_path(out_dir, c.case_id))]
     if not todo:
         return {}
     nets, temperature, _ = scorer_nets(checkpoint, ucfg, expected=model_cfg, device=device)
