@@ -214,7 +214,10 @@ def cmd_ingest(args) -> int:
     from medal.config import load_config
 
     ds = load_dataset(args.dataset)
-    rep = ingest(args.run, args.round, ds)
+    round_path = _ingest_round_path(args.run, args.round)
+    rep = ingest(args.run, round_path, ds)
+    if not (round_path / "annotations").is_dir():
+        print(f"NOTE: {round_path / 'annotations'} is not there: no task of this round has been saved yet")
     for cid, v in rep.cases.items():
         print(f"{cid}: {v['added']} voxel(s) added, {v['changed']} changed (previous labels kept in labels/.history)")
     for name, why in rep.skipped.items():
@@ -230,6 +233,26 @@ def cmd_ingest(args) -> int:
     if sorted(Path(args.run).glob("round_[0-9]*/manifest.json")):
         _auto_report(args.run, ds, load_config(args.config) if args.config else _run_config(args.run))
     return EXIT_PROBLEMS if any(not n.startswith(".") for n in rep.skipped) else EXIT_OK
+
+
+def _ingest_round_path(run, given: str):
+    """``medal ingest --round``: a round folder, or a round's index within ``--run`` (``0`` -> RUN/round_000).
+
+    A folder that is not there, or holds neither a ``tasks.json`` nor ``annotations/``, is an error naming it: a
+    mistyped path must not read as "0 voxels ingested"."""
+    from pathlib import Path
+
+    from medal.loop import round_dir
+
+    path = Path(given)
+    if not path.exists() and given.isdigit():
+        path = round_dir(run, int(given))
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such round folder (give the round's folder, e.g. {round_dir(run, 0)}, "
+                         f"or its index)")
+    if not (path / "tasks.json").is_file() and not (path / "annotations").is_dir():
+        raise ValueError(f"{path}: not a round folder (no tasks.json, no annotations/)")
+    return path
 
 
 def cmd_report(args) -> int:
@@ -458,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     ig = sub.add_parser("ingest", help="merge a round's finished annotations into the run's partial labels")
     ig.add_argument("dataset")
     ig.add_argument("--run", required=True)
-    ig.add_argument("--round", required=True, help="round folder holding annotations/")
+    ig.add_argument("--round", required=True, help="round folder holding annotations/, or its index (0 = RUN/round_000)")
     ig.add_argument("--config", default=None, help="YAML config (the report's rules; default: the run's)")
     ig.set_defaults(func=cmd_ingest)
 

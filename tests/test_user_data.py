@@ -352,6 +352,32 @@ def test_round_refuses_what_it_should_not_touch(tmp_path, sample_cases, tiny_cfg
     assert out.returncode == 1 and "this round is finished" in msg and "selection.budget_s: 3000.0 then, 999.0 now" in msg
 
 
+def test_ingest_names_a_round_folder_that_is_not_there_and_takes_a_round_index(tmp_path, sample_cases, capsys):
+    """A mistyped --round is an error naming the folder, not "0 voxels ingested"; ``--round 0`` is RUN/round_000;
+    a round whose tasks were never saved says so."""
+    from medal.cli import main
+
+    ds, run = str(sample_dataset()), tmp_path / "run"
+    assert main(["ingest", ds, "--run", str(run), "--round", str(tmp_path / "round_00")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"medal: error: {tmp_path / 'round_00'}: no such round folder (give the round's folder, e.g. " \
+                  f"{run / 'round_000'}, or its index)"
+    (run / "round_000").mkdir(parents=True)
+    assert main(["ingest", ds, "--run", str(run), "--round", "0"]) == 1
+    assert "round_000: not a round folder (no tasks.json, no annotations/)" in capsys.readouterr().err
+    (run / "round_000" / "tasks.json").write_text('{"tasks": []}')
+    assert main(["ingest", ds, "--run", str(run), "--round", "0"]) == 0
+    assert "annotations is not there: no task of this round has been saved yet" in capsys.readouterr().out
+    case = sample_cases[0]
+    lab = load_volume(case.label)
+    part = np.full(lab.shape, 255, np.uint8)
+    part[:, :, 5] = lab.array[:, :, 5]
+    save_volume(lab.with_array(part), run / "round_000" / "annotations" / f"{case.case_id}.nii.gz")
+    assert main(["ingest", ds, "--run", str(run), "--round", "0"]) == 0
+    assert f"ingested 1 case(s), {part[:, :, 5].size} new annotated voxel(s)" in capsys.readouterr().out
+    np.testing.assert_array_equal(load_volume(run / "labels" / f"{case.case_id}.nii.gz").array, part)
+
+
 def test_ingest_checks_every_file_and_merges_the_good_ones(tmp_path, sample_cases):
     ds = sample_dataset()
     rd = tmp_path / "run" / "round_000"
