@@ -137,6 +137,7 @@ def _refuse_oracle_value(cfg, config_path) -> None:
 
 def cmd_select(args) -> int:
     import dataclasses
+    from pathlib import Path
 
     from medal.config import load_config
     from medal.data import load_dataset
@@ -152,6 +153,8 @@ def cmd_select(args) -> int:
         sel = dataclasses.replace(sel, typical_rounds=0)
     regions = cfg.regions if args.kind is None else dataclasses.replace(cfg.regions, kind=args.kind)
     ds = load_dataset(args.dataset)
+    if not Path(args.scores).is_dir():
+        raise ValueError(f"{args.scores}: no such scores folder (what `medal score --out` wrote)")
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
                        labels_dir=args.labels, data_cfg=cfg.data, coldstart_cfg=cfg.coldstart, progress=True,
                        overwrite=args.overwrite, allow_empty=args.allow_empty)
@@ -177,6 +180,8 @@ def cmd_round(args) -> int:
     from medal.data import load_dataset
     from medal.loop import run_round
 
+    if args.index < 0:  # before the config and the dataset are read (run_round says the same)
+        raise ValueError(f"--index: a round number is 0, 1, 2, ..., got {args.index}")
     cfg = load_config(args.config)
     _refuse_oracle_value(cfg, args.config)
     ds = load_dataset(args.dataset)

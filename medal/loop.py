@@ -66,6 +66,8 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
     strategy or config is an error saying what differs; asked for the same, it is returned as it is.
     ``allow_empty``: a selection with no task is written instead of being an error.
     """
+    if int(index) < 0:
+        raise ValueError(f"round index: a round number is 0, 1, 2, ..., got {index}")
     rd = round_dir(run_dir, index)
     known = {c.case_id for c in dataset.cases}
     if pool is not None:

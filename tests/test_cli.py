@@ -76,3 +76,17 @@ def test_demo_runs_a_short_simulation_and_writes_tasks_report_plot(tmp_path):
 def test_group_without_action_prints_its_help(capsys):
     assert main(["dataset"]) == 2
     assert "check" in capsys.readouterr().out
+
+
+def test_mistyped_paths_and_a_negative_round_are_one_line_errors_naming_them(tmp_path, capsys):
+    ds = str(sample_dataset())
+    cases = [(["costs", "fit", str(tmp_path / "log.jsonl"), "--classes", "3", "--out", str(tmp_path / "c.json")],
+              f"{tmp_path / 'log.jsonl'}: annotation log not found"),
+             (["select", ds, "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "t.json")],
+              f"{tmp_path / 'scores'}: no such scores folder"),
+             (["round", ds, "--run", str(tmp_path / "run"), "--index", "-1"], "--index: a round number is 0, 1, 2, ...")]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"medal: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "t.json").exists()

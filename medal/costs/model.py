@@ -105,6 +105,8 @@ def append_annotation_log(path, record: dict) -> None:
 def read_annotation_log(path) -> list[dict]:
     """Records of a JSON-lines annotation log; a malformed line is an error naming its number."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: annotation log not found (a round's annotation_log.jsonl)")
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
