@@ -329,7 +329,13 @@ def cmd_simulate(args) -> int:
         return 130
     report = write_report(csv_path, full_dice=args.full_dice)
     print(f"results: {csv_path}\nreport: {report}")
-    return EXIT_OK
+    import json
+    from pathlib import Path
+
+    skipped = json.loads((Path(args.out) / "simulation.json").read_text(encoding="utf-8")).get("skipped")
+    if skipped:
+        print(f"{len(skipped)} case(s) skipped (SKIPPED lines above; simulation.json 'skipped')", file=sys.stderr)
+    return EXIT_PROBLEMS if skipped else EXIT_OK
 
 
 def cmd_merge(args) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 from .dataset import Dataset, load_dataset
 from .errors import DatasetError
 from .io import load_volume
+from .labels import UNLABELED
 from .validate import require_finite, require_label_values, require_same_grid
 
 __all__ = ["CaseReport", "DatasetReport", "check_dataset"]
@@ -34,6 +35,7 @@ class CaseReport:
     intensity_range: tuple[float, float] | None = None
     label_values: list[int] | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # reported, not failing: the data may be meant so
 
     @property
     def ok(self) -> bool:
@@ -91,7 +93,8 @@ class DatasetReport:
                 lines.append(f"  sparse label values: trained as classes 0..{len(values) - 1}, written back as "
                              f"{', '.join(map(str, values))}")
         elif n_lab:
-            found = sorted({v for c in self.cases for v in (c.label_values or []) if v != 255})
+            found = sorted({v for c in self.cases for v in (c.label_values or [])
+                            if v != UNLABELED and float(v).is_integer()})
             lines.append("  labels: no names (no dataset.json 'labels'); label values found in the label files: "
                          + ", ".join(map(str, found)) + " (each a class; name them in dataset.json)")
         for p in self.problems:
@@ -99,6 +102,9 @@ class DatasetReport:
         for c in self.cases:
             for p in c.problems:
                 lines.append(f"  PROBLEM [{c.case_id}] {p}")
+        for c in self.cases:
+            for w in c.warnings:
+                lines.append(f"  WARNING [{c.case_id}] {w}")
         lines.append(f"{'OK' if self.ok else 'FAILED'}: {len(self.cases)} cases checked, {self.n_problems} problem(s)")
         return "\n".join(lines)
 
@@ -133,6 +139,9 @@ def _check_case(ds: Dataset, case) -> CaseReport:
     values = attempt(require_label_values, label, ds.label_names, rel_lab)
     if values is not None:
         rep.label_values = [int(v) for v in values]
+        if UNLABELED in rep.label_values and set(rep.label_values) <= {0, UNLABELED}:
+            rep.warnings.append(f"{rel_lab}: holds only 0 and {UNLABELED}; medal reads {UNLABELED} as 'not annotated', "
+                                "so if this is a 0/255 binary mask its foreground is ignored (write it as 1)")
     else:
         rep.label_values = [v.item() for v in np.unique(label.array)][:32]
     if image is not None:

@@ -257,6 +257,9 @@ def write_report(results_csv, *, full_dice: float | None = None, default_strateg
     if meta:
         lines += [f"- pool: {len(meta['pool'])} cases, test: {len(meta['test'])} cases; annotating every pool slice "
                   f"would take {full_cost:.0f} s (true cost model on the ground truth)", ""]
+    if meta.get("skipped"):
+        lines += [f"- skipped {len(meta['skipped'])} case(s) that failed the dataset checks (simulation.json "
+                  f"'skipped'): {', '.join(sorted(meta['skipped']))}", ""]
     if meta.get("merged_from"):
         lines += [f"- merged from {len(meta['merged_from'])} runs: {', '.join(meta['merged_from'])}", ""]
     if meta.get("resumed"):

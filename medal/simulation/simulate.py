@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from medal.tasks import read_tasks
 
 from .oracle import full_annotation_cost, oracle_annotate
 
-__all__ = ["simulate", "split_cases", "CSV_FIELDS", "evaluate", "initial_labels", "run_environment"]
+__all__ = ["simulate", "split_cases", "usable_cases", "CSV_FIELDS", "evaluate", "initial_labels", "run_environment"]
 
 CSV_FIELDS = ["strategy", "seed", "round", "seconds", "predicted_seconds", "pct_full_cost", "pct_slices",
               "pct_voxels", "dice_mean", "round_budget_s", "round_predicted_s", "round_charged_s", "round_tasks",
@@ -56,6 +57,41 @@ def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
     if not pool or not test:
         raise ValueError(f"{dataset.root}: need labelled cases for both the pool and the test split")
     return pool, test
+
+
+def usable_cases(dataset: Dataset, case_ids) -> tuple[list[str], dict[str, tuple], dict[str, str]]:
+    """The cases a simulation can use: ``(ids, {id: image shape}, {id: why skipped})``.
+
+    Each case gets the checks of ``medal dataset check`` (readable, 3D, finite, label on the image's
+    grid, integer label values named in ``dataset.json``), and its ground truth must be complete: a
+    label file holding 255 ("not annotated" in medal) would have the oracle paint nothing there and the
+    evaluation skip it. A 0/255 binary mask is the usual cause, so the message says how to fix it.
+    A bad case is skipped and reported, the rest go on (the batch rule), as ``medal train`` does.
+    """
+    from medal.data import load_case
+    from medal.data.errors import DatasetError
+
+    ok: list[str] = []
+    shapes: dict[str, tuple] = {}
+    skipped: dict[str, str] = {}
+    for cid in case_ids:
+        case = dataset.case(cid)
+        try:
+            image, label = load_case(case, dataset)
+        except DatasetError as exc:
+            skipped[cid] = str(exc)
+            continue
+        if label is not None and (label.array == UNLABELED).any():
+            values = np.unique(label.array)
+            hint = (" (a 0/255 binary mask? write its foreground as 1)"
+                    if set(values.tolist()) <= {0, UNLABELED} else "")
+            skipped[cid] = (f"{dataset.relative(case.label)}: the ground truth holds {UNLABELED} (medal's 'not "
+                            f"annotated') in {int((label.array == UNLABELED).sum())} voxel(s); a simulation needs "
+                            f"complete labels{hint}")
+            continue
+        ok.append(cid)
+        shapes[cid] = image.shape
+    return ok, shapes, skipped
 
 
 def _read_groups(path) -> dict:
@@ -577,6 +613,14 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
     sim = cfg.simulation
     workers = max(1, workers if workers is not None else sim.workers)
     pool, test = split_cases(dataset, sim)
+    pool, shapes, skipped = usable_cases(dataset, pool)
+    test, _, bad_test = usable_cases(dataset, test)
+    skipped.update(bad_test)
+    for cid, why in skipped.items():
+        print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
+    if not pool or not test:
+        raise ValueError(f"{dataset.root}: no usable {'pool' if not pool else 'test'} case left after skipping "
+                         f"{len(skipped)} bad one(s) (above)")
     n = dataset.n_classes
     cost_model = CostModel.load(cfg.costs.model) if cfg.costs.model else CostModel.default(n)
     full = full_annotation_cost(dataset, pool, axis_name=cfg.regions.axes[0], cost_model=cost_model)
@@ -590,6 +634,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
             "groups": {g: [test[i] for i in idx] for g, idx in groups.items()},
             "pool_groups": {g: [c for c in pool if of_case.get(c) == g] for g in groups},
             **({"start_pool": first} if sim.initial_groups else {}),
+            **({"skipped": skipped} if skipped else {}),
             "environments": [run_environment()],
             "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
     kept: list[dict] = []
@@ -617,7 +662,6 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         kept = _finished_rows(out_dir / "results.csv", sim)
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
     orientation = load_volume(dataset.case(pool[0]).image).orientation
-    shapes = {cid: load_volume(dataset.case(cid).image).shape for cid in pool}  # read once, not every round
     threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = []
     finished = {(r["strategy"], r["seed"]) for r in kept}

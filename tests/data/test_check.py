@@ -110,6 +110,25 @@ def test_partial_labels_with_255_check_clean(phantom_dataset):
     report = check_dataset(phantom_dataset)
     assert report.ok, report.summary()
     assert report.cases[0].label_values == [0, 1, 2, 255]
+    assert not report.cases[0].warnings  # partial labels with classes in them are what 255 is for
+
+
+def test_a_0_255_mask_is_a_warning_naming_the_file(tmp_path):
+    """A binary mask saved as 0/255 reads as 'all foreground not annotated' in medal: the check says so
+    (a warning: a partial label of background only is legal) and the dataset still checks ok."""
+    src = sample_dataset()
+    root = tmp_path / "masks"
+    shutil.copytree(src, root)
+    name = sorted(p.name for p in (root / "labelsTr").iterdir())[0]
+    lv = load_volume(root / "labelsTr" / name)
+    save_volume(lv.with_array((lv.array > 0).astype(np.uint8) * 255), root / "labelsTr" / name)
+    report = check_dataset(root)
+    assert report.ok
+    bad = [c for c in report.cases if c.warnings]
+    assert [c.label for c in bad] == [f"labelsTr/{name}"] and bad[0].label_values == [0, 255]
+    line = [x for x in report.summary().splitlines() if x.startswith("  WARNING")]
+    assert len(line) == 1 and f"labelsTr/{name}" in line[0] and "0/255 binary mask" in line[0]
+    assert json.loads(report.to_json())["cases"][report.cases.index(bad[0])]["warnings"] == bad[0].warnings
 
 
 def test_bundled_sample_checks_clean():

@@ -764,3 +764,51 @@ def test_group_summary_takes_each_seeds_last_round_and_pairs_seeds():
         assert pair[g]["a_wins"] == int((da > db).sum()) and pair[g]["seeds"] == 4
         assert pair[g]["p_paired_t"] == pytest.approx(ttest_rel(da, db).pvalue)
     assert group_summary([{k: v for k, v in r.items() if not k.startswith("dice_group_")} for r in rows]) == {}
+
+
+def test_simulate_skips_cases_that_fail_the_dataset_checks_and_says_why(tmp_path, capsys):
+    """A 0/255 mask (its foreground would read as 'not annotated') and a label off the image's grid are
+    skipped with a SKIPPED line naming the file; the rest of the simulation runs; exit 1; recorded."""
+    import shutil
+
+    import nibabel as nib
+    import yaml
+
+    from medal.cli import main
+
+    src = sample_dataset()
+    ds = tmp_path / "ds"
+    shutil.copytree(src, ds)
+    ids = sorted(p.name[:-len(".nii.gz")] for p in (ds / "labelsTr").glob("*.nii.gz"))[:6]
+    mask_id, shifted_id = ids[1], ids[4]
+    lab = nib.load(ds / "labelsTr" / f"{mask_id}.nii.gz")
+    nib.save(nib.Nifti1Image((np.asarray(lab.dataobj) > 0).astype(np.uint8) * 255, lab.affine),
+             ds / "labelsTr" / f"{mask_id}.nii.gz")
+    lab = nib.load(ds / "labelsTr" / f"{shifted_id}.nii.gz")
+    aff = lab.affine.copy()
+    aff[0, 3] += 3.0
+    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj), aff), ds / "labelsTr" / f"{shifted_id}.nii.gz")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"pool": ids[:4], "test": ids[4:]}))
+    cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 1,
+                                   "split_file": str(split), "max_pool": 0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "o"
+    assert main(["simulate", str(ds), "--out", str(out), "--config", str(tmp_path / "c.yaml"),
+                 "--deadline", "0"]) == 1
+    err = capsys.readouterr().err
+    skipped = [line for line in err.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 2, err
+    assert f"labelsTr/{mask_id}.nii.gz" in skipped[0] and "0/255 binary mask" in skipped[0]
+    assert f"labelsTr/{shifted_id}.nii.gz" in skipped[1] and "affine differs" in skipped[1]
+    meta = json.loads((out / "simulation.json").read_text())
+    assert sorted(meta["skipped"]) == [mask_id, shifted_id]
+    assert meta["pool"] == [ids[0], ids[2], ids[3]] and meta["test"] == [ids[5]]
+    assert [r["round"] for r in read_results(out / "results.csv")] == [0]
+    assert mask_id in (out / "report.md").read_text()
+    # nothing usable left on one side: a one-line error, no traceback
+    split.write_text(json.dumps({"pool": ids[:4], "test": [shifted_id]}))
+    assert main(["simulate", str(ds), "--out", str(tmp_path / "p"), "--config", str(tmp_path / "c.yaml")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("medal: error:") and "no usable test case" in err[-1]
+    assert "Traceback" not in "\n".join(err)
