@@ -239,9 +239,13 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
     seen: dict[str, Path] = {}
     for c in cases:
         if c.case_id in seen:
-            raise DatasetError(
-                f"{root}: case id {c.case_id!r} appears twice ({seen[c.case_id].name} and {c.image.name})", path=root
-            )
+            a, b = seen[c.case_id].name, c.image.name
+            if _CHANNEL.search(a[: len(a) - len(full_suffix(a))]) and _CHANNEL.search(b[: len(b) - len(full_suffix(b))]):
+                raise DatasetError(
+                    f"{root}: case {c.case_id!r} has more than one channel file ({a}, {b}): medal segments one "
+                    "channel per case; give it a folder whose imagesTr holds only the channel to use "
+                    "(links to the _0000 files, say)", path=root)
+            raise DatasetError(f"{root}: case id {c.case_id!r} appears twice ({a} and {b})", path=root)
         seen[c.case_id] = c.image
     if not cases:
         raise DatasetError(
