@@ -71,6 +71,7 @@ def cmd_sample_path(args) -> int:
 
 def cmd_train(args) -> int:
     import json
+    from pathlib import Path
 
     from medal.config import load_config
     from medal.data import load_dataset
@@ -78,6 +79,9 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config)
     ds = load_dataset(args.dataset)
+    if args.labels is not None and not Path(args.labels).is_dir():
+        print(f"medal: error: {args.labels}: no such labels folder", file=sys.stderr)
+        return EXIT_PROBLEMS
     skipped: dict[str, str] = {}
     items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped)
     for cid, why in skipped.items():
@@ -269,6 +273,9 @@ def cmd_report(args) -> int:
     from medal.report import write_run_report
 
     run = Path(args.run)
+    if not run.is_dir():
+        print(f"medal: error: {run}: no such run folder", file=sys.stderr)
+        return EXIT_PROBLEMS
     rounds = sorted(run.glob("round_[0-9]*/manifest.json"))
     if not rounds:
         print(f"medal: error: {run}: no finished round (round_*/manifest.json) to report on", file=sys.stderr)

@@ -84,9 +84,18 @@ def test_mistyped_paths_and_a_negative_round_are_one_line_errors_naming_them(tmp
               f"{tmp_path / 'log.jsonl'}: annotation log not found"),
              (["select", ds, "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "t.json")],
               f"{tmp_path / 'scores'}: no such scores folder"),
-             (["round", ds, "--run", str(tmp_path / "run"), "--index", "-1"], "--index: a round number is 0, 1, 2, ...")]
+             (["round", ds, "--run", str(tmp_path / "run"), "--index", "-1"], "--index: a round number is 0, 1, 2, ..."),
+             # a mistyped --labels once read as "no label anywhere": train said no case had annotated voxels,
+             # select would have offered already painted units again
+             (["train", ds, "--labels", str(tmp_path / "lab"), "--out", str(tmp_path / "m.pt")],
+              f"{tmp_path / 'lab'}: no such labels folder"),
+             (["select", ds, "--scores", str(tmp_path), "--labels", str(tmp_path / "lab"), "--out", str(tmp_path / "t")],
+              f"{tmp_path / 'lab'}: no such labels folder"),
+             (["report", str(tmp_path / "run")], f"{tmp_path / 'run'}: no such run folder")]
     for argv, message in cases:
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith(f"medal: error: {message}") and err.count("\n") == 1, err
-    assert not (tmp_path / "run").exists() and not (tmp_path / "t.json").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "t.json").exists() and not (tmp_path / "m.pt").exists()
+    assert main(["dataset", "check", ds, "--labels", str(tmp_path / "lab")]) == 1  # it used to say OK, 0 labelled
+    assert f"PROBLEM {tmp_path / 'lab'}: no such labels folder" in capsys.readouterr().out

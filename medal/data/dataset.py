@@ -199,6 +199,8 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
         except ValueError as exc:
             raise DatasetError(str(exc), path=meta_path) from exc
     override = Path(labels_dir) if labels_dir is not None else None
+    if override is not None and not override.is_dir():  # else every case would read as unlabelled
+        raise DatasetError(f"{override}: no such labels folder", path=override)
 
     cases: list[Case] = []
     orphans: tuple[Path, ...] = ()

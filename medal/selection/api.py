@@ -271,6 +271,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     from medal.costs import calibration_pairs, fit_calibration
 
     round_dir = Path(round_dir)
+    if labels_dir is not None and not Path(labels_dir).is_dir():  # else every unit would read as unannotated
+        raise ValueError(f"{labels_dir}: no such labels folder")
     tasks_path = round_dir / "tasks.json"
     if tasks_path.exists() and not overwrite:
         raise FileExistsError(f"{tasks_path}: exists and an expert may be working on it; pass --overwrite (overwrite=True) to replace it")
