@@ -252,11 +252,25 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
     if not cases:
         raise DatasetError(
             f"{root}: empty dataset: no images found (expected dataset.json with 'training', "
-            f"imagesTr/ or image files with extensions {', '.join(VOLUME_SUFFIXES)})",
+            f"imagesTr/ or image files with extensions {', '.join(VOLUME_SUFFIXES)})" + _dicom_hint(root),
             path=root,
         )
     return Dataset(root=root, layout=layout, cases=tuple(cases), label_names=label_names,
                    name=str(meta.get("name", root.name)), orphan_labels=orphans)
+
+
+def _dicom_hint(root: Path) -> str:
+    """A hint when ``root`` (or a folder one level down) holds DICOM files, which medal does not read."""
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())[:50]
+    for folder in folders:
+        try:
+            names = [p.name for p in folder.iterdir()][:2000]
+        except OSError:
+            continue
+        if "DICOMDIR" in names or any(n.lower().endswith((".dcm", ".ima")) for n in names):
+            return ("; DICOM files found (e.g. in " + (str(folder) if folder != root else "the folder itself")
+                    + "): convert each series to one NIfTI volume first, e.g. `dcm2niix -z y -o OUT SERIES_FOLDER`")
+    return ""
 
 
 def _cache_dir() -> Path:

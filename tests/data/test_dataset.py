@@ -54,6 +54,30 @@ def test_multi_channel_nnunet_cases_are_a_clear_error_and_one_channel_per_case_r
         load_dataset(raw / "imagesTr")
 
 
+def test_a_folder_of_dicom_slices_says_to_convert_them(tmp_path):
+    """DICOM is not read: a folder of real DICOM slices (written by SimpleITK from a real case) gets an
+    error that names the series and how to convert it, not only 'no images found'."""
+    import SimpleITK as sitk
+
+    from medal.data import load_volume
+
+    arr = load_volume(sample_dataset() / "imagesTr" / "hippocampus_004.nii.gz").array
+    series = tmp_path / "patient" / "series_1"
+    series.mkdir(parents=True)
+    for k in range(3):
+        sl = sitk.GetImageFromArray(np.ascontiguousarray(arr[:, :, k].astype(np.int16)))
+        sitk.WriteImage(sl, str(series / f"IM{k:04d}.dcm"))
+    assert sitk.ReadImage(str(series / "IM0000.dcm")).GetSize() == (arr.shape[1], arr.shape[0], 1)
+    for root, where in ((tmp_path / "patient", str(series)), (series, "the folder itself")):
+        with pytest.raises(DatasetError, match="empty dataset") as err:
+            load_dataset(root)
+        assert f"DICOM files found (e.g. in {where}): convert each series" in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty dataset") as err:
+        load_dataset(tmp_path / "empty")
+    assert "DICOM" not in str(err.value)
+
+
 def test_plain_folder_with_labels_and_override(tmp_path):
     vol = Volume(np.zeros((4, 5, 6), np.float32), np.eye(4))
     save_volume(vol, tmp_path / "scans" / "p1.nrrd")
