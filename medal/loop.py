@@ -99,6 +99,38 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
         raise
 
 
+def pending_ingest(round_path) -> list[str]:
+    """Case ids of ``round_path/annotations/<case>.nii.gz`` saved after the round's last ingest (all of
+    them when it was never ingested): finished work that ``run/labels`` does not hold yet."""
+    round_path = Path(round_path)
+    ann = round_path / "annotations"
+    if not ann.is_dir():
+        return []
+    stamp = round_path / "ingest.json"
+    since = stamp.stat().st_mtime_ns if stamp.is_file() else -1
+    return sorted(p.name[:-len(".nii.gz")] for p in ann.glob("*.nii.gz")
+                  if not p.name.startswith(".") and p.stat().st_mtime_ns > since)
+
+
+def _require_ingested(run_dir, index: int, dataset: Dataset) -> None:
+    """Refuse to train round ``index`` while an earlier round holds finished annotations not merged into
+    ``run/labels``: the model would not learn from them and the selection could ask for the same units
+    again (an expert's time spent twice). The files stay where they are; the message says what to run."""
+    for earlier in sorted(Path(run_dir).glob("round_[0-9]*")):
+        try:
+            k = int(earlier.name.split("_", 1)[1])
+        except ValueError:
+            continue
+        if k >= index or not earlier.is_dir():
+            continue
+        cases = pending_ingest(earlier)
+        if cases:
+            shown = ", ".join(cases[:3]) + (", ..." if len(cases) > 3 else "")
+            raise ValueError(f"{earlier}: finished annotations of {len(cases)} case(s) ({shown}) are not merged into "
+                             f"{labels_dir(run_dir)} yet; run `medal ingest {dataset.root} --run {run_dir} --round "
+                             f"{earlier}` first, so round {index} trains on them and does not ask for them again")
+
+
 def _foreign_tasks(rd: Path) -> str | None:
     """Who wrote ``rd/tasks.json`` when it was not ``medal round`` (None: absent, or ours)."""
     path = rd / "tasks.json"
@@ -156,6 +188,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
 
     checkpoint = rd / "model.pt"
     if "train" not in state:
+        _require_ingested(run_dir, index, dataset)
         bad: dict[str, str] = {}
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
                               skipped=bad, holdout=cfg.training.holdout)

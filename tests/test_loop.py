@@ -104,6 +104,32 @@ def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
     np.testing.assert_array_equal(hist, before)
 
 
+def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_path):
+    """Finished annotations not merged into run/labels would not be learnt from, and their units could
+    be asked for again: the next round refuses to train, says what to run, and leaves nothing behind."""
+    ds = _seed_labels(tmp_path)
+    cfg = config_from_dict(TINY)
+    labels_before = {p.name: p.read_bytes() for p in labels_dir(tmp_path).glob("*.nii.gz")}
+    lab = load_volume(ds.case("hippocampus_006").label)
+    ann = np.full(lab.shape, UNLABELED, np.uint8)
+    ann[:, :, 12] = lab.array[:, :, 12]
+    rd0 = tmp_path / "round_000"
+    save_volume(lab.with_array(ann), rd0 / "annotations" / "hippocampus_006.nii.gz")
+    with pytest.raises(ValueError, match=r"round_000: finished annotations of 1 case\(s\) \(hippocampus_006\) are not "
+                                         r"merged .* run `medal ingest .* --round .*round_000` first"):
+        run_round(tmp_path, ds, cfg, index=1, pool=POOL)
+    assert not (tmp_path / "round_001").exists()
+    assert {p.name: p.read_bytes() for p in labels_dir(tmp_path).glob("*.nii.gz")} == labels_before
+    ingest(tmp_path, rd0, ds)
+    assert run_round(tmp_path, ds, cfg, index=1, pool=POOL, stop_after="train").steps_run == ["train"]
+    # painted again after the ingest (a later save of the same case): pending once more
+    later = (rd0 / "ingest.json").stat().st_mtime_ns + 10**9
+    os.utime(rd0 / "annotations" / "hippocampus_006.nii.gz", ns=(later, later))
+    with pytest.raises(ValueError, match="round_000: finished annotations of 1 case"):
+        run_round(tmp_path, ds, cfg, index=2, pool=POOL)
+    assert run_round(tmp_path, ds, cfg, index=1, pool=POOL, stop_after="score").steps_run == ["score"]  # trained
+
+
 def test_round_without_any_label_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="no annotated voxel in the pool yet; start with `medal coldstart`"):
         run_round(tmp_path, load_dataset(sample_dataset()), config_from_dict(TINY), index=0, pool=POOL)
