@@ -112,17 +112,27 @@ def pending_ingest(round_path) -> list[str]:
                   if not p.name.startswith(".") and p.stat().st_mtime_ns > since)
 
 
+def _history_path(lab_dir: Path, cid: str, round_name: str) -> Path:
+    """``labels/.history/<case>.<round>.nii.gz``; a round ingested again (more painted after its first
+    ingest) keeps every earlier version: ``<case>.<round>.2.nii.gz``, ``.3``, ... (never overwritten)."""
+    path = lab_dir / ".history" / f"{cid}.{round_name}.nii.gz"
+    n = 2
+    while path.exists():
+        path = lab_dir / ".history" / f"{cid}.{round_name}.{n}.nii.gz"
+        n += 1
+    return path
+
+
 def _require_ingested(run_dir, index: int, dataset: Dataset) -> None:
     """Refuse to train round ``index`` while an earlier round holds finished annotations not merged into
     ``run/labels``: the model would not learn from them and the selection could ask for the same units
     again (an expert's time spent twice). The files stay where they are; the message says what to run."""
-    for earlier in sorted(Path(run_dir).glob("round_[0-9]*")):
-        try:
-            k = int(earlier.name.split("_", 1)[1])
-        except ValueError:
-            continue
-        if k >= index or not earlier.is_dir():
-            continue
+    for earlier in sorted(Path(run_dir).iterdir()):
+        if not earlier.is_dir() or not (earlier / "annotations").is_dir():
+            continue  # a round's folder (round_000, or a cold start's --out such as round_init) has annotations/
+        number = earlier.name[len("round_"):] if earlier.name.startswith("round_") else ""
+        if number.isdigit() and int(number) >= index:
+            continue  # this round or a later one
         cases = pending_ingest(earlier)
         if cases:
             shown = ", ".join(cases[:3]) + (", ..." if len(cases) > 3 else "")
@@ -420,7 +430,7 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
         target = lab_dir / f"{cid}.nii.gz"
         if target.is_file():
             old = load_volume(target)
-            save_volume(old, lab_dir / ".history" / f"{cid}.{round_path.name}.nii.gz")
+            save_volume(old, _history_path(lab_dir, cid, round_path.name))
             merged = old.array.astype(np.uint8).copy()
         else:
             merged = empty_partial_labels(image.shape)

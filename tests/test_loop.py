@@ -102,6 +102,15 @@ def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
     assert (after[:, :, 20] == before[:, :, 20]).all()  # untouched annotation survives
     hist = load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.nii.gz").array
     np.testing.assert_array_equal(hist, before)
+    # the round ingested again after more painting: the first history file is kept, a second one added
+    ann[:, :, 16] = 2
+    save_volume(load_volume(target).with_array(ann), rd / "annotations" / "hippocampus_004.nii.gz")
+    ingest(tmp_path, rd, ds)
+    np.testing.assert_array_equal(
+        load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.nii.gz").array, before)
+    np.testing.assert_array_equal(
+        load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.2.nii.gz").array, after)
+    assert (load_volume(target).array[:, :, 16] == 2).all()
 
 
 def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_path):
@@ -128,6 +137,12 @@ def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_pat
     with pytest.raises(ValueError, match="round_000: finished annotations of 1 case"):
         run_round(tmp_path, ds, cfg, index=2, pool=POOL)
     assert run_round(tmp_path, ds, cfg, index=1, pool=POOL, stop_after="score").steps_run == ["score"]  # trained
+    # a cold start's folder under any name (the CLI reference's run/round_init) counts too
+    ingest(tmp_path, rd0, ds)
+    save_volume(lab.with_array(ann), tmp_path / "round_init" / "annotations" / "hippocampus_007.nii.gz")
+    with pytest.raises(ValueError, match=r"round_init: finished annotations of 1 case\(s\) \(hippocampus_007\)"):
+        run_round(tmp_path, ds, cfg, index=2, pool=POOL)
+    assert not (tmp_path / "round_002").exists()
 
 
 def test_round_without_any_label_says_what_to_do(tmp_path):
