@@ -19,13 +19,18 @@ AFFINE_ATOL = 1e-3
 
 
 def require_finite(image: Volume, name: str) -> None:
-    if not np.issubdtype(image.array.dtype, np.floating):
-        return
-    finite = np.isfinite(image.array)
-    if not finite.all():
-        n_nan = int(np.isnan(image.array).sum())
-        n_inf = int(finite.size - finite.sum()) - n_nan
-        raise DatasetError(f"{name}: {n_nan} NaN and {n_inf} Inf intensity values", path=image.path)
+    """Intensities a model can read: no NaN or Inf, and not one value everywhere (a constant volume is an
+    empty or failed export: nothing to segment, and an expert shown it would see a blank slice)."""
+    arr = image.array
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(finite.size - finite.sum()) - n_nan
+            raise DatasetError(f"{name}: {n_nan} NaN and {n_inf} Inf intensity values", path=image.path)
+    if arr.size and arr.min() == arr.max():
+        raise DatasetError(f"{name}: every voxel has the same intensity ({arr.flat[0].item():g}): an empty or failed "
+                           "export?", path=image.path)
 
 
 def require_same_grid(image: Volume, label: Volume, label_name: str) -> None:

@@ -10,13 +10,13 @@ from medal.data import Volume, check_dataset, load_volume, sample_dataset, save_
 
 @pytest.fixture
 def broken_dataset(tmp_path):
-    """A copy of 9 real sample cases, 8 of them broken in a different way, on disk."""
+    """A copy of 10 real sample cases, 9 of them broken in a different way, on disk."""
     src = sample_dataset()
     root = tmp_path / "broken"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     shutil.copy(src / "LICENSE", root / "LICENSE")
-    ids = sorted(p.name for p in (src / "imagesTr").iterdir())[:9]
+    ids = sorted(p.name for p in (src / "imagesTr").iterdir())[:10]
     for name in ids:
         shutil.copy(src / "imagesTr" / name, root / "imagesTr" / name)
         shutil.copy(src / "labelsTr" / name, root / "labelsTr" / name)
@@ -54,6 +54,9 @@ def broken_dataset(tmp_path):
     lab(7).unlink()
     # 8: 2D image
     nib.save(nib.Nifti1Image(np.zeros((30, 40), np.float32), np.eye(4)), img(8))
+    # 9: a constant image (an empty export): nothing to segment, a blank slice for the expert
+    iv = load_volume(img(9))
+    save_volume(iv.with_array(np.zeros_like(iv.array)), img(9))
     return root, ids
 
 
@@ -61,7 +64,7 @@ def test_check_reports_every_problem_and_keeps_going(broken_dataset):
     root, ids = broken_dataset
     report = check_dataset(root)
     assert not report.ok
-    assert len(report.cases) == 9  # went past every bad case
+    assert len(report.cases) == 10  # went past every bad case
     by_id = {c.case_id: c for c in report.cases}
     cid = [i.replace(".nii.gz", "") for i in ids]
     expect = {
@@ -73,6 +76,7 @@ def test_check_reports_every_problem_and_keeps_going(broken_dataset):
         6: rf"labelsTr/{ids[6]}: label values \[7\] are not in dataset.json labels \[0, 1, 2\]",
         7: rf"labelsTr/{ids[7]}: file not found",
         8: rf"imagesTr/{ids[8]}: expected a 3D volume, got 2D with shape \(30, 40\)",
+        9: rf"imagesTr/{ids[9]}: every voxel has the same intensity \(0\): an empty or failed export\?",
     }
     import re
 
@@ -81,10 +85,10 @@ def test_check_reports_every_problem_and_keeps_going(broken_dataset):
         problems = by_id[cid[i]].problems
         assert len(problems) == 1, (i, problems)
         assert re.search(pattern, problems[0]), (i, problems[0])
-    assert report.n_problems == 8
-    assert "FAILED: 9 cases checked, 8 problem(s)" in report.summary()
+    assert report.n_problems == 9
+    assert "FAILED: 10 cases checked, 9 problem(s)" in report.summary()
     d = json.loads(report.to_json())
-    assert d["ok"] is False and d["n_problems"] == 8
+    assert d["ok"] is False and d["n_problems"] == 9
 
 
 def test_check_empty_dataset(tmp_path):
