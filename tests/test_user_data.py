@@ -206,6 +206,9 @@ def test_coldstart_bad_budget_and_nan_image(tmp_path, sample_cases):
     arr = bad.array.astype(np.float32)
     arr[0, 0, 0] = np.nan
     save_volume(bad.with_array(arr), root / "nan_case.nii.gz")
+    save_volume(bad.with_array(np.zeros_like(arr)), root / "blank.nii.gz")  # an empty export
+    data = (root / "nan_case.nii.gz").read_bytes()
+    (root / "cut.nii.gz").write_bytes(data[: len(data) // 3])
     for budget in ("0", "nan", "-5"):
         out = medal("coldstart", root, "--out", tmp_path / f"cs{budget}", "--budget", budget)
         assert out.returncode == 1 and "budget: expected a finite number of seconds > 0" in one_error_line(out)
@@ -215,8 +218,10 @@ def test_coldstart_bad_budget_and_nan_image(tmp_path, sample_cases):
     out = medal("coldstart", root, "--out", tmp_path / "cs", "--budget", "120", "--config", thumbs)
     assert out.returncode == 1  # a case was skipped: said, and the others chosen from
     assert "SKIPPED [nan_case]" in out.stderr and "nan_case.nii.gz: 1 NaN and 0 Inf intensity values" in out.stderr
+    assert "SKIPPED [blank] blank.nii.gz: every voxel has the same intensity (0)" in out.stderr
+    assert "SKIPPED [cut] cut.nii.gz: file is truncated" in out.stderr  # named as in the other lines
     tasks = json.loads((tmp_path / "cs" / "tasks.json").read_text())["tasks"]
-    assert tasks and "nan_case" not in {t["case_id"] for t in tasks}
+    assert tasks and not {"nan_case", "blank", "cut"} & {t["case_id"] for t in tasks}
 
 
 def test_coldstart_axis_chooses_over_several_planes_from_the_command_or_the_config(tmp_path):

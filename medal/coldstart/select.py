@@ -280,8 +280,8 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
         try:
             img = load_volume(case.image)
             require_finite(img, dataset.relative(case.image))
-        except DatasetError as exc:
-            skipped[case.case_id] = str(exc)  # reported; the other cases go on
+        except DatasetError as exc:  # reported (the path as the other messages give it); the other cases go on
+            skipped[case.case_id] = str(exc).replace(str(case.image), dataset.relative(case.image), 1)
             continue
         x = normalize_intensity(img.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
         for ax in dict.fromkeys(resolve_axis(int(a) if a.isdigit() else a, img.orientation) for a in names):
