@@ -44,7 +44,7 @@ def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
     labelled = sorted(c.case_id for c in dataset.cases if c.label is not None)
     explicit_pool = None
     if cfg.split_file:
-        split = json.loads(Path(cfg.split_file).read_text())
+        split = read_split(cfg.split_file)
         test = [c for c in split["test"] if c in set(labelled)]
         if "pool" in split:
             explicit_pool = [c for c in split["pool"] if c in set(labelled) and c not in set(test)]
@@ -57,6 +57,34 @@ def split_cases(dataset: Dataset, cfg) -> tuple[list[str], list[str]]:
     if not pool or not test:
         raise ValueError(f"{dataset.root}: need labelled cases for both the pool and the test split")
     return pool, test
+
+
+def read_split(path) -> dict:
+    """A split file: ``{"test": [case ids], "pool": [case ids] (optional)}``; a one-line error naming
+    ``simulation.split_file`` and the file when it cannot be read or is not of that form."""
+    try:
+        split = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = "not found" if isinstance(exc, FileNotFoundError) else f"not readable JSON ({type(exc).__name__})"
+        raise ValueError(f"simulation.split_file: {path}: {why}") from None
+    if not isinstance(split, dict) or not isinstance(split.get("test"), list) \
+            or not isinstance(split.get("pool", []), list):
+        raise ValueError(f"simulation.split_file: {path}: expected {{\"test\": [case ids], \"pool\": [case ids] "
+                         "(optional)}")
+    return split
+
+
+def _split_strays(dataset: Dataset, sim) -> dict[str, str]:
+    """Cases a split file lists that are not labelled cases of the dataset (a typo, another dataset's
+    file): left out by :func:`split_cases`, so said here rather than evaluating on fewer cases unawares."""
+    if not sim.split_file:
+        return {}
+    split = read_split(sim.split_file)
+    labelled = {c.case_id for c in dataset.cases if c.label is not None}
+    known = {c.case_id for c in dataset.cases}
+    return {cid: (f"{sim.split_file}: its {key!r} list names {cid!r}, "
+                  + ("a case without a label file" if cid in known else f"not a case of {dataset.root}"))
+            for key in ("test", "pool") for cid in split.get(key) or [] if cid not in labelled}
 
 
 def usable_cases(dataset: Dataset, case_ids) -> tuple[list[str], dict[str, tuple], dict[str, str]]:
@@ -609,13 +637,13 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                               "(or resume it: --resume)")
     if resume and not meta_path.is_file():
         raise ValueError(f"{meta_path}: no simulation to resume here")
-    out_dir.mkdir(parents=True, exist_ok=True)
     sim = cfg.simulation
     workers = max(1, workers if workers is not None else sim.workers)
     pool, test = split_cases(dataset, sim)
     pool, shapes, skipped = usable_cases(dataset, pool)
     test, _, bad_test = usable_cases(dataset, test)
     skipped.update(bad_test)
+    skipped.update(_split_strays(dataset, sim))
     for cid, why in skipped.items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not pool or not test:
@@ -660,6 +688,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
         envs = list(old.get("environments") or [{"note": "not recorded (an older medal)"}])
         meta["environments"] = envs + [e for e in meta["environments"] if e not in envs]
         kept = _finished_rows(out_dir / "results.csv", sim)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused simulation leaves no folder behind
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
     orientation = load_volume(dataset.case(pool[0]).image).orientation
     threads = cfg.training.num_threads or max(1, (os.cpu_count() or 1) // workers)

@@ -789,7 +789,7 @@ def test_simulate_skips_cases_that_fail_the_dataset_checks_and_says_why(tmp_path
     aff[0, 3] += 3.0
     nib.save(nib.Nifti1Image(np.asarray(lab.dataobj), aff), ds / "labelsTr" / f"{shifted_id}.nii.gz")
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"pool": ids[:4], "test": ids[4:]}))
+    split.write_text(json.dumps({"pool": ids[:4], "test": ids[4:] + ["hippocampus_999"]}))  # a typo'd id too
     cfg = {**SMALL, "simulation": {**SMALL["simulation"], "strategies": ["fg_random"], "seeds": [0], "rounds": 1,
                                    "split_file": str(split), "max_pool": 0}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -798,11 +798,12 @@ def test_simulate_skips_cases_that_fail_the_dataset_checks_and_says_why(tmp_path
                  "--deadline", "0"]) == 1
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if line.startswith("SKIPPED")]
-    assert len(skipped) == 2, err
+    assert len(skipped) == 3, err
     assert f"labelsTr/{mask_id}.nii.gz" in skipped[0] and "0/255 binary mask" in skipped[0]
     assert f"labelsTr/{shifted_id}.nii.gz" in skipped[1] and "affine differs" in skipped[1]
+    assert skipped[2].startswith(f"SKIPPED [hippocampus_999] {split}: its 'test' list names 'hippocampus_999', not a case")
     meta = json.loads((out / "simulation.json").read_text())
-    assert sorted(meta["skipped"]) == [mask_id, shifted_id]
+    assert sorted(meta["skipped"]) == sorted([mask_id, shifted_id, "hippocampus_999"])
     assert meta["pool"] == [ids[0], ids[2], ids[3]] and meta["test"] == [ids[5]]
     assert [r["round"] for r in read_results(out / "results.csv")] == [0]
     assert mask_id in (out / "report.md").read_text()
@@ -811,4 +812,7 @@ def test_simulate_skips_cases_that_fail_the_dataset_checks_and_says_why(tmp_path
     assert main(["simulate", str(ds), "--out", str(tmp_path / "p"), "--config", str(tmp_path / "c.yaml")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("medal: error:") and "no usable test case" in err[-1]
-    assert "Traceback" not in "\n".join(err)
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "p").exists()  # a refused run leaves no folder
+    split.unlink()
+    assert main(["simulate", str(ds), "--out", str(tmp_path / "p"), "--config", str(tmp_path / "c.yaml")]) == 1
+    assert capsys.readouterr().err == f"medal: error: simulation.split_file: {split}: not found\n"
