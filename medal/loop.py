@@ -316,7 +316,7 @@ def round_spending(round_path) -> dict:
     seen = set()
     if log.is_file():
         try:
-            records = read_annotation_log(log)
+            records = read_annotation_log(log, strict=False)  # a line cut by a crash hides no other task
         except ValueError:
             records = []
         for rec in records:
@@ -472,7 +472,7 @@ def _qc_tasks_of(round_path: Path):
     log = round_path / "annotation_log.jsonl"
     if log.is_file():
         try:
-            users = {str(r.get("task_id")): str(r.get("user", "")) for r in read_annotation_log(log)}
+            users = {str(r.get("task_id")): str(r.get("user", "")) for r in read_annotation_log(log, strict=False)}
         except ValueError:
             pass
     return by_case, users
@@ -491,7 +491,7 @@ def _qc_agreement(round_path: Path, tasks, new, existing: np.ndarray, dataset: D
         first_user = ""
         if log.is_file():
             try:
-                first_user = next((str(x.get("user", "")) for x in read_annotation_log(log)
+                first_user = next((str(x.get("user", "")) for x in read_annotation_log(log, strict=False)
                                    if str(x.get("task_id")) == first_task), "")
             except ValueError:
                 pass

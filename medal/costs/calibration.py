@@ -117,7 +117,7 @@ def calibration_pairs(round_dirs) -> list[dict]:
             continue
         try:
             tasks = {t.task_id: t for t in read_tasks(rd / "tasks.json").tasks}
-            records = read_annotation_log(log)
+            records = read_annotation_log(log, strict=False)
         except (TaskError, ValueError, OSError):
             continue
         seen = set()

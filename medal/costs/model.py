@@ -96,27 +96,46 @@ def append_annotation_log(path, record: dict) -> None:
     import os
 
     line = json.dumps(record, sort_keys=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+    with open(path, "a+b") as fh:
+        torn = False
+        if fh.seek(0, os.SEEK_END) > 0:
+            fh.seek(-1, os.SEEK_END)
+            # a write cut short (a crash mid-line) left no newline: start on a line of our own, or this
+            # record would be glued to the fragment and lost with it
+            torn = fh.read(1) != b"\n"
+        fh.write((("\n" if torn else "") + line + "\n").encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_annotation_log(path) -> list[dict]:
-    """Records of a JSON-lines annotation log; a malformed line is an error naming its number."""
+def read_annotation_log(path, *, strict: bool = True, bad: list | None = None) -> list[dict]:
+    """Records of a JSON-lines annotation log.
+
+    ``strict`` (a log a person names, e.g. ``medal costs fit``): a malformed line is an error naming its
+    number. Otherwise (a round's own log, read by calibration, spending, the report and the annotation
+    plugin) a malformed line, such as the fragment a crash mid-write leaves, is skipped and its number
+    appended to ``bad``: one cut line must not hide the round's other timed tasks.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: annotation log not found (a round's annotation_log.jsonl)")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace" if not strict else "strict")
+                             .splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+            if strict:
+                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+            rec = None
         if not isinstance(rec, dict) or "seconds" not in rec:
-            raise ValueError(f"{path}:{n}: a record needs 'seconds' and the effort features")
+            if strict:
+                raise ValueError(f"{path}:{n}: a record needs 'seconds' and the effort features")
+            if bad is not None:
+                bad.append(n)
+            continue
         out.append(rec)
     return out
 

@@ -390,7 +390,7 @@ def qc_tasks(earlier_rounds, round_dir, *, budget_s: float, seed: int = 0) -> li
             continue
         try:
             tl = read_tasks(rd / "tasks.json")
-            secs = {str(r.get("task_id")): float(r["seconds"]) for r in read_annotation_log(log)}
+            secs = {str(r.get("task_id")): float(r["seconds"]) for r in read_annotation_log(log, strict=False)}
         except (TaskError, ValueError, OSError):
             continue
         pool += [(rd, tl, t, secs[t.task_id]) for t in tl.tasks

@@ -43,6 +43,32 @@ def test_calibration_recovers_a_known_multiplicative_bias(tmp_path):
     assert one.scale == pytest.approx(np.sqrt(1.7), rel=1e-6) and one.method.startswith("scale (half-way")
 
 
+def test_a_log_line_cut_by_a_crash_hides_no_other_task(tmp_path):
+    """A crash mid-write leaves half a line without a newline: the next record starts on its own line,
+    calibration and the round's spending keep every whole record, and a log a person names (strict,
+    as `medal costs fit` reads it) still says which line is bad."""
+    from medal.costs import read_annotation_log
+    from medal.loop import round_spending
+
+    p = np.linspace(10, 60, 12)
+    rd = _round(tmp_path, "round_000", p, [2.0 * x for x in p[:6]] + [None] * 6)
+    log = rd / "annotation_log.jsonl"
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"task_id": "t0006", "seconds": 2.0 * p[6]})[:15])  # the crash
+    for i in range(6, 12):
+        append_annotation_log(log, {"task_id": f"t{i:04d}", "seconds": 2.0 * p[i]})
+    assert log.read_text().splitlines()[6] == '{"task_id": "t0'
+    cut: list[int] = []
+    assert [r["task_id"] for r in read_annotation_log(log, strict=False, bad=cut)] == [f"t{i:04d}" for i in range(12)]
+    assert cut == [7]
+    with pytest.raises(ValueError, match=r"annotation_log\.jsonl:7: not valid JSON"):
+        read_annotation_log(log)
+    cal = fit_calibration(calibration_pairs([rd]), method="scale")
+    assert cal.n_tasks == 12 and cal.scale == pytest.approx(np.sqrt(2.0), rel=1e-6)  # one round: half-way
+    spent = round_spending(rd)
+    assert spent["logged"] == 12 and spent["charged_s"] == pytest.approx(2.0 * p.sum())
+
+
 def test_a_bias_that_does_not_carry_over_is_not_applied(tmp_path):
     """A weak first model over-draws structure (charged 0.75x predicted); the next model does not (1.0x).
     Round 0's correction would overshoot round 1's, so none is applied."""

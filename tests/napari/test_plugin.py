@@ -442,7 +442,8 @@ def test_undo_then_redo_cannot_bring_back_an_edit_off_the_task(open_widget, roun
     assert "undo/redo were undone again" in s.messages[-1][1]
 
 
-@pytest.mark.parametrize("kill_at", ["after labels", "after progress", "after log", "after logged", "none"])
+@pytest.mark.parametrize("kill_at", ["after labels", "after progress", "mid log line", "after log", "after logged",
+                                     "none"])
 def test_a_kill_during_done_leaves_a_round_that_reopens_consistent(open_widget, round_dir, qtbot, kill_at,
                                                                    monkeypatch):
     """Done writes labels, progress (done + log record), the log line, progress (logged), tasks.json:
@@ -475,6 +476,14 @@ def test_a_kill_during_done_leaves_a_round_that_reopens_consistent(open_widget, 
     monkeypatch.setattr(RoundStore, "save_progress", progress)
     if kill_at == "after progress":
         monkeypatch.setattr(session_mod.AnnotationSession, "_append_log", lambda self, r: (_ for _ in ()).throw(Killed()))
+    if kill_at == "mid log line":  # the process dies inside the write: half a line, no newline
+
+        def cut_short(self, record):
+            with open(self.store.log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, sort_keys=True)[:40])
+            raise Killed
+
+        monkeypatch.setattr(session_mod.AnnotationSession, "_append_log", cut_short)
     if kill_at == "after logged":
         monkeypatch.setattr(session_mod.AnnotationSession, "_write_statuses", lambda self: (_ for _ in ()).throw(Killed()))
     if kill_at == "none":
@@ -489,8 +498,12 @@ def test_a_kill_during_done_leaves_a_round_that_reopens_consistent(open_widget, 
     s2 = widget2.session
     again = next(t for t in s2.tasks if t.task_id == task.task_id)
     assert again.status == "done"
-    log = read_annotation_log(round_dir / "annotation_log.jsonl")
+    cut: list[int] = []
+    log = read_annotation_log(round_dir / "annotation_log.jsonl", strict=False, bad=cut)
     assert [r["task_id"] for r in log].count(task.task_id) == 1
+    assert len(cut) == (kill_at == "mid log line")  # the fragment set aside; the record again, on a line of its own
+    if kill_at == "mid log line":
+        assert any("cut short by the crash, is set aside" in m for _, m in s2.messages)
     state = json.loads((round_dir / "annotations" / f"{task.case_id}.json").read_text())["tasks"][task.task_id]
     assert state["status"] == "done" and state["logged"]
     assert {t.task_id: t.status for t in read_tasks(round_dir / "tasks.json").tasks}[task.task_id] == "done"

@@ -183,8 +183,10 @@ class RoundStore:
         from .edits import log_record
 
         fixed: list[str] = []
+        cut: list[int] = []
         try:
-            logged = {str(r.get("task_id")) for r in read_annotation_log(self.log_path)} if self.log_path.is_file() else set()
+            logged = {str(r.get("task_id")) for r in read_annotation_log(self.log_path, strict=False, bad=cut)} \
+                if self.log_path.is_file() else set()
         except ValueError:
             logged = set()
         by_case: dict[str, list[Task]] = {}
@@ -220,7 +222,9 @@ class RoundStore:
                     if record and t.task_id not in logged:  # never twice
                         append_annotation_log(self.log_path, record)
                         logged.add(t.task_id)
-                        fixed.append(f"{t.task_id}: time log line written")
+                        fixed.append(f"{t.task_id}: time log line written"
+                                     + (f" (line {', '.join(map(str, cut))} of {self.log_path.name}, cut short by "
+                                        "the crash, is set aside)" if cut else ""))
                     state["logged"] = True
                     changed = True
             if changed:
