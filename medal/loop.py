@@ -69,6 +69,11 @@ def run_round(run_dir, dataset: Dataset, cfg: MedalConfig, *, index: int, pool: 
     if int(index) < 0:
         raise ValueError(f"round index: a round number is 0, 1, 2, ..., got {index}")
     rd = round_dir(run_dir, index)
+    numbered = [int(d.name[len("round_"):]) for d in Path(run_dir).glob("round_*")
+                if d.is_dir() and d.name[len("round_"):].isdigit()] if Path(run_dir).is_dir() else []
+    if numbered and int(index) > max(numbered) + 1:  # a typo: round 5 after round 1 would also train from scratch
+        raise ValueError(f"round index {index}: {run_dir}'s last round is {max(numbered)}, so the next is "
+                         f"{max(numbered) + 1} (--index {max(numbered) + 1}); rounds are numbered without gaps")
     known = {c.case_id for c in dataset.cases}
     if pool is not None:
         unknown = sorted(set(pool) - known)

@@ -145,6 +145,17 @@ def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_pat
     assert not (tmp_path / "round_002").exists()
 
 
+def test_a_round_number_past_the_next_is_refused(tmp_path):
+    """--index 5 after round 1 (a typo) would train from scratch, no warm start: refused, nothing made.
+    With no numbered round yet, 0 or 1 (after a cold start under another name) are both fine to start."""
+    ds = _seed_labels(tmp_path)
+    (tmp_path / "round_000").mkdir()
+    (tmp_path / "round_001").mkdir()
+    with pytest.raises(ValueError, match=r"round index 5: .* last round is 1, so the next is 2 \(--index 2\)"):
+        run_round(tmp_path, ds, config_from_dict(TINY), index=5, pool=POOL)
+    assert sorted(p.name for p in tmp_path.glob("round_*")) == ["round_000", "round_001"]
+
+
 def test_round_without_any_label_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="no annotated voxel in the pool yet; start with `medal coldstart`"):
         run_round(tmp_path, load_dataset(sample_dataset()), config_from_dict(TINY), index=0, pool=POOL)
