@@ -159,6 +159,9 @@ def cmd_select(args) -> int:
     ds = load_dataset(args.dataset)
     if not Path(args.scores).is_dir():
         raise ValueError(f"{args.scores}: no such scores folder (what `medal score --out` wrote)")
+    inner = Path(args.scores) / "scores"
+    if inner.is_dir() and not any(Path(args.scores).glob("*/prediction.nii.gz")):
+        args.scores = str(inner)  # `medal score --out run` writes run/scores/<case>/: take the folder given either way
     res = select_round(ds, args.scores, args.out, regions_cfg=regions, costs_cfg=cfg.costs, selection_cfg=sel,
                        labels_dir=args.labels, data_cfg=cfg.data, coldstart_cfg=cfg.coldstart, progress=True,
                        overwrite=args.overwrite, allow_empty=args.allow_empty)

@@ -258,6 +258,20 @@ def test_select_cli_reserve_option(tmp_path, scores_dir):
     assert bad.returncode != 0 and "selection.reserve" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_select_takes_the_folder_medal_score_was_given_as_well_as_its_scores_subfolder(tmp_path, scores_dir):
+    """`medal score --out run` writes run/scores/<case>/; `--scores run` (the natural slip) chooses the same
+    tasks as `--scores run/scores` instead of failing with 'no case has score volumes'."""
+    from medal.cli import main
+
+    tasks = {}
+    for name, given in (("inner", scores_dir), ("outer", scores_dir.parent)):
+        assert main(["select", str(sample_dataset()), "--scores", str(given), "--budget", "120", "--strategy",
+                     "fg_random", "--out", str(tmp_path / name)]) == 0
+        tasks[name] = [(t["case_id"], t["axis"], t["index"])
+                       for t in json.loads((tmp_path / name / "tasks.json").read_text())["tasks"]]
+    assert tasks["inner"] and tasks["outer"] == tasks["inner"]
+
+
 def test_typical_rounds_use_fg_typical_first_then_the_strategy(tmp_path, scores_dir):
     from medal.config import ColdstartConfig, ConfigError, CostsConfig, RegionsConfig, SelectionConfig
     from medal.selection.api import select_round
