@@ -9,6 +9,7 @@ Composition only, no maths. A run folder holds the partial labels and one folder
     RUN/round_000/scores/...         score volumes of the pool
     RUN/round_000/tasks.json         what to annotate next (+ masks/ for supervoxels)
     RUN/round_000/annotations/       finished annotations for ingest (napari plugin or the oracle)
+    RUN/round_000/ingested/          each annotation as ingest last merged it (a re-ingest merges changes only)
     RUN/round_000/manifest.json      written once, when the round is complete
 
 A round interrupted anywhere resumes from the first unfinished step: each step's outputs are written
@@ -390,6 +391,10 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
     reported in ``skipped`` and left alone, and the others are merged. Annotated voxels replace what
     was there (an expert's correction wins); the previous label file is kept in ``labels/.history/``
     first, so nothing an expert painted is ever lost.
+
+    A round ingested again (its expert painted more after the first ingest) merges only the voxels its
+    files changed since then (``round_path/ingested/`` keeps each file as last merged): a later round's
+    corrections of the same voxels are not replaced by this round's older values.
     """
     from medal.data import DatasetError
     from medal.data.validate import require_same_grid
@@ -440,6 +445,14 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
         else:
             merged = empty_partial_labels(image.shape)
         painted = new.array != UNLABELED
+        snapshot = round_path / "ingested" / f"{cid}.nii.gz"
+        if snapshot.is_file():  # ingested before: only what was painted or changed since then is news
+            try:
+                before = load_volume(snapshot).array
+                if before.shape == painted.shape:
+                    painted &= new.array != before
+            except DatasetError:
+                pass  # an unreadable snapshot: merge the whole file, as a first ingest does
         if cid in qc_by_case:  # quality control: compare with the first annotation, keep that one
             qc_results += _qc_agreement(round_path, qc_by_case[cid], new, merged, dataset, users)
             qc_region = np.zeros(painted.shape, bool)
@@ -453,6 +466,7 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
         changed = int((painted & (merged != UNLABELED) & (merged != new.array)).sum())
         merged[painted] = new.array[painted]
         save_volume(image.with_array(merged), target)
+        save_volume(new, snapshot)
         out[cid] = {"added": added, "changed": changed}
     spending = round_spending(round_path)
     atomic_write_json(round_path / "ingest.json", {"cases": out, "skipped": skipped, "spending": spending,

@@ -102,15 +102,25 @@ def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
     assert (after[:, :, 20] == before[:, :, 20]).all()  # untouched annotation survives
     hist = load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.nii.gz").array
     np.testing.assert_array_equal(hist, before)
-    # the round ingested again after more painting: the first history file is kept, a second one added
+    # a later round corrects part of round 0's slice ...
+    fix = np.full(before.shape, UNLABELED, np.uint8)
+    fix[:4, :, 15] = 2
+    save_volume(load_volume(target).with_array(fix), tmp_path / "round_001" / "annotations" / "hippocampus_004.nii.gz")
+    ingest(tmp_path, tmp_path / "round_001", ds)
+    corrected = load_volume(target).array
+    # ... then round 0 is ingested again after its expert painted one more slice: only that slice is news,
+    # so the later correction stands; the first history file is kept, a second one added
     ann[:, :, 16] = 2
     save_volume(load_volume(target).with_array(ann), rd / "annotations" / "hippocampus_004.nii.gz")
-    ingest(tmp_path, rd, ds)
+    rep = ingest(tmp_path, rd, ds)
+    final = load_volume(target).array
+    assert (final[:, :, 16] == 2).all() and (final[:4, :, 15] == 2).all() and (final[4:, :, 15] == 1).all()
+    assert rep.cases["hippocampus_004"] == {"added": before.shape[0] * before.shape[1], "changed": 0}
     np.testing.assert_array_equal(
         load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.nii.gz").array, before)
     np.testing.assert_array_equal(
-        load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.2.nii.gz").array, after)
-    assert (load_volume(target).array[:, :, 16] == 2).all()
+        load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.2.nii.gz").array, corrected)
+    assert after[0, 0, 10] == final[0, 0, 10] == 2
 
 
 def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_path):
