@@ -21,6 +21,9 @@ from .validate import require_finite, require_label_values, require_same_grid
 
 __all__ = ["CaseReport", "DatasetReport", "check_dataset"]
 
+#: the summary notes mixed voxel spacing from this ratio of the largest to the smallest spacing along an axis
+SPACING_RATIO_NOTE = 1.5
+
 
 @dataclass
 class CaseReport:
@@ -83,6 +86,12 @@ class DatasetReport:
             lines.append(f"  shape: min {tuple(shapes.min(0).tolist())}, max {tuple(shapes.max(0).tolist())}")
             lines.append(f"  spacing (mm): min {tuple(np.round(spac.min(0), 3).tolist())}, "
                          f"max {tuple(np.round(spac.max(0), 3).tolist())}")
+            ratio = spac.max(0) / np.maximum(spac.min(0), 1e-9)
+            if ratio.max() >= SPACING_RATIO_NOTE:
+                lines.append(f"  NOTE: voxel spacing differs across cases, up to {ratio.max():.1f}x along axis "
+                             f"{int(ratio.argmax())}: medal trains on each volume's voxel grid as it is (no "
+                             "resampling), so the same anatomy spans different numbers of voxels; resample the "
+                             "cases to one spacing first if that matters for your structures")
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")

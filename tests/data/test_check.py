@@ -135,6 +135,25 @@ def test_a_0_255_mask_is_a_warning_naming_the_file(tmp_path):
     assert json.loads(report.to_json())["cases"][report.cases.index(bad[0])]["warnings"] == bad[0].warnings
 
 
+def test_mixed_voxel_spacing_is_noted_not_failed(tmp_path):
+    """Two real cases re-declared at 3 mm slices (image and label alike, as a thick-slice scanner writes
+    them): still ok, and the summary says medal does not resample, naming the axis and the ratio."""
+    src = sample_dataset()
+    root = tmp_path / "thick"
+    shutil.copytree(src, root)
+    for name in sorted(p.name for p in (root / "imagesTr").iterdir())[:2]:
+        for folder in ("imagesTr", "labelsTr"):
+            v = load_volume(root / folder / name)
+            aff = v.affine.copy()
+            aff[:3, 2] *= 3.0
+            save_volume(Volume(v.array, aff), root / folder / name)
+    report = check_dataset(root)
+    assert report.ok, report.summary()
+    notes = [x for x in report.summary().splitlines() if "NOTE" in x]
+    assert len(notes) == 1 and "up to 3.0x along axis 2" in notes[0] and "no resampling" in notes[0]
+    assert not [x for x in check_dataset(src).summary().splitlines() if "NOTE" in x]
+
+
 def test_bundled_sample_checks_clean():
     report = check_dataset(sample_dataset())
     assert report.ok, report.summary()
