@@ -438,12 +438,8 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
                              f"(or {UNLABELED} = not annotated)")
             continue
         target = lab_dir / f"{cid}.nii.gz"
-        if target.is_file():
-            old = load_volume(target)
-            save_volume(old, _history_path(lab_dir, cid, round_path.name))
-            merged = old.array.astype(np.uint8).copy()
-        else:
-            merged = empty_partial_labels(image.shape)
+        old = load_volume(target) if target.is_file() else None
+        merged = old.array.astype(np.uint8).copy() if old is not None else empty_partial_labels(image.shape)
         painted = new.array != UNLABELED
         snapshot = round_path / "ingested" / f"{cid}.nii.gz"
         if snapshot.is_file():  # ingested before: only what was painted or changed since then is news
@@ -464,8 +460,11 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
             painted &= ~qc_region
         added = int((painted & (merged == UNLABELED)).sum())
         changed = int((painted & (merged != UNLABELED) & (merged != new.array)).sum())
-        merged[painted] = new.array[painted]
-        save_volume(image.with_array(merged), target)
+        if added or changed:  # nothing new (ingested twice, say): no label write, no history copy
+            if old is not None:
+                save_volume(old, _history_path(lab_dir, cid, round_path.name))
+            merged[painted] = new.array[painted]
+            save_volume(image.with_array(merged), target)
         save_volume(new, snapshot)
         out[cid] = {"added": added, "changed": changed}
     spending = round_spending(round_path)

@@ -121,6 +121,12 @@ def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
     np.testing.assert_array_equal(
         load_volume(labels_dir(tmp_path) / ".history" / "hippocampus_004.round_000.2.nii.gz").array, corrected)
     assert after[0, 0, 10] == final[0, 0, 10] == 2
+    # ingested once more with nothing new: no label write, no third history copy
+    stamp = target.stat().st_mtime_ns
+    assert ingest(tmp_path, rd, ds).cases["hippocampus_004"] == {"added": 0, "changed": 0}
+    assert target.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (labels_dir(tmp_path) / ".history").iterdir()) == [
+        "hippocampus_004.round_000.2.nii.gz", "hippocampus_004.round_000.nii.gz", "hippocampus_004.round_001.nii.gz"]
 
 
 def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_path):
