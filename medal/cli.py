@@ -83,7 +83,10 @@ def cmd_train(args) -> int:
         print(f"medal: error: {args.labels}: no such labels folder", file=sys.stderr)
         return EXIT_PROBLEMS
     skipped: dict[str, str] = {}
-    items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped)
+    from medal.data.resample import training_spacing
+
+    spacing = training_spacing(cfg.data, ds, args.init)
+    items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped, spacing=spacing)
     for cid, why in skipped.items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not items:
@@ -92,8 +95,9 @@ def cmd_train(args) -> int:
     train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
     print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
     res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
-                      checkpoint=args.out, label_map=ds.label_map)
+                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing)
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
+                      "spacing": list(spacing) if spacing is not None else None,
                       "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))
     return EXIT_PROBLEMS if skipped else EXIT_OK
 

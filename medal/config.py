@@ -34,6 +34,10 @@ class DataConfig:
 
     normalize: str = "zscore"  # zscore | minmax | none (per volume)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    # the voxel spacing (mm per array axis) the network sees (medal/data/resample.py): None = each case's
+    # own grid; "median" = the dataset's median spacing; or [a, b, c]. Labels, units, tasks stay on each
+    # case's own grid either way.
+    spacing: str | tuple[float, float, float] | None = None
 
     def __post_init__(self):
         from medal.data.normalize import NORMALIZERS
@@ -43,6 +47,10 @@ class DataConfig:
         lo, hi = self.clip_percentiles
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"data.clip_percentiles: need 0 <= low < high <= 100, got {list(self.clip_percentiles)}")
+        if isinstance(self.spacing, str) and self.spacing != "median":
+            raise ConfigError(f"data.spacing: {self.spacing!r} is not 'median', a list of 3 spacings in mm, or null")
+        if isinstance(self.spacing, tuple) and not all(0 < s < 1000 for s in self.spacing):
+            raise ConfigError(f"data.spacing: need 3 spacings in mm above 0, got {list(self.spacing)}")
 
 
 #: Where MC dropout sits in the network (see ``medal/model/unet.py``).
@@ -678,6 +686,14 @@ class MedalConfig:
     def __post_init__(self):
         if getattr(self.simulation, "_checked_on_base", False):
             return  # a variant's config (or one replaced from it): the variants are overrides of the base, checked there
+        if self.data.spacing is not None:
+            from medal.selection.strategies import NEEDS_EMBEDDINGS
+
+            wants = sorted({self.selection.strategy, *self.simulation.strategies} & set(NEEDS_EMBEDDINGS))
+            if wants:
+                raise ConfigError(f"data.spacing: the gradient embeddings of {wants} are taken on the network's grid, "
+                                  "which medal does not map back to a case's slices yet; use another strategy or "
+                                  "data.spacing: null")
         for name in self.simulation.variants:
             variant_config(self, name)  # every variant must be a valid config: fail at load, not mid-run
 

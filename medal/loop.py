@@ -186,6 +186,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     from medal.selection.api import select_round
     from medal.training import prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases, scorer_nets
+    from medal.data.resample import checkpoint_spacing, training_spacing
 
     # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
     for tmp in rd.glob(".*.tmp*"):
@@ -206,20 +207,21 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     if "train" not in state:
         _require_ingested(run_dir, index, dataset)
         bad: dict[str, str] = {}
+        prev = round_dir(run_dir, index - 1) / "model.pt" if index > 0 and cfg.training.warm_start else None
+        init = prev if prev is not None and prev.is_file() else None
+        spacing = training_spacing(cfg.data, dataset, init)
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
-                              skipped=bad, holdout=cfg.training.holdout)
+                              skipped=bad, holdout=cfg.training.holdout, spacing=spacing)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
         train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
-        prev = round_dir(run_dir, index - 1) / "model.pt" if index > 0 and cfg.training.warm_start else None
-        init = prev if prev is not None and prev.is_file() else None
         tcfg = cfg.training
         if init is not None and tcfg.warm_epochs:
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
-                          checkpoint=checkpoint, progress=progress, label_map=dataset.label_map)
-        done("train", {"checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
+                          checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing)
+        done("train", {"spacing": list(spacing) if spacing is not None else None, "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
                        "train_cases": res.train_cases, "val_cases": res.val_cases, "skipped": bad,
@@ -234,7 +236,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         cases = [c for c in dataset.cases if c.case_id in set(pool)]
         rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
-                          cache=cache, label_map=dataset.label_map, temperature=temperature)
+                          cache=cache, label_map=dataset.label_map, temperature=temperature,
+                          spacing=checkpoint_spacing(payload))
         from medal.report.metrics import holdout_dice, pool_uncertainty
 
         held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)

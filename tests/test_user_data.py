@@ -478,3 +478,82 @@ def test_nothing_fits_is_said_and_supervoxels_are_offered(tmp_path, sample_cases
     empty = select_round(ds, scores, tmp_path / "r3", selection_cfg=SelectionConfig(budget_s=3.0, fallback="none"),
                          allow_empty=True, **kw)
     assert len(empty.selection.indices) == 0 and json.loads((tmp_path / "r3" / "tasks.json").read_text())["tasks"] == []
+
+
+def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_path, sample_cases):
+    """Five real cases, two re-written as a thick-slice scanner would (every third slice, 3x the spacing).
+    With `data.spacing: median` the round trains at the median spacing (recorded in the checkpoint and the
+    round's progress), and every score volume, task and `medal score` output lies on each case's own
+    grid; a typo in the option is one line naming the key."""
+    import torch
+
+    from medal.simulation.simulate import evaluate
+    from medal.config import load_config
+    from medal.tasks import read_tasks
+
+    root = tmp_path / "mixed"
+    for i, case in enumerate(sample_cases[:5]):
+        v, lab = load_volume(case.image), load_volume(case.label)
+        if i in (1, 3):
+            aff = v.affine.copy()
+            aff[:3, 2] *= 3
+            v = v.__class__(np.ascontiguousarray(v.array[:, :, ::3]), aff)
+            lab = lab.__class__(np.ascontiguousarray(lab.array[:, :, ::3]), aff)
+        save_volume(v, root / "imagesTr" / f"{case.case_id}.nii.gz")
+        save_volume(lab, root / "labelsTr" / f"{case.case_id}.nii.gz")
+    ds = load_dataset(root)
+    spacing = {c.case_id: load_volume(c.image).spacing for c in ds.cases}
+    shapes = {c.case_id: load_volume(c.image).shape for c in ds.cases}
+    median = tuple(np.median(list(spacing.values()), axis=0))
+    out = medal("dataset", "check", root)
+    assert out.returncode == 0 and "data.spacing: median" in out.stdout, out.stdout
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {"spacing": "median"}}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**TINY, "data": {"spacing": "medain"}}))
+    out = medal("round", root, "--run", tmp_path / "never", "--index", 0, "--config", bad)
+    assert out.returncode != 0 and "data.spacing: 'medain'" in one_error_line(out)
+    assert not (tmp_path / "never").exists()
+    run = tmp_path / "run"
+    for case in ds.cases:  # first labels: every fourth slice along the first axis (every case has them)
+        lab = load_volume(case.label)
+        part = np.full(lab.shape, 255, np.uint8)
+        part[::4] = lab.array[::4]
+        save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+    out = medal("round", root, "--run", run, "--index", 0, "--config", cfg)
+    assert out.returncode == 0, out.stderr
+    rd = run / "round_000"
+    meta = torch.load(rd / "model.pt", weights_only=True)["meta"]
+    assert meta["spacing"] == pytest.approx(list(median))
+    assert json.loads((rd / "progress.json").read_text())["train"]["spacing"] == pytest.approx(list(median))
+    for cid, shape in shapes.items():
+        for name in ("prediction", "entropy"):
+            vol = load_volume(rd / "scores" / cid / f"{name}.nii.gz")
+            assert vol.shape == shape and vol.spacing == pytest.approx(spacing[cid]), (cid, name)
+        probs = load_volume(rd / "scores" / cid / "probs.nii.gz", ndim=None).array
+        assert probs.shape[:3] == shape
+    tasks = read_tasks(rd / "tasks.json").tasks
+    assert tasks
+    for t in tasks:
+        assert 0 <= t.index < shapes[t.case_id][t.axis], t
+    # `medal score` with that checkpoint: the thick cases' outputs on their own (thick) grid
+    thick_id = ds.cases[1].case_id
+    out = medal("score", root, "--checkpoint", rd / "model.pt", "--out", tmp_path / "s", "--config", cfg,
+                "--cases", thick_id)
+    assert out.returncode == 0, out.stderr
+    assert load_volume(tmp_path / "s" / "scores" / thick_id / "prediction.nii.gz").shape == shapes[thick_id]
+    # ... and they are the network's answer at the median spacing brought back, not its answer on the thick grid
+    from medal.uncertainty.score import load_probs, score_volume, scorer_nets
+
+    c = load_config(cfg)
+    nets, temp, _ = scorer_nets(rd / "model.pt", c.uncertainty)
+    image = load_volume(ds.cases[1].image)
+    _, _, at_median = score_volume(nets, image, cfg=c.uncertainty, data_cfg=c.data, temperature=temp, spacing=median)
+    _, _, as_is = score_volume(nets, image, cfg=c.uncertainty, data_cfg=c.data, temperature=temp)
+    written = load_probs(tmp_path / "s" / "scores" / thick_id / "probs.nii.gz")
+    assert np.abs(written - at_median).max() <= 1 / 255 + 1e-6
+    assert np.abs(written - as_is).max() > 0.05
+    assert np.allclose(at_median.sum(0), 1, atol=1e-4)
+    # the simulation's test Dice is taken on each case's own grid (no shape error on the thick cases)
+    dice = evaluate(rd / "model.pt", ds, [c.case_id for c in ds.cases], load_config(cfg), per_case=True)
+    assert dice.shape == (5, 2) and np.isfinite(dice).all()

@@ -10,7 +10,7 @@ from .cache import VolumeCache
 from .check import CaseReport, DatasetReport, check_dataset
 from .dataset import Case, Dataset, case_id_from_path, load_dataset, resolve_inside, scan_label_values
 from .errors import DatasetError
-from .io import VOLUME_SUFFIXES, WRITE_SUFFIXES, Volume, load_volume, save_volume, volume_shape
+from .io import VOLUME_SUFFIXES, WRITE_SUFFIXES, Volume, load_volume, save_volume, volume_shape, volume_spacing
 from .labels import LABEL_DTYPE, UNLABELED, LabelMap, annotated_mask, empty_partial_labels, parse_label_names
 from .loading import load_case
 from .normalize import NORMALIZERS, normalize_intensity
@@ -21,5 +21,5 @@ __all__ = [
     "UNLABELED", "VOLUME_SUFFIXES", "VolumeCache", "WRITE_SUFFIXES", "Volume", "annotated_mask", "atomic_path",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "case_id_from_path", "check_dataset",
     "empty_partial_labels", "load_case", "load_dataset", "load_volume", "normalize_intensity",
-    "parse_label_names", "resolve_inside", "sample_dataset", "save_volume", "scan_label_values", "volume_shape",
+    "parse_label_names", "resolve_inside", "sample_dataset", "save_volume", "scan_label_values", "volume_shape", "volume_spacing",
 ]

@@ -89,9 +89,10 @@ class DatasetReport:
             ratio = spac.max(0) / np.maximum(spac.min(0), 1e-9)
             if ratio.max() >= SPACING_RATIO_NOTE:
                 lines.append(f"  NOTE: voxel spacing differs across cases, up to {ratio.max():.1f}x along axis "
-                             f"{int(ratio.argmax())}: medal trains on each volume's voxel grid as it is (no "
-                             "resampling), so the same anatomy spans different numbers of voxels; resample the "
-                             "cases to one spacing first if that matters for your structures")
+                             f"{int(ratio.argmax())}: with data.spacing: null (the default) medal trains on each "
+                             "volume's voxel grid as it is, so the same anatomy spans different numbers of voxels; "
+                             "data.spacing: median trains and predicts at the median spacing (labels and tasks "
+                             "stay on each case's grid)")
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")

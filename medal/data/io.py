@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import atomic_path, full_suffix
 from .errors import DatasetError
 
-__all__ = ["Volume", "load_volume", "save_volume", "volume_shape", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES"]
+__all__ = ["Volume", "load_volume", "save_volume", "volume_shape", "volume_spacing", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -263,6 +263,26 @@ def save_volume(volume: Volume, path, *, overwrite: bool = True) -> Path:
         with atomic_path(path, overwrite=overwrite) as tmp:
             sitk.WriteImage(img, str(tmp), True)
     return path
+
+
+def volume_spacing(path) -> tuple[float, ...]:
+    """Voxel size in mm along each array axis from a volume file's header alone (as :attr:`Volume.spacing`)."""
+    path = Path(path)
+    suffix = full_suffix(path).lower()
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            affine = np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+            return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return tuple(float(s) for s in reader.GetSpacing())[:3]
+    except Exception as exc:  # noqa: BLE001 - one cause, many exception types: a bad file
+        raise _read_error(path, exc) from exc
 
 
 def volume_shape(path) -> tuple[int, ...]:

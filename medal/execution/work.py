@@ -82,7 +82,10 @@ class CaseScorer:
         self.ucfg, self.dcfg = spec.configs()
         from medal.uncertainty.score import scorer_nets
 
-        self.nets, self.temperature, _ = scorer_nets(spec.checkpoint, self.ucfg, device=spec.device)
+        from medal.data.resample import checkpoint_spacing
+
+        self.nets, self.temperature, payload = scorer_nets(spec.checkpoint, self.ucfg, device=spec.device)
+        self.spacing = checkpoint_spacing(payload)
         self.checkpoint_sha = file_hash(spec.checkpoint)
         self.out = Path(spec.out_dir)
         from medal.data import LabelMap
@@ -128,7 +131,8 @@ class CaseScorer:
             image = image if image is not None else load_volume(image_path)
             require_finite(image, str(image_path))
             pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
-                                                 device=self.spec.device, temperature=self.temperature)
+                                                 device=self.spec.device, temperature=self.temperature,
+                                                 spacing=self.spacing)
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             if self.spec.embeddings:
                 from medal.data import normalize_intensity

@@ -195,7 +195,12 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     from medal.uncertainty.inference import predict_probs
 
     device = resolve_device(cfg.uncertainty.device)  # where the scoring runs (a GPU when there is one)
-    net = load_checkpoint(checkpoint)[0].to(device)
+    from medal.data import volume_spacing
+    from medal.data.resample import checkpoint_spacing, to_case_grid, to_network_grid
+
+    net, _, payload = load_checkpoint(checkpoint)
+    net = net.to(device)
+    spacing = checkpoint_spacing(payload)
     n = dataset.n_classes
     scores = []
     for cid in test:
@@ -206,7 +211,13 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
             x = normalize_intensity(load_volume(case.image).array, method=cfg.data.normalize,
                                     clip_percentiles=cfg.data.clip_percentiles)
             truth = load_volume(case.label).array
-        pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size, device=device).argmax(0)
+        if spacing is not None:  # the network's grid and back: Dice on each case's own grid
+            probs = predict_probs(net, to_network_grid(x, volume_spacing(case.image), spacing),
+                                  roi_size=cfg.uncertainty.roi_size,
+                                  device=device)
+            pred = to_case_grid(probs, x.shape).argmax(0)
+        else:
+            pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size, device=device).argmax(0)
         scores.append(dice_per_class(pred, dataset.label_map.to_index(truth, where=dataset.relative(case.label)), n))
     return np.asarray(scores) if per_case else np.mean(scores, axis=0)
 

@@ -68,7 +68,7 @@ def holdout_mask(case_id: str, shape, orientation: str, fraction: float) -> np.n
 
 
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
-                  cache=None, skipped: dict | None = None, holdout: float = 0.0) -> list[TrainItem]:
+                  cache=None, skipped: dict | None = None, holdout: float = 0.0, spacing=None) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
@@ -76,7 +76,12 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
     ``skipped``: a dict to record bad cases in (``{case_id: message}``) and go on past them; without
     it the first bad case raises :class:`~medal.data.DatasetError`.
     ``holdout``: the share of annotated axial slices hidden from training (:func:`holdout_mask`).
+    ``spacing``: the network's voxel spacing (mm per axis; :func:`medal.data.resample.resolve_spacing`):
+    images and labels are resampled to it (:func:`medal.data.resample.to_network_grid`); ``None``: each
+    case's own grid.
     """
+    from medal.data.resample import to_network_grid
+
     items = []
     for case in dataset.cases:
         if case_ids is not None and case.case_id not in case_ids:
@@ -102,6 +107,11 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
                     continue
             x = cache.normalized(case.image, data_cfg) if cache is not None else \
                 normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+            if spacing is not None:
+                x = to_network_grid(x, image.spacing, spacing)
+                index = to_network_grid(index, image.spacing, spacing, labels=True)
+                if not annotated_mask(index).any():
+                    continue
         except DatasetError as exc:
             if skipped is None:
                 raise
@@ -197,13 +207,15 @@ def validate(net, items, n_classes: int, *, roi_size, device) -> float:
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
                 train_cfg: TrainingConfig, init=None, checkpoint=None, progress: bool = True,
-                log=None, label_map=None) -> TrainResult:
+                log=None, label_map=None, spacing=None) -> TrainResult:
     """Train from (partial) labels; returns the best net by validation Dice.
 
     ``init``: a checkpoint to warm-start from (its model config must equal ``model_cfg``).
     ``checkpoint``: where to write the best weights (atomically), with the history in its meta.
     ``label_map``: the dataset's :class:`~medal.data.LabelMap`, recorded in the checkpoint (and the
     warm-start checkpoint must have been trained for the same labels).
+    ``spacing``: the voxel spacing ``train_items`` were resampled to (``prepare_items(spacing=...)``),
+    recorded in the checkpoint (``meta.spacing``) so scoring resamples to the same one.
     Same seed, same data, same device -> the same weights.
     """
     import torch
@@ -319,6 +331,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
                 "best_val_dice": float(best) if val_items else -1.0,
                 "train_cases": result.train_cases, "val_cases": result.val_cases, "seed": train_cfg.seed,
                 "warm_start": str(init) if init is not None else ""}
+        if spacing is not None:
+            meta["spacing"] = [float(v) for v in spacing]
         if label_map is not None:
             meta["label_values"] = list(label_map.values)
             meta["label_names"] = [label_map.name(v) for v in label_map.values]

@@ -87,14 +87,27 @@ def scorer_nets(checkpoint, cfg: UncertaintyConfig, *, expected=None, device="cp
 
 
 def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu", normalized=None,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, spacing=None):
     """Prediction, measures and mean probabilities of ``cfg.source``'s samples for one image; returns
     ``(prediction, {measure: volume}, probs (C, Z, Y, X))``. ``net``: a network or a committee (list).
-    ``normalized``: the image already normalised with ``data_cfg`` (skips doing it again)."""
+    ``normalized``: the image already normalised with ``data_cfg`` (skips doing it again).
+    ``spacing``: the voxel spacing the network was trained at (:func:`medal.data.resample.checkpoint_spacing`):
+    the image is resampled to it and every output comes back on the image's own grid."""
+    from medal.data.resample import network_shape, to_case_grid, to_network_grid
     from medal.uncertainty.sources import predict_moments
 
     x = normalized if normalized is not None else \
         normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+    if network_shape(x.shape, image.spacing, spacing) is not None:
+        x = to_network_grid(x, image.spacing, spacing)
+        res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
+                              roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
+                              tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature,
+                              votes="vote_entropy" in cfg.measures)
+        probs = to_case_grid(res.full_probs(), image.shape)
+        probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
+        measures = {k: to_case_grid(v, image.shape) for k, v in res.measures(cfg.measures).items()}
+        return probs.argmax(axis=0).astype(np.uint8), measures, probs
     res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
                           roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
                           tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature,
@@ -119,8 +132,10 @@ def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarr
 
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
-                device="cpu", progress: bool = True, cache=None, label_map=None, temperature: float = 1.0) -> ScoreReport:
+                device="cpu", progress: bool = True, cache=None, label_map=None, temperature: float = 1.0,
+                spacing=None) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
+    ``spacing``: the network's training spacing (see :func:`score_volume`).
 
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
     from tqdm import tqdm
@@ -135,7 +150,7 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
             require_finite(image, str(case.image))
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
                                                  normalized=cache.normalized(case.image, data_cfg) if cache else None,
-                                                 temperature=temperature)
+                                                 temperature=temperature, spacing=spacing)
         except (DatasetError, ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
             report.failures[case.case_id] = f"{type(exc).__name__}: {exc}"
             continue

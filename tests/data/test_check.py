@@ -137,7 +137,7 @@ def test_a_0_255_mask_is_a_warning_naming_the_file(tmp_path):
 
 def test_mixed_voxel_spacing_is_noted_not_failed(tmp_path):
     """Two real cases re-declared at 3 mm slices (image and label alike, as a thick-slice scanner writes
-    them): still ok, and the summary says medal does not resample, naming the axis and the ratio."""
+    them): still ok, and the summary names the axis, the ratio and the option that resamples."""
     src = sample_dataset()
     root = tmp_path / "thick"
     shutil.copytree(src, root)
@@ -150,7 +150,7 @@ def test_mixed_voxel_spacing_is_noted_not_failed(tmp_path):
     report = check_dataset(root)
     assert report.ok, report.summary()
     notes = [x for x in report.summary().splitlines() if "NOTE" in x]
-    assert len(notes) == 1 and "up to 3.0x along axis 2" in notes[0] and "no resampling" in notes[0]
+    assert len(notes) == 1 and "up to 3.0x along axis 2" in notes[0] and "data.spacing: median" in notes[0]
     assert not [x for x in check_dataset(src).summary().splitlines() if "NOTE" in x]
 
 
