@@ -121,7 +121,8 @@ def cmd_score(args) -> int:
     from medal.selection.strategies import NEEDS_EMBEDDINGS
 
     spec = ScoreSpec.make(args.checkpoint, args.out, cfg.uncertainty, cfg.data, device=cfg.uncertainty.device,
-                          label_map=ds.label_map, embeddings=cfg.selection.strategy in NEEDS_EMBEDDINGS)
+                          label_map=ds.label_map, embeddings=cfg.selection.strategy in NEEDS_EMBEDDINGS,
+                          root=ds.root)
     if args.executor == "ray":
         executor = get_executor("ray", workers=args.workers, address=args.address, num_cpus=args.num_cpus)
     else:

@@ -237,7 +237,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
                           cache=cache, label_map=dataset.label_map, temperature=temperature,
-                          spacing=checkpoint_spacing(payload))
+                          spacing=checkpoint_spacing(payload), root=dataset.root)
         from medal.report.metrics import holdout_dice, pool_uncertainty
 
         held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)

@@ -557,3 +557,42 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     # the simulation's test Dice is taken on each case's own grid (no shape error on the thick cases)
     dice = evaluate(rd / "model.pt", ds, [c.case_id for c in ds.cases], load_config(cfg), per_case=True)
     assert dice.shape == (5, 2) and np.isfinite(dice).all()
+
+
+def test_score_names_a_bad_image_inside_the_dataset_and_scores_the_rest(tmp_path, sample_cases, tiny_cfg):
+    """`medal score` and `medal round` over a folder holding a NaN image, an empty export and a cut file:
+    one FAILED line each, naming the file as the dataset knows it (not an absolute path, no exception
+    class for a bad file), and the good cases scored."""
+    from medal.config import load_config
+    from medal.data import load_dataset
+    from medal.model import build_model, save_checkpoint
+    from medal.uncertainty.score import score_cases
+
+    root = tmp_path / "ds"
+    for case in sample_cases[:2]:
+        save_volume(load_volume(case.image), root / f"{case.case_id}.nii.gz")
+        save_volume(load_volume(case.label), root / "labels" / f"{case.case_id}.nii.gz")
+    bad = load_volume(sample_cases[3].image)
+    arr = bad.array.astype(np.float32)
+    arr[0, 0, 0] = np.nan
+    save_volume(bad.with_array(arr), root / "nan_case.nii.gz")
+    save_volume(bad.with_array(np.zeros_like(arr)), root / "blank.nii.gz")
+    cfg = load_config(tiny_cfg)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, build_model(cfg.model, out_channels=3), cfg.model, in_channels=1, out_channels=3,
+                    meta={"label_values": [0, 1, 2]})
+    out = medal("score", root, "--checkpoint", ckpt, "--out", tmp_path / "s", "--config", tiny_cfg)
+    assert out.returncode == 1, out.stderr
+    failed = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("FAILED")]
+    assert len(failed) == 2, out.stdout + out.stderr
+    assert any(ln.startswith("FAILED [nan_case]") and ln.endswith("nan_case.nii.gz: 1 NaN and 0 Inf intensity values")
+               for ln in failed), failed
+    assert any("FAILED [blank]" in ln and ": blank.nii.gz: every voxel has the same intensity" in ln for ln in failed)
+    assert not [ln for ln in failed if str(tmp_path) in ln or "DatasetError" in ln], failed
+    for case in sample_cases[:2]:
+        assert (tmp_path / "s" / "scores" / case.case_id / "prediction.nii.gz").is_file()
+    # the round's scoring (score_cases) names them the same way
+    ds = load_dataset(root)
+    rep = score_cases(build_model(cfg.model, out_channels=3), [c for c in ds.cases if c.case_id == "nan_case"],
+                      tmp_path / "r", cfg=cfg.uncertainty, data_cfg=cfg.data, progress=False, root=ds.root)
+    assert rep.failures == {"nan_case": "nan_case.nii.gz: 1 NaN and 0 Inf intensity values"}

@@ -91,8 +91,8 @@ class DatasetReport:
                 lines.append(f"  NOTE: voxel spacing differs across cases, up to {ratio.max():.1f}x along axis "
                              f"{int(ratio.argmax())}: with data.spacing: null (the default) medal trains on each "
                              "volume's voxel grid as it is, so the same anatomy spans different numbers of voxels; "
-                             "data.spacing: median trains and predicts at the median spacing (labels and tasks "
-                             "stay on each case's grid)")
+                             "set data.spacing: median to train and predict at the median spacing (labels and "
+                             "tasks stay on each case's grid; README, 'Mixed spacing')")
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")

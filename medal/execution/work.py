@@ -36,12 +36,13 @@ class ScoreSpec:
     device: str = "cpu"
     label_values: tuple[int, ...] = ()  # the dataset's label values: predictions are written in them
     embeddings: bool = False  # also write the gradient embeddings selection.strategy badge reads
+    root: str = ""  # the dataset's folder: failure messages name an image relative to it
 
     @classmethod
     def make(cls, checkpoint, out_dir, ucfg: UncertaintyConfig, dcfg: DataConfig, *, threads=0, device="cpu",
-             label_map=None, embeddings: bool = False):
+             label_map=None, embeddings: bool = False, root=""):
         return cls(str(checkpoint), str(out_dir), config_to_dict(ucfg), config_to_dict(dcfg), threads, device,
-                   tuple(label_map.values) if label_map is not None else (), bool(embeddings))
+                   tuple(label_map.values) if label_map is not None else (), bool(embeddings), str(root or ""))
 
     def make_worker(self) -> "CaseScorer":
         return CaseScorer(self)
@@ -92,6 +93,15 @@ class CaseScorer:
 
         self.label_map = LabelMap(spec.label_values) if spec.label_values else None
 
+    def name(self, image_path) -> str:
+        """``image_path`` as messages give it: relative to the dataset's folder when inside it."""
+        if self.spec.root:
+            try:
+                return str(Path(image_path).resolve().relative_to(Path(self.spec.root).resolve()))
+            except ValueError:
+                pass
+        return str(image_path)
+
     def key(self, image_path) -> dict:
         from medal.model import file_hash
 
@@ -129,7 +139,7 @@ class CaseScorer:
             if self.is_done(case_id, key):
                 return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
             image = image if image is not None else load_volume(image_path)
-            require_finite(image, str(image_path))
+            require_finite(image, self.name(image_path))
             pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
                                                  device=self.spec.device, temperature=self.temperature,
                                                  spacing=self.spacing)
@@ -146,5 +156,9 @@ class CaseScorer:
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}
         except Exception as exc:  # noqa: BLE001 - any failure of one case is recorded, the run goes on
-            return {"case_id": case_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+            from medal.data import DatasetError
+
+            why = str(exc).replace(str(image_path), self.name(image_path)) if isinstance(exc, DatasetError) \
+                else f"{type(exc).__name__}: {exc}"  # a bad file says so itself; anything else names its kind
+            return {"case_id": case_id, "status": "failed", "error": why,
                     "seconds": time.perf_counter() - t0, "voxels": 0}

@@ -133,25 +133,37 @@ def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarr
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
                 device="cpu", progress: bool = True, cache=None, label_map=None, temperature: float = 1.0,
-                spacing=None) -> ScoreReport:
+                spacing=None, root=None) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
-    ``spacing``: the network's training spacing (see :func:`score_volume`).
+    ``spacing``: the network's training spacing (see :func:`score_volume`). ``root``: the dataset's
+    folder, which failure messages name images relative to.
 
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     report = ScoreReport(out_dir)
+
+    def name(path) -> str:
+        if root is not None:
+            try:
+                return str(Path(path).resolve().relative_to(Path(root).resolve()))
+            except ValueError:
+                pass
+        return str(path)
     for n in (net if isinstance(net, (list, tuple)) else [net]):
         n.to(device)
     for case in tqdm(list(cases), desc="scoring", unit="case", disable=not progress, leave=False):
         try:
             image = cache.volume(case.image) if cache is not None else load_volume(case.image)
-            require_finite(image, str(case.image))
+            require_finite(image, name(case.image))
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
                                                  normalized=cache.normalized(case.image, data_cfg) if cache else None,
                                                  temperature=temperature, spacing=spacing)
-        except (DatasetError, ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
+        except DatasetError as exc:  # a bad file: the message names it
+            report.failures[case.case_id] = str(exc).replace(str(case.image), name(case.image))
+            continue
+        except (ValueError, RuntimeError) as exc:  # RuntimeError: torch, e.g. out of memory
             report.failures[case.case_id] = f"{type(exc).__name__}: {exc}"
             continue
         paths = write_case_scores(out_dir, case.case_id, image, pred, measures, probs, label_map=label_map)
