@@ -114,8 +114,21 @@ def pending_ingest(round_path) -> list[str]:
         return []
     stamp = round_path / "ingest.json"
     since = stamp.stat().st_mtime_ns if stamp.is_file() else -1
-    return sorted(p.name[:-len(".nii.gz")] for p in ann.glob("*.nii.gz")
-                  if not p.name.startswith(".") and p.stat().st_mtime_ns > since)
+    try:
+        seen = _read_json(stamp).get("files") if stamp.is_file() else None
+    except (OSError, ValueError, AttributeError):  # unreadable: judged by its time alone
+        seen = None
+    files = [p for p in ann.glob("*.nii.gz") if not p.name.startswith(".")]
+    if isinstance(seen, dict):  # each file as the ingest found it: a save during or after the ingest differs
+        return sorted(p.name[:-len(".nii.gz")] for p in files if seen.get(p.name) != _file_stamp(p))
+    return sorted(p.name[:-len(".nii.gz")] for p in files if p.stat().st_mtime_ns > since)  # an older ingest.json
+
+
+def _file_stamp(path: Path) -> list[int]:
+    """What changes whenever a file is written again: modification time, inode (an atomic save replaces
+    the file) and size."""
+    st = path.stat()
+    return [int(st.st_mtime_ns), int(st.st_ino), int(st.st_size)]
 
 
 def _history_path(lab_dir: Path, cid: str, round_name: str) -> Path:
@@ -284,7 +297,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             "format": "medal-round/1", "round": index, "dataset_root": str(dataset.root.resolve()),
             "config": config_to_dict(dataclasses.replace(cfg, selection=sel_cfg)),
             "checkpoint": {"path": "model.pt", "sha256": state["train"]["checkpoint_sha256"],
-                           "warm_start": state["train"]["warm_start"]},
+                           "warm_start": state["train"]["warm_start"],
+                           "spacing": state["train"].get("spacing")},  # data.spacing: the network's grid (mm)
             "inputs": {"labels_dir": str(labels_dir(run_dir).resolve()), "pool": pool,
                        "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"],
                        "skipped": state["train"].get("skipped", {})},
@@ -413,8 +427,11 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
     lab_dir = labels_dir(run_dir)
     qc_by_case, users = _qc_tasks_of(round_path)
     qc_results: list[dict] = []
+    seen: dict[str, list[int]] = {}  # each annotation's stamp before it is read (pending_ingest compares)
     for path in sorted(ann_dir.iterdir()):
         name = path.name
+        if name.endswith(".nii.gz") and not name.startswith(".") and path.is_file():
+            seen[name] = _file_stamp(path)
         if name.startswith("."):
             skipped[name] = "a temporary file left by an interrupted save (ignored; the last completed save is used)"
             continue
@@ -472,7 +489,7 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
         out[cid] = {"added": added, "changed": changed}
     spending = round_spending(round_path)
     atomic_write_json(round_path / "ingest.json", {"cases": out, "skipped": skipped, "spending": spending,
-                                                   "qc": qc_results})
+                                                   "qc": qc_results, "files": seen})
     return IngestReport(out, skipped, spending, qc_results)
 
 

@@ -161,6 +161,47 @@ def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_pat
     assert not (tmp_path / "round_002").exists()
 
 
+def test_a_save_during_the_ingest_is_still_pending(tmp_path):
+    """An expert saving a case while `medal ingest` runs on the same round: the file's time is older than
+    ingest.json, but it is not what the ingest read. Each file's stamp (time, inode, size) taken before
+    it is read tells; a file the ingest skipped for bad values is not pending, nor one left alone."""
+    import json
+
+    from medal.loop import pending_ingest
+
+    ds = _seed_labels(tmp_path)
+    lab = load_volume(ds.case("hippocampus_006").label)
+    ann = np.full(lab.shape, UNLABELED, np.uint8)
+    ann[:, :, 12] = lab.array[:, :, 12]
+    rd0 = tmp_path / "round_000"
+    path = rd0 / "annotations" / "hippocampus_006.nii.gz"
+    save_volume(lab.with_array(ann), path)
+    bad = ann.copy()
+    bad[:, :, 13] = 7  # not a label value: skipped by the ingest
+    save_volume(lab.with_array(bad), rd0 / "annotations" / "hippocampus_007.nii.gz")
+    assert pending_ingest(rd0) == ["hippocampus_006", "hippocampus_007"]
+    rep = ingest(tmp_path, rd0, ds)
+    assert "hippocampus_007.nii.gz" in rep.skipped and pending_ingest(rd0) == []
+    # the expert's next save lands while the ingest is still writing: older than ingest.json
+    ann[:, :, 14] = lab.array[:, :, 14]
+    save_volume(lab.with_array(ann), path)
+    old = (rd0 / "ingest.json").stat().st_mtime_ns - 10**9
+    os.utime(path, ns=(old, old))
+    assert pending_ingest(rd0) == ["hippocampus_006"]
+    with pytest.raises(ValueError, match=r"round_000: finished annotations of 1 case\(s\) \(hippocampus_006\)"):
+        run_round(tmp_path, ds, config_from_dict(TINY), index=1, pool=POOL)
+    assert ingest(tmp_path, rd0, ds).cases["hippocampus_006"]["added"] > 0 and pending_ingest(rd0) == []
+    # an ingest.json written before the stamps were kept: judged by its time, as then
+    stamp = rd0 / "ingest.json"
+    data = json.loads(stamp.read_text())
+    data.pop("files")
+    stamp.write_text(json.dumps(data))
+    assert pending_ingest(rd0) == []
+    later = stamp.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))
+    assert pending_ingest(rd0) == ["hippocampus_006"]
+
+
 def test_a_round_number_past_the_next_is_refused(tmp_path):
     """--index 5 after round 1 (a typo) would train from scratch, no warm start: refused, nothing made.
     With no numbered round yet, 0 or 1 (after a cold start under another name) are both fine to start."""

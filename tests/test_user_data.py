@@ -526,6 +526,12 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     meta = torch.load(rd / "model.pt", weights_only=True)["meta"]
     assert meta["spacing"] == pytest.approx(list(median))
     assert json.loads((rd / "progress.json").read_text())["train"]["spacing"] == pytest.approx(list(median))
+    assert json.loads((rd / "manifest.json").read_text())["checkpoint"]["spacing"] == pytest.approx(list(median))
+    from medal.report.run_report import write_run_report
+
+    md = write_run_report(run, ds, load_config(cfg)).read_text()
+    assert "- network voxel spacing (data.spacing; predictions and tasks on each case's own grid): round_000 " \
+        + " x ".join(f"{v:g}" for v in median) + " mm" in md
     for cid, shape in shapes.items():
         for name in ("prediction", "entropy"):
             vol = load_volume(rd / "scores" / cid / f"{name}.nii.gz")

@@ -117,6 +117,7 @@ def collect_run(run_dir, dataset, cfg) -> dict:
         entry["agreement_against"] = pa.get("against")
         entry["agreement_span_s"] = pa.get("span_s")
         entry["calibration"] = (man.get("metrics") or {}).get("calibration")
+        entry["spacing"] = (man.get("checkpoint") or {}).get("spacing")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
         logged_before += sp["charged_s"] if sp["logged"] else 0.0
@@ -273,7 +274,12 @@ def _markdown(data: dict, plots: list[str]) -> str:
     lines = [f"# medal run report: {data['run']}", "",
              f"**Recommendation: {v['decision']}.** " + " ".join(r[0].upper() + r[1:] + "." for r in v["reasons"]), "",
              f"- dataset: {data['dataset']} (labels {', '.join(str(x) for x in data['labels']['values'])})",
-             f"- rounds: {len(data['rounds'])}; expert seconds logged: {data['logged_s']:.0f}", "",
+             f"- rounds: {len(data['rounds'])}; expert seconds logged: {data['logged_s']:.0f}"]
+    spaced = [(r["round"], r["spacing"]) for r in data["rounds"] if r.get("spacing")]
+    if spaced:
+        lines.append("- network voxel spacing (data.spacing; predictions and tasks on each case's own grid): " + "; ".join(
+            f"{name} {' x '.join(f'{v:g}' for v in sp)} mm" for name, sp in spaced))
+    lines += ["",
              "| round | tasks (cases, most per case) | planes | predicted class | with predicted fg | predicted s "
              "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy | pool predictions vs earlier round |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
