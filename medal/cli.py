@@ -69,6 +69,14 @@ def cmd_sample_path(args) -> int:
     return EXIT_OK
 
 
+def _note_mixed_spacing(cfg, ds) -> None:
+    from medal.data.resample import mixed_spacing_note
+
+    note = mixed_spacing_note(cfg.data, ds)
+    if note:
+        print(note, file=sys.stderr)
+
+
 def cmd_train(args) -> int:
     import json
     from pathlib import Path
@@ -79,6 +87,7 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config)
     ds = load_dataset(args.dataset)
+    _note_mixed_spacing(cfg, ds)
     if args.labels is not None and not Path(args.labels).is_dir():
         print(f"medal: error: {args.labels}: no such labels folder", file=sys.stderr)
         return EXIT_PROBLEMS
@@ -197,6 +206,7 @@ def cmd_round(args) -> int:
     cfg = load_config(args.config)
     _refuse_oracle_value(cfg, args.config)
     ds = load_dataset(args.dataset)
+    _note_mixed_spacing(cfg, ds)
     res = run_round(args.run, ds, cfg, index=args.index, budget_s=args.budget, strategy=args.strategy,
                     pool=args.cases, progress=True, overwrite=args.overwrite, allow_empty=args.allow_empty)
     b = res.manifest["budget"]
@@ -336,7 +346,9 @@ def cmd_simulate(args) -> int:
     cfg = load_config(args.config)
     try:
         deadline = time.time() + 60 * args.deadline if args.deadline is not None else None
-        csv_path = simulate(load_dataset(args.dataset), args.out, cfg, log=lambda r: print(r, file=sys.stderr),
+        ds = load_dataset(args.dataset)
+        _note_mixed_spacing(cfg, ds)
+        csv_path = simulate(ds, args.out, cfg, log=lambda r: print(r, file=sys.stderr),
                             resume=args.resume, deadline=deadline)
     except KeyboardInterrupt:
         print(f"medal: interrupted; continue where it stopped with the same command and --resume "

@@ -509,6 +509,12 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     assert out.returncode == 0 and "data.spacing: median" in out.stdout, out.stdout
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "data": {"spacing": "median"}}))
+    plain = tmp_path / "plain.yaml"  # each case's own grid (the default): the run says what it could use
+    plain.write_text(yaml.safe_dump(TINY))
+    out = medal("train", root, "--config", plain, "--out", tmp_path / "plain.pt")
+    assert out.returncode == 0, out.stderr
+    notes = [ln for ln in out.stderr.splitlines() if ln.startswith("NOTE: voxel spacing differs")]
+    assert len(notes) == 1 and "up to 3.0x along axis 2" in notes[0] and "data.spacing: median" in notes[0]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**TINY, "data": {"spacing": "medain"}}))
     out = medal("round", root, "--run", tmp_path / "never", "--index", 0, "--config", bad)
@@ -522,6 +528,7 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
         save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
     out = medal("round", root, "--run", run, "--index", 0, "--config", cfg)
     assert out.returncode == 0, out.stderr
+    assert "NOTE: voxel spacing" not in out.stderr  # resampled: nothing to say
     rd = run / "round_000"
     meta = torch.load(rd / "model.pt", weights_only=True)["meta"]
     assert meta["spacing"] == pytest.approx(list(median))

@@ -17,12 +17,14 @@ from .dataset import Dataset, load_dataset
 from .errors import DatasetError
 from .io import load_volume
 from .labels import UNLABELED
+from .resample import MIXED_RATIO
 from .validate import require_finite, require_label_values, require_same_grid
 
 __all__ = ["CaseReport", "DatasetReport", "check_dataset"]
 
 #: the summary notes mixed voxel spacing from this ratio of the largest to the smallest spacing along an axis
-SPACING_RATIO_NOTE = 1.5
+#: (the same ratio from which `medal round`, `train` and `simulate` say so: resample.MIXED_RATIO)
+SPACING_RATIO_NOTE = MIXED_RATIO
 
 
 @dataclass

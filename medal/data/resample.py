@@ -27,7 +27,7 @@ import numpy as np
 from .errors import DatasetError
 from .io import volume_spacing
 
-__all__ = ["SPACING_TOLERANCE", "checkpoint_spacing", "network_shape", "resolve_spacing", "to_case_grid",
+__all__ = ["MIXED_RATIO", "SPACING_TOLERANCE", "checkpoint_spacing", "mixed_spacing_note", "network_shape", "resolve_spacing", "to_case_grid",
            "to_network_grid", "training_spacing"]
 
 #: relative difference in every axis below which a case is not resampled
@@ -53,6 +53,35 @@ def resolve_spacing(data_cfg, dataset) -> tuple[float, float, float] | None:
     if any(len(s) != 3 for s in spacings):
         raise DatasetError(f"{dataset.root}: data.spacing 'median': every image must be 3D")
     return tuple(round(float(v), 6) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))
+
+
+#: the ratio of the largest to the smallest spacing along an axis from which a run with ``data.spacing: null``
+#: says so (``medal dataset check`` uses the same ratio)
+MIXED_RATIO = 1.5
+
+
+def mixed_spacing_note(data_cfg, dataset) -> str | None:
+    """A one-line NOTE for a run on each case's own grid (``data.spacing: null``) over cases whose voxel
+    spacing differs :data:`MIXED_RATIO` times or more along an axis; ``None`` otherwise. Headers only."""
+    if getattr(data_cfg, "spacing", None) is not None:
+        return None
+    spacings = []
+    for case in dataset.cases:
+        try:
+            s = volume_spacing(case.image)
+        except DatasetError:
+            continue
+        if len(s) == 3:
+            spacings.append(s)
+    if len(spacings) < 2:
+        return None
+    arr = np.asarray(spacings, dtype=np.float64)
+    ratio = arr.max(0) / np.maximum(arr.min(0), 1e-9)
+    if ratio.max() < MIXED_RATIO:
+        return None
+    return (f"NOTE: voxel spacing differs across the cases up to {ratio.max():.1f}x along axis {int(ratio.argmax())} "
+            "and data.spacing is null (each case's own grid); data.spacing: median trains and predicts at one "
+            "spacing, measured better on such data (README, 'Mixed spacing')")
 
 
 def training_spacing(data_cfg, dataset, init=None) -> tuple[float, float, float] | None:
