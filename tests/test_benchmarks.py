@@ -417,3 +417,36 @@ def test_round_gain_centres_within_a_shared_start_and_skips_other_protocols(tmp_
     assert capsys.readouterr().out.strip().splitlines()[-1] == "corr(round Dice gain, slices painted) = +1.000"
     entry = (tmp_path / "R.md").read_text()
     assert "- command: `python" in entry and "- machine:" in entry and "corr(gain, slices) = +1.000" in entry
+
+
+def test_mixed_spacing_derives_thick_slice_cases_a_scanner_would_write(shared_hippocampus, tmp_path):
+    """benchmarks/mixed_spacing.py's data: a thin case is the Decathlon file as it was; a thick one averages
+    each 3 slices along the last axis, keeps the middle slice's label, has 3x the spacing along that axis and
+    its voxel centres where the 3 slices' centre was; the licence travels with the copy."""
+    from medal.data import load_dataset, load_volume
+
+    mod = _bench("mixed_spacing")
+    ids = ["hippocampus_004", "hippocampus_195", "hippocampus_355"]
+    out = mod.derive(shared_hippocampus, tmp_path / "mixed", ids, {"hippocampus_195"})
+    ds = load_dataset(out)
+    assert sorted(c.case_id for c in ds.cases) == ids
+    assert (out / "LICENSE").read_bytes() == (shared_hippocampus / "LICENSE").read_bytes()
+    assert "mixed_spacing.py" in (out / "README.md").read_text()
+    thin = load_volume(out / "imagesTr" / "hippocampus_004.nii.gz")
+    src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_004.nii.gz")
+    assert np.array_equal(thin.array, src.array) and np.allclose(thin.affine, src.affine)
+    src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_195.nii.gz")
+    lab = load_volume(shared_hippocampus / "labelsTr" / "hippocampus_195.nii.gz")
+    img = load_volume(out / "imagesTr" / "hippocampus_195.nii.gz")
+    tl = load_volume(out / "labelsTr" / "hippocampus_195.nii.gz")
+    n = src.shape[2] // 3
+    assert img.shape == (*src.shape[:2], n) and tl.shape == img.shape
+    assert np.allclose(img.array[:, :, 1], src.array[:, :, 3:6].astype(np.float32).mean(axis=2), atol=1e-4)
+    assert np.array_equal(tl.array[:, :, 1], lab.array[:, :, 4])
+    assert img.spacing == pytest.approx((src.spacing[0], src.spacing[1], 3 * src.spacing[2]))
+    centre = src.affine @ np.array([0, 0, 4, 1.0])  # thick slice 1 = source slices 3, 4, 5
+    assert np.allclose(img.affine @ np.array([0, 0, 1, 1.0]), centre)
+    # a second call with the same cases reuses the folder; other cases rewrite it
+    stamp = (out / "derived.json").stat().st_mtime_ns
+    mod.derive(shared_hippocampus, tmp_path / "mixed", ids, {"hippocampus_195"})
+    assert (out / "derived.json").stat().st_mtime_ns == stamp
