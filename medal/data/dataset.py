@@ -101,10 +101,17 @@ class Dataset:
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the dataset root when inside it, for messages."""
+        return relative_to_root(path, self.root)
+
+
+def relative_to_root(path, root) -> str:
+    """``path`` relative to ``root`` when inside it (``path`` as given otherwise, or without a root), for messages."""
+    if root:
         try:
-            return str(Path(path).resolve().relative_to(self.root.resolve()))
+            return str(Path(path).resolve().relative_to(Path(root).resolve()))
         except ValueError:
-            return str(path)
+            pass
+    return str(path)
 
 
 def case_id_from_path(path: Path) -> str:

@@ -34,6 +34,20 @@ __all__ = ["MIXED_RATIO", "SPACING_TOLERANCE", "checkpoint_spacing", "mixed_spac
 SPACING_TOLERANCE = 0.02
 
 
+def _header_spacings(dataset) -> list[tuple[float, ...]]:
+    """Each readable 3D image's voxel spacing, from its header (a bad file is reported where it is read
+    for training or scoring, not here)."""
+    out = []
+    for case in dataset.cases:
+        try:
+            s = volume_spacing(case.image)
+        except DatasetError:
+            continue
+        if len(s) == 3:
+            out.append(s)
+    return out
+
+
 def resolve_spacing(data_cfg, dataset) -> tuple[float, float, float] | None:
     """The target spacing ``data.spacing`` asks for: ``None`` (no resampling), the given mm per array
     axis, or ``"median"``: the per-axis median over the dataset's images, read from their headers."""
@@ -42,16 +56,9 @@ def resolve_spacing(data_cfg, dataset) -> tuple[float, float, float] | None:
         return None
     if spec != "median":
         return tuple(float(s) for s in spec)
-    spacings = []
-    for case in dataset.cases:
-        try:
-            spacings.append(volume_spacing(case.image))
-        except DatasetError:
-            continue  # a bad file is reported where it is read for training or scoring
+    spacings = _header_spacings(dataset)
     if not spacings:
-        raise DatasetError(f"{dataset.root}: data.spacing 'median': no readable image to take the median of")
-    if any(len(s) != 3 for s in spacings):
-        raise DatasetError(f"{dataset.root}: data.spacing 'median': every image must be 3D")
+        raise DatasetError(f"{dataset.root}: data.spacing 'median': no readable 3D image to take the median of")
     return tuple(round(float(v), 6) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))
 
 
@@ -65,14 +72,7 @@ def mixed_spacing_note(data_cfg, dataset) -> str | None:
     spacing differs :data:`MIXED_RATIO` times or more along an axis; ``None`` otherwise. Headers only."""
     if getattr(data_cfg, "spacing", None) is not None:
         return None
-    spacings = []
-    for case in dataset.cases:
-        try:
-            s = volume_spacing(case.image)
-        except DatasetError:
-            continue
-        if len(s) == 3:
-            spacings.append(s)
+    spacings = _header_spacings(dataset)
     if len(spacings) < 2:
         return None
     arr = np.asarray(spacings, dtype=np.float64)

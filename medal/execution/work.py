@@ -95,12 +95,9 @@ class CaseScorer:
 
     def name(self, image_path) -> str:
         """``image_path`` as messages give it: relative to the dataset's folder when inside it."""
-        if self.spec.root:
-            try:
-                return str(Path(image_path).resolve().relative_to(Path(self.spec.root).resolve()))
-            except ValueError:
-                pass
-        return str(image_path)
+        from medal.data.dataset import relative_to_root
+
+        return relative_to_root(image_path, self.spec.root)
 
     def key(self, image_path) -> dict:
         from medal.model import file_hash

@@ -145,12 +145,9 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
     report = ScoreReport(out_dir)
 
     def name(path) -> str:
-        if root is not None:
-            try:
-                return str(Path(path).resolve().relative_to(Path(root).resolve()))
-            except ValueError:
-                pass
-        return str(path)
+        from medal.data.dataset import relative_to_root
+
+        return relative_to_root(path, root)
     for n in (net if isinstance(net, (list, tuple)) else [net]):
         n.to(device)
     for case in tqdm(list(cases), desc="scoring", unit="case", disable=not progress, leave=False):
