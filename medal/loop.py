@@ -234,7 +234,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
                           checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing)
-        done("train", {"spacing": list(spacing) if spacing is not None else None, "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
+        done("train", {"spacing": list(spacing) if spacing is not None else None,
+                       "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
                        "train_cases": res.train_cases, "val_cases": res.val_cases, "skipped": bad,

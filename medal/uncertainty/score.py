@@ -98,20 +98,18 @@ def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataCo
 
     x = normalized if normalized is not None else \
         normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
-    if network_shape(x.shape, image.spacing, spacing) is not None:
+    resampled = network_shape(x.shape, image.spacing, spacing) is not None
+    if resampled:
         x = to_network_grid(x, image.spacing, spacing)
-        res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
-                              roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
-                              tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature,
-                              votes="vote_entropy" in cfg.measures)
-        probs = to_case_grid(res.full_probs(), image.shape)
-        probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
-        measures = {k: to_case_grid(v, image.shape) for k, v in res.measures(cfg.measures).items()}
-        return probs.argmax(axis=0).astype(np.uint8), measures, probs
     res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
                           roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
                           tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature,
                           votes="vote_entropy" in cfg.measures)
+    if resampled:  # back on the image's own grid; the prediction is the argmax of the probabilities brought back
+        probs = to_case_grid(res.full_probs(), image.shape)
+        probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
+        measures = {k: to_case_grid(v, image.shape) for k, v in res.measures(cfg.measures).items()}
+        return probs.argmax(axis=0).astype(np.uint8), measures, probs
     return res.prediction(), res.measures(cfg.measures), res.full_probs()
 
 
