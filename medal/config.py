@@ -686,14 +686,6 @@ class MedalConfig:
     def __post_init__(self):
         if getattr(self.simulation, "_checked_on_base", False):
             return  # a variant's config (or one replaced from it): the variants are overrides of the base, checked there
-        if self.data.spacing is not None:
-            from medal.selection.strategies import NEEDS_EMBEDDINGS
-
-            wants = sorted({self.selection.strategy, *self.simulation.strategies} & set(NEEDS_EMBEDDINGS))
-            if wants:
-                raise ConfigError(f"data.spacing: the gradient embeddings of {wants} are taken on the network's grid, "
-                                  "which medal does not map back to a case's slices yet; use another strategy or "
-                                  "data.spacing: null")
         for name in self.simulation.variants:
             variant_config(self, name)  # every variant must be a valid config: fail at load, not mid-run
 

@@ -567,6 +567,31 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     assert np.abs(written - at_median).max() <= 1 / 255 + 1e-6
     assert np.abs(written - as_is).max() > 0.05
     assert np.allclose(at_median.sum(0), 1, atol=1e-4)
+    # badge with the spacing: `medal score` writes one gradient embedding per slice of the case's own grid,
+    # and `medal select --strategy badge` picks from them
+    from medal.uncertainty.embedding import EMBEDDING_FILE
+
+    bcfg = tmp_path / "badge.yaml"
+    bcfg.write_text(yaml.safe_dump({**TINY, "data": {"spacing": "median"}, "selection": {"strategy": "badge"}}))
+    out = medal("score", root, "--checkpoint", rd / "model.pt", "--out", tmp_path / "b", "--config", bcfg)
+    assert out.returncode == 0, out.stderr
+    for cid, shape in shapes.items():
+        with np.load(tmp_path / "b" / "scores" / cid / EMBEDDING_FILE) as z:
+            assert [z[f"axis{a}"].shape[0] for a in range(3)] == list(shape), cid
+    out = medal("select", root, "--scores", tmp_path / "b" / "scores", "--out", tmp_path / "bsel", "--budget", 60,
+                "--strategy", "badge", "--config", bcfg)
+    assert out.returncode == 0, out.stderr
+    picked = read_tasks(tmp_path / "bsel" / "tasks.json").tasks
+    assert picked and {t.strategy for t in picked} == {"badge"}
+    assert all(0 <= t.index < shapes[t.case_id][t.axis] for t in picked)
+    # a round scored without them (a simulation's shared round 0) gets them from its checkpoint's spacing
+    from medal.uncertainty.embedding import ensure_gradient_embeddings
+
+    assert ensure_gradient_embeddings(rd / "model.pt", ds.cases, rd, ucfg=c.uncertainty, data_cfg=c.data) == {}
+    for cid, shape in shapes.items():
+        with np.load(rd / "scores" / cid / EMBEDDING_FILE) as z, \
+                np.load(tmp_path / "b" / "scores" / cid / EMBEDDING_FILE) as ref:
+            np.testing.assert_allclose(z["axis2"], ref["axis2"], rtol=1e-4, atol=1e-4 * np.abs(ref["axis2"]).max())
     # the simulation's test Dice is taken on each case's own grid (no shape error on the thick cases)
     dice = evaluate(rd / "model.pt", ds, [c.case_id for c in ds.cases], load_config(cfg), per_case=True)
     assert dice.shape == (5, 2) and np.isfinite(dice).all()

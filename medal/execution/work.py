@@ -148,7 +148,7 @@ class CaseScorer:
                 x = normalize_intensity(image.array, method=self.dcfg.normalize,
                                         clip_percentiles=self.dcfg.clip_percentiles)
                 write_case_embeddings(self.nets, x, self.out, case_id, ucfg=self.ucfg, device=self.spec.device,
-                                      temperature=self.temperature)
+                                      temperature=self.temperature, spacing=self.spacing, image_spacing=image.spacing)
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}

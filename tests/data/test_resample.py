@@ -104,11 +104,13 @@ def test_a_warm_start_keeps_the_spacing_its_model_learnt(tmp_path, tiny_model_cf
     assert training_spacing(DataConfig(), ds, learnt) is None
 
 
-def test_spacing_with_a_strategy_on_gradient_embeddings_is_refused_at_load():
+def test_spacing_is_checked_at_load_and_goes_with_every_strategy():
     from medal.config import ConfigError, config_from_dict
 
-    with pytest.raises(ConfigError, match=r"data.spacing: the gradient embeddings of \['badge'\]"):
-        config_from_dict({"data": {"spacing": "median"}, "selection": {"strategy": "badge"}})
+    # badge's gradient embeddings are brought back to each case's slices (medal/uncertainty/embedding.py)
+    c = config_from_dict({"data": {"spacing": "median"}, "selection": {"strategy": "badge"},
+                          "simulation": {"strategies": ["fg_badge", "default"]}})
+    assert c.data.spacing == "median" and c.selection.strategy == "badge"
     with pytest.raises(ConfigError, match=r"data.spacing: 'mean' is not 'median'"):
         config_from_dict({"data": {"spacing": "mean"}})
     with pytest.raises(ConfigError, match=r"data.spacing: need 3 spacings in mm above 0"):

@@ -102,3 +102,57 @@ def test_both_weightings_round_trip_and_an_older_file_names_what_it_lacks(tmp_pa
         load_gradient_embeddings(old, 0, "foreground")
     with pytest.raises(ValueError, match="weighting 'fg'"):
         load_gradient_embeddings(path, 0, "fg")
+
+
+def test_on_a_resampled_case_each_of_its_own_slices_gets_the_gradient_at_the_interpolated_features():
+    """data.spacing: the network sees an (8, 12, 6) grid, the case has (8, 12, 12) slices. Each case slice's
+    embedding is autograd's gradient of its summed loss with the head applied to the hidden features brought
+    back trilinearly to the case's grid (the same features the case's probabilities are made of)."""
+    from medal.data.resample import to_case_grid
+
+    net = _net(seed=3)
+    x_net = np.random.default_rng(2).normal(size=(8, 12, 6)).astype(np.float32)
+    case_shape = (8, 12, 12)
+    emb = gradient_embeddings(net, x_net, roi_size=(8, 12, 6), case_shape=case_shape)
+    assert {a: v.shape[0] for a, v in emb.items()} == dict(enumerate(case_shape))
+    net.eval()
+    with torch.no_grad():
+        h = net.deterministic(torch.as_tensor(x_net)[None, None])[0].numpy()
+    h = torch.as_tensor(to_case_grid(h, case_shape))[None]
+    w = net.head_out.weight.detach().clone().requires_grad_(True)
+    b = net.head_out.bias.detach().clone().requires_grad_(True)
+    logits = torch.nn.functional.conv3d(h, w, b)
+    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="none")[0]
+    for axis in range(3):
+        for k in (0, case_shape[axis] // 2, case_shape[axis] - 1):
+            sl = [slice(None)] * 3
+            sl[axis] = k
+            gw, gb = torch.autograd.grad(loss[tuple(sl)].sum(), (w, b), retain_graph=True)
+            ref = torch.cat([gw.reshape(3, -1), gb[:, None]], 1).numpy()
+            np.testing.assert_allclose(emb[axis][k], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    # without a case shape the same image gives the network grid's 6 slices along axis 2, not the case's 12
+    assert gradient_embeddings(net, x_net, roi_size=(8, 12, 6))[2].shape[0] == 6
+
+
+def test_write_case_embeddings_resamples_only_a_case_off_the_network_spacing(tmp_path):
+    from types import SimpleNamespace
+
+    from medal.uncertainty.embedding import write_case_embeddings
+
+    net = _net(seed=4)
+    ucfg = SimpleNamespace(roi_size=(8, 12, 10), overlap=0.25)
+    x = np.random.default_rng(5).normal(size=(8, 12, 5)).astype(np.float32)  # a thick case: 2 mm along axis 2
+    p = write_case_embeddings(net, x, tmp_path, "thick", ucfg=ucfg, spacing=(1.0, 1.0, 1.0),
+                              image_spacing=(1.0, 1.0, 2.0))
+    with np.load(p) as z:
+        assert [z[f"axis{a}"].shape[0] for a in range(3)] == [8, 12, 5]  # the case's own slices
+        thick = z["axis2"]
+    with np.load(write_case_embeddings(net, x, tmp_path, "as_is", ucfg=ucfg)) as z:
+        assert np.abs(z["axis2"] - thick).max() > 1e-3  # the network saw it on a finer grid
+    # a case within 2% of the network's spacing is used as it is, bit for bit
+    with np.load(write_case_embeddings(net, x, tmp_path, "near", ucfg=ucfg, spacing=(1.0, 1.0, 1.0),
+                                       image_spacing=(1.0, 1.01, 1.0))) as z:
+        as_is = np.load(tmp_path / "scores" / "as_is" / "gradient_embedding.npz")["axis2"]
+        np.testing.assert_array_equal(z["axis2"], as_is)
+    with pytest.raises(ValueError, match="need the case's own voxel spacing"):
+        write_case_embeddings(net, x, tmp_path, "x", ucfg=ucfg, spacing=(1.0, 1.0, 1.0))
