@@ -34,10 +34,10 @@ class DataConfig:
 
     normalize: str = "zscore"  # zscore | minmax | none (per volume)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
-    # the voxel spacing (mm per array axis) the network sees (medal/data/resample.py): None = each case's
-    # own grid; "median" = the dataset's median spacing; or [a, b, c]. Labels, units, tasks stay on each
-    # case's own grid either way.
-    spacing: str | tuple[float, float, float] | None = None
+    # the voxel spacing (mm per array axis) the network sees (medal/data/resample.py): "median" (the default, as
+    # nnU-Net) = the dataset's median spacing; None = each case's own grid; or [a, b, c]. Labels, units, tasks
+    # stay on each case's own grid either way; a case within 2% of the target is used as it is.
+    spacing: str | tuple[float, float, float] | None = "median"
 
     def __post_init__(self):
         from medal.data.normalize import NORMALIZERS

@@ -17,7 +17,8 @@ def test_values_are_read(tmp_path):
     p.write_text("data:\n  normalize: minmax\n  clip_percentiles: [1, 99]\n")
     cfg = load_config(p)
     assert cfg.data == DataConfig(normalize="minmax", clip_percentiles=(1.0, 99.0))
-    assert config_to_dict(cfg)["data"] == {"normalize": "minmax", "clip_percentiles": [1.0, 99.0], "spacing": None}
+    assert config_to_dict(cfg)["data"] == {"normalize": "minmax", "clip_percentiles": [1.0, 99.0],
+                                                 "spacing": "median"}
     assert cfg.model == MedalConfig().model  # untouched sections keep their defaults
     with pytest.raises(Exception):
         cfg.data.normalize = "none"  # frozen

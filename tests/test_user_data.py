@@ -508,9 +508,10 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     out = medal("dataset", "check", root)
     assert out.returncode == 0 and "data.spacing: median" in out.stdout, out.stdout
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY, "data": {"spacing": "median"}}))
-    plain = tmp_path / "plain.yaml"  # each case's own grid (the default): the run says what it could use
-    plain.write_text(yaml.safe_dump(TINY))
+    cfg.write_text(yaml.safe_dump(TINY))  # data.spacing: median is the default
+    assert load_config(cfg).data.spacing == "median"
+    plain = tmp_path / "plain.yaml"  # each case's own grid: the run says what it could use
+    plain.write_text(yaml.safe_dump({**TINY, "data": {"spacing": None}}))
     out = medal("train", root, "--config", plain, "--out", tmp_path / "plain.pt")
     assert out.returncode == 0, out.stderr
     notes = [ln for ln in out.stderr.splitlines() if ln.startswith("NOTE: voxel spacing differs")]

@@ -91,10 +91,10 @@ class DatasetReport:
             ratio = spac.max(0) / np.maximum(spac.min(0), 1e-9)
             if ratio.max() >= SPACING_RATIO_NOTE:
                 lines.append(f"  NOTE: voxel spacing differs across cases, up to {ratio.max():.1f}x along axis "
-                             f"{int(ratio.argmax())}: with data.spacing: null (the default) medal trains on each "
-                             "volume's voxel grid as it is, so the same anatomy spans different numbers of voxels; "
-                             "set data.spacing: median to train and predict at the median spacing (labels and "
-                             "tasks stay on each case's grid; README, 'Mixed spacing')")
+                             f"{int(ratio.argmax())}: with data.spacing: median (the default) the network trains and "
+                             "predicts at the median spacing, labels and tasks stay on each case's grid; "
+                             "data.spacing: null would train on each volume's grid as it is, the same anatomy "
+                             "over different numbers of voxels (README, 'Mixed spacing')")
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")

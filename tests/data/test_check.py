@@ -150,7 +150,9 @@ def test_mixed_voxel_spacing_is_noted_not_failed(tmp_path):
     report = check_dataset(root)
     assert report.ok, report.summary()
     notes = [x for x in report.summary().splitlines() if "NOTE" in x]
-    assert len(notes) == 1 and "up to 3.0x along axis 2" in notes[0] and "data.spacing: median" in notes[0]
+    assert len(notes) == 1 and "up to 3.0x along axis 2" in notes[0]
+    assert "data.spacing: median (the default)" in notes[0]
+    assert "data.spacing: null would train on each volume's grid" in notes[0]
     assert not [x for x in check_dataset(src).summary().splitlines() if "NOTE" in x]
 
 

@@ -79,7 +79,8 @@ def test_median_spacing_is_read_from_the_headers(tmp_path, case):
     assert got == pytest.approx(tuple(np.median([volume_spacing(c.image) for c in ds.cases], axis=0)))
     assert got[2] == pytest.approx(spacings[2])  # 3 of 5 at the original spacing
     assert resolve_spacing(DataConfig(spacing=(1.0, 1.0, 2.0)), ds) == (1.0, 1.0, 2.0)
-    assert resolve_spacing(DataConfig(), ds) is None
+    assert resolve_spacing(DataConfig(spacing=None), ds) is None
+    assert DataConfig().spacing == "median"
     assert checkpoint_spacing({"meta": {"spacing": [1, 1, 2]}}) == (1.0, 1.0, 2.0)
     assert checkpoint_spacing({"meta": {}}) is None and checkpoint_spacing(None) is None
 
@@ -101,7 +102,7 @@ def test_a_warm_start_keeps_the_spacing_its_model_learnt(tmp_path, tiny_model_cf
     assert training_spacing(DataConfig(spacing="median"), ds, plain) == median
     assert training_spacing(DataConfig(spacing="median"), ds, None) == median
     assert training_spacing(DataConfig(spacing=(2.0, 2.0, 2.0)), ds, learnt) == (2.0, 2.0, 2.0)
-    assert training_spacing(DataConfig(), ds, learnt) is None
+    assert training_spacing(DataConfig(spacing=None), ds, learnt) is None
 
 
 def test_spacing_is_checked_at_load_and_goes_with_every_strategy():
