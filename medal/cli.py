@@ -39,6 +39,15 @@ def cmd_dataset_check(args) -> int:
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
+def cmd_dataset_split_channels(args) -> int:
+    from medal.data.channels import split_channels
+
+    res = split_channels(args.src, args.dst)
+    print(f"wrote {len(res['written'])} case(s) to {args.dst} (one file per channel: _0000, _0001, ...)"
+          + (f"; skipped {len(res['skipped'])}" if res["skipped"] else ""))
+    return EXIT_PROBLEMS if res["skipped"] else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from medal.demo import run_demo
 
@@ -463,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="print the full report as JSON")
     chk.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     chk.set_defaults(func=cmd_dataset_check)
+    spl = ds_sub.add_parser("split-channels", help="rewrite 4D multi-channel images (MSD) as one file per channel",
+                            description="Write SRC's cases into DST in nnU-Net v2's layout: each image's channels "
+                            "(a 4D file's fourth axis) as imagesTr/<case>_0000.nii.gz, _0001, ...; labels, "
+                            "dataset.json (without its file lists) and other top-level files (LICENSE) copied. "
+                            "Exits 1 if any case was skipped.")
+    spl.add_argument("src", help="dataset folder with 4D images (e.g. an MSD task)")
+    spl.add_argument("dst", help="new folder to write")
+    spl.set_defaults(func=cmd_dataset_split_channels)
 
     tr = sub.add_parser("train", help="train the U-Net on full or partial labels (255 = not annotated)")
     tr.add_argument("dataset", help="dataset folder")

@@ -108,3 +108,46 @@ def write_sparse_label_dataset(root, source_cases, *, layout: str = "msd") -> Pa
     if layout == "msd":
         (root / "dataset.json").write_text(json.dumps({"name": "sparse", "labels": {str(k): v for k, v in SPARSE_LABELS.items()}}))
     return root
+
+
+def second_channel(image: np.ndarray) -> np.ndarray:
+    """A second "sequence" of a real scan, for multi-channel tests: the intensities inverted, smoothed and put
+    on another scale (1000 - 3 x, Gaussian sigma 1), so the two channels disagree in contrast and range as a
+    T1 and a T2 do. Co-registered with ``image`` by construction."""
+    from scipy import ndimage
+
+    return (1000.0 - 3.0 * ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), 1.0)).astype(np.float32)
+
+
+def write_multichannel_dataset(root, source_cases, *, layout: str = "split") -> Path:
+    """A two-channel dataset built from real cases: channel 0 the case's image, channel 1 its
+    :func:`second_channel`; labels as they are.
+
+    ``layout="split"``: nnU-Net v2's ``imagesTr/<case>_0000.nii.gz`` and ``_0001`` with ``dataset.json``'s
+    ``channel_names``; ``"4d"``: the Decathlon's one 4D file per case (channels along the fourth axis) listed in
+    ``dataset.json``'s ``training`` with a ``modality`` entry.
+    """
+    from medal.data import Volume, load_volume, save_volume
+
+    root = Path(root)
+    training = []
+    for case in source_cases:
+        image, label = load_volume(case.image), load_volume(case.label)
+        x = image.array.astype(np.float32)
+        x1 = second_channel(x)
+        if layout == "split":
+            save_volume(Volume(x, image.affine), root / "imagesTr" / f"{case.case_id}_0000.nii.gz")
+            save_volume(Volume(x1, image.affine), root / "imagesTr" / f"{case.case_id}_0001.nii.gz")
+        elif layout == "4d":
+            save_volume(Volume(np.stack([x, x1], axis=-1), image.affine), root / "imagesTr" / f"{case.case_id}.nii.gz")
+        else:
+            raise ValueError(f"layout {layout!r}: 'split' or '4d'")
+        save_volume(label, root / "labelsTr" / f"{case.case_id}.nii.gz")
+        training.append({"image": f"./imagesTr/{case.case_id}.nii.gz", "label": f"./labelsTr/{case.case_id}.nii.gz"})
+    meta = {"name": "two channels (derived)", "labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}
+    if layout == "split":
+        meta["channel_names"] = {"0": "MRI", "1": "MRI inverted (derived)"}
+    else:
+        meta.update(modality={"0": "MRI", "1": "MRI inverted (derived)"}, training=training)
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root

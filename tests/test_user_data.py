@@ -635,3 +635,68 @@ def test_score_names_a_bad_image_inside_the_dataset_and_scores_the_rest(tmp_path
     rep = score_cases(build_model(cfg.model, out_channels=3), [c for c in ds.cases if c.case_id == "nan_case"],
                       tmp_path / "r", cfg=cfg.uncertainty, data_cfg=cfg.data, progress=False, root=ds.root)
     assert rep.failures == {"nan_case": "nan_case.nii.gz: 1 NaN and 0 Inf intensity values"}
+
+
+def test_two_channel_cases_train_score_and_select_on_every_channel(tmp_path, sample_cases, tiny_cfg):
+    """Four real cases as the Decathlon stores a two-channel task (one 4D file each; channel 1 the scan
+    inverted, smoothed and rescaled). `dataset check` says how to split them; `split-channels` writes nnU-Net's
+    _0000/_0001 files; a round trains a 2-channel network (recorded in the checkpoint) whose answer depends on
+    channel 1, and writes tasks on the _0000 image's grid; a one-channel model is refused per case."""
+    import torch
+
+    from medal.config import load_config
+    from medal.simulation.simulate import evaluate
+    from medal.tasks import read_tasks
+    from medal.testing import write_multichannel_dataset
+
+    src = write_multichannel_dataset(tmp_path / "msd", sample_cases[:4], layout="4d")
+    out = medal("dataset", "check", src)
+    assert out.returncode == 1 and "expected a 3D volume, got 4D" in out.stdout
+    assert "`medal dataset split-channels`" in out.stdout
+    root = tmp_path / "split"
+    out = medal("dataset", "split-channels", src, root)
+    assert out.returncode == 0 and "wrote 4 case(s)" in out.stdout, out.stderr
+    out = medal("dataset", "check", root)
+    assert out.returncode == 0 and "channels: 2 per case" in out.stdout, out.stdout
+    ds = load_dataset(root)
+    run = tmp_path / "run"
+    for case in ds.cases:  # first labels: every fourth slice along the first axis
+        lab = load_volume(case.label)
+        part = np.full(lab.shape, 255, np.uint8)
+        part[::4] = lab.array[::4]
+        save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+    out = medal("round", root, "--run", run, "--index", 0, "--config", tiny_cfg)
+    assert out.returncode == 0, out.stderr
+    rd = run / "round_000"
+    assert torch.load(rd / "model.pt", weights_only=True)["in_channels"] == 2
+    for case in ds.cases:
+        shape = load_volume(case.image).shape
+        assert load_volume(rd / "scores" / case.case_id / "entropy.nii.gz").shape == shape
+    tasks = read_tasks(rd / "tasks.json")
+    assert tasks.tasks and all(tasks.image_path(t).name.endswith("_0000.nii.gz") for t in tasks.tasks)
+    # the network reads channel 1: the same checkpoint answers differently when channel 1 changes
+    from medal.uncertainty.score import score_volume, scorer_nets
+
+    c = load_config(tiny_cfg)
+    nets, temp, _ = scorer_nets(rd / "model.pt", c.uncertainty)
+    image = load_volume(ds.cases[0].image)
+    _, _, probs = score_volume(nets, image, cfg=c.uncertainty, data_cfg=c.data, temperature=temp)
+    out = medal("score", root, "--checkpoint", rd / "model.pt", "--out", tmp_path / "s2", "--config", tiny_cfg)
+    assert out.returncode == 0 and "4 scored" in out.stdout, out.stderr
+    second = root / "imagesTr" / f"{ds.cases[0].case_id}_0001.nii.gz"
+    v1 = load_volume(second)
+    save_volume(v1.with_array(v1.array[::-1].copy()), second)
+    _, _, flipped = score_volume(nets, image, cfg=c.uncertainty, data_cfg=c.data, temperature=temp)
+    assert np.abs(probs - flipped).max() > 1e-3
+    # ... and `medal score` sees the changed channel file as a changed case (its key holds every channel)
+    out = medal("score", root, "--checkpoint", rd / "model.pt", "--out", tmp_path / "s2", "--config", tiny_cfg)
+    assert out.returncode == 0 and "1 scored, 3 already up to date" in out.stdout, out.stdout
+    # the simulation's test Dice reads both channels too
+    dice = evaluate(rd / "model.pt", ds, [x.case_id for x in ds.cases], c, per_case=True)
+    assert dice.shape == (4, 2) and np.isfinite(dice).all()
+    # a one-channel model on two-channel cases: each case fails with one line naming it, no traceback
+    one = tmp_path / "one.pt"
+    assert medal("train", sample_dataset(), "--config", tiny_cfg, "--out", one).returncode == 0
+    out = medal("score", root, "--checkpoint", one, "--out", tmp_path / "s1", "--config", tiny_cfg)
+    assert out.returncode != 0
+    assert f"{ds.cases[0].case_id}_0000.nii.gz: the model takes 1 input channel(s), the case has 2" in out.stdout + out.stderr

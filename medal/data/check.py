@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channels import channel_files, same_channel_grid
 from .dataset import Dataset, load_dataset
 from .errors import DatasetError
 from .io import load_volume
@@ -39,6 +40,7 @@ class CaseReport:
     dtype: str | None = None
     intensity_range: tuple[float, float] | None = None
     label_values: list[int] | None = None
+    channels: int = 1  # channel files (_0000, _0001, ...): the network's input channels
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # reported, not failing: the data may be meant so
 
@@ -95,6 +97,11 @@ class DatasetReport:
                              "predicts at the median spacing, labels and tasks stay on each case's grid; "
                              "data.spacing: null would train on each volume's grid as it is, the same anatomy "
                              "over different numbers of voxels (README, 'Mixed spacing')")
+            channels = sorted({c.channels for c in good})
+            if channels != [1]:
+                lines.append(f"  channels: {', '.join(map(str, channels))} per case (files _0000 ... "
+                             f"_{max(channels) - 1:04d}): the network reads every channel, each normalised on its "
+                             "own; experts see _0000")
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")
@@ -143,6 +150,14 @@ def _check_case(ds: Dataset, case) -> CaseReport:
         finite = image.array[np.isfinite(image.array)] if image.array.dtype.kind == "f" else image.array
         if finite.size:
             rep.intensity_range = (float(finite.min()), float(finite.max()))
+    files = channel_files(case.image)
+    rep.channels = len(files)
+    for f in files[1:]:  # every further channel: readable, finite, on the image's grid
+        vol = attempt(load_volume, f)
+        if vol is not None:
+            attempt(require_finite, vol, ds.relative(f))
+            if image is not None:
+                attempt(same_channel_grid, image, vol, ds.relative(f))
     if case.label is None:
         return rep
     label = attempt(load_volume, case.label)
@@ -177,4 +192,11 @@ def check_dataset(root, *, labels_dir=None, progress=None) -> DatasetReport:
     cases = progress(ds.cases) if progress is not None else ds.cases
     for case in cases:
         report.cases.append(_check_case(ds, case))
+    counts: dict[int, list[str]] = {}
+    for c in report.cases:
+        counts.setdefault(c.channels, []).append(c.case_id)
+    if len(counts) > 1:
+        report.problems.append("cases have different numbers of channel files (_0000, _0001, ...): " + ", ".join(
+            f"{n} channel(s) in {len(ids)} case(s) (e.g. {ids[0]})" for n, ids in sorted(counts.items()))
+            + "; the network needs the same input channels in every case")
     return report

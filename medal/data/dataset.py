@@ -4,7 +4,9 @@ Two layouts are understood:
 
 * **Medical Segmentation Decathlon / nnU-Net**: ``dataset.json`` (label names, optionally a
   ``training`` list of ``{"image", "label"}`` and a ``test`` list), ``imagesTr/``, ``labelsTr/``,
-  ``imagesTs/``. nnU-Net v2's channel suffix (``case_0000.nii.gz``) is stripped from case ids.
+  ``imagesTs/``. nnU-Net v2's channel suffix (``case_0000.nii.gz``) is stripped from case ids; a case with
+  several channel files (``_0000``, ``_0001``, ...) is one case whose image is its ``_0000`` file, the network
+  reading every channel (:mod:`medal.data.channels`).
 * **Plain folder**: image files directly in the folder, labels optionally in a sibling folder
   (``labels/`` by default, or any folder you name) with the same case ids.
 
@@ -160,6 +162,29 @@ def _volume_files(folder: Path) -> list[Path]:
     )
 
 
+def _first_channels(images: list[Path], root: Path) -> list[Path]:
+    """``images`` with each multi-channel case (``X_0000``, ``X_0001``, ... files) down to its ``_0000`` file;
+    channel numbers with a gap are an error naming the case. Files of one id without a channel suffix stay
+    (the duplicate check reports them)."""
+    by_case: dict[str, list[tuple[int | None, Path]]] = {}
+    for p in images:
+        stem = p.name[: len(p.name) - len(full_suffix(p))]
+        m = _CHANNEL.search(stem)
+        by_case.setdefault(case_id_from_path(p), []).append((int(stem[m.start() + 1:]) if m else None, p))
+    out = []
+    for cid, files in by_case.items():
+        numbers = [k for k, _ in files]
+        if len(files) == 1 or None in numbers:
+            out += [p for _, p in files]
+            continue
+        if sorted(numbers) != list(range(len(numbers))):
+            names = ", ".join(p.name for _, p in sorted(files))
+            raise DatasetError(f"{root}: case {cid!r} has channel files {names}: a case's channels are numbered "
+                               "_0000, _0001, ... without a gap", path=root)
+        out.append(next(p for k, p in files if k == 0))
+    return sorted(out)
+
+
 def _read_dataset_json(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -234,13 +259,14 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
             cases.append(Case(case_id_from_path(image), image, None, "test"))
     elif (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         layout = "msd"
-        images = _volume_files(root / "imagesTr")
+        images = _first_channels(_volume_files(root / "imagesTr"), root)
         labels, orphans = _match_labels(images, override or root / "labelsTr")
         cases += [Case(case_id_from_path(p), p, labels.get(case_id_from_path(p)), "train") for p in images]
-        cases += [Case(case_id_from_path(p), p, None, "test") for p in _volume_files(root / "imagesTs")]
+        cases += [Case(case_id_from_path(p), p, None, "test")
+                  for p in _first_channels(_volume_files(root / "imagesTs"), root)]
     else:
         layout = "plain"
-        images = _volume_files(root)
+        images = _first_channels(_volume_files(root), root)
         label_dir = override or (root / "labels" if (root / "labels").is_dir() else None)
         labels, orphans = _match_labels(images, label_dir)
         cases += [Case(case_id_from_path(p), p, labels.get(case_id_from_path(p)), "train") for p in images]
@@ -249,11 +275,6 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
     for c in cases:
         if c.case_id in seen:
             a, b = seen[c.case_id].name, c.image.name
-            if _CHANNEL.search(a[: len(a) - len(full_suffix(a))]) and _CHANNEL.search(b[: len(b) - len(full_suffix(b))]):
-                raise DatasetError(
-                    f"{root}: case {c.case_id!r} has more than one channel file ({a}, {b}): medal segments one "
-                    "channel per case; give it a folder whose imagesTr holds only the channel to use "
-                    "(links to the _0000 files, say)", path=root)
             raise DatasetError(f"{root}: case id {c.case_id!r} appears twice ({a} and {b})", path=root)
         seen[c.case_id] = c.image
     if not cases:

@@ -182,8 +182,9 @@ def load_volume(path, *, ndim: int | None = 3) -> Volume:
         while array.ndim > ndim and array.shape[-1] == 1:
             array = array[..., 0]
         if array.ndim != ndim:
-            hint = (f" (a multi-channel image? medal segments one channel per case: save the channel to use as a "
-                    f"{ndim}D file)" if array.ndim == ndim + 1 and ndim == 3 else "")
+            hint = (" (a multi-channel image? `medal dataset split-channels` writes its channels as _0000, _0001, "
+                    "... files, which medal reads as the network's input channels)"
+                    if array.ndim == ndim + 1 and ndim == 3 else "")
             raise DatasetError(
                 f"{path}: expected a {ndim}D volume, got {array.ndim}D with shape {tuple(array.shape)}{hint}", path=path
             )

@@ -131,10 +131,10 @@ def _interpolate(array: np.ndarray, shape, *, nearest: bool) -> np.ndarray:
 
 
 def to_network_grid(array: np.ndarray, spacing, target, *, labels: bool = False) -> np.ndarray:
-    """``array`` (``(Z, Y, X)`` of a case with voxel ``spacing``) on the ``target`` spacing's grid:
-    trilinear for an image (float32), nearest neighbour for a label map (its dtype and values kept).
-    Returned unchanged when :func:`network_shape` says no resampling is needed."""
-    shape = network_shape(array.shape, spacing, target)
+    """``array`` (``(Z, Y, X)`` of a case with voxel ``spacing``, or ``(C, Z, Y, X)``: each channel alike) on
+    the ``target`` spacing's grid: trilinear for an image (float32), nearest neighbour for a label map (its
+    dtype and values kept). Returned unchanged when :func:`network_shape` says no resampling is needed."""
+    shape = network_shape(array.shape[-3:], spacing, target)
     if shape is None:
         return array
     if labels:

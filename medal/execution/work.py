@@ -102,7 +102,12 @@ class CaseScorer:
     def key(self, image_path) -> dict:
         from medal.model import file_hash
 
+        from medal.data.channels import channel_files
+
         key = case_key(file_hash(image_path), self.checkpoint_sha, self.ucfg, self.dcfg)
+        more = channel_files(image_path)[1:]
+        if more:  # a multi-channel case: a changed _0001 file is a changed input too
+            key["channel_sha256"] = [file_hash(f) for f in more]
         if self.spec.label_values and list(self.spec.label_values) != list(range(len(self.spec.label_values))):
             key["label_values"] = list(self.spec.label_values)  # predictions are written in these values
         return key
@@ -142,11 +147,10 @@ class CaseScorer:
                                                  spacing=self.spacing)
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             if self.spec.embeddings:
-                from medal.data import normalize_intensity
+                from medal.data.channels import network_input
                 from medal.uncertainty.embedding import write_case_embeddings
 
-                x = normalize_intensity(image.array, method=self.dcfg.normalize,
-                                        clip_percentiles=self.dcfg.clip_percentiles)
+                x = network_input(image, self.dcfg, path=image_path, name=self.name)
                 write_case_embeddings(self.nets, x, self.out, case_id, ucfg=self.ucfg, device=self.spec.device,
                                       temperature=self.temperature, spacing=self.spacing, image_spacing=image.spacing)
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})

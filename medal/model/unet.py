@@ -49,6 +49,7 @@ class MedalUNet(nn.Module):
         if cfg.placement not in ("head", "decoder"):
             raise ValueError(f"MedalUNet supports placement 'head' or 'decoder', got {cfg.placement!r}")
         self.placement = cfg.placement
+        self.in_channels = int(in_channels)
         ch, st = cfg.channels, cfg.strides
         self.encoder = nn.ModuleList(
             [_unit(in_channels, ch[0], 1, cfg)] + [_unit(ch[i], ch[i + 1], st[i], cfg) for i in range(len(st))]
@@ -123,6 +124,7 @@ class MonaiUNetMC(nn.Module):
     def __init__(self, cfg: ModelConfig, *, in_channels: int, out_channels: int):
         super().__init__()
         self.placement = "monai"
+        self.in_channels = int(in_channels)
         self.net = UNet(3, in_channels, out_channels, channels=cfg.channels, strides=cfg.strides,
                         num_res_units=cfg.num_res_units, norm=_NORM[cfg.norm], dropout=cfg.dropout)
 

@@ -188,7 +188,7 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     row per test case, in ``test``'s order).
 
     ``cache``: a :class:`~medal.data.VolumeCache` test images (normalised) and labels come from."""
-    from medal.data import normalize_intensity
+    from medal.data.channels import network_input
     from medal.model import load_checkpoint
     from medal.model.device import resolve_device
     from medal.training import dice_per_class
@@ -205,17 +205,14 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     scores = []
     for cid in test:
         case = dataset.case(cid)
-        if cache is not None:
-            x, truth = cache.normalized(case.image, cfg.data), cache.volume(case.label).array
-        else:
-            x = normalize_intensity(load_volume(case.image).array, method=cfg.data.normalize,
-                                    clip_percentiles=cfg.data.clip_percentiles)
-            truth = load_volume(case.label).array
+        image = cache.volume(case.image) if cache is not None else load_volume(case.image)
+        x = network_input(image, cfg.data, path=case.image, name=dataset.relative, cache=cache)
+        truth = cache.volume(case.label).array if cache is not None else load_volume(case.label).array
         if spacing is not None:  # the network's grid and back: Dice on each case's own grid
             probs = predict_probs(net, to_network_grid(x, volume_spacing(case.image), spacing),
                                   roi_size=cfg.uncertainty.roi_size,
                                   device=device)
-            pred = to_case_grid(probs, x.shape).argmax(0)
+            pred = to_case_grid(probs, x.shape[-3:]).argmax(0)
         else:
             pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size, device=device).argmax(0)
         scores.append(dice_per_class(pred, dataset.label_map.to_index(truth, where=dataset.relative(case.label)), n))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import DataConfig, ModelConfig, TrainingConfig
-from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume, normalize_intensity
+from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume
 from medal.data.labels import UNLABELED
 from medal.training.metrics import dice_per_class
 from medal.training.semi import EMATeacher, propagation_mask, rampup, unlabeled_loss
@@ -22,7 +22,8 @@ __all__ = ["TrainItem", "TrainResult", "held_out_slices", "holdout_mask", "prepa
 
 @dataclass
 class TrainItem:
-    """One case in memory: normalised image and (partial) label, both ``(Z, Y, X)``."""
+    """One case in memory: normalised image (``(Z, Y, X)``, or ``(C, Z, Y, X)`` with several input channels) and
+    (partial) label ``(Z, Y, X)``."""
 
     case_id: str
     image: np.ndarray
@@ -80,6 +81,7 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
     images and labels are resampled to it (:func:`medal.data.resample.to_network_grid`); ``None``: each
     case's own grid.
     """
+    from medal.data.channels import network_input
     from medal.data.resample import to_network_grid
 
     items = []
@@ -105,8 +107,7 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
                 index = np.where(holdout_mask(case.case_id, index.shape, image.orientation, holdout), 255, index)
                 if not annotated_mask(index).any():
                     continue
-            x = cache.normalized(case.image, data_cfg) if cache is not None else \
-                normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+            x = network_input(image, data_cfg, path=case.image, name=dataset.relative, cache=cache)
             if spacing is not None:
                 x = to_network_grid(x, image.spacing, spacing)
                 index = to_network_grid(index, image.spacing, spacing, labels=True)
@@ -119,6 +120,19 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
             continue
         items.append(TrainItem(case.case_id, x, index))
     return items
+
+
+def input_channels(items) -> int:
+    """The number of input channels of ``items`` (1 for ``(Z, Y, X)`` images, C for ``(C, Z, Y, X)``); cases
+    with different numbers are a ``ValueError`` naming one of each."""
+    by = {}
+    for item in items:
+        by.setdefault(1 if item.image.ndim == 3 else int(item.image.shape[0]), item.case_id)
+    if len(by) > 1:
+        raise ValueError("the cases have different numbers of input channels: "
+                         + ", ".join(f"{n} ({cid}, ...)" for n, cid in sorted(by.items()))
+                         + "; every case needs the same channel files (_0000, _0001, ...)")
+    return next(iter(by), 1)
 
 
 def split_items(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -143,7 +157,8 @@ def _batch(items, cfg: TrainingConfig, rng, masks=None):
         labs.append(crop_patch(item.label, start, cfg.patch_size, fill=UNLABELED))
         if masks is not None:
             allowed.append(crop_patch(masks[i], start, cfg.patch_size, fill=0).astype(np.int64))
-    return np.stack(imgs)[:, None], np.stack(labs), (np.stack(allowed) if masks is not None else None)
+    imgs = np.stack(imgs)
+    return imgs[:, None] if imgs.ndim == 4 else imgs, np.stack(labs), (np.stack(allowed) if masks is not None else None)
 
 
 def _snapshot_epochs(max_epochs: int, k: int) -> set[int]:
@@ -235,11 +250,15 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
+    in_channels = input_channels(train_items + list(val_items or []))
     if init is not None:
         net, _, payload = load_checkpoint(init, expected=model_cfg)
         check_checkpoint_labels(payload, label_map, init, n_classes=n_classes)
+        if int(payload.get("in_channels", 1)) != in_channels:
+            raise ValueError(f"{init}: the model takes {int(payload.get('in_channels', 1))} input channel(s), the "
+                             f"cases have {in_channels}; train from scratch (no warm start) for this dataset")
     else:
-        net = build_model(model_cfg, in_channels=1, out_channels=n_classes)
+        net = build_model(model_cfg, in_channels=in_channels, out_channels=n_classes)
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
@@ -339,7 +358,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
         if temperature is not None:
             meta["temperature"] = float(temperature)
             meta["calibration"] = json.dumps(result.calibration)
-        result.checkpoint = save_checkpoint(checkpoint, net.cpu(), model_cfg, in_channels=1, out_channels=n_classes,
+        result.checkpoint = save_checkpoint(checkpoint, net.cpu(), model_cfg, in_channels=in_channels,
+                                            out_channels=n_classes,
                                             meta=meta, snapshots=snapshots or None)
         net.to(device)
     return result

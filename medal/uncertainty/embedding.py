@@ -117,7 +117,8 @@ def _features_to_case_grid(h, case_shape):
 
 def write_case_embeddings(nets, x: np.ndarray, out_dir, case_id: str, *, ucfg, device="cpu",
                           temperature: float = 1.0, spacing=None, image_spacing=None) -> Path:
-    """:func:`gradient_embeddings` of one normalised image ``x`` (on its case's own grid), written to its case's
+    """:func:`gradient_embeddings` of one normalised image ``x`` (``(Z, Y, X)`` or ``(C, Z, Y, X)``, on its case's
+    own grid), written to its case's
     file under ``out_dir``. ``spacing``: the network's training spacing (``None``: the case's own grid), with
     ``image_spacing`` the case's: the network sees ``x`` resampled to it, the slices stay the case's."""
     case_shape = None
@@ -126,8 +127,8 @@ def write_case_embeddings(nets, x: np.ndarray, out_dir, case_id: str, *, ucfg, d
 
         if image_spacing is None:
             raise ValueError("gradient embeddings at a network spacing need the case's own voxel spacing")
-        if network_shape(x.shape, image_spacing, spacing) is not None:
-            case_shape = x.shape
+        if network_shape(x.shape[-3:], image_spacing, spacing) is not None:
+            case_shape = x.shape[-3:]
             x = to_network_grid(x, image_spacing, spacing)
     emb = gradient_embeddings(nets, x, roi_size=ucfg.roi_size, overlap=ucfg.overlap, device=device,
                               temperature=temperature, weightings=WEIGHTINGS, case_shape=case_shape)
@@ -189,7 +190,8 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
     """Write the gradient embeddings of every case in ``cases`` that has score volumes under ``out_dir/scores``
     but no embedding file yet (or one without every weighting's arrays), with the network of ``checkpoint`` (the
     one that scored them). Returns ``{case_id: error}`` for cases that failed (the others go on)."""
-    from medal.data import load_volume, normalize_intensity
+    from medal.data import load_volume
+    from medal.data.channels import network_input
     from medal.data.io import volume_spacing
     from medal.data.resample import checkpoint_spacing
     from medal.uncertainty.score import scorer_nets
@@ -203,11 +205,8 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
     failures = {}
     for case in todo:
         try:
-            if cache is not None:
-                x = cache.normalized(case.image, data_cfg)
-            else:
-                x = normalize_intensity(load_volume(case.image).array, method=data_cfg.normalize,
-                                        clip_percentiles=data_cfg.clip_percentiles)
+            image = cache.volume(case.image) if cache is not None else load_volume(case.image)
+            x = network_input(image, data_cfg, path=case.image, cache=cache)
             image_spacing = volume_spacing(case.image) if spacing is not None else None
             write_case_embeddings(nets, x, out_dir, case.case_id, ucfg=ucfg, device=device, temperature=temperature,
                                   spacing=spacing, image_spacing=image_spacing)

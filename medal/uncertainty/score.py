@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import DataConfig, UncertaintyConfig, config_to_dict
-from medal.data import DatasetError, Volume, atomic_write_json, load_volume, normalize_intensity, save_volume
+from medal.data import DatasetError, Volume, atomic_write_json, load_volume, save_volume
+from medal.data.channels import network_input
 from medal.data.validate import require_finite
 
 __all__ = ["ScoreReport", "load_probs", "save_probs", "score_volume", "score_cases", "score_paths", "scorer_nets",
@@ -86,6 +87,17 @@ def scorer_nets(checkpoint, cfg: UncertaintyConfig, *, expected=None, device="cp
     return [n.to(device) for n in nets], temperature, payload
 
 
+def check_input_channels(net, x: np.ndarray, path=None) -> None:
+    """A ``ValueError`` naming the image when the network (or a committee's first member) takes another number
+    of input channels than ``x`` (``(Z, Y, X)``: one; ``(C, Z, Y, X)``: C) has."""
+    first = net[0] if isinstance(net, (list, tuple)) else net
+    want, have = int(getattr(first, "in_channels", 1)), 1 if x.ndim == 3 else int(x.shape[0])
+    if want != have:
+        where = Path(path).name if path is not None else "the image"
+        raise ValueError(f"{where}: the model takes {want} input channel(s), the case has {have} (channel files "
+                         "_0000, _0001, ...); score with a model trained on cases with the same channels")
+
+
 def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu", normalized=None,
                  temperature: float = 1.0, spacing=None):
     """Prediction, measures and mean probabilities of ``cfg.source``'s samples for one image; returns
@@ -96,9 +108,9 @@ def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataCo
     from medal.data.resample import network_shape, to_case_grid, to_network_grid
     from medal.uncertainty.sources import predict_moments
 
-    x = normalized if normalized is not None else \
-        normalize_intensity(image.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
-    resampled = network_shape(x.shape, image.spacing, spacing) is not None
+    x = normalized if normalized is not None else network_input(image, data_cfg)
+    check_input_channels(net, x, image.path)
+    resampled = network_shape(x.shape[-3:], image.spacing, spacing) is not None
     if resampled:
         x = to_network_grid(x, image.spacing, spacing)
     res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
@@ -153,7 +165,8 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
             image = cache.volume(case.image) if cache is not None else load_volume(case.image)
             require_finite(image, name(case.image))
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
-                                                 normalized=cache.normalized(case.image, data_cfg) if cache else None,
+                                                 normalized=network_input(image, data_cfg, path=case.image, name=name,
+                                                                          cache=cache) if cache else None,
                                                  temperature=temperature, spacing=spacing)
         except DatasetError as exc:  # a bad file: the message names it
             report.failures[case.case_id] = str(exc).replace(str(case.image), name(case.image))

@@ -33,22 +33,26 @@ def test_nnunet_layout_without_training_list(tmp_path):
     assert ds.label_names == {0: "background", 1: "organ"}
 
 
-def test_multi_channel_nnunet_cases_are_a_clear_error_and_one_channel_per_case_reads(tmp_path):
-    """nnU-Net v2 writes one file per channel (case_0000, case_0001): medal says it segments one channel
-    and how to give it one, rather than 'case id appears twice'; the suggested folder of links reads."""
+def test_multi_channel_nnunet_cases_read_as_one_case_each_and_a_folder_of_one_channel_too(tmp_path):
+    """nnU-Net v2 writes one file per channel (case_0000, case_0001): one case each, its image the _0000
+    file, its channels found beside it (not 'case id appears twice'); a folder of links to one channel reads
+    as one-channel cases."""
+    from medal.data.channels import channel_files
+
     vol = Volume(np.zeros((4, 5, 6), np.float32), np.eye(4))
     raw = tmp_path / "raw"
     for cid in ("a", "b"):
         for ch in ("0000", "0001"):
             save_volume(vol, raw / "imagesTr" / f"{cid}_{ch}.nii.gz")
-    with pytest.raises(DatasetError, match=r"case 'a' has more than one channel file \(a_0000\.nii\.gz, "
-                                           r"a_0001\.nii\.gz\): medal segments one channel per case"):
-        load_dataset(raw)
+    ds = load_dataset(raw)
+    assert [(c.case_id, c.image.name) for c in ds.cases] == [("a", "a_0000.nii.gz"), ("b", "b_0000.nii.gz")]
+    assert [p.name for p in channel_files(ds.cases[1].image)] == ["b_0000.nii.gz", "b_0001.nii.gz"]
     one = tmp_path / "t1"
     (one / "imagesTr").mkdir(parents=True)
     for cid in ("a", "b"):
         (one / "imagesTr" / f"{cid}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{cid}_0000.nii.gz")
     assert [c.case_id for c in load_dataset(one).cases] == ["a", "b"]
+    assert len(channel_files(load_dataset(one).cases[0].image)) == 1
     save_volume(vol, raw / "imagesTr" / "a.nii.gz")  # not channels: the plain message
     with pytest.raises(DatasetError, match=r"case id 'a' appears twice"):
         load_dataset(raw / "imagesTr")

@@ -115,7 +115,7 @@ def test_2d_and_4d_are_rejected_but_trailing_singleton_is_dropped(tmp_path):
     with pytest.raises(DatasetError, match=r"flat\.nii\.gz: expected a 3D volume, got 2D with shape \(5, 6\)"):
         load_volume(tmp_path / "flat.nii.gz")
     with pytest.raises(DatasetError, match=r"time\.nii\.gz: expected a 3D volume, got 4D with shape \(5, 6, 7, 3\) "
-                                           r"\(a multi-channel image\? medal segments one channel per case"):
+                                           r"\(a multi-channel image\? `medal dataset split-channels`"):
         load_volume(tmp_path / "time.nii.gz")
     assert load_volume(tmp_path / "single.nii.gz").shape == (5, 6, 7)
     assert load_volume(tmp_path / "time.nii.gz", ndim=None).shape == (5, 6, 7, 3)

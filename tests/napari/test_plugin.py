@@ -849,3 +849,47 @@ def test_the_task_outline_is_built_without_painting_overlays(open_widget, round_
     pred = viewer.layers["prediction"]
     assert not pred._overlays["polygon"].visible and not pred._overlays["brush_stroke"].visible
     widget.close_session()
+
+
+def test_a_multi_channel_case_shows_its_other_channels_as_hidden_layers(open_widget, tmp_path, qtbot):
+    """Two real cases as nnU-Net stores two channels (_0000, _0001; channel 1 derived from the scan): the task
+    opens on the _0000 image, channel 1 comes as a hidden layer above it with its own window; a one-channel
+    case opened next drops it, and a painted voxel still lands in the labels."""
+    from medal.data import load_dataset, sample_dataset
+    from medal.tasks import Task, write_tasks
+    from medal.testing import write_multichannel_dataset
+
+    src = load_dataset(sample_dataset()).cases[:2]
+    root = write_multichannel_dataset(tmp_path / "ds", src)
+    (root / "imagesTr" / f"{src[1].case_id}_0001.nii.gz").unlink()  # the second case: one channel only
+    tasks = []
+    for n, case in enumerate(src):
+        shape = load_volume(root / "imagesTr" / f"{case.case_id}_0000.nii.gz").shape
+        tasks.append(Task(task_id=f"t{n:04d}", case_id=case.case_id, image=f"imagesTr/{case.case_id}_0000.nii.gz",
+                          kind="slice", axis=2, index=shape[2] // 2, supervoxel=-1,
+                          bbox=[[0, 0, shape[2] // 2], [shape[0], shape[1], shape[2] // 2 + 1]],
+                          score=2.0 - n, predicted_cost_s=10.0, strategy="test"))
+    rd = tmp_path / "round"
+    write_tasks(rd / "tasks.json", tasks, dataset_root=root)
+    viewer, widget = open_widget(rd)
+    assert widget.session.case_id == src[0].case_id
+    qtbot.waitUntil(lambda: "channel 1" in viewer.layers, timeout=10000)
+    ch1 = viewer.layers["channel 1"]
+    want = load_volume(root / "imagesTr" / f"{src[0].case_id}_0001.nii.gz").array
+    np.testing.assert_array_equal(np.asarray(ch1.data), want)
+    assert not ch1.visible and viewer.layers["image"].visible
+    np.testing.assert_array_equal(np.asarray(viewer.layers["image"].data),
+                                  load_volume(root / "imagesTr" / f"{src[0].case_id}_0000.nii.gz").array)
+    names = [x.name for x in viewer.layers]
+    assert names.index("image") < names.index("channel 1") < names.index("labels")
+    from medal.tasks.display import display_window
+
+    np.testing.assert_allclose(ch1.contrast_limits, display_window(want), rtol=1e-5)  # its own window (1000 - 3x)
+    assert not np.allclose(ch1.contrast_limits, viewer.layers["image"].contrast_limits)
+    task = widget.session.task
+    shape = want.shape
+    paint_at(viewer.layers["labels"], _coord_in_plane(task, shape), 1, qtbot)
+    assert (np.asarray(viewer.layers["labels"].data)[plane_index(task, shape)] == 1).any()
+    assert widget.session.open_task(1)
+    assert widget.session.case_id == src[1].case_id
+    assert "channel 1" not in viewer.layers

@@ -112,8 +112,12 @@ def hold_drawing(viewer):
                 pass
 
 
+#: the layer name of a case's further input channel k (``_000k`` file): hidden under the image until switched on
+CHANNEL_LAYER = "channel {}"
+
+
 def get_layer(viewer, key: str):
-    name = LAYERS[key]
+    name = LAYERS.get(key, key)
     return viewer.layers[name] if name in viewer.layers else None
 
 
@@ -170,13 +174,13 @@ def set_layer(viewer, key: str, kind, data, *, defer: bool = False, paintable: b
         layer = None
     if layer is None:
         if kind.__name__ == "TaskLabels" or (kind.__name__ == "Labels" and not paintable):
-            layer = kind(data, name=LAYERS[key], **props)
+            layer = kind(data, name=LAYERS.get(key, key), **props)
             if not paintable:
                 _no_paint_overlays(layer)
             viewer.add_layer(layer)
             return layer, True
         add = {"Image": viewer.add_image, "Labels": viewer.add_labels}[kind.__name__]
-        return add(data, name=LAYERS[key], **props), True
+        return add(data, name=LAYERS.get(key, key), **props), True
     # every assignment re-slices the layer: skip the ones that change nothing
     if layer.data is not data:
         current = layer.data
@@ -214,6 +218,20 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
         img.contrast_limits_range = data.contrast
     if tuple(img.contrast_limits) != tuple(data.contrast):
         img.contrast_limits = data.contrast
+    # a multi-channel case's other channels (T2 beside ADC, say): hidden layers above the image, each with its
+    # own window; switching one on shows it in place of the _0000 image
+    shown = set()
+    for name, array, contrast in getattr(data, "channels", ()):
+        first = {"contrast_limits": contrast} if get_layer(viewer, name) is None else {}
+        layer, new = set_layer(viewer, name, Image, array, scale=scale, defer=True, **first)
+        if new:
+            layer.visible = False
+        elif tuple(layer.contrast_limits) != tuple(contrast):
+            layer.contrast_limits_range = contrast
+            layer.contrast_limits = contrast
+        shown.add(name)
+    for layer in [x for x in viewer.layers if x.name.startswith(CHANNEL_LAYER.format("")) and x.name not in shown]:
+        viewer.layers.remove(layer)  # the previous case's, or not loaded yet for this one
     if data.uncertainty is not None:
         unc, new = set_layer(viewer, "uncertainty", Image, data.uncertainty, scale=scale, defer=True)
         unc.contrast_limits_range = data.uncertainty_limits
@@ -255,9 +273,12 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
 
 
 def order_layers(viewer) -> None:
-    """Image at the bottom, then the uncertainty heat map, the prediction, the labels being painted, the
+    """Image at the bottom, a multi-channel case's other channels above it, then the uncertainty heat map, the prediction, the labels being painted, the
     task outline and the edge letters on top, whatever order they were added in."""
-    wanted = [LAYERS[k] for k in ("image", "uncertainty", "prediction", "labels", "region")] + ["orientation"]
+    channels = sorted((x.name for x in viewer.layers if x.name.startswith(CHANNEL_LAYER.format(""))),
+                      key=lambda n: int(n.split()[-1]) if n.split()[-1].isdigit() else 0)
+    wanted = ([LAYERS["image"]] + channels + [LAYERS[k] for k in ("uncertainty", "prediction", "labels", "region")]
+              + ["orientation"])
     present = [n for n in wanted if n in viewer.layers]
     for target, name in enumerate(present):
         current = viewer.layers.index(viewer.layers[name])

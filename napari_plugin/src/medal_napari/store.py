@@ -78,6 +78,8 @@ class CaseData:
     prediction: np.ndarray | None = None
     sv_mask: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    source: Path | None = None  # the image file (a multi-channel case's _0000 file)
+    channels: list = field(default_factory=list)  # the other channels: (layer name, array, contrast)
 
 
 @dataclass
@@ -348,7 +350,8 @@ class RoundStore:
             image, window = cached if cached is not None else (load_volume(source), None)
         except (DatasetError, TaskError) as exc:
             raise AnnotationFileError(str(exc)) from exc
-        data = CaseData(case_id, image, window if window is not None else display_window(image.array))
+        data = CaseData(case_id, image, window if window is not None else display_window(image.array),
+                        source=Path(source))
         sv_tasks = [t for t in tasks if t.kind == "supervoxel"]
         if sv_tasks:
             try:
@@ -362,8 +365,24 @@ class RoundStore:
         return self.load_overlays(data) if overlays else data
 
     def load_overlays(self, data: CaseData) -> CaseData:
-        """Add the case's uncertainty and prediction volumes to ``data`` (missing ones are warnings)."""
+        """Add the case's uncertainty and prediction volumes, and a multi-channel case's other channels
+        (``_0001``, ... beside its ``_0000`` image), to ``data`` (missing or unreadable ones are warnings)."""
         case_id, image = data.case_id, data.image
+        if data.source is not None and not data.channels:
+            from medal.data.channels import channel_files
+
+            from .display import CHANNEL_LAYER
+
+            for k, path in enumerate(channel_files(data.source)[1:], start=1):
+                try:
+                    vol = load_volume(path)
+                    if vol.shape != image.shape:
+                        raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
+                except DatasetError as exc:
+                    data.warnings.append(f"channel {k} not shown: {exc}")
+                    continue
+                arr = vol.array.astype(np.float32, copy=False)
+                data.channels.append((CHANNEL_LAYER.format(k), arr, display_window(arr)))
         base = self.scores_dir / case_id
         names = [self.measure] if self.measure else []
         names += [p.name[:-7] for p in sorted(base.glob("*.nii.gz")) if p.name not in ("prediction.nii.gz", "probs.nii.gz")]
