@@ -79,11 +79,12 @@ def cmd_sample_path(args) -> int:
 
 
 def _note_mixed_spacing(cfg, ds) -> None:
-    from medal.data.resample import mixed_spacing_note
+    """The NOTEs of a run over cases of mixed spacing or storage order that the config leaves as they are."""
+    from medal.data.resample import mixed_orientation_note, mixed_spacing_note
 
-    note = mixed_spacing_note(cfg.data, ds)
-    if note:
-        print(note, file=sys.stderr)
+    for note in (mixed_spacing_note(cfg.data, ds), mixed_orientation_note(cfg.data, ds)):
+        if note:
+            print(note, file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -104,7 +105,8 @@ def cmd_train(args) -> int:
     from medal.data.resample import training_spacing
 
     spacing = training_spacing(cfg.data, ds, args.init)
-    items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped, spacing=spacing)
+    items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped, spacing=spacing,
+                          orientation=cfg.data.orientation)
     for cid, why in skipped.items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not items:
@@ -113,9 +115,9 @@ def cmd_train(args) -> int:
     train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
     print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
     res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
-                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing)
+                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=cfg.data.orientation)
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
-                      "spacing": list(spacing) if spacing is not None else None,
+                      "spacing": list(spacing) if spacing is not None else None, "orientation": cfg.data.orientation,
                       "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))
     return EXIT_PROBLEMS if skipped else EXIT_OK
 

@@ -199,7 +199,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     from medal.selection.api import select_round
     from medal.training import prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases, scorer_nets
-    from medal.data.resample import checkpoint_spacing, training_spacing
+    from medal.data.resample import checkpoint_orientation, checkpoint_spacing, training_spacing
 
     # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
     for tmp in rd.glob(".*.tmp*"):
@@ -224,7 +224,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         init = prev if prev is not None and prev.is_file() else None
         spacing = training_spacing(cfg.data, dataset, init)
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
-                              skipped=bad, holdout=cfg.training.holdout, spacing=spacing)
+                              skipped=bad, holdout=cfg.training.holdout, spacing=spacing,
+                              orientation=cfg.data.orientation)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
@@ -233,8 +234,10 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         if init is not None and tcfg.warm_epochs:
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
-                          checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing)
+                          checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing,
+                          orientation=cfg.data.orientation)
         done("train", {"spacing": list(spacing) if spacing is not None else None,
+                       "orientation": cfg.data.orientation,
                        "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
@@ -251,7 +254,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         rep = score_cases(nets, cases, rd, cfg=cfg.uncertainty, data_cfg=cfg.data,
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
                           cache=cache, label_map=dataset.label_map, temperature=temperature,
-                          spacing=checkpoint_spacing(payload), root=dataset.root)
+                          spacing=checkpoint_spacing(payload), orientation=checkpoint_orientation(payload),
+                          root=dataset.root)
         from medal.report.metrics import holdout_dice, pool_uncertainty
 
         held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)
@@ -299,7 +303,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             "config": config_to_dict(dataclasses.replace(cfg, selection=sel_cfg)),
             "checkpoint": {"path": "model.pt", "sha256": state["train"]["checkpoint_sha256"],
                            "warm_start": state["train"]["warm_start"],
-                           "spacing": state["train"].get("spacing")},  # data.spacing: the network's grid (mm)
+                           "spacing": state["train"].get("spacing"),  # data.spacing: the network's grid (mm)
+                           "orientation": state["train"].get("orientation")},  # data.orientation: its axis codes
             "inputs": {"labels_dir": str(labels_dir(run_dir).resolve()), "pool": pool,
                        "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"],
                        "skipped": state["train"].get("skipped", {})},

@@ -450,3 +450,31 @@ def test_mixed_spacing_derives_thick_slice_cases_a_scanner_would_write(shared_hi
     stamp = (out / "derived.json").stat().st_mtime_ns
     mod.derive(shared_hippocampus, tmp_path / "mixed", ids, {"hippocampus_195"})
     assert (out / "derived.json").stat().st_mtime_ns == stamp
+
+
+def test_mixed_orientation_derives_turned_cases_with_the_same_voxels_in_the_same_places(shared_hippocampus, tmp_path):
+    """benchmarks/mixed_orientation.py's data: an untouched case is the Decathlon file; a turned one holds the same
+    voxels with its first two axes swapped and reversed, each at the same world position; the licence travels."""
+    from medal.data import load_dataset, load_volume
+    from medal.data.resample import network_grid
+
+    mod = _bench("mixed_orientation")
+    ids = ["hippocampus_004", "hippocampus_195"]
+    out = mod.derive(shared_hippocampus, tmp_path / "mixed", ids, {"hippocampus_195"})
+    assert sorted(c.case_id for c in load_dataset(out).cases) == ids
+    assert (out / "LICENSE").read_bytes() == (shared_hippocampus / "LICENSE").read_bytes()
+    same = load_volume(out / "imagesTr" / "hippocampus_004.nii.gz")
+    src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_004.nii.gz")
+    assert np.array_equal(same.array, src.array) and np.allclose(same.affine, src.affine)
+    src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_195.nii.gz")
+    img = load_volume(out / "imagesTr" / "hippocampus_195.nii.gz")
+    lab = load_volume(out / "labelsTr" / "hippocampus_195.nii.gz")
+    assert img.shape == (src.shape[1], src.shape[0], src.shape[2]) and img.orientation != src.orientation
+    i, j, k = 4, 7, 9  # a voxel of the turned file lies where its source voxel lay
+    assert img.array[i, j, k] == src.array[src.shape[0] - 1 - j, src.shape[1] - 1 - i, k]
+    np.testing.assert_allclose(img.affine @ [i, j, k, 1], src.affine @ [src.shape[0] - 1 - j, src.shape[1] - 1 - i, k, 1])
+    # data.orientation brings it back to the source's array exactly
+    grid = network_grid(img.shape, img.affine, None, src.orientation)
+    np.testing.assert_array_equal(grid.to_network(img.array), src.array)
+    np.testing.assert_array_equal(grid.to_network(lab.array, labels=True),
+                                  load_volume(shared_hippocampus / "labelsTr" / "hippocampus_195.nii.gz").array)

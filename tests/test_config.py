@@ -18,7 +18,7 @@ def test_values_are_read(tmp_path):
     cfg = load_config(p)
     assert cfg.data == DataConfig(normalize="minmax", clip_percentiles=(1.0, 99.0))
     assert config_to_dict(cfg)["data"] == {"normalize": "minmax", "clip_percentiles": [1.0, 99.0],
-                                                 "spacing": "median"}
+                                                 "spacing": "median", "orientation": "RAS"}
     assert cfg.model == MedalConfig().model  # untouched sections keep their defaults
     with pytest.raises(Exception):
         cfg.data.normalize = "none"  # frozen
@@ -27,7 +27,8 @@ def test_values_are_read(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("data:\n  normalise: zscore\n", r"c\.yaml: data: unknown key\(s\) \['normalise'\]; valid keys: \['normalize', 'clip_percentiles', 'spacing'\]"),
+        ("data:\n  normalise: zscore\n", r"c\.yaml: data: unknown key\(s\) \['normalise'\]; valid keys: \['normalize', 'clip_percentiles', 'spacing', "
+         r"'orientation'\]"),
         ("daat: {}\n", r"c\.yaml: unknown key\(s\) \['daat'\]"),
         ("data:\n  normalize: 3\n", r"c\.yaml: data\.normalize: expected a string, got int 3"),
         ("data:\n  clip_percentiles: [1]\n", r"c\.yaml: data\.clip_percentiles: expected a list of 2 values, got 1"),

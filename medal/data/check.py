@@ -105,6 +105,11 @@ class DatasetReport:
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")
+            if len(orients) > 1:
+                lines.append(f"  NOTE: the cases are stored in {len(orients)} axis orders: with data.orientation: RAS "
+                             "(the default) the network sees every case in one order, tasks and labels stay in each "
+                             "case's own; data.orientation: null would show it each storage order as it is "
+                             "(README, 'Mixed orientation')")
         if self.label_names:
             lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in self.label_names.items()))
             values = sorted(self.label_names)

@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import atomic_path, full_suffix
 from .errors import DatasetError
 
-__all__ = ["Volume", "load_volume", "save_volume", "volume_shape", "volume_spacing", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES"]
+__all__ = ["Volume", "load_volume", "save_volume", "volume_affine", "volume_shape", "volume_spacing", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -266,24 +266,35 @@ def save_volume(volume: Volume, path, *, overwrite: bool = True) -> Path:
     return path
 
 
-def volume_spacing(path) -> tuple[float, ...]:
-    """Voxel size in mm along each array axis from a volume file's header alone (as :attr:`Volume.spacing`)."""
+def volume_affine(path) -> np.ndarray:
+    """The voxel-to-world (RAS) affine of a volume file from its header alone (as :attr:`Volume.affine`)."""
     path = Path(path)
     suffix = full_suffix(path).lower()
     try:
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
-            affine = np.asarray(nib.load(str(path)).affine, dtype=np.float64)
-            return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+            return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
         import SimpleITK as sitk
 
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        return tuple(float(s) for s in reader.GetSpacing())[:3]
+        n = reader.GetDimension()
+        direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(n, n)
+        m = min(n, 3)
+        lps = np.eye(4)
+        lps[:m, :m] = direction[:m, :m] * np.asarray(reader.GetSpacing(), dtype=np.float64)[:m]
+        lps[:m, 3] = np.asarray(reader.GetOrigin(), dtype=np.float64)[:m]
+        return _LPS_TO_RAS @ lps
     except Exception as exc:  # noqa: BLE001 - one cause, many exception types: a bad file
         raise _read_error(path, exc) from exc
+
+
+def volume_spacing(path) -> tuple[float, ...]:
+    """Voxel size in mm along each array axis from a volume file's header alone (as :attr:`Volume.spacing`)."""
+    affine = volume_affine(path)
+    return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
 
 def volume_shape(path) -> tuple[int, ...]:

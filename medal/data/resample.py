@@ -14,6 +14,11 @@ does the same for the network only:
 - units, costs, tasks, the napari layers, the painted labels and every file medal writes stay on each
   case's own grid.
 
+Before resampling, ``data.orientation`` (``RAS`` by default) flips and permutes each case's array axes to one
+anatomical order (nibabel's ``io_orientation`` / ``ornt_transform``: the closest axis order, no oblique
+resampling), so cases written by different converters look alike to the network, as MONAI's ``Orientationd``
+does; :class:`NetworkGrid` holds both steps for one case and their inverse.
+
 The spacing a model was trained at is stored in its checkpoint (``meta.spacing``) and scoring uses that
 one, so a model is never run at a spacing it did not learn. A case within :data:`SPACING_TOLERANCE`
 of the target is used as it is, bit for bit. Unlike nnU-Net there is no separate out-of-plane rule for
@@ -22,29 +27,35 @@ very anisotropic cases (nnU-Net resamples such an axis by nearest neighbour).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import DatasetError
-from .io import volume_spacing
+from .io import volume_affine
 
-__all__ = ["MIXED_RATIO", "SPACING_TOLERANCE", "checkpoint_spacing", "mixed_spacing_note", "network_shape", "resolve_spacing", "to_case_grid",
-           "to_network_grid", "training_spacing"]
+__all__ = ["MIXED_RATIO", "SPACING_TOLERANCE", "NetworkGrid", "checkpoint_orientation", "checkpoint_spacing",
+           "mixed_orientation_note", "mixed_spacing_note", "network_grid", "network_shape", "orientation_transform",
+           "resolve_spacing", "storage_orders", "to_case_grid", "to_network_grid", "training_spacing"]
 
 #: relative difference in every axis below which a case is not resampled
 SPACING_TOLERANCE = 0.02
 
 
-def _header_spacings(dataset) -> list[tuple[float, ...]]:
-    """Each readable 3D image's voxel spacing, from its header (a bad file is reported where it is read
-    for training or scoring, not here)."""
+def _header_spacings(dataset, orientation=None) -> list[tuple[float, ...]]:
+    """Each readable image's voxel spacing, from its header (a bad file is reported where it is read for
+    training or scoring, not here), along the axes of ``orientation`` (axis codes) when set."""
     out = []
     for case in dataset.cases:
         try:
-            s = volume_spacing(case.image)
+            affine = volume_affine(case.image)
         except DatasetError:
             continue
-        if len(s) == 3:
-            out.append(s)
+        s = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        ornt = orientation_transform(affine, orientation)
+        if ornt is not None:
+            s = s[np.argsort(ornt[:, 0])]
+        out.append(tuple(float(v) for v in s))
     return out
 
 
@@ -56,7 +67,7 @@ def resolve_spacing(data_cfg, dataset) -> tuple[float, float, float] | None:
         return None
     if spec != "median":
         return tuple(float(s) for s in spec)
-    spacings = _header_spacings(dataset)
+    spacings = _header_spacings(dataset, getattr(data_cfg, "orientation", None))
     if not spacings:
         raise DatasetError(f"{dataset.root}: data.spacing 'median': no readable 3D image to take the median of")
     return tuple(round(float(v), 6) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))
@@ -84,6 +95,36 @@ def mixed_spacing_note(data_cfg, dataset) -> str | None:
             "spacing, measured better on such data (README, 'Mixed spacing')")
 
 
+def storage_orders(dataset) -> dict[str, int]:
+    """How many readable images are stored in each orientation (axis codes, e.g. ``{"RAS": 40, "PLS": 20}``),
+    from their headers."""
+    import nibabel as nib
+
+    counts: dict[str, int] = {}
+    for case in dataset.cases:
+        try:
+            codes = "".join(str(c) for c in nib.aff2axcodes(volume_affine(case.image)))
+        except (DatasetError, ValueError):
+            continue
+        counts[codes] = counts.get(codes, 0) + 1
+    return counts
+
+
+def mixed_orientation_note(data_cfg, dataset) -> str | None:
+    """A one-line NOTE for a run in each case's storage order (``data.orientation: null``) over cases stored in
+    more than one orientation; ``None`` otherwise. Headers only."""
+    if getattr(data_cfg, "orientation", None):
+        return None
+    counts = storage_orders(dataset)
+    if len(counts) < 2:
+        return None
+    common = max(counts, key=counts.get)
+    return ("NOTE: the cases are stored in " + ", ".join(f"{n} x {c}" for c, n in sorted(counts.items(),
+                                                                                     key=lambda kv: -kv[1]))
+            + " axis orders and data.orientation is null (each case's storage order); data.orientation: "
+            f"{common} shows the network every case in one order (README, 'Mixed orientation')")
+
+
 def training_spacing(data_cfg, dataset, init=None) -> tuple[float, float, float] | None:
     """The spacing a network trains at: :func:`resolve_spacing`, except that with ``"median"`` a warm start
     from checkpoint ``init`` keeps the spacing its model learnt (cases added to the dataset since then
@@ -95,6 +136,11 @@ def training_spacing(data_cfg, dataset, init=None) -> tuple[float, float, float]
         if learnt is not None:
             return learnt
     return resolve_spacing(data_cfg, dataset)
+
+
+def checkpoint_orientation(payload: dict | None) -> str | None:
+    """The axis codes a checkpoint's model was trained in (``data.orientation``; ``None``: each case's own)."""
+    return ((payload or {}).get("meta") or {}).get("orientation") or None
 
 
 def checkpoint_spacing(payload: dict | None) -> tuple[float, float, float] | None:
@@ -140,6 +186,89 @@ def to_network_grid(array: np.ndarray, spacing, target, *, labels: bool = False)
     if labels:
         return _interpolate(array, shape, nearest=True).astype(array.dtype)
     return _interpolate(array, shape, nearest=False)
+
+
+def orientation_transform(affine, target: str | None) -> np.ndarray | None:
+    """nibabel's orientation transform from the array axes of a case with ``affine`` to ``target`` axis codes
+    (``"RAS"``: array axis 0 points Right, 1 Anterior, 2 Superior), as ``(3, 2)`` rows of (new axis, flip); ``None``
+    when no target is set or the case is stored that way already."""
+    if not target:
+        return None
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    t = ornt_transform(io_orientation(np.asarray(affine, dtype=np.float64)), axcodes2ornt(tuple(target)))
+    if np.array_equal(t[:, 0], [0, 1, 2]) and np.all(t[:, 1] == 1):
+        return None
+    return t
+
+
+def _reorient(array: np.ndarray, ornt) -> np.ndarray:
+    """``array``'s last three axes flipped and permuted by orientation transform ``ornt`` (nibabel's
+    ``apply_orientation``, on the trailing axes so a channel or class axis in front is kept)."""
+    if ornt is None:
+        return array
+    lead = array.ndim - 3
+    out = array
+    for i, (_, flip) in enumerate(ornt):
+        if flip == -1:
+            out = np.flip(out, axis=lead + i)
+    order = np.argsort(ornt[:, 0])
+    return np.ascontiguousarray(np.transpose(out, list(range(lead)) + [lead + int(a) for a in order]))
+
+
+def _inverse(ornt) -> np.ndarray | None:
+    if ornt is None:
+        return None
+    inv = np.empty_like(ornt)
+    for i, (axis, flip) in enumerate(ornt):
+        inv[int(axis)] = (i, flip)
+    return inv
+
+
+@dataclass(frozen=True)
+class NetworkGrid:
+    """How one case goes to the network's grid and back: reoriented to ``data.orientation`` (a lossless flip and
+    permutation of the array axes), then resampled to ``data.spacing`` (see the module docstring)."""
+
+    case_shape: tuple[int, int, int]
+    ornt: np.ndarray | None = None  # the case's axes -> the network's (None: the same)
+    shape: tuple[int, int, int] | None = None  # the network's grid (None: the reoriented case's, no resampling)
+    reoriented: tuple[int, int, int] | None = None  # the case's shape after reorientation
+
+    @property
+    def identity(self) -> bool:
+        return self.ornt is None and self.shape is None
+
+    def to_network(self, array: np.ndarray, *, labels: bool = False) -> np.ndarray:
+        """A case array (``(Z, Y, X)`` or ``(C, Z, Y, X)``) on the network's grid: trilinear for an image,
+        nearest neighbour for labels (dtype and values kept); unchanged when the case is used as it is."""
+        out = _reorient(array, self.ornt)
+        if self.shape is None:
+            return out
+        if labels:
+            return _interpolate(out, self.shape, nearest=True).astype(array.dtype)
+        return _interpolate(out, self.shape, nearest=False)
+
+    def to_case(self, array: np.ndarray) -> np.ndarray:
+        """Network-grid maps (``(..., z, y, x)``) back on the case's own grid (trilinear, then the inverse flip
+        and permutation)."""
+        if self.shape is not None:
+            array = _interpolate(array, self.reoriented, nearest=False)
+        return _reorient(array, _inverse(self.ornt))
+
+
+def network_grid(shape, affine, spacing=None, orientation=None) -> NetworkGrid:
+    """The :class:`NetworkGrid` of a case of array ``shape`` and ``affine`` for a network trained at ``spacing``
+    (mm per axis of the network's grid, or ``None``) and ``orientation`` (axis codes, or ``None``)."""
+    shape = tuple(int(s) for s in shape[-3:])
+    affine = np.asarray(affine, dtype=np.float64)
+    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ornt = orientation_transform(affine, orientation)
+    rshape, rvox = list(shape), list(vox)
+    if ornt is not None:
+        for i, (axis, _) in enumerate(ornt):
+            rshape[int(axis)], rvox[int(axis)] = shape[i], vox[i]
+    return NetworkGrid(shape, ornt, network_shape(rshape, rvox, spacing), tuple(rshape))
 
 
 def to_case_grid(array: np.ndarray, shape) -> np.ndarray:

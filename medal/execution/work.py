@@ -83,10 +83,11 @@ class CaseScorer:
         self.ucfg, self.dcfg = spec.configs()
         from medal.uncertainty.score import scorer_nets
 
-        from medal.data.resample import checkpoint_spacing
+        from medal.data.resample import checkpoint_orientation, checkpoint_spacing
 
         self.nets, self.temperature, payload = scorer_nets(spec.checkpoint, self.ucfg, device=spec.device)
         self.spacing = checkpoint_spacing(payload)
+        self.orientation = checkpoint_orientation(payload)
         self.checkpoint_sha = file_hash(spec.checkpoint)
         self.out = Path(spec.out_dir)
         from medal.data import LabelMap
@@ -144,15 +145,17 @@ class CaseScorer:
             require_finite(image, self.name(image_path))
             pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
                                                  device=self.spec.device, temperature=self.temperature,
-                                                 spacing=self.spacing)
+                                                 spacing=self.spacing, orientation=self.orientation)
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             if self.spec.embeddings:
                 from medal.data.channels import network_input
+                from medal.data.resample import network_grid
                 from medal.uncertainty.embedding import write_case_embeddings
 
                 x = network_input(image, self.dcfg, path=image_path, name=self.name)
                 write_case_embeddings(self.nets, x, self.out, case_id, ucfg=self.ucfg, device=self.spec.device,
-                                      temperature=self.temperature, spacing=self.spacing, image_spacing=image.spacing)
+                                      temperature=self.temperature, grid=network_grid(image.shape, image.affine,
+                                                                                      self.spacing, self.orientation))
             atomic_write_json(self.out / "scores" / case_id / KEY_FILE, {"key": key})
             return {"case_id": case_id, "status": "scored", "seconds": time.perf_counter() - t0,
                     "voxels": int(image.array.size)}

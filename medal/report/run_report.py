@@ -118,6 +118,7 @@ def collect_run(run_dir, dataset, cfg) -> dict:
         entry["agreement_span_s"] = pa.get("span_s")
         entry["calibration"] = (man.get("metrics") or {}).get("calibration")
         entry["spacing"] = (man.get("checkpoint") or {}).get("spacing")
+        entry["orientation"] = (man.get("checkpoint") or {}).get("orientation")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
         logged_before += sp["charged_s"] if sp["logged"] else 0.0
@@ -279,6 +280,10 @@ def _markdown(data: dict, plots: list[str]) -> str:
     if spaced:
         lines.append("- network voxel spacing (data.spacing; predictions and tasks on each case's own grid): " + "; ".join(
             f"{name} {' x '.join(f'{v:g}' for v in sp)} mm" for name, sp in spaced))
+    oriented = sorted({r["orientation"] for r in data["rounds"] if r.get("orientation")})
+    if oriented:
+        lines.append(f"- network orientation (data.orientation; each case flipped and permuted to it, tasks on the "
+                     f"case's own axes): {', '.join(oriented)}")
     lines += ["",
              "| round | tasks (cases, most per case) | planes | predicted class | with predicted fg | predicted s "
              "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy | pool predictions vs earlier round |",

@@ -195,12 +195,11 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     from medal.uncertainty.inference import predict_probs
 
     device = resolve_device(cfg.uncertainty.device)  # where the scoring runs (a GPU when there is one)
-    from medal.data import volume_spacing
-    from medal.data.resample import checkpoint_spacing, to_case_grid, to_network_grid
+    from medal.data.resample import checkpoint_orientation, checkpoint_spacing, network_grid
 
     net, _, payload = load_checkpoint(checkpoint)
     net = net.to(device)
-    spacing = checkpoint_spacing(payload)
+    spacing, orientation = checkpoint_spacing(payload), checkpoint_orientation(payload)
     n = dataset.n_classes
     scores = []
     for cid in test:
@@ -208,11 +207,10 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
         image = cache.volume(case.image) if cache is not None else load_volume(case.image)
         x = network_input(image, cfg.data, path=case.image, name=dataset.relative, cache=cache)
         truth = cache.volume(case.label).array if cache is not None else load_volume(case.label).array
-        if spacing is not None:  # the network's grid and back: Dice on each case's own grid
-            probs = predict_probs(net, to_network_grid(x, volume_spacing(case.image), spacing),
-                                  roi_size=cfg.uncertainty.roi_size,
-                                  device=device)
-            pred = to_case_grid(probs, x.shape[-3:]).argmax(0)
+        grid = network_grid(image.shape, image.affine, spacing, orientation)
+        if not grid.identity:  # the network's grid and back: Dice on each case's own grid
+            probs = predict_probs(net, grid.to_network(x), roi_size=cfg.uncertainty.roi_size, device=device)
+            pred = grid.to_case(probs).argmax(0)
         else:
             pred = predict_probs(net, x, roi_size=cfg.uncertainty.roi_size, device=device).argmax(0)
         scores.append(dice_per_class(pred, dataset.label_map.to_index(truth, where=dataset.relative(case.label)), n))

@@ -69,7 +69,8 @@ def holdout_mask(case_id: str, shape, orientation: str, fraction: float) -> np.n
 
 
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
-                  cache=None, skipped: dict | None = None, holdout: float = 0.0, spacing=None) -> list[TrainItem]:
+                  cache=None, skipped: dict | None = None, holdout: float = 0.0, spacing=None,
+                  orientation=None) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
@@ -79,10 +80,10 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
     ``holdout``: the share of annotated axial slices hidden from training (:func:`holdout_mask`).
     ``spacing``: the network's voxel spacing (mm per axis; :func:`medal.data.resample.resolve_spacing`):
     images and labels are resampled to it (:func:`medal.data.resample.to_network_grid`); ``None``: each
-    case's own grid.
+    case's own grid. ``orientation``: axis codes the cases are flipped and permuted to first (``data.orientation``).
     """
     from medal.data.channels import network_input
-    from medal.data.resample import to_network_grid
+    from medal.data.resample import network_grid
 
     items = []
     for case in dataset.cases:
@@ -108,9 +109,10 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
                 if not annotated_mask(index).any():
                     continue
             x = network_input(image, data_cfg, path=case.image, name=dataset.relative, cache=cache)
-            if spacing is not None:
-                x = to_network_grid(x, image.spacing, spacing)
-                index = to_network_grid(index, image.spacing, spacing, labels=True)
+            grid = network_grid(image.shape, image.affine, spacing, orientation)
+            if not grid.identity:
+                x = grid.to_network(x)
+                index = grid.to_network(index, labels=True)
                 if not annotated_mask(index).any():
                     continue
         except DatasetError as exc:
@@ -222,7 +224,7 @@ def validate(net, items, n_classes: int, *, roi_size, device) -> float:
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
                 train_cfg: TrainingConfig, init=None, checkpoint=None, progress: bool = True,
-                log=None, label_map=None, spacing=None) -> TrainResult:
+                log=None, label_map=None, spacing=None, orientation=None) -> TrainResult:
     """Train from (partial) labels; returns the best net by validation Dice.
 
     ``init``: a checkpoint to warm-start from (its model config must equal ``model_cfg``).
@@ -230,7 +232,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     ``label_map``: the dataset's :class:`~medal.data.LabelMap`, recorded in the checkpoint (and the
     warm-start checkpoint must have been trained for the same labels).
     ``spacing``: the voxel spacing ``train_items`` were resampled to (``prepare_items(spacing=...)``),
-    recorded in the checkpoint (``meta.spacing``) so scoring resamples to the same one.
+    recorded in the checkpoint (``meta.spacing``) so scoring resamples to the same one; ``orientation`` the same
+    (``meta.orientation``).
     Same seed, same data, same device -> the same weights.
     """
     import torch
@@ -352,6 +355,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
                 "warm_start": str(init) if init is not None else ""}
         if spacing is not None:
             meta["spacing"] = [float(v) for v in spacing]
+        if orientation:
+            meta["orientation"] = str(orientation)
         if label_map is not None:
             meta["label_values"] = list(label_map.values)
             meta["label_names"] = [label_map.name(v) for v in label_map.values]

@@ -51,15 +51,16 @@ def embedding_path(out_dir, case_id: str) -> Path:
 
 
 def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overlap: float = 0.25, device="cpu",
-                        temperature: float = 1.0, weightings=("none",), case_shape=None) -> dict:
+                        temperature: float = 1.0, weightings=("none",), grid=None) -> dict:
     """BADGE's last-layer gradient embedding of every slice along each array axis of a normalised ``image``.
 
     ``net``: a network with ``placement: head`` (or a committee: its first member). Returns
     ``{axis: (n_slices, C, H + 1) float32}``; see the module docstring for the formula. With ``weightings``
     holding ``"foreground"`` it also returns ``{("foreground", axis): ...}``: each voxel's term weighted by
     its predicted foreground probability (1 - p of class 0; p itself for a one-channel sigmoid).
-    ``case_shape``: ``image`` is on the network's grid (``data.spacing``) and the slices are those of a case of
-    this shape: the hidden features go back to it before the last layer (see the module docstring).
+    ``grid``: a :class:`~medal.data.resample.NetworkGrid`: ``image`` is on the network's grid (``data.spacing``,
+    ``data.orientation``) and the slices are those of its case: the hidden features go back to the case's grid
+    before the last layer (see the module docstring).
     """
     bad = sorted(set(weightings) - set(WEIGHTINGS))
     if bad:
@@ -79,8 +80,8 @@ def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overla
         with torch.no_grad():
             x = _window_input(image, device)
             h = _sliding(lambda w: net.deterministic(w), x, roi_size, overlap)[0]  # (H, Z, Y, X)
-            if case_shape is not None and tuple(h.shape[1:]) != tuple(case_shape):
-                h = _features_to_case_grid(h, case_shape)
+            if grid is not None and not grid.identity:
+                h = _features_to_case_grid(h, grid)
             w, b = net.head_out.weight, net.head_out.bias  # (C, H, 1, 1, 1), (C,)
             logits = torch.einsum("ch,hzyx->czyx", w.reshape(w.shape[0], -1), h) + b.reshape(-1, 1, 1, 1)
             logits = logits / temperature
@@ -102,36 +103,30 @@ def gradient_embeddings(net, image: np.ndarray, *, roi_size=(32, 48, 32), overla
     return {a: v.cpu().numpy().astype(np.float32) for a, v in out.items()}
 
 
-def _features_to_case_grid(h, case_shape):
-    """Hidden features ``(H, z, y, x)`` (a torch tensor) on a case's grid of ``case_shape``, trilinearly, one
-    channel at a time (so at most one channel is held twice)."""
+def _features_to_case_grid(h, grid):
+    """Hidden features ``(H, z, y, x)`` (a torch tensor) on the case's grid of ``grid`` (a
+    :class:`~medal.data.resample.NetworkGrid`), trilinearly, one channel at a time (so at most one channel is
+    held twice)."""
     import torch
 
-    from medal.data.resample import to_case_grid
-
-    out = torch.empty((h.shape[0], *(int(s) for s in case_shape)), dtype=h.dtype, device=h.device)
+    out = torch.empty((h.shape[0], *grid.case_shape), dtype=h.dtype, device=h.device)
     for k in range(h.shape[0]):
-        out[k] = torch.from_numpy(to_case_grid(h[k].cpu().numpy(), case_shape)).to(out)
+        out[k] = torch.from_numpy(np.ascontiguousarray(grid.to_case(h[k].cpu().numpy()))).to(out)
     return out
 
 
 def write_case_embeddings(nets, x: np.ndarray, out_dir, case_id: str, *, ucfg, device="cpu",
-                          temperature: float = 1.0, spacing=None, image_spacing=None) -> Path:
+                          temperature: float = 1.0, grid=None) -> Path:
     """:func:`gradient_embeddings` of one normalised image ``x`` (``(Z, Y, X)`` or ``(C, Z, Y, X)``, on its case's
-    own grid), written to its case's
-    file under ``out_dir``. ``spacing``: the network's training spacing (``None``: the case's own grid), with
-    ``image_spacing`` the case's: the network sees ``x`` resampled to it, the slices stay the case's."""
-    case_shape = None
-    if spacing is not None:
-        from medal.data.resample import network_shape, to_network_grid
-
-        if image_spacing is None:
-            raise ValueError("gradient embeddings at a network spacing need the case's own voxel spacing")
-        if network_shape(x.shape[-3:], image_spacing, spacing) is not None:
-            case_shape = x.shape[-3:]
-            x = to_network_grid(x, image_spacing, spacing)
+    own grid), written to its case's file under ``out_dir``. ``grid``: the case's
+    :class:`~medal.data.resample.NetworkGrid` (``None``: the network sees the case as it is): the network sees
+    ``x`` on its grid, the slices stay the case's."""
+    if grid is not None and tuple(grid.case_shape) != tuple(x.shape[-3:]):
+        raise ValueError(f"network grid of a case of shape {grid.case_shape} given an image of shape {x.shape}")
+    if grid is not None and not grid.identity:
+        x = grid.to_network(x)
     emb = gradient_embeddings(nets, x, roi_size=ucfg.roi_size, overlap=ucfg.overlap, device=device,
-                              temperature=temperature, weightings=WEIGHTINGS, case_shape=case_shape)
+                              temperature=temperature, weightings=WEIGHTINGS, grid=grid)
     return save_gradient_embeddings(embedding_path(out_dir, case_id), emb)
 
 
@@ -192,8 +187,7 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
     one that scored them). Returns ``{case_id: error}`` for cases that failed (the others go on)."""
     from medal.data import load_volume
     from medal.data.channels import network_input
-    from medal.data.io import volume_spacing
-    from medal.data.resample import checkpoint_spacing
+    from medal.data.resample import checkpoint_orientation, checkpoint_spacing, network_grid
     from medal.uncertainty.score import scorer_nets
 
     todo = [c for c in cases if (Path(out_dir) / "scores" / c.case_id / "prediction.nii.gz").is_file()
@@ -202,14 +196,14 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
         return {}
     nets, temperature, payload = scorer_nets(checkpoint, ucfg, expected=model_cfg, device=device)
     spacing = checkpoint_spacing(payload)  # the network's grid: the checkpoint's, never the config's
+    orientation = checkpoint_orientation(payload)
     failures = {}
     for case in todo:
         try:
             image = cache.volume(case.image) if cache is not None else load_volume(case.image)
             x = network_input(image, data_cfg, path=case.image, cache=cache)
-            image_spacing = volume_spacing(case.image) if spacing is not None else None
             write_case_embeddings(nets, x, out_dir, case.case_id, ucfg=ucfg, device=device, temperature=temperature,
-                                  spacing=spacing, image_spacing=image_spacing)
+                                  grid=network_grid(image.shape, image.affine, spacing, orientation))
         except (ValueError, RuntimeError, OSError) as exc:
             failures[case.case_id] = f"{type(exc).__name__}: {exc}"
     return failures

@@ -99,28 +99,30 @@ def check_input_channels(net, x: np.ndarray, path=None) -> None:
 
 
 def score_volume(net, image: Volume, *, cfg: UncertaintyConfig, data_cfg: DataConfig, device="cpu", normalized=None,
-                 temperature: float = 1.0, spacing=None):
+                 temperature: float = 1.0, spacing=None, orientation=None):
     """Prediction, measures and mean probabilities of ``cfg.source``'s samples for one image; returns
     ``(prediction, {measure: volume}, probs (C, Z, Y, X))``. ``net``: a network or a committee (list).
     ``normalized``: the image already normalised with ``data_cfg`` (skips doing it again).
     ``spacing``: the voxel spacing the network was trained at (:func:`medal.data.resample.checkpoint_spacing`):
-    the image is resampled to it and every output comes back on the image's own grid."""
-    from medal.data.resample import network_shape, to_case_grid, to_network_grid
+    the image is resampled to it and every output comes back on the image's own grid. ``orientation``: the axis
+    codes it was trained in (:func:`medal.data.resample.checkpoint_orientation`): the same, by flips and
+    permutations of the axes."""
+    from medal.data.resample import network_grid
     from medal.uncertainty.sources import predict_moments
 
     x = normalized if normalized is not None else network_input(image, data_cfg)
     check_input_channels(net, x, image.path)
-    resampled = network_shape(x.shape[-3:], image.spacing, spacing) is not None
-    if resampled:
-        x = to_network_grid(x, image.spacing, spacing)
+    grid = network_grid(image.shape, image.affine, spacing, orientation)
+    if not grid.identity:
+        x = grid.to_network(x)
     res = predict_moments(net, x, source=cfg.source, n_samples=cfg.mc_samples, sample_batch=cfg.sample_batch,
                           roi_size=cfg.roi_size, overlap=cfg.overlap, device=device, seed=cfg.seed,
                           tta_axes=cfg.tta_axes, tta_jitter=cfg.tta_jitter, temperature=temperature,
                           votes="vote_entropy" in cfg.measures)
-    if resampled:  # back on the image's own grid; the prediction is the argmax of the probabilities brought back
-        probs = to_case_grid(res.full_probs(), image.shape)
+    if not grid.identity:  # back on the image's own grid; the prediction is the argmax of the probabilities brought back
+        probs = grid.to_case(res.full_probs())
         probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
-        measures = {k: to_case_grid(v, image.shape) for k, v in res.measures(cfg.measures).items()}
+        measures = {k: grid.to_case(v) for k, v in res.measures(cfg.measures).items()}
         return probs.argmax(axis=0).astype(np.uint8), measures, probs
     return res.prediction(), res.measures(cfg.measures), res.full_probs()
 
@@ -143,9 +145,9 @@ def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarr
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
                 device="cpu", progress: bool = True, cache=None, label_map=None, temperature: float = 1.0,
-                spacing=None, root=None) -> ScoreReport:
+                spacing=None, root=None, orientation=None) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
-    ``spacing``: the network's training spacing (see :func:`score_volume`). ``root``: the dataset's
+    ``spacing``, ``orientation``: the network's training grid (see :func:`score_volume`). ``root``: the dataset's
     folder, which failure messages name images relative to.
 
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
@@ -167,7 +169,7 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
                                                  normalized=network_input(image, data_cfg, path=case.image, name=name,
                                                                           cache=cache) if cache else None,
-                                                 temperature=temperature, spacing=spacing)
+                                                 temperature=temperature, spacing=spacing, orientation=orientation)
         except DatasetError as exc:  # a bad file: the message names it
             report.failures[case.case_id] = str(exc).replace(str(case.image), name(case.image))
             continue

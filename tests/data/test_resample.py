@@ -112,8 +112,95 @@ def test_spacing_is_checked_at_load_and_goes_with_every_strategy():
     c = config_from_dict({"data": {"spacing": "median"}, "selection": {"strategy": "badge"},
                           "simulation": {"strategies": ["fg_badge", "default"]}})
     assert c.data.spacing == "median" and c.selection.strategy == "badge"
+    assert config_from_dict({"data": {"orientation": "lps"}}).data.orientation == "LPS"
+    for bad in ("RRS", "RA", "XYZ"):
+        with pytest.raises(ConfigError, match=rf"data.orientation: '{bad}' is not 3 axis codes"):
+            config_from_dict({"data": {"orientation": bad}})
     with pytest.raises(ConfigError, match=r"data.spacing: 'mean' is not 'median'"):
         config_from_dict({"data": {"spacing": "mean"}})
     with pytest.raises(ConfigError, match=r"data.spacing: need 3 spacings in mm above 0"):
         config_from_dict({"data": {"spacing": [1, 0, 1]}})
     assert config_from_dict({"data": {"spacing": [1, 1, 3]}}).data.spacing == (1.0, 1.0, 3.0)
+
+
+def permuted(v: Volume, *, label: bool = False) -> Volume:
+    """The same scan stored with its first two axes swapped and both reversed (world unchanged), as a scanner
+    writing another storage order would."""
+    arr = np.ascontiguousarray(np.flip(v.array, (0, 1)).transpose(1, 0, 2))
+    n0, n1 = v.shape[0], v.shape[1]
+    idx = np.zeros((4, 4))  # new index (i, j, k) -> old index (n0 - 1 - j, n1 - 1 - i, k)
+    idx[0, 1], idx[1, 0], idx[2, 2], idx[3, 3] = -1.0, -1.0, 1.0, 1.0
+    idx[0, 3], idx[1, 3] = n0 - 1, n1 - 1
+    return Volume(arr, v.affine @ idx)
+
+
+def test_data_orientation_flips_and_permutes_a_case_losslessly_and_back(case):
+    from medal.data.resample import network_grid
+
+    image, label = case
+    p_img, p_lab = permuted(image), permuted(label)
+    assert p_img.orientation != image.orientation
+    np.testing.assert_allclose(p_img.affine @ [3, 5, 7, 1], image.affine @ [image.shape[0] - 1 - 5,
+                                                                           image.shape[1] - 1 - 3, 7, 1])
+    grid = network_grid(p_img.shape, p_img.affine, None, image.orientation)
+    assert not grid.identity and grid.shape is None and grid.reoriented == image.shape
+    np.testing.assert_array_equal(grid.to_network(p_img.array), image.array)
+    np.testing.assert_array_equal(grid.to_network(p_lab.array, labels=True), label.array)
+    probs = np.random.default_rng(1).random((3, *image.shape)).astype(np.float32)
+    np.testing.assert_array_equal(network_grid(p_img.shape, p_img.affine, None, image.orientation)
+                                  .to_case(probs), np.flip(probs, (1, 2)).transpose(0, 2, 1, 3))
+    # a case stored in the target orientation is used as it is; no target: as it is too
+    assert network_grid(image.shape, image.affine, None, image.orientation).identity
+    assert network_grid(p_img.shape, p_img.affine, None, None).identity
+    # with a spacing: reoriented first, then resampled along the network's axes, and back
+    t = thick(image)
+    pt = permuted(t)
+    g = network_grid(pt.shape, pt.affine, image.spacing, image.orientation)
+    assert g.reoriented == t.shape and g.shape == (t.shape[0], t.shape[1], 3 * t.shape[2])
+    x = g.to_network(pt.array.astype(np.float32))
+    np.testing.assert_allclose(x, to_network_grid(t.array.astype(np.float32), t.spacing, image.spacing))
+    assert g.to_case(x).shape == pt.shape
+
+
+def test_median_spacing_is_taken_along_the_networks_axes(tmp_path, case):
+    """Five cases, two thick along their last axis and two of the thin ones stored with axes swapped: the median
+    in each case's own axis order mixes axes; in the network's orientation it is the thin cases' spacing."""
+    from medal.config import DataConfig
+
+    root = tmp_path / "ds"
+    cases = load_dataset(sample_dataset()).cases[:5]
+    for i, c in enumerate(cases):
+        v = load_volume(c.image)
+        aff = v.affine.copy()
+        aff[:3, 0] *= 2.0  # 2 mm along the first axis, 1 mm otherwise
+        v = Volume(v.array, aff)
+        if i < 3:
+            v = permuted(v)
+        save_volume(v, root / "imagesTr" / f"{c.case_id}.nii.gz")
+    ds = load_dataset(root)
+    own = resolve_spacing(DataConfig(spacing="median", orientation=None), ds)
+    assert own[1] == pytest.approx(2.0) and own[0] == pytest.approx(1.0)  # 3 of 5 stored swapped
+    ras = resolve_spacing(DataConfig(spacing="median", orientation=load_volume(cases[0].image).orientation), ds)
+    assert ras == pytest.approx((2.0, 1.0, 1.0))
+
+
+def test_a_run_over_mixed_storage_orders_says_so_while_orientation_is_null(tmp_path):
+    from medal.config import DataConfig
+    from medal.data.resample import mixed_orientation_note, storage_orders
+
+    root = tmp_path / "ds"
+    for i, c in enumerate(load_dataset(sample_dataset()).cases[:3]):
+        v = load_volume(c.image)
+        save_volume(permuted(v) if i == 0 else v, root / "imagesTr" / f"{c.case_id}.nii.gz")
+    ds = load_dataset(root)
+    orders = storage_orders(ds)
+    assert sorted(orders.values()) == [1, 2] and "RAS" in orders
+    note = mixed_orientation_note(DataConfig(orientation=None), ds)
+    assert note.startswith("NOTE: the cases are stored in 2 x RAS, 1 x ") and "data.orientation: RAS" in note
+    assert mixed_orientation_note(DataConfig(orientation="RAS"), ds) is None
+    assert DataConfig().orientation == "RAS"  # the default: nothing to say
+    from medal.data import check_dataset
+
+    notes = [x for x in check_dataset(root).summary().splitlines() if "NOTE" in x]
+    assert len(notes) == 1 and "stored in 2 axis orders: with data.orientation: RAS (the default)" in notes[0]
+    assert mixed_orientation_note(DataConfig(orientation=None), load_dataset(sample_dataset())) is None

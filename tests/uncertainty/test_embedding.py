@@ -113,7 +113,10 @@ def test_on_a_resampled_case_each_of_its_own_slices_gets_the_gradient_at_the_int
     net = _net(seed=3)
     x_net = np.random.default_rng(2).normal(size=(8, 12, 6)).astype(np.float32)
     case_shape = (8, 12, 12)
-    emb = gradient_embeddings(net, x_net, roi_size=(8, 12, 6), case_shape=case_shape)
+    from medal.data.resample import NetworkGrid
+
+    grid = NetworkGrid(case_shape, None, (8, 12, 6), case_shape)
+    emb = gradient_embeddings(net, x_net, roi_size=(8, 12, 6), grid=grid)
     assert {a: v.shape[0] for a, v in emb.items()} == dict(enumerate(case_shape))
     net.eval()
     with torch.no_grad():
@@ -137,22 +140,48 @@ def test_on_a_resampled_case_each_of_its_own_slices_gets_the_gradient_at_the_int
 def test_write_case_embeddings_resamples_only_a_case_off_the_network_spacing(tmp_path):
     from types import SimpleNamespace
 
+    from medal.data.resample import network_grid
     from medal.uncertainty.embedding import write_case_embeddings
 
     net = _net(seed=4)
     ucfg = SimpleNamespace(roi_size=(8, 12, 10), overlap=0.25)
     x = np.random.default_rng(5).normal(size=(8, 12, 5)).astype(np.float32)  # a thick case: 2 mm along axis 2
-    p = write_case_embeddings(net, x, tmp_path, "thick", ucfg=ucfg, spacing=(1.0, 1.0, 1.0),
-                              image_spacing=(1.0, 1.0, 2.0))
+    p = write_case_embeddings(net, x, tmp_path, "thick", ucfg=ucfg,
+                              grid=network_grid(x.shape, np.diag([1.0, 1.0, 2.0, 1.0]), (1.0, 1.0, 1.0)))
     with np.load(p) as z:
         assert [z[f"axis{a}"].shape[0] for a in range(3)] == [8, 12, 5]  # the case's own slices
         thick = z["axis2"]
     with np.load(write_case_embeddings(net, x, tmp_path, "as_is", ucfg=ucfg)) as z:
         assert np.abs(z["axis2"] - thick).max() > 1e-3  # the network saw it on a finer grid
     # a case within 2% of the network's spacing is used as it is, bit for bit
-    with np.load(write_case_embeddings(net, x, tmp_path, "near", ucfg=ucfg, spacing=(1.0, 1.0, 1.0),
-                                       image_spacing=(1.0, 1.01, 1.0))) as z:
+    near = network_grid(x.shape, np.diag([1.0, 1.01, 1.0, 1.0]), (1.0, 1.0, 1.0))
+    with np.load(write_case_embeddings(net, x, tmp_path, "near", ucfg=ucfg, grid=near)) as z:
         as_is = np.load(tmp_path / "scores" / "as_is" / "gradient_embedding.npz")["axis2"]
         np.testing.assert_array_equal(z["axis2"], as_is)
-    with pytest.raises(ValueError, match="need the case's own voxel spacing"):
-        write_case_embeddings(net, x, tmp_path, "x", ucfg=ucfg, spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"network grid of a case of shape \(8, 12, 6\) given an image"):
+        write_case_embeddings(net, x, tmp_path, "x", ucfg=ucfg, grid=network_grid((8, 12, 6), np.eye(4)))
+
+
+def test_a_reoriented_case_gets_the_embeddings_of_its_own_slices(tmp_path):
+    """data.orientation: a case stored LPS with its axes swapped; the network sees it in RAS order, and every slice
+    of the case's own axes gets the same embedding as the RAS-stored twin gives its matching slice."""
+    from types import SimpleNamespace
+
+    from medal.data.resample import network_grid
+    from medal.uncertainty.embedding import write_case_embeddings
+
+    net = _net(seed=6)
+    ucfg = SimpleNamespace(roi_size=(8, 12, 10), overlap=0.25)
+    x = np.random.default_rng(7).normal(size=(8, 12, 10)).astype(np.float32)  # RAS storage
+    twin = np.ascontiguousarray(np.flip(x, (0, 1)).transpose(1, 0, 2))  # axes (A->P, R->L, S): "PLS"
+    aff = np.zeros((4, 4))
+    aff[0, 1], aff[1, 0], aff[2, 2], aff[3, 3] = -1.0, -1.0, 1.0, 1.0
+    with np.load(write_case_embeddings(net, x, tmp_path, "ras", ucfg=ucfg)) as z:
+        ras = {k: z[k] for k in z.files}
+    grid = network_grid(twin.shape, aff, None, "RAS")
+    np.testing.assert_array_equal(grid.to_network(twin), x)
+    with np.load(write_case_embeddings(net, twin, tmp_path, "pls", ucfg=ucfg, grid=grid)) as z:
+        assert z["axis0"].shape[0] == 12 and z["axis1"].shape[0] == 8  # the case's own axes
+        np.testing.assert_allclose(z["axis0"], ras["axis1"][::-1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z["axis1"], ras["axis0"][::-1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z["axis2"], ras["axis2"], rtol=1e-5, atol=1e-6)
