@@ -273,7 +273,16 @@ def _axis_names(axis) -> tuple[str, ...]:
 
 def _describe(dataset, cases, cfg, data_cfg, axis):
     """Every slice of every readable case, along each orientation in ``axis``: the arrays are listed once per
-    (case, orientation), ``good`` names the case of each, so a case's slices of three planes compete together."""
+    (case, orientation), ``good`` names the case of each, so a case's slices of three planes compete together.
+
+    With ``data.orientation`` set, each listed array is the case flipped and permuted to that axis order (the
+    network's, :mod:`medal.data.resample`), then flipped back along its slice axis only: its slices come in the
+    case's own index order (what tasks, pilot logs and kept tasks name) while every slice's in-plane layout is the
+    same for every case, whatever order its file stores (the thumbnails and the encoder see anatomy, not storage
+    order). ``shapes[case_id]`` holds ``(shape, path, flipped)``: which of the case's axes run against the
+    network's, so a relative slice position is anatomical too."""
+    from medal.data.resample import network_grid
+
     volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing = [], [], [], [], [], [], {}, {}, {}
     names = _axis_names(axis)
     for case in cases:
@@ -284,16 +293,21 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
             skipped[case.case_id] = str(exc).replace(str(case.image), dataset.relative(case.image), 1)
             continue
         x = normalize_intensity(img.array, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+        grid = network_grid(img.shape, img.affine, None, getattr(data_cfg, "orientation", None))
+        ornt, xr = grid.ornt, grid.to_network(x)
+        flipped = tuple(bool(ornt is not None and ornt[a, 1] == -1) for a in range(3))
         for ax in dict.fromkeys(resolve_axis(int(a) if a.isdigit() else a, img.orientation) for a in names):
-            volumes.append(x)
-            vol_axes.append(ax)
+            nax = int(ornt[ax, 0]) if ornt is not None else ax
+            volumes.append(np.flip(xr, nax) if flipped[ax] else xr)  # slice k along nax = the case's slice k
+            vol_axes.append(nax)
             good.append(case)
             n = img.shape[ax]
             owner += [case.case_id] * n
             index += list(range(n))
             axes += [ax] * n
-        shapes[case.case_id] = (img.shape, dataset.relative(case.image))
-        spacing[case.case_id] = img.spacing
+        shapes[case.case_id] = (img.shape, dataset.relative(case.image), flipped)
+        sp = np.asarray(img.spacing, dtype=np.float64)  # along the listed arrays' axes
+        spacing[case.case_id] = tuple(float(v) for v in (sp[np.argsort(ornt[:, 0])] if ornt is not None else sp))
     return volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing
 
 
@@ -410,7 +424,7 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
                                          place)
     tasks = list(keep)
     for i, v in [(i, value[i]) for i in chosen] + [(i, reserve_value[i]) for i in reserve]:
-        shape, rel = shapes[owner[i]]
+        shape, rel = shapes[owner[i]][:2]
         lo, hi = [0, 0, 0], list(shape)
         lo[axes[i]], hi[axes[i]] = index[i], index[i] + 1
         tasks.append(Task(task_id=f"t{len(tasks):04d}", case_id=owner[i], image=rel, kind="slice", axis=int(axes[i]),
@@ -475,9 +489,12 @@ def slice_clusters(dataset: Dataset, case_ids, axes, index, *, k: int, cfg: Cold
 
 
 def _relative_position(owner, index, axes, shapes) -> np.ndarray:
-    """Each slice's centre as a share of its volume's extent along its slice axis (0-1)."""
+    """Each slice's centre as a share of its volume's extent along its slice axis (0-1), counted in the network's
+    direction where ``shapes`` says a case's axis runs against it (``data.orientation``)."""
     n = np.array([shapes[o][0][a] for o, a in zip(owner, axes)], dtype=np.float64)
-    return (np.asarray(index, dtype=np.float64) + 0.5) / n
+    pos = (np.asarray(index, dtype=np.float64) + 0.5) / n
+    flip = np.array([len(shapes[o]) > 2 and bool(shapes[o][2][a]) for o, a in zip(owner, axes)], dtype=bool)
+    return np.where(flip, 1.0 - pos, pos)
 
 
 def with_position(z, owner, index, axes, shapes, weight: float) -> np.ndarray:

@@ -672,3 +672,42 @@ def test_slice_clusters_cluster_the_slices_asked_only():
     # the same call gives the same clusters (seeded k-means, cached representation)
     again, _, _ = slice_clusters(ds, *zip(*asked), k=4, cfg=cfg)
     np.testing.assert_array_equal(again, cluster)
+
+
+def test_a_case_stored_in_another_axis_order_looks_the_same_to_the_cold_start(tmp_path):
+    """A real case and its twin stored with the first two axes swapped and reversed (same voxels, same world
+    positions). With data.orientation RAS (the default) every slice of the twin gets the same representation as
+    the matching slice of the original, and the same anatomical position; with null they differ."""
+    import sys
+    from pathlib import Path
+
+    from medal.config import ColdstartConfig, DataConfig
+    from medal.coldstart.select import _describe, _relative_position, slice_embeddings
+    from medal.data import load_dataset, load_volume, sample_dataset, save_volume
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from mixed_orientation import turn
+
+    src = load_dataset(sample_dataset()).cases[:2]
+    root = tmp_path / "ds"
+    a = load_volume(src[0].image)
+    save_volume(a, root / "imagesTr" / "a.nii.gz")
+    save_volume(turn(a), root / "imagesTr" / "b.nii.gz")
+    save_volume(load_volume(src[1].image), root / "imagesTr" / "c.nii.gz")
+    ds = load_dataset(root)
+    cfg = ColdstartConfig(representation="thumbnails")
+    n0, n1, n2 = a.shape
+    # axial: axis 2 in both files; sagittal (Right-Left): axis 0 of a, axis 1 of b, reversed
+    ids = ["a"] * n2 + ["b"] * n2 + ["a"] * n0 + ["b"] * n0
+    axes = [2] * (2 * n2) + [0] * n0 + [1] * n0
+    index = list(range(n2)) * 2 + list(range(n0)) + [n0 - 1 - i for i in range(n0)]
+    for orientation, same in (("RAS", True), (None, False)):
+        z, found = slice_embeddings(ds, ids, axes, index, cfg=cfg, data_cfg=DataConfig(orientation=orientation))
+        assert found.all()
+        ax_a, ax_b = z[:n2], z[n2:2 * n2]
+        sag_a, sag_b = z[2 * n2:2 * n2 + n0], z[2 * n2 + n0:]
+        assert np.allclose(ax_a, ax_b, atol=1e-6) == same and np.allclose(sag_a, sag_b, atol=1e-6) == same
+    _, _, _, owner, idx, ax, shapes, _, _ = _describe(ds, ds.cases, cfg, DataConfig(), ("0", "1", "2"))
+    pos = _relative_position(owner, idx, ax, shapes)
+    where = {(o, a_, i): p for o, a_, i, p in zip(owner, ax, idx, pos)}
+    assert all(np.isclose(where[("a", 0, i)], where[("b", 1, n0 - 1 - i)]) for i in range(n0))
