@@ -102,11 +102,12 @@ def cmd_train(args) -> int:
         print(f"medal: error: {args.labels}: no such labels folder", file=sys.stderr)
         return EXIT_PROBLEMS
     skipped: dict[str, str] = {}
-    from medal.data.resample import training_spacing
+    from medal.data.resample import training_orientation, training_spacing
 
     spacing = training_spacing(cfg.data, ds, args.init)
+    orientation = training_orientation(cfg.data, args.init)
     items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped, spacing=spacing,
-                          orientation=cfg.data.orientation)
+                          orientation=orientation)
     for cid, why in skipped.items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not items:
@@ -115,9 +116,9 @@ def cmd_train(args) -> int:
     train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
     print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
     res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
-                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=cfg.data.orientation)
+                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=orientation)
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
-                      "spacing": list(spacing) if spacing is not None else None, "orientation": cfg.data.orientation,
+                      "spacing": list(spacing) if spacing is not None else None, "orientation": orientation,
                       "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))
     return EXIT_PROBLEMS if skipped else EXIT_OK
 

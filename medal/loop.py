@@ -199,7 +199,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     from medal.selection.api import select_round
     from medal.training import prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases, scorer_nets
-    from medal.data.resample import checkpoint_orientation, checkpoint_spacing, training_spacing
+    from medal.data.resample import checkpoint_orientation, checkpoint_spacing, training_orientation, training_spacing
 
     # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
     for tmp in rd.glob(".*.tmp*"):
@@ -223,9 +223,10 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         prev = round_dir(run_dir, index - 1) / "model.pt" if index > 0 and cfg.training.warm_start else None
         init = prev if prev is not None and prev.is_file() else None
         spacing = training_spacing(cfg.data, dataset, init)
+        orientation = training_orientation(cfg.data, init)
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
                               skipped=bad, holdout=cfg.training.holdout, spacing=spacing,
-                              orientation=cfg.data.orientation)
+                              orientation=orientation)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
@@ -235,9 +236,9 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
                           checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing,
-                          orientation=cfg.data.orientation)
+                          orientation=orientation)
         done("train", {"spacing": list(spacing) if spacing is not None else None,
-                       "orientation": cfg.data.orientation,
+                       "orientation": orientation,
                        "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,

@@ -36,7 +36,8 @@ from .io import volume_affine
 
 __all__ = ["MIXED_RATIO", "SPACING_TOLERANCE", "NetworkGrid", "checkpoint_orientation", "checkpoint_spacing",
            "mixed_orientation_note", "mixed_spacing_note", "network_grid", "network_shape", "orientation_transform",
-           "resolve_spacing", "storage_orders", "to_case_grid", "to_network_grid", "training_spacing"]
+           "resolve_spacing", "storage_orders", "to_case_grid", "to_network_grid", "training_orientation",
+           "training_spacing"]
 
 #: relative difference in every axis below which a case is not resampled
 SPACING_TOLERANCE = 0.02
@@ -123,6 +124,17 @@ def mixed_orientation_note(data_cfg, dataset) -> str | None:
                                                                                      key=lambda kv: -kv[1]))
             + " axis orders and data.orientation is null (each case's storage order); data.orientation: "
             f"{common} shows the network every case in one order (README, 'Mixed orientation')")
+
+
+def training_orientation(data_cfg, init=None) -> str | None:
+    """The axis order a network trains in: ``data.orientation``, except that a warm start from checkpoint ``init``
+    keeps the order its model learnt (``None`` for a model trained in each case's storage order, as every model
+    written before ``data.orientation`` existed was): weights are never fine-tuned on flipped inputs."""
+    if init is not None:
+        from medal.model import load_checkpoint
+
+        return checkpoint_orientation(load_checkpoint(init)[2])
+    return getattr(data_cfg, "orientation", None)
 
 
 def training_spacing(data_cfg, dataset, init=None) -> tuple[float, float, float] | None:

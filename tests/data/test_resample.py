@@ -103,6 +103,16 @@ def test_a_warm_start_keeps_the_spacing_its_model_learnt(tmp_path, tiny_model_cf
     assert training_spacing(DataConfig(spacing="median"), ds, None) == median
     assert training_spacing(DataConfig(spacing=(2.0, 2.0, 2.0)), ds, learnt) == (2.0, 2.0, 2.0)
     assert training_spacing(DataConfig(spacing=None), ds, learnt) is None
+    # the axis order: a warm start keeps its model's (none recorded: each case's storage order, as every model
+    # written before data.orientation was), so weights are never fine-tuned on flipped inputs
+    from medal.data.resample import training_orientation
+
+    lps = tmp_path / "lps.pt"
+    save_checkpoint(lps, net, tiny_model_cfg, in_channels=1, out_channels=3, meta={"orientation": "LPS"})
+    assert training_orientation(DataConfig(), None) == "RAS"
+    assert training_orientation(DataConfig(orientation=None), None) is None
+    assert training_orientation(DataConfig(), lps) == "LPS"
+    assert training_orientation(DataConfig(), plain) is None
 
 
 def test_spacing_is_checked_at_load_and_goes_with_every_strategy():
