@@ -419,6 +419,19 @@ def test_round_gain_centres_within_a_shared_start_and_skips_other_protocols(tmp_
     assert "- command: `python" in entry and "- machine:" in entry and "corr(gain, slices) = +1.000" in entry
 
 
+def _derived_keeps(out, src_root, ids, untouched: str, script: str) -> None:
+    """A derived dataset holds exactly ``ids``, the source's licence, a README naming ``script``, and the case
+    ``untouched`` as the Decathlon file was."""
+    from medal.data import load_dataset, load_volume
+
+    assert sorted(c.case_id for c in load_dataset(out).cases) == ids
+    assert (out / "LICENSE").read_bytes() == (src_root / "LICENSE").read_bytes()
+    assert script in (out / "README.md").read_text()
+    same = load_volume(out / "imagesTr" / f"{untouched}.nii.gz")
+    src = load_volume(src_root / "imagesTr" / f"{untouched}.nii.gz")
+    assert np.array_equal(same.array, src.array) and np.allclose(same.affine, src.affine)
+
+
 def test_mixed_spacing_derives_thick_slice_cases_a_scanner_would_write(shared_hippocampus, tmp_path):
     """benchmarks/mixed_spacing.py's data: a thin case is the Decathlon file as it was; a thick one averages
     each 3 slices along the last axis, keeps the middle slice's label, has 3x the spacing along that axis and
@@ -428,13 +441,7 @@ def test_mixed_spacing_derives_thick_slice_cases_a_scanner_would_write(shared_hi
     mod = _bench("mixed_spacing")
     ids = ["hippocampus_004", "hippocampus_195", "hippocampus_355"]
     out = mod.derive(shared_hippocampus, tmp_path / "mixed", ids, {"hippocampus_195"})
-    ds = load_dataset(out)
-    assert sorted(c.case_id for c in ds.cases) == ids
-    assert (out / "LICENSE").read_bytes() == (shared_hippocampus / "LICENSE").read_bytes()
-    assert "mixed_spacing.py" in (out / "README.md").read_text()
-    thin = load_volume(out / "imagesTr" / "hippocampus_004.nii.gz")
-    src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_004.nii.gz")
-    assert np.array_equal(thin.array, src.array) and np.allclose(thin.affine, src.affine)
+    _derived_keeps(out, shared_hippocampus, ids, "hippocampus_004", "mixed_spacing.py")
     src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_195.nii.gz")
     lab = load_volume(shared_hippocampus / "labelsTr" / "hippocampus_195.nii.gz")
     img = load_volume(out / "imagesTr" / "hippocampus_195.nii.gz")
@@ -461,11 +468,7 @@ def test_mixed_orientation_derives_turned_cases_with_the_same_voxels_in_the_same
     mod = _bench("mixed_orientation")
     ids = ["hippocampus_004", "hippocampus_195"]
     out = mod.derive(shared_hippocampus, tmp_path / "mixed", ids, {"hippocampus_195"})
-    assert sorted(c.case_id for c in load_dataset(out).cases) == ids
-    assert (out / "LICENSE").read_bytes() == (shared_hippocampus / "LICENSE").read_bytes()
-    same = load_volume(out / "imagesTr" / "hippocampus_004.nii.gz")
-    src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_004.nii.gz")
-    assert np.array_equal(same.array, src.array) and np.allclose(same.affine, src.affine)
+    _derived_keeps(out, shared_hippocampus, ids, "hippocampus_004", "mixed_orientation.py")
     src = load_volume(shared_hippocampus / "imagesTr" / "hippocampus_195.nii.gz")
     img = load_volume(out / "imagesTr" / "hippocampus_195.nii.gz")
     lab = load_volume(out / "labelsTr" / "hippocampus_195.nii.gz")

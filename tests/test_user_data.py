@@ -31,6 +31,15 @@ def medal(*args, env=None):
     return out
 
 
+def every_fourth_slice(ds, run) -> None:
+    """First labels for a run: every fourth slice along the first axis of each case's ground truth, 255 elsewhere."""
+    for case in ds.cases:
+        lab = load_volume(case.label)
+        part = np.full(lab.shape, 255, np.uint8)
+        part[::4] = lab.array[::4]
+        save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+
+
 def one_error_line(out) -> str:
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("medal: error:")]
     assert len(lines) == 1, out.stderr
@@ -522,11 +531,7 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     assert out.returncode != 0 and "data.spacing: 'medain'" in one_error_line(out)
     assert not (tmp_path / "never").exists()
     run = tmp_path / "run"
-    for case in ds.cases:  # first labels: every fourth slice along the first axis (every case has them)
-        lab = load_volume(case.label)
-        part = np.full(lab.shape, 255, np.uint8)
-        part[::4] = lab.array[::4]
-        save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+    every_fourth_slice(ds, run)  # first labels (every case has them)
     out = medal("round", root, "--run", run, "--index", 0, "--config", cfg)
     assert out.returncode == 0, out.stderr
     assert "NOTE: voxel spacing" not in out.stderr  # resampled: nothing to say
@@ -660,11 +665,7 @@ def test_two_channel_cases_train_score_and_select_on_every_channel(tmp_path, sam
     assert out.returncode == 0 and "channels: 2 per case" in out.stdout, out.stdout
     ds = load_dataset(root)
     run = tmp_path / "run"
-    for case in ds.cases:  # first labels: every fourth slice along the first axis
-        lab = load_volume(case.label)
-        part = np.full(lab.shape, 255, np.uint8)
-        part[::4] = lab.array[::4]
-        save_volume(lab.with_array(part), run / "labels" / f"{case.case_id}.nii.gz")
+    every_fourth_slice(ds, run)
     out = medal("round", root, "--run", run, "--index", 0, "--config", tiny_cfg)
     assert out.returncode == 0, out.stderr
     rd = run / "round_000"

@@ -82,6 +82,19 @@ class CaseData:
     channels: list = field(default_factory=list)  # the other channels: (layer name, array, contrast)
 
 
+def _volume_like(path, image: Volume, warnings: list, what: str) -> Volume | None:
+    """The volume at ``path`` when it reads and has ``image``'s shape; else ``None``, with ``what: why`` added to
+    ``warnings`` (an overlay is an extra: the expert goes on without it)."""
+    try:
+        vol = load_volume(path)
+        if vol.shape != image.shape:
+            raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
+    except DatasetError as exc:
+        warnings.append(f"{what}: {exc}")
+        return None
+    return vol
+
+
 @dataclass
 class CaseLabels:
     """Finished (``final``) and in-progress (``draft``) labels of one case, each saved incrementally."""
@@ -374,12 +387,8 @@ class RoundStore:
             from .display import CHANNEL_LAYER
 
             for k, path in enumerate(channel_files(data.source)[1:], start=1):
-                try:
-                    vol = load_volume(path)
-                    if vol.shape != image.shape:
-                        raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
-                except DatasetError as exc:
-                    data.warnings.append(f"channel {k} not shown: {exc}")
+                vol = _volume_like(path, image, data.warnings, f"channel {k} not shown")
+                if vol is None:
                     continue
                 arr = vol.array.astype(np.float32, copy=False)
                 data.channels.append((CHANNEL_LAYER.format(k), arr, display_window(arr)))
@@ -390,12 +399,8 @@ class RoundStore:
             path = base / f"{name}.nii.gz"
             if not path.is_file():
                 continue
-            try:
-                vol = load_volume(path)
-                if vol.shape != image.shape:
-                    raise DatasetError(f"{path}: shape {vol.shape} does not match the image {image.shape}")
-            except DatasetError as exc:
-                data.warnings.append(f"uncertainty not shown: {exc}")
+            vol = _volume_like(path, image, data.warnings, "uncertainty not shown")
+            if vol is None:
                 continue
             data.uncertainty, data.uncertainty_name = vol.array.astype(np.float32, copy=False), name
             # only the upper tail is coloured (additive blending: below the lower limit is transparent),
