@@ -33,14 +33,34 @@ def require_finite(image: Volume, name: str) -> None:
                            "export?", path=image.path)
 
 
+def _other_axis_order(image: Volume, label: Volume) -> str:
+    """A hint when ``label`` is ``image``'s grid stored in another axis order (flipped or permuted axes, as another
+    tool may save it), else ``""``."""
+    try:
+        from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+        ornt = ornt_transform(io_orientation(label.affine), axcodes2ornt(tuple(image.orientation)))
+        shape = tuple(label.shape[int(i)] for i in np.argsort(ornt[:, 0]))
+        affine = label.affine @ inv_ornt_aff(ornt, label.shape)
+    except Exception:  # noqa: BLE001 - a degenerate affine: no hint, the message stands
+        return ""
+    if shape != tuple(image.shape) or not np.allclose(affine, image.affine, atol=AFFINE_ATOL, rtol=0):
+        return ""
+    return (f" -- it is the image's grid stored in another axis order (label {label.orientation}, image "
+            f"{image.orientation}): save the label in the image's order, e.g. nibabel's "
+            f"img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt({image.orientation!r})))")
+
+
 def require_same_grid(image: Volume, label: Volume, label_name: str) -> None:
     if label.shape != image.shape:
-        raise DatasetError(f"{label_name}: shape {label.shape} does not match image shape {image.shape}", path=label.path)
+        raise DatasetError(f"{label_name}: shape {label.shape} does not match image shape {image.shape}"
+                           + _other_axis_order(image, label), path=label.path)
     if not np.allclose(label.affine, image.affine, atol=AFFINE_ATOL, rtol=0):
         diff = float(np.abs(label.affine - image.affine).max())
         raise DatasetError(
             f"{label_name}: affine differs from the image's by up to {diff:.4g} mm "
-            f"(label {np.round(label.affine, 4).tolist()} vs image {np.round(image.affine, 4).tolist()})",
+            f"(label {np.round(label.affine, 4).tolist()} vs image {np.round(image.affine, 4).tolist()})"
+            + _other_axis_order(image, label),
             path=label.path,
         )
 
