@@ -311,7 +311,16 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
     return volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing
 
 
-def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
+def _reoriented(cases, orientation) -> bool:
+    """Whether ``data.orientation`` flips or permutes any of ``cases`` (headers only)."""
+    from medal.data.io import volume_affine
+    from medal.data.resample import orientation_transform
+
+    return bool(orientation) and any(orientation_transform(volume_affine(c.image), orientation) is not None
+                                     for c in cases)
+
+
+def _representation(volumes, vol_axes, cases, cfg, orientation=None) -> tuple[np.ndarray, str]:
     if cfg.representation == "encoder":
         import os
 
@@ -320,6 +329,7 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
         slices = slice_stack(volumes, vol_axes)
         cache = Path(os.environ.get("MEDAL_CACHE_DIR") or Path.home() / ".cache" / "medal") / "coldstart"
         parts, keys = [], []
+        turned = _reoriented(cases, orientation)
         for j in range(cfg.encoders):
             # the first encoder is the one-encoder default (same seed, same cache key); the others are seeded far
             # from it, so the ensembles of neighbouring run seeds share no encoder
@@ -329,6 +339,10 @@ def _representation(volumes, vol_axes, cases, cfg) -> tuple[np.ndarray, str]:
             if any(int(a) != 2 for a in vol_axes):
                 # the encoder is trained on the slices of these axes: another orientation is another encoder
                 settings["axes"] = [int(a) for a in vol_axes]
+            if turned:
+                # the slices were taken in data.orientation's order: an encoder trained on storage-order slices
+                # (or another order) is another encoder
+                settings["orientation"] = orientation
             key = encoder_key([c.image for c in cases], settings)
             z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=seed)
             parts.append((z - z.mean(0)) / np.maximum(z.std(0), 1e-8))
@@ -376,7 +390,7 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     if not volumes:
         raise ValueError(f"{dataset.root}: no readable case in the pool to select from ("
                          + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
-    z, rep_text = _representation(volumes, vol_axes, good, cfg)
+    z, rep_text = _representation(volumes, vol_axes, good, cfg, orientation=data_cfg.orientation)
     if cfg.position_weight > 0:
         z = with_position(z, owner, index, axes, shapes, cfg.position_weight)
         rep_text += f" + relative slice position (weight {cfg.position_weight:g})"
@@ -457,7 +471,7 @@ def slice_embeddings(dataset: Dataset, case_ids, axes, index, *, cfg: ColdstartC
     volumes, vol_axes, good, owner, idx, ax, _, _, _ = _describe(dataset, cases, cfg, data_cfg, names)
     if not volumes:
         return np.zeros((len(case_ids), 0)), found
-    z, _ = _representation(volumes, vol_axes, good, cfg)
+    z, _ = _representation(volumes, vol_axes, good, cfg, orientation=data_cfg.orientation)
     where = {(o, int(a), int(i)): n for n, (o, a, i) in enumerate(zip(owner, ax, idx))}
     rows = np.array([where.get(key, -1) for key in zip(case_ids, axes, index)], dtype=np.int64)
     found = rows >= 0

@@ -711,3 +711,36 @@ def test_a_case_stored_in_another_axis_order_looks_the_same_to_the_cold_start(tm
     pos = _relative_position(owner, idx, ax, shapes)
     where = {(o, a_, i): p for o, a_, i, p in zip(owner, ax, idx, pos)}
     assert all(np.isclose(where[("a", 0, i)], where[("b", 1, n0 - 1 - i)]) for i in range(n0))
+
+
+def test_the_encoder_cache_tells_an_axis_order_from_another(tmp_path, monkeypatch):
+    """The contrastive encoder is cached by the pool's image bytes and its settings: slices taken in
+    data.orientation's order are another encoder's input when a case is reoriented (another key), and the same
+    encoder when every case is stored in that order already (the key of a run without the option)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from medal.config import ColdstartConfig, DataConfig
+    from medal.coldstart.select import coldstart_select
+    from medal.data import load_dataset, load_volume, sample_dataset, save_volume
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from mixed_orientation import turn
+
+    monkeypatch.setenv("MEDAL_CACHE_DIR", str(tmp_path / "cache"))
+    src = load_dataset(sample_dataset()).cases[:3]
+    mixed, plain = tmp_path / "mixed", tmp_path / "plain"
+    for i, c in enumerate(src):
+        v = load_volume(c.image)
+        save_volume(turn(v) if i == 0 else v, mixed / "imagesTr" / f"{c.case_id}.nii.gz")
+        save_volume(v, plain / "imagesTr" / f"{c.case_id}.nii.gz")
+    cfg = ColdstartConfig(encoder_steps=5)
+
+    def key(root, orientation, n):
+        coldstart_select(load_dataset(root), tmp_path / f"r{n}", budget_s=60.0, cfg=cfg,
+                         data_cfg=DataConfig(orientation=orientation))
+        return json.loads((tmp_path / f"r{n}" / "tasks.json").read_text())["representation"].split("key ")[1]
+
+    assert key(mixed, "RAS", 0) != key(mixed, None, 1)
+    assert key(plain, "RAS", 2) == key(plain, None, 3)
