@@ -701,3 +701,13 @@ def test_two_channel_cases_train_score_and_select_on_every_channel(tmp_path, sam
     out = medal("score", root, "--checkpoint", one, "--out", tmp_path / "s1", "--config", tiny_cfg)
     assert out.returncode != 0
     assert f"{ds.cases[0].case_id}_0000.nii.gz: the model takes 1 input channel(s), the case has 2" in out.stdout + out.stderr
+    # a channel file with NaN: that case fails with one line naming the file as the dataset knows it
+    bad = root / "imagesTr" / f"{ds.cases[1].case_id}_0001.nii.gz"
+    v = load_volume(bad)
+    arr = v.array.astype(np.float32)
+    arr[0, 0, 0] = np.nan
+    save_volume(v.with_array(arr), bad)
+    out = medal("score", root, "--checkpoint", rd / "model.pt", "--out", tmp_path / "s3", "--config", tiny_cfg)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "3 scored" in out.stdout
+    assert f"imagesTr/{ds.cases[1].case_id}_0001.nii.gz: 1 NaN" in text and str(root) not in text.split("outputs in")[0]

@@ -143,16 +143,18 @@ class CaseScorer:
                 return {"case_id": case_id, "status": "cached", "seconds": time.perf_counter() - t0, "voxels": 0}
             image = image if image is not None else load_volume(image_path)
             require_finite(image, self.name(image_path))
+            from medal.data.channels import network_input
+
+            # what the network reads (every channel file, named as the dataset knows it), once for both uses
+            x = network_input(image, self.dcfg, path=image_path, name=self.name)
             pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
                                                  device=self.spec.device, temperature=self.temperature,
-                                                 spacing=self.spacing, orientation=self.orientation)
+                                                 normalized=x, spacing=self.spacing, orientation=self.orientation)
             write_case_scores(self.out, case_id, image, pred, measures, probs, label_map=self.label_map)
             if self.spec.embeddings:
-                from medal.data.channels import network_input
                 from medal.data.resample import network_grid
                 from medal.uncertainty.embedding import write_case_embeddings
 
-                x = network_input(image, self.dcfg, path=image_path, name=self.name)
                 write_case_embeddings(self.nets, x, self.out, case_id, ucfg=self.ucfg, device=self.spec.device,
                                       temperature=self.temperature, grid=network_grid(image.shape, image.affine,
                                                                                       self.spacing, self.orientation))

@@ -168,7 +168,7 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
             require_finite(image, name(case.image))
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
                                                  normalized=network_input(image, data_cfg, path=case.image, name=name,
-                                                                          cache=cache) if cache else None,
+                                                                          cache=cache),
                                                  temperature=temperature, spacing=spacing, orientation=orientation)
         except DatasetError as exc:  # a bad file: the message names it
             report.failures[case.case_id] = str(exc).replace(str(case.image), name(case.image))
