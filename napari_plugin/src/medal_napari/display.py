@@ -273,8 +273,9 @@ def show_case(viewer, data, working: np.ndarray, label_colors: dict[int, str], o
 
 
 def order_layers(viewer) -> None:
-    """Image at the bottom, a multi-channel case's other channels above it, then the uncertainty heat map, the prediction, the labels being painted, the
-    task outline and the edge letters on top, whatever order they were added in."""
+    """Image at the bottom, a multi-channel case's other channels above it, then the uncertainty heat map, the
+    prediction, the labels being painted, the task outline and the edge letters on top, whatever order they were
+    added in."""
     channels = sorted((x.name for x in viewer.layers if x.name.startswith(CHANNEL_LAYER.format(""))),
                       key=lambda n: int(n.split()[-1]) if n.split()[-1].isdigit() else 0)
     wanted = ([LAYERS["image"]] + channels + [LAYERS[k] for k in ("uncertainty", "prediction", "labels", "region")]
