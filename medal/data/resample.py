@@ -192,7 +192,11 @@ def to_network_grid(array: np.ndarray, spacing, target, *, labels: bool = False)
     """``array`` (``(Z, Y, X)`` of a case with voxel ``spacing``, or ``(C, Z, Y, X)``: each channel alike) on
     the ``target`` spacing's grid: trilinear for an image (float32), nearest neighbour for a label map (its
     dtype and values kept). Returned unchanged when :func:`network_shape` says no resampling is needed."""
-    shape = network_shape(array.shape[-3:], spacing, target)
+    return _resample(array, network_shape(array.shape[-3:], spacing, target), labels=labels)
+
+
+def _resample(array: np.ndarray, shape, *, labels: bool) -> np.ndarray:
+    """``array`` on a grid of ``shape`` (``None``: as it is): trilinear, or nearest neighbour keeping the dtype."""
     if shape is None:
         return array
     if labels:
@@ -254,18 +258,13 @@ class NetworkGrid:
     def to_network(self, array: np.ndarray, *, labels: bool = False) -> np.ndarray:
         """A case array (``(Z, Y, X)`` or ``(C, Z, Y, X)``) on the network's grid: trilinear for an image,
         nearest neighbour for labels (dtype and values kept); unchanged when the case is used as it is."""
-        out = _reorient(array, self.ornt)
-        if self.shape is None:
-            return out
-        if labels:
-            return _interpolate(out, self.shape, nearest=True).astype(array.dtype)
-        return _interpolate(out, self.shape, nearest=False)
+        return _resample(_reorient(array, self.ornt), self.shape, labels=labels)
 
     def to_case(self, array: np.ndarray) -> np.ndarray:
         """Network-grid maps (``(..., z, y, x)``) back on the case's own grid (trilinear, then the inverse flip
         and permutation)."""
         if self.shape is not None:
-            array = _interpolate(array, self.reoriented, nearest=False)
+            array = to_case_grid(array, self.reoriented)
         return _reorient(array, _inverse(self.ornt))
 
 

@@ -79,7 +79,7 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
     it the first bad case raises :class:`~medal.data.DatasetError`.
     ``holdout``: the share of annotated axial slices hidden from training (:func:`holdout_mask`).
     ``spacing``: the network's voxel spacing (mm per axis; :func:`medal.data.resample.resolve_spacing`):
-    images and labels are resampled to it (:func:`medal.data.resample.to_network_grid`); ``None``: each
+    images and labels are resampled to it (:func:`medal.data.resample.network_grid`); ``None``: each
     case's own grid. ``orientation``: axis codes the cases are flipped and permuted to first (``data.orientation``).
     """
     from medal.data.channels import network_input
