@@ -410,8 +410,10 @@ _SIDECARS = (".json", ".lock")
 def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
     """Merge ``round_path/annotations/<case>.nii.gz`` (255 = not annotated) into the run's labels.
 
-    Only ``<case>.nii.gz`` of cases the dataset knows are read; each is checked against its image
-    (shape, affine) and the dataset's label values before anything is merged. A file that fails is
+    Only ``<case>.nii.gz`` of cases the dataset knows are read; each is read onto its image's grid (a file another
+    tool saved in another axis order or cropped to what was painted: :func:`medal.data.load_label`, the voxels
+    outside its box not annotated) and checked against the dataset's label values before anything is merged,
+    and ``ingested/`` keeps it as read, on the image's grid. A file that fails is
     reported in ``skipped`` and left alone, and the others are merged. Annotated voxels replace what
     was there (an expert's correction wins); the previous label file is kept in ``labels/.history/``
     first, so nothing an expert painted is ever lost.
@@ -420,8 +422,7 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
     files changed since then (``round_path/ingested/`` keeps each file as last merged): a later round's
     corrections of the same voxels are not replaced by this round's older values.
     """
-    from medal.data import DatasetError
-    from medal.data.validate import require_same_grid
+    from medal.data import DatasetError, load_label
 
     round_path = Path(round_path)
     ann_dir = round_path / "annotations"
@@ -452,9 +453,10 @@ def ingest(run_dir, round_path, dataset: Dataset) -> IngestReport:
             continue
         case = dataset.case(cid)
         try:
-            new = load_volume(path)
             image = load_volume(case.image)
-            require_same_grid(image, new, str(path))
+            # saved by another tool (another axis order, cropped to what was painted): read onto the image's
+            # grid, voxels outside a cropped file not annotated
+            new, _ = load_label(path, image, str(path), outside=UNLABELED)
         except DatasetError as exc:
             skipped[name] = str(exc)
             continue

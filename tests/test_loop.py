@@ -129,6 +129,45 @@ def test_ingest_merges_keeps_history_and_never_loses_painting(tmp_path):
         "hippocampus_004.round_000.2.nii.gz", "hippocampus_004.round_000.nii.gz", "hippocampus_004.round_001.nii.gz"]
 
 
+def test_an_annotation_another_tool_saved_cropped_and_reordered_merges_as_the_full_file(tmp_path):
+    """An expert who painted a task in another tool (3D Slicer saves a segmentation cropped to what was painted,
+    and may store it in another axis order): ingest reads it onto the image's grid, the voxels outside its box
+    not annotated, so the merged labels are those of the same painting saved full size, and the earlier
+    painting outside the box survives."""
+    from medal.data import Volume
+
+    ds = _seed_labels(tmp_path)
+    target = labels_dir(tmp_path) / "hippocampus_004.nii.gz"
+    before = load_volume(target).array
+    truth = load_volume(ds.case("hippocampus_004").label)
+    box = (slice(5, 30), slice(8, 40), slice(14, 17))  # three painted slices, part of each
+    ann = np.full(before.shape, UNLABELED, np.uint8)
+    ann[box] = truth.array[box]
+    start = np.eye(4)
+    start[:3, 3] = [s.start for s in box]
+    small = Volume(np.ascontiguousarray(ann[box]), truth.affine @ start)
+    turn = np.zeros((4, 4))  # stored with the first two axes swapped and reversed
+    turn[0, 1], turn[1, 0], turn[2, 2], turn[3, 3] = -1.0, -1.0, 1.0, 1.0
+    turn[0, 3], turn[1, 3] = small.shape[0] - 1, small.shape[1] - 1
+    stored = Volume(np.ascontiguousarray(np.flip(small.array, (0, 1)).transpose(1, 0, 2)), small.affine @ turn)
+    save_volume(stored, tmp_path / "round_000" / "annotations" / "hippocampus_004.nii.gz")
+    assert load_volume(tmp_path / "round_000" / "annotations" / "hippocampus_004.nii.gz").shape == (32, 25, 3)
+    rep = ingest(tmp_path, tmp_path / "round_000", ds)
+    assert rep.skipped == {} and rep.cases["hippocampus_004"] == {"added": 25 * 32 * 3, "changed": 0}
+    expected = before.copy()
+    expected[box] = truth.array[box]
+    np.testing.assert_array_equal(load_volume(target).array, expected)
+    assert (expected[:, :, 10] == truth.array[:, :, 10]).all()  # the seed slices outside the box are kept
+    # a file that is not the image's voxels (half a voxel off) is skipped and named, the labels untouched
+    half = np.eye(4)
+    half[0, 3] = 0.5
+    save_volume(Volume(small.array, small.affine @ half), tmp_path / "round_001" / "annotations" / "hippocampus_004.nii.gz")
+    rep = ingest(tmp_path, tmp_path / "round_001", ds)
+    assert rep.cases == {} and "hippocampus_004.nii.gz: shape (25, 32, 3) does not match image shape" in \
+        rep.skipped["hippocampus_004.nii.gz"]
+    np.testing.assert_array_equal(load_volume(target).array, expected)
+
+
 def test_a_round_waits_for_the_earlier_rounds_annotations_to_be_ingested(tmp_path):
     """Finished annotations not merged into run/labels would not be learnt from, and their units could
     be asked for again: the next round refuses to train, says what to run, and leaves nothing behind."""

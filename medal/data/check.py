@@ -19,7 +19,7 @@ from .errors import DatasetError
 from .io import load_volume
 from .labels import UNLABELED
 from .resample import MIXED_RATIO
-from .validate import require_finite, require_label_values, require_same_grid
+from .validate import label_on_grid, require_finite, require_label_values
 
 __all__ = ["CaseReport", "DatasetReport", "check_dataset"]
 
@@ -41,6 +41,7 @@ class CaseReport:
     intensity_range: tuple[float, float] | None = None
     label_values: list[int] | None = None
     channels: int = 1  # channel files (_0000, _0001, ...): the network's input channels
+    label_stored: str = ""  # how the label file sits on the image's grid when not voxel for voxel (validate.label_on_grid)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # reported, not failing: the data may be meant so
 
@@ -110,6 +111,10 @@ class DatasetReport:
                              "(the default) the network sees every case in one order, tasks and labels stay in each "
                              "case's own; data.orientation: null would show it each storage order as it is "
                              "(README, 'Mixed orientation')")
+        stored = [c for c in self.cases if c.label_stored]
+        if stored:
+            lines.append(f"  NOTE: {len(stored)} label file(s) are not voxel for voxel on their image's grid and are "
+                         f"read onto it losslessly, e.g. {stored[0].label}: {stored[0].label_stored}")
         if self.label_names:
             lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in self.label_names.items()))
             values = sorted(self.label_names)
@@ -177,7 +182,9 @@ def _check_case(ds: Dataset, case) -> CaseReport:
     else:
         rep.label_values = [v.item() for v in np.unique(label.array)][:32]
     if image is not None:
-        attempt(require_same_grid, image, label, rel_lab)
+        placed = attempt(label_on_grid, label, image.shape, image.affine, rel_lab)
+        if placed is not None:
+            rep.label_stored = placed[1]
     return rep
 
 

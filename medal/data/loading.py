@@ -2,22 +2,55 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .dataset import Case, Dataset
 from .errors import DatasetError
-from .io import Volume, load_volume
-from .validate import require_finite, require_label_values, require_same_grid
+from .io import Volume, load_volume, volume_affine, volume_shape
+from .validate import label_on_grid, require_finite, require_label_values
 
-__all__ = ["load_case"]
+__all__ = ["load_case", "load_label", "image_grid"]
+
+
+def image_grid(path) -> tuple[tuple[int, ...], object]:
+    """``(shape, affine)`` of an image file from its header alone: the grid its labels are read onto."""
+    return tuple(volume_shape(path)[:3]), volume_affine(path)
+
+
+def load_label(path, grid, name: str | None = None, *, outside: int = 0, cache=None) -> tuple[Volume, str]:
+    """Read a label file onto its image's grid (:func:`~medal.data.validate.label_on_grid`): ``(label, how)``.
+
+    ``grid``: the image as a :class:`Volume`, an image file, or ``(shape, affine)``. ``how`` is ``""`` for a label
+    stored on the image's grid, else what was done (another axis order, a cropped box). ``outside``: what a
+    cropped label's missing voxels hold: 0 (background) for a dataset's label, 255 (not annotated) for an
+    expert's annotation. Every label read in medal (training, check, simulation oracle and evaluation, ingest)
+    goes through here, so a label saved by another tool means the same everywhere. Raises
+    :class:`DatasetError` naming ``name`` (default: the path) when it cannot be placed on the grid.
+    """
+    name = str(path) if name is None else name
+    if isinstance(grid, Volume):
+        shape, affine = grid.shape, grid.affine
+    elif isinstance(grid, (str, Path)):
+        shape, affine = image_grid(grid)
+    else:
+        shape, affine = grid
+    try:
+        label = cache.volume(path) if cache is not None else load_volume(path)
+    except DatasetError as exc:
+        raise DatasetError(str(exc).replace(str(path), name, 1), path=Path(path)) from None
+    return label_on_grid(label, shape, affine, name, outside=outside)
 
 
 def load_case(case: Case, dataset: Dataset | None = None, *, partial: bool = True,
-              cache=None) -> tuple[Volume, Volume | None]:
+              cache=None, outside: int = 0) -> tuple[Volume, Volume | None]:
     """Read and validate a case's image and (if any) label.
 
     Raises :class:`DatasetError` with the same message ``medal dataset check`` prints for the first
     problem found: missing or unreadable file, not 3D, NaN/Inf intensities, label grid mismatch,
     label values not in ``dataset.json`` (255 is accepted as "not annotated" when ``partial``).
     ``cache``: a :class:`~medal.data.cache.VolumeCache` the image is read through (labels are always read).
+    A label stored in another axis order or cropped is read onto the image's grid (:func:`load_label`), a cropped
+    one's missing voxels as ``outside`` (0, background, for a dataset's labels; 255 for partial annotations).
     """
     rel = dataset.relative if dataset is not None else str
     try:
@@ -27,10 +60,6 @@ def load_case(case: Case, dataset: Dataset | None = None, *, partial: bool = Tru
     require_finite(image, rel(case.image))
     if case.label is None:
         return image, None
-    try:
-        label = load_volume(case.label)
-    except DatasetError as exc:
-        raise DatasetError(str(exc).replace(str(case.label), rel(case.label), 1), path=case.label) from None
-    require_same_grid(image, label, rel(case.label))
+    label, _ = load_label(case.label, image, rel(case.label), outside=outside)
     require_label_values(label, dataset.label_names if dataset is not None else {}, rel(case.label), partial=partial)
     return image, label

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medal.costs import CostModel, append_annotation_log, cheaper_features, correction_features, effort_features
-from medal.data import UNLABELED, Dataset, empty_partial_labels, load_volume, save_volume
+from medal.data import UNLABELED, Dataset, empty_partial_labels, load_label, load_volume, save_volume
 from medal.regions import slice_units
 from medal.tasks import TaskList, write_tasks
 
@@ -70,7 +70,7 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             case = dataset.case(cid)
             if case.label is None:
                 raise ValueError(f"{cid}: the oracle needs a ground-truth label")
-            truth = load_volume(case.label)
+            truth, _ = load_label(case.label, case.image, dataset.relative(case.label))  # on the image's grid
             truths[cid] = (truth, dataset.label_map.to_index(truth.array, where=dataset.relative(case.label)))
             while len(truths) > 4:
                 truths.popitem(last=False)
@@ -175,7 +175,8 @@ def full_annotation_cost(dataset: Dataset, case_ids, *, axis_name: str, cost_mod
 
     total = 0.0
     for cid in case_ids:
-        truth = load_volume(dataset.case(cid).label)
+        case = dataset.case(cid)
+        truth, _ = load_label(case.label, case.image, dataset.relative(case.label))
         axis = resolve_axis(int(axis_name) if axis_name.isdigit() else axis_name, truth.orientation)
         units = slice_units(truth.shape, axis=axis)
         index = dataset.label_map.to_index(truth.array, where=dataset.relative(dataset.case(cid).label))

@@ -21,7 +21,7 @@ import numpy as np
 
 from medal.config import MedalConfig, variant_config
 from medal.costs import CostModel
-from medal.data import UNLABELED, Dataset, atomic_write_text, load_volume, save_volume
+from medal.data import UNLABELED, Dataset, atomic_write_text, load_label, load_volume, save_volume
 from medal.loop import ingest, round_dir, run_round
 from medal.regions.values import ORACLE_VALUES
 from medal.tasks import read_tasks
@@ -206,7 +206,7 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
         case = dataset.case(cid)
         image = cache.volume(case.image) if cache is not None else load_volume(case.image)
         x = network_input(image, cfg.data, path=case.image, name=dataset.relative, cache=cache)
-        truth = cache.volume(case.label).array if cache is not None else load_volume(case.label).array
+        truth = load_label(case.label, image, dataset.relative(case.label), cache=cache)[0].array
         grid = network_grid(image.shape, image.affine, spacing, orientation)
         if not grid.identity:  # the network's grid and back: Dice on each case's own grid
             probs = predict_probs(net, grid.to_network(x), roi_size=cfg.uncertainty.roi_size, device=device)
@@ -368,7 +368,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
     for c in sub.cases:
         d = scores / c.case_id
         d.mkdir(parents=True, exist_ok=True)
-        lab = load_volume(c.label)
+        lab, _ = load_label(c.label, c.image, dataset.relative(c.label))
         save_volume(lab.with_array(np.zeros(lab.shape, np.float32)), d / "entropy.nii.gz")
         save_volume(lab.with_array(lab.array.astype(np.uint8)), d / "prediction.nii.gz")
     regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy", kind=_initial_kind(cfg),
@@ -489,7 +489,7 @@ def write_truth_maps(scores_dir, dataset: Dataset, pool) -> list[str]:
         if case.case_id not in pool or case.label is None or not (folder / "prediction.nii.gz").is_file():
             continue
         if not (folder / "truth.nii.gz").is_file():
-            truth = load_volume(case.label)
+            truth, _ = load_label(case.label, case.image, dataset.relative(case.label))
             idx = dataset.label_map.to_index(truth.array, where=dataset.relative(case.label))
             save_volume(truth.with_array(idx.astype(np.uint8)), folder / "truth.nii.gz")
         written.append(case.case_id)

@@ -97,7 +97,9 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
         if case.label is None:
             continue
         try:
-            image, label = load_case(case, dataset, cache=cache)
+            # a folder of partial labels: a cropped file's other voxels were not annotated
+            image, label = load_case(case, dataset, cache=cache,
+                                     outside=UNLABELED if labels_dir is not None else 0)
             if not annotated_mask(label.array).any():
                 continue
             try:

@@ -33,9 +33,9 @@ def broken_dataset(tmp_path):
     aff = lv.affine.copy()
     aff[0, 3] += 2.0
     save_volume(Volume(lv.array, aff, header=lv.header), lab(2))
-    # 3: label shape mismatch
+    # 3: label shape mismatch: one row more than the image (a cropped label, a box inside the image, is read)
     lv = load_volume(lab(3))
-    save_volume(Volume(lv.array[:, :-1], lv.affine), lab(3))
+    save_volume(Volume(np.pad(lv.array, ((0, 0), (0, 1), (0, 0))), lv.affine), lab(3))
     # 4: NaN and Inf intensities
     iv = load_volume(img(4))
     arr = iv.array.astype(np.float32)
@@ -70,7 +70,8 @@ def test_check_reports_every_problem_and_keeps_going(broken_dataset):
     expect = {
         1: rf"imagesTr/{ids[1]}: file is truncated",
         2: rf"labelsTr/{ids[2]}: affine differs from the image's by up to 2 mm",
-        3: rf"labelsTr/{ids[3]}: shape \(\d+, \d+, \d+\) does not match image shape",
+        3: rf"labelsTr/{ids[3]}: shape \(\d+, \d+, \d+\) does not match image shape .* \(its voxels would sit at "
+           r"\[0:\d+, 0:\d+, 0:\d+\] of the image's grid, partly outside it\)",
         4: rf"imagesTr/{ids[4]}: 3 NaN and 1 Inf intensity values",
         5: rf"imagesTr/{ids[5]}: expected a 3D volume, got 4D with shape",
         6: rf"labelsTr/{ids[6]}: label values \[7\] are not in dataset.json labels \[0, 1, 2\]",

@@ -120,9 +120,9 @@ def test_load_case_validates(phantom_dataset):
     assert image.shape == label.shape == (24, 28, 20)
     assert set(np.unique(label.array)) == {0, 1, 2}
     # corrupt the label grid and the loader raises the same message as the check
-    bad = label.array[:-1]
+    bad = np.pad(label.array, ((0, 1), (0, 0), (0, 0)))  # one slab more than the image
     save_volume(Volume(bad, label.affine), ds.cases[1].label)
-    with pytest.raises(DatasetError, match=r"labelsTr/phantom_001.nii.gz: shape \(23, 28, 20\) does not match image shape \(24, 28, 20\)"):
+    with pytest.raises(DatasetError, match=r"labelsTr/phantom_001.nii.gz: shape \(25, 28, 20\) does not match image shape \(24, 28, 20\)"):
         load_case(ds.cases[1], ds)
 
 

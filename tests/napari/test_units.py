@@ -308,3 +308,40 @@ def test_round_store_shows_the_rounds_display_copy_and_falls_back_without_it(rou
     np.testing.assert_array_equal(copy.image.array, source.image.array)
     assert copy.contrast == source.contrast
     np.testing.assert_allclose(copy.image.affine, source.image.affine)
+
+
+def test_an_annotation_saved_cropped_by_another_tool_opens_whole_and_an_off_grid_one_is_refused(round_dir):
+    """The expert painted part of a case in 3D Slicer, which saves the segmentation cropped to what was painted:
+    opening the case shows that painting in place, the rest not annotated; a file that is not the image's voxels
+    (half a voxel off) is an error and the file stays as it is."""
+    import numpy as np
+
+    from medal.data import UNLABELED, Volume, save_volume
+
+    store = RoundStore(round_dir)
+    task = store.tasklist.tasks[0]
+    data = store.load_case(task.case_id, [task], overlays=False)
+    image = data.image
+    box = (slice(4, 20), slice(10, 30), slice(7, 9))
+    painted = np.zeros([s.stop - s.start for s in box], np.uint8)
+    painted[3:9, 5:12, :] = 2
+    start = np.eye(4)
+    start[:3, 3] = [s.start for s in box]
+    path = round_dir / "annotations" / f"{task.case_id}.nii.gz"
+    save_volume(Volume(painted, image.affine @ start), path)
+    labels = store.case_labels(task.case_id, image)
+    full = labels.final.array
+    assert full.shape == image.shape
+    np.testing.assert_array_equal(full[box], painted)
+    outside = np.ones(image.shape, bool)
+    outside[box] = False
+    assert (full[outside] == UNLABELED).all()
+    assert (labels.working()[box] == painted).all()
+    start[0, 3] += 0.5
+    save_volume(Volume(painted, image.affine @ start), path)
+    before = path.read_bytes()
+    with pytest.raises(AnnotationFileError, match=r"hippocampus_004\.nii\.gz: shape \(16, 20, 2\) does not match "
+                                                  r"image shape .* \(the image's voxel size and axes, but its voxels "
+                                                  r"sit 0\.5 mm off the image's\); medal will not overwrite it"):
+        store.case_labels(task.case_id, image)
+    assert path.read_bytes() == before

@@ -26,6 +26,7 @@ import numpy as np
 
 from medal.data import UNLABELED, DatasetError, Volume, atomic_write_json, load_dataset, load_volume
 from medal.data.slabs import SlabNifti
+from medal.data.validate import label_on_grid
 from medal.tasks import Task, TaskError, TaskList, read_tasks, validate_tasks, write_tasks
 from medal.tasks.display import display_window, open_display_image
 
@@ -430,9 +431,10 @@ class RoundStore:
                 except DatasetError as exc:
                     raise AnnotationFileError(f"{exc}. medal will not overwrite it: repair or move it away, "
                                               "then open the task again") from exc
-                if vol.shape != image.shape:
-                    raise AnnotationFileError(f"{path}: shape {vol.shape} does not match the image "
-                                              f"{image.shape}; medal will not overwrite it")
+                try:  # saved by another tool (another axis order, cropped to what was painted): onto the grid
+                    vol, _ = label_on_grid(vol, image.shape, image.affine, str(path), outside=UNLABELED)
+                except DatasetError as exc:
+                    raise AnnotationFileError(f"{exc}; medal will not overwrite it") from exc
                 vols.append(SlabNifti(image, vol.array))
                 vols[-1].to_bytes()  # in sync with the file: nothing dirty
             else:

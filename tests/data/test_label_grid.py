@@ -1,0 +1,140 @@
+"""Label files another tool saved: the image's voxels in another axis order, or cropped to a box (3D Slicer's
+default), read onto the image's grid losslessly; anything else refused in one line. Real sample cases."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medal.data import (DatasetError, Volume, check_dataset, load_case, load_dataset, load_label, load_volume,
+                        sample_dataset, save_volume)
+from medal.data.validate import label_on_grid
+
+
+@pytest.fixture(scope="module")
+def case():
+    c = load_dataset(sample_dataset()).cases[0]
+    return load_volume(c.image), load_volume(c.label)
+
+
+def permuted(v: Volume) -> Volume:
+    """The first two axes swapped and both reversed, the world unchanged (another storage order)."""
+    arr = np.ascontiguousarray(np.flip(v.array, (0, 1)).transpose(1, 0, 2))
+    idx = np.zeros((4, 4))  # new index (i, j, k) -> old index (n0 - 1 - j, n1 - 1 - i, k)
+    idx[0, 1], idx[1, 0], idx[2, 2], idx[3, 3] = -1.0, -1.0, 1.0, 1.0
+    idx[0, 3], idx[1, 3] = v.shape[0] - 1, v.shape[1] - 1
+    return Volume(arr, v.affine @ idx)
+
+
+def cropped(v: Volume, box) -> Volume:
+    """The voxels ``v.array[box]`` with the origin moved to the box's first voxel (Slicer's cropped export)."""
+    start = np.eye(4)
+    start[:3, 3] = [s.start for s in box]
+    return Volume(np.ascontiguousarray(v.array[box]), v.affine @ start)
+
+
+def foreground_box(arr, margin=2):
+    idx = np.argwhere(arr > 0)
+    lo, hi = np.maximum(idx.min(0) - margin, 0), np.minimum(idx.max(0) + 1 + margin, arr.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def test_a_label_in_another_axis_order_or_cropped_is_read_voxel_for_voxel(case):
+    image, label = case
+    same, how = label_on_grid(label, image.shape, image.affine, "lab.nii.gz")
+    assert same is label and how == ""
+    turned, how = label_on_grid(permuted(label), image.shape, image.affine, "lab.nii.gz")
+    np.testing.assert_array_equal(turned.array, label.array)
+    np.testing.assert_allclose(turned.affine, image.affine)
+    assert how.startswith("stored in PL") and "axis order (the image's: " in how
+    box = foreground_box(label.array)
+    assert all(0 < s.start and s.stop < n for s, n in zip(box, label.shape))  # cropped on every side
+    small = cropped(label, box)
+    back, how = label_on_grid(small, image.shape, image.affine, "lab.nii.gz")
+    np.testing.assert_array_equal(back.array, label.array)  # outside the box the truth is background
+    first = box[0].start
+    assert how.startswith(f"cropped to voxels [{first}:{box[0].stop}, ") and how.endswith("read as background (0)")
+    both, how = label_on_grid(permuted(small), image.shape, image.affine, "lab.nii.gz")
+    np.testing.assert_array_equal(both.array, label.array)
+    assert "axis order" in how and "; cropped to voxels" in how
+    # a partial annotation cropped to what was painted: the rest was not looked at
+    part, how = label_on_grid(small, image.shape, image.affine, "ann.nii.gz", outside=255)
+    inside = np.zeros(label.shape, bool)
+    inside[box] = True
+    assert (part.array[~inside] == 255).all() and (part.array[inside] == label.array[inside]).all()
+    assert how.endswith("read as not annotated (255)")
+
+
+def test_a_label_that_is_not_the_images_voxels_is_refused_in_one_line(case):
+    image, label = case
+
+    def refused(lab, match):
+        with pytest.raises(DatasetError, match=match) as err:
+            label_on_grid(lab, image.shape, image.affine, "lab.nii.gz")
+        assert "\n" not in str(err.value)
+
+    shift = np.eye(4)
+    shift[0, 3] = 0.5  # half a voxel: resampling would invent boundaries
+    refused(Volume(label.array, label.affine @ shift), r"lab\.nii\.gz: affine differs from the image's by up to 0\.5 mm .* \(the image's "
+                                                         r"voxel size and axes, but its voxels sit 0\.5 mm off")
+    shift[0, 3] = 2.0  # whole voxels, full size: the box would stick out of the image
+    refused(Volume(label.array, label.affine @ shift),
+            r"lab\.nii\.gz: affine differs .* \(its voxels would sit at \[2:\d+, 0:\d+, 0:\d+\] of the image's grid, "
+            r"partly outside it\)")
+    thick = label.affine.copy()
+    thick[:3, 2] *= 2  # another voxel size
+    refused(Volume(np.ascontiguousarray(label.array[:, :, ::2]), thick), r"lab\.nii\.gz: shape .* does not match")
+    refused(Volume(label.array[..., None], label.affine), r"lab\.nii\.gz: shape .* does not match")
+
+
+def _copy(root, cases, label_of):
+    """A dataset folder of ``cases`` whose label files are ``label_of(case_id, label)``, saved as ``.nii.gz``."""
+    meta = json.loads((sample_dataset() / "dataset.json").read_text())
+    meta.pop("training", None)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    shutil.copy(sample_dataset() / "LICENSE", root / "LICENSE")
+    for c in cases:
+        shutil.copy(c.image, root / "imagesTr" / c.image.name)
+        save_volume(label_of(c.case_id, load_volume(c.label)), root / "labelsTr" / c.image.name)
+    return load_dataset(root)
+
+
+def test_check_training_and_the_oracle_read_such_labels_as_the_originals(tmp_path):
+    """A dataset whose label files came out of another tool (one cropped, one in another axis order): the check
+    passes with a NOTE, training items, the simulation's usable cases and the oracle's full annotation cost are
+    those of the original files."""
+    from medal.config import DataConfig
+    from medal.costs import CostModel
+    from medal.simulation.oracle import full_annotation_cost
+    from medal.simulation.simulate import usable_cases
+    from medal.training.trainer import prepare_items
+
+    source = load_dataset(sample_dataset())
+    cases = source.cases[:3]
+    ids = [c.case_id for c in cases]
+    edits = {ids[0]: lambda v: cropped(v, foreground_box(v.array)), ids[1]: permuted}
+    ds = _copy(tmp_path / "ds", cases, lambda cid, v: edits.get(cid, lambda x: x)(v))
+    assert load_volume(ds.case(ids[0]).label).shape != load_volume(cases[0].label).shape  # stored cropped
+
+    rep = check_dataset(ds.root)
+    assert rep.ok, rep.summary()
+    notes = [x for x in rep.summary().splitlines() if "NOTE" in x]
+    assert len(notes) == 1 and "NOTE: 2 label file(s) are not voxel for voxel on their image's grid" in notes[0]
+    assert f"e.g. labelsTr/{ids[0]}.nii.gz: cropped to voxels [" in notes[0]
+    assert {c.case_id: bool(c.label_stored) for c in rep.cases} == {ids[0]: True, ids[1]: True, ids[2]: False}
+
+    for cid, orig in zip(ids, cases):
+        _, lab = load_case(ds.case(cid), ds)
+        np.testing.assert_array_equal(lab.array, load_volume(orig.label).array)
+    mine = prepare_items(ds, DataConfig())
+    theirs = {i.case_id: i for i in prepare_items(source, DataConfig(), case_ids=set(ids))}
+    assert [i.case_id for i in mine] == ids
+    for item in mine:
+        np.testing.assert_array_equal(item.label, theirs[item.case_id].label)
+    ok, _, skipped = usable_cases(ds, ids)
+    assert ok == ids and skipped == {}
+    model = CostModel.default(ds.n_classes)
+    full = full_annotation_cost(ds, ids, axis_name="axial", cost_model=model)
+    assert full > 0 and full == pytest.approx(full_annotation_cost(source, ids, axis_name="axial", cost_model=model))
