@@ -116,6 +116,7 @@ def main(argv=None) -> float:
 
     from medal.config import load_config
     from medal.data import load_dataset, load_volume, normalize_intensity
+    from medal.data.normalize import volume_method
     from medal.model import load_checkpoint, load_committee
     from medal.regions.values import boundary_band
     from medal.training.metrics import dice_per_class
@@ -144,7 +145,7 @@ def main(argv=None) -> float:
     def volumes(cases):
         for cid in cases:
             case = ds.case(cid)
-            x = normalize_intensity(load_volume(case.image).array, method=cfg.data.normalize,
+            x = normalize_intensity(load_volume(case.image).array, method=volume_method(cfg.data.normalize),
                                     clip_percentiles=cfg.data.clip_percentiles)
             yield cid, x, load_volume(case.label).array.astype(np.int64)
 

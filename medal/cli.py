@@ -106,8 +106,16 @@ def cmd_train(args) -> int:
 
     spacing = training_spacing(cfg.data, ds, args.init)
     orientation = training_orientation(cfg.data, args.init)
+    from medal.data.intensity import training_intensity
+
+    try:
+        intensity = training_intensity(cfg.data, ds, init=args.init, labels_dir=args.labels,
+                                       log=lambda m: print(m, file=sys.stderr))
+    except ValueError as exc:
+        print(f"medal: error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
     items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped, spacing=spacing,
-                          orientation=orientation)
+                          orientation=orientation, intensity=intensity)
     for cid, why in skipped.items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not items:
@@ -116,7 +124,8 @@ def cmd_train(args) -> int:
     train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
     print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
     res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
-                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=orientation)
+                      checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=orientation,
+                      intensity=intensity)
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
                       "spacing": list(spacing) if spacing is not None else None, "orientation": orientation,
                       "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))

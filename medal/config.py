@@ -32,7 +32,11 @@ class ConfigError(ValueError):
 class DataConfig:
     """``data:`` how volumes are prepared before they reach a model."""
 
-    normalize: str = "zscore"  # zscore | minmax | none (per volume)
+    # how the network's input is normalised, per channel (medal/data/normalize.py): "auto" (the default, as nnU-Net)
+    # = from dataset.json's channel_names / modality: "CT" -> ct (one window from the dataset's foreground
+    # intensities, kept in the checkpoint), anything else -> zscore; or one of zscore | minmax | none (per volume)
+    # | ct for every channel; or a list, one per channel
+    normalize: str | tuple[str, ...] = "auto"
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     # the voxel spacing (mm per array axis) the network sees (medal/data/resample.py): "median" (the default, as
     # nnU-Net) = the dataset's median spacing; None = each case's own grid; or [a, b, c]. Labels, units, tasks
@@ -44,10 +48,17 @@ class DataConfig:
     orientation: str | None = "RAS"
 
     def __post_init__(self):
-        from medal.data.normalize import NORMALIZERS
+        from medal.data.normalize import SCHEMES
 
-        if self.normalize not in NORMALIZERS:
-            raise ConfigError(f"data.normalize: {self.normalize!r} is not one of {sorted(NORMALIZERS)}")
+        if isinstance(self.normalize, tuple):
+            if not self.normalize:
+                raise ConfigError("data.normalize: an empty list; name one scheme per channel, or 'auto'")
+            for k, scheme in enumerate(self.normalize):
+                if scheme not in SCHEMES:
+                    raise ConfigError(f"data.normalize[{k}]: {scheme!r} is not one of {sorted(SCHEMES)}")
+        elif self.normalize not in SCHEMES + ("auto",):
+            raise ConfigError(f"data.normalize: {self.normalize!r} is not one of {sorted(SCHEMES + ('auto',))} "
+                              "or a list of those, one per channel")
         lo, hi = self.clip_percentiles
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"data.clip_percentiles: need 0 <= low < high <= 100, got {list(self.clip_percentiles)}")

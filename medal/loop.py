@@ -199,6 +199,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     from medal.selection.api import select_round
     from medal.training import prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases, scorer_nets
+    from medal.data.intensity import checkpoint_intensity, training_intensity
     from medal.data.resample import checkpoint_orientation, checkpoint_spacing, training_orientation, training_spacing
 
     # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
@@ -224,9 +225,11 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         init = prev if prev is not None and prev.is_file() else None
         spacing = training_spacing(cfg.data, dataset, init)
         orientation = training_orientation(cfg.data, init)
+        intensity = training_intensity(cfg.data, dataset, init=init, labels_dir=labels_dir(run_dir),
+                                       case_ids=set(pool), cache=cache)
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
                               skipped=bad, holdout=cfg.training.holdout, spacing=spacing,
-                              orientation=orientation)
+                              orientation=orientation, intensity=intensity)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
@@ -236,9 +239,9 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
                           checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing,
-                          orientation=orientation)
+                          orientation=orientation, intensity=intensity)
         done("train", {"spacing": list(spacing) if spacing is not None else None,
-                       "orientation": orientation,
+                       "orientation": orientation, "intensity": list(intensity) if intensity is not None else None,
                        "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
@@ -256,7 +259,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                           checkpoint_hash=state["train"]["checkpoint_sha256"], device=device, progress=progress,
                           cache=cache, label_map=dataset.label_map, temperature=temperature,
                           spacing=checkpoint_spacing(payload), orientation=checkpoint_orientation(payload),
-                          root=dataset.root)
+                          root=dataset.root, intensity=checkpoint_intensity(payload))
         from medal.report.metrics import holdout_dice, pool_uncertainty
 
         held = holdout_dice(rd / "scores", labels_dir(run_dir), dataset, pool, cfg.training.holdout)

@@ -30,7 +30,10 @@ def test_values_are_read(tmp_path):
         ("data:\n  normalise: zscore\n", r"c\.yaml: data: unknown key\(s\) \['normalise'\]; valid keys: \['normalize', 'clip_percentiles', 'spacing', "
          r"'orientation'\]"),
         ("daat: {}\n", r"c\.yaml: unknown key\(s\) \['daat'\]"),
-        ("data:\n  normalize: 3\n", r"c\.yaml: data\.normalize: expected a string, got int 3"),
+        ("data:\n  normalize: 3\n", r"c\.yaml: data\.normalize: expected str \| tuple\[str, \.\.\.\], got 3"),
+        ("data:\n  normalize: [ct, fancy]\n", r"c\.yaml: data\.normalize\[1\]: 'fancy' is not one of \['ct', 'minmax', "
+         r"'none', 'zscore'\]"),
+        ("data:\n  normalize: []\n", r"c\.yaml: data\.normalize: an empty list"),
         ("data:\n  clip_percentiles: [1]\n", r"c\.yaml: data\.clip_percentiles: expected a list of 2 values, got 1"),
         ("data:\n  clip_percentiles: [1, 'x']\n", r"data\.clip_percentiles\[1\]: expected a number"),
         ("data:\n  normalize: fancy\n", r"c\.yaml: data\.normalize: 'fancy' is not one of"),

@@ -10,6 +10,7 @@ them (the pipeline never does; its functions do not modify their inputs).
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from .io import Volume, load_volume
-from .normalize import normalize_intensity
 
 __all__ = ["VolumeCache"]
 
@@ -56,11 +56,14 @@ class VolumeCache:
         """The volume at ``path`` (read once while the file is unchanged)."""
         return self._get(("volume", *self._stamp(path)), lambda: load_volume(path))
 
-    def normalized(self, path, data_cfg) -> np.ndarray:
-        """``normalize_intensity`` of the image at ``path`` with ``data_cfg``'s settings (float32)."""
-        def make():
-            return normalize_intensity(self.volume(path).array, method=data_cfg.normalize,
-                                       clip_percentiles=data_cfg.clip_percentiles)
+    def normalized(self, path, data_cfg, spec: dict | None = None) -> np.ndarray:
+        """The image at ``path`` normalised as :func:`medal.data.intensity.normalize_channel` does with ``spec`` (a
+        channel's resolved normalisation; ``None``: per volume with ``data_cfg.normalize``), float32."""
+        from .intensity import normalize_channel
 
-        return self._get(("normalized", *self._stamp(path), data_cfg.normalize, tuple(data_cfg.clip_percentiles)),
-                         make)
+        def make():
+            return normalize_channel(self.volume(path).array, spec, data_cfg)
+
+        key = json.dumps(spec, sort_keys=True) if spec is not None else None
+        return self._get(("normalized", *self._stamp(path), str(data_cfg.normalize), tuple(data_cfg.clip_percentiles),
+                          key), make)

@@ -24,7 +24,6 @@ import numpy as np
 from .atomic import full_suffix
 from .errors import DatasetError
 from .io import Volume, load_volume
-from .normalize import normalize_intensity
 
 __all__ = ["channel_files", "network_input", "n_channels", "same_channel_grid", "split_channels"]
 
@@ -67,13 +66,15 @@ def same_channel_grid(ref: Volume, other: Volume, name: str) -> None:
                            "a case's channels must be co-registered on one grid", path=other.path)
 
 
-def network_input(image: Volume, data_cfg, *, path=None, name=None, cache=None) -> np.ndarray:
+def network_input(image: Volume, data_cfg, *, path=None, name=None, cache=None, intensity=None) -> np.ndarray:
     """What the network sees of a case: its image normalised with ``data_cfg`` (``(Z, Y, X)`` float32), or, when
     the image is a ``_0000`` file with more channel files beside it, every channel normalised on its own and
     stacked ``(C, Z, Y, X)``.
 
     ``path``: the image's file (default ``image.path``); ``name``: how messages name a file (a callable, e.g.
-    the dataset's :meth:`~medal.data.Dataset.relative`); ``cache``: a :class:`~medal.data.cache.VolumeCache`.
+    the dataset's :meth:`~medal.data.Dataset.relative`); ``cache``: a :class:`~medal.data.cache.VolumeCache`;
+    ``intensity``: the per-channel normalisation the network was trained with (:mod:`medal.data.intensity`: a CT
+    channel's dataset-wide window), ``None`` for each volume's own statistics with ``data_cfg.normalize``.
     A channel file that is unreadable, holds NaN/Inf or lies off the image's grid raises :class:`DatasetError`
     naming it.
     """
@@ -82,11 +83,19 @@ def network_input(image: Volume, data_cfg, *, path=None, name=None, cache=None) 
     name = name or str
     path = Path(path) if path is not None else (Path(image.path) if image.path is not None else None)
 
-    def norm(arr):
-        return normalize_intensity(arr, method=data_cfg.normalize, clip_percentiles=data_cfg.clip_percentiles)
+    from .intensity import normalize_channel
 
-    first = cache.normalized(path, data_cfg) if cache is not None and path is not None else norm(image.array)
+    def spec(k):
+        return intensity[k] if intensity is not None and k < len(intensity) else None
+
+    def norm(arr, k):
+        return normalize_channel(arr, spec(k), data_cfg)
+
+    first = cache.normalized(path, data_cfg, spec(0)) if cache is not None and path is not None else norm(image.array, 0)
     files = channel_files(path) if path is not None else ()
+    if intensity is not None and len(intensity) != max(len(files), 1):
+        raise DatasetError(f"{name(path)}: the model was trained on {len(intensity)} input channel(s), this case has "
+                           f"{max(len(files), 1)}", path=path)
     if len(files) <= 1:
         return first
     out = np.empty((len(files), *first.shape), dtype=np.float32)
@@ -98,7 +107,7 @@ def network_input(image: Volume, data_cfg, *, path=None, name=None, cache=None) 
             raise DatasetError(str(exc).replace(str(f), name(f), 1), path=f) from None
         require_finite(vol, name(f))
         same_channel_grid(image, vol, name(f))
-        out[k] = cache.normalized(f, data_cfg) if cache is not None else norm(vol.array)
+        out[k] = cache.normalized(f, data_cfg, spec(k)) if cache is not None else norm(vol.array, k)
     return out
 
 

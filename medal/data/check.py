@@ -58,6 +58,7 @@ class DatasetReport:
     label_names: dict[int, str]
     cases: list[CaseReport]
     problems: list[str] = field(default_factory=list)
+    channel_names: dict[int, str] = field(default_factory=dict)  # dataset.json channel_names / modality
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,7 @@ class DatasetReport:
         d["ok"] = self.ok
         d["n_problems"] = self.n_problems
         d["label_names"] = {str(k): v for k, v in self.label_names.items()}
+        d["channel_names"] = {str(k): v for k, v in self.channel_names.items()}
         for c, r in zip(d["cases"], self.cases):
             c["ok"] = r.ok
         return d
@@ -103,6 +105,14 @@ class DatasetReport:
                 lines.append(f"  channels: {', '.join(map(str, channels))} per case (files _0000 ... "
                              f"_{max(channels) - 1:04d}): the network reads every channel, each normalised on its "
                              "own; experts see _0000")
+            if self.channel_names:
+                from .normalize import scheme_for_channel
+
+                how = {"ct": "one window for the whole dataset (CT)", "zscore": "z-score per volume",
+                       "minmax": "0..1 per volume", "none": "as stored"}
+                lines.append("  channel names: " + ", ".join(
+                    f"{k}={v} ({how[scheme_for_channel(v)]})" for k, v in sorted(self.channel_names.items()))
+                    + " under data.normalize: auto")
             dtypes = sorted({c.dtype for c in good})
             orients = sorted({c.orientation for c in good})
             lines.append(f"  image dtypes: {', '.join(dtypes)}; orientations: {', '.join(orients)}")
@@ -198,7 +208,8 @@ def check_dataset(root, *, labels_dir=None, progress=None) -> DatasetReport:
         ds = load_dataset(root, labels_dir=labels_dir)
     except DatasetError as exc:
         return DatasetReport(str(root), None, None, {}, [], [str(exc)])
-    report = DatasetReport(str(root), ds.layout, ds.name, dict(ds.label_names), [])
+    report = DatasetReport(str(root), ds.layout, ds.name, dict(ds.label_names), [],
+                           channel_names=dict(ds.channel_names))
     for p in ds.orphan_labels:
         report.problems.append(f"{ds.relative(p)}: label file has no matching image")
     cases = progress(ds.cases) if progress is not None else ds.cases

@@ -53,6 +53,8 @@ class Dataset:
     label_names: dict[int, str] = field(default_factory=dict)
     name: str = ""
     orphan_labels: tuple[Path, ...] = ()  # label files with no image
+    # dataset.json's channel_names (nnU-Net v2) or modality (the Decathlon): {0: "CT"}, {0: "T2", 1: "ADC"}
+    channel_names: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -284,7 +286,22 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
             path=root,
         )
     return Dataset(root=root, layout=layout, cases=tuple(cases), label_names=label_names,
-                   name=str(meta.get("name", root.name)), orphan_labels=orphans)
+                   name=str(meta.get("name", root.name)), orphan_labels=orphans,
+                   channel_names=_channel_names(meta))
+
+
+def _channel_names(meta: dict) -> dict[int, str]:
+    """``channel_names`` (nnU-Net v2) or ``modality`` (the Decathlon) of a dataset.json: ``{channel: name}``; keys
+    that are not channel numbers are left out (the names only choose a normalisation, ``data.normalize: auto``)."""
+    raw = meta.get("channel_names", meta.get("modality"))
+    out: dict[int, str] = {}
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            try:
+                out[int(k)] = str(v)
+            except (TypeError, ValueError):
+                continue
+    return out
 
 
 def _dicom_hint(root: Path) -> str:

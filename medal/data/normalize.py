@@ -2,13 +2,20 @@
 
 The hippocampus sample mixes uint8 scans (0..255) and float32 scans with ranges in the thousands,
 so every volume is normalised on its own statistics before it reaches a network.
+
+CT is the exception, as in nnU-Net (Isensee et al., Nature Methods 2021; ``nnunetv2/preprocessing/normalization/
+default_normalization_schemes.py``, ``CTNormalization``): Hounsfield units mean the same in every scan, so a CT
+channel is clipped to the 0.5 / 99.5 percentiles of the *dataset's* foreground intensities and z-scored with
+their mean and std (:func:`ct_properties`, :func:`ct_normalize`), one window for every case, instead of each
+volume's own statistics, which shift with how much air and table a scan's field of view holds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NORMALIZERS", "normalize_intensity"]
+__all__ = ["NORMALIZERS", "SCHEMES", "ct_normalize", "ct_properties", "normalize_intensity", "scheme_for_channel",
+           "volume_method"]
 
 
 def _clip(x: np.ndarray, mask: np.ndarray | None, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +44,43 @@ def _none(x, mask, percentiles):
 
 #: name -> function(x, mask, percentiles); see :func:`normalize_intensity`.
 NORMALIZERS = {"zscore": _zscore, "minmax": _minmax, "none": _none}
+
+
+#: per-channel schemes ``data.normalize`` may name: the per-volume ones, and ``ct`` (one dataset-wide window)
+SCHEMES = tuple(NORMALIZERS) + ("ct",)
+
+#: nnU-Net v2's channel names (``dataset.json`` ``channel_names``, the Decathlon's ``modality``) -> medal's scheme
+#: (``map_channel_name_to_normalization.py``: "CT" -> CT, "noNorm" -> none, "rescale_0_1" -> 0..1, anything else
+#: z-score). "rescale_0_1" maps to ``minmax``, which clips at ``data.clip_percentiles`` first.
+_CHANNEL_NAMES = {"ct": "ct", "nonorm": "none", "rescale_0_1": "minmax", "rgb_to_0_1": "minmax", "zscore": "zscore"}
+
+
+def scheme_for_channel(name) -> str:
+    """medal's scheme for a channel named ``name`` in ``dataset.json`` (case-insensitive; unknown -> ``zscore``)."""
+    return _CHANNEL_NAMES.get(str(name or "").strip().lower(), "zscore")
+
+
+def volume_method(scheme: str) -> str:
+    """The per-volume method standing in for ``scheme`` where no dataset-wide window exists (supervoxels, the cold
+    start, a model trained before CT windows): ``ct`` and ``auto`` -> ``zscore``."""
+    return scheme if scheme in NORMALIZERS else "zscore"
+
+
+def ct_properties(values: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> dict:
+    """The CT window of a dataset from its foreground intensities (nnU-Net's ``intensityproperties``): the
+    ``percentiles`` as ``lo`` / ``hi`` and the ``mean`` / ``std`` of the values."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no intensity values to take a CT window from")
+    lo, hi = np.percentile(v, percentiles)
+    return {"lo": float(lo), "hi": float(hi), "mean": float(v.mean()), "std": float(v.std())}
+
+
+def ct_normalize(image: np.ndarray, props: dict) -> np.ndarray:
+    """Clip to ``props``' ``[lo, hi]``, subtract its ``mean``, divide by its ``std`` (float32, a new array)."""
+    x = np.clip(np.asarray(image, dtype=np.float32), props["lo"], props["hi"])
+    return ((x - np.float32(props["mean"])) / np.float32(max(float(props["std"]), 1e-8))).astype(np.float32, copy=False)
 
 
 def normalize_intensity(

@@ -88,6 +88,9 @@ class CaseScorer:
         self.nets, self.temperature, payload = scorer_nets(spec.checkpoint, self.ucfg, device=spec.device)
         self.spacing = checkpoint_spacing(payload)
         self.orientation = checkpoint_orientation(payload)
+        from medal.data.intensity import checkpoint_intensity
+
+        self.intensity = checkpoint_intensity(payload)  # the CT window it learnt with, never recomputed here
         self.checkpoint_sha = file_hash(spec.checkpoint)
         self.out = Path(spec.out_dir)
         from medal.data import LabelMap
@@ -146,7 +149,7 @@ class CaseScorer:
             from medal.data.channels import network_input
 
             # what the network reads (every channel file, named as the dataset knows it), once for both uses
-            x = network_input(image, self.dcfg, path=image_path, name=self.name)
+            x = network_input(image, self.dcfg, path=image_path, name=self.name, intensity=self.intensity)
             pred, measures, probs = score_volume(self.nets, image, cfg=self.ucfg, data_cfg=self.dcfg,
                                                  device=self.spec.device, temperature=self.temperature,
                                                  normalized=x, spacing=self.spacing, orientation=self.orientation)

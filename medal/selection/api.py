@@ -16,6 +16,7 @@ import numpy as np
 from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig, config_to_dict
 from medal.costs import CostCalibration, CostModel, effort_features, feature_names
 from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
+from medal.data.normalize import volume_method
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
 from medal.selection.strategies import (NEEDS_CLUSTERS, NEEDS_EMBEDDINGS, VALUE_DRIVEN, Selection, add_clusters,
                                        add_gradient_embeddings, add_novelty, add_novelty_auto, select)
@@ -154,7 +155,10 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
         unit_volumes = [(a, slice_units(image.shape, axis=a)) for a in axes]
     else:
         dcfg = data_cfg or DataConfig()
-        x = normalize_intensity(image.array, method=dcfg.normalize, clip_percentiles=dcfg.clip_percentiles)
+        # supervoxels follow the image's own contrast: per volume (a CT channel's window lives in the checkpoint)
+        x = normalize_intensity(image.array, method=volume_method(dcfg.normalize if isinstance(dcfg.normalize, str)
+                                                                  else dcfg.normalize[0]),
+                                clip_percentiles=dcfg.clip_percentiles)
         unit_volumes = [(axes[0], supervoxel_units(x, spacing=image.spacing, size_mm=cfg.supervoxel_size_mm,
                                                    compactness=cfg.compactness, iterations=cfg.slic_iterations))]
     n_classes = cost_model.n_classes

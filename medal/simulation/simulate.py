@@ -200,12 +200,15 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
     net, _, payload = load_checkpoint(checkpoint)
     net = net.to(device)
     spacing, orientation = checkpoint_spacing(payload), checkpoint_orientation(payload)
+    from medal.data.intensity import checkpoint_intensity
+
+    intensity = checkpoint_intensity(payload)
     n = dataset.n_classes
     scores = []
     for cid in test:
         case = dataset.case(cid)
         image = cache.volume(case.image) if cache is not None else load_volume(case.image)
-        x = network_input(image, cfg.data, path=case.image, name=dataset.relative, cache=cache)
+        x = network_input(image, cfg.data, path=case.image, name=dataset.relative, cache=cache, intensity=intensity)
         truth = load_label(case.label, image, dataset.relative(case.label), cache=cache)[0].array
         grid = network_grid(image.shape, image.affine, spacing, orientation)
         if not grid.identity:  # the network's grid and back: Dice on each case's own grid

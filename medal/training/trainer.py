@@ -70,7 +70,7 @@ def holdout_mask(case_id: str, shape, orientation: str, fraction: float) -> np.n
 
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
                   cache=None, skipped: dict | None = None, holdout: float = 0.0, spacing=None,
-                  orientation=None) -> list[TrainItem]:
+                  orientation=None, intensity=None) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
@@ -81,6 +81,8 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
     ``spacing``: the network's voxel spacing (mm per axis; :func:`medal.data.resample.resolve_spacing`):
     images and labels are resampled to it (:func:`medal.data.resample.network_grid`); ``None``: each
     case's own grid. ``orientation``: axis codes the cases are flipped and permuted to first (``data.orientation``).
+    ``intensity``: the per-channel normalisation (:func:`medal.data.intensity.training_intensity`: a CT channel's
+    dataset-wide window); ``None``: each volume's own statistics.
     """
     from medal.data.channels import network_input
     from medal.data.resample import network_grid
@@ -110,7 +112,8 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
                 index = np.where(holdout_mask(case.case_id, index.shape, image.orientation, holdout), 255, index)
                 if not annotated_mask(index).any():
                     continue
-            x = network_input(image, data_cfg, path=case.image, name=dataset.relative, cache=cache)
+            x = network_input(image, data_cfg, path=case.image, name=dataset.relative, cache=cache,
+                              intensity=intensity)
             grid = network_grid(image.shape, image.affine, spacing, orientation)
             if not grid.identity:
                 x = grid.to_network(x)
@@ -226,7 +229,7 @@ def validate(net, items, n_classes: int, *, roi_size, device) -> float:
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
                 train_cfg: TrainingConfig, init=None, checkpoint=None, progress: bool = True,
-                log=None, label_map=None, spacing=None, orientation=None) -> TrainResult:
+                log=None, label_map=None, spacing=None, orientation=None, intensity=None) -> TrainResult:
     """Train from (partial) labels; returns the best net by validation Dice.
 
     ``init``: a checkpoint to warm-start from (its model config must equal ``model_cfg``).
@@ -235,7 +238,7 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     warm-start checkpoint must have been trained for the same labels).
     ``spacing``: the voxel spacing ``train_items`` were resampled to (``prepare_items(spacing=...)``),
     recorded in the checkpoint (``meta.spacing``) so scoring resamples to the same one; ``orientation`` the same
-    (``meta.orientation``).
+    (``meta.orientation``); ``intensity`` the same (``meta.intensity``, the per-channel normalisation).
     Same seed, same data, same device -> the same weights.
     """
     import torch
@@ -359,6 +362,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             meta["spacing"] = [float(v) for v in spacing]
         if orientation:
             meta["orientation"] = str(orientation)
+        if intensity is not None:
+            meta["intensity"] = json.dumps([dict(s) for s in intensity])
         if label_map is not None:
             meta["label_values"] = list(label_map.values)
             meta["label_names"] = [label_map.name(v) for v in label_map.values]

@@ -197,11 +197,14 @@ def ensure_gradient_embeddings(checkpoint, cases, out_dir, *, ucfg, data_cfg, mo
     nets, temperature, payload = scorer_nets(checkpoint, ucfg, expected=model_cfg, device=device)
     spacing = checkpoint_spacing(payload)  # the network's grid: the checkpoint's, never the config's
     orientation = checkpoint_orientation(payload)
+    from medal.data.intensity import checkpoint_intensity
+
+    intensity = checkpoint_intensity(payload)
     failures = {}
     for case in todo:
         try:
             image = cache.volume(case.image) if cache is not None else load_volume(case.image)
-            x = network_input(image, data_cfg, path=case.image, cache=cache)
+            x = network_input(image, data_cfg, path=case.image, cache=cache, intensity=intensity)
             write_case_embeddings(nets, x, out_dir, case.case_id, ucfg=ucfg, device=device, temperature=temperature,
                                   grid=network_grid(image.shape, image.affine, spacing, orientation))
         except (ValueError, RuntimeError, OSError) as exc:

@@ -145,9 +145,10 @@ def write_case_scores(out_dir, case_id: str, image: Volume, prediction: np.ndarr
 
 def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataConfig, checkpoint_hash: str = "",
                 device="cpu", progress: bool = True, cache=None, label_map=None, temperature: float = 1.0,
-                spacing=None, root=None, orientation=None) -> ScoreReport:
+                spacing=None, root=None, orientation=None, intensity=None) -> ScoreReport:
     """Score ``cases`` (``medal.data.Case``) with ``net`` and write the score volumes under ``out_dir``.
-    ``spacing``, ``orientation``: the network's training grid (see :func:`score_volume`). ``root``: the dataset's
+    ``spacing``, ``orientation``: the network's training grid (see :func:`score_volume`); ``intensity``: its
+    per-channel normalisation (:func:`medal.data.intensity.checkpoint_intensity`). ``root``: the dataset's
     folder, which failure messages name images relative to.
 
     ``cache``: a :class:`~medal.data.VolumeCache` images and their normalised arrays come from."""
@@ -168,7 +169,7 @@ def score_cases(net, cases, out_dir, *, cfg: UncertaintyConfig, data_cfg: DataCo
             require_finite(image, name(case.image))
             pred, measures, probs = score_volume(net, image, cfg=cfg, data_cfg=data_cfg, device=device,
                                                  normalized=network_input(image, data_cfg, path=case.image, name=name,
-                                                                          cache=cache),
+                                                                          cache=cache, intensity=intensity),
                                                  temperature=temperature, spacing=spacing, orientation=orientation)
         except DatasetError as exc:  # a bad file: the message names it
             report.failures[case.case_id] = str(exc).replace(str(case.image), name(case.image))

@@ -1,0 +1,137 @@
+"""Per-channel normalisation (medal/data/intensity.py): `auto` reads dataset.json's channel names, a CT channel gets
+one dataset-wide window from the training labels' foreground, kept in the checkpoint. Built from real sample
+cases; the CT dataset is the sample's scans declared CT (what matters is the window, not what made the voxels)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from medal.config import DataConfig
+from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset, save_volume
+from medal.data.channels import network_input
+from medal.data.intensity import channel_schemes, checkpoint_intensity, training_intensity
+from medal.data.normalize import ct_normalize, normalize_intensity, scheme_for_channel
+
+
+def _ct_dataset(root, cases, channel_names=None):
+    """``cases`` copied as a Decathlon folder whose dataset.json calls the channel CT; the second case's
+    intensities shifted by +200 so no two cases share a range (per-volume statistics would hide that)."""
+    meta = json.loads((sample_dataset() / "dataset.json").read_text())
+    meta.pop("training", None)
+    meta["modality"] = channel_names or {"0": "CT"}
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps(meta))
+    shutil.copy(sample_dataset() / "LICENSE", root / "LICENSE")
+    for i, c in enumerate(cases):
+        img = load_volume(c.image)
+        arr = img.array.astype(np.float32) + (200.0 if i == 1 else 0.0)
+        save_volume(img.with_array(arr), root / "imagesTr" / c.image.name)
+        shutil.copy(c.label, root / "labelsTr" / c.image.name)
+    return load_dataset(root)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return load_dataset(sample_dataset()).cases[:3]
+
+
+def test_auto_follows_nnunets_channel_names_and_leaves_the_mri_sample_as_it_was(cases):
+    assert [scheme_for_channel(n) for n in ("CT", "ct", "noNorm", "rescale_0_1", "MRI", "T2", None)] == [
+        "ct", "ct", "none", "minmax", "zscore", "zscore", "zscore"]
+    sample = load_dataset(sample_dataset())
+    assert sample.channel_names == {0: "MRI"}
+    assert channel_schemes(DataConfig(), sample, 1) == ("zscore",)
+    assert channel_schemes(DataConfig(normalize="ct"), sample, 2) == ("ct", "ct")
+    assert channel_schemes(DataConfig(normalize=("ct", "zscore")), sample, 2) == ("ct", "zscore")
+    with pytest.raises(ValueError, match=r"data\.normalize: 2 scheme\(s\) for cases of 1 channel\(s\)"):
+        channel_schemes(DataConfig(normalize=("ct", "zscore")), sample, 1)
+    spec = training_intensity(DataConfig(), sample)
+    assert spec == ({"scheme": "zscore"},)
+    image = load_volume(cases[0].image)
+    np.testing.assert_array_equal(network_input(image, DataConfig(), intensity=spec),
+                                  normalize_intensity(image.array, method="zscore"))  # bit for bit
+    np.testing.assert_array_equal(network_input(image, DataConfig()), normalize_intensity(image.array, method="zscore"))
+
+
+def test_a_ct_channel_gets_one_window_from_the_training_foreground(tmp_path, cases):
+    ds = _ct_dataset(tmp_path / "ct", cases)
+    assert channel_schemes(DataConfig(), ds, 1) == ("ct",)
+    from medal.data import check_dataset
+
+    assert "  channel names: 0=CT (one window for the whole dataset (CT)) under data.normalize: auto" in \
+        check_dataset(ds.root).summary().splitlines()
+    said = []
+    (spec,) = training_intensity(DataConfig(), ds, log=said.append)
+    assert spec["scheme"] == "ct" and spec["source"] == "foreground" and spec["cases"] == 3
+    images = [load_volume(c.image).array for c in ds.cases]
+    fgs = [img[load_volume(c.label).array > 0] for img, c in zip(images, ds.cases)]
+    balanced = np.mean([f.mean() for f in fgs])  # nnU-Net draws the same number of voxels from every case
+    spread = np.concatenate(fgs).std()
+    assert abs(spec["mean"] - balanced) < 0.05 * spread and 0.5 * spread < spec["std"] < 2 * spread
+    assert min(f.min() for f in fgs) <= spec["lo"] < spec["mean"] < spec["hi"] <= max(f.max() for f in fgs)
+    assert said and said[0].startswith("channel 0: CT window [") and "from the foreground of 3 training case(s)" in said[0]
+    # one window for every case: the same intensity means the same input wherever it is
+    xs = [network_input(load_volume(c.image), DataConfig(), intensity=(spec,)) for c in ds.cases]
+    np.testing.assert_array_equal(xs[0], ct_normalize(images[0], spec))
+    for img, x in zip(images[:2], xs[:2]):  # a value inside the window: the same input in both cases
+        inside = (img > spec["lo"]) & (img < spec["hi"])
+        np.testing.assert_allclose(x[inside], (img[inside] - spec["mean"]) / spec["std"], rtol=1e-4, atol=1e-4)
+    # per-volume statistics map intensity to input differently in each case (the +200 shift moves the mean)
+    slopes = [np.polyfit(img.ravel()[::50], normalize_intensity(img).ravel()[::50], 1) for img in images[:2]]
+    assert not np.allclose(slopes[0], slopes[1], rtol=0.01)
+    # partial labels: the window comes from what is painted (one slice of one case)
+    lab_dir = tmp_path / "labels"
+    truth = load_volume(ds.cases[1].label)
+    part = np.full(truth.shape, UNLABELED, np.uint8)
+    part[:, :, 14] = truth.array[:, :, 14]
+    save_volume(truth.with_array(part), lab_dir / f"{ds.cases[1].case_id}.nii.gz")
+    (one,) = training_intensity(DataConfig(), ds, labels_dir=lab_dir)
+    painted = images[1][:, :, 14][truth.array[:, :, 14] > 0]
+    assert one["cases"] == 1 and one["source"] == "foreground" and abs(one["mean"] - painted.mean()) < 0.05 * painted.std()
+    # only background painted so far: every voxel of the painted cases stands in, and says so
+    part[:, :, 14] = np.where(truth.array[:, :, 14] > 0, UNLABELED, 0)
+    save_volume(truth.with_array(part), lab_dir / f"{ds.cases[1].case_id}.nii.gz")
+    (bg,) = training_intensity(DataConfig(), ds, labels_dir=lab_dir)
+    assert bg["source"] == "all voxels" and bg["cases"] == 1
+
+
+def test_a_round_keeps_its_ct_window_in_the_checkpoint_and_across_warm_starts(tmp_path, cases):
+    from medal.config import config_from_dict
+    from medal.loop import labels_dir, run_round
+    from tests.test_loop import TINY
+
+    ds = _ct_dataset(tmp_path / "ct", cases)
+    pool = [c.case_id for c in ds.cases]
+    run = tmp_path / "run"
+    truth = load_volume(ds.cases[0].label)
+    part = np.full(truth.shape, UNLABELED, np.uint8)
+    part[:, :, 15] = truth.array[:, :, 15]
+    save_volume(truth.with_array(part), labels_dir(run) / f"{pool[0]}.nii.gz")
+    cfg = config_from_dict(TINY)
+    run_round(run, ds, cfg, index=0, pool=pool, stop_after="score")
+    payload = torch.load(run / "round_000" / "model.pt", weights_only=True)
+    (first,) = checkpoint_intensity(payload)
+    assert first["scheme"] == "ct" and first["cases"] == 1
+    progress = json.loads((run / "round_000" / "progress.json").read_text())
+    assert progress["train"]["intensity"] == [first]
+    assert (run / "round_000" / "scores" / pool[2] / "prediction.nii.gz").is_file()
+    # more labels, another case: a fresh window would move; the warm-started model keeps the one it learnt
+    other = load_volume(ds.cases[1].label)
+    save_volume(other, labels_dir(run) / f"{pool[1]}.nii.gz")
+    (fresh,) = training_intensity(cfg.data, ds, labels_dir=labels_dir(run), case_ids=set(pool))
+    assert fresh["cases"] == 2 and fresh["mean"] != first["mean"]
+    run_round(run, ds, cfg, index=1, pool=pool, stop_after="train")
+    assert checkpoint_intensity(torch.load(run / "round_001" / "model.pt", weights_only=True)) == (first,)
+    # `medal score` on its own scores with the checkpoint's window, whatever the config says
+    from medal.cli import main
+
+    out = tmp_path / "scored"
+    assert main(["score", str(ds.root), "--checkpoint", str(run / "round_001" / "model.pt"), "--out", str(out),
+                 "--cases", pool[2]]) == 0
+    assert (out / "scores" / pool[2] / "prediction.nii.gz").is_file()
+    # a checkpoint from before windows were kept: each volume's own statistics, as then
+    assert checkpoint_intensity({"meta": {"spacing": [1.0, 1.0, 1.0]}}) is None
