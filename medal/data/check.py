@@ -18,6 +18,7 @@ from .dataset import Dataset, load_dataset
 from .errors import DatasetError
 from .io import load_volume
 from .labels import UNLABELED
+from .loading import read_label_file
 from .resample import MIXED_RATIO
 from .validate import label_on_grid, require_finite, require_label_values
 
@@ -180,7 +181,7 @@ def _check_case(ds: Dataset, case) -> CaseReport:
                 attempt(same_channel_grid, image, vol, ds.relative(f))
     if case.label is None:
         return rep
-    label = attempt(load_volume, case.label)
+    label = attempt(read_label_file, case.label, ds.label_names, rel_lab)
     if label is None:
         return rep
     values = attempt(require_label_values, label, ds.label_names, rel_lab)

@@ -119,9 +119,12 @@ def relative_to_root(path, root) -> str:
 
 
 def case_id_from_path(path: Path) -> str:
-    """``imagesTr/hippocampus_004_0000.nii.gz`` -> ``hippocampus_004``."""
+    """``imagesTr/hippocampus_004_0000.nii.gz`` -> ``hippocampus_004``; ``labelsTr/case_001.seg.nrrd`` (3D Slicer)
+    -> ``case_001``."""
     name = Path(path).name
     stem = name[: len(name) - len(full_suffix(path))]
+    if name.lower().endswith(".seg.nrrd"):  # 3D Slicer's segmentation file: case_001.seg.nrrd labels case_001
+        stem = stem[: -len(".seg")]
     return _CHANNEL.sub("", stem)
 
 
@@ -353,7 +356,9 @@ def scan_label_values(dataset: Dataset) -> list[int]:
             found = hit["values"]
         else:
             try:
-                arr = load_volume(case.label).array
+                from .loading import read_label_file
+
+                arr = read_label_file(case.label).array
             except DatasetError:
                 continue
             if not np.issubdtype(arr.dtype, np.integer) and not np.all(np.isfinite(arr) & (arr == np.round(arr))):

@@ -118,7 +118,8 @@ def training_intensity(data_cfg, dataset, *, init=None, labels_dir=None, case_id
             continue
         files = channel_files(case.image)
         try:
-            label, _ = load_label(label_path, files[0], dataset.relative(label_path), outside=outside)
+            label, _ = load_label(label_path, files[0], dataset.relative(label_path), outside=outside,
+                                  label_names=dataset.label_names)
             index = dataset.label_map.to_index(label.array, where=dataset.relative(label_path))
         except (DatasetError, ValueError):
             continue  # training skips and reports this case

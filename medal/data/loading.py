@@ -9,7 +9,17 @@ from .errors import DatasetError
 from .io import Volume, load_volume, volume_affine, volume_shape
 from .validate import label_on_grid, require_finite, require_label_values
 
-__all__ = ["load_case", "load_label", "image_grid"]
+__all__ = ["load_case", "load_label", "image_grid", "read_label_file"]
+
+
+def read_label_file(path, label_names: dict | None = None, name: str | None = None) -> Volume:
+    """A label file's voxels as stored on its own grid: a volume file, or a 3D Slicer ``.seg.nrrd`` whose segments
+    take the values ``label_names`` (``dataset.json``) gives their names (:mod:`medal.data.slicer`)."""
+    from .slicer import is_slicer_segmentation, read_segmentation
+
+    if is_slicer_segmentation(path):
+        return read_segmentation(path, label_names, name)
+    return load_volume(path)
 
 
 def image_grid(path) -> tuple[tuple[int, ...], object]:
@@ -17,13 +27,15 @@ def image_grid(path) -> tuple[tuple[int, ...], object]:
     return tuple(volume_shape(path)[:3]), volume_affine(path)
 
 
-def load_label(path, grid, name: str | None = None, *, outside: int = 0, cache=None) -> tuple[Volume, str]:
+def load_label(path, grid, name: str | None = None, *, outside: int = 0, cache=None,
+               label_names: dict | None = None) -> tuple[Volume, str]:
     """Read a label file onto its image's grid (:func:`~medal.data.validate.label_on_grid`): ``(label, how)``.
 
     ``grid``: the image as a :class:`Volume`, an image file, or ``(shape, affine)``. ``how`` is ``""`` for a label
     stored on the image's grid, else what was done (another axis order, a cropped box). ``outside``: what a
     cropped label's missing voxels hold: 0 (background) for a dataset's label, 255 (not annotated) for an
-    expert's annotation. Every label read in medal (training, check, simulation oracle and evaluation, ingest)
+    expert's annotation. ``label_names``: ``dataset.json``'s, which a Slicer ``.seg.nrrd``'s segment names are
+    matched to. Every label read in medal (training, check, simulation oracle and evaluation, ingest)
     goes through here, so a label saved by another tool means the same everywhere. Raises
     :class:`DatasetError` naming ``name`` (default: the path) when it cannot be placed on the grid.
     """
@@ -35,7 +47,12 @@ def load_label(path, grid, name: str | None = None, *, outside: int = 0, cache=N
     else:
         shape, affine = grid
     try:
-        label = cache.volume(path) if cache is not None else load_volume(path)
+        from .slicer import is_slicer_segmentation
+
+        if cache is not None and not is_slicer_segmentation(path):
+            label = cache.volume(path)
+        else:
+            label = read_label_file(path, label_names, name)
     except DatasetError as exc:
         raise DatasetError(str(exc).replace(str(path), name, 1), path=Path(path)) from None
     return label_on_grid(label, shape, affine, name, outside=outside)
@@ -60,6 +77,7 @@ def load_case(case: Case, dataset: Dataset | None = None, *, partial: bool = Tru
     require_finite(image, rel(case.image))
     if case.label is None:
         return image, None
-    label, _ = load_label(case.label, image, rel(case.label), outside=outside)
+    label, _ = load_label(case.label, image, rel(case.label), outside=outside,
+                          label_names=dataset.label_names if dataset is not None else None)
     require_label_values(label, dataset.label_names if dataset is not None else {}, rel(case.label), partial=partial)
     return image, label

@@ -70,7 +70,8 @@ def oracle_annotate(tasks: TaskList, dataset: Dataset, out_dir, *, cost_model: C
             case = dataset.case(cid)
             if case.label is None:
                 raise ValueError(f"{cid}: the oracle needs a ground-truth label")
-            truth, _ = load_label(case.label, case.image, dataset.relative(case.label))  # on the image's grid
+            truth, _ = load_label(case.label, case.image, dataset.relative(case.label),  # on the image's grid
+                                  label_names=dataset.label_names)
             truths[cid] = (truth, dataset.label_map.to_index(truth.array, where=dataset.relative(case.label)))
             while len(truths) > 4:
                 truths.popitem(last=False)
@@ -176,7 +177,7 @@ def full_annotation_cost(dataset: Dataset, case_ids, *, axis_name: str, cost_mod
     total = 0.0
     for cid in case_ids:
         case = dataset.case(cid)
-        truth, _ = load_label(case.label, case.image, dataset.relative(case.label))
+        truth, _ = load_label(case.label, case.image, dataset.relative(case.label), label_names=dataset.label_names)
         axis = resolve_axis(int(axis_name) if axis_name.isdigit() else axis_name, truth.orientation)
         units = slice_units(truth.shape, axis=axis)
         index = dataset.label_map.to_index(truth.array, where=dataset.relative(dataset.case(cid).label))

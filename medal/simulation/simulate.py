@@ -209,7 +209,8 @@ def evaluate(checkpoint, dataset: Dataset, test: list[str], cfg: MedalConfig, *,
         case = dataset.case(cid)
         image = cache.volume(case.image) if cache is not None else load_volume(case.image)
         x = network_input(image, cfg.data, path=case.image, name=dataset.relative, cache=cache, intensity=intensity)
-        truth = load_label(case.label, image, dataset.relative(case.label), cache=cache)[0].array
+        truth = load_label(case.label, image, dataset.relative(case.label), cache=cache,
+                           label_names=dataset.label_names)[0].array
         grid = network_grid(image.shape, image.affine, spacing, orientation)
         if not grid.identity:  # the network's grid and back: Dice on each case's own grid
             probs = predict_probs(net, grid.to_network(x), roi_size=cfg.uncertainty.roi_size, device=device)
@@ -371,7 +372,7 @@ def _prepare_initial(dataset: Dataset, pool: list[str], cfg: MedalConfig, seed: 
     for c in sub.cases:
         d = scores / c.case_id
         d.mkdir(parents=True, exist_ok=True)
-        lab, _ = load_label(c.label, c.image, dataset.relative(c.label))
+        lab, _ = load_label(c.label, c.image, dataset.relative(c.label), label_names=dataset.label_names)
         save_volume(lab.with_array(np.zeros(lab.shape, np.float32)), d / "entropy.nii.gz")
         save_volume(lab.with_array(lab.array.astype(np.uint8)), d / "prediction.nii.gz")
     regions = dataclasses.replace(cfg.regions, value="entropy", measure="entropy", kind=_initial_kind(cfg),
@@ -492,7 +493,8 @@ def write_truth_maps(scores_dir, dataset: Dataset, pool) -> list[str]:
         if case.case_id not in pool or case.label is None or not (folder / "prediction.nii.gz").is_file():
             continue
         if not (folder / "truth.nii.gz").is_file():
-            truth, _ = load_label(case.label, case.image, dataset.relative(case.label))
+            truth, _ = load_label(case.label, case.image, dataset.relative(case.label),
+                                  label_names=dataset.label_names)
             idx = dataset.label_map.to_index(truth.array, where=dataset.relative(case.label))
             save_volume(truth.with_array(idx.astype(np.uint8)), folder / "truth.nii.gz")
         written.append(case.case_id)

@@ -138,3 +138,55 @@ def test_check_training_and_the_oracle_read_such_labels_as_the_originals(tmp_pat
     model = CostModel.default(ds.n_classes)
     full = full_annotation_cost(ds, ids, axis_name="axial", cost_model=model)
     assert full > 0 and full == pytest.approx(full_annotation_cost(source, ids, axis_name="axial", cost_model=model))
+
+
+def test_slicer_seg_nrrd_labels_are_read_by_segment_name_cropped_or_in_layers(tmp_path):
+    """Ground truth saved from 3D Slicer as ``case.seg.nrrd`` (segments named like dataset.json's labels but numbered
+    in another order, cropped to their extent, LPS space; once with the two segments in separate layers) reads as
+    the original label; an overlap or a segment dataset.json does not name is one line naming the file, and the
+    check goes on past it."""
+    from medal.data import check_dataset
+    from medal.testing import write_slicer_segmentation
+
+    source = load_dataset(sample_dataset())
+    cases = source.cases[:4]
+    meta = json.loads((sample_dataset() / "dataset.json").read_text())
+    meta.pop("training", None)
+    root = tmp_path / "slicer"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    swapped = [("Posterior", 2, 1), ("Anterior", 1, 2)]  # Slicer's numbering: the order they were created in
+    for i, c in enumerate(cases):
+        shutil.copy(c.image, root / "imagesTr" / c.image.name)
+        lab = load_volume(c.label)
+        dst = root / "labelsTr" / f"{c.case_id}.seg.nrrd"
+        if i == 0:
+            write_slicer_segmentation(dst, lab, swapped)
+        elif i == 1:
+            write_slicer_segmentation(dst, lab, [("Anterior", 1, 1), ("Posterior", 2, 1)], layers={"Posterior": 1})
+        elif i == 2:
+            write_slicer_segmentation(dst, lab, [("Anterior", 1, 1), ("Tumour", 2, 2)])
+        else:
+            both = Volume(np.where(lab.array == 2, 1, lab.array).astype(np.uint8), lab.affine)
+            write_slicer_segmentation(dst, both, [("Anterior", 1, 1), ("Posterior", 1, 1)],
+                                      layers={"Posterior": 1})  # the same voxels in both segments
+    ds = load_dataset(root)
+    assert [c.label.name for c in ds.cases] == [f"{c.case_id}.seg.nrrd" for c in cases]  # paired by case id
+    for i in (0, 1):
+        _, lab = load_case(ds.cases[i], ds)
+        np.testing.assert_array_equal(lab.array, load_volume(cases[i].label).array)
+    with pytest.raises(DatasetError, match=rf"^labelsTr/{cases[2].case_id}\.seg\.nrrd: segment 'Tumour' is not a "
+                                           r"label in dataset\.json \(0=background, 1=Anterior, 2=Posterior\)"):
+        load_case(ds.cases[2], ds)
+    with pytest.raises(DatasetError, match=rf"^labelsTr/{cases[3].case_id}\.seg\.nrrd: segments 'Anterior' and "
+                                           r"'Posterior' overlap in \d+ voxel\(s\)"):
+        load_case(ds.cases[3], ds)
+    rep = check_dataset(root)
+    assert [len(c.problems) for c in rep.cases] == [0, 0, 1, 1]
+    assert "segment 'Tumour' is not a label" in rep.cases[2].problems[0]
+    assert rep.cases[0].label_values == [0, 1, 2] and "cropped to voxels" in rep.cases[0].label_stored
+    # without label names in dataset.json the values stay as Slicer stored them
+    (root / "dataset.json").write_text(json.dumps({"name": "plain"}))
+    _, lab = load_case(load_dataset(root).cases[0], None)
+    truth = load_volume(cases[0].label).array
+    np.testing.assert_array_equal(lab.array, np.select([truth == 1, truth == 2], [2, 1], 0))
