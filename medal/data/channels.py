@@ -85,7 +85,7 @@ def network_input(image: Volume, data_cfg, *, path=None, name=None, cache=None, 
 
     from .intensity import normalize_channel
 
-    def spec(k):
+    def spec(k):  # a model of another channel count is refused where it meets the input (check_input_channels)
         return intensity[k] if intensity is not None and k < len(intensity) else None
 
     def norm(arr, k):
@@ -93,9 +93,6 @@ def network_input(image: Volume, data_cfg, *, path=None, name=None, cache=None, 
 
     first = cache.normalized(path, data_cfg, spec(0)) if cache is not None and path is not None else norm(image.array, 0)
     files = channel_files(path) if path is not None else ()
-    if intensity is not None and len(intensity) != max(len(files), 1):
-        raise DatasetError(f"{name(path)}: the model was trained on {len(intensity)} input channel(s), this case has "
-                           f"{max(len(files), 1)}", path=path)
     if len(files) <= 1:
         return first
     out = np.empty((len(files), *first.shape), dtype=np.float32)

@@ -135,3 +135,21 @@ def test_a_round_keeps_its_ct_window_in_the_checkpoint_and_across_warm_starts(tm
     assert (out / "scores" / pool[2] / "prediction.nii.gz").is_file()
     # a checkpoint from before windows were kept: each volume's own statistics, as then
     assert checkpoint_intensity({"meta": {"spacing": [1.0, 1.0, 1.0]}}) is None
+
+
+def test_one_scheme_per_channel_a_ct_window_for_one_and_a_z_score_for_the_other(tmp_path, cases):
+    from medal.data.channels import channel_files
+    from medal.testing import write_multichannel_dataset
+
+    ds = load_dataset(write_multichannel_dataset(tmp_path / "two", cases))
+    cfg = DataConfig(normalize=("ct", "zscore"))
+    ct, z = training_intensity(cfg, ds)
+    assert ct["scheme"] == "ct" and ct["cases"] == 3 and z == {"scheme": "zscore"}
+    case = ds.cases[0]
+    image = load_volume(case.image)
+    x = network_input(image, cfg, intensity=(ct, z))
+    second = load_volume(channel_files(case.image)[1]).array
+    np.testing.assert_array_equal(x[0], ct_normalize(image.array, ct))
+    np.testing.assert_array_equal(x[1], normalize_intensity(second, method="zscore"))
+    with pytest.raises(ValueError, match=r"data\.normalize: 1 scheme\(s\) for cases of 2 channel\(s\)"):
+        training_intensity(DataConfig(normalize=("ct",)), ds)
