@@ -190,3 +190,21 @@ def test_slicer_seg_nrrd_labels_are_read_by_segment_name_cropped_or_in_layers(tm
     _, lab = load_case(load_dataset(root).cases[0], None)
     truth = load_volume(cases[0].label).array
     np.testing.assert_array_equal(lab.array, np.select([truth == 1, truth == 2], [2, 1], 0))
+
+
+def test_a_folder_of_partial_labels_saved_cropped_trains_only_on_what_was_painted(tmp_path):
+    """`medal train --labels DIR` with a partial label another tool saved cropped to the painted slices: the voxels
+    outside the box are not annotated (255), never background, so training learns only what the expert painted."""
+    from medal.config import DataConfig
+    from medal.training.trainer import prepare_items
+
+    ds = load_dataset(sample_dataset())
+    case = ds.cases[0]
+    truth = load_volume(case.label)
+    box = (slice(0, truth.shape[0]), slice(0, truth.shape[1]), slice(12, 15))  # three whole slices painted
+    save_volume(cropped(truth, box), tmp_path / "labels" / f"{case.case_id}.nii.gz")
+    (item,) = prepare_items(ds, DataConfig(), labels_dir=tmp_path / "labels", case_ids={case.case_id})
+    inside = np.zeros(truth.shape, bool)
+    inside[box] = True
+    np.testing.assert_array_equal(item.label[inside], truth.array[inside])
+    assert (item.label[~inside] == 255).all()
