@@ -109,7 +109,7 @@ class DatasetReport:
             if self.channel_names:
                 from .normalize import scheme_for_channel
 
-                how = {"ct": "one window for the whole dataset (CT)", "zscore": "z-score per volume",
+                how = {"ct": "one window for the whole dataset", "zscore": "z-score per volume",
                        "minmax": "0..1 per volume", "none": "as stored"}
                 lines.append("  channel names: " + ", ".join(
                     f"{k}={v} ({how[scheme_for_channel(v)]})" for k, v in sorted(self.channel_names.items()))

@@ -12,9 +12,10 @@ stands in (said in ``source``).
 
 The resolved normalisation, one dict per channel (``{"scheme": "zscore"}``, ``{"scheme": "ct", "lo": ..., "hi":
 ..., "mean": ..., "std": ..., "source": ..., "cases": n}``), is stored in the checkpoint (``meta.intensity``):
-scoring always uses the checkpoint's, and a warm-started round keeps it, so the inputs a trained network sees
-never shift under it when labels are added. A checkpoint from before this (no ``meta.intensity``) goes on with
-each volume's own statistics.
+scoring always uses the checkpoint's, and a warm-started round keeps it once it is settled (taken from
+:data:`SETTLED_CASES` or more painted cases), so the inputs a trained network sees stop shifting when labels are
+added; a window from the first few painted cases is provisional and retaken while more cases are painted. A
+checkpoint from before this (no ``meta.intensity``) goes on with each volume's own statistics.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import numpy as np
 from .errors import DatasetError
 from .normalize import ct_normalize, ct_properties, normalize_intensity, scheme_for_channel, volume_method
 
-__all__ = ["FOREGROUND_SAMPLES", "channel_schemes", "checkpoint_intensity", "normalize_channel", "training_intensity"]
+__all__ = ["FOREGROUND_SAMPLES", "SETTLED_CASES", "channel_schemes", "checkpoint_intensity", "normalize_channel", "training_intensity"]
 
 #: foreground voxels drawn per training case for a CT window (nnU-Net's ``num_samples``)
 FOREGROUND_SAMPLES = 10_000
 #: fewer foreground voxels than this in all training cases: the window comes from every voxel instead
 MIN_FOREGROUND = 100
+#: a CT window from this many cases with painted foreground is settled: warm starts keep it from then on
+SETTLED_CASES = 5
 
 
 def channel_schemes(data_cfg, dataset, n_channels: int) -> tuple[str, ...]:
@@ -75,19 +78,60 @@ def _foreground_sample(image: np.ndarray, fg: np.ndarray, rng) -> np.ndarray:
     return rng.choice(values, FOREGROUND_SAMPLES, replace=True)
 
 
+def _provisional(spec: tuple[dict, ...]) -> bool:
+    """A CT window taken from fewer than :data:`SETTLED_CASES` painted cases (or from every voxel, no foreground
+    painted yet): retaken when a warm-started round has more."""
+    return any(s.get("scheme") == "ct" and (s.get("source") != "foreground" or int(s.get("cases", 0)) < SETTLED_CASES)
+               for s in spec)
+
+
 def training_intensity(data_cfg, dataset, *, init=None, labels_dir=None, case_ids=None, cache=None,
                        log=None) -> tuple[dict, ...] | None:
     """The per-channel normalisation a network trains with (see the module docstring).
 
-    ``init``: a warm start's checkpoint, whose normalisation is kept (``None`` when it has none: per volume).
-    ``labels_dir`` / ``case_ids``: the training labels and cases, as :func:`medal.training.prepare_items` gets
-    them. Only a ``ct`` channel reads anything: each training case's label and that channel's file. ``log``: a
-    callable told where a window came from.
+    ``init``: a warm start's checkpoint, whose normalisation is kept (``None`` when it has none: per volume), except
+    a provisional CT window (from fewer than :data:`SETTLED_CASES` painted cases, or from every voxel): that one is
+    retaken when more cases are painted now, since a window from the first few slices can clip what later cases
+    show; once settled it never moves. ``labels_dir`` / ``case_ids``: the training labels and cases, as
+    :func:`medal.training.prepare_items` gets them. Only a ``ct`` channel reads anything: each training case's
+    label and that channel's file. ``log``: a callable told where a window came from.
     """
+    learnt = None
     if init is not None:
         from medal.model import load_checkpoint
 
-        return checkpoint_intensity(load_checkpoint(init)[2])
+        learnt = checkpoint_intensity(load_checkpoint(init)[2])
+        if learnt is None or not _provisional(learnt):
+            return learnt
+    from .channels import channel_files
+
+    cases = [c for c in dataset.cases if case_ids is None or c.case_id in case_ids]
+    if not cases:
+        return learnt
+    if learnt is not None:
+        schemes = tuple(str(x.get("scheme")) for x in learnt)
+    else:
+        schemes = channel_schemes(data_cfg, dataset, len(channel_files(cases[0].image)))
+    out = list(_windows(schemes, data_cfg, dataset, cases, labels_dir, cache))
+    for k, spec in enumerate(out):
+        if spec.get("scheme") != "ct":
+            continue
+        if learnt is not None:
+            old = learnt[k]
+            better = spec["source"] == "foreground" and (old.get("source") != "foreground"
+                                                         or spec["cases"] > int(old.get("cases", 0)))
+            if not better:
+                out[k] = spec = dict(old)
+                continue
+        if log is not None:
+            log(f"channel {k}: CT window [{spec['lo']:.0f}, {spec['hi']:.0f}], mean {spec['mean']:.1f}, std "
+                f"{spec['std']:.1f}, from the {spec['source']} of {spec['cases']} training case(s)"
+                + (" (retaken: the model's came from fewer cases)" if learnt is not None else ""))
+    return tuple(out)
+
+
+def _windows(schemes, data_cfg, dataset, cases, labels_dir, cache) -> tuple[dict, ...]:
+    """``{"scheme": s}`` per channel, with each ``ct`` channel's window from ``cases``' painted foreground."""
     from pathlib import Path
 
     from .channels import channel_files
@@ -95,11 +139,6 @@ def training_intensity(data_cfg, dataset, *, init=None, labels_dir=None, case_id
     from .labels import UNLABELED
     from .loading import load_label
 
-    cases = [c for c in dataset.cases if case_ids is None or c.case_id in case_ids]
-    if not cases:
-        return None
-    n = len(channel_files(cases[0].image))
-    schemes = channel_schemes(data_cfg, dataset, n)
     out = [{"scheme": s} for s in schemes]
     ct = [k for k, s in enumerate(schemes) if s == "ct"]
     if not ct:
@@ -150,7 +189,4 @@ def training_intensity(data_cfg, dataset, *, init=None, labels_dir=None, case_id
             raise ValueError(f"data.normalize: channel {k} is CT, but no training case could be read to take its "
                              "window from")
         out[k] = {"scheme": "ct", **props, "source": source, "cases": n_fg if source == "foreground" else used}
-        if log is not None:
-            log(f"channel {k}: CT window [{props['lo']:.0f}, {props['hi']:.0f}], mean {props['mean']:.1f}, std "
-                f"{props['std']:.1f}, from the {source} of {out[k]['cases']} training case(s)")
     return tuple(out)

@@ -62,7 +62,7 @@ def test_a_ct_channel_gets_one_window_from_the_training_foreground(tmp_path, cas
     assert channel_schemes(DataConfig(), ds, 1) == ("ct",)
     from medal.data import check_dataset
 
-    assert "  channel names: 0=CT (one window for the whole dataset (CT)) under data.normalize: auto" in \
+    assert "  channel names: 0=CT (one window for the whole dataset) under data.normalize: auto" in \
         check_dataset(ds.root).summary().splitlines()
     said = []
     (spec,) = training_intensity(DataConfig(), ds, log=said.append)
@@ -99,40 +99,60 @@ def test_a_ct_channel_gets_one_window_from_the_training_foreground(tmp_path, cas
     assert bg["source"] == "all voxels" and bg["cases"] == 1
 
 
-def test_a_round_keeps_its_ct_window_in_the_checkpoint_and_across_warm_starts(tmp_path, cases):
+def _paint(run, ds, case_ids, slice_k=15):
+    """One painted axial slice of each of ``case_ids`` in the run's labels (the rest not annotated)."""
+    from medal.loop import labels_dir
+
+    for cid in case_ids:
+        truth = load_volume(ds.case(cid).label)
+        part = np.full(truth.shape, UNLABELED, np.uint8)
+        part[:, :, slice_k] = truth.array[:, :, slice_k]
+        save_volume(truth.with_array(part), labels_dir(run) / f"{cid}.nii.gz")
+
+
+def test_a_round_keeps_its_ct_window_in_the_checkpoint_once_settled(tmp_path):
+    """The window goes into the checkpoint and every scoring of it uses it (a round's scores, `medal score`). Taken
+    from the first painted case only, it is provisional: the next warm-started round, with two cases painted,
+    retakes it. Taken from five, it is settled: a sixth case painted does not move it."""
     from medal.config import config_from_dict
+    from medal.data.intensity import SETTLED_CASES
     from medal.loop import labels_dir, run_round
     from tests.test_loop import TINY
 
-    ds = _ct_dataset(tmp_path / "ct", cases)
+    assert SETTLED_CASES == 5
+    ds = _ct_dataset(tmp_path / "ct", load_dataset(sample_dataset()).cases[:6])
     pool = [c.case_id for c in ds.cases]
-    run = tmp_path / "run"
-    truth = load_volume(ds.cases[0].label)
-    part = np.full(truth.shape, UNLABELED, np.uint8)
-    part[:, :, 15] = truth.array[:, :, 15]
-    save_volume(truth.with_array(part), labels_dir(run) / f"{pool[0]}.nii.gz")
     cfg = config_from_dict(TINY)
+    run = tmp_path / "run"
+    _paint(run, ds, pool[:1])
     run_round(run, ds, cfg, index=0, pool=pool, stop_after="score")
-    payload = torch.load(run / "round_000" / "model.pt", weights_only=True)
-    (first,) = checkpoint_intensity(payload)
-    assert first["scheme"] == "ct" and first["cases"] == 1
+    (first,) = checkpoint_intensity(torch.load(run / "round_000" / "model.pt", weights_only=True))
+    assert first["scheme"] == "ct" and first["cases"] == 1 and first["source"] == "foreground"
     progress = json.loads((run / "round_000" / "progress.json").read_text())
     assert progress["train"]["intensity"] == [first]
     assert (run / "round_000" / "scores" / pool[2] / "prediction.nii.gz").is_file()
-    # more labels, another case: a fresh window would move; the warm-started model keeps the one it learnt
-    other = load_volume(ds.cases[1].label)
-    save_volume(other, labels_dir(run) / f"{pool[1]}.nii.gz")
-    (fresh,) = training_intensity(cfg.data, ds, labels_dir=labels_dir(run), case_ids=set(pool))
-    assert fresh["cases"] == 2 and fresh["mean"] != first["mean"]
+    _paint(run, ds, pool[1:2])
     run_round(run, ds, cfg, index=1, pool=pool, stop_after="train")
-    assert checkpoint_intensity(torch.load(run / "round_001" / "model.pt", weights_only=True)) == (first,)
-    # `medal score` on its own scores with the checkpoint's window, whatever the config says
+    (second,) = checkpoint_intensity(torch.load(run / "round_001" / "model.pt", weights_only=True))
+    assert second["cases"] == 2 and second["mean"] != first["mean"]  # provisional: retaken
+    # `medal score` on its own scores with the checkpoint's window
     from medal.cli import main
 
     out = tmp_path / "scored"
     assert main(["score", str(ds.root), "--checkpoint", str(run / "round_001" / "model.pt"), "--out", str(out),
                  "--cases", pool[2]]) == 0
     assert (out / "scores" / pool[2] / "prediction.nii.gz").is_file()
+    # settled: five painted cases, then a sixth
+    run = tmp_path / "settled"
+    _paint(run, ds, pool[:5])
+    run_round(run, ds, cfg, index=0, pool=pool, stop_after="train")
+    (five,) = checkpoint_intensity(torch.load(run / "round_000" / "model.pt", weights_only=True))
+    assert five["cases"] == 5
+    _paint(run, ds, pool[5:])
+    (fresh,) = training_intensity(cfg.data, ds, labels_dir=labels_dir(run), case_ids=set(pool))
+    assert fresh["cases"] == 6 and fresh["mean"] != five["mean"]  # a fresh window would move ...
+    run_round(run, ds, cfg, index=1, pool=pool, stop_after="train")
+    assert checkpoint_intensity(torch.load(run / "round_001" / "model.pt", weights_only=True)) == (five,)  # ... it stays
     # a checkpoint from before windows were kept: each volume's own statistics, as then
     assert checkpoint_intensity({"meta": {"spacing": [1.0, 1.0, 1.0]}}) is None
 
