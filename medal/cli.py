@@ -128,6 +128,7 @@ def cmd_train(args) -> int:
                       intensity=intensity)
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
                       "spacing": list(spacing) if spacing is not None else None, "orientation": orientation,
+                      "intensity": list(intensity) if intensity is not None else None,
                       "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))
     return EXIT_PROBLEMS if skipped else EXIT_OK
 

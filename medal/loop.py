@@ -308,7 +308,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             "checkpoint": {"path": "model.pt", "sha256": state["train"]["checkpoint_sha256"],
                            "warm_start": state["train"]["warm_start"],
                            "spacing": state["train"].get("spacing"),  # data.spacing: the network's grid (mm)
-                           "orientation": state["train"].get("orientation")},  # data.orientation: its axis codes
+                           "orientation": state["train"].get("orientation"),  # data.orientation: its axis codes
+                           "intensity": state["train"].get("intensity")},  # data.normalize: per channel (a CT window)
             "inputs": {"labels_dir": str(labels_dir(run_dir).resolve()), "pool": pool,
                        "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"],
                        "skipped": state["train"].get("skipped", {})},

@@ -119,6 +119,7 @@ def collect_run(run_dir, dataset, cfg) -> dict:
         entry["calibration"] = (man.get("metrics") or {}).get("calibration")
         entry["spacing"] = (man.get("checkpoint") or {}).get("spacing")
         entry["orientation"] = (man.get("checkpoint") or {}).get("orientation")
+        entry["intensity"] = (man.get("checkpoint") or {}).get("intensity")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
         logged_before += sp["charged_s"] if sp["logged"] else 0.0
@@ -284,6 +285,15 @@ def _markdown(data: dict, plots: list[str]) -> str:
     if oriented:
         lines.append(f"- network orientation (data.orientation; each case flipped and permuted to it, tasks on the "
                      f"case's own axes): {', '.join(oriented)}")
+    from medal.data.intensity import SETTLED_CASES
+
+    windows = [(r["round"], k, s) for r in data["rounds"] for k, s in enumerate(r.get("intensity") or [])
+               if isinstance(s, dict) and s.get("scheme") == "ct"]
+    if windows:
+        lines.append("- CT window (data.normalize; clip and z-score, from the painted foreground): " + "; ".join(
+            f"{name} channel {k} [{s['lo']:.0f}, {s['hi']:.0f}] from {s.get('cases', '?')} case(s)"
+            + (" (provisional)" if s.get("source") != "foreground" or int(s.get("cases", 0)) < SETTLED_CASES else "")
+            for name, k, s in windows))
     lines += ["",
              "| round | tasks (cases, most per case) | planes | predicted class | with predicted fg | predicted s "
              "| logged s (tasks) | held-out Dice [90%] (cases, voxels) | pool entropy | pool predictions vs earlier round |",

@@ -125,7 +125,12 @@ def test_a_round_keeps_its_ct_window_in_the_checkpoint_once_settled(tmp_path):
     cfg = config_from_dict(TINY)
     run = tmp_path / "run"
     _paint(run, ds, pool[:1])
-    run_round(run, ds, cfg, index=0, pool=pool, stop_after="score")
+    run_round(run, ds, cfg, index=0, pool=pool)
+    from medal.report.run_report import write_run_report
+
+    md = write_run_report(run, ds, cfg).read_text()
+    assert "- CT window (data.normalize; clip and z-score, from the painted foreground): round_000 channel 0 [" in md
+    assert "from 1 case(s) (provisional)" in md
     (first,) = checkpoint_intensity(torch.load(run / "round_000" / "model.pt", weights_only=True))
     assert first["scheme"] == "ct" and first["cases"] == 1 and first["source"] == "foreground"
     progress = json.loads((run / "round_000" / "progress.json").read_text())
