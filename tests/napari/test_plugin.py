@@ -600,6 +600,7 @@ def test_axial_view_is_radiological_whatever_the_storage_order(open_widget, tmp_
 def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir, qtbot):
     viewer, widget = open_widget(round_dir)
     s = widget.session
+    assert widget.window_box.currentText() == "auto (this case)"  # an MRI dataset: the case's own window
     unc = viewer.layers["uncertainty"]
     values = np.asarray(unc.data)
     assert unc.colorbar.visible  # a legend for the heat map
@@ -621,6 +622,32 @@ def test_overlay_window_and_brush_in_the_viewer(open_widget, round_dir, qtbot):
     qtbot.keyClick(canvas, "[")
     assert lab.brush_size == 4
     assert "[ / ]" in " ".join(w.text() for w in widget.findChildren(type(widget.status_label)))
+
+
+def test_a_ct_dataset_opens_in_a_soft_tissue_window(open_widget, round_dir, tmp_path):
+    """A round of a dataset whose dataset.json calls the scans CT opens in the CT soft-tissue window (a radiologist
+    reads CT there; the volume's percentiles run from air to bone), shown on the image; a preset the annotator
+    picks stays."""
+    import json
+    import shutil
+
+    from medal.data import sample_dataset
+
+    ct = tmp_path / "ct"
+    shutil.copytree(sample_dataset(), ct)
+    meta = json.loads((ct / "dataset.json").read_text())
+    meta["modality"] = {"0": "CT"}
+    (ct / "dataset.json").write_text(json.dumps(meta))
+    body = json.loads((round_dir / "tasks.json").read_text())
+    body["dataset_root"] = str(ct)
+    (round_dir / "tasks.json").write_text(json.dumps(body))
+    viewer, widget = open_widget(round_dir)
+    assert widget.session.store.modality == "ct"
+    assert widget.window_box.currentText() == "CT soft tissue"
+    assert tuple(viewer.layers["image"].contrast_limits) == (-150.0, 250.0)
+    widget.window_box.setCurrentText("CT bone")
+    widget.session.next_task()
+    assert widget.window_box.currentText() == "CT bone"
 
 
 def test_quality_control_re_ask_is_shown_blank_marked_and_after_its_case(open_widget, round_dir):

@@ -173,6 +173,10 @@ class RoundStore:
         self.label_map = self.dataset.label_map
         self.n_classes = self.label_map.n_classes
         self.label_names = {v: self.label_map.name(v) for v in self.label_map.values}
+        from medal.data.normalize import scheme_for_channel
+
+        #: how the dataset names the image shown (dataset.json channel_names / modality, channel 0): "ct" or ""
+        self.modality = "ct" if scheme_for_channel(self.dataset.channel_names.get(0)) == "ct" else ""
         self.label_colors = self._colors()
         self.progress: dict[str, dict] = {}  # case_id -> {"tasks": {task_id: {...}}}
         self._axis_codes: dict[str, str] = {}

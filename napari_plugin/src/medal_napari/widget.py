@@ -14,6 +14,9 @@ from .display import WINDOWS, drag_window, window_limits
 from .session import FILTERS, AnnotationSession
 from .store import AnnotationFileError
 
+#: the window a case opens in (the case's own percentiles), and the one a CT dataset opens in instead
+AUTO_WINDOW, CT_WINDOW = "auto (this case)", "CT soft tissue"
+
 __all__ = ["AnnotationWidget", "SHORTCUTS"]
 
 #: napari key -> (action, what it does); none of these is bound by napari itself
@@ -223,6 +226,12 @@ class AnnotationWidget(QWidget):
             if color:
                 self.class_box.setItemData(self.class_box.count() - 1, QColor(color), Qt.ItemDataRole.DecorationRole)
         self.class_box.blockSignals(False)
+        if self.window_box.currentText() == AUTO_WINDOW and s.store.modality == "ct":
+            # Hounsfield units: a radiologist reads CT in a soft-tissue window, not the volume's percentiles
+            # (air to bone); any preset chosen in this session stays as chosen
+            self.window_box.blockSignals(True)
+            self.window_box.setCurrentText(CT_WINDOW)
+            self.window_box.blockSignals(False)
         if not s.first_task():  # opening a task fills the table (the session reports the change)
             self._fill_table()
         # the canvas only has its final size once Qt has laid the window out (dock included): fit then,
