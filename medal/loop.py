@@ -288,6 +288,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
         sel = select_round(dataset, rd / "scores", rd, regions_cfg=cfg.regions, costs_cfg=cfg.costs,
                            selection_cfg=sel_cfg, labels_dir=labels_dir(run_dir), data_cfg=cfg.data,
                            coldstart_cfg=cfg.coldstart,
+                           intensity=state["train"].get("intensity"),  # supervoxels cut on the network's contrast
                            overwrite=True,  # ours (checked above), not yet recorded as done: nobody started on it
                            round_index=index, earlier_rounds=[round_dir(run_dir, k) for k in range(index)],
                            allow_empty=allow_empty, meta={"written_by": "medal round"})

@@ -124,7 +124,7 @@ def load_score_maps(case_dir, names, label_map=None) -> dict[str, np.ndarray]:
 def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, cost_model: CostModel,
                labels: np.ndarray | None = None, data_cfg: DataConfig | None = None,
                costs_cfg: CostsConfig | None = None, calibration: CostCalibration | None = None,
-               cost_segmentation: np.ndarray | None = None) -> CaseUnits:
+               cost_segmentation: np.ndarray | None = None, intensity=None) -> CaseUnits:
     """Units of one case with their region-table row, value, effort features and predicted seconds.
 
     ``maps``: the case's score volumes (:func:`load_score_maps`; at least ``prediction``).
@@ -135,7 +135,8 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
     that is priced lower; without ``probs`` (or with ``costs.prediction: argmax``) there is no estimate
     of what is wrong, and units are priced as drawn (an upper bound that calibration then scales).
     ``cost_segmentation`` replaces both for the features (the simulation charges the true cost from the
-    ground truth).
+    ground truth). ``intensity``: the round model's per-channel normalisation (a CT channel's window): supervoxels
+    follow the contrast the network reads; ``None``: the image's own z-score.
     """
     from medal.costs import (cheaper_features, correction_features, drop_small_pieces, expected_correction_features,
                              expected_effort_features)
@@ -155,10 +156,10 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
         unit_volumes = [(a, slice_units(image.shape, axis=a)) for a in axes]
     else:
         dcfg = data_cfg or DataConfig()
-        # supervoxels follow the image's own contrast: per volume (a CT channel's window lives in the checkpoint)
-        x = normalize_intensity(image.array, method=volume_method(dcfg.normalize if isinstance(dcfg.normalize, str)
-                                                                  else dcfg.normalize[0]),
-                                clip_percentiles=dcfg.clip_percentiles)
+        # supervoxels follow the contrast the network reads: a CT window, else the image's own z-score
+        from medal.data.intensity import normalize_channel
+
+        x = normalize_channel(image.array, intensity[0] if intensity else None, dcfg)
         unit_volumes = [(axes[0], supervoxel_units(x, spacing=image.spacing, size_mm=cfg.supervoxel_size_mm,
                                                    compactness=cfg.compactness, iterations=cfg.slic_iterations))]
     n_classes = cost_model.n_classes
@@ -198,8 +199,9 @@ def case_units(case_id: str, image: Volume, maps: dict, *, cfg: RegionsConfig, c
 
 def candidate_table(dataset: Dataset, scores_dir, *, regions_cfg: RegionsConfig, cost_model: CostModel,
                     labels_dir=None, data_cfg: DataConfig | None = None, costs_cfg: CostsConfig | None = None,
-                    calibration: CostCalibration | None = None, progress: bool = False):
-    """Units of every case that has score volumes; returns ``(table, {case_id: CaseUnits}, skipped)``."""
+                    calibration: CostCalibration | None = None, progress: bool = False, intensity=None):
+    """Units of every case that has score volumes; returns ``(table, {case_id: CaseUnits}, skipped)``.
+    ``intensity``: the scoring model's per-channel normalisation, which supervoxels are cut on (:func:`case_units`)."""
     from tqdm import tqdm
 
     from medal.regions.values import value_needs
@@ -219,7 +221,7 @@ def candidate_table(dataset: Dataset, scores_dir, *, regions_cfg: RegionsConfig,
                 found = [p for p in Path(labels_dir).glob(f"{case.case_id}.nii*") if not p.name.startswith(".")]
                 labels = load_volume(found[0]).array if found else None
             per_case[case.case_id] = case_units(case.case_id, image, maps, cfg=regions_cfg, cost_model=cost_model,
-                                                labels=labels, data_cfg=data_cfg, costs_cfg=costs_cfg,
+                                                labels=labels, data_cfg=data_cfg, costs_cfg=costs_cfg, intensity=intensity,
                                                 calibration=calibration)
         except (DatasetError, ValueError) as exc:
             skipped[case.case_id] = str(exc)
@@ -259,7 +261,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                  selection_cfg: SelectionConfig, labels_dir=None, data_cfg: DataConfig | None = None,
                  progress: bool = False, overwrite: bool = False, round_index: int = 0,
                  earlier_rounds=(), allow_empty: bool = False, meta: dict | None = None,
-                 display_cache: bool = True, coldstart_cfg=None) -> RoundSelection:
+                 display_cache: bool = True, coldstart_cfg=None, intensity=None) -> RoundSelection:
     """Build candidates from score volumes, choose within budget, write ``round_dir/tasks.json``.
 
     ``earlier_rounds``: round folders whose finished tasks (``tasks.json`` + ``annotation_log.jsonl``)
@@ -270,7 +272,8 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
     ``display_cache``: also write uncompressed copies of the large images with tasks for the annotation
     plugin (:mod:`medal.tasks.display`). ``coldstart_cfg``: the label-free representation ``fg_typical`` clusters
     on (the ``coldstart`` section: encoder steps and seed, so a round reuses the cold start's cached encoder);
-    ``None`` = its defaults.
+    ``None`` = its defaults. ``intensity``: the scoring model's per-channel normalisation (its checkpoint's), on which
+    supervoxels are cut.
     """
     from medal.costs import calibration_pairs, fit_calibration
 
@@ -294,7 +297,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
                                   min_tasks=costs_cfg.calibration_min_tasks, n_classes=n_classes)
     table, per_case, skipped = candidate_table(dataset, scores_dir, regions_cfg=regions_cfg, cost_model=cost_model,
                                                labels_dir=labels_dir, data_cfg=data_cfg, costs_cfg=costs_cfg,
-                                               calibration=calibration, progress=progress)
+                                               calibration=calibration, progress=progress, intensity=intensity)
     if not len(table):
         raise ValueError(f"{scores_dir}: no case has score volumes to select from"
                          + (f" ({len(skipped)} skipped: {next(iter(skipped.values()))})" if skipped else ""))
@@ -328,7 +331,7 @@ def select_round(dataset: Dataset, scores_dir, round_dir, *, regions_cfg: Region
             sv_cfg = dataclasses.replace(regions_cfg, kind="supervoxel")
             sv_table, sv_cases, _ = candidate_table(dataset, scores_dir, regions_cfg=sv_cfg, cost_model=cost_model,
                                                     labels_dir=labels_dir, data_cfg=data_cfg, costs_cfg=costs_cfg,
-                                                    calibration=calibration, progress=progress)
+                                                    calibration=calibration, progress=progress, intensity=intensity)
             sv_sel = select(sv_table, selection_cfg, round_index=round_index) if len(sv_table) else None
             if sv_sel is not None and len(sv_sel.indices):
                 fallback = (f"no slice fits the {sel.budget_s:.0f} s budget (the cheapest is predicted at "

@@ -178,3 +178,34 @@ def test_one_scheme_per_channel_a_ct_window_for_one_and_a_z_score_for_the_other(
     np.testing.assert_array_equal(x[1], normalize_intensity(second, method="zscore"))
     with pytest.raises(ValueError, match=r"data\.normalize: 1 scheme\(s\) for cases of 2 channel\(s\)"):
         training_intensity(DataConfig(normalize=("ct",)), ds)
+
+
+def test_supervoxels_are_cut_on_the_contrast_the_network_reads(tmp_path, cases):
+    """A round's supervoxels follow the model's CT window (soft-tissue contrast spread out), not each volume's
+    air-to-bone z-score; with a z-scored channel (the MRI sample) they are what they were."""
+    import dataclasses
+
+    from medal.config import MedalConfig
+    from medal.costs import CostModel
+    from medal.selection.api import candidate_table
+
+    ds = _ct_dataset(tmp_path / "ct", cases)
+    scores = tmp_path / "scores"
+    cid = ds.cases[0].case_id
+    image = load_volume(ds.cases[0].image)
+    (scores / cid).mkdir(parents=True)
+    save_volume(image.with_array(np.zeros(image.shape, np.uint8)), scores / cid / "prediction.nii.gz")
+    save_volume(image.with_array(np.ones(image.shape, np.float32)), scores / cid / "entropy.nii.gz")
+    regions = dataclasses.replace(MedalConfig().regions, kind="supervoxel", value="entropy", measure="entropy")
+    (spec,) = training_intensity(DataConfig(), ds)
+
+    def units(intensity):
+        _, per_case, skipped = candidate_table(ds, scores, regions_cfg=regions, cost_model=CostModel.default(3),
+                                               data_cfg=DataConfig(), intensity=intensity)
+        assert not skipped
+        return per_case[cid].units
+
+    own = units(None)
+    np.testing.assert_array_equal(units(({"scheme": "zscore"},)), own)
+    windowed = units((spec,))
+    assert windowed.max() > 1 and not np.array_equal(windowed, own)
