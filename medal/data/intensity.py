@@ -132,12 +132,10 @@ def training_intensity(data_cfg, dataset, *, init=None, labels_dir=None, case_id
 
 def _windows(schemes, data_cfg, dataset, cases, labels_dir, cache) -> tuple[dict, ...]:
     """``{"scheme": s}`` per channel, with each ``ct`` channel's window from ``cases``' painted foreground."""
-    from pathlib import Path
-
     from .channels import channel_files
     from .io import load_volume
     from .labels import UNLABELED
-    from .loading import load_label
+    from .loading import label_file_in, load_label
 
     out = [{"scheme": s} for s in schemes]
     ct = [k for k, s in enumerate(schemes) if s == "ct"]
@@ -149,8 +147,7 @@ def _windows(schemes, data_cfg, dataset, cases, labels_dir, cache) -> tuple[dict
     used = 0
     for case in cases:
         if labels_dir is not None:
-            found = sorted(p for p in Path(labels_dir).glob(f"{case.case_id}.*") if not p.name.startswith("."))
-            label_path, outside = (found[0] if found else None), UNLABELED
+            label_path, outside = label_file_in(labels_dir, case.case_id), UNLABELED
         else:
             label_path, outside = case.label, 0
         if label_path is None:

@@ -9,7 +9,14 @@ from .errors import DatasetError
 from .io import Volume, load_volume, volume_affine, volume_shape
 from .validate import label_on_grid, require_finite, require_label_values
 
-__all__ = ["load_case", "load_label", "image_grid", "read_label_file"]
+__all__ = ["load_case", "load_label", "image_grid", "label_file_in", "read_label_file"]
+
+
+def label_file_in(folder, case_id: str) -> Path | None:
+    """The label file of ``case_id`` in a folder of labels named by case id (a run's ``labels/``, ``--labels``):
+    ``<case_id>.nii.gz``, ``.nrrd``, ``.seg.nrrd``, ...; hidden files (a save in progress) are not labels."""
+    found = sorted(p for p in Path(folder).glob(f"{case_id}.*") if not p.name.startswith("."))
+    return found[0] if found else None
 
 
 def read_label_file(path, label_names: dict | None = None, name: str | None = None) -> Volume:

@@ -94,8 +94,9 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
         if labels_dir is not None:
             from medal.data.dataset import Case
 
-            found = [p for p in Path(labels_dir).glob(f"{case.case_id}.*") if not p.name.startswith(".")]
-            case = Case(case.case_id, case.image, found[0] if found else None, case.split)
+            from medal.data.loading import label_file_in
+
+            case = Case(case.case_id, case.image, label_file_in(labels_dir, case.case_id), case.split)
         if case.label is None:
             continue
         try:
