@@ -60,6 +60,7 @@ class DatasetReport:
     cases: list[CaseReport]
     problems: list[str] = field(default_factory=list)
     channel_names: dict[int, str] = field(default_factory=dict)  # dataset.json channel_names / modality
+    notes: list[str] = field(default_factory=list)  # about the whole dataset, not failing
 
     @property
     def ok(self) -> bool:
@@ -137,6 +138,8 @@ class DatasetReport:
                             if v != UNLABELED and float(v).is_integer()})
             lines.append("  labels: no names (no dataset.json 'labels'); label values found in the label files: "
                          + ", ".join(map(str, found)) + " (each a class; name them in dataset.json)")
+        for n in self.notes:
+            lines.append(f"  NOTE: {n}")
         for p in self.problems:
             lines.append(f"  PROBLEM {p}")
         for c in self.cases:
@@ -223,4 +226,33 @@ def check_dataset(root, *, labels_dir=None, progress=None) -> DatasetReport:
         report.problems.append("cases have different numbers of channel files (_0000, _0001, ...): " + ", ".join(
             f"{n} channel(s) in {len(ids)} case(s) (e.g. {ids[0]})" for n, ids in sorted(counts.items()))
             + "; the network needs the same input channels in every case")
+    _hounsfield(report)
     return report
+
+
+#: below this an image holds air in Hounsfield units (about -1000); raw CT values (HU + 1024) never go below 0
+AIR_HU = -500.0
+
+
+def _hounsfield(report: DatasetReport) -> None:
+    """A dataset that names its scans CT gets one intensity window for all of them (``data.normalize: auto``): say
+    when its values do not look like Hounsfield units (no air below -500 anywhere), or when some cases do and others
+    hold raw scanner values (nothing below 0: a converter that skipped the rescale intercept)."""
+    from .normalize import scheme_for_channel
+
+    if scheme_for_channel(report.channel_names.get(0)) != "ct":
+        return
+    lows = [(c, c.intensity_range[0]) for c in report.cases if c.intensity_range is not None]
+    if not lows:
+        return
+    air = [c for c, lo in lows if lo < AIR_HU]
+    raw = [(c, lo) for c, lo in lows if lo >= 0]
+    if not air:
+        report.notes.append(f"channel 0 is named CT, but no case holds air (an intensity below {AIR_HU:g}; air is "
+                            "about -1000 HU): if these are not Hounsfield units, the one CT window is taken from the "
+                            "values as they are; name the channel otherwise in dataset.json for a per-volume z-score")
+        return
+    for c, lo in raw:
+        c.warnings.append(f"{c.image}: no intensity below 0 (min {lo:g}) while {len(air)} other case(s) reach air "
+                          f"below {AIR_HU:g} HU: raw scanner values (HU + 1024)? one CT window cannot fit both; "
+                          "convert it applying its rescale slope and intercept (dcm2niix does)")

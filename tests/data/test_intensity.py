@@ -62,8 +62,9 @@ def test_a_ct_channel_gets_one_window_from_the_training_foreground(tmp_path, cas
     assert channel_schemes(DataConfig(), ds, 1) == ("ct",)
     from medal.data import check_dataset
 
-    assert "  channel names: 0=CT (one window for the whole dataset) under data.normalize: auto" in \
-        check_dataset(ds.root).summary().splitlines()
+    summary = check_dataset(ds.root).summary().splitlines()
+    assert "  channel names: 0=CT (one window for the whole dataset) under data.normalize: auto" in summary
+    assert any(x.startswith("  NOTE: channel 0 is named CT, but no case holds air") for x in summary)  # MR values
     said = []
     (spec,) = training_intensity(DataConfig(), ds, log=said.append)
     assert spec["scheme"] == "ct" and spec["source"] == "foreground" and spec["cases"] == 3
@@ -209,3 +210,20 @@ def test_supervoxels_are_cut_on_the_contrast_the_network_reads(tmp_path, cases):
     np.testing.assert_array_equal(units(({"scheme": "zscore"},)), own)
     windowed = units((spec,))
     assert windowed.max() > 1 and not np.array_equal(windowed, own)
+
+
+def test_check_warns_of_raw_scanner_values_beside_hounsfield_units(tmp_path, cases):
+    """Two cases in Hounsfield units (air near -1000) and one as raw scanner values (HU + 1024, nothing below 0, a
+    converter that skipped the rescale intercept): one window cannot fit both, and the check names the raw case
+    (a warning: exit 0)."""
+    from medal.data import check_dataset
+
+    ds = _ct_dataset(tmp_path / "ct", cases)
+    for c in ds.cases[:2]:
+        img = load_volume(c.image)
+        save_volume(img.with_array(img.array.astype(np.float32) - 1024.0), c.image)
+    rep = check_dataset(ds.root)
+    assert rep.ok and not rep.notes
+    assert [len(c.warnings) for c in rep.cases] == [0, 0, 1]
+    assert rep.cases[2].warnings[0].startswith(f"imagesTr/{ds.cases[2].case_id}.nii.gz: no intensity below 0 (min 0) "
+                                               "while 2 other case(s) reach air below -500 HU")
