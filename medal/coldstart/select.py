@@ -98,8 +98,8 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import ColdstartConfig, DataConfig
-from medal.data import Dataset, DatasetError, load_volume, normalize_intensity
-from medal.data.normalize import volume_method
+from medal.data import Dataset, DatasetError, load_volume
+from medal.data.intensity import normalize_channel
 from medal.data.validate import require_finite
 from medal.regions import resolve_axis
 from medal.selection import knapsack
@@ -293,8 +293,7 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
         except DatasetError as exc:  # reported (the path as the other messages give it); the other cases go on
             skipped[case.case_id] = str(exc).replace(str(case.image), dataset.relative(case.image), 1)
             continue
-        method = data_cfg.normalize if isinstance(data_cfg.normalize, str) else data_cfg.normalize[0]
-        x = normalize_intensity(img.array, method=volume_method(method), clip_percentiles=data_cfg.clip_percentiles)
+        x = normalize_channel(img.array, None, data_cfg)  # no model yet: each volume's own statistics
         grid = network_grid(img.shape, img.affine, None, getattr(data_cfg, "orientation", None))
         ornt, xr = grid.ornt, grid.to_network(x)
         flipped = tuple(bool(ornt is not None and ornt[a, 1] == -1) for a in range(3))

@@ -63,9 +63,10 @@ def checkpoint_intensity(payload: dict | None) -> tuple[dict, ...] | None:
 
 
 def normalize_channel(arr: np.ndarray, spec: dict | None, data_cfg) -> np.ndarray:
-    """One channel normalised by its resolved ``spec`` (``None``: the per-volume method of ``data_cfg``)."""
-    scheme = (spec or {}).get("scheme") or volume_method(data_cfg.normalize if isinstance(data_cfg.normalize, str)
-                                                          else "zscore")
+    """One channel normalised by its resolved ``spec``; ``None`` (no model's spec: the cold start, an old checkpoint):
+    the per-volume method ``data_cfg.normalize`` stands for (its first entry for a list; ``ct`` / ``auto`` -> z-score)."""
+    norm = data_cfg.normalize
+    scheme = (spec or {}).get("scheme") or volume_method(norm if isinstance(norm, str) else norm[0])
     if scheme == "ct":
         return ct_normalize(arr, spec)
     return normalize_intensity(arr, method=volume_method(scheme), clip_percentiles=data_cfg.clip_percentiles)

@@ -15,8 +15,7 @@ import numpy as np
 
 from medal.config import CostsConfig, DataConfig, RegionsConfig, SelectionConfig, config_to_dict
 from medal.costs import CostCalibration, CostModel, effort_features, feature_names
-from medal.data import Dataset, DatasetError, Volume, load_volume, normalize_intensity, save_volume
-from medal.data.normalize import volume_method
+from medal.data import Dataset, DatasetError, Volume, load_volume, save_volume
 from medal.regions import RegionTable, region_table, resolve_axis, slice_units, supervoxel_units
 from medal.selection.strategies import (NEEDS_CLUSTERS, NEEDS_EMBEDDINGS, VALUE_DRIVEN, Selection, add_clusters,
                                        add_gradient_embeddings, add_novelty, add_novelty_auto, select)
