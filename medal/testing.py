@@ -206,3 +206,35 @@ def write_slicer_segmentation(path, label, segments, *, layers=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(("\n".join(lines) + "\n\n").encode() + _gzip.compress(data))
     return path
+
+
+def copy_cases(root, cases, *, image_of=None, label_of=None, meta: dict | None = None, source=None) -> Path:
+    """Real ``cases`` of the dataset at ``source`` (default: the bundled sample) as a Decathlon folder ``root``: its
+    ``dataset.json`` without the file lists, updated with ``meta``, and its LICENSE (the data's licence travels
+    with it); each case's image as ``image_of(i, volume)`` returns it (default: copied as is) and its label as
+    ``label_of(i, volume)`` returns it (default: copied as is; ``None``: no label file, write it yourself)."""
+    import shutil
+
+    from medal.data import load_volume, sample_dataset, save_volume
+
+    root, source = Path(root), Path(source) if source is not None else sample_dataset()
+    info = json.loads((source / "dataset.json").read_text())
+    for key in ("training", "test"):
+        info.pop(key, None)
+    info.update(meta or {})
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps(info))
+    shutil.copy(source / "LICENSE", root / "LICENSE")
+    for i, c in enumerate(cases):
+        if image_of is None:
+            shutil.copy(c.image, root / "imagesTr" / c.image.name)
+        else:
+            save_volume(image_of(i, load_volume(c.image)), root / "imagesTr" / c.image.name)
+        lab = load_volume(c.label) if label_of is not None else None
+        out = label_of(i, lab) if label_of is not None else None
+        if label_of is None:
+            shutil.copy(c.label, root / "labelsTr" / c.label.name)
+        elif out is not None:
+            save_volume(out, root / "labelsTr" / c.image.name)
+    return root

@@ -3,7 +3,6 @@ one dataset-wide window from the training labels' foreground, kept in the checkp
 cases; the CT dataset is the sample's scans declared CT (what matters is the window, not what made the voxels)."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -19,19 +18,10 @@ from medal.data.normalize import ct_normalize, normalize_intensity, scheme_for_c
 def _ct_dataset(root, cases, channel_names=None):
     """``cases`` copied as a Decathlon folder whose dataset.json calls the channel CT; the second case's
     intensities shifted by +200 so no two cases share a range (per-volume statistics would hide that)."""
-    meta = json.loads((sample_dataset() / "dataset.json").read_text())
-    meta.pop("training", None)
-    meta["modality"] = channel_names or {"0": "CT"}
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    (root / "dataset.json").write_text(json.dumps(meta))
-    shutil.copy(sample_dataset() / "LICENSE", root / "LICENSE")
-    for i, c in enumerate(cases):
-        img = load_volume(c.image)
-        arr = img.array.astype(np.float32) + (200.0 if i == 1 else 0.0)
-        save_volume(img.with_array(arr), root / "imagesTr" / c.image.name)
-        shutil.copy(c.label, root / "labelsTr" / c.image.name)
-    return load_dataset(root)
+    from medal.testing import copy_cases
+
+    return load_dataset(copy_cases(root, cases, meta={"modality": channel_names or {"0": "CT"}},
+                                   image_of=lambda i, v: v.with_array(v.array.astype(np.float32) + (200.0 if i == 1 else 0.0))))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 default), read onto the image's grid losslessly; anything else refused in one line. Real sample cases."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -88,19 +87,6 @@ def test_a_label_that_is_not_the_images_voxels_is_refused_in_one_line(case):
     refused(Volume(label.array[..., None], label.affine), r"lab\.nii\.gz: shape .* does not match")
 
 
-def _copy(root, cases, label_of):
-    """A dataset folder of ``cases`` whose label files are ``label_of(case_id, label)``, saved as ``.nii.gz``."""
-    meta = json.loads((sample_dataset() / "dataset.json").read_text())
-    meta.pop("training", None)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "dataset.json").write_text(json.dumps(meta))
-    shutil.copy(sample_dataset() / "LICENSE", root / "LICENSE")
-    for c in cases:
-        shutil.copy(c.image, root / "imagesTr" / c.image.name)
-        save_volume(label_of(c.case_id, load_volume(c.label)), root / "labelsTr" / c.image.name)
-    return load_dataset(root)
-
-
 def test_check_training_and_the_oracle_read_such_labels_as_the_originals(tmp_path):
     """A dataset whose label files came out of another tool (one cropped, one in another axis order): the check
     passes with a NOTE, training items, the simulation's usable cases and the oracle's full annotation cost are
@@ -115,7 +101,9 @@ def test_check_training_and_the_oracle_read_such_labels_as_the_originals(tmp_pat
     cases = source.cases[:3]
     ids = [c.case_id for c in cases]
     edits = {ids[0]: lambda v: cropped(v, foreground_box(v.array)), ids[1]: permuted}
-    ds = _copy(tmp_path / "ds", cases, lambda cid, v: edits.get(cid, lambda x: x)(v))
+    from medal.testing import copy_cases
+
+    ds = load_dataset(copy_cases(tmp_path / "ds", cases, label_of=lambda i, v: edits.get(ids[i], lambda x: x)(v)))
     assert load_volume(ds.case(ids[0]).label).shape != load_volume(cases[0].label).shape  # stored cropped
 
     rep = check_dataset(ds.root)
@@ -150,14 +138,11 @@ def test_slicer_seg_nrrd_labels_are_read_by_segment_name_cropped_or_in_layers(tm
 
     source = load_dataset(sample_dataset())
     cases = source.cases[:4]
-    meta = json.loads((sample_dataset() / "dataset.json").read_text())
-    meta.pop("training", None)
-    root = tmp_path / "slicer"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "dataset.json").write_text(json.dumps(meta))
+    from medal.testing import copy_cases
+
+    root = copy_cases(tmp_path / "slicer", cases, label_of=lambda i, v: None)  # labels written below, as Slicer does
     swapped = [("Posterior", 2, 1), ("Anterior", 1, 2)]  # Slicer's numbering: the order they were created in
     for i, c in enumerate(cases):
-        shutil.copy(c.image, root / "imagesTr" / c.image.name)
         lab = load_volume(c.label)
         dst = root / "labelsTr" / f"{c.case_id}.seg.nrrd"
         if i == 0:
