@@ -48,6 +48,30 @@ def cmd_dataset_split_channels(args) -> int:
     return EXIT_PROBLEMS if res["skipped"] else EXIT_OK
 
 
+def cmd_dataset_from_dicom(args) -> int:
+    from pathlib import Path
+
+    from medal.data.dicom import from_dicom, plan
+
+    if args.dst is None and not args.list:
+        print("medal dataset from-dicom: give DST (the dataset folder to write), or --list", file=sys.stderr)
+        return EXIT_USAGE
+    if args.list:
+        keep, names = plan(args.src, series=args.series, modality=args.modality)
+        for s, name in zip(keep, names):
+            where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
+            print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) "
+                  f"in {where}")
+        print(f"{len(keep)} series would be converted (nothing written: --list)")
+        return EXIT_OK
+    res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels)
+    print(f"wrote {len(res['written'])} case(s) to {args.dst}/imagesTr"
+          + (f", {len(res['kept'])} already there" if res["kept"] else "")
+          + (f"; skipped {len(res['skipped'])} series (listed above)" if res["skipped"] else "")
+          + f"; sources in {Path(args.dst) / 'dicom_sources.json'}")
+    return EXIT_PROBLEMS if res["skipped"] else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from medal.demo import run_demo
 
@@ -493,6 +517,23 @@ def build_parser() -> argparse.ArgumentParser:
     spl.add_argument("src", help="dataset folder with 4D images (e.g. an MSD task)")
     spl.add_argument("dst", help="new folder to write")
     spl.set_defaults(func=cmd_dataset_split_channels)
+    dcm = ds_sub.add_parser("from-dicom", help="convert DICOM series (a scanner or PACS export) into a dataset folder",
+                            description="Convert every image series found under SRC (any folder depth) into DST: "
+                            "imagesTr/<case>_0000.nii.gz per series, dataset.json (channel named by the modality: "
+                            "CT gets the CT window), dicom_sources.json (the folder and series of each case; no "
+                            "patient identifiers). A series that is not one evenly spaced volume (missing slice, "
+                            "gantry tilt, several volumes, localizer, multi-frame file, SEG/RTSTRUCT) is skipped "
+                            "with the reason. Run again on the same DST to go on where it stopped. Exits 1 if any "
+                            "series was skipped.")
+    dcm.add_argument("src", help="folder holding the DICOM files (searched recursively)")
+    dcm.add_argument("dst", nargs="?", default=None, help="new dataset folder to write (or an earlier conversion's)")
+    dcm.add_argument("--series", default=None, metavar="PATTERN",
+                     help="keep series whose description matches, e.g. '*T2*' (case ignored)")
+    dcm.add_argument("--modality", default=None, help="keep one modality (DICOM code: CT, MR, PT, ...)")
+    dcm.add_argument("--labels", nargs="+", default=None, metavar="NAME",
+                     help="label names for dataset.json, background first (e.g. background liver tumour)")
+    dcm.add_argument("--list", action="store_true", help="list the series and their case ids; write nothing")
+    dcm.set_defaults(func=cmd_dataset_from_dicom)
 
     tr = sub.add_parser("train", help="train the U-Net on full or partial labels (255 = not annotated)")
     tr.add_argument("dataset", help="dataset folder")

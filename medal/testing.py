@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["make_phantom", "write_phantom_dataset", "write_sparse_label_dataset", "PHANTOM_LABELS", "SPARSE_LABELS"]
+__all__ = ["make_phantom", "write_phantom_dataset", "write_sparse_label_dataset", "PHANTOM_LABELS", "SPARSE_LABELS",
+           "write_dicom_series"]
 
 PHANTOM_LABELS = {0: "background", 1: "inner", 2: "outer"}
 
@@ -238,3 +239,69 @@ def copy_cases(root, cases, *, image_of=None, label_of=None, meta: dict | None =
         elif out is not None:
             save_volume(out, root / "labelsTr" / c.image.name)
     return root
+
+
+def write_dicom_series(folder, volume, *, modality: str = "MR", description: str = "T1", series_number: int = 1,
+                       series_uid: str | None = None, rescale_intercept: float | None = None, positions=None,
+                       image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", shuffle: int | None = 0,
+                       compressor: str | None = None) -> list[Path]:
+    """``volume`` (a :class:`~medal.data.Volume` of integer values) as a DICOM series in ``folder``, one file per
+    slice along its third array axis, as a scanner export stores it: ImagePositionPatient / ImageOrientationPatient
+    in LPS, PixelSpacing, InstanceNumber, Modality, SeriesDescription, SeriesNumber, Series and Study Instance
+    UIDs (``2.25.`` UUID-derived, from ``series_uid`` or the folder), a made-up PatientName ``MEDAL^TEST``.
+    SimpleITK / GDCM write the files (``SimpleITK`` Examples/DicomSeriesFromArray).
+
+    ``rescale_intercept``: stored with this RescaleIntercept (slope 1), as CT stores HU (-1024); ``positions``: the
+    ImagePositionPatient (LPS mm) of each slice instead of the volume's (to make a missing slice or a gantry tilt);
+    ``shuffle``: file names in a random order of this seed (exports rarely name files in slice order); ``None``:
+    in slice order; ``compressor``: GDCM's pixel data compression (``"JPEG2000"``, ``"JPEG"``: lossless for
+    integers, as PACS exports often store them). Returns the files written."""
+    import uuid
+
+    import SimpleITK as sitk
+
+    from medal.data.io import _itk_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(volume.array)
+    if not np.array_equal(arr, np.round(arr)):
+        raise ValueError("write_dicom_series stores integers: round the volume first")
+    img = _itk_image(volume.with_array(arr.astype(np.int16)))
+    uid = series_uid or f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, str(folder.resolve()) + description).int}"
+    study = f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, uid + 'study').int}"
+    d = img.GetDirection()
+    tags = [("0008|0060", modality), ("0008|103e", description), ("0020|0011", str(series_number)),
+            ("0020|000e", uid), ("0020|000d", study), ("0008|0008", image_type), ("0010|0010", "MEDAL^TEST"),
+            ("0010|0020", "MEDALTEST01"), ("0008|0021", "20261207"), ("0008|0031", "120000"),
+            ("0020|0037", "\\".join(f"{v:.10g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])))]
+    if rescale_intercept is not None:
+        tags += [("0028|1052", f"{rescale_intercept:g}"), ("0028|1053", "1")]
+    n = img.GetDepth()
+    order = np.random.default_rng(shuffle).permutation(n) if shuffle is not None else np.arange(n)
+    from medal.data.dicom import keep_locale
+
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    if compressor:
+        writer.SetUseCompression(True)
+        writer.SetCompressor(compressor)
+    out = []
+    with keep_locale():  # GDCM's writer sets the C locale (ASCII for Python's text I/O) and leaves it
+        _write_slices(writer, img, tags, positions, order, uid, series_number, folder, out)
+    return out
+
+
+def _write_slices(writer, img, tags, positions, order, uid, series_number, folder, out) -> None:
+    for k in range(img.GetDepth()):
+        s = img[:, :, k]
+        for key, value in tags:
+            s.SetMetaData(key, value)
+        pos = positions[k] if positions is not None else img.TransformIndexToPhysicalPoint((0, 0, k))
+        s.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in pos))
+        s.SetMetaData("0020|0013", str(k + 1))
+        s.SetMetaData("0008|0018", f"{uid}.{k + 1}")
+        path = folder / f"IM{series_number}_{int(order[k]):04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(s)
+        out.append(path)

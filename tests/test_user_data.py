@@ -6,6 +6,7 @@ reached the user, and (for batch commands) that the other cases were processed.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -711,3 +712,33 @@ def test_two_channel_cases_train_score_and_select_on_every_channel(tmp_path, sam
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "3 scored" in out.stdout
     assert f"imagesTr/{ds.cases[1].case_id}_0001.nii.gz: 1 NaN" in text and str(root) not in text.split("outputs in")[0]
+
+
+def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_cases, tiny_cfg):
+    """A scanner export (one DICOM series per real case, nested folders, a slice lost in one series) becomes a
+    dataset: `dataset from-dicom` lists, converts the good series, names the bad one and exits 1; the expert's
+    labels (the real ones, on the scans' own grid) are dropped into labelsTr/ by case id; `dataset check` passes and
+    `medal train` trains on it."""
+    from medal.data import Volume
+    from medal.testing import write_dicom_series
+
+    src, root = tmp_path / "export", tmp_path / "ds"
+    for i, c in enumerate(sample_cases[:3]):
+        v = load_volume(c.image)
+        files = write_dicom_series(src / f"subject{i}" / "mr", Volume(np.round(v.array), v.affine), shuffle=i)
+        if i == 2:
+            files[5].unlink()
+    out = medal("dataset", "from-dicom", src, "--list")
+    assert out.returncode == 0 and "subject0_mr: MR series 1 'T1'" in out.stdout, out.stderr
+    assert not root.exists()
+    out = medal("dataset", "from-dicom", src, root, "--labels", "background", "Anterior", "Posterior")
+    assert out.returncode == 1, out.stderr
+    assert "SKIPPED subject2/mr (series 1 'T1'): slices not evenly spaced" in out.stdout
+    assert "wrote 2 case(s)" in out.stdout and "skipped 1 series" in out.stdout
+    (root / "labelsTr").mkdir()
+    for i in (0, 1):
+        shutil.copy(sample_cases[i].label, root / "labelsTr" / f"subject{i}_mr.nii.gz")
+    out = medal("dataset", "check", root)
+    assert out.returncode == 0 and "cases: 2 (2 labelled, 0 unlabelled)" in out.stdout, out.stdout + out.stderr
+    out = medal("train", root, "--config", tiny_cfg, "--out", tmp_path / "m.pt")
+    assert out.returncode == 0, out.stderr

@@ -317,7 +317,7 @@ def _dicom_hint(root: Path) -> str:
             continue
         if "DICOMDIR" in names or any(n.lower().endswith((".dcm", ".ima")) for n in names):
             return ("; DICOM files found (e.g. in " + (str(folder) if folder != root else "the folder itself")
-                    + "): convert each series to one NIfTI volume first, e.g. `dcm2niix -z y -o OUT SERIES_FOLDER`")
+                    + f"): convert the series into a dataset folder first: `medal dataset from-dicom {root} NEW_FOLDER`")
     return ""
 
 

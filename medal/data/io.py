@@ -108,7 +108,13 @@ def _load_nifti(path: Path) -> Volume:
 def _load_itk(path: Path) -> Volume:
     import SimpleITK as sitk
 
-    img = sitk.ReadImage(str(path))
+    return _volume_from_sitk(sitk.ReadImage(str(path)), path)
+
+
+def _volume_from_sitk(img, path: Path | None) -> Volume:
+    """A SimpleITK image (LPS geometry, ``(k, j, i)`` arrays) as a :class:`Volume` (RAS, ``(i, j, k)``)."""
+    import SimpleITK as sitk
+
     array = sitk.GetArrayFromImage(img)
     n = img.GetDimension()
     comps = img.GetNumberOfComponentsPerPixel()

@@ -68,14 +68,18 @@ def test_a_folder_of_dicom_slices_says_to_convert_them(tmp_path):
     arr = load_volume(sample_dataset() / "imagesTr" / "hippocampus_004.nii.gz").array
     series = tmp_path / "patient" / "series_1"
     series.mkdir(parents=True)
+    from medal.data.dicom import keep_locale
+
     for k in range(3):
         sl = sitk.GetImageFromArray(np.ascontiguousarray(arr[:, :, k].astype(np.int16)))
-        sitk.WriteImage(sl, str(series / f"IM{k:04d}.dcm"))
+        with keep_locale():  # GDCM's writer leaves the C locale set (ASCII text I/O for later tests)
+            sitk.WriteImage(sl, str(series / f"IM{k:04d}.dcm"))
     assert sitk.ReadImage(str(series / "IM0000.dcm")).GetSize() == (arr.shape[1], arr.shape[0], 1)
     for root, where in ((tmp_path / "patient", str(series)), (series, "the folder itself")):
         with pytest.raises(DatasetError, match="empty dataset") as err:
             load_dataset(root)
-        assert f"DICOM files found (e.g. in {where}): convert each series" in str(err.value)
+        assert (f"DICOM files found (e.g. in {where}): convert the series into a dataset folder first: "
+                f"`medal dataset from-dicom {root} NEW_FOLDER`") in str(err.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty dataset") as err:
         load_dataset(tmp_path / "empty")

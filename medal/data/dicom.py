@@ -1,0 +1,377 @@
+"""DICOM series in, a dataset folder out: ``medal dataset from-dicom SRC DST``.
+
+Scanners and PACS exports hand out DICOM: one file per slice, grouped into series by their Series Instance UID,
+several series (a localizer, T1, T2, ...) per study, in folders named however the export named them. medal
+trains on volumes, so each image series becomes one case, ``DST/imagesTr/<case>_0000.nii.gz`` (nnU-Net v2's
+layout), with ``DST/dataset.json`` naming the channel by the series' modality (``CT`` -> ``"CT"``, which
+``data.normalize: auto`` gives the CT window; ``MR`` -> ``"MRI"``) and ``DST/dicom_sources.json`` saying which
+folder and series each case came from. No patient identifier is copied: NIfTI holds voxels and geometry only, and
+the sources file names folders, series UIDs, numbers and descriptions.
+
+Series are found with GDCM's scanner (SimpleITK's ``ImageSeriesReader.GetGDCMSeriesIDs``, every folder under
+SRC; files of one series in several folders are one series) and read with SimpleITK, which applies the rescale
+slope and intercept (CT in Hounsfield units). The geometry is checked from every file's header before anything
+is read, because a reader that stacks slices in one direction at one spacing turns these into a wrong volume
+without a word (the cases dcm2niix warns about: Li et al., "The first step for neuroimaging data analysis: DICOM
+to NIfTI conversion", J Neurosci Methods 2016):
+
+* slices not evenly spaced (a missing slice; spacing varying by more than 1% of its median, at least 0.01 mm);
+* slices sheared along the image plane (CT gantry tilt: each slice's origin moves in its own plane);
+* two images at one position (echoes, phases or time points stored in one series);
+* images of different sizes or orientations in one series;
+* fewer than 3 slices (a localizer or a single 2D image), or ``ImageType`` marking a ``LOCALIZER``;
+* enhanced multi-frame files (one file, many frames): their per-frame geometry is not read here;
+* non-image objects (``SEG``, ``RTSTRUCT``, ``SR``, ...).
+
+Each such series is skipped with one line saying why, and the others are converted (the command exits 1 when any
+was skipped). ``--series`` keeps only series whose description matches a pattern (``*T2*``), ``--modality`` only
+one modality: an MRI study's T1 and T2 are different inputs, not more cases of one. Integer-valued images are
+stored as ``int16`` where they fit (CT in HU), others as ``float32``.
+
+Converting into a folder that holds an earlier conversion (its ``dicom_sources.json``) goes on where it stopped:
+a series already written there is not read again; a folder holding anything else is refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+
+__all__ = ["DicomSeries", "case_names", "check_geometry", "find_series", "from_dicom", "plan", "read_series"]
+
+#: modality codes (0008,0060) that hold no image to train on
+NON_IMAGE = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "ECG", "AU",
+             "PLAN", "FID", "RWV"}
+#: dataset.json channel names for modality codes (nnU-Net's "CT" picks the CT window; the rest z-score)
+CHANNEL_NAMES = {"CT": "CT", "MR": "MRI", "PT": "PET", "NM": "NM", "US": "US", "CR": "CR", "DX": "DX"}
+SOURCES = "dicom_sources.json"
+MIN_SLICES = 3
+
+_TAGS = {"uid": "0020|000e", "modality": "0008|0060", "description": "0008|103e", "number": "0020|0011",
+         "position": "0020|0032", "orientation": "0020|0037", "image_type": "0008|0008", "frames": "0028|0008",
+         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013"}
+
+
+@dataclass
+class DicomSeries:
+    """One series: its UID, files (in the order GDCM found them) and header fields of its first file."""
+
+    uid: str
+    files: list[Path] = field(default_factory=list)
+    modality: str = ""
+    description: str = ""
+    number: str = ""
+
+    @property
+    def folders(self) -> list[Path]:
+        return sorted({f.parent for f in self.files})
+
+
+@contextmanager
+def keep_locale():
+    """Run GDCM without leaving its locale behind: its DICOM writer (and possibly other paths) calls
+    ``setlocale(LC_ALL, "C")`` for number formatting, after which Python's preferred encoding in the calling process
+    is ASCII (``subprocess.run(text=True)``, ``open()`` without an encoding)."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL) != saved:
+            locale.setlocale(locale.LC_ALL, saved)
+
+
+def _reader():
+    import SimpleITK as sitk
+
+    r = sitk.ImageFileReader()
+    r.SetImageIO("GDCMImageIO")
+    return r
+
+
+def _header(path: Path) -> dict[str, str]:
+    """The tags of :data:`_TAGS` in ``path``'s header ("" where absent)."""
+    r = _reader()
+    r.SetFileName(str(path))
+    try:
+        with keep_locale():
+            r.ReadImageInformation()
+    except RuntimeError as exc:
+        raise DatasetError(f"{path}: not a readable DICOM image ({_first_line(exc)})", path=path) from None
+    keys = set(r.GetMetaDataKeys())
+    out = {k: (r.GetMetaData(t).strip() if t in keys else "") for k, t in _TAGS.items()}
+    out["size"] = tuple(int(s) for s in r.GetSize())
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK's messages start with file:line and the exception class: its last line is the description
+    return lines[-1] if lines else type(exc).__name__
+
+
+def find_series(src) -> list[DicomSeries]:
+    """Every DICOM series under ``src`` (all folders), in order of first folder, then series number."""
+    import SimpleITK as sitk
+
+    src = Path(src)
+    if not src.is_dir():
+        raise DatasetError(f"{src}: not a folder", path=src)
+    found: dict[str, DicomSeries] = {}
+    with keep_locale():
+        for folder, dirs, files in os.walk(src):
+            dirs.sort()
+            if not files:
+                continue
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
+                names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
+                s = found.setdefault(uid, DicomSeries(uid))
+                s.files += [Path(n) for n in names]
+    out = list(found.values())
+    for s in out:
+        try:
+            h = _header(s.files[0])
+            s.modality, s.description, s.number = h["modality"].upper(), h["description"], h["number"]
+        except DatasetError:
+            pass
+    folders = {f: i for i, f in enumerate(dict.fromkeys(s.folders[0] for s in out))}
+    number = lambda s: int(s.number) if s.number.lstrip("-").isdigit() else 10**9  # noqa: E731
+    return sorted(out, key=lambda s: (folders[s.folders[0]], number(s), s.description, s.uid))
+
+
+def _floats(text: str, n: int, what: str, path: Path) -> np.ndarray:
+    try:
+        v = np.array([float(x) for x in text.replace(" ", "").split("\\") if x != ""], dtype=np.float64)
+    except ValueError:
+        v = np.zeros(0)
+    if v.size != n:
+        raise DatasetError(f"{path}: no valid {what} in its header (got {text!r})", path=path)
+    return v
+
+
+def check_geometry(headers: list[dict], paths: list[Path], name: str) -> tuple[list[int], float]:
+    """The order of ``paths`` along the slice normal and the slice spacing, or a :class:`DatasetError` naming
+    ``name`` when the files do not make one evenly spaced, unsheared volume (see the module docstring)."""
+    if len(headers) == 1 and headers[0]["frames"] not in ("", "1"):
+        raise DatasetError(f"{name}: an enhanced multi-frame DICOM file ({headers[0]['frames']} frames in one file); "
+                           "its per-frame geometry is not read here: convert it with dcm2niix", path=paths[0])
+    if len(headers) < MIN_SLICES:
+        raise DatasetError(f"{name}: only {len(headers)} image(s), not a volume (a localizer or a 2D image?)",
+                           path=paths[0])
+    if "LOCALIZER" in headers[0]["image_type"].upper().split("\\"):
+        raise DatasetError(f"{name}: a localizer (ImageType {headers[0]['image_type']}), not a volume", path=paths[0])
+    sizes = {h["size"][:2] for h in headers}
+    if len(sizes) > 1:
+        raise DatasetError(f"{name}: images of different sizes in one series ({sorted(sizes)})", path=paths[0])
+    iop = [_floats(h["orientation"], 6, "image orientation (0020,0037)", p) for h, p in zip(headers, paths)]
+    if max(np.abs(o - iop[0]).max() for o in iop) > 1e-4:
+        raise DatasetError(f"{name}: images of different orientations in one series", path=paths[0])
+    row, col = iop[0][:3], iop[0][3:]
+    normal = np.cross(row, col)
+    pos = np.stack([_floats(h["position"], 3, "image position (0020,0032)", p) for h, p in zip(headers, paths)])
+    along = pos @ normal
+    order = np.argsort(along, kind="stable")
+    along, pos = along[order], pos[order]
+    steps = np.diff(along)
+    if np.any(np.abs(steps) < 1e-3):
+        n_pos = len(np.unique(np.round(along, 3)))
+        raise DatasetError(f"{name}: {len(headers)} images at {n_pos} positions: several volumes in one series "
+                           "(echoes, phases or time points?); split them first, e.g. with dcm2niix", path=paths[0])
+    spacing = float(np.median(steps))
+    if np.abs(steps - spacing).max() > max(0.01, 0.01 * spacing):
+        raise DatasetError(f"{name}: slices not evenly spaced ({steps.min():.3g} to {steps.max():.3g} mm apart: a "
+                           "missing slice?)", path=paths[0])
+    shear = np.diff(pos, axis=0) - np.outer(steps, normal)  # in-plane move of each slice's origin
+    if np.abs(shear).max() > max(0.01, 0.01 * spacing):
+        raise DatasetError(f"{name}: slices sheared in their plane (up to {np.abs(shear).max():.3g} mm per slice: "
+                           "CT gantry tilt?); resample it first, e.g. with dcm2niix", path=paths[0])
+    return [int(i) for i in order], spacing
+
+
+def read_series(series: DicomSeries, name: str | None = None):
+    """The :class:`~medal.data.io.Volume` of ``series`` (rescale applied; ``int16`` where integral and in range),
+    after :func:`check_geometry`. ``name`` names the series in errors (default: its first folder)."""
+    import SimpleITK as sitk
+
+    from .io import _volume_from_sitk
+
+    name = name or str(series.folders[0])
+    if series.modality in NON_IMAGE:
+        raise DatasetError(f"{name}: a DICOM {series.modality} object, not an image series", path=series.files[0])
+    headers = [_header(p) for p in series.files]
+    order, spacing = check_geometry(headers, series.files, name)
+    files = [str(series.files[i]) for i in order]
+    reader = sitk.ImageSeriesReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileNames(files)
+    try:
+        with keep_locale():
+            img = reader.Execute()
+    except RuntimeError as exc:
+        raise DatasetError(f"{name}: could not be read ({_first_line(exc)})", path=series.files[0]) from None
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise DatasetError(f"{name}: not a grey-value volume ({img.GetDimension()}D, "
+                           f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel)", path=series.files[0])
+    if abs(img.GetSpacing()[2] - spacing) > max(0.01, 0.01 * spacing):  # the reader must agree with the headers
+        raise DatasetError(f"{name}: slice spacing {img.GetSpacing()[2]:.4g} mm read, {spacing:.4g} mm in the "
+                           "headers", path=series.files[0])
+    vol = _volume_from_sitk(img, None)
+    arr = vol.array
+    if np.issubdtype(arr.dtype, np.integer) or (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
+        if arr.size and arr.min() >= np.iinfo(np.int16).min and arr.max() <= np.iinfo(np.int16).max:
+            arr = arr.astype(np.int16)
+        elif not np.issubdtype(arr.dtype, np.integer):
+            arr = arr.astype(np.float32)
+    else:
+        arr = arr.astype(np.float32)
+    return vol.with_array(arr)
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9-]+", "_", text).strip("_")
+    return s or "series"
+
+
+def case_names(series: list[DicomSeries], src: Path) -> list[str]:
+    """A case id per series: its folder under ``src`` (``a/b`` -> ``a_b``), with ``_s<series number>`` where one
+    folder holds several kept series; distinct ignoring case (file systems that ignore it). The files are
+    ``<id>_0000.nii.gz``, so an id ending in digits (``patient_0001``) is read back as itself."""
+    src = Path(src)
+    per_folder: dict[Path, int] = {}
+    for s in series:
+        per_folder[s.folders[0]] = per_folder.get(s.folders[0], 0) + 1
+    out, used = [], set()
+    for k, s in enumerate(series):
+        rel = s.folders[0].relative_to(src)
+        base = _slug("_".join(rel.parts) if rel.parts else src.resolve().name)
+        if per_folder[s.folders[0]] > 1:
+            base += f"_s{_slug(s.number) if s.number else k}"
+        name, n = base, 2
+        while name.lower() in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
+def _matches(s: DicomSeries, pattern: str | None, modality: str | None) -> bool:
+    if modality and s.modality != modality.upper():
+        return False
+    if pattern:
+        return fnmatch.fnmatch(s.description.lower(), pattern.lower())
+    return True
+
+
+def plan(src, *, series: str | None = None, modality: str | None = None) -> tuple[list[DicomSeries], list[str]]:
+    """The series under ``src`` that ``series`` (a pattern on the description, case ignored) and ``modality``
+    keep, and the case id each would get; a :class:`DatasetError` when none is found or none matches."""
+    src = Path(src)
+    found = find_series(src)
+    if not found:
+        raise DatasetError(f"{src}: no DICOM series found (in it or any folder under it)", path=src)
+    keep = [s for s in found if _matches(s, series, modality)]
+    if not keep:
+        kinds = sorted({f"{s.modality or '?'} {s.description!r}" for s in found})
+        raise DatasetError(f"{src}: no series matches (--series {series!r}, --modality {modality!r}); found: "
+                           + "; ".join(kinds[:12]), path=src)
+    return keep, case_names(keep, src)
+
+
+def from_dicom(src, dst, *, series: str | None = None, modality: str | None = None, labels=None,
+               log=print) -> dict:
+    """Convert every image series under ``src`` into the dataset folder ``dst`` (see the module docstring).
+
+    Returns ``{"written": [case ids], "skipped": {series folder or case id: message}, "kept": [case ids already
+    there]}``. ``labels``: label names, background first, written to ``dataset.json`` (``["background", "liver"]``
+    -> ``{"0": "background", "1": "liver"}``)."""
+    import json
+
+    from .atomic import atomic_write_json
+    from .io import save_volume
+
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise DatasetError(f"{dst}: inside the DICOM folder {src}; give from-dicom a folder elsewhere", path=dst)
+    sources_path = dst / SOURCES
+    done: dict = {}
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        if not sources_path.is_file():
+            raise DatasetError(f"{dst}: exists, is not empty and holds no {SOURCES} (not an earlier conversion); "
+                               "give from-dicom a new folder", path=dst)
+        try:
+            done = json.loads(sources_path.read_text(encoding="utf-8")).get("cases", {})
+        except (ValueError, AttributeError):
+            raise DatasetError(f"{sources_path}: not valid JSON; give from-dicom a new folder", path=sources_path) from None
+    keep, names = plan(src, series=series, modality=modality)
+    by_uid = {v.get("series_uid"): k for k, v in done.items() if isinstance(v, dict)}
+    written, kept, skipped = [], [], {}
+    cases = dict(done)
+    modalities = {}
+    for s, name in zip(keep, names):
+        where = str(s.folders[0].relative_to(src)) if s.folders[0] != src else "."
+        label = f"{where} (series {s.number or '?'} {s.description!r})"
+        if s.uid in by_uid and (dst / "imagesTr" / f"{by_uid[s.uid]}_0000.nii.gz").is_file():
+            kept.append(by_uid[s.uid])
+            modalities[by_uid[s.uid]] = s.modality
+            continue
+        if name in cases:  # an id taken by another series in an earlier conversion
+            base, n = name, 2
+            while name in cases:
+                name, n = f"{base}_{n}", n + 1
+        try:
+            vol = read_series(s, label)
+        except DatasetError as exc:
+            skipped[label] = str(exc)
+            log(f"SKIPPED {exc}")
+            continue
+        save_volume(vol, dst / "imagesTr" / f"{name}_0000.nii.gz")
+        cases[name] = {"folder": where, "series_uid": s.uid, "series_number": s.number,
+                       "description": s.description, "modality": s.modality, "images": len(s.files),
+                       "shape": list(vol.shape), "spacing": [round(v, 6) for v in vol.spacing]}
+        modalities[name] = s.modality
+        atomic_write_json(sources_path, {"source": str(src.resolve()), "cases": cases})
+        written.append(name)
+        log(f"{name}: {label}, {len(s.files)} images -> shape {vol.shape}, spacing "
+            + "x".join(f"{v:.3g}" for v in vol.spacing) + " mm")
+    if written or kept:
+        _write_meta(dst, cases, labels, log)
+    return {"written": written, "skipped": skipped, "kept": kept}
+
+
+def _write_meta(dst: Path, cases: dict, labels, log) -> None:
+    import json
+
+    from .atomic import atomic_write_json
+
+    meta_path = dst / "dataset.json"
+    meta = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except ValueError:
+            meta = {}
+    mods = sorted({c.get("modality", "") for c in cases.values()} - {""})
+    if len(mods) == 1:
+        channel = CHANNEL_NAMES.get(mods[0], mods[0])
+    else:
+        channel = "mixed (" + ", ".join(mods) + ")" if mods else "unknown"
+        if len(mods) > 1:
+            log(f"WARNING: series of {len(mods)} modalities ({', '.join(mods)}) in one dataset: one network input "
+                "for all of them; keep one with --modality")
+    meta.setdefault("name", dst.resolve().name)
+    meta.setdefault("description", "converted from DICOM by medal dataset from-dicom (sources: dicom_sources.json)")
+    meta["channel_names"] = {"0": channel}
+    if labels:
+        meta["labels"] = {str(v): str(n) for v, n in enumerate(labels)}
+    meta["file_ending"] = ".nii.gz"
+    meta["numTraining"] = len(cases)
+    atomic_write_json(meta_path, meta)
