@@ -57,16 +57,21 @@ def cmd_dataset_from_dicom(args) -> int:
         print("medal dataset from-dicom: give DST (the dataset folder to write), or --list", file=sys.stderr)
         return EXIT_USAGE
     if args.list:
-        keep, names = plan(args.src, series=args.series, modality=args.modality)
+        keep, names, segs = plan(args.src, series=args.series, modality=args.modality)
         for s, name in zip(keep, names):
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
             print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) "
                   f"in {where}")
-        print(f"{len(keep)} series would be converted (nothing written: --list)")
+        for s in segs:
+            where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
+            print(f"labels: SEG series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) in {where}")
+        print(f"{len(keep)} series would be converted, {len(segs)} SEG series read as their labels "
+              "(nothing written: --list)")
         return EXIT_OK
     res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels)
     print(f"wrote {len(res['written'])} case(s) to {args.dst}/imagesTr"
           + (f", {len(res['kept'])} already there" if res["kept"] else "")
+          + (f"; labels of {len(res['labelled'])} case(s) from DICOM SEG in labelsTr" if res["labelled"] else "")
           + (f"; skipped {len(res['skipped'])} series (listed above)" if res["skipped"] else "")
           + f"; sources in {Path(args.dst) / 'dicom_sources.json'}")
     return EXIT_PROBLEMS if res["skipped"] else EXIT_OK

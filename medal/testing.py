@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["make_phantom", "write_phantom_dataset", "write_sparse_label_dataset", "PHANTOM_LABELS", "SPARSE_LABELS",
-           "write_dicom_series"]
+           "write_dicom_series", "write_dicom_seg"]
 
 PHANTOM_LABELS = {0: "background", 1: "inner", 2: "outer"}
 
@@ -272,8 +272,10 @@ def write_dicom_series(folder, volume, *, modality: str = "MR", description: str
     study = f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, uid + 'study').int}"
     d = img.GetDirection()
     tags = [("0008|0060", modality), ("0008|103e", description), ("0020|0011", str(series_number)),
-            ("0020|000e", uid), ("0020|000d", study), ("0008|0008", image_type), ("0010|0010", "MEDAL^TEST"),
+            ("0020|000e", uid), ("0020|000d", study), ("0020|0052", f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, uid + 'frame').int}"),
+            ("0008|0008", image_type), ("0010|0010", "MEDAL^TEST"),
             ("0010|0020", "MEDALTEST01"), ("0008|0021", "20261207"), ("0008|0031", "120000"),
+            ("0018|0050", f"{img.GetSpacing()[2]:.10g}"),
             ("0020|0037", "\\".join(f"{v:.10g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])))]
     if rescale_intercept is not None:
         tags += [("0028|1052", f"{rescale_intercept:g}"), ("0028|1053", "1")]
@@ -305,3 +307,36 @@ def _write_slices(writer, img, tags, positions, order, uid, series_number, folde
         writer.SetFileName(str(path))
         writer.Execute(s)
         out.append(path)
+
+
+def write_dicom_seg(path, series_files, label, segments, *, overlap_with: str | None = None) -> Path:
+    """A DICOM SEG object (BINARY) at ``path`` for the series ``write_dicom_series`` wrote as ``series_files``, made
+    by highdicom as annotation tools make one: frames derived from the series' instances, empty frames omitted.
+
+    ``label``: a :class:`~medal.data.Volume` on the series' volume (``volume.array``'s voxel order);
+    ``segments``: ``[(SegmentLabel, value in label), ...]``, numbered 1, 2, ... in that order;
+    ``overlap_with``: also mark the voxels of this segment as the last segment's (an overlapping SEG)."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    sources = sorted((pydicom.dcmread(str(f)) for f in series_files), key=lambda d: int(d.InstanceNumber))
+    arr = np.transpose(np.asarray(label.array), (2, 1, 0))  # (slice, row, column)
+    masks = np.stack([arr == v for _, v in segments], axis=-1).astype(np.uint8)
+    if overlap_with is not None:
+        masks[..., -1] |= masks[..., [n for n, _ in segments].index(overlap_with)]
+    descriptions = [hd.seg.SegmentDescription(segment_number=i + 1, segment_label=name,
+                                              segmented_property_category=codes.SCT.Tissue,
+                                              segmented_property_type=codes.SCT.Tissue,
+                                              algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+                    for i, (name, _) in enumerate(segments)]
+    seg = hd.seg.Segmentation(source_images=sources, pixel_array=masks,
+                              segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                              segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=100,
+                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medal tests",
+                              manufacturer_model_name="write_dicom_seg", software_versions="1",
+                              device_serial_number="0", series_description="Segmentation")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(str(path))
+    return path

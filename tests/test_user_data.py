@@ -720,24 +720,29 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     labels (the real ones, on the scans' own grid) are dropped into labelsTr/ by case id; `dataset check` passes and
     `medal train` trains on it."""
     from medal.data import Volume
-    from medal.testing import write_dicom_series
+    from medal.testing import write_dicom_seg, write_dicom_series
 
     src, root = tmp_path / "export", tmp_path / "ds"
     for i, c in enumerate(sample_cases[:3]):
         v = load_volume(c.image)
         files = write_dicom_series(src / f"subject{i}" / "mr", Volume(np.round(v.array), v.affine), shuffle=i)
+        if i == 0:  # the first case's labels come as a DICOM SEG beside its series
+            write_dicom_seg(src / "subject0" / "seg" / "seg.dcm", files, load_volume(c.label),
+                            [("Anterior", 1), ("Posterior", 2)])
         if i == 2:
             files[5].unlink()
     out = medal("dataset", "from-dicom", src, "--list")
     assert out.returncode == 0 and "subject0_mr: MR series 1 'T1'" in out.stdout, out.stderr
+    assert "labels: SEG series 100 'Segmentation', 1 file(s) in subject0/seg" in out.stdout
     assert not root.exists()
     out = medal("dataset", "from-dicom", src, root, "--labels", "background", "Anterior", "Posterior")
     assert out.returncode == 1, out.stderr
     assert "SKIPPED subject2/mr (series 1 'T1'): slices not evenly spaced" in out.stdout
-    assert "wrote 2 case(s)" in out.stdout and "skipped 1 series" in out.stdout
-    (root / "labelsTr").mkdir()
-    for i in (0, 1):
-        shutil.copy(sample_cases[i].label, root / "labelsTr" / f"subject{i}_mr.nii.gz")
+    assert "subject0_mr: labels from subject0/seg/seg.dcm (SEG 'Segmentation'): Anterior=1, Posterior=2" in out.stdout
+    assert "wrote 2 case(s)" in out.stdout and "labels of 1 case(s) from DICOM SEG" in out.stdout
+    assert "skipped 1 series" in out.stdout
+    # the second case's labels were made elsewhere: dropped into labelsTr/ by case id
+    shutil.copy(sample_cases[1].label, root / "labelsTr" / "subject1_mr.nii.gz")
     out = medal("dataset", "check", root)
     assert out.returncode == 0 and "cases: 2 (2 labelled, 0 unlabelled)" in out.stdout, out.stdout + out.stderr
     out = medal("train", root, "--config", tiny_cfg, "--out", tmp_path / "m.pt")

@@ -21,15 +21,26 @@ to NIfTI conversion", J Neurosci Methods 2016):
 * images of different sizes or orientations in one series;
 * fewer than 3 slices (a localizer or a single 2D image), or ``ImageType`` marking a ``LOCALIZER``;
 * enhanced multi-frame files (one file, many frames): their per-frame geometry is not read here;
-* non-image objects (``SEG``, ``RTSTRUCT``, ``SR``, ...).
+* non-image objects (``RTSTRUCT`` contours, ``SR``, ...).
 
 Each such series is skipped with one line saying why, and the others are converted (the command exits 1 when any
 was skipped). ``--series`` keeps only series whose description matches a pattern (``*T2*``), ``--modality`` only
 one modality: an MRI study's T1 and T2 are different inputs, not more cases of one. Integer-valued images are
 stored as ``int16`` where they fit (CT in HU), others as ``float32``.
 
+**Labels as DICOM SEG.** A SEG object (what OHIF, 3D Slicer's QuantitativeReporting or a PACS annotation tool
+saves) found anywhere under SRC becomes ``labelsTr/<case>.nii.gz`` of the series it derives from (its Referenced
+Series; the ``--series`` / ``--modality`` filters choose image series only, the SEGs of the kept ones come along).
+Frames are matched to the series' slices by the instances they derive from (:func:`read_dicom_seg`, highdicom),
+and each segment gets the value dataset.json gives its label (``--labels``, or an earlier conversion's), by name
+and not by segment number (tools number segments in creation order); with no label names anywhere, the segment
+labels found are numbered in order of first appearance. Several SEGs of one series (one per structure) are merged
+where they agree. Overlapping segments, a segment named after no label, or frames that do not match the series are
+one line naming the file; a ``labelsTr`` file not written from a SEG here (an expert's) is never replaced.
+
 Converting into a folder that holds an earlier conversion (its ``dicom_sources.json``) goes on where it stopped:
-a series already written there is not read again; a folder holding anything else is refused.
+a series already written there is not read again, nor a SEG already read; a folder holding anything else is
+refused.
 """
 
 from __future__ import annotations
@@ -45,7 +56,8 @@ import numpy as np
 
 from .errors import DatasetError
 
-__all__ = ["DicomSeries", "case_names", "check_geometry", "find_series", "from_dicom", "plan", "read_series"]
+__all__ = ["DicomSeries", "case_names", "check_geometry", "find_series", "from_dicom", "plan", "read_dicom_seg",
+           "read_series", "source_instances"]
 
 #: modality codes (0008,0060) that hold no image to train on
 NON_IMAGE = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "ECG", "AU",
@@ -57,7 +69,7 @@ MIN_SLICES = 3
 
 _TAGS = {"uid": "0020|000e", "modality": "0008|0060", "description": "0008|103e", "number": "0020|0011",
          "position": "0020|0032", "orientation": "0020|0037", "image_type": "0008|0008", "frames": "0028|0008",
-         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013"}
+         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018"}
 
 
 @dataclass
@@ -205,6 +217,9 @@ def read_series(series: DicomSeries, name: str | None = None):
     from .io import _volume_from_sitk
 
     name = name or str(series.folders[0])
+    if series.modality == "RTSTRUCT":
+        raise DatasetError(f"{name}: an RTSTRUCT (contours), not read: export the structures as a DICOM SEG (e.g. "
+                           "3D Slicer with SlicerRT) beside the series, or as label files", path=series.files[0])
     if series.modality in NON_IMAGE:
         raise DatasetError(f"{name}: a DICOM {series.modality} object, not an image series", path=series.files[0])
     headers = [_header(p) for p in series.files]
@@ -271,28 +286,96 @@ def _matches(s: DicomSeries, pattern: str | None, modality: str | None) -> bool:
     return True
 
 
-def plan(src, *, series: str | None = None, modality: str | None = None) -> tuple[list[DicomSeries], list[str]]:
-    """The series under ``src`` that ``series`` (a pattern on the description, case ignored) and ``modality``
-    keep, and the case id each would get; a :class:`DatasetError` when none is found or none matches."""
+def plan(src, *, series: str | None = None, modality: str | None = None, found=None):
+    """The image series under ``src`` that ``series`` (a pattern on the description, case ignored) and ``modality``
+    keep, the case id each would get, and every DICOM SEG series (labels, kept whatever the filters: they apply to
+    the image series they refer to). A :class:`DatasetError` when no image series is found or none matches."""
     src = Path(src)
-    found = find_series(src)
-    if not found:
-        raise DatasetError(f"{src}: no DICOM series found (in it or any folder under it)", path=src)
-    keep = [s for s in found if _matches(s, series, modality)]
+    found = find_series(src) if found is None else found
+    segs = [s for s in found if s.modality == "SEG"]
+    images = [s for s in found if s.modality != "SEG"]
+    if not images:
+        raise DatasetError(f"{src}: no DICOM image series found (in it or any folder under it)", path=src)
+    keep = [s for s in images if _matches(s, series, modality)]
     if not keep:
-        kinds = sorted({f"{s.modality or '?'} {s.description!r}" for s in found})
-        raise DatasetError(f"{src}: no series matches (--series {series!r}, --modality {modality!r}); found: "
-                           + "; ".join(kinds[:12]), path=src)
-    return keep, case_names(keep, src)
+        kinds = sorted({f"{s.modality or '?'} {s.description!r}" for s in images})
+        given = ", ".join(f"--{k} {v!r}" for k, v in (("series", series), ("modality", modality)) if v)
+        raise DatasetError(f"{src}: no series matches {given}; found: " + "; ".join(kinds[:12]), path=src)
+    return keep, case_names(keep, src), segs
+
+
+def source_instances(series: DicomSeries) -> list[str]:
+    """The SOP Instance UIDs of ``series``' files in slice order (the third axis of :func:`read_series`' volume)."""
+    headers = [_header(p) for p in series.files]
+    order, _ = check_geometry(headers, series.files, str(series.folders[0]))
+    return [headers[i]["sop"] for i in order]
+
+
+def read_dicom_seg(path, source_uids: list[str], label_names: dict[int, str], name: str) -> np.ndarray:
+    """The DICOM SEG object at ``path`` as label values on its image series' slices, shape ``(columns, rows,
+    slices)`` as :func:`read_series` orders the image's voxels.
+
+    Read with highdicom (Herrmann et al., "Highdicom: a Python library for standardized encoding of image
+    annotations and machine learning model outputs in pathology and radiology", J Digit Imaging 2022): the frames
+    are matched to the image's slices by the SOP Instance UIDs they derive from (``source_uids``, in slice order;
+    slices with no frame hold no segment, as SEG writers omit empty frames). Each segment gets the value
+    ``label_names`` gives its label (``SegmentLabel``, case ignored); a FRACTIONAL segment counts where it is above
+    0.5. Overlapping segments or a segment named after no label are one line naming the file."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001 - pydicom / highdicom raise many kinds on a damaged file
+        raise DatasetError(f"{name}: not a readable DICOM SEG ({_first_line(exc)})", path=path) from None
+    segments = [(int(d.SegmentNumber), str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}")))
+                for d in seg.SegmentSequence]
+    by_name = {v.strip().lower(): k for k, v in label_names.items() if k != 0}
+    for _, label in segments:
+        if label.strip().lower() not in by_name:
+            raise DatasetError(f"{name}: segment {label!r} is not a label in dataset.json ("
+                               + ", ".join(f"{k}={v}" for k, v in sorted(label_names.items()))
+                               + "): give its name in --labels", path=path)
+    try:
+        px = seg.get_pixels_by_source_instance(source_uids, segment_numbers=[n for n, _ in segments],
+                                               combine_segments=False, assert_missing_frames_are_empty=True)
+    except (ValueError, KeyError, RuntimeError, AttributeError) as exc:
+        raise DatasetError(f"{name}: its frames do not match the image series' slices ({_first_line(exc)})",
+                           path=path) from None
+    if px.ndim != 4 or px.shape[0] != len(source_uids):
+        raise DatasetError(f"{name}: unexpected SEG pixel array {px.shape}", path=path)
+    out = np.zeros(px.shape[:3], np.uint8)
+    owner = np.full(px.shape[:3], -1, np.int16)
+    for j, (_, label) in enumerate(segments):
+        mask = px[..., j] > (0.5 if np.issubdtype(px.dtype, np.floating) else 0)
+        clash = mask & (owner >= 0)
+        if clash.any():
+            raise DatasetError(f"{name}: segments {segments[int(owner[clash][0])][1]!r} and {label!r} overlap in "
+                               f"{int(clash.sum())} voxel(s); a label file holds one label per voxel", path=path)
+        out[mask] = by_name[label.strip().lower()]
+        owner[mask] = j
+    return np.ascontiguousarray(np.transpose(out, (2, 1, 0)))
+
+
+def _seg_targets(path) -> tuple[set[str], list[str], str]:
+    """The series UIDs a SEG file derives from, its segment labels in segment order, its SOP Instance UID."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    uids = {str(s.SeriesInstanceUID) for s in getattr(ds, "ReferencedSeriesSequence", [])}
+    labels = [str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}"))
+              for d in sorted(getattr(ds, "SegmentSequence", []), key=lambda d: int(d.SegmentNumber))]
+    return uids, labels, str(ds.SOPInstanceUID)
 
 
 def from_dicom(src, dst, *, series: str | None = None, modality: str | None = None, labels=None,
                log=print) -> dict:
-    """Convert every image series under ``src`` into the dataset folder ``dst`` (see the module docstring).
+    """Convert every image series under ``src`` into the dataset folder ``dst`` (see the module docstring), and
+    every DICOM SEG object referring to one of them into its ``labelsTr/<case>.nii.gz``.
 
-    Returns ``{"written": [case ids], "skipped": {series folder or case id: message}, "kept": [case ids already
-    there]}``. ``labels``: label names, background first, written to ``dataset.json`` (``["background", "liver"]``
-    -> ``{"0": "background", "1": "liver"}``)."""
+    Returns ``{"written": [case ids], "labelled": [case ids], "skipped": {series or SEG: message}, "kept": [case
+    ids already there]}``. ``labels``: label names, background first, written to ``dataset.json`` (``["background",
+    "liver"]`` -> ``{"0": "background", "1": "liver"}``); without them and without labels in an earlier conversion's
+    ``dataset.json``, the SEG objects' segment labels are numbered in order of first appearance."""
     import json
 
     from .atomic import atomic_write_json
@@ -311,17 +394,18 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
             done = json.loads(sources_path.read_text(encoding="utf-8")).get("cases", {})
         except (ValueError, AttributeError):
             raise DatasetError(f"{sources_path}: not valid JSON; give from-dicom a new folder", path=sources_path) from None
-    keep, names = plan(src, series=series, modality=modality)
+    keep, names, segs = plan(src, series=series, modality=modality)
     by_uid = {v.get("series_uid"): k for k, v in done.items() if isinstance(v, dict)}
-    written, kept, skipped = [], [], {}
+    written, kept, labelled, skipped = [], [], [], {}
     cases = dict(done)
-    modalities = {}
+    converted: dict[str, DicomSeries] = {}  # series uid -> series, of every case in dst after this run
+    save = lambda: atomic_write_json(sources_path, {"source": str(src.resolve()), "cases": cases})  # noqa: E731
     for s, name in zip(keep, names):
-        where = str(s.folders[0].relative_to(src)) if s.folders[0] != src else "."
+        where = _where(s, src)
         label = f"{where} (series {s.number or '?'} {s.description!r})"
         if s.uid in by_uid and (dst / "imagesTr" / f"{by_uid[s.uid]}_0000.nii.gz").is_file():
             kept.append(by_uid[s.uid])
-            modalities[by_uid[s.uid]] = s.modality
+            converted[s.uid] = s
             continue
         if name in cases:  # an id taken by another series in an earlier conversion
             base, n = name, 2
@@ -337,17 +421,117 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
         cases[name] = {"folder": where, "series_uid": s.uid, "series_number": s.number,
                        "description": s.description, "modality": s.modality, "images": len(s.files),
                        "shape": list(vol.shape), "spacing": [round(v, 6) for v in vol.spacing]}
-        modalities[name] = s.modality
-        atomic_write_json(sources_path, {"source": str(src.resolve()), "cases": cases})
+        converted[s.uid] = s
+        save()
         written.append(name)
         log(f"{name}: {label}, {len(s.files)} images -> shape {vol.shape}, spacing "
             + "x".join(f"{v:.3g}" for v in vol.spacing) + " mm")
-    if written or kept:
-        _write_meta(dst, cases, labels, log)
-    return {"written": written, "skipped": skipped, "kept": kept}
+    if not (written or kept):
+        return {"written": written, "labelled": labelled, "skipped": skipped, "kept": kept}
+    label_names = _label_names(dst, labels, segs)
+    case_of = {v["series_uid"]: k for k, v in cases.items() if isinstance(v, dict) and v.get("series_uid") in converted}
+    instances: dict[str, list[str]] = {}
+    for s in segs:
+        for path in s.files:
+            where = f"{_where(s, src)}/{path.name} (SEG {s.description!r})"
+            try:
+                refs, _, sop = _seg_targets(path)
+            except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
+                skipped[where] = f"{where}: not a readable DICOM SEG ({_first_line(exc)})"
+                log(f"SKIPPED {skipped[where]}")
+                continue
+            targets = sorted({case_of[u] for u in refs if u in case_of})
+            if len(targets) != 1:
+                if not any(u in {c.uid for c in keep} for u in refs) and (series or modality):
+                    continue  # labels of a series the filters left out
+                skipped[where] = (f"{where}: refers to {'no converted series' if not targets else 'several series'} "
+                                  f"({', '.join(sorted(refs)) or 'no ReferencedSeriesSequence'})")
+                log(f"SKIPPED {skipped[where]}")
+                continue
+            case = targets[0]
+            entry = cases[case]
+            if sop in entry.get("labels_from", []):
+                continue  # read in an earlier run
+            out_path = dst / "labelsTr" / f"{case}.nii.gz"
+            try:
+                if out_path.is_file() and not entry.get("labels_from"):
+                    raise DatasetError(f"{where}: {out_path} exists and was not written from a SEG here (an "
+                                       "expert's labels?); left as it is", path=out_path)
+                uid = entry["series_uid"]
+                if uid not in instances:
+                    instances[uid] = source_instances(converted[uid])
+                arr = read_dicom_seg(path, instances[uid], label_names, where)
+                image = _image_grid(dst, case)
+                if arr.shape != image.shape:
+                    raise DatasetError(f"{where}: {arr.shape} voxels, its image {image.shape}", path=path)
+                if out_path.is_file():  # a further SEG of this case (one per structure, say): merged where it agrees
+                    old = _load(out_path).array
+                    clash = (old != 0) & (arr != 0) & (old != arr)
+                    if clash.any():
+                        raise DatasetError(f"{where}: labels {int(clash.sum())} voxel(s) differently from the SEG "
+                                           "read before for this case; left out", path=path)
+                    arr = np.where(arr != 0, arr, old).astype(np.uint8)
+            except DatasetError as exc:
+                skipped[where] = str(exc)
+                log(f"SKIPPED {exc}")
+                continue
+            save_volume(image.with_array(arr), out_path)
+            entry["labels_from"] = entry.get("labels_from", []) + [sop]
+            save()
+            labelled.append(case)
+            values = sorted(int(v) for v in np.unique(arr) if v)
+            log(f"{case}: labels from {where}: " + (", ".join(f"{label_names[v]}={v}" for v in values) or "empty"))
+    _write_meta(dst, cases, label_names, log)
+    return {"written": written, "labelled": sorted(set(labelled)), "skipped": skipped, "kept": kept}
 
 
-def _write_meta(dst: Path, cases: dict, labels, log) -> None:
+def _where(s: DicomSeries, src: Path) -> str:
+    return str(s.folders[0].relative_to(src)) if s.folders[0] != src else "."
+
+
+def _load(path):
+    from .io import load_volume
+
+    return load_volume(path)
+
+
+def _image_grid(dst: Path, case: str):
+    return _load(dst / "imagesTr" / f"{case}_0000.nii.gz")
+
+
+def _label_names(dst: Path, labels, segs) -> dict[int, str]:
+    """``{value: name}``: ``labels`` given, else an earlier conversion's ``dataset.json`` labels, else the SEG
+    files' segment labels numbered in order of first appearance (background 0)."""
+    import json
+
+    from .labels import parse_label_names
+
+    if labels:
+        return {v: str(n) for v, n in enumerate(labels)}
+    meta_path = dst / "dataset.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if isinstance(meta.get("labels"), dict) and meta["labels"]:
+                return parse_label_names(meta["labels"], source=str(meta_path))
+        except ValueError:
+            pass
+    names: dict[int, str] = {0: "background"}
+    seen = {"background"}
+    for s in segs:
+        for path in s.files:
+            try:
+                _, found, _ = _seg_targets(path)
+            except Exception:  # noqa: BLE001 - reported where the file is read
+                continue
+            for n in found:
+                if n.strip().lower() not in seen:
+                    seen.add(n.strip().lower())
+                    names[len(names)] = n
+    return names
+
+
+def _write_meta(dst: Path, cases: dict, label_names: dict[int, str], log) -> None:
     import json
 
     from .atomic import atomic_write_json
@@ -370,8 +554,8 @@ def _write_meta(dst: Path, cases: dict, labels, log) -> None:
     meta.setdefault("name", dst.resolve().name)
     meta.setdefault("description", "converted from DICOM by medal dataset from-dicom (sources: dicom_sources.json)")
     meta["channel_names"] = {"0": channel}
-    if labels:
-        meta["labels"] = {str(v): str(n) for v, n in enumerate(labels)}
+    if len(label_names) > 1:
+        meta["labels"] = {str(v): str(n) for v, n in sorted(label_names.items())}
     meta["file_ending"] = ".nii.gz"
     meta["numTraining"] = len(cases)
     atomic_write_json(meta_path, meta)

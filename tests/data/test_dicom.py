@@ -12,7 +12,7 @@ from medal.data import DatasetError, Volume, load_dataset, load_volume, sample_d
 from medal.data.dicom import from_dicom, plan
 from medal.data.normalize import scheme_for_channel
 from medal.data.validate import label_on_grid
-from medal.testing import write_dicom_series
+from medal.testing import write_dicom_seg, write_dicom_series
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -96,18 +96,18 @@ def test_series_that_are_not_one_even_volume_are_skipped_with_the_reason(tmp_pat
     write_dicom_series(src / "echoes", cases[2], series_uid="2.25.1234", series_number=1)
     write_dicom_series(src / "echoes", cases[2], series_uid="2.25.1234", series_number=2)
     write_dicom_series(src / "scout", cases[2], image_type="ORIGINAL\\PRIMARY\\LOCALIZER")
-    write_dicom_series(src / "seg", cases[2], modality="SEG")
+    write_dicom_series(src / "rtstruct", cases[2], modality="RTSTRUCT")
     logged = []
     res = from_dicom(src, tmp_path / "ds", log=logged.append)
     assert res["written"] == ["good"]
     why = {k.split(" ")[0]: v for k, v in res["skipped"].items()}
-    assert set(why) == {"gap", "tilt", "echoes", "scout", "seg"}
+    assert set(why) == {"gap", "tilt", "echoes", "scout", "rtstruct"}
     assert "slices not evenly spaced (1 to 2 mm apart: a missing slice?)" in why["gap"]
     assert "slices sheared in their plane (up to 0.4 mm per slice: CT gantry tilt?)" in why["tilt"]
     n = 2 * cases[2].shape[2]
     assert f"{n} images at {n // 2} positions: several volumes in one series" in why["echoes"]
     assert "a localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)" in why["scout"]
-    assert "a DICOM SEG object, not an image series" in why["seg"]
+    assert "an RTSTRUCT (contours), not read: export the structures as a DICOM SEG" in why["rtstruct"]
     assert all("\n" not in v for v in why.values())
     assert sum(line.startswith("SKIPPED ") for line in logged) == 5
 
@@ -116,9 +116,9 @@ def test_filters_and_resuming_an_interrupted_conversion(tmp_path, cases):
     src = tmp_path / "export"
     write_dicom_series(src / "p1", cases[0], description="T2 axial", series_number=2)
     write_dicom_series(src / "p1", cases[2], description="T1 axial", series_number=1)
-    keep, names = plan(src, series="*t2*")
-    assert names == ["p1"] and keep[0].description == "T2 axial"
-    with pytest.raises(DatasetError, match=r"no series matches .*found: MR 'T1 axial'; MR 'T2 axial'"):
+    keep, names, segs = plan(src, series="*t2*")
+    assert names == ["p1"] and keep[0].description == "T2 axial" and segs == []
+    with pytest.raises(DatasetError, match=r"no series matches --modality 'CT'; found: MR 'T1 axial'; MR 'T2 axial'"):
         plan(src, modality="CT")
     first = from_dicom(src, tmp_path / "ds", series="*T2*", log=lambda s: None)
     assert first["written"] == ["p1"]
@@ -137,3 +137,75 @@ def test_filters_and_resuming_an_interrupted_conversion(tmp_path, cases):
         from_dicom(src, other)
     with pytest.raises(DatasetError, match="inside the DICOM folder"):
         from_dicom(src, src / "out")
+
+
+@pytest.fixture(scope="module")
+def truths():
+    """The real labels of the three cases, on the same grids as ``cases`` (the second one reordered alike)."""
+    out = []
+    for i, c in enumerate(load_dataset(sample_dataset()).cases[:3]):
+        v = load_volume(c.label)
+        if i == 1:
+            ornt = np.array([[2, -1], [0, 1], [1, -1]])
+            v = Volume(np.ascontiguousarray(apply_orientation(v.array, ornt)), v.affine @ inv_ornt_aff(ornt, v.shape))
+        out.append(v)
+    return out
+
+
+def same_labels(path, truth, mapping=None) -> bool:
+    """Whether the label file at ``path`` holds ``truth`` (values renamed by ``mapping``) voxel for voxel in the
+    world."""
+    got = load_volume(path)
+    placed, _ = label_on_grid(got, truth.shape, truth.affine, str(path))
+    want = truth.array if mapping is None else np.vectorize(lambda v: mapping.get(int(v), int(v)))(truth.array)
+    return np.array_equal(placed.array, want)
+
+
+def test_dicom_seg_objects_become_the_label_files_of_their_series(tmp_path, cases, truths):
+    src = tmp_path / "export"
+    files = [write_dicom_series(src / f"p{i}" / "mr", cases[i], description="T1") for i in (0, 1)]
+    # a tool numbering the segments its own way (Posterior first); the second case's structures in two SEG files
+    write_dicom_seg(src / "p0" / "seg" / "seg.dcm", files[0], truths[0], [("Posterior", 2), ("Anterior", 1)])
+    write_dicom_seg(src / "p1" / "seg" / "ant.dcm", files[1], truths[1], [("anterior", 1)])
+    write_dicom_seg(src / "p1" / "seg2" / "post.dcm", files[1], truths[1], [("Posterior", 2)])
+    keep, names, segs = plan(src, series="T1")  # the filters choose image series; SEGs come along
+    assert names == ["p0_mr", "p1_mr"] and len(segs) == 3
+    res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], series="T1",
+                     log=lambda s: None)
+    assert res["written"] == ["p0_mr", "p1_mr"] and res["labelled"] == ["p0_mr", "p1_mr"] and not res["skipped"]
+    out = tmp_path / "ds"
+    assert same_labels(out / "labelsTr" / "p0_mr.nii.gz", truths[0])  # values by name, not by segment number
+    assert same_labels(out / "labelsTr" / "p1_mr.nii.gz", truths[1])  # both files merged
+    ds = load_dataset(out)
+    assert [c.label is not None for c in ds.cases] == [True, True]
+    assert ds.label_map.names == {0: "background", 1: "Anterior", 2: "Posterior"}
+    # without --labels: the segment labels, numbered in order of first appearance
+    res = from_dicom(src, tmp_path / "ds2", log=lambda s: None)
+    assert json.loads((tmp_path / "ds2" / "dataset.json").read_text())["labels"] == {
+        "0": "background", "1": "Posterior", "2": "Anterior"}
+    assert same_labels(tmp_path / "ds2" / "labelsTr" / "p0_mr.nii.gz", truths[0], {1: 2, 2: 1})
+    # a second run reads nothing again
+    again = from_dicom(src, tmp_path / "ds2", log=lambda s: None)
+    assert again["labelled"] == [] and again["kept"] == ["p0_mr", "p1_mr"] and not again["skipped"]
+
+
+def test_a_seg_that_cannot_be_read_as_labels_leaves_the_rest_and_an_experts_file_alone(tmp_path, cases, truths):
+    src = tmp_path / "export"
+    files = [write_dicom_series(src / f"p{i}" / "mr", cases[i]) for i in range(3)]
+    write_dicom_seg(src / "p0" / "seg" / "overlap.dcm", files[0], truths[0], [("Anterior", 1), ("Posterior", 2)],
+                    overlap_with="Anterior")
+    write_dicom_seg(src / "p1" / "seg" / "other.dcm", files[1], truths[1], [("Anterior", 1), ("Tumour", 2)])
+    first = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], log=lambda s: None)
+    why = {k.split("/")[0]: v for k, v in first["skipped"].items()}
+    assert set(why) == {"p0", "p1"} and first["labelled"] == []
+    assert "segments 'Anterior' and 'Posterior' overlap in" in why["p0"]
+    assert "segment 'Tumour' is not a label in dataset.json (0=background, 1=Anterior, 2=Posterior)" in why["p1"]
+    # the expert labels the third case by hand; a SEG of that case arriving later does not replace the file
+    mine = tmp_path / "ds" / "labelsTr" / "p2_mr.nii.gz"
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_bytes(gzip.compress(b"not even a volume: must survive"))
+    write_dicom_seg(src / "p2" / "seg" / "seg.dcm", files[2], truths[2], [("Anterior", 1), ("Posterior", 2)])
+    again = from_dicom(src, tmp_path / "ds", log=lambda s: None)
+    assert "exists and was not written from a SEG here (an expert's labels?); left as it is" in \
+        again["skipped"]["p2/seg/seg.dcm (SEG 'Segmentation')"]
+    assert gzip.decompress(mine.read_bytes()) == b"not even a volume: must survive"
