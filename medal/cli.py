@@ -77,6 +77,17 @@ def cmd_dataset_from_dicom(args) -> int:
     return EXIT_PROBLEMS if res["skipped"] else EXIT_OK
 
 
+def cmd_dataset_from_folders(args) -> int:
+    from medal.data.folders import from_folders
+
+    res = from_folders(args.root, args.dst, images=args.image, label=args.label, labels=args.labels,
+                       channel_names=args.channel_names, copy=args.copy)
+    how = "copied" if args.copy else "linked"
+    print(f"{how} {len(res['written'])} case(s) into {args.dst} (imagesTr/, labelsTr/, dataset.json)"
+          + (f"; skipped {len(res['skipped'])} case folder(s) (listed above)" if res["skipped"] else ""))
+    return EXIT_PROBLEMS if res["skipped"] or not res["written"] else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from medal.demo import run_demo
 
@@ -539,6 +550,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="label names for dataset.json, background first (e.g. background liver tumour)")
     dcm.add_argument("--list", action="store_true", help="list the series and their case ids; write nothing")
     dcm.set_defaults(func=cmd_dataset_from_dicom)
+    fol = ds_sub.add_parser("from-folders", help="lay out a folder per case (KiTS, BraTS, TotalSegmentator) as a dataset",
+                            description="Link (or --copy) each case folder's image(s) and label into DST as "
+                            "imagesTr/<folder>_0000.nii.gz (_0001, ... per channel) and labelsTr/<folder>.nii.gz, "
+                            "with dataset.json. Without --image, a folder's one volume whose name is not "
+                            "label-like (seg, segmentation, label, mask, gt) is the image and the label-like one "
+                            "the label; a label pattern matching several files per case merges them as binary "
+                            "masks named by their files. Exits 1 if any case folder was skipped.")
+    fol.add_argument("root", help="folder holding one subfolder per case")
+    fol.add_argument("dst", help="new dataset folder to write")
+    fol.add_argument("--image", action="append", default=None, metavar="PATTERN",
+                     help="glob of a channel's file inside each case folder, once per channel in order "
+                     "(e.g. --image '*_flair.nii.gz' --image '*_t1.nii.gz')")
+    fol.add_argument("--label", default=None, metavar="PATTERN",
+                     help="glob of the label file(s) inside each case folder (e.g. '*_seg.nii.gz', "
+                     "'segmentations/*.nii.gz' for one mask per structure)")
+    fol.add_argument("--labels", nargs="+", default=None, metavar="NAME",
+                     help="label names, background first (masks: the structures to keep, by file name)")
+    fol.add_argument("--channel-names", nargs="+", default=None, metavar="NAME",
+                     help="one name per channel for dataset.json (CT gets the CT window)")
+    fol.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
+    fol.set_defaults(func=cmd_dataset_from_folders)
 
     tr = sub.add_parser("train", help="train the U-Net on full or partial labels (255 = not annotated)")
     tr.add_argument("dataset", help="dataset folder")

@@ -285,7 +285,8 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
     if not cases:
         raise DatasetError(
             f"{root}: empty dataset: no images found (expected dataset.json with 'training', "
-            f"imagesTr/ or image files with extensions {', '.join(VOLUME_SUFFIXES)})" + _dicom_hint(root),
+            f"imagesTr/ or image files with extensions {', '.join(VOLUME_SUFFIXES)})" + (_dicom_hint(root)
+                                                                                  or _folders_hint(root)),
             path=root,
         )
     return Dataset(root=root, layout=layout, cases=tuple(cases), label_names=label_names,
@@ -319,6 +320,21 @@ def _dicom_hint(root: Path) -> str:
             return ("; DICOM files found (e.g. in " + (str(folder) if folder != root else "the folder itself")
                     + f"): convert the series into a dataset folder first: `medal dataset from-dicom {root} NEW_FOLDER`")
     return ""
+
+
+def _folders_hint(root: Path) -> str:
+    """A hint when the subfolders of ``root`` hold volumes: a folder per case (KiTS, BraTS, TotalSegmentator)."""
+    from .folders import case_folders
+
+    try:
+        folders = case_folders(root)
+    except (OSError, DatasetError):
+        return ""
+    if not folders:
+        return ""
+    example = next((p for p in sorted(folders[0].rglob("*")) if p.is_file()), folders[0])
+    return (f"; its subfolders hold volumes (e.g. {example.relative_to(root)}): a folder per case? lay them out as a "
+            f"dataset first: `medal dataset from-folders {root} NEW_FOLDER`")
 
 
 def _cache_dir() -> Path:

@@ -1,0 +1,112 @@
+"""A folder per case -> dataset folder (medal.data.folders), on real sample cases laid out as KiTS, BraTS and
+TotalSegmentator lay theirs out."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medal.data import DatasetError, load_dataset, load_volume, sample_dataset, save_volume
+from medal.data.channels import n_channels
+from medal.data.check import check_dataset
+from medal.data.folders import from_folders, is_label_name
+from medal.testing import second_channel
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return load_dataset(sample_dataset()).cases[:3]
+
+
+def quiet(_):
+    pass
+
+
+def test_label_like_names():
+    assert all(is_label_name(n) for n in ("segmentation.nii.gz", "BraTS2021_00000_seg.nii.gz", "mask.nrrd",
+                                          "patient001_frame01_gt.nii.gz", "labels", "segmentations", "Label.mha"))
+    assert not any(is_label_name(n) for n in ("imaging.nii.gz", "ct.nii.gz", "BraTS2021_00000_t1ce.nii.gz",
+                                              "segment_free_t2.nii.gz", "mri.nii", "flair_seguence.nii.gz"))
+
+
+def test_kits_layout_is_linked_as_it_is(tmp_path, cases):
+    root = tmp_path / "kits"
+    for i, c in enumerate(cases):
+        (root / f"case_{i:05d}").mkdir(parents=True)
+        shutil.copy(c.image, root / f"case_{i:05d}" / "imaging.nii.gz")
+        if i < 2:  # the third case is not labelled yet
+            shutil.copy(c.label, root / f"case_{i:05d}" / "segmentation.nii.gz")
+    (root / "LICENSE").write_text("CC-BY-SA 4.0 (Medical Segmentation Decathlon)")
+    res = from_folders(root, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], log=quiet)
+    assert res["written"] == ["case_00000", "case_00001", "case_00002"] and not res["skipped"]
+    ds = load_dataset(tmp_path / "ds")
+    assert [c.case_id for c in ds.cases] == res["written"]
+    assert [c.label is not None for c in ds.cases] == [True, True, False]
+    assert ds.cases[0].image.is_symlink() and ds.cases[0].image.resolve() == (root / "case_00000" / "imaging.nii.gz")
+    assert ds.label_map.names == {0: "background", 1: "Anterior", 2: "Posterior"}
+    assert (tmp_path / "ds" / "LICENSE").read_text().startswith("CC-BY-SA")
+    assert check_dataset(tmp_path / "ds").ok
+    # nothing is written over
+    with pytest.raises(DatasetError, match="exists and is not empty"):
+        from_folders(root, tmp_path / "ds")
+    # dataset check on the case folders themselves says what to run
+    with pytest.raises(DatasetError, match=r"its subfolders hold volumes \(e.g. case_00000/imaging.nii.gz\): a folder "
+                                           r"per case\? .*`medal dataset from-folders "):
+        load_dataset(root)
+
+
+def test_brats_layout_needs_its_channels_named_and_then_has_them(tmp_path, cases):
+    root = tmp_path / "brats"
+    for i, c in enumerate(cases[:2]):
+        cid = f"BraTS2021_{i:05d}"
+        (root / cid).mkdir(parents=True)
+        img = load_volume(c.image)
+        save_volume(img, root / cid / f"{cid}_flair.nii.gz")
+        save_volume(img.with_array(second_channel(img.array)), root / cid / f"{cid}_t1.nii.gz")
+        shutil.copy(c.label, root / cid / f"{cid}_seg.nii.gz")
+    res = from_folders(root, tmp_path / "guess", log=quiet)
+    assert res["written"] == [] and len(res["skipped"]) == 2
+    assert ("2 images (BraTS2021_00000_flair.nii.gz, BraTS2021_00000_t1.nii.gz): name each channel, in order, with "
+            "--image PATTERN, e.g. --image '*_flair.nii.gz' --image '*_t1.nii.gz'") in res["skipped"]["BraTS2021_00000"]
+    res = from_folders(root, tmp_path / "ds", images=["*_flair.nii.gz", "*_t1.nii.gz"],
+                       channel_names=["FLAIR", "T1"], copy=True, log=quiet)
+    assert res["written"] == ["BraTS2021_00000", "BraTS2021_00001"] and not res["skipped"]
+    ds = load_dataset(tmp_path / "ds")
+    assert n_channels(ds.cases[0].image) == 2 and not ds.cases[0].image.is_symlink()  # --copy
+    assert ds.channel_names == {0: "FLAIR", 1: "T1"}
+    assert np.array_equal(load_volume(ds.cases[1].label).array, load_volume(cases[1].label).array)
+    with pytest.raises(DatasetError, match="1 name\\(s\\) for 2 --image pattern"):
+        from_folders(root, tmp_path / "x", images=["*_flair.nii.gz", "*_t1.nii.gz"], channel_names=["CT"])
+
+
+def test_totalsegmentator_masks_are_merged_by_name(tmp_path, cases):
+    root = tmp_path / "totalseg"
+    for i, c in enumerate(cases):
+        folder = root / f"s{i:04d}"
+        (folder / "segmentations").mkdir(parents=True)
+        shutil.copy(c.image, folder / "ct.nii.gz")
+        lab = load_volume(c.label)
+        for name, value in (("anterior", 1), ("posterior", 2)):
+            mask = (lab.array == value).astype(np.uint8)
+            if i == 2 and name == "posterior":
+                mask |= lab.array == 1  # overlaps the anterior mask
+            save_volume(lab.with_array(mask), folder / "segmentations" / f"{name}.nii.gz")
+    res = from_folders(root, tmp_path / "ds", log=quiet)
+    assert res["written"] == ["s0000", "s0001"]
+    assert "s0002/segmentations/posterior.nii.gz: overlaps an earlier mask of s0002 in" in res["skipped"]["s0002"]
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.label_map.names == {0: "background", 1: "anterior", 2: "posterior"}  # every mask name, sorted
+    for got, want in zip(ds.cases, cases):
+        assert np.array_equal(load_volume(got.label).array, load_volume(want.label).array)
+    assert not ds.cases[0].label.is_symlink()  # merged: written, not linked
+    # --labels keeps the structures named (by file name, case ignored) and says what it left out
+    logged = []
+    res = from_folders(root, tmp_path / "ds2", label="segmentations/*.nii.gz", labels=["background", "Posterior"],
+                       log=logged.append)
+    assert res["left_out"] == ["anterior"] and "NOTE: masks not in --labels left out: anterior" in logged
+    assert res["written"] == ["s0000", "s0001", "s0002"]  # without the anterior mask the third case has no overlap
+    lab = load_volume(load_dataset(tmp_path / "ds2").cases[0].label).array
+    assert np.array_equal(lab, (load_volume(cases[0].label).array == 2).astype(np.uint8))
+    assert json.loads((tmp_path / "ds2" / "dataset.json").read_text())["labels"] == {"0": "background",
+                                                                                    "1": "Posterior"}
