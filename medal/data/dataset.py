@@ -200,6 +200,26 @@ def _read_dataset_json(path: Path) -> dict:
     return meta
 
 
+_BESIDE = re.compile(r"^(.+?)[_.-](seg|segmentation|label|labels|labelmap|mask|gt|groundtruth)$", re.IGNORECASE)
+
+
+def _labels_beside(files: list[Path]) -> tuple[dict[str, Path], list[Path], tuple[Path, ...]]:
+    """Label files kept beside their images in a plain folder (``case1.nii.gz`` + ``case1_seg.nii.gz``, ``_label``,
+    ``_mask``, ``_gt``, ...): ``({case id: label}, the other files, label-named files with no image)``. Without
+    this a mask would be read as one more image."""
+    ids = {case_id_from_path(p) for p in files}
+    beside, rest, lone = {}, [], []
+    for p in files:
+        m = _BESIDE.match(case_id_from_path(p))
+        if m is None:
+            rest.append(p)
+        elif m.group(1) in ids and not _BESIDE.match(m.group(1)):
+            beside[m.group(1)] = p
+        else:
+            lone.append(p)
+    return beside, rest, tuple(lone)
+
+
 def _match_labels(images: list[Path], label_dir: Path | None) -> tuple[dict[str, Path], tuple[Path, ...]]:
     labels = {case_id_from_path(p): p for p in _volume_files(label_dir)} if label_dir else {}
     image_ids = {case_id_from_path(p) for p in images}
@@ -271,9 +291,17 @@ def load_dataset(root, *, labels_dir=None) -> Dataset:
                   for p in _first_channels(_volume_files(root / "imagesTs"), root)]
     else:
         layout = "plain"
-        images = _first_channels(_volume_files(root), root)
+        beside, files, lone = _labels_beside(_volume_files(root))
+        images = _first_channels(files, root)
         label_dir = override or (root / "labels" if (root / "labels").is_dir() else None)
         labels, orphans = _match_labels(images, label_dir)
+        if override is None:
+            for cid, p in beside.items():
+                if cid in labels:
+                    raise DatasetError(f"{root}: case {cid!r} has two label files, {labels[cid]} and {p.name}; keep "
+                                       "one", path=p)
+                labels[cid] = p
+        orphans = tuple(sorted(orphans + lone))
         cases += [Case(case_id_from_path(p), p, labels.get(case_id_from_path(p)), "train") for p in images]
 
     seen: dict[str, Path] = {}

@@ -139,3 +139,31 @@ def test_label_conventions():
     assert empty.dtype == np.uint8 and np.all(empty == UNLABELED)
     empty[0, 0, 0] = 1
     assert annotated_mask(empty).sum() == 1
+
+
+def test_plain_folder_with_labels_beside_their_images(tmp_path):
+    """``case.nii.gz`` + ``case_seg.nii.gz`` in one folder (real sample cases): the masks are the cases' labels, not
+    more images; a mask with no image is an orphan; a second label in labels/ is an error; --labels wins."""
+    import shutil
+
+    src = load_dataset(sample_dataset()).cases[:3]
+    root = tmp_path / "flat"
+    root.mkdir()
+    for c, suffix in zip(src, ("_seg", "-mask", "_GT")):
+        shutil.copy(c.image, root / c.image.name)
+        shutil.copy(c.label, root / c.image.name.replace(".nii.gz", f"{suffix}.nii.gz"))
+    shutil.copy(src[0].label, root / "lost_seg.nii.gz")
+    ds = load_dataset(root)
+    assert [c.case_id for c in ds.cases] == [c.case_id for c in src]
+    assert [c.label.name for c in ds.cases] == [c.image.name.replace(".nii.gz", f"{s}.nii.gz")
+                                                for c, s in zip(src, ("_seg", "-mask", "_GT"))]
+    assert [p.name for p in ds.orphan_labels] == ["lost_seg.nii.gz"]
+    (root / "labels").mkdir()
+    shutil.copy(src[1].label, root / "labels" / src[1].label.name)
+    with pytest.raises(DatasetError, match=f"case '{src[1].case_id}' has two label files"):
+        load_dataset(root)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(src[2].label, partial / src[2].label.name)
+    ds = load_dataset(root, labels_dir=partial)  # labels given explicitly: only those
+    assert [c.label is not None for c in ds.cases] == [False, False, True]
