@@ -77,6 +77,15 @@ def cmd_dataset_from_dicom(args) -> int:
     return EXIT_PROBLEMS if res["skipped"] else EXIT_OK
 
 
+def cmd_dataset_export_seg(args) -> int:
+    from medal.data.dicom import export_seg
+
+    res = export_seg(args.dataset, args.labels, args.out, dicom_root=args.dicom, automatic=args.prediction)
+    print(f"wrote {len(res['written'])} DICOM SEG file(s) to {args.out}"
+          + (f"; skipped {len(res['skipped'])} case(s) (listed above)" if res["skipped"] else ""))
+    return EXIT_PROBLEMS if res["skipped"] or not res["written"] else EXIT_OK
+
+
 def cmd_dataset_from_folders(args) -> int:
     from medal.data.folders import from_folders
 
@@ -550,6 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="label names for dataset.json, background first (e.g. background liver tumour)")
     dcm.add_argument("--list", action="store_true", help="list the series and their case ids; write nothing")
     dcm.set_defaults(func=cmd_dataset_from_dicom)
+    exp = ds_sub.add_parser("export-seg", help="write labels or predictions as DICOM SEG on their source series",
+                            description="For a dataset `from-dicom` made: each case whose label (LABELS/<case>.nii.gz) "
+                            "or prediction (LABELS/<case>/prediction.nii.gz, what `medal score` writes) is found "
+                            "becomes OUT/<case>.dcm, a DICOM SEG on the series it came from, one segment per label "
+                            "present, for a PACS or a DICOM viewer. Exits 1 if any case was skipped.")
+    exp.add_argument("dataset", help="dataset folder written by `medal dataset from-dicom`")
+    exp.add_argument("labels", help="folder of label files (e.g. RUN/labels) or of scores (RUN/scores)")
+    exp.add_argument("out", help="folder to write the SEG files into")
+    exp.add_argument("--dicom", default=None, help="the DICOM export's folder, if it moved since the conversion")
+    exp.add_argument("--prediction", action="store_true",
+                     help="the labels are a model's prediction (SEG algorithm type AUTOMATIC, not MANUAL)")
+    exp.set_defaults(func=cmd_dataset_export_seg)
     fol = ds_sub.add_parser("from-folders", help="lay out a folder per case (KiTS, BraTS, TotalSegmentator) as a dataset",
                             description="Link (or --copy) each case folder's image(s) and label into DST as "
                             "imagesTr/<folder>_0000.nii.gz (_0001, ... per channel) and labelsTr/<folder>.nii.gz, "

@@ -747,6 +747,12 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     assert out.returncode == 0 and "cases: 2 (2 labelled, 0 unlabelled)" in out.stdout, out.stdout + out.stderr
     out = medal("train", root, "--config", tiny_cfg, "--out", tmp_path / "m.pt")
     assert out.returncode == 0, out.stderr
+    # the model's predictions go back to the PACS as DICOM SEG on their series
+    out = medal("score", root, "--checkpoint", tmp_path / "m.pt", "--out", tmp_path / "run", "--config", tiny_cfg)
+    assert out.returncode == 0, out.stderr
+    out = medal("dataset", "export-seg", root, tmp_path / "run" / "scores", tmp_path / "seg", "--prediction")
+    assert out.returncode == 0 and "wrote 2 DICOM SEG file(s)" in out.stdout, out.stdout + out.stderr
+    assert sorted(p.name for p in (tmp_path / "seg").glob("*.dcm")) == ["subject0_mr.dcm", "subject1_mr.dcm"]
 
 
 def test_case_folders_through_from_folders_check_and_train(tmp_path, sample_cases, tiny_cfg):

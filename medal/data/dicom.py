@@ -38,6 +38,10 @@ labels found are numbered in order of first appearance. Several SEGs of one seri
 where they agree. Overlapping segments, a segment named after no label, or frames that do not match the series are
 one line naming the file; a ``labelsTr`` file not written from a SEG here (an expert's) is never replaced.
 
+**Back to DICOM.** :func:`export_seg` (``medal dataset export-seg``) writes a case's labels or a model's prediction
+as a DICOM SEG on the series the case came from (``dicom_sources.json``), so a PACS or a DICOM viewer shows them on
+the original images; from-dicom reads such a SEG back voxel for voxel.
+
 Converting into a folder that holds an earlier conversion (its ``dicom_sources.json``) goes on where it stopped:
 a series already written there is not read again, nor a SEG already read; a folder holding anything else is
 refused.
@@ -56,7 +60,8 @@ import numpy as np
 
 from .errors import DatasetError
 
-__all__ = ["DicomSeries", "case_names", "check_geometry", "find_series", "from_dicom", "plan", "read_dicom_seg",
+__all__ = ["DicomSeries", "case_names", "check_geometry", "export_seg", "find_series", "from_dicom", "plan",
+           "read_dicom_seg",
            "read_series", "source_instances"]
 
 #: modality codes (0008,0060) that hold no image to train on
@@ -559,3 +564,111 @@ def _write_meta(dst: Path, cases: dict, label_names: dict[int, str], log) -> Non
     meta["file_ending"] = ".nii.gz"
     meta["numTraining"] = len(cases)
     atomic_write_json(meta_path, meta)
+
+
+def _source_datasets(series: DicomSeries) -> list:
+    """The pydicom datasets (no pixel data) of ``series``' files in slice order (:func:`source_instances`')."""
+    import pydicom
+
+    headers = [_header(p) for p in series.files]
+    order, _ = check_geometry(headers, series.files, str(series.folders[0]))
+    return [pydicom.dcmread(str(series.files[i]), stop_before_pixels=True) for i in order]
+
+
+def _label_file(folder: Path, case: str) -> Path | None:
+    """``folder/<case>.nii.gz`` (a labels folder) or ``folder/<case>/prediction.nii.gz`` (``medal score``'s)."""
+    for p in (folder / f"{case}.nii.gz", folder / case / "prediction.nii.gz", folder / "scores" / case / "prediction.nii.gz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = False, log=print) -> dict:
+    """Each case of a dataset ``from-dicom`` made, whose label or prediction is in ``labels``, as a DICOM SEG object
+    ``out/<case>.dcm`` on its source series, for a PACS or a DICOM viewer (OHIF, 3D Slicer): one segment per label
+    value present (named by dataset.json), frames derived from the series' instances (highdicom; empty frames
+    omitted). 255 (not annotated) is in no segment. ``automatic``: a model's prediction (SegmentAlgorithmType
+    AUTOMATIC, algorithm "medal"), else an expert's labels (MANUAL). ``dicom_root``: where the export lies now, if
+    it moved since the conversion (``dicom_sources.json`` holds the folders relative to it).
+
+    Returns ``{"written": [case ids], "skipped": {case: message}}``; a case without a label file is not listed."""
+    import json
+
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from medal import __version__
+
+    from .atomic import atomic_path
+    from .dataset import load_dataset
+    from .loading import load_label
+
+    dataset_root, labels, out = Path(dataset_root), Path(labels), Path(out)
+    sources_path = dataset_root / SOURCES
+    if not sources_path.is_file():
+        raise DatasetError(f"{dataset_root}: no {SOURCES}: export-seg writes SEGs for datasets `medal dataset "
+                           "from-dicom` made (it needs each case's source series)", path=dataset_root)
+    try:
+        sources = json.loads(sources_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DatasetError(f"{sources_path}: not valid JSON", path=sources_path) from None
+    root = Path(dicom_root) if dicom_root is not None else Path(sources.get("source", ""))
+    if not root.is_dir():
+        raise DatasetError(f"{root}: the DICOM export is not there; give its folder with --dicom", path=root)
+    ds = load_dataset(dataset_root)
+    names = ds.label_map.names
+    written, skipped = [], {}
+    series_by_folder: dict[str, list[DicomSeries]] = {}
+    for case in ds.cases:
+        path = _label_file(labels, case.case_id)
+        entry = sources.get("cases", {}).get(case.case_id)
+        if path is None or not isinstance(entry, dict):
+            continue
+        try:
+            folder = root / entry["folder"]
+            if entry["folder"] not in series_by_folder:
+                series_by_folder[entry["folder"]] = find_series(folder) if folder.is_dir() else []
+            match = [s for s in series_by_folder[entry["folder"]] if s.uid == entry["series_uid"]]
+            if not match:
+                raise DatasetError(f"{case.case_id}: its series {entry['series_uid']} is not in {folder} any more",
+                                   path=folder)
+            image = _load(case.image)
+            lab, _ = load_label(path, image, str(path), outside=0)
+            arr = np.asarray(lab.array).copy()
+            arr[arr == 255] = 0  # not annotated: in no segment
+            values = [int(v) for v in np.unique(arr) if v]
+            if not values:
+                raise DatasetError(f"{path}: no label value but background: nothing to put in a SEG", path=path)
+            sources_ds = _source_datasets(match[0])
+            frames = np.transpose(arr, (2, 1, 0))  # (slice, row, column) in the series' slice order
+            masks = np.stack([frames == v for v in values], axis=-1).astype(np.uint8)
+            algorithm = (hd.AlgorithmIdentificationSequence(name="medal", version=__version__,
+                                                            family=codes.cid7162.ArtificialIntelligence)
+                         if automatic else None)
+            descriptions = [hd.seg.SegmentDescription(
+                segment_number=i + 1, segment_label=str(names.get(v, f"label {v}")),
+                segmented_property_category=codes.SCT.AnatomicalStructure,
+                segmented_property_type=codes.SCT.AnatomicalStructure,
+                algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic
+                                else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
+                algorithm_identification=algorithm) for i, v in enumerate(values)]
+            seg = hd.seg.Segmentation(
+                source_images=sources_ds, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9000,
+                sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medal",
+                manufacturer_model_name="medal", software_versions=__version__, device_serial_number="0",
+                series_description=("medal prediction" if automatic else "medal labels"))
+            with atomic_path(out / f"{case.case_id}.dcm") as tmp:
+                seg.save_as(str(tmp))
+        except DatasetError as exc:
+            skipped[case.case_id] = str(exc)
+            log(f"SKIPPED {exc}")
+            continue
+        except (ValueError, AttributeError, KeyError) as exc:  # highdicom's checks of the source series
+            skipped[case.case_id] = f"{case.case_id}: no SEG could be made on its series ({_first_line(exc)})"
+            log(f"SKIPPED {skipped[case.case_id]}")
+            continue
+        written.append(case.case_id)
+        log(f"{case.case_id}: {out / (case.case_id + '.dcm')} ("
+            + ", ".join(f"{names.get(v, v)}" for v in values) + ")")
+    return {"written": written, "skipped": skipped}

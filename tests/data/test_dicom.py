@@ -3,13 +3,14 @@
 import gzip
 import json
 import locale
+import shutil
 
 import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff
 
 from medal.data import DatasetError, Volume, load_dataset, load_volume, sample_dataset
-from medal.data.dicom import from_dicom, plan
+from medal.data.dicom import find_series, from_dicom, plan, read_dicom_seg, source_instances
 from medal.data.normalize import scheme_for_channel
 from medal.data.validate import label_on_grid
 from medal.testing import write_dicom_seg, write_dicom_series
@@ -209,3 +210,53 @@ def test_a_seg_that_cannot_be_read_as_labels_leaves_the_rest_and_an_experts_file
     assert "exists and was not written from a SEG here (an expert's labels?); left as it is" in \
         again["skipped"]["p2/seg/seg.dcm (SEG 'Segmentation')"]
     assert gzip.decompress(mine.read_bytes()) == b"not even a volume: must survive"
+
+
+def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path, cases, truths):
+    """export-seg on a from-dicom dataset: each label file becomes a SEG on its source series that a DICOM reader
+    (highdicom, and from-dicom itself) reads back voxel for voxel; 255 is in no segment; a prediction is AUTOMATIC."""
+    import highdicom as hd
+
+    from medal.data import save_volume
+    from medal.data.dicom import export_seg
+
+    src = tmp_path / "export"
+    for i in (0, 1):
+        write_dicom_series(src / f"p{i}", cases[i])
+    from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], log=lambda s: None)
+    run = tmp_path / "run" / "labels"
+    run.mkdir(parents=True)
+    # case p0: the truth as labels, in the converted image's grid; half of it "not annotated" (255)
+    img0 = load_volume(tmp_path / "ds" / "imagesTr" / "p0_0000.nii.gz")
+    lab0, _ = label_on_grid(truths[0], img0.shape, img0.affine, "truth")
+    part = lab0.array.copy()
+    part[: part.shape[0] // 2] = 255
+    save_volume(img0.with_array(part), run / "p0.nii.gz")
+    # case p1: as medal score writes a prediction, stored in the truth's own axis order (placed on the grid)
+    (tmp_path / "run" / "scores" / "p1").mkdir(parents=True)
+    save_volume(truths[1], tmp_path / "run" / "scores" / "p1" / "prediction.nii.gz")
+    res = export_seg(tmp_path / "ds", run, tmp_path / "seg", log=lambda s: None)
+    assert res == {"written": ["p0"], "skipped": {}}
+    res = export_seg(tmp_path / "ds", tmp_path / "run" / "scores", tmp_path / "pred", automatic=True,
+                     log=lambda s: None)
+    assert res == {"written": ["p1"], "skipped": {}}
+    seg = hd.seg.segread(str(tmp_path / "seg" / "p0.dcm"))
+    assert [d.SegmentLabel for d in seg.SegmentSequence] == ["Anterior", "Posterior"]
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    pred = hd.seg.segread(str(tmp_path / "pred" / "p1.dcm"))
+    assert pred.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    assert pred.SegmentSequence[0].SegmentAlgorithmName == "medal"
+    # read back as from-dicom reads a SEG: the same voxels (255 -> background)
+    src_series = {s.uid: s for s in find_series(src)}
+    uid0 = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]["p0"]["series_uid"]
+    back = read_dicom_seg(tmp_path / "seg" / "p0.dcm", source_instances(src_series[uid0]),
+                          {0: "background", 1: "Anterior", 2: "Posterior"}, "p0")
+    assert np.array_equal(back, np.where(part == 255, 0, part))
+    # and a SEG beside the export closes the loop: from-dicom reads it as the case's labels
+    shutil.copy(tmp_path / "pred" / "p1.dcm", src / "p1" / "pred_seg.dcm")
+    res = from_dicom(src, tmp_path / "ds2", log=lambda s: None)
+    assert res["labelled"] == ["p1"]
+    assert same_labels(tmp_path / "ds2" / "labelsTr" / "p1.nii.gz", truths[1])
+    # a dataset not made from DICOM is one line
+    with pytest.raises(DatasetError, match="no dicom_sources.json: export-seg writes SEGs for datasets"):
+        export_seg(sample_dataset(), run, tmp_path / "x")
