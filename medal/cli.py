@@ -60,12 +60,14 @@ def cmd_dataset_from_dicom(args) -> int:
         keep, names, segs = plan(args.src, series=args.series, modality=args.modality)
         for s, name in zip(keep, names):
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
+            why = s.obvious_skip()
             print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) "
-                  f"in {where}")
+                  f"in {where}" + (f" (will be skipped: {why})" if why else ""))
         for s in segs:
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
             print(f"labels: SEG series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) in {where}")
-        print(f"{len(keep)} series would be converted, {len(segs)} SEG series read as their labels "
+        n = sum(not s.obvious_skip() for s in keep)
+        print(f"{n} series would be converted, {len(segs)} SEG series read as their labels "
               "(nothing written: --list)")
         return EXIT_OK
     res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels)

@@ -731,8 +731,11 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
                             [("Anterior", 1), ("Posterior", 2)])
         if i == 2:
             files[5].unlink()
+    write_dicom_series(src / "subject0" / "scout", Volume(np.round(v.array[:, :, :1]), v.affine), description="loc",
+                       series_number=9, image_type="ORIGINAL\\PRIMARY\\LOCALIZER")
     out = medal("dataset", "from-dicom", src, "--list")
     assert out.returncode == 0 and "subject0_mr: MR series 1 'T1'" in out.stdout, out.stderr
+    assert "subject0_scout: MR series 9 'loc', 1 file(s) in subject0/scout (will be skipped: a localizer)" in out.stdout
     assert "labels: SEG series 100 'Segmentation', 1 file(s) in subject0/seg" in out.stdout
     assert not root.exists()
     out = medal("dataset", "from-dicom", src, root, "--labels", "background", "Anterior", "Posterior")
@@ -740,7 +743,7 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     assert "SKIPPED subject2/mr (series 1 'T1'): slices not evenly spaced" in out.stdout
     assert "subject0_mr: labels from subject0/seg/seg.dcm (SEG 'Segmentation'): Anterior=1, Posterior=2" in out.stdout
     assert "wrote 2 case(s)" in out.stdout and "labels of 1 case(s) from DICOM SEG" in out.stdout
-    assert "skipped 1 series" in out.stdout
+    assert "skipped 2 series" in out.stdout
     # the second case's labels were made elsewhere: dropped into labelsTr/ by case id
     shutil.copy(sample_cases[1].label, root / "labelsTr" / "subject1_mr.nii.gz")
     out = medal("dataset", "check", root)

@@ -86,6 +86,17 @@ class DicomSeries:
     modality: str = ""
     description: str = ""
     number: str = ""
+    image_type: str = ""
+
+    def obvious_skip(self) -> str:
+        """Why the series will not be converted, where its first header says so already ("" otherwise)."""
+        if self.modality == "RTSTRUCT" or self.modality in NON_IMAGE:
+            return f"a {self.modality} object"
+        if "LOCALIZER" in self.image_type.upper().split("\\"):
+            return "a localizer"
+        if len(self.files) < MIN_SLICES:
+            return f"{len(self.files)} image(s), not a volume"
+        return ""
 
     @property
     def folders(self) -> list[Path]:
@@ -158,6 +169,7 @@ def find_series(src) -> list[DicomSeries]:
         try:
             h = _header(s.files[0])
             s.modality, s.description, s.number = h["modality"].upper(), h["description"], h["number"]
+            s.image_type = h["image_type"]
         except DatasetError:
             pass
     folders = {f: i for i, f in enumerate(dict.fromkeys(s.folders[0] for s in out))}
