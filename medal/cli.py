@@ -61,7 +61,8 @@ def cmd_dataset_from_dicom(args) -> int:
         for s, name in zip(keep, names):
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
             why = s.obvious_skip()
-            print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) "
+            files = f"{len(s.files)} file(s)" + (f" ({s.frames} frames)" if len(s.files) == 1 and s.frames > 1 else "")
+            print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}, {files} "
                   f"in {where}" + (f" (will be skipped: {why})" if why else ""))
         for s in segs:
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")

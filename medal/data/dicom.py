@@ -20,9 +20,10 @@ to NIfTI conversion", J Neurosci Methods 2016):
 * two images at one position (echoes, phases or time points stored in one series);
 * images of different sizes or orientations in one series;
 * fewer than 3 slices (a localizer or a single 2D image), or ``ImageType`` marking a ``LOCALIZER``;
-* enhanced multi-frame files (one file, many frames): their per-frame geometry is not read here;
 * non-image objects (``RTSTRUCT`` contours, ``SR``, ...).
 
+Enhanced multi-frame images (Enhanced CT / MR, Legacy Converted Enhanced: one file holding every slice) are read
+with highdicom from their per-frame positions (:func:`read_multiframe`), under the same evenly-spaced condition.
 Each such series is skipped with one line saying why, and the others are converted (the command exits 1 when any
 was skipped). ``--series`` keeps only series whose description matches a pattern (``*T2*``), ``--modality`` only
 one modality: an MRI study's T1 and T2 are different inputs, not more cases of one. Integer-valued images are
@@ -61,7 +62,7 @@ import numpy as np
 from .errors import DatasetError
 
 __all__ = ["DicomSeries", "case_names", "check_geometry", "export_seg", "find_series", "from_dicom", "plan",
-           "read_dicom_seg",
+           "read_dicom_seg", "read_dicom_seg_volume", "read_multiframe",
            "read_series", "source_instances"]
 
 #: modality codes (0008,0060) that hold no image to train on
@@ -87,6 +88,7 @@ class DicomSeries:
     description: str = ""
     number: str = ""
     image_type: str = ""
+    frames: int = 1  # frames in the first file (an enhanced multi-frame image holds its slices in one file)
 
     def obvious_skip(self) -> str:
         """Why the series will not be converted, where its first header says so already ("" otherwise)."""
@@ -94,7 +96,7 @@ class DicomSeries:
             return f"a {self.modality} object"
         if "LOCALIZER" in self.image_type.upper().split("\\"):
             return "a localizer"
-        if len(self.files) < MIN_SLICES:
+        if len(self.files) < MIN_SLICES and not (len(self.files) == 1 and self.frames > 1):
             return f"{len(self.files)} image(s), not a volume"
         return ""
 
@@ -107,13 +109,20 @@ class DicomSeries:
 def keep_locale():
     """Run GDCM without leaving its locale behind: its DICOM writer (and possibly other paths) calls
     ``setlocale(LC_ALL, "C")`` for number formatting, after which Python's preferred encoding in the calling process
-    is ASCII (``subprocess.run(text=True)``, ``open()`` without an encoding)."""
+    is ASCII (``subprocess.run(text=True)``, ``open()`` without an encoding). ITK's warnings are off meanwhile: the
+    series scanner warns on stderr for every folder that holds no DICOM, and every check it would warn about
+    (uneven slices) is made here and said in medal's words."""
     import locale
 
+    import SimpleITK as sitk
+
     saved = locale.setlocale(locale.LC_ALL)
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" for every folder without DICOM
     try:
         yield
     finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
         if locale.setlocale(locale.LC_ALL) != saved:
             locale.setlocale(locale.LC_ALL, saved)
 
@@ -170,6 +179,7 @@ def find_series(src) -> list[DicomSeries]:
             h = _header(s.files[0])
             s.modality, s.description, s.number = h["modality"].upper(), h["description"], h["number"]
             s.image_type = h["image_type"]
+            s.frames = int(h["frames"]) if h["frames"].isdigit() else 1
         except DatasetError:
             pass
     folders = {f: i for i, f in enumerate(dict.fromkeys(s.folders[0] for s in out))}
@@ -190,9 +200,6 @@ def _floats(text: str, n: int, what: str, path: Path) -> np.ndarray:
 def check_geometry(headers: list[dict], paths: list[Path], name: str) -> tuple[list[int], float]:
     """The order of ``paths`` along the slice normal and the slice spacing, or a :class:`DatasetError` naming
     ``name`` when the files do not make one evenly spaced, unsheared volume (see the module docstring)."""
-    if len(headers) == 1 and headers[0]["frames"] not in ("", "1"):
-        raise DatasetError(f"{name}: an enhanced multi-frame DICOM file ({headers[0]['frames']} frames in one file); "
-                           "its per-frame geometry is not read here: convert it with dcm2niix", path=paths[0])
     if len(headers) < MIN_SLICES:
         raise DatasetError(f"{name}: only {len(headers)} image(s), not a volume (a localizer or a 2D image?)",
                            path=paths[0])
@@ -240,6 +247,8 @@ def read_series(series: DicomSeries, name: str | None = None):
     if series.modality in NON_IMAGE:
         raise DatasetError(f"{name}: a DICOM {series.modality} object, not an image series", path=series.files[0])
     headers = [_header(p) for p in series.files]
+    if _multiframe(headers):
+        return _grey_values(read_multiframe(series.files[0], name))
     order, spacing = check_geometry(headers, series.files, name)
     files = [str(series.files[i]) for i in order]
     reader = sitk.ImageSeriesReader()
@@ -256,7 +265,11 @@ def read_series(series: DicomSeries, name: str | None = None):
     if abs(img.GetSpacing()[2] - spacing) > max(0.01, 0.01 * spacing):  # the reader must agree with the headers
         raise DatasetError(f"{name}: slice spacing {img.GetSpacing()[2]:.4g} mm read, {spacing:.4g} mm in the "
                            "headers", path=series.files[0])
-    vol = _volume_from_sitk(img, None)
+    return _grey_values(_volume_from_sitk(img, None))
+
+
+def _grey_values(vol):
+    """``vol`` stored as ``int16`` where its values are integers in range, else ``float32`` (integers kept)."""
     arr = vol.array
     if np.issubdtype(arr.dtype, np.integer) or (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
         if arr.size and arr.min() >= np.iinfo(np.int16).min and arr.max() <= np.iinfo(np.int16).max:
@@ -266,6 +279,53 @@ def read_series(series: DicomSeries, name: str | None = None):
     else:
         arr = arr.astype(np.float32)
     return vol.with_array(arr)
+
+
+def _multiframe(headers: list[dict]) -> bool:
+    return len(headers) == 1 and headers[0]["frames"] not in ("", "0", "1")
+
+
+def _from_highdicom(vol):
+    """A highdicom ``Volume`` (``(slice, row, column)`` array, LPS affine) as a :class:`~medal.data.io.Volume`."""
+    from .io import _LPS_TO_RAS, Volume
+
+    swap = np.zeros((4, 4))
+    swap[0, 2] = swap[1, 1] = swap[2, 0] = swap[3, 3] = 1.0  # (column, row, slice) -> (slice, row, column)
+    arr = np.asarray(vol.array)
+    if arr.ndim != 3:
+        raise DatasetError(f"not a grey-value volume (array of shape {arr.shape})")
+    return Volume(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))), _LPS_TO_RAS @ np.asarray(vol.affine) @ swap)
+
+
+def _to_highdicom(vol, frame_of_reference_uid: str):
+    """A :class:`~medal.data.io.Volume` as a highdicom ``Volume`` in the patient coordinate system (the inverse of
+    :func:`_from_highdicom`)."""
+    import highdicom as hd
+
+    from .io import _LPS_TO_RAS
+
+    swap = np.zeros((4, 4))
+    swap[0, 2] = swap[1, 1] = swap[2, 0] = swap[3, 3] = 1.0
+    return hd.Volume(np.ascontiguousarray(np.transpose(np.asarray(vol.array), (2, 1, 0))),
+                     _LPS_TO_RAS @ np.asarray(vol.affine) @ swap, coordinate_system="PATIENT",
+                     frame_of_reference_uid=frame_of_reference_uid)
+
+
+def read_multiframe(path, name: str):
+    """An enhanced multi-frame DICOM image (one file, one frame per slice: Enhanced CT / MR, or Legacy Converted
+    Enhanced) as a :class:`~medal.data.io.Volume`, read with highdicom from its per-frame functional groups (plane
+    position and orientation of each frame, rescale applied): the frames must make one evenly spaced stack."""
+    import highdicom as hd
+
+    try:
+        img = hd.imread(str(path))
+        vol = img.get_volume(apply_real_world_transform=False, apply_voi_transform=False)
+        return _from_highdicom(vol)
+    except DatasetError as exc:
+        raise DatasetError(f"{name}: {exc}", path=path) from None
+    except Exception as exc:  # noqa: BLE001 - highdicom / pydicom raise many kinds on frames that are no volume
+        raise DatasetError(f"{name}: the frames of this multi-frame file do not make one evenly spaced volume "
+                           f"({_first_line(exc)})", path=path) from None
 
 
 def _slug(text: str) -> str:
@@ -344,14 +404,7 @@ def read_dicom_seg(path, source_uids: list[str], label_names: dict[int, str], na
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - pydicom / highdicom raise many kinds on a damaged file
         raise DatasetError(f"{name}: not a readable DICOM SEG ({_first_line(exc)})", path=path) from None
-    segments = [(int(d.SegmentNumber), str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}")))
-                for d in seg.SegmentSequence]
-    by_name = {v.strip().lower(): k for k, v in label_names.items() if k != 0}
-    for _, label in segments:
-        if label.strip().lower() not in by_name:
-            raise DatasetError(f"{name}: segment {label!r} is not a label in dataset.json ("
-                               + ", ".join(f"{k}={v}" for k, v in sorted(label_names.items()))
-                               + "): give its name in --labels", path=path)
+    segments, by_name = _segments(seg, label_names, name, path)
     try:
         px = seg.get_pixels_by_source_instance(source_uids, segment_numbers=[n for n, _ in segments],
                                                combine_segments=False, assert_missing_frames_are_empty=True)
@@ -371,6 +424,49 @@ def read_dicom_seg(path, source_uids: list[str], label_names: dict[int, str], na
         out[mask] = by_name[label.strip().lower()]
         owner[mask] = j
     return np.ascontiguousarray(np.transpose(out, (2, 1, 0)))
+
+
+def _segments(seg, label_names: dict[int, str], name: str, path) -> tuple[list[tuple[int, str]], dict[str, int]]:
+    """A SEG's ``[(segment number, label)]`` and ``{label lowercased: value}``; a label dataset.json lacks is an
+    error naming the file."""
+    segments = [(int(d.SegmentNumber), str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}")))
+                for d in seg.SegmentSequence]
+    by_name = {v.strip().lower(): k for k, v in label_names.items() if k != 0}
+    for _, label in segments:
+        if label.strip().lower() not in by_name:
+            raise DatasetError(f"{name}: segment {label!r} is not a label in dataset.json ("
+                               + ", ".join(f"{k}={v}" for k, v in sorted(label_names.items()))
+                               + "): give its name in --labels", path=path)
+    return segments, by_name
+
+
+def read_dicom_seg_volume(path, image, label_names: dict[int, str], name: str) -> np.ndarray:
+    """A DICOM SEG on an enhanced multi-frame image, as label values on ``image``'s grid: read by geometry (the
+    frames' plane positions, highdicom's ``get_volume``) and placed on the image's voxels as any label file is
+    (:func:`medal.data.validate.label_on_grid`: another axis order, or only the frames that hold a segment)."""
+    import highdicom as hd
+
+    from .io import Volume
+    from .validate import label_on_grid
+
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{name}: not a readable DICOM SEG ({_first_line(exc)})", path=path) from None
+    segments, by_name = _segments(seg, label_names, name, path)
+    try:
+        vol = seg.get_volume(combine_segments=True, relabel=False)
+    except Exception as exc:  # noqa: BLE001 - highdicom raises on overlaps and irregular frames alike
+        text = _first_line(exc)
+        what = "segments overlap" if "overlap" in text.lower() else "its frames make no regular volume"
+        raise DatasetError(f"{name}: {what} ({text})", path=path) from None
+    numbers = _from_highdicom(vol)
+    lut = np.zeros(int(max([n for n, _ in segments] + [0])) + 1, np.uint8)
+    for n, label in segments:
+        lut[n] = by_name[label.strip().lower()]
+    values = Volume(lut[numbers.array.astype(np.int64)], numbers.affine)
+    placed, _ = label_on_grid(values, image.shape, image.affine, name, outside=0)
+    return np.asarray(placed.array, np.uint8)
 
 
 def _seg_targets(path) -> tuple[set[str], list[str], str]:
@@ -435,13 +531,15 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
             log(f"SKIPPED {exc}")
             continue
         save_volume(vol, dst / "imagesTr" / f"{name}_0000.nii.gz")
+        n_images = s.frames if len(s.files) == 1 and s.frames > 1 else len(s.files)
         cases[name] = {"folder": where, "series_uid": s.uid, "series_number": s.number,
-                       "description": s.description, "modality": s.modality, "images": len(s.files),
+                       "description": s.description, "modality": s.modality, "images": n_images,
                        "shape": list(vol.shape), "spacing": [round(v, 6) for v in vol.spacing]}
         converted[s.uid] = s
         save()
         written.append(name)
-        log(f"{name}: {label}, {len(s.files)} images -> shape {vol.shape}, spacing "
+        log(f"{name}: {label}, " + (f"{n_images} frames in one file" if n_images != len(s.files) else
+                                    f"{n_images} images") + f" -> shape {vol.shape}, spacing "
             + "x".join(f"{v:.3g}" for v in vol.spacing) + " mm")
     if not (written or kept):
         return {"written": written, "labelled": labelled, "skipped": skipped, "kept": kept}
@@ -475,10 +573,13 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                     raise DatasetError(f"{where}: {out_path} exists and was not written from a SEG here (an "
                                        "expert's labels?); left as it is", path=out_path)
                 uid = entry["series_uid"]
-                if uid not in instances:
-                    instances[uid] = source_instances(converted[uid])
-                arr = read_dicom_seg(path, instances[uid], label_names, where)
                 image = _image_grid(dst, case)
+                if len(converted[uid].files) == 1 and converted[uid].frames > 1:  # enhanced multi-frame image
+                    arr = read_dicom_seg_volume(path, image, label_names, where)
+                else:
+                    if uid not in instances:
+                        instances[uid] = source_instances(converted[uid])
+                    arr = read_dicom_seg(path, instances[uid], label_names, where)
                 if arr.shape != image.shape:
                     raise DatasetError(f"{where}: {arr.shape} voxels, its image {image.shape}", path=path)
                 if out_path.is_file():  # a further SEG of this case (one per structure, say): merged where it agrees
@@ -651,9 +752,18 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
             values = [int(v) for v in np.unique(arr) if v]
             if not values:
                 raise DatasetError(f"{path}: no label value but background: nothing to put in a SEG", path=path)
-            sources_ds = _source_datasets(match[0])
-            frames = np.transpose(arr, (2, 1, 0))  # (slice, row, column) in the series' slice order
-            masks = np.stack([frames == v for v in values], axis=-1).astype(np.uint8)
+            if len(match[0].files) == 1 and match[0].frames > 1:  # an enhanced multi-frame image: by geometry
+                import pydicom
+
+                sources_ds = [pydicom.dcmread(str(match[0].files[0]))]
+                numbers = np.zeros(arr.shape, np.uint8)
+                for i, v in enumerate(values):
+                    numbers[arr == v] = i + 1
+                masks = _to_highdicom(image.with_array(numbers), sources_ds[0].FrameOfReferenceUID)
+            else:
+                sources_ds = _source_datasets(match[0])
+                frames = np.transpose(arr, (2, 1, 0))  # (slice, row, column) in the series' slice order
+                masks = np.stack([frames == v for v in values], axis=-1).astype(np.uint8)
             algorithm = (hd.AlgorithmIdentificationSequence(name="medal", version=__version__,
                                                             family=codes.cid7162.ArtificialIntelligence)
                          if automatic else None)

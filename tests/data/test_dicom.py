@@ -260,3 +260,35 @@ def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path
     # a dataset not made from DICOM is one line
     with pytest.raises(DatasetError, match="no dicom_sources.json: export-seg writes SEGs for datasets"):
         export_seg(sample_dataset(), run, tmp_path / "x")
+
+
+def test_an_enhanced_multi_frame_image_and_its_seg_round_trip(tmp_path, cases, truths):
+    """One file holding every slice (Legacy Converted Enhanced MR, made by highdicom from a written series of the
+    reordered real case): from-dicom reads it by its frames' positions; export-seg writes a SEG on it by geometry,
+    and from-dicom reads that back onto the image's voxels."""
+    import highdicom as hd
+    import pydicom
+
+    from medal.data.dicom import export_seg
+
+    single = write_dicom_series(tmp_path / "single", cases[1], shuffle=None)
+    legacy = [pydicom.dcmread(str(f)) for f in single]
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(legacy_datasets=legacy, series_instance_uid=hd.UID(),
+                                                         series_number=7, sop_instance_uid=hd.UID(), instance_number=1)
+    src = tmp_path / "export"
+    (src / "mf").mkdir(parents=True)
+    enhanced.save_as(str(src / "mf" / "enhanced.dcm"))
+    res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], log=lambda s: None)
+    assert res["written"] == ["mf"] and not res["skipped"]
+    assert same_voxels(tmp_path / "ds" / "imagesTr" / "mf_0000.nii.gz", cases[1])
+    image = load_volume(tmp_path / "ds" / "imagesTr" / "mf_0000.nii.gz")
+    lab, _ = label_on_grid(truths[1], image.shape, image.affine, "truth")
+    (tmp_path / "labels").mkdir()
+    from medal.data import save_volume
+
+    save_volume(image.with_array(lab.array), tmp_path / "labels" / "mf.nii.gz")
+    assert export_seg(tmp_path / "ds", tmp_path / "labels", tmp_path / "seg", log=lambda s: None)["written"] == ["mf"]
+    shutil.copy(tmp_path / "seg" / "mf.dcm", src / "mf" / "seg.dcm")
+    res = from_dicom(src, tmp_path / "ds2", log=lambda s: None)
+    assert res["labelled"] == ["mf"] and not res["skipped"]
+    assert same_labels(tmp_path / "ds2" / "labelsTr" / "mf.nii.gz", truths[1])
