@@ -75,7 +75,8 @@ MIN_SLICES = 3
 
 _TAGS = {"uid": "0020|000e", "modality": "0008|0060", "description": "0008|103e", "number": "0020|0011",
          "position": "0020|0032", "orientation": "0020|0037", "image_type": "0008|0008", "frames": "0028|0008",
-         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018"}
+         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018",
+         "slope": "0028|1053", "intercept": "0028|1052"}
 
 
 @dataclass
@@ -254,6 +255,10 @@ def read_series(series: DicomSeries, name: str | None = None):
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames(files)
+    if _needs_float(headers):
+        # the output type follows the first file: a later slice's fractional slope (PET stores one per slice)
+        # would be cut to integers without a word
+        reader.SetOutputPixelType(sitk.sitkFloat64)
     try:
         with keep_locale():
             img = reader.Execute()
@@ -279,6 +284,17 @@ def _grey_values(vol):
     else:
         arr = arr.astype(np.float32)
     return vol.with_array(arr)
+
+
+def _needs_float(headers: list[dict]) -> bool:
+    """Whether the files' rescale slopes / intercepts differ or are fractional (real values are not integers)."""
+    pairs = set()
+    for h in headers:
+        try:
+            pairs.add((float(h["slope"] or 1), float(h["intercept"] or 0)))
+        except ValueError:
+            return True
+    return len(pairs) > 1 or any(a != round(a) or b != round(b) for a, b in pairs)
 
 
 def _multiframe(headers: list[dict]) -> bool:

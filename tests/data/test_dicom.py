@@ -292,3 +292,24 @@ def test_an_enhanced_multi_frame_image_and_its_seg_round_trip(tmp_path, cases, t
     res = from_dicom(src, tmp_path / "ds2", log=lambda s: None)
     assert res["labelled"] == ["mf"] and not res["skipped"]
     assert same_labels(tmp_path / "ds2" / "labelsTr" / "mf.nii.gz", truths[1])
+
+
+def test_a_slope_per_slice_keeps_its_fractional_values(tmp_path, cases):
+    """PET (and some MR) stores a rescale slope per slice: a slice whose slope is fractional keeps its real values
+    (the reader's output type would otherwise follow the first slice's integers and cut them)."""
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "pet" / "s", cases[0], shuffle=None, modality="PT", rescale_intercept=0)
+    n = len(files)
+    for k in range(n // 2, n):
+        ds = pydicom.dcmread(str(files[k]))
+        stored = np.round(ds.pixel_array.astype(np.float64) / 0.3).astype(ds.pixel_array.dtype)
+        ds.PixelData = stored.tobytes()
+        ds.RescaleSlope = "0.3"
+        ds.save_as(str(files[k]))
+    res = from_dicom(tmp_path / "pet", tmp_path / "ds", log=lambda s: None)
+    got = load_volume(tmp_path / "ds" / "imagesTr" / f"{res['written'][0]}_0000.nii.gz")
+    want = cases[0].array.astype(np.float64)
+    want[:, :, n // 2:] = np.round(want[:, :, n // 2:] / 0.3) * 0.3
+    assert got.array.dtype == np.float32 and np.allclose(got.array, want, atol=1e-3)
+    assert load_dataset(tmp_path / "ds").channel_names == {0: "PET"}
