@@ -15,6 +15,10 @@ name: a file whose name says ``seg``, ``segmentation``, ``label``, ``mask`` or `
 image; a folder with several images is one line asking for ``--image`` patterns (with suggestions built from the
 names found), since channel order cannot be guessed.
 
+A folder holding several images each with its label beside it by name (ACDC: ``patient001_frame01.nii.gz`` +
+``patient001_frame01_gt.nii.gz``, ``frame12`` alike) holds several cases, one per pair, named by the image; an
+image with no label beside it there (ACDC's 4D cine) is left out, said once.
+
 A label pattern matching several files in a case is a set of binary masks, one per structure, named by its file
 (TotalSegmentator): they are merged into one label file (written, not linked), each mask getting the value of its
 name in ``--labels`` (case ignored; masks of structures not listed are left out, said once) or, without
@@ -119,6 +123,21 @@ def guess_labels(folder: Path, images: list[Path]) -> list[Path]:
     return [Path(masks[0].name) / p for p in _volumes(masks[0], depth=1)] if len(masks) == 1 else []
 
 
+def _pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Images paired with a label beside them by name in one folder (``patient001_frame01.nii.gz`` +
+    ``patient001_frame01_gt.nii.gz``), and the images left without one."""
+    from .dataset import _BESIDE
+
+    top = _volumes(folder, depth=1)
+    images = {_mask_name(p): p for p in top if not is_label_name(p)}
+    pairs = []
+    for p in top:
+        m = _BESIDE.match(_mask_name(p))
+        if m is not None and m.group(1) in images:
+            pairs.append((images.pop(m.group(1)), p))
+    return sorted(pairs), sorted(images.values())
+
+
 def _match(folder: Path, pattern: str) -> list[Path]:
     pat = pattern.replace("\\", "/")
     depth = pat.count("/") + 1
@@ -189,9 +208,17 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
     if channel_names and images and len(channel_names) != len(images):
         raise DatasetError(f"--channel-names: {len(channel_names)} name(s) for {len(images)} --image pattern(s)",
                            path=root)
-    roles: dict[str, tuple[list[Path], list[Path]]] = {}
+    roles: dict[str, tuple[Path, list[Path], list[Path]]] = {}  # case id -> (folder, images, labels)
     skipped: dict[str, str] = {}
     for folder in folders:
+        if not images and not label:
+            pairs, alone = _pairs(folder)
+            if len(pairs) > 1:  # several cases in one folder (ACDC: each frame with its _gt): each pair a case
+                for image, lab in pairs:
+                    roles[_mask_name(image)] = (folder, [image], [lab])
+                if alone:
+                    log(f"NOTE: {folder.name}: {', '.join(p.name for p in alone)} left out (no label beside it)")
+                continue
         try:
             labs = _match(folder, label) if label else None
             if label and not labs:
@@ -212,15 +239,15 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
             if set(found) & set(labs):
                 raise DatasetError(f"{folder}: {', '.join(p.as_posix() for p in set(found) & set(labs))} matches "
                                    "both an image and the label pattern", path=folder)
-            roles[folder.name] = (found, labs)
+            roles[folder.name] = (folder, found, labs)
         except DatasetError as exc:
             skipped[folder.name] = str(exc)
             log(f"SKIPPED {exc}")
-    n_channels = {len(r[0]) for r in roles.values()}
+    n_channels = {len(r[1]) for r in roles.values()}
     if len(n_channels) > 1:
         raise DatasetError(f"{root}: case folders with different numbers of images ({sorted(n_channels)}); name the "
                            "channels with --image PATTERN", path=root)
-    mask_sets = {k: r[1] for k, r in roles.items() if len(r[1]) > 1}
+    mask_sets = {k: r[2] for k, r in roles.items() if len(r[2]) > 1}
     names = {0: "background"}
     left_out: list[str] = []
     if labels:
@@ -236,8 +263,7 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
             log(f"NOTE: masks not in --labels left out: {', '.join(left_out[:20])}"
                 + (f" and {len(left_out) - 20} more" if len(left_out) > 20 else ""))
     written = []
-    for case, (found, labs) in roles.items():
-        folder = root / case
+    for case, (folder, found, labs) in roles.items():
         try:
             if len(labs) > 1:
                 _merge_masks(case, folder, labs, values, dst / "labelsTr" / f"{case}.nii.gz")
@@ -255,7 +281,7 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
     if written:
         meta = {"name": root.resolve().name,
                 "description": f"laid out from the case folders of {root.resolve()} by medal dataset from-folders",
-                "file_ending": full_suffix(roles[written[0]][0][0]), "numTraining": len(written)}
+                "file_ending": full_suffix(roles[written[0]][1][0]), "numTraining": len(written)}
         if len(names) > 1:
             meta["labels"] = {str(v): n for v, n in sorted(names.items())}
         if channel_names:

@@ -110,3 +110,23 @@ def test_totalsegmentator_masks_are_merged_by_name(tmp_path, cases):
     assert np.array_equal(lab, (load_volume(cases[0].label).array == 2).astype(np.uint8))
     assert json.loads((tmp_path / "ds2" / "dataset.json").read_text())["labels"] == {"0": "background",
                                                                                     "1": "Posterior"}
+
+
+def test_acdc_layout_pairs_each_frame_with_its_gt(tmp_path, cases):
+    """ACDC keeps two labelled frames per patient folder (``_frame01`` + ``_frame01_gt``, ``_frame12`` alike) beside
+    an unlabelled 4D cine: each pair is a case named by its image; the cine is left out, said once."""
+    root = tmp_path / "acdc"
+    for p in range(2):
+        folder = root / f"patient{p + 1:03d}"
+        folder.mkdir(parents=True)
+        for f, c in zip(("01", "12"), cases[2 * p: 2 * p + 2] if p == 0 else cases[1:3]):
+            shutil.copy(c.image, folder / f"{folder.name}_frame{f}.nii.gz")
+            shutil.copy(c.label, folder / f"{folder.name}_frame{f}_gt.nii.gz")
+        shutil.copy(cases[0].image, folder / f"{folder.name}_4d.nii.gz")
+    logged = []
+    res = from_folders(root, tmp_path / "ds", log=logged.append)
+    assert res["written"] == ["patient001_frame01", "patient001_frame12", "patient002_frame01", "patient002_frame12"]
+    assert "NOTE: patient001: patient001_4d.nii.gz left out (no label beside it)" in logged
+    ds = load_dataset(tmp_path / "ds")
+    assert [c.case_id for c in ds.cases] == res["written"] and all(c.label is not None for c in ds.cases)
+    assert ds.case("patient001_frame12").label.resolve() == root / "patient001" / "patient001_frame12_gt.nii.gz"
