@@ -1,0 +1,226 @@
+"""DICOM SEG in and out: a SEG object as label values on the image series it derives from, and labels or a
+model's prediction as a SEG on that series (highdicom: Herrmann et al., "Highdicom: a Python library for
+standardized encoding of image annotations and machine learning model outputs in pathology and radiology",
+J Digit Imaging 2022). Used by ``medal dataset from-dicom`` and ``medal dataset export-seg``
+(:mod:`medal.data.dicom`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .dicom_series import (SOURCES, DicomSeries, _first_line, _from_highdicom, _header, _to_highdicom, check_geometry,
+                           find_series)
+from .errors import DatasetError
+
+__all__ = ["export_seg", "read_dicom_seg", "read_dicom_seg_volume"]
+
+def read_dicom_seg(path, source_uids: list[str], label_names: dict[int, str], name: str) -> np.ndarray:
+    """The DICOM SEG object at ``path`` as label values on its image series' slices, shape ``(columns, rows,
+    slices)`` as :func:`read_series` orders the image's voxels.
+
+    Read with highdicom (Herrmann et al., "Highdicom: a Python library for standardized encoding of image
+    annotations and machine learning model outputs in pathology and radiology", J Digit Imaging 2022): the frames
+    are matched to the image's slices by the SOP Instance UIDs they derive from (``source_uids``, in slice order;
+    slices with no frame hold no segment, as SEG writers omit empty frames). Each segment gets the value
+    ``label_names`` gives its label (``SegmentLabel``, case ignored); a FRACTIONAL segment counts where it is above
+    0.5. Overlapping segments or a segment named after no label are one line naming the file."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001 - pydicom / highdicom raise many kinds on a damaged file
+        raise DatasetError(f"{name}: not a readable DICOM SEG ({_first_line(exc)})", path=path) from None
+    segments, by_name = _segments(seg, label_names, name, path)
+    try:
+        px = seg.get_pixels_by_source_instance(source_uids, segment_numbers=[n for n, _ in segments],
+                                               combine_segments=False, assert_missing_frames_are_empty=True)
+    except (ValueError, KeyError, RuntimeError, AttributeError) as exc:
+        raise DatasetError(f"{name}: its frames do not match the image series' slices ({_first_line(exc)})",
+                           path=path) from None
+    if px.ndim != 4 or px.shape[0] != len(source_uids):
+        raise DatasetError(f"{name}: unexpected SEG pixel array {px.shape}", path=path)
+    out = np.zeros(px.shape[:3], np.uint8)
+    owner = np.full(px.shape[:3], -1, np.int16)
+    for j, (_, label) in enumerate(segments):
+        mask = px[..., j] > (0.5 if np.issubdtype(px.dtype, np.floating) else 0)
+        clash = mask & (owner >= 0)
+        if clash.any():
+            raise DatasetError(f"{name}: segments {segments[int(owner[clash][0])][1]!r} and {label!r} overlap in "
+                               f"{int(clash.sum())} voxel(s); a label file holds one label per voxel", path=path)
+        out[mask] = by_name[label.strip().lower()]
+        owner[mask] = j
+    return np.ascontiguousarray(np.transpose(out, (2, 1, 0)))
+
+
+def _segments(seg, label_names: dict[int, str], name: str, path) -> tuple[list[tuple[int, str]], dict[str, int]]:
+    """A SEG's ``[(segment number, label)]`` and ``{label lowercased: value}``; a label dataset.json lacks is an
+    error naming the file."""
+    segments = [(int(d.SegmentNumber), str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}")))
+                for d in seg.SegmentSequence]
+    by_name = {v.strip().lower(): k for k, v in label_names.items() if k != 0}
+    for _, label in segments:
+        if label.strip().lower() not in by_name:
+            raise DatasetError(f"{name}: segment {label!r} is not a label in dataset.json ("
+                               + ", ".join(f"{k}={v}" for k, v in sorted(label_names.items()))
+                               + "): give its name in --labels", path=path)
+    return segments, by_name
+
+
+def read_dicom_seg_volume(path, image, label_names: dict[int, str], name: str) -> np.ndarray:
+    """A DICOM SEG on an enhanced multi-frame image, as label values on ``image``'s grid: read by geometry (the
+    frames' plane positions, highdicom's ``get_volume``) and placed on the image's voxels as any label file is
+    (:func:`medal.data.validate.label_on_grid`: another axis order, or only the frames that hold a segment)."""
+    import highdicom as hd
+
+    from .io import Volume
+    from .validate import label_on_grid
+
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{name}: not a readable DICOM SEG ({_first_line(exc)})", path=path) from None
+    segments, by_name = _segments(seg, label_names, name, path)
+    try:
+        vol = seg.get_volume(combine_segments=True, relabel=False)
+    except Exception as exc:  # noqa: BLE001 - highdicom raises on overlaps and irregular frames alike
+        text = _first_line(exc)
+        what = "segments overlap" if "overlap" in text.lower() else "its frames make no regular volume"
+        raise DatasetError(f"{name}: {what} ({text})", path=path) from None
+    numbers = _from_highdicom(vol)
+    lut = np.zeros(int(max([n for n, _ in segments] + [0])) + 1, np.uint8)
+    for n, label in segments:
+        lut[n] = by_name[label.strip().lower()]
+    values = Volume(lut[numbers.array.astype(np.int64)], numbers.affine)
+    placed, _ = label_on_grid(values, image.shape, image.affine, name, outside=0)
+    return np.asarray(placed.array, np.uint8)
+
+
+def _seg_targets(path) -> tuple[set[str], list[str], str]:
+    """The series UIDs a SEG file derives from, its segment labels in segment order, its SOP Instance UID."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    uids = {str(s.SeriesInstanceUID) for s in getattr(ds, "ReferencedSeriesSequence", [])}
+    labels = [str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}"))
+              for d in sorted(getattr(ds, "SegmentSequence", []), key=lambda d: int(d.SegmentNumber))]
+    return uids, labels, str(ds.SOPInstanceUID)
+
+
+def _source_datasets(series: DicomSeries) -> list:
+    """The pydicom datasets (no pixel data) of ``series``' files in slice order (:func:`source_instances`')."""
+    import pydicom
+
+    headers = [_header(p) for p in series.files]
+    order, _ = check_geometry(headers, series.files, str(series.folders[0]))
+    return [pydicom.dcmread(str(series.files[i]), stop_before_pixels=True) for i in order]
+
+
+def _label_file(folder: Path, case: str) -> Path | None:
+    """``folder/<case>.nii.gz`` (a labels folder) or ``folder/<case>/prediction.nii.gz`` (``medal score``'s)."""
+    for p in (folder / f"{case}.nii.gz", folder / case / "prediction.nii.gz", folder / "scores" / case / "prediction.nii.gz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = False, log=print) -> dict:
+    """Each case of a dataset ``from-dicom`` made, whose label or prediction is in ``labels``, as a DICOM SEG object
+    ``out/<case>.dcm`` on its source series, for a PACS or a DICOM viewer (OHIF, 3D Slicer): one segment per label
+    value present (named by dataset.json), frames derived from the series' instances (highdicom; empty frames
+    omitted). 255 (not annotated) is in no segment. ``automatic``: a model's prediction (SegmentAlgorithmType
+    AUTOMATIC, algorithm "medal"), else an expert's labels (MANUAL). ``dicom_root``: where the export lies now, if
+    it moved since the conversion (``dicom_sources.json`` holds the folders relative to it).
+
+    Returns ``{"written": [case ids], "skipped": {case: message}}``; a case without a label file is not listed."""
+    import json
+
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from medal import __version__
+
+    from .atomic import atomic_path
+    from .dataset import load_dataset
+    from .io import load_volume
+    from .loading import load_label
+
+    dataset_root, labels, out = Path(dataset_root), Path(labels), Path(out)
+    sources_path = dataset_root / SOURCES
+    if not sources_path.is_file():
+        raise DatasetError(f"{dataset_root}: no {SOURCES}: export-seg writes SEGs for datasets `medal dataset "
+                           "from-dicom` made (it needs each case's source series)", path=dataset_root)
+    try:
+        sources = json.loads(sources_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DatasetError(f"{sources_path}: not valid JSON", path=sources_path) from None
+    root = Path(dicom_root) if dicom_root is not None else Path(sources.get("source", ""))
+    if not root.is_dir():
+        raise DatasetError(f"{root}: the DICOM export is not there; give its folder with --dicom", path=root)
+    ds = load_dataset(dataset_root)
+    names = ds.label_map.names
+    written, skipped = [], {}
+    series_by_folder: dict[str, list[DicomSeries]] = {}
+    for case in ds.cases:
+        path = _label_file(labels, case.case_id)
+        entry = sources.get("cases", {}).get(case.case_id)
+        if path is None or not isinstance(entry, dict):
+            continue
+        try:
+            folder = root / entry["folder"]
+            if entry["folder"] not in series_by_folder:
+                series_by_folder[entry["folder"]] = find_series(folder) if folder.is_dir() else []
+            match = [s for s in series_by_folder[entry["folder"]] if s.uid == entry["series_uid"]]
+            if not match:
+                raise DatasetError(f"{case.case_id}: its series {entry['series_uid']} is not in {folder} any more",
+                                   path=folder)
+            image = load_volume(case.image)
+            lab, _ = load_label(path, image, str(path), outside=0)
+            arr = np.asarray(lab.array).copy()
+            arr[arr == 255] = 0  # not annotated: in no segment
+            values = [int(v) for v in np.unique(arr) if v]
+            if not values:
+                raise DatasetError(f"{path}: no label value but background: nothing to put in a SEG", path=path)
+            if len(match[0].files) == 1 and match[0].frames > 1:  # an enhanced multi-frame image: by geometry
+                import pydicom
+
+                sources_ds = [pydicom.dcmread(str(match[0].files[0]))]
+                numbers = np.zeros(arr.shape, np.uint8)
+                for i, v in enumerate(values):
+                    numbers[arr == v] = i + 1
+                masks = _to_highdicom(image.with_array(numbers), sources_ds[0].FrameOfReferenceUID)
+            else:
+                sources_ds = _source_datasets(match[0])
+                frames = np.transpose(arr, (2, 1, 0))  # (slice, row, column) in the series' slice order
+                masks = np.stack([frames == v for v in values], axis=-1).astype(np.uint8)
+            algorithm = (hd.AlgorithmIdentificationSequence(name="medal", version=__version__,
+                                                            family=codes.cid7162.ArtificialIntelligence)
+                         if automatic else None)
+            descriptions = [hd.seg.SegmentDescription(
+                segment_number=i + 1, segment_label=str(names.get(v, f"label {v}")),
+                segmented_property_category=codes.SCT.AnatomicalStructure,
+                segmented_property_type=codes.SCT.AnatomicalStructure,
+                algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic
+                                else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
+                algorithm_identification=algorithm) for i, v in enumerate(values)]
+            seg = hd.seg.Segmentation(
+                source_images=sources_ds, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9000,
+                sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medal",
+                manufacturer_model_name="medal", software_versions=__version__, device_serial_number="0",
+                series_description=("medal prediction" if automatic else "medal labels"))
+            with atomic_path(out / f"{case.case_id}.dcm") as tmp:
+                seg.save_as(str(tmp))
+        except DatasetError as exc:
+            skipped[case.case_id] = str(exc)
+            log(f"SKIPPED {exc}")
+            continue
+        except (ValueError, AttributeError, KeyError) as exc:  # highdicom's checks of the source series
+            skipped[case.case_id] = f"{case.case_id}: no SEG could be made on its series ({_first_line(exc)})"
+            log(f"SKIPPED {skipped[case.case_id]}")
+            continue
+        written.append(case.case_id)
+        log(f"{case.case_id}: {out / (case.case_id + '.dcm')} ("
+            + ", ".join(f"{names.get(v, v)}" for v in values) + ")")
+    return {"written": written, "skipped": skipped}
