@@ -550,9 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "imagesTr/<case>_0000.nii.gz per series, dataset.json (channel named by the modality: "
                             "CT gets the CT window), dicom_sources.json (the folder and series of each case; no "
                             "patient identifiers). A series that is not one evenly spaced volume (missing slice, "
-                            "gantry tilt, several volumes, localizer, multi-frame file, SEG/RTSTRUCT) is skipped "
-                            "with the reason. Run again on the same DST to go on where it stopped. Exits 1 if any "
-                            "series was skipped.")
+                            "gantry tilt, several volumes, localizer, RTSTRUCT) is skipped with the reason; DICOM "
+                            "SEG objects become labelsTr/<case>.nii.gz of their series. Run again on the same DST "
+                            "to go on where it stopped. Exits 1 if any series was skipped.")
     dcm.add_argument("src", help="folder holding the DICOM files (searched recursively)")
     dcm.add_argument("dst", nargs="?", default=None, help="new dataset folder to write (or an earlier conversion's)")
     dcm.add_argument("--series", default=None, metavar="PATTERN",

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["make_phantom", "write_phantom_dataset", "write_sparse_label_dataset", "PHANTOM_LABELS", "SPARSE_LABELS",
-           "write_dicom_series", "write_dicom_seg"]
+           "write_dicom_series", "write_dicom_seg",
+           "write_case_folders"]
 
 PHANTOM_LABELS = {0: "background", 1: "inner", 2: "outer"}
 
@@ -340,3 +341,24 @@ def write_dicom_seg(path, series_files, label, segments, *, overlap_with: str | 
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(str(path))
     return path
+
+
+def write_case_folders(root, cases, channels=("flair", "t1")) -> Path:
+    """Real ``cases`` laid out as BraTS lays its cases out: ``root/<id>/<id>_<channel>.nii.gz`` per channel (the
+    first the image as is, the others :func:`second_channel` of it) and ``<id>_seg.nii.gz``, ids ``Case_000``, ...
+    (the layout ``medal dataset from-folders`` reads)."""
+    import shutil
+
+    from medal.data import load_volume, save_volume
+
+    root = Path(root)
+    for i, c in enumerate(cases):
+        cid = f"Case_{i:03d}"
+        (root / cid).mkdir(parents=True)
+        img = load_volume(c.image)
+        for k, name in enumerate(channels):
+            channel = img if k == 0 else img.with_array(second_channel(img.array))
+            save_volume(channel, root / cid / f"{cid}_{name}.nii.gz")
+        shutil.copy(c.label, root / cid / f"{cid}_seg.nii.gz")
+    return root
+

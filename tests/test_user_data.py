@@ -761,17 +761,10 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
 def test_case_folders_through_from_folders_check_and_train(tmp_path, sample_cases, tiny_cfg):
     """BraTS-style case folders (two channels and a `_seg` label per folder, named by the case): `dataset check`
     points at `from-folders`; without channel patterns it names them; with them the linked dataset trains."""
-    from medal.testing import second_channel
+    from medal.testing import write_case_folders
 
-    root = tmp_path / "brats"
-    for i, c in enumerate(sample_cases[:3]):
-        cid = f"BraTS_{i:03d}"
-        (root / cid).mkdir(parents=True)
-        img = load_volume(c.image)
-        save_volume(img, root / cid / f"{cid}_t2.nii.gz")
-        save_volume(img.with_array(second_channel(img.array)), root / cid / f"{cid}_adc.nii.gz")
-        shutil.copy(c.label, root / cid / f"{cid}_seg.nii.gz")
-    os.remove(root / "BraTS_002" / "BraTS_002_adc.nii.gz")  # one case lacks a channel
+    root = write_case_folders(tmp_path / "brats", sample_cases[:3], channels=("t2", "adc"))
+    os.remove(root / "Case_002" / "Case_002_adc.nii.gz")  # one case lacks a channel
     out = medal("dataset", "check", root)
     assert out.returncode == 1 and f"`medal dataset from-folders {root} NEW_FOLDER`" in out.stdout + out.stderr
     out = medal("dataset", "from-folders", root, tmp_path / "guess")
@@ -780,7 +773,7 @@ def test_case_folders_through_from_folders_check_and_train(tmp_path, sample_case
     out = medal("dataset", "from-folders", root, ds, "--image", "*_t2.nii.gz", "--image", "*_adc.nii.gz",
                 "--labels", "background", "Anterior", "Posterior")
     assert out.returncode == 1, out.stderr
-    assert "SKIPPED " + str(root / "BraTS_002") + ": 0 files match --image '*_adc.nii.gz'" in out.stdout
+    assert "SKIPPED " + str(root / "Case_002") + ": 0 files match --image '*_adc.nii.gz'" in out.stdout
     assert "linked 2 case(s)" in out.stdout
     out = medal("dataset", "check", ds)
     assert out.returncode == 0 and "cases: 2 (2 labelled, 0 unlabelled)" in out.stdout, out.stdout + out.stderr

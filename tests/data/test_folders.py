@@ -11,7 +11,7 @@ from medal.data import DatasetError, load_dataset, load_volume, sample_dataset, 
 from medal.data.channels import n_channels
 from medal.data.check import check_dataset
 from medal.data.folders import from_folders, is_label_name
-from medal.testing import second_channel
+from medal.testing import write_case_folders
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +57,14 @@ def test_kits_layout_is_linked_as_it_is(tmp_path, cases):
 
 
 def test_brats_layout_needs_its_channels_named_and_then_has_them(tmp_path, cases):
-    root = tmp_path / "brats"
-    for i, c in enumerate(cases[:2]):
-        cid = f"BraTS2021_{i:05d}"
-        (root / cid).mkdir(parents=True)
-        img = load_volume(c.image)
-        save_volume(img, root / cid / f"{cid}_flair.nii.gz")
-        save_volume(img.with_array(second_channel(img.array)), root / cid / f"{cid}_t1.nii.gz")
-        shutil.copy(c.label, root / cid / f"{cid}_seg.nii.gz")
+    root = write_case_folders(tmp_path / "brats", cases[:2])
     res = from_folders(root, tmp_path / "guess", log=quiet)
     assert res["written"] == [] and len(res["skipped"]) == 2
-    assert ("2 images (BraTS2021_00000_flair.nii.gz, BraTS2021_00000_t1.nii.gz): name each channel, in order, with "
-            "--image PATTERN, e.g. --image '*_flair.nii.gz' --image '*_t1.nii.gz'") in res["skipped"]["BraTS2021_00000"]
+    assert ("2 images (Case_000_flair.nii.gz, Case_000_t1.nii.gz): name each channel, in order, with "
+            "--image PATTERN, e.g. --image '*_flair.nii.gz' --image '*_t1.nii.gz'") in res["skipped"]["Case_000"]
     res = from_folders(root, tmp_path / "ds", images=["*_flair.nii.gz", "*_t1.nii.gz"],
                        channel_names=["FLAIR", "T1"], copy=True, log=quiet)
-    assert res["written"] == ["BraTS2021_00000", "BraTS2021_00001"] and not res["skipped"]
+    assert res["written"] == ["Case_000", "Case_001"] and not res["skipped"]
     ds = load_dataset(tmp_path / "ds")
     assert n_channels(ds.cases[0].image) == 2 and not ds.cases[0].image.is_symlink()  # --copy
     assert ds.channel_names == {0: "FLAIR", 1: "T1"}
