@@ -60,6 +60,7 @@ from .dicom_seg import _seg_targets, export_seg, read_dicom_seg, read_dicom_seg_
 from .dicom_series import (CHANNEL_NAMES, SOURCES, DicomSeries, _first_line, check_geometry, find_series,
                            keep_locale, read_multiframe, read_series, source_instances)
 from .errors import DatasetError
+from .io import load_volume
 
 __all__ = ["DicomSeries", "case_names", "check_geometry", "export_seg", "find_series", "from_dicom", "keep_locale",
            "plan", "read_dicom_seg", "read_dicom_seg_volume", "read_multiframe", "read_series", "source_instances"]
@@ -221,7 +222,7 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 if arr.shape != image.shape:
                     raise DatasetError(f"{where}: {arr.shape} voxels, its image {image.shape}", path=path)
                 if out_path.is_file():  # a further SEG of this case (one per structure, say): merged where it agrees
-                    old = _load(out_path).array
+                    old = load_volume(out_path).array
                     clash = (old != 0) & (arr != 0) & (old != arr)
                     if clash.any():
                         raise DatasetError(f"{where}: labels {int(clash.sum())} voxel(s) differently from the SEG "
@@ -245,14 +246,8 @@ def _where(s: DicomSeries, src: Path) -> str:
     return str(s.folders[0].relative_to(src)) if s.folders[0] != src else "."
 
 
-def _load(path):
-    from .io import load_volume
-
-    return load_volume(path)
-
-
 def _image_grid(dst: Path, case: str):
-    return _load(dst / "imagesTr" / f"{case}_0000.nii.gz")
+    return load_volume(dst / "imagesTr" / f"{case}_0000.nii.gz")
 
 
 def _label_names(dst: Path, labels, segs) -> dict[int, str]:
