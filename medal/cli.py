@@ -66,15 +66,16 @@ def cmd_dataset_from_dicom(args) -> int:
                   f"in {where}" + (f" (will be skipped: {why})" if why else ""))
         for s in segs:
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
-            print(f"labels: SEG series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) in {where}")
+            print(f"labels: {s.modality} series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) in {where}")
         n = sum(not s.obvious_skip() for s in keep)
-        print(f"{n} series would be converted, {len(segs)} SEG series read as their labels "
+        print(f"{n} series would be converted, {len(segs)} SEG / RTSTRUCT series read as their labels "
               "(nothing written: --list)")
         return EXIT_OK
     res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels)
     print(f"wrote {len(res['written'])} case(s) to {args.dst}/imagesTr"
           + (f", {len(res['kept'])} already there" if res["kept"] else "")
-          + (f"; labels of {len(res['labelled'])} case(s) from DICOM SEG in labelsTr" if res["labelled"] else "")
+          + (f"; labels of {len(res['labelled'])} case(s) from DICOM SEG / RTSTRUCT in labelsTr"
+             if res["labelled"] else "")
           + (f"; skipped {len(res['skipped'])} series (listed above)" if res["skipped"] else "")
           + f"; sources in {Path(args.dst) / 'dicom_sources.json'}")
     return EXIT_PROBLEMS if res["skipped"] else EXIT_OK
@@ -550,8 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "imagesTr/<case>_0000.nii.gz per series, dataset.json (channel named by the modality: "
                             "CT gets the CT window), dicom_sources.json (the folder and series of each case; no "
                             "patient identifiers). A series that is not one evenly spaced volume (missing slice, "
-                            "gantry tilt, several volumes, localizer, RTSTRUCT) is skipped with the reason; DICOM "
-                            "SEG objects become labelsTr/<case>.nii.gz of their series. Run again on the same DST "
+                            "gantry tilt, several volumes, localizer) is skipped with the reason; DICOM SEG objects "
+                            "and RT structure sets (RTSTRUCT contours; --labels keeps the ROIs named after a label) "
+                            "become labelsTr/<case>.nii.gz of their series. Run again on the same DST "
                             "to go on where it stopped. Exits 1 if any series was skipped.")
     dcm.add_argument("src", help="folder holding the DICOM files (searched recursively)")
     dcm.add_argument("dst", nargs="?", default=None, help="new dataset folder to write (or an earlier conversion's)")

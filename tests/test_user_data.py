@@ -6,7 +6,6 @@ reached the user, and (for batch commands) that the other cases were processed.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -716,11 +715,11 @@ def test_two_channel_cases_train_score_and_select_on_every_channel(tmp_path, sam
 
 def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_cases, tiny_cfg):
     """A scanner export (one DICOM series per real case, nested folders, a slice lost in one series) becomes a
-    dataset: `dataset from-dicom` lists, converts the good series, names the bad one and exits 1; the expert's
-    labels (the real ones, on the scans' own grid) are dropped into labelsTr/ by case id; `dataset check` passes and
-    `medal train` trains on it."""
+    dataset: `dataset from-dicom` lists, converts the good series, names the bad one and exits 1; the real labels
+    come as a DICOM SEG for one case and as an RT structure set (with a BODY contour around them) for the other;
+    `dataset check` passes and `medal train` trains on it."""
     from medal.data import Volume
-    from medal.testing import write_dicom_seg, write_dicom_series
+    from medal.testing import write_dicom_rtstruct, write_dicom_seg, write_dicom_series
 
     src, root = tmp_path / "export", tmp_path / "ds"
     for i, c in enumerate(sample_cases[:3]):
@@ -729,6 +728,9 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
         if i == 0:  # the first case's labels come as a DICOM SEG beside its series
             write_dicom_seg(src / "subject0" / "seg" / "seg.dcm", files, load_volume(c.label),
                             [("Anterior", 1), ("Posterior", 2)])
+        if i == 1:  # the second's as a planning system's contours
+            write_dicom_rtstruct(src / "subject1" / "rtss" / "rs.dcm", files, load_volume(c.label),
+                                 [("Anterior", 1), ("Posterior", 2)], extra={"BODY": np.ones(v.shape, bool)})
         if i == 2:
             files[5].unlink()
     write_dicom_series(src / "subject0" / "scout", Volume(np.round(v.array[:, :, :1]), v.affine), description="loc",
@@ -737,15 +739,15 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     assert out.returncode == 0 and "subject0_mr: MR series 1 'T1'" in out.stdout, out.stderr
     assert "subject0_scout: MR series 9 'loc', 1 file(s) in subject0/scout (will be skipped: a localizer)" in out.stdout
     assert "labels: SEG series 100 'Segmentation', 1 file(s) in subject0/seg" in out.stdout
+    assert "labels: RTSTRUCT series 200 'RTSTRUCT', 1 file(s) in subject1/rtss" in out.stdout
     assert not root.exists()
     out = medal("dataset", "from-dicom", src, root, "--labels", "background", "Anterior", "Posterior")
     assert out.returncode == 1, out.stderr
     assert "SKIPPED subject2/mr (series 1 'T1'): slices not evenly spaced" in out.stdout
     assert "subject0_mr: labels from subject0/seg/seg.dcm (SEG 'Segmentation'): Anterior=1, Posterior=2" in out.stdout
-    assert "wrote 2 case(s)" in out.stdout and "labels of 1 case(s) from DICOM SEG" in out.stdout
+    assert "ROIs left out (not named after a label): BODY" in out.stdout
+    assert "wrote 2 case(s)" in out.stdout and "labels of 2 case(s) from DICOM SEG / RTSTRUCT" in out.stdout
     assert "skipped 2 series" in out.stdout
-    # the second case's labels were made elsewhere: dropped into labelsTr/ by case id
-    shutil.copy(sample_cases[1].label, root / "labelsTr" / "subject1_mr.nii.gz")
     out = medal("dataset", "check", root)
     assert out.returncode == 0 and "cases: 2 (2 labelled, 0 unlabelled)" in out.stdout, out.stdout + out.stderr
     out = medal("train", root, "--config", tiny_cfg, "--out", tmp_path / "m.pt")

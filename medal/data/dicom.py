@@ -20,7 +20,7 @@ to NIfTI conversion", J Neurosci Methods 2016):
 * two images at one position (echoes, phases or time points stored in one series);
 * images of different sizes or orientations in one series;
 * fewer than 3 slices (a localizer or a single 2D image), or ``ImageType`` marking a ``LOCALIZER``;
-* non-image objects (``RTSTRUCT`` contours, ``SR``, ...).
+* non-image objects (``SR``, ``RTPLAN``, ...; SEG and RTSTRUCT objects are read as labels, below).
 
 Enhanced multi-frame images (Enhanced CT / MR, Legacy Converted Enhanced: one file holding every slice) are read
 with highdicom from their per-frame positions (:func:`read_multiframe`), under the same evenly-spaced condition.
@@ -39,6 +39,15 @@ labels found are numbered in order of first appearance. Several SEGs of one seri
 where they agree. Overlapping segments, a segment named after no label, or frames that do not match the series are
 one line naming the file; a ``labelsTr`` file not written from a SEG here (an expert's) is never replaced.
 
+**Labels as RT Structure Sets.** An RTSTRUCT (the contours of a treatment planning system, or 3D Slicer's
+SlicerRT) found anywhere under SRC becomes the labels of the series it refers to (its referenced series, else the
+images its contours name) in the same way (:mod:`medal.data.dicom_rtstruct`): its closed polygons fill the voxels
+whose centres they enclose, slice by slice, a polygon inside another being a hole. Only the ROIs named after a
+label are kept (``--labels background GTV``; the others, ``BODY``, ``PTV``, ..., which overlap by design, are
+listed as left out); without label names anywhere, every ROI is numbered in order of first appearance, so a
+structure set with overlapping ROIs needs ``--labels``. Kept ROIs that overlap, and polygons oblique to the slices
+or between them, are one line naming the file.
+
 **Back to DICOM.** :func:`export_seg` (``medal dataset export-seg``) writes a case's labels or a model's prediction
 as a DICOM SEG on the series the case came from (``dicom_sources.json``), so a PACS or a DICOM viewer shows them on
 the original images; from-dicom reads such a SEG back voxel for voxel.
@@ -56,14 +65,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .dicom_rtstruct import read_rtstruct, rtstruct_targets
 from .dicom_seg import _seg_targets, export_seg, read_dicom_seg, read_dicom_seg_volume
 from .dicom_series import (CHANNEL_NAMES, SOURCES, DicomSeries, _first_line, check_geometry, find_series,
                            keep_locale, read_multiframe, read_series, source_instances)
 from .errors import DatasetError
 from .io import load_volume
 
-__all__ = ["DicomSeries", "case_names", "check_geometry", "export_seg", "find_series", "from_dicom", "keep_locale",
-           "plan", "read_dicom_seg", "read_dicom_seg_volume", "read_multiframe", "read_series", "source_instances"]
+__all__ = ["LABEL_MODALITIES", "DicomSeries", "case_names", "check_geometry", "export_seg", "find_series", "from_dicom",
+           "keep_locale", "plan", "read_dicom_seg", "read_dicom_seg_volume", "read_multiframe", "read_rtstruct",
+           "read_series", "rtstruct_targets", "source_instances"]
+
+#: series read as labels of an image series, not as images
+LABEL_MODALITIES = ("SEG", "RTSTRUCT")
 
 
 def _slug(text: str) -> str:
@@ -103,12 +117,13 @@ def _matches(s: DicomSeries, pattern: str | None, modality: str | None) -> bool:
 
 def plan(src, *, series: str | None = None, modality: str | None = None, found=None):
     """The image series under ``src`` that ``series`` (a pattern on the description, case ignored) and ``modality``
-    keep, the case id each would get, and every DICOM SEG series (labels, kept whatever the filters: they apply to
-    the image series they refer to). A :class:`DatasetError` when no image series is found or none matches."""
+    keep, the case id each would get, and every DICOM SEG and RTSTRUCT series (labels, kept whatever the filters:
+    they apply to the image series they refer to). A :class:`DatasetError` when no image series is found or none
+    matches."""
     src = Path(src)
     found = find_series(src) if found is None else found
-    segs = [s for s in found if s.modality == "SEG"]
-    images = [s for s in found if s.modality != "SEG"]
+    segs = [s for s in found if s.modality in LABEL_MODALITIES]
+    images = [s for s in found if s.modality not in LABEL_MODALITIES]
     if not images:
         raise DatasetError(f"{src}: no DICOM image series found (in it or any folder under it)", path=src)
     keep = [s for s in images if _matches(s, series, modality)]
@@ -122,12 +137,13 @@ def plan(src, *, series: str | None = None, modality: str | None = None, found=N
 def from_dicom(src, dst, *, series: str | None = None, modality: str | None = None, labels=None,
                log=print) -> dict:
     """Convert every image series under ``src`` into the dataset folder ``dst`` (see the module docstring), and
-    every DICOM SEG object referring to one of them into its ``labelsTr/<case>.nii.gz``.
+    every DICOM SEG or RTSTRUCT object referring to one of them into its ``labelsTr/<case>.nii.gz``.
 
     Returns ``{"written": [case ids], "labelled": [case ids], "skipped": {series or SEG: message}, "kept": [case
     ids already there]}``. ``labels``: label names, background first, written to ``dataset.json`` (``["background",
     "liver"]`` -> ``{"0": "background", "1": "liver"}``); without them and without labels in an earlier conversion's
-    ``dataset.json``, the SEG objects' segment labels are numbered in order of first appearance."""
+    ``dataset.json``, the SEG objects' segment labels (RTSTRUCTs' ROI names) are numbered in order of first
+    appearance."""
     import json
 
     from .atomic import atomic_write_json
@@ -186,12 +202,25 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
     case_of = {v["series_uid"]: k for k, v in cases.items() if isinstance(v, dict) and v.get("series_uid") in converted}
     instances: dict[str, list[str]] = {}
     for s in segs:
+        rt = s.modality == "RTSTRUCT"
         for path in s.files:
-            where = f"{_where(s, src)}/{path.name} (SEG {s.description!r})"
+            where = f"{_where(s, src)}/{path.name} ({s.modality} {s.description!r})"
             try:
-                refs, _, sop = _seg_targets(path)
+                if rt:
+                    refs, _, sop, images = rtstruct_targets(path, where)
+                    if not refs and images:  # no series listed: the series whose slices its contours are drawn on
+                        for u in converted:
+                            if u not in instances:
+                                instances[u] = source_instances(converted[u])
+                        refs = {u for u in converted if images & set(instances[u])}
+                else:
+                    refs, _, sop = _seg_targets(path)
+            except DatasetError as exc:
+                skipped[where] = str(exc)
+                log(f"SKIPPED {skipped[where]}")
+                continue
             except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
-                skipped[where] = f"{where}: not a readable DICOM SEG ({_first_line(exc)})"
+                skipped[where] = f"{where}: not a readable DICOM {s.modality} ({_first_line(exc)})"
                 log(f"SKIPPED {skipped[where]}")
                 continue
             targets = sorted({case_of[u] for u in refs if u in case_of})
@@ -199,7 +228,7 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 if not any(u in {c.uid for c in keep} for u in refs) and (series or modality):
                     continue  # labels of a series the filters left out
                 skipped[where] = (f"{where}: refers to {'no converted series' if not targets else 'several series'} "
-                                  f"({', '.join(sorted(refs)) or 'no ReferencedSeriesSequence'})")
+                                  f"({', '.join(sorted(refs)) or 'no referenced series'})")
                 log(f"SKIPPED {skipped[where]}")
                 continue
             case = targets[0]
@@ -209,11 +238,15 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
             out_path = dst / "labelsTr" / f"{case}.nii.gz"
             try:
                 if out_path.is_file() and not entry.get("labels_from"):
-                    raise DatasetError(f"{where}: {out_path} exists and was not written from a SEG here (an "
-                                       "expert's labels?); left as it is", path=out_path)
+                    raise DatasetError(f"{where}: {out_path} exists and was not written from a SEG or RTSTRUCT "
+                                       "here (an expert's labels?); left as it is", path=out_path)
                 uid = entry["series_uid"]
                 image = _image_grid(dst, case)
-                if len(converted[uid].files) == 1 and converted[uid].frames > 1:  # enhanced multi-frame image
+                if rt:
+                    arr, left_out = read_rtstruct(path, image, label_names, where)
+                    if left_out:
+                        log(f"{case}: {where}: ROIs left out (not named after a label): {', '.join(left_out)}")
+                elif len(converted[uid].files) == 1 and converted[uid].frames > 1:  # enhanced multi-frame image
                     arr = read_dicom_seg_volume(path, image, label_names, where)
                 else:
                     if uid not in instances:
@@ -225,7 +258,7 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                     old = load_volume(out_path).array
                     clash = (old != 0) & (arr != 0) & (old != arr)
                     if clash.any():
-                        raise DatasetError(f"{where}: labels {int(clash.sum())} voxel(s) differently from the SEG "
+                        raise DatasetError(f"{where}: labels {int(clash.sum())} voxel(s) differently from the labels "
                                            "read before for this case; left out", path=path)
                     arr = np.where(arr != 0, arr, old).astype(np.uint8)
             except DatasetError as exc:
@@ -252,7 +285,7 @@ def _image_grid(dst: Path, case: str):
 
 def _label_names(dst: Path, labels, segs) -> dict[int, str]:
     """``{value: name}``: ``labels`` given, else an earlier conversion's ``dataset.json`` labels, else the SEG
-    files' segment labels numbered in order of first appearance (background 0)."""
+    files' segment labels and RTSTRUCT files' ROI names numbered in order of first appearance (background 0)."""
     import json
 
     from .labels import parse_label_names
@@ -272,7 +305,7 @@ def _label_names(dst: Path, labels, segs) -> dict[int, str]:
     for s in segs:
         for path in s.files:
             try:
-                _, found, _ = _seg_targets(path)
+                found = rtstruct_targets(path)[1] if s.modality == "RTSTRUCT" else _seg_targets(path)[1]
             except Exception:  # noqa: BLE001 - reported where the file is read
                 continue
             for n in found:

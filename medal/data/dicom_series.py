@@ -116,15 +116,20 @@ def find_series(src) -> list[DicomSeries]:
     if not src.is_dir():
         raise DatasetError(f"{src}: not a folder", path=src)
     found: dict[str, DicomSeries] = {}
+    rest: list[Path] = []
     with keep_locale():
         for folder, dirs, files in os.walk(src):
             dirs.sort()
             if not files:
                 continue
+            seen = set()
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
                 names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
                 s = found.setdefault(uid, DicomSeries(uid))
                 s.files += [Path(n) for n in names]
+                seen.update(Path(n).name for n in names)
+            rest += [Path(folder) / f for f in sorted(files) if f not in seen]
+    structure_sets = _structure_sets(rest)  # GDCM's scanner lists files with pixels only
     out = list(found.values())
     for s in out:
         try:
@@ -134,9 +139,31 @@ def find_series(src) -> list[DicomSeries]:
             s.frames = int(h["frames"]) if h["frames"].isdigit() else 1
         except DatasetError:
             pass
+    out += [s for uid, s in structure_sets.items() if uid not in found]
     folders = {f: i for i, f in enumerate(dict.fromkeys(s.folders[0] for s in out))}
     number = lambda s: int(s.number) if s.number.lstrip("-").isdigit() else 10**9  # noqa: E731
     return sorted(out, key=lambda s: (folders[s.folders[0]], number(s), s.description, s.uid))
+
+
+def _structure_sets(paths: list[Path]) -> dict[str, DicomSeries]:
+    """The RTSTRUCT series among ``paths`` (files GDCM's series scanner did not list: it lists images only), by
+    series UID. Files that are not DICOM are passed over (pydicom refuses them at their missing preamble)."""
+    import pydicom
+
+    out: dict[str, DicomSeries] = {}
+    tags = ["Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber"]
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=tags)
+        except Exception:  # noqa: BLE001 - not DICOM, or damaged: not an RTSTRUCT we can read either way
+            continue
+        if str(getattr(ds, "Modality", "")).upper() != "RTSTRUCT":
+            continue
+        uid = str(getattr(ds, "SeriesInstanceUID", "")) or f"file:{path}"
+        s = out.setdefault(uid, DicomSeries(uid, modality="RTSTRUCT", description=str(getattr(ds, "SeriesDescription", "")),
+                                            number=str(getattr(ds, "SeriesNumber", "") or "")))
+        s.files.append(path)
+    return out
 
 
 def _floats(text: str, n: int, what: str, path: Path) -> np.ndarray:
@@ -194,8 +221,8 @@ def read_series(series: DicomSeries, name: str | None = None):
 
     name = name or str(series.folders[0])
     if series.modality == "RTSTRUCT":
-        raise DatasetError(f"{name}: an RTSTRUCT (contours), not read: export the structures as a DICOM SEG (e.g. "
-                           "3D Slicer with SlicerRT) beside the series, or as label files", path=series.files[0])
+        raise DatasetError(f"{name}: an RTSTRUCT (contours): labels of an image series (from-dicom reads them "
+                           "beside it), not an image", path=series.files[0])
     if series.modality in NON_IMAGE:
         raise DatasetError(f"{name}: a DICOM {series.modality} object, not an image series", path=series.files[0])
     headers = [_header(p) for p in series.files]

@@ -13,7 +13,7 @@ from medal.data import DatasetError, Volume, load_dataset, load_volume, sample_d
 from medal.data.dicom import find_series, from_dicom, plan, read_dicom_seg, source_instances
 from medal.data.normalize import scheme_for_channel
 from medal.data.validate import label_on_grid
-from medal.testing import write_dicom_seg, write_dicom_series
+from medal.testing import write_dicom_rtstruct, write_dicom_seg, write_dicom_series
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -97,18 +97,18 @@ def test_series_that_are_not_one_even_volume_are_skipped_with_the_reason(tmp_pat
     write_dicom_series(src / "echoes", cases[2], series_uid="2.25.1234", series_number=1)
     write_dicom_series(src / "echoes", cases[2], series_uid="2.25.1234", series_number=2)
     write_dicom_series(src / "scout", cases[2], image_type="ORIGINAL\\PRIMARY\\LOCALIZER")
-    write_dicom_series(src / "rtstruct", cases[2], modality="RTSTRUCT")
+    write_dicom_series(src / "report", cases[2], modality="SR")
     logged = []
     res = from_dicom(src, tmp_path / "ds", log=logged.append)
     assert res["written"] == ["good"]
     why = {k.split(" ")[0]: v for k, v in res["skipped"].items()}
-    assert set(why) == {"gap", "tilt", "echoes", "scout", "rtstruct"}
+    assert set(why) == {"gap", "tilt", "echoes", "scout", "report"}
     assert "slices not evenly spaced (1 to 2 mm apart: a missing slice?)" in why["gap"]
     assert "slices sheared in their plane (up to 0.4 mm per slice: CT gantry tilt?)" in why["tilt"]
     n = 2 * cases[2].shape[2]
     assert f"{n} images at {n // 2} positions: several volumes in one series" in why["echoes"]
     assert "a localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)" in why["scout"]
-    assert "an RTSTRUCT (contours), not read: export the structures as a DICOM SEG" in why["rtstruct"]
+    assert "a DICOM SR object, not an image series" in why["report"]
     assert all("\n" not in v for v in why.values())
     assert sum(line.startswith("SKIPPED ") for line in logged) == 5
 
@@ -207,9 +207,76 @@ def test_a_seg_that_cannot_be_read_as_labels_leaves_the_rest_and_an_experts_file
     mine.write_bytes(gzip.compress(b"not even a volume: must survive"))
     write_dicom_seg(src / "p2" / "seg" / "seg.dcm", files[2], truths[2], [("Anterior", 1), ("Posterior", 2)])
     again = from_dicom(src, tmp_path / "ds", log=lambda s: None)
-    assert "exists and was not written from a SEG here (an expert's labels?); left as it is" in \
+    assert "exists and was not written from a SEG or RTSTRUCT here (an expert's labels?); left as it is" in \
         again["skipped"]["p2/seg/seg.dcm (SEG 'Segmentation')"]
     assert gzip.decompress(mine.read_bytes()) == b"not even a volume: must survive"
+
+
+def test_rtstruct_contours_become_the_label_files_of_their_series(tmp_path, cases, truths):
+    """Contours as a planning system stores them (polygons in patient mm per slice, a BODY ROI around everything,
+    a second contour cutting a hole) fill exactly the voxels of the real labels they were drawn from; a structure
+    set that names no series is placed by the images its contours name."""
+    import pydicom
+    from scipy.ndimage import binary_erosion
+
+    src = tmp_path / "export"
+    files = [write_dicom_series(src / f"p{i}" / "ct", cases[i], modality="CT") for i in (0, 1)]
+    inner = np.argwhere(binary_erosion(truths[0].array == 1, np.ones((3, 3, 1))))
+    hole = tuple(int(v) for v in inner[len(inner) // 2])
+    body = np.zeros(truths[0].shape, bool)
+    body[2:-2, 2:-2, :] = True
+    write_dicom_rtstruct(src / "p0" / "rt" / "rs.dcm", files[0], truths[0], [("Posterior", 2), ("Anterior", 1)],
+                         extra={"BODY": body}, hole=("Anterior", hole))
+    rs = write_dicom_rtstruct(src / "p1" / "rs1.dcm", files[1], truths[1], [("anterior", 1), ("POSTERIOR", 2)])
+    ds = pydicom.dcmread(str(rs))
+    del ds.ReferencedFrameOfReferenceSequence
+    ds.save_as(str(rs))
+    keep, names, labels = plan(src)
+    assert names == ["p0_ct", "p1_ct"] and sorted(s.modality for s in labels) == ["RTSTRUCT", "RTSTRUCT"]
+    logged = []
+    res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], log=logged.append)
+    assert res["labelled"] == ["p0_ct", "p1_ct"] and not res["skipped"], res
+    want = truths[0].array.copy()
+    assert want[hole] == 1
+    want[hole] = 0  # the inner contour's voxel
+    assert same_labels(tmp_path / "ds" / "labelsTr" / "p0_ct.nii.gz", truths[0].with_array(want))
+    assert same_labels(tmp_path / "ds" / "labelsTr" / "p1_ct.nii.gz", truths[1])
+    assert "p0_ct: p0/rt/rs.dcm (RTSTRUCT 'RTSTRUCT'): ROIs left out (not named after a label): BODY" in logged
+    assert "p0_ct: labels from p0/rt/rs.dcm (RTSTRUCT 'RTSTRUCT'): Anterior=1, Posterior=2" in logged
+    again = from_dicom(src, tmp_path / "ds", log=lambda s: None)
+    assert again["labelled"] == [] and again["kept"] == ["p0_ct", "p1_ct"] and not again["skipped"]
+
+
+def test_an_rtstruct_that_cannot_be_read_as_labels_is_named_and_the_rest_converted(tmp_path, cases, truths):
+    import pydicom
+
+    src = tmp_path / "export"
+    files = [write_dicom_series(src / f"p{i}" / "mr", cases[i]) for i in range(3)]
+    body = np.ones(truths[0].shape, bool)
+    rs = write_dicom_rtstruct(src / "p0" / "rs.dcm", files[0], truths[0], [("Anterior", 1), ("Posterior", 2)],
+                              extra={"BODY": body})
+    half = 0.5 * float(np.linalg.norm(cases[1].affine[:3, 2]))
+    write_dicom_rtstruct(src / "p1" / "rs.dcm", files[1], truths[1], [("Anterior", 1)], shift_mm=half)
+    write_dicom_rtstruct(src / "p2" / "rs.dcm", files[2], truths[2], [("GTV", 1)])
+    broken = pydicom.dcmread(str(rs))
+    del broken.ROIContourSequence
+    broken.save_as(str(src / "p0" / "broken.dcm"))
+    # without label names every ROI is numbered, and BODY holds the others' voxels
+    res = from_dicom(src, tmp_path / "ds", log=lambda s: None)
+    assert res["written"] == ["p0_mr", "p1_mr", "p2_mr"] and res["labelled"] == ["p2_mr"]
+    why = {k.split(" ")[0]: v for k, v in res["skipped"].items()}
+    assert set(why) == {"p0/rs.dcm", "p0/broken.dcm", "p1/rs.dcm"}
+    assert "and 'BODY' overlap in" in why["p0/rs.dcm"] and "(keep one of them with --labels)" in why["p0/rs.dcm"]
+    assert "not an RT Structure Set (no StructureSetROISequence / ROIContourSequence)" in why["p0/broken.dcm"]
+    assert "ROI 'Anterior' has a contour between two slices" in why["p1/rs.dcm"]
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["labels"] == {
+        "0": "background", "1": "Anterior", "2": "Posterior", "3": "BODY", "4": "GTV"}
+    # with label names: BODY is left out; a structure set naming no label is one line
+    res = from_dicom(src, tmp_path / "ds2", labels=["background", "Anterior", "Posterior"], log=lambda s: None)
+    assert res["labelled"] == ["p0_mr"] and same_labels(tmp_path / "ds2" / "labelsTr" / "p0_mr.nii.gz", truths[0])
+    assert "none of its ROIs (GTV) is named after a label (dataset.json / --labels: Anterior, Posterior)" in \
+        res["skipped"]["p2/rs.dcm (RTSTRUCT 'RTSTRUCT')"]
+    assert all("\n" not in v for v in res["skipped"].values())
 
 
 def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path, cases, truths):
