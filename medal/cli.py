@@ -84,8 +84,9 @@ def cmd_dataset_from_dicom(args) -> int:
 def cmd_dataset_export_seg(args) -> int:
     from medal.data.dicom import export_seg
 
-    res = export_seg(args.dataset, args.labels, args.out, dicom_root=args.dicom, automatic=args.prediction)
-    print(f"wrote {len(res['written'])} DICOM SEG file(s) to {args.out}"
+    res = export_seg(args.dataset, args.labels, args.out, dicom_root=args.dicom, automatic=args.prediction,
+                     rtstruct=args.rtstruct)
+    print(f"wrote {len(res['written'])} DICOM {'RTSTRUCT' if args.rtstruct else 'SEG'} file(s) to {args.out}"
           + (f"; skipped {len(res['skipped'])} case(s) (listed above)" if res["skipped"] else ""))
     return EXIT_PROBLEMS if res["skipped"] or not res["written"] else EXIT_OK
 
@@ -568,13 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
                             description="For a dataset `from-dicom` made: each case whose label (LABELS/<case>.nii.gz) "
                             "or prediction (LABELS/<case>/prediction.nii.gz, what `medal score` writes) is found "
                             "becomes OUT/<case>.dcm, a DICOM SEG on the series it came from, one segment per label "
-                            "present, for a PACS or a DICOM viewer. Exits 1 if any case was skipped.")
+                            "present, for a PACS or a DICOM viewer (--rtstruct: an RT structure set, one ROI of "
+                            "contours per label, for a treatment planning system). Exits 1 if any case was skipped.")
     exp.add_argument("dataset", help="dataset folder written by `medal dataset from-dicom`")
     exp.add_argument("labels", help="folder of label files (e.g. RUN/labels) or of scores (RUN/scores)")
     exp.add_argument("out", help="folder to write the SEG files into")
     exp.add_argument("--dicom", default=None, help="the DICOM export's folder, if it moved since the conversion")
     exp.add_argument("--prediction", action="store_true",
                      help="the labels are a model's prediction (SEG algorithm type AUTOMATIC, not MANUAL)")
+    exp.add_argument("--rtstruct", action="store_true",
+                     help="write RT structure sets (closed contours per slice) instead of SEG objects")
     exp.set_defaults(func=cmd_dataset_export_seg)
     fol = ds_sub.add_parser("from-folders", help="lay out a folder per case (KiTS, BraTS, TotalSegmentator) as a dataset",
                             description="Link (or --copy) each case folder's image(s) and label into DST as "

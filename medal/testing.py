@@ -347,8 +347,8 @@ def write_dicom_rtstruct(path, series_files, label, rois, *, extra: dict | None 
                          shift_mm: float = 0.0) -> Path:
     """A DICOM RT Structure Set at ``path`` for the series ``write_dicom_series`` wrote as ``series_files``, as a
     planning system stores contours: per ROI and slice, closed planar polygons in patient coordinates (LPS mm)
-    around the label's voxels (``skimage.measure.find_contours`` at 0.5, through voxel centres' midpoints), each
-    with a ContourImageSequence naming its slice's SOP instance; the series and frame of reference referenced.
+    around the label's voxels (:func:`medal.data.dicom_rtstruct.slice_polygons`), each with a ContourImageSequence
+    naming its slice's SOP instance; the series and frame of reference referenced.
 
     ``label``: a :class:`~medal.data.Volume` on the series' volume; ``rois``: ``[(ROIName, value in label), ...]``;
     ``extra``: ``{ROIName: boolean array}`` further ROIs (a BODY contour, overlapping the others);
@@ -356,89 +356,29 @@ def write_dicom_rtstruct(path, series_files, label, rois, *, extra: dict | None 
     contour on its slice (a hole, by DICOM's inner-contour rule, where the voxel is inside the ROI's contour);
     ``shift_mm``: move every contour this far along the slice normal (off the image's slices)."""
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    from skimage.measure import find_contours
+
+    from medal.data.dicom_rtstruct import slice_polygons, structure_set
 
     sources = sorted((pydicom.dcmread(str(f), stop_before_pixels=True) for f in series_files),
                      key=lambda d: int(d.InstanceNumber))
     arr = np.asarray(label.array)
     to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ label.affine  # voxel index -> LPS mm
-    normal = to_lps[:3, 2] / np.linalg.norm(to_lps[:3, 2])
+    shift = shift_mm * to_lps[:3, 2] / np.linalg.norm(to_lps[:3, 2])
     masks = [(name, arr == v) for name, v in rois] + list((extra or {}).items())
-
-    def polygon(points_ij, k):
-        ijk = np.c_[points_ij, np.full(len(points_ij), float(k)), np.ones(len(points_ij))]
-        xyz = (ijk @ to_lps.T)[:, :3] + shift_mm * normal
-        return [float(f"{v:.4f}") for v in xyz.ravel()]
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesDescription, ds.SeriesNumber = "RTSTRUCT", "RTSTRUCT", 200
-    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), sources[0].StudyInstanceUID
-    ds.PatientName, ds.PatientID = sources[0].PatientName, sources[0].PatientID
-    ds.FrameOfReferenceUID = sources[0].FrameOfReferenceUID
-    ds.StructureSetLabel, ds.StructureSetDate, ds.StructureSetTime = "medal tests", "20261207", "120000"
-    series_ref = Dataset()
-    series_ref.SeriesInstanceUID = sources[0].SeriesInstanceUID
-    series_ref.ContourImageSequence = Sequence([_image_ref(d) for d in sources])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    study_ref.ReferencedSOPInstanceUID = sources[0].StudyInstanceUID
-    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
-    frame_ref = Dataset()
-    frame_ref.FrameOfReferenceUID = sources[0].FrameOfReferenceUID
-    frame_ref.RTReferencedStudySequence = Sequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([frame_ref])
-    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
-    for number, (name, mask) in enumerate(masks, start=1):
-        roi = Dataset()
-        roi.ROINumber, roi.ROIName, roi.ROIGenerationAlgorithm = number, name, "MANUAL"
-        roi.ReferencedFrameOfReferenceUID = sources[0].FrameOfReferenceUID
-        ds.StructureSetROISequence.append(roi)
-        contours = Sequence()
-        for k in range(mask.shape[2]):
-            padded = np.pad(mask[:, :, k].astype(float), 1)
-            for c in find_contours(padded, 0.5):
-                contours.append(_contour(polygon(c - 1.0, k), sources[k]))
+    out = []
+    for name, mask in masks:
+        polygons = [(k, xyz + shift) for k, xyz in slice_polygons(mask, label.affine)]
         if hole is not None and hole[0] == name:
             i, j, k = hole[1]
-            square = np.array([[i - 0.5, j - 0.5], [i - 0.5, j + 0.5], [i + 0.5, j + 0.5], [i + 0.5, j - 0.5]])
-            contours.append(_contour(polygon(square, k), sources[k]))
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ROIDisplayColor = [255, 0, 0]
-        item.ContourSequence = contours
-        ds.ROIContourSequence.append(item)
+            square = np.array([[i - 0.5, j - 0.5, k, 1], [i - 0.5, j + 0.5, k, 1], [i + 0.5, j + 0.5, k, 1],
+                               [i + 0.5, j - 0.5, k, 1]])
+            polygons.append((k, (square @ to_lps.T)[:, :3]))
+        out.append((name, polygons))
+    ds = structure_set(sources, out, label="medal tests", description="RTSTRUCT", series_number=200)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(str(path), enforce_file_format=True)
     return path
-
-
-def _image_ref(source):
-    from pydicom.dataset import Dataset
-
-    ref = Dataset()
-    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
-    return ref
-
-
-def _contour(points: list[float], source):
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    c = Dataset()
-    c.ContourGeometricType = "CLOSED_PLANAR"
-    c.NumberOfContourPoints = len(points) // 3
-    c.ContourData = points
-    c.ContourImageSequence = Sequence([_image_ref(source)])
-    return c
 
 
 def write_case_folders(root, cases, channels=("flair", "t1")) -> Path:

@@ -758,6 +758,8 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     out = medal("dataset", "export-seg", root, tmp_path / "run" / "scores", tmp_path / "seg", "--prediction")
     assert out.returncode == 0 and "wrote 2 DICOM SEG file(s)" in out.stdout, out.stdout + out.stderr
     assert sorted(p.name for p in (tmp_path / "seg").glob("*.dcm")) == ["subject0_mr.dcm", "subject1_mr.dcm"]
+    out = medal("dataset", "export-seg", root, tmp_path / "run" / "scores", tmp_path / "rt", "--prediction", "--rtstruct")
+    assert out.returncode == 0 and "wrote 2 DICOM RTSTRUCT file(s)" in out.stdout, out.stdout + out.stderr
 
 
 def test_case_folders_through_from_folders_check_and_train(tmp_path, sample_cases, tiny_cfg):

@@ -50,7 +50,8 @@ or between them, are one line naming the file.
 
 **Back to DICOM.** :func:`export_seg` (``medal dataset export-seg``) writes a case's labels or a model's prediction
 as a DICOM SEG on the series the case came from (``dicom_sources.json``), so a PACS or a DICOM viewer shows them on
-the original images; from-dicom reads such a SEG back voxel for voxel.
+the original images; from-dicom reads such a SEG back voxel for voxel. With ``rtstruct=True`` (``--rtstruct``) it
+writes an RT Structure Set instead, for a treatment planning system, which from-dicom reads back alike.
 
 Converting into a folder that holds an earlier conversion (its ``dicom_sources.json``) goes on where it stopped:
 a series already written there is not read again, nor a SEG already read; a folder holding anything else is

@@ -23,7 +23,7 @@ import numpy as np
 from .dicom_series import _first_line
 from .errors import DatasetError
 
-__all__ = ["read_rtstruct", "rtstruct_targets"]
+__all__ = ["read_rtstruct", "rtstruct_targets", "slice_polygons", "structure_set"]
 
 #: how far (in voxels) a polygon may lie off one slice plane of the image, and its points off a common plane
 PLANE_TOLERANCE = 0.1
@@ -120,3 +120,104 @@ def read_rtstruct(path, image, label_names: dict[int, str], name: str) -> tuple[
         owner[mask] = num
     return out, left_out
 
+
+
+#: ROI display colours, in label order (RGB)
+_COLOURS = [(255, 0, 0), (0, 160, 255), (0, 200, 0), (255, 200, 0), (200, 0, 255), (0, 220, 200), (255, 120, 0),
+            (160, 80, 40)]
+
+
+def slice_polygons(mask, affine) -> list[tuple[int, np.ndarray]]:
+    """The closed polygons around ``mask``'s voxels on each slice along its third axis (the series' slices, as
+    :func:`~medal.data.dicom.read_series` orders them), as ``[(slice index, (n, 3) LPS mm points)]``:
+    ``skimage.measure.find_contours`` at 0.5, so every edge passes midway between a voxel inside and one outside
+    and no voxel centre lies on one; holes and islands are further polygons, which :func:`read_rtstruct`'s parity
+    rule reads back voxel for voxel. ``affine``: voxel index -> RAS mm (a :class:`~medal.data.io.Volume`'s)."""
+    from skimage.measure import find_contours
+
+    mask = np.asarray(mask, bool)
+    to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+    out = []
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        for c in find_contours(np.pad(mask[:, :, k], 1).astype(np.float32), 0.5):
+            ijk = np.c_[c - 1.0, np.full(len(c), float(k)), np.ones(len(c))]
+            out.append((int(k), (ijk @ to_lps.T)[:, :3]))
+    return out
+
+
+def structure_set(sources, rois, *, label: str = "medal", description: str = "medal labels",
+                  automatic: bool = False, series_number: int = 9001):
+    """An RT Structure Set (a pydicom ``Dataset``) on the image series whose slices' datasets ``sources`` are, in
+    slice order (patient and study copied from them, as any object of that study carries them): ``rois`` =
+    ``[(ROIName, [(slice index, (n, 3) LPS mm points), ...]), ...]``, numbered 1, 2, ... in that order, each polygon
+    CLOSED_PLANAR with its slice's instance in its ContourImageSequence; the series and frame of reference listed in
+    ReferencedFrameOfReferenceSequence (DICOM PS3.3 A.19, RT Structure Set IOD). ``automatic``: ROIs made by a model
+    (ROIGenerationAlgorithm AUTOMATIC), else MANUAL."""
+    import datetime
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from medal import __version__
+
+    first = sources[0]
+    now = datetime.datetime.now()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = getattr(first, "SpecificCharacterSet", "ISO_IR 192")
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+        setattr(ds, key, getattr(first, key, ""))
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), series_number
+    ds.SeriesDescription, ds.InstanceNumber = description, 1
+    ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = "medal", "medal", __version__
+    ds.FrameOfReferenceUID = first.FrameOfReferenceUID
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetDate, ds.StructureSetTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = first.SeriesInstanceUID
+    series_ref.ContourImageSequence = Sequence([_image_ref(d) for d in sources])
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired; as TPSs write)
+    study_ref.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
+    frame_ref = Dataset()
+    frame_ref.FrameOfReferenceUID = first.FrameOfReferenceUID
+    frame_ref.RTReferencedStudySequence = Sequence([study_ref])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame_ref])
+    ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = Sequence(), Sequence(), Sequence()
+    for number, (name, polygons) in enumerate(rois, start=1):
+        roi = Dataset()
+        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, first.FrameOfReferenceUID, name
+        roi.ROIGenerationAlgorithm = "AUTOMATIC" if automatic else "MANUAL"
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ROIDisplayColor = list(_COLOURS[(number - 1) % len(_COLOURS)])
+        item.ContourSequence = Sequence()
+        for k, xyz in polygons:
+            c = Dataset()
+            c.ContourImageSequence = Sequence([_image_ref(sources[k])])
+            c.ContourGeometricType = "CLOSED_PLANAR"
+            c.NumberOfContourPoints = len(xyz)
+            c.ContourData = [float(f"{v:.4f}") for v in np.asarray(xyz, dtype=np.float64).ravel()]
+            item.ContourSequence.append(c)
+        ds.ROIContourSequence.append(item)
+        obs = Dataset()
+        obs.ObservationNumber, obs.ReferencedROINumber = number, number
+        obs.RTROIInterpretedType, obs.ROIInterpreter = "", ""
+        ds.RTROIObservationsSequence.append(obs)
+    return ds
+
+
+def _image_ref(source):
+    from pydicom.dataset import Dataset
+
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
+    return ref

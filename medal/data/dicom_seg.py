@@ -125,23 +125,21 @@ def _label_file(folder: Path, case: str) -> Path | None:
     return None
 
 
-def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = False, log=print) -> dict:
+def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = False, rtstruct: bool = False,
+               log=print) -> dict:
     """Each case of a dataset ``from-dicom`` made, whose label or prediction is in ``labels``, as a DICOM SEG object
     ``out/<case>.dcm`` on its source series, for a PACS or a DICOM viewer (OHIF, 3D Slicer): one segment per label
     value present (named by dataset.json), frames derived from the series' instances (highdicom; empty frames
     omitted). 255 (not annotated) is in no segment. ``automatic``: a model's prediction (SegmentAlgorithmType
     AUTOMATIC, algorithm "medal"), else an expert's labels (MANUAL). ``dicom_root``: where the export lies now, if
-    it moved since the conversion (``dicom_sources.json`` holds the folders relative to it).
+    it moved since the conversion (``dicom_sources.json`` holds the folders relative to it). ``rtstruct``: an RT
+    Structure Set instead (one ROI per label value, closed contours around its voxels on each slice:
+    :func:`~medal.data.dicom_rtstruct.slice_polygons`), for a treatment planning system; series of single-slice
+    files only.
 
     Returns ``{"written": [case ids], "skipped": {case: message}}``; a case without a label file is not listed."""
     import json
 
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    from medal import __version__
-
-    from .atomic import atomic_path
     from .dataset import load_dataset
     from .io import load_volume
     from .loading import load_label
@@ -181,46 +179,78 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
             arr[arr == 255] = 0  # not annotated: in no segment
             values = [int(v) for v in np.unique(arr) if v]
             if not values:
-                raise DatasetError(f"{path}: no label value but background: nothing to put in a SEG", path=path)
-            if len(match[0].files) == 1 and match[0].frames > 1:  # an enhanced multi-frame image: by geometry
-                import pydicom
-
-                sources_ds = [pydicom.dcmread(str(match[0].files[0]))]
-                numbers = np.zeros(arr.shape, np.uint8)
-                for i, v in enumerate(values):
-                    numbers[arr == v] = i + 1
-                masks = _to_highdicom(image.with_array(numbers), sources_ds[0].FrameOfReferenceUID)
-            else:
-                sources_ds = _source_datasets(match[0])
-                frames = np.transpose(arr, (2, 1, 0))  # (slice, row, column) in the series' slice order
-                masks = np.stack([frames == v for v in values], axis=-1).astype(np.uint8)
-            algorithm = (hd.AlgorithmIdentificationSequence(name="medal", version=__version__,
-                                                            family=codes.cid7162.ArtificialIntelligence)
-                         if automatic else None)
-            descriptions = [hd.seg.SegmentDescription(
-                segment_number=i + 1, segment_label=str(names.get(v, f"label {v}")),
-                segmented_property_category=codes.SCT.AnatomicalStructure,
-                segmented_property_type=codes.SCT.AnatomicalStructure,
-                algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic
-                                else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
-                algorithm_identification=algorithm) for i, v in enumerate(values)]
-            seg = hd.seg.Segmentation(
-                source_images=sources_ds, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9000,
-                sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medal",
-                manufacturer_model_name="medal", software_versions=__version__, device_serial_number="0",
-                series_description=("medal prediction" if automatic else "medal labels"))
-            with atomic_path(out / f"{case.case_id}.dcm") as tmp:
-                seg.save_as(str(tmp))
+                raise DatasetError(f"{path}: no label value but background: nothing to put in a "
+                                   f"{'structure set' if rtstruct else 'SEG'}", path=path)
+            write = _write_rtstruct if rtstruct else _write_seg
+            write(match[0], image.with_array(arr), values, names, automatic, out / f"{case.case_id}.dcm", case.case_id)
         except DatasetError as exc:
             skipped[case.case_id] = str(exc)
             log(f"SKIPPED {exc}")
             continue
         except (ValueError, AttributeError, KeyError) as exc:  # highdicom's checks of the source series
-            skipped[case.case_id] = f"{case.case_id}: no SEG could be made on its series ({_first_line(exc)})"
+            skipped[case.case_id] = (f"{case.case_id}: no {'structure set' if rtstruct else 'SEG'} could be made "
+                                     f"on its series ({_first_line(exc)})")
             log(f"SKIPPED {skipped[case.case_id]}")
             continue
         written.append(case.case_id)
         log(f"{case.case_id}: {out / (case.case_id + '.dcm')} ("
             + ", ".join(f"{names.get(v, v)}" for v in values) + ")")
     return {"written": written, "skipped": skipped}
+
+
+def _write_seg(series: DicomSeries, labels, values, names, automatic: bool, path: Path, case: str) -> None:
+    """``labels`` (a Volume on the case's image) as a SEG on ``series``: one segment per value in ``values``."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from medal import __version__
+
+    from .atomic import atomic_path
+
+    arr = np.asarray(labels.array)
+    if len(series.files) == 1 and series.frames > 1:  # an enhanced multi-frame image: frames placed by geometry
+        import pydicom
+
+        sources_ds = [pydicom.dcmread(str(series.files[0]))]
+        numbers = np.zeros(arr.shape, np.uint8)
+        for i, v in enumerate(values):
+            numbers[arr == v] = i + 1
+        masks = _to_highdicom(labels.with_array(numbers), sources_ds[0].FrameOfReferenceUID)
+    else:
+        sources_ds = _source_datasets(series)
+        frames = np.transpose(arr, (2, 1, 0))  # (slice, row, column) in the series' slice order
+        masks = np.stack([frames == v for v in values], axis=-1).astype(np.uint8)
+    algorithm = (hd.AlgorithmIdentificationSequence(name="medal", version=__version__,
+                                                    family=codes.cid7162.ArtificialIntelligence)
+                 if automatic else None)
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=i + 1, segment_label=str(names.get(v, f"label {v}")),
+        segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=codes.SCT.AnatomicalStructure,
+        algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic
+                        else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
+        algorithm_identification=algorithm) for i, v in enumerate(values)]
+    seg = hd.seg.Segmentation(
+        source_images=sources_ds, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9000,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medal",
+        manufacturer_model_name="medal", software_versions=__version__, device_serial_number="0",
+        series_description=("medal prediction" if automatic else "medal labels"))
+    with atomic_path(path) as tmp:
+        seg.save_as(str(tmp))
+
+
+def _write_rtstruct(series: DicomSeries, labels, values, names, automatic: bool, path: Path, case: str) -> None:
+    """``labels`` (a Volume on the case's image) as an RT Structure Set on ``series``: one ROI per value."""
+    from .atomic import atomic_path
+    from .dicom_rtstruct import slice_polygons, structure_set
+
+    if len(series.files) == 1 and series.frames > 1:
+        raise DatasetError(f"{case}: its series is one enhanced multi-frame file; an RT structure set names one "
+                           "image per slice: export it as a SEG (without --rtstruct)", path=series.files[0])
+    arr = np.asarray(labels.array)
+    rois = [(str(names.get(v, f"label {v}")), slice_polygons(arr == v, labels.affine)) for v in values]
+    ds = structure_set(_source_datasets(series), rois, automatic=automatic,
+                       description="medal prediction" if automatic else "medal labels")
+    with atomic_path(path) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)

@@ -283,6 +283,7 @@ def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path
     """export-seg on a from-dicom dataset: each label file becomes a SEG on its source series that a DICOM reader
     (highdicom, and from-dicom itself) reads back voxel for voxel; 255 is in no segment; a prediction is AUTOMATIC."""
     import highdicom as hd
+    import pydicom
 
     from medal.data import save_volume
     from medal.data.dicom import export_seg
@@ -324,6 +325,23 @@ def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path
     res = from_dicom(src, tmp_path / "ds2", log=lambda s: None)
     assert res["labelled"] == ["p1"]
     assert same_labels(tmp_path / "ds2" / "labelsTr" / "p1.nii.gz", truths[1])
+    # as RT structure sets (for a planning system): contours that from-dicom reads back to the same voxels
+    res = export_seg(tmp_path / "ds", run, tmp_path / "rt", rtstruct=True, log=lambda s: None)
+    assert res == {"written": ["p0"], "skipped": {}}
+    res = export_seg(tmp_path / "ds", tmp_path / "run" / "scores", tmp_path / "rtpred", rtstruct=True, automatic=True,
+                     log=lambda s: None)
+    assert res == {"written": ["p1"], "skipped": {}}
+    rs = pydicom.dcmread(str(tmp_path / "rtpred" / "p1.dcm"))
+    assert rs.Modality == "RTSTRUCT" and [r.ROIName for r in rs.StructureSetROISequence] == ["Anterior", "Posterior"]
+    assert {r.ROIGenerationAlgorithm for r in rs.StructureSetROISequence} == {"AUTOMATIC"}
+    for f in ("rt/p0.dcm", "rtpred/p1.dcm"):
+        shutil.copy(tmp_path / f, src / f.split("/")[1].replace(".dcm", "") / "rs.dcm")
+    res = from_dicom(src, tmp_path / "ds3", log=lambda s: None)
+    assert res["labelled"] == ["p0", "p1"] and not res["skipped"], res
+    img = load_volume(tmp_path / "ds3" / "imagesTr" / "p0_0000.nii.gz")
+    assert np.array_equal(load_volume(tmp_path / "ds3" / "labelsTr" / "p0.nii.gz").array, np.where(part == 255, 0, part))
+    assert img.shape == part.shape
+    assert same_labels(tmp_path / "ds3" / "labelsTr" / "p1.nii.gz", truths[1])
     # a dataset not made from DICOM is one line
     with pytest.raises(DatasetError, match="no dicom_sources.json: export-seg writes SEGs for datasets"):
         export_seg(sample_dataset(), run, tmp_path / "x")
