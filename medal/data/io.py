@@ -276,6 +276,8 @@ def volume_affine(path) -> np.ndarray:
     """The voxel-to-world (RAS) affine of a volume file from its header alone (as :attr:`Volume.affine`)."""
     path = Path(path)
     suffix = full_suffix(path).lower()
+    if not path.is_file():  # else a missing .gz reads as a truncated one
+        raise DatasetError(f"{path}: file not found", path=path)
     try:
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib

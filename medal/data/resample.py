@@ -47,16 +47,21 @@ def _header_spacings(dataset, orientation=None) -> list[tuple[float, ...]]:
     """Each readable image's voxel spacing, from its header (a bad file is reported where it is read for
     training or scoring, not here), along the axes of ``orientation`` (axis codes) when set."""
     out = []
+    first_error = None
     for case in dataset.cases:
         try:
             affine = volume_affine(case.image)
-        except DatasetError:
+        except DatasetError as exc:
+            first_error = first_error or exc
             continue
         s = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         ornt = orientation_transform(affine, orientation)
         if ornt is not None:
             s = s[np.argsort(ornt[:, 0])]
         out.append(tuple(float(v) for v in s))
+    if not out and first_error is not None:  # say why: the first unreadable image (a stale dataset.json, say)
+        raise DatasetError(f"{dataset.root}: no readable image among {len(dataset.cases)} case(s), the first: "
+                           f"{first_error}; run `medal dataset check {dataset.root}`", path=dataset.root)
     return out
 
 

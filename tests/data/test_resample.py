@@ -214,3 +214,27 @@ def test_a_run_over_mixed_storage_orders_says_so_while_orientation_is_null(tmp_p
     notes = [x for x in check_dataset(root).summary().splitlines() if "NOTE" in x]
     assert len(notes) == 1 and "stored in 2 axis orders: with data.orientation: RAS (the default)" in notes[0]
     assert mixed_orientation_note(DataConfig(orientation=None), load_dataset(sample_dataset())) is None
+
+
+def test_a_dataset_json_naming_missing_images_says_which_and_not_that_they_are_truncated(tmp_path):
+    """A dataset.json whose ``training`` list names files that are not there (copied from another dataset) once
+    stopped ``medal round`` with "no readable 3D image", the files' header read calling each missing .nii.gz
+    truncated."""
+    import json
+    import shutil
+
+    from medal.data import DatasetError
+    from medal.data.io import volume_affine
+
+    root = tmp_path / "ds"
+    shutil.copytree(sample_dataset() / "imagesTr", root / "imagesTr")
+    meta = json.loads((sample_dataset() / "dataset.json").read_text())
+    meta["training"] = [{"image": "./imagesTr/other_001.nii.gz", "label": "./labelsTr/other_001.nii.gz"}]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"other_001.nii.gz: file not found$"):
+        volume_affine(root / "imagesTr" / "other_001.nii.gz")
+    ds = load_dataset(root)
+    with pytest.raises(DatasetError) as err:
+        resolve_spacing(DataConfig(spacing="median"), ds)
+    assert str(err.value) == (f"{root}: no readable image among 1 case(s), the first: {root}/imagesTr/other_001.nii.gz:"
+                              f" file not found; run `medal dataset check {root}`")
