@@ -17,6 +17,9 @@ from medal.uncertainty.measures import measures_from_moments
 
 __all__ = ["predict_probs", "predict_logits", "mc_predict", "MCResult"]
 
+#: voxels per slab in :meth:`MCResult.measures` (float64 temporaries of ~15 arrays of this size)
+SLAB_VOXELS = 1 << 20
+
 
 def _to_probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
@@ -91,14 +94,27 @@ class MCResult:
         return np.concatenate([1 - p, p], axis=0) if p.shape[0] == 1 else p
 
     def measures(self, names) -> dict[str, np.ndarray]:
-        vote = None if self.mean_vote is None else self.mean_vote.astype(np.float64)
-        allm = measures_from_moments(self.mean_probs.astype(np.float64), self.mean_p2.astype(np.float64),
-                                     self.mean_entropy.astype(np.float64), vote)
-        allm["mutual_information"] = allm["bald"]
-        missing = [n for n in names if n not in allm]
-        if missing:
-            raise ValueError(f"measure(s) {missing} need the samples' votes, which this result did not track")
-        return {n: allm[n] for n in names}
+        """The named measures (float32, the volume's shape), computed in float64 slabs along the last axis of
+        about :data:`SLAB_VOXELS` voxels each: every measure is per voxel, so the result is the whole volume's bit
+        for bit, while the float64 temporaries stay a slab's (a whole 512x512x300 CT's were ~20 GB)."""
+        names = list(names)
+        if "vote_entropy" in names and self.mean_vote is None:
+            raise ValueError("measure(s) ['vote_entropy'] need the samples' votes, which this result did not track")
+        shape = self.mean_entropy.shape
+        out = {n: np.empty(shape, np.float32) for n in names}
+        step = max(1, SLAB_VOXELS // max(1, int(np.prod(shape[:-1]))))
+        for z0 in range(0, shape[-1], step):
+            sl = (Ellipsis, slice(z0, z0 + step))
+            vote = None if self.mean_vote is None else self.mean_vote[sl].astype(np.float64)
+            allm = measures_from_moments(self.mean_probs[sl].astype(np.float64), self.mean_p2[sl].astype(np.float64),
+                                         self.mean_entropy[sl].astype(np.float64), vote)
+            allm["mutual_information"] = allm["bald"]
+            unknown = [n for n in names if n not in allm]
+            if unknown:
+                raise ValueError(f"unknown measure(s) {unknown}")
+            for n in names:
+                out[n][sl] = allm[n]
+        return out
 
 
 @torch.no_grad()

@@ -57,10 +57,12 @@ def save_probs(image: Volume, probs: np.ndarray, path) -> Path:
 
     from medal.data import atomic_path
 
-    p = np.asarray(probs, dtype=np.float64)
+    p = np.asarray(probs)
     if p.ndim != 4 or p.shape[1:] != image.shape:
         raise ValueError(f"probs must be (C, {', '.join(map(str, image.shape))}), got shape {p.shape}")
-    q = np.clip(np.rint(np.moveaxis(p, 0, -1) * PROBS_SCALE), 0, PROBS_SCALE).astype(np.uint8)
+    q = np.empty((*p.shape[1:], p.shape[0]), np.uint8)
+    for c in range(p.shape[0]):  # a class at a time: one float64 volume at once, not C
+        q[..., c] = np.clip(np.rint(p[c].astype(np.float64) * PROBS_SCALE), 0, PROBS_SCALE)
     img = nib.Nifti1Image(q, image.affine)
     img.header.set_xyzt_units("mm", "unknown")
     img.header.set_slope_inter(1.0 / PROBS_SCALE, 0.0)

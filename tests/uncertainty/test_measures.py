@@ -101,3 +101,32 @@ def test_check_probs_rejects_bad_input():
         acc = MCAccumulator()
         acc.update(np.full((2, 2, 2, 2), 0.5))
         acc.update(np.full((2, 3, 2, 2), 0.5))
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_measures_in_slabs_equal_the_whole_volumes_bit_for_bit(monkeypatch, c):
+    """MCResult.measures works a slab of the last axis at a time (a CT's whole-volume float64 temporaries were
+    ~20 GB); every measure is per voxel, so the slabs must give the whole volume's values exactly, votes too."""
+    from medal.uncertainty import inference
+    from medal.uncertainty.inference import MCResult
+    from medal.uncertainty.measures import measures_from_moments
+
+    rng = np.random.default_rng(c)
+    probs = _random_probs(rng, t=7, c=max(c, 2), shape=(9, 8, 11)).astype(np.float32)
+    if c == 1:
+        probs = probs[:, 1:]
+    p, p2 = probs.mean(0), (probs ** 2).mean(0)
+    h = np.stack([predictive_entropy(q[None]) for q in probs]).mean(0).astype(np.float32)
+    vote = rng.dirichlet(np.ones(max(c, 2)), size=(9, 8, 11)).transpose(3, 0, 1, 2).astype(np.float32)[-c:]
+    whole = measures_from_moments(p.astype(np.float64), p2.astype(np.float64), h.astype(np.float64),
+                                  vote.astype(np.float64))
+    names = ["entropy", "bald", "variance", "margin", "least_confidence", "expected_entropy", "vote_entropy"]
+    for slab in (1, 7 * 72, 10 ** 9):  # one plane per slab, 7 planes per slab (the last one short), one slab
+        monkeypatch.setattr(inference, "SLAB_VOXELS", slab)
+        got = MCResult(p, p2, h, 7, mean_vote=vote).measures(names + ["mutual_information"])
+        for n in names:
+            assert got[n].dtype == np.float32 and got[n].shape == (9, 8, 11)
+            assert np.array_equal(got[n], whole[n]), (slab, n)
+        assert np.array_equal(got["mutual_information"], whole["bald"])
+    with pytest.raises(ValueError, match="need the samples' votes"):
+        MCResult(p, p2, h, 7).measures(["vote_entropy"])
