@@ -141,6 +141,12 @@ class TrainingConfig:
     # report measures Dice on (chosen by a hash of case and slice, so a slice stays held out)
     holdout: float = 0.1
     patience: int = 8  # stop after this many epochs without a better validation Dice
+    # a validation case with more voxels than this is validated, each epoch, on fixed windows around its annotated
+    # voxels (val_window_voxels of them in all, half centred on foreground) rather than whole: a whole CT's
+    # sliding window costs several epochs of training (nnU-Net validates on patches during training too);
+    # 0 = every case whole. Hippocampus cases (~70k voxels) are always validated whole.
+    val_whole_max_voxels: int = 2_000_000
+    val_window_voxels: int = 1_000_000
     # the per-round schedule of `medal round` / `medal simulate`: round 0 trains max_epochs from scratch;
     # a later round starts from the previous round's weights (warm_start) for warm_epochs (0 = max_epochs),
     # or from scratch for max_epochs
@@ -182,6 +188,9 @@ class TrainingConfig:
             raise ConfigError(f"training.precision: expected fp32 or bf16, got {self.precision!r}")
         if any(p < 4 for p in self.patch_size):
             raise ConfigError(f"training.patch_size: each side must be >= 4, got {list(self.patch_size)}")
+        if self.val_whole_max_voxels < 0 or self.val_window_voxels < 1:
+            raise ConfigError("training.val_whole_max_voxels: must be >= 0 (0 = every case whole), "
+                              "training.val_window_voxels >= 1")
         for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training.{name}: must be >= 1, got {getattr(self, name)}")

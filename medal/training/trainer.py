@@ -218,14 +218,65 @@ def fit_validation_temperature(net, items, *, roi_size, device, max_voxels: int 
                                   seed=seed)["temperature"]
 
 
-def validate(net, items, n_classes: int, *, roi_size, device) -> float:
+def validate(net, items, n_classes: int, *, roi_size, device, windows: dict | None = None, batch_size: int = 4) -> float:
+    """Mean over ``items`` of the mean foreground Dice on each one's annotated voxels: the whole volume by sliding
+    window, or, for an item with ``windows[case_id]`` (:func:`validation_windows`), those windows of ``roi_size``
+    alone, their counts summed (a pseudo-Dice, as nnU-Net's online validation on patches)."""
     from medal.uncertainty.inference import predict_probs
 
     scores = []
     for item in items:
-        pred = predict_probs(net, item.image, roi_size=roi_size, device=device).argmax(0)
-        scores.append(dice_per_class(pred, item.label, n_classes).mean())
+        starts = (windows or {}).get(item.case_id)
+        if starts is None:
+            pred = predict_probs(net, item.image, roi_size=roi_size, device=device).argmax(0)
+            scores.append(dice_per_class(pred, item.label, n_classes).mean())
+        else:
+            scores.append(_window_dice(net, item, starts, n_classes, roi_size, device, batch_size).mean())
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def validation_windows(items, roi_size, *, max_whole_voxels: int, window_voxels: int, seed: int = 0) -> dict:
+    """``{case_id: [window start, ...]}`` for the items with more than ``max_whole_voxels`` voxels (0: none):
+    ``window_voxels // prod(roi_size)`` windows (at least one), placed as training patches are
+    (:func:`~medal.training.sampling.patch_start`, half centred on annotated foreground), from a generator seeded
+    by ``seed`` and the case id, so the same windows every epoch and every run."""
+    import zlib
+
+    if not max_whole_voxels:
+        return {}
+    n = max(1, int(window_voxels) // int(np.prod(roi_size)))
+    out = {}
+    for item in items:
+        if item.label.size > max_whole_voxels and not item.index.empty:
+            rng = np.random.default_rng([seed, zlib.crc32(item.case_id.encode())])
+            out[item.case_id] = [patch_start(item.index, roi_size, rng, foreground_fraction=0.5) for _ in range(n)]
+    return out
+
+
+def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size: int) -> np.ndarray:
+    import torch
+
+    image = item.image if item.image.ndim == 4 else item.image[None]
+    inter, size_p, size_t = (np.zeros(n_classes, np.int64) for _ in range(3))
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for b in range(0, len(starts), batch_size):
+                chunk = starts[b:b + batch_size]
+                x = np.stack([crop_patch(image, s, roi_size, fill=0.0) for s in chunk]).astype(np.float32)
+                pred = net(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
+                for p, s in zip(pred, chunk):
+                    t = crop_patch(item.label, s, roi_size, fill=UNLABELED)
+                    valid = t != UNLABELED
+                    pv, tv = p[valid].astype(np.int64), t[valid].astype(np.int64)
+                    inter += np.bincount(tv[pv == tv], minlength=n_classes)[:n_classes]
+                    size_p += np.bincount(pv, minlength=n_classes)[:n_classes]
+                    size_t += np.bincount(tv, minlength=n_classes)[:n_classes]
+    finally:
+        net.train(was)
+    denom = size_p + size_t
+    return np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)[1:]
 
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
@@ -271,6 +322,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
+    val_windows = validation_windows(val_items, roi, max_whole_voxels=train_cfg.val_whole_max_voxels,
+                                     window_voxels=train_cfg.val_window_voxels, seed=train_cfg.seed)
 
     mode = train_cfg.semi_supervised
     if mode != "none" and not any(bool((i.label == UNLABELED).any()) for i in train_items):
@@ -327,7 +380,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
             losses.append(float(loss.detach()))
         row = {"epoch": epoch, "loss": float(np.mean(losses))}
         if val_items:
-            row["val_dice"] = validate(net, val_items, n_classes, roi_size=roi, device=device)
+            row["val_dice"] = validate(net, val_items, n_classes, roi_size=roi, device=device, windows=val_windows,
+                                       batch_size=train_cfg.batch_size)
             if row["val_dice"] > best + 1e-4:
                 best, best_epoch, stale = row["val_dice"], epoch, 0
                 best_state = copy.deepcopy(net.state_dict())

@@ -157,3 +157,48 @@ def test_bf16_mixed_precision_learns_as_fp32_does_and_keeps_fp32_weights(tiny_mo
     assert next(net.parameters()).dtype == torch.float32
     with pytest.raises(ConfigError, match="training.precision"):
         TrainingConfig(precision="fp16")
+
+
+def test_a_large_validation_case_is_validated_on_fixed_windows_around_its_labels(tiny_model_cfg):
+    """training.val_whole_max_voxels: a case above it is validated on windows placed as training patches are (the
+    same ones every epoch and run), its Dice over their annotated voxels, equal to dice_per_class over the windows'
+    voxels taken one at a time; smaller cases and 0 keep the whole-volume sliding window."""
+    from medal.config import ConfigError
+    from medal.training.trainer import validation_windows
+    from medal.uncertainty.inference import predict_probs
+
+    items = _real_items(3)
+    big, small = items[0], items[1]
+    roi = (16, 32, 16)
+    n_vox = int(np.prod(roi))
+    lab = big.label.copy()
+    lab[:, :, ::2] = UNLABELED  # partial labels: windows must still hold annotated voxels
+    big = TrainItem(big.case_id, big.image, lab)
+    limit = (big.label.size + small.label.size) // 2
+    assert small.label.size < limit < big.label.size
+    windows = validation_windows([big, small], roi, max_whole_voxels=limit, window_voxels=5 * n_vox + 7, seed=3)
+    assert list(windows) == [big.case_id] and len(windows[big.case_id]) == 5
+    again = validation_windows([big, small], roi, max_whole_voxels=limit, window_voxels=5 * n_vox, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(windows[big.case_id], again[big.case_id]))
+    other = validation_windows([big], roi, max_whole_voxels=limit, window_voxels=5 * n_vox, seed=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(windows[big.case_id], other[big.case_id]))
+    assert validation_windows([big], roi, max_whole_voxels=0, window_voxels=5 * n_vox) == {}
+    labs = [crop_patch(big.label, s, roi, fill=UNLABELED) for s in windows[big.case_id]]
+    assert all((t != UNLABELED).any() for t in labs) and sum(((t > 0) & (t != UNLABELED)).any() for t in labs) >= 2
+    net = train_model([small], [], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=FAST, progress=False).net
+    net.eval()
+    with torch.no_grad():
+        preds = [net(torch.from_numpy(crop_patch(big.image, s, roi, fill=0.0)[None, None].astype(np.float32)))
+                 .argmax(1)[0].numpy() for s in windows[big.case_id]]
+    ref = dice_per_class(np.concatenate([p.ravel() for p in preds]), np.concatenate([t.ravel() for t in labs]), 3)
+    got = validate(net, [big], 3, roi_size=roi, device="cpu", windows=windows, batch_size=2)
+    assert got == pytest.approx(float(ref.mean()), abs=1e-12)
+    whole = validate(net, [big], 3, roi_size=roi, device="cpu")
+    assert whole == pytest.approx(dice_per_class(
+        predict_probs(net, big.image, roi_size=roi).argmax(0), big.label, 3).mean(), abs=1e-12)
+    # in a run: the config's threshold picks the windows; the history has their Dice
+    cfg = dataclasses.replace(FAST, patch_size=roi, val_whole_max_voxels=limit, val_window_voxels=3 * n_vox)
+    res = train_model([small], [big], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=cfg, progress=False)
+    assert 0.0 <= res.history[0]["val_dice"] <= 1.0
+    with pytest.raises(ConfigError, match="val_whole_max_voxels"):
+        TrainingConfig(val_whole_max_voxels=-1)
