@@ -202,3 +202,30 @@ def test_a_large_validation_case_is_validated_on_fixed_windows_around_its_labels
     assert 0.0 <= res.history[0]["val_dice"] <= 1.0
     with pytest.raises(ConfigError, match="val_whole_max_voxels"):
         TrainingConfig(val_whole_max_voxels=-1)
+
+
+@pytest.mark.parametrize("painted", ["all", "slices"])
+def test_the_compact_index_draws_the_patches_an_int64_index_draws(painted):
+    """AnnotatedIndex keeps int32 indices and, for a fully annotated volume, none at all (AllIndices: a 52 M-voxel
+    CT's int64 index was 400 MB, twice its image): the patches drawn must be those of the int64 arrays."""
+    from types import SimpleNamespace
+
+    from medal.training.sampling import AllIndices, patch_start
+
+    label = _real_items(1)[0].label.copy()
+    if painted == "slices":
+        label[:, :, 1::3] = UNLABELED
+    idx = AnnotatedIndex(label)
+    flat = label.ravel()
+    ref = SimpleNamespace(shape=label.shape, annotated=np.flatnonzero(flat != UNLABELED),
+                          foreground=np.flatnonzero((flat != UNLABELED) & (flat > 0)), empty=False)
+    assert isinstance(idx.annotated, AllIndices) == (painted == "all")
+    assert idx.foreground.dtype == np.int32 and np.array_equal(idx.foreground, ref.foreground)
+    assert len(idx.annotated) == ref.annotated.size and idx.annotated[ref.annotated.size - 1] == ref.annotated[-1]
+    for fraction in (0.0, 0.5, 1.0):
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(200):
+            assert np.array_equal(patch_start(idx, (16, 32, 16), a, foreground_fraction=fraction),
+                                  patch_start(ref, (16, 32, 16), b, foreground_fraction=fraction))
+    with pytest.raises(IndexError):
+        AllIndices(3)[3]
