@@ -70,12 +70,15 @@ def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, s
     inplane = [d for d in range(3) if d != axis]
     pixel_area = float(spacing[inplane[0]] * spacing[inplane[1]])
 
-    # planes spanned: distinct (unit, plane) pairs
-    plane = np.broadcast_to(np.arange(units.shape[axis]).reshape([-1 if d == axis else 1 for d in range(3)]),
+    # planes spanned: distinct (unit, plane) pairs, marked in a (unit, plane) table (not sorted: np.unique over
+    # every voxel took a quarter of a CT-sized case's selection)
+    n_planes = units.shape[axis]
+    plane = np.broadcast_to(np.arange(n_planes).reshape([-1 if d == axis else 1 for d in range(3)]),
                             units.shape).ravel()
-    pairs = np.unique(lab.astype(np.int64) * units.shape[axis] + plane)
-    pairs = pairs[pairs // units.shape[axis] > 0]
-    out = {"n_slices": np.bincount(pairs // units.shape[axis], minlength=n + 1)[ids].astype(float)}
+    spans = np.zeros((n + 1) * n_planes, bool)
+    spans[lab.astype(np.int64) * n_planes + plane] = True
+    out = {"n_slices": spans.reshape(n + 1, n_planes).sum(axis=1)[ids].astype(float)}
+    out["n_slices"][np.asarray(ids) == 0] = 0.0  # unit 0 (outside every unit) spans nothing
 
     for c in range(1, n_classes):
         mask = seg == c
@@ -94,11 +97,11 @@ def effort_features(units: np.ndarray, segmentation: np.ndarray, *, axis: int, s
         key = np.where(inside, lab.reshape(units.shape).astype(np.int64) * units.shape[axis]
                        + plane.reshape(units.shape) + 1, 0)
         # (the key differs between planes, so even a 3D corner-connectivity joins pieces within a plane only)
-        comp = cc_label(key, background=0, connectivity=2 if diagonal else 1)
-        cflat = comp.ravel()
-        _, first = np.unique(cflat, return_index=True)
-        owners = lab[first][cflat[first] > 0]
-        out[f"components_{c}"] = np.bincount(owners, minlength=n + 1)[ids].astype(float)
+        comp, m = cc_label(key, background=0, connectivity=2 if diagonal else 1, return_num=True)
+        # each piece lies in one unit (the key holds the unit id): any of its voxels names it
+        owners = np.zeros(m + 1, np.int64)
+        owners[comp.ravel()] = lab
+        out[f"components_{c}"] = np.bincount(owners[1:], minlength=n + 1)[ids].astype(float)
     return out
 
 
