@@ -6,7 +6,7 @@ import numpy as np
 
 from medal.data.labels import UNLABELED
 
-__all__ = ["dice_per_class", "mean_foreground_dice"]
+__all__ = ["dice_counts", "dice_from_counts", "dice_per_class", "mean_foreground_dice"]
 
 
 def dice_per_class(pred: np.ndarray, target: np.ndarray, n_classes: int, *, ignore: int = UNLABELED) -> np.ndarray:
@@ -14,14 +14,26 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, n_classes: int, *, igno
 
     A class absent from both prediction and target scores 1.0 (nothing to find, nothing found).
     """
+    return dice_from_counts(dice_counts(pred, target, n_classes, ignore=ignore))
+
+
+def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, *, ignore: int = UNLABELED) -> np.ndarray:
+    """Per class ``0..n_classes-1``, over the voxels where ``target != ignore``: the voxels both call that class,
+    the prediction's and the target's, as an int64 array ``(3, n_classes)``; counts of several arrays add up to
+    those of their union (windows of one case, say)."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} does not match target shape {target.shape}")
     valid = target != ignore
     p, t = pred[valid].astype(np.int64), target[valid].astype(np.int64)
-    inter = np.bincount(t[p == t], minlength=n_classes)[:n_classes]
-    size_p = np.bincount(p, minlength=n_classes)[:n_classes]
-    size_t = np.bincount(t, minlength=n_classes)[:n_classes]
+    return np.stack([np.bincount(t[p == t], minlength=n_classes)[:n_classes],
+                     np.bincount(p, minlength=n_classes)[:n_classes],
+                     np.bincount(t, minlength=n_classes)[:n_classes]])
+
+
+def dice_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Dice of classes ``1..`` from :func:`dice_counts`' array (1.0 where a class is in neither)."""
+    inter, size_p, size_t = counts
     denom = size_p + size_t
     dice = np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)
     return dice[1:].astype(np.float64)

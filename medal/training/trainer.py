@@ -13,7 +13,7 @@ import numpy as np
 from medal.config import DataConfig, ModelConfig, TrainingConfig
 from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume
 from medal.data.labels import UNLABELED
-from medal.training.metrics import dice_per_class
+from medal.training.metrics import dice_counts, dice_from_counts, dice_per_class
 from medal.training.semi import EMATeacher, propagation_mask, rampup, unlabeled_loss
 from medal.training.sampling import AnnotatedIndex, crop_patch, patch_start
 
@@ -257,7 +257,7 @@ def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size
     import torch
 
     image = item.image if item.image.ndim == 4 else item.image[None]
-    inter, size_p, size_t = (np.zeros(n_classes, np.int64) for _ in range(3))
+    counts = np.zeros((3, n_classes), np.int64)
     was = net.training
     net.eval()
     try:
@@ -267,16 +267,10 @@ def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size
                 x = np.stack([crop_patch(image, s, roi_size, fill=0.0) for s in chunk]).astype(np.float32)
                 pred = net(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
                 for p, s in zip(pred, chunk):
-                    t = crop_patch(item.label, s, roi_size, fill=UNLABELED)
-                    valid = t != UNLABELED
-                    pv, tv = p[valid].astype(np.int64), t[valid].astype(np.int64)
-                    inter += np.bincount(tv[pv == tv], minlength=n_classes)[:n_classes]
-                    size_p += np.bincount(pv, minlength=n_classes)[:n_classes]
-                    size_t += np.bincount(tv, minlength=n_classes)[:n_classes]
+                    counts += dice_counts(p, crop_patch(item.label, s, roi_size, fill=UNLABELED), n_classes)
     finally:
         net.train(was)
-    denom = size_p + size_t
-    return np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)[1:]
+    return dice_from_counts(counts)
 
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
