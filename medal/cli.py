@@ -147,7 +147,8 @@ def cmd_train(args) -> int:
 
     from medal.config import load_config
     from medal.data import load_dataset
-    from medal.training import prepare_items, split_items, train_model
+    from medal.data.scratch import scratch_folder
+    from medal.training import mapped_items, prepare_items, split_items, train_model
 
     cfg = load_config(args.config)
     ds = load_dataset(args.dataset)
@@ -169,14 +170,18 @@ def cmd_train(args) -> int:
         print(f"medal: error: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     items = prepare_items(ds, cfg.data, labels_dir=args.labels, skipped=skipped, spacing=spacing,
-                          orientation=orientation, intensity=intensity)
+                          orientation=orientation, intensity=intensity, in_memory_gb=cfg.training.items_in_memory_gb,
+                          scratch_dir=cfg.training.scratch_dir)
     for cid, why in skipped.items():
         print(f"SKIPPED [{cid}] {why}", file=sys.stderr)
     if not items:
         print(f"medal: error: {args.dataset}: no case has annotated voxels to train on", file=sys.stderr)
         return EXIT_PROBLEMS
     train, val = split_items(items, cfg.training.val_fraction, cfg.training.seed)
-    print(f"training on {len(train)} case(s), validating on {len(val)}", file=sys.stderr)
+    mapped = mapped_items(items)
+    print(f"training on {len(train)} case(s), validating on {len(val)}"
+          + (f" ({mapped} read by memory map from {scratch_folder(cfg.training.scratch_dir)}: over "
+             f"training.items_in_memory_gb {cfg.training.items_in_memory_gb:g})" if mapped else ""), file=sys.stderr)
     res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
                       checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=orientation,
                       intensity=intensity)

@@ -147,6 +147,12 @@ class TrainingConfig:
     # 0 = every case whole. Hippocampus cases (~70k voxels) are always validated whole.
     val_whole_max_voxels: int = 2_000_000
     val_window_voxels: int = 1_000_000
+    # the normalised images and labels of a round's training cases stay in RAM up to this many GB (per process);
+    # each case beyond it is written to scratch_dir and read by memory map, as nnU-Net reads its preprocessed
+    # cases, so CTs that would not fit in RAM together still train (same patches, same weights). null = always
+    # in RAM; 0 = every case by memory map.
+    items_in_memory_gb: float | None = 8.0
+    scratch_dir: str | None = None  # where those cases go (removed as soon as mapped); null = $TMPDIR or /tmp
     # the per-round schedule of `medal round` / `medal simulate`: round 0 trains max_epochs from scratch;
     # a later round starts from the previous round's weights (warm_start) for warm_epochs (0 = max_epochs),
     # or from scratch for max_epochs
@@ -188,6 +194,9 @@ class TrainingConfig:
             raise ConfigError(f"training.precision: expected fp32 or bf16, got {self.precision!r}")
         if any(p < 4 for p in self.patch_size):
             raise ConfigError(f"training.patch_size: each side must be >= 4, got {list(self.patch_size)}")
+        if self.items_in_memory_gb is not None and self.items_in_memory_gb < 0:
+            raise ConfigError(f"training.items_in_memory_gb: must be >= 0 (0 = every case by memory map) or null "
+                              f"(always in RAM), got {self.items_in_memory_gb}")
         if self.val_whole_max_voxels < 0 or self.val_window_voxels < 1:
             raise ConfigError("training.val_whole_max_voxels: must be >= 0 (0 = every case whole), "
                               "training.val_window_voxels >= 1")

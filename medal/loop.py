@@ -197,7 +197,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     from medal.model import check_checkpoint_labels, file_hash
     from medal.model.device import resolve_device
     from medal.selection.api import select_round
-    from medal.training import prepare_items, split_items, train_model
+    from medal.training import mapped_items, prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases, scorer_nets
     from medal.data.intensity import checkpoint_intensity, training_intensity
     from medal.data.resample import checkpoint_orientation, checkpoint_spacing, training_orientation, training_spacing
@@ -229,7 +229,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                                        case_ids=set(pool), cache=cache)
         items = prepare_items(dataset, cfg.data, labels_dir=labels_dir(run_dir), case_ids=set(pool), cache=cache,
                               skipped=bad, holdout=cfg.training.holdout, spacing=spacing,
-                              orientation=orientation, intensity=intensity)
+                              orientation=orientation, intensity=intensity,
+                              in_memory_gb=cfg.training.items_in_memory_gb, scratch_dir=cfg.training.scratch_dir)
         if not items:
             raise ValueError(f"{labels_dir(run_dir)}: no annotated voxel in the pool yet; start with "
                              "`medal coldstart` or initial labels")
@@ -246,6 +247,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                        "steps": len(res.history) * tcfg.iterations_per_epoch,
                        "epochs": len(res.history), "best_epoch": res.best_epoch, "best_val_dice": res.best_val_dice,
                        "train_cases": res.train_cases, "val_cases": res.val_cases, "skipped": bad,
+                       "cases_by_memory_map": mapped_items(items),
                        "calibration": res.calibration})
     if stop_after == "train":
         return RoundResult(rd, {}, ran)
@@ -326,6 +328,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                        "previous_rounds": _charged_summary(run_dir, index)},
             "metrics": {"best_val_dice": state["train"]["best_val_dice"], "epochs": state["train"]["epochs"],
                         "steps": state["train"].get("steps"), "holdout": state["score"].get("holdout"),
+                        "cases_by_memory_map": state["train"].get("cases_by_memory_map", 0),
                         "pool_entropy": state["score"].get("pool_entropy"),
                         "prediction_agreement": state["score"].get("prediction_agreement"),
                         "calibration": state["train"].get("calibration")},

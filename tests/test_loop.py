@@ -61,6 +61,15 @@ def test_round_writes_manifest_and_resumes_without_redoing_steps(tmp_path):
     assert ta == tb and len(ta) > 0
     # a finished round does nothing when run again
     assert run_round(tmp_path / "b", ds, cfg, index=0, pool=POOL).steps_run == []
+    # its labelled case read by memory map (training.items_in_memory_gb: 0): the same tasks, nothing left behind
+    scratch = tmp_path / "scratch"
+    mapped = config_from_dict({**TINY, "training": {**TINY["training"], "items_in_memory_gb": 0,
+                                                     "scratch_dir": str(scratch)}})
+    _seed_labels(tmp_path / "c")
+    res_c = run_round(tmp_path / "c", ds, mapped, index=0, pool=POOL)
+    assert json.loads((res_c.round_dir / "tasks.json").read_text())["tasks"] == ta
+    assert res_c.manifest["metrics"]["cases_by_memory_map"] == 1 and list(scratch.iterdir()) == []
+    assert m["metrics"]["cases_by_memory_map"] == 0
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ from medal.training.metrics import dice_counts, dice_from_counts, dice_per_class
 from medal.training.semi import EMATeacher, propagation_mask, rampup, unlabeled_loss
 from medal.training.sampling import AnnotatedIndex, crop_patch, patch_start
 
-__all__ = ["TrainItem", "TrainResult", "held_out_slices", "holdout_mask", "prepare_items", "split_items", "train_model"]
+__all__ = ["TrainItem", "TrainResult", "held_out_slices", "holdout_mask", "mapped_items", "prepare_items", "split_items",
+           "train_model"]
 
 
 @dataclass
@@ -70,7 +71,8 @@ def holdout_mask(case_id: str, shape, orientation: str, fraction: float) -> np.n
 
 def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, case_ids=None,
                   cache=None, skipped: dict | None = None, holdout: float = 0.0, spacing=None,
-                  orientation=None, intensity=None) -> list[TrainItem]:
+                  orientation=None, intensity=None, in_memory_gb: float | None = None,
+                  scratch_dir=None) -> list[TrainItem]:
     """Load the cases that carry at least one annotated voxel, normalised per ``data_cfg``.
 
     ``labels_dir`` replaces the dataset's own labels (a folder of partial labels named by case id).
@@ -83,11 +85,17 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
     case's own grid. ``orientation``: axis codes the cases are flipped and permuted to first (``data.orientation``).
     ``intensity``: the per-channel normalisation (:func:`medal.data.intensity.training_intensity`: a CT channel's
     dataset-wide window); ``None``: each volume's own statistics.
+    ``in_memory_gb``: the cases' arrays stay in RAM up to this many GB in all; each case beyond it is written to
+    ``scratch_dir`` and read by memory map (:func:`medal.data.scratch.mapped_copy`; ``training.items_in_memory_gb``,
+    ``training.scratch_dir``); ``None``: all in RAM.
     """
     from medal.data.channels import network_input
     from medal.data.resample import network_grid
+    from medal.data.scratch import mapped_copy, scratch_folder
 
     items = []
+    held = 0
+    limit = None if in_memory_gb is None else float(in_memory_gb) * 1e9
     for case in dataset.cases:
         if case_ids is not None and case.case_id not in case_ids:
             continue
@@ -126,8 +134,18 @@ def prepare_items(dataset: Dataset, data_cfg: DataConfig, *, labels_dir=None, ca
                 raise
             skipped[case.case_id] = str(exc)
             continue
+        if limit is not None and held + x.nbytes + index.nbytes > limit:
+            folder = scratch_folder(scratch_dir)
+            x, index = mapped_copy(x, folder), mapped_copy(index, folder)
+        else:
+            held += x.nbytes + index.nbytes
         items.append(TrainItem(case.case_id, x, index))
     return items
+
+
+def mapped_items(items) -> int:
+    """How many of ``items`` are read by memory map (:func:`prepare_items`'s ``in_memory_gb``)."""
+    return sum(isinstance(item.image, np.memmap) for item in items)
 
 
 def input_channels(items) -> int:

@@ -38,7 +38,10 @@ def _probs_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _window_input(image: np.ndarray, device) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)
+    x = np.asarray(image, dtype=np.float32)
+    if not x.flags.writeable:  # a case read by memory map (training.items_in_memory_gb): torch wants its own copy
+        x = x.copy()
+    x = torch.as_tensor(x, device=device)
     return x[None, None] if x.ndim == 3 else x[None]
 
 

@@ -229,3 +229,51 @@ def test_the_compact_index_draws_the_patches_an_int64_index_draws(painted):
                                   patch_start(ref, (16, 32, 16), b, foreground_fraction=fraction))
     with pytest.raises(IndexError):
         AllIndices(3)[3]
+
+
+def test_cases_beyond_items_in_memory_gb_are_read_by_memory_map_and_train_the_same_weights(tiny_model_cfg, tmp_path):
+    """training.items_in_memory_gb: cases past the limit are written to scratch_dir and memory-mapped (read-only,
+    nothing left in the folder), hold the same arrays, and a seeded run on them ends with the same weights and
+    validation Dice as on the arrays in RAM; ``None`` keeps everything in RAM."""
+    from medal.training import mapped_items
+
+    ds = load_dataset(sample_dataset())
+    ids = {c.case_id for c in ds.cases[:3]}
+    ram = prepare_items(ds, DataConfig(), case_ids=ids)
+    assert mapped_items(ram) == 0 and mapped_items(prepare_items(ds, DataConfig(), case_ids=ids, in_memory_gb=None)) == 0
+    first = (ram[0].image.nbytes + ram[0].label.nbytes) / 1e9
+    scratch = tmp_path / "scratch"
+    part = prepare_items(ds, DataConfig(), case_ids=ids, in_memory_gb=first * 1.5, scratch_dir=scratch)
+    assert [isinstance(i.image, np.memmap) for i in part] == [False, True, True]
+    mapped = prepare_items(ds, DataConfig(), case_ids=ids, in_memory_gb=0, scratch_dir=scratch)
+    assert mapped_items(mapped) == 3 and list(scratch.iterdir()) == []  # removed once mapped
+    for a, b in zip(ram, mapped):
+        assert isinstance(b.label, np.memmap) and not b.image.flags.writeable
+        assert a.case_id == b.case_id and a.image.dtype == b.image.dtype and a.label.dtype == b.label.dtype
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+    cfg = dataclasses.replace(FAST, max_epochs=2, iterations_per_epoch=4)
+    runs = [train_model(items[:2], items[2:], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=cfg, progress=False)
+            for items in (ram, mapped)]
+    s_ram, s_map = (r.net.state_dict() for r in runs)
+    assert all(torch.equal(s_ram[k], s_map[k]) for k in s_ram)
+    assert runs[0].best_val_dice == runs[1].best_val_dice and runs[0].history == runs[1].history
+
+
+def test_a_scratch_dir_that_cannot_hold_a_case_is_a_one_line_error_naming_it(tmp_path, capsys):
+    from medal.cli import main
+    from medal.config import ConfigError
+    from medal.data.scratch import ScratchError, mapped_copy
+
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the scratch folder should be")
+    with pytest.raises(ScratchError, match="not_a_folder: cannot keep a training case there"):
+        mapped_copy(np.zeros((2, 3, 4), np.float32), blocked)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"training:\n  items_in_memory_gb: 0\n  scratch_dir: {blocked}\n  max_epochs: 1\n")
+    assert main(["train", str(sample_dataset()), "--config", str(config), "--out", str(tmp_path / "m.pt")]) == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"medal: error: {blocked}: cannot keep a training case there") and "Traceback" not in err
+    assert "training.scratch_dir" in line and not (tmp_path / "m.pt").exists()
+    with pytest.raises(ConfigError, match="training.items_in_memory_gb"):
+        TrainingConfig(items_in_memory_gb=-1.0)
