@@ -7,7 +7,9 @@ A real hippocampus case and its labels zoomed (image linear, labels nearest) x5 
 model (untrained, seeded) and training config. Timed: one epoch of training steps (``iterations_per_epoch``
 steps of ``batch_size`` patches, forward, loss, backward, AdamW), one validation of the case whole (MONAI sliding
 window, what every epoch did for every validation case before 2026-12-07) and one on the windows
-``training.val_whole_max_voxels`` now switches to (``val_window_voxels`` of them). Last line:
+``training.val_whole_max_voxels`` now switches to (``val_window_voxels`` of them); then the round's temperature fit
+(``validation_calibration``, once per round) on the whole case and on as many windows centred on any annotated
+voxel (what ``train_model`` fits it on; ``benchmarks/calibration_windows.py`` measures how close it comes). Last line:
 ``validation_cost_ratio: X`` (whole-volume validation seconds / windowed validation seconds).
 """
 
@@ -36,7 +38,7 @@ def main(argv=None) -> float:
     from medal.model import build_model
     from medal.training.loss import masked_dice_ce
     from medal.training.sampling import crop_patch, patch_start
-    from medal.training.trainer import TrainItem, validate, validation_windows
+    from medal.training.trainer import TrainItem, validate, validation_calibration, validation_windows
 
     zoom = 3.0 if args.quick else 5.0
     case = load_dataset(sample_dataset()).cases[0]
@@ -72,15 +74,30 @@ def main(argv=None) -> float:
     win = validate(net, [item], 3, roi_size=roi, device="cpu", windows=windows, batch_size=cfg.batch_size)
     win_s = time.perf_counter() - start
     ratio = whole_s / win_s
+    start = time.perf_counter()
+    cal_whole = validation_calibration(net, [item], roi_size=roi, device="cpu")
+    cal_whole_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cal_windows = validation_windows([item], roi, max_whole_voxels=cfg.val_whole_max_voxels,
+                                     window_voxels=cfg.val_window_voxels, foreground_fraction=0.0)
+    cal_win = validation_calibration(net, [item], roi_size=roi, device="cpu", windows=cal_windows,
+                                     batch_size=cfg.batch_size)
+    cal_win_s = time.perf_counter() - start
     rows = [f"| one epoch of training ({cfg.iterations_per_epoch} steps of {cfg.batch_size} patches) | {epoch_s:.1f} | "
             f"1.00 | |",
             f"| validation, whole volume (sliding window) | {whole_s:.1f} | {whole_s / epoch_s:.2f} | {whole:.4f} |",
-            f"| validation, {len(windows[item.case_id])} windows | {win_s:.1f} | {win_s / epoch_s:.2f} | {win:.4f} |"]
+            f"| validation, {len(windows[item.case_id])} windows | {win_s:.1f} | {win_s / epoch_s:.2f} | {win:.4f} |",
+            f"| temperature fit (once per round), whole volume | {cal_whole_s:.1f} | {cal_whole_s / epoch_s:.2f} | "
+            f"T = {cal_whole['temperature']:.3f} |",
+            f"| temperature fit, {len(cal_windows[item.case_id])} windows on any annotated voxel | {cal_win_s:.1f} | "
+            f"{cal_win_s / epoch_s:.2f} | "
+            f"T = {cal_win['temperature']:.3f} |"]
     lines = [f"{case.case_id} zoomed x{zoom:g} to {' x '.join(map(str, image.shape))} = {image.size / 1e6:.1f} M voxels, "
              "every other axial slice of its labels unannotated; default model (untrained, seed 0) and training "
              f"config (patch {list(roi)}, val_whole_max_voxels {cfg.val_whole_max_voxels}, val_window_voxels "
              f"{cfg.val_window_voxels}).", "",
-             "| step | seconds | in epochs of training | mean foreground Dice (untrained) |", "| --- | --- | --- | --- |",
+             "| step | seconds | in epochs of training | mean foreground Dice or temperature (untrained) |",
+             "| --- | --- | --- | --- |",
              *rows, "", f"- whole-volume / windowed validation time: **{ratio:.1f}x**"]
     print("\n".join(rows))
     record("Validating a CT-sized case each epoch" + (" (quick)" if args.quick else ""), lines)

@@ -200,22 +200,35 @@ def _snapshot_epochs(max_epochs: int, k: int) -> set[int]:
 
 
 def validation_calibration(net, items, *, roi_size, device, max_voxels: int = 200_000, seed: int = 0,
-                           bins: int = 10) -> dict:
+                           bins: int = 10, windows: dict | None = None, batch_size: int = 4) -> dict:
     """Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks") fitted on the
     annotated voxels of ``items`` (a seeded sample of at most ``max_voxels``), with what it did on those
-    voxels: ECE and the reliability diagram's bins (mean confidence, accuracy, count) before and after."""
+    voxels: ECE and the reliability diagram's bins (mean confidence, accuracy, count) before and after.
+
+    An item with ``windows[case_id]`` (:func:`validation_windows`: a case too large to predict whole) contributes
+    the distinct annotated voxels of those windows (:func:`_window_logits`) rather than a whole-volume sliding
+    window (~9 epochs of training and ~0.6 GB of logits for a 512 x 512 x 200 CT). :func:`train_model` places
+    them on any annotated voxel (``foreground_fraction=0``): on six held-out hippocampus cases zoomed x3 the
+    temperature came within 14% of the whole-volume one (median 4.8%), while windows half on foreground gave
+    30-58% too high a temperature (harder voxels over-represented; ``benchmarks/calibration_windows.py``)."""
     from medal.uncertainty.calibration import fit_temperature, reliability
     from medal.uncertainty.inference import predict_logits
 
     rng = np.random.default_rng(seed)
     zs, ys = [], []
     for item in items:
-        z = predict_logits(net, item.image, roi_size=roi_size, device=device)
-        ann = np.flatnonzero(item.label.ravel() != 255)
+        starts = (windows or {}).get(item.case_id)
+        if starts is None:
+            z = predict_logits(net, item.image, roi_size=roi_size, device=device)
+            z, lab = z.reshape(z.shape[0], -1), item.label.ravel()
+            ann = np.flatnonzero(lab != 255)
+        else:
+            z, lab = _window_logits(net, item, starts, roi_size, device, batch_size)
+            ann = np.arange(lab.size)
         if len(ann) > max_voxels // max(len(items), 1):
             ann = rng.choice(ann, max_voxels // max(len(items), 1), replace=False)
-        zs.append(z.reshape(z.shape[0], -1)[:, ann].T)
-        ys.append(item.label.ravel()[ann])
+        zs.append(z[:, ann].T)
+        ys.append(lab[ann])
     z, y = np.concatenate(zs).astype(np.float64), np.concatenate(ys)
     t = fit_temperature(z, y)
     out = {"temperature": float(t), "voxels": int(len(y)), "cases": len(items)}
@@ -253,11 +266,13 @@ def validate(net, items, n_classes: int, *, roi_size, device, windows: dict | No
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def validation_windows(items, roi_size, *, max_whole_voxels: int, window_voxels: int, seed: int = 0) -> dict:
+def validation_windows(items, roi_size, *, max_whole_voxels: int, window_voxels: int, seed: int = 0,
+                       foreground_fraction: float = 0.5) -> dict:
     """``{case_id: [window start, ...]}`` for the items with more than ``max_whole_voxels`` voxels (0: none):
     ``window_voxels // prod(roi_size)`` windows (at least one), placed as training patches are
-    (:func:`~medal.training.sampling.patch_start`, half centred on annotated foreground), from a generator seeded
-    by ``seed`` and the case id, so the same windows every epoch and every run."""
+    (:func:`~medal.training.sampling.patch_start`, ``foreground_fraction`` of them centred on annotated
+    foreground, the rest on any annotated voxel), from a generator seeded by ``seed`` and the case id, so the same
+    windows every epoch and every run."""
     import zlib
 
     if not max_whole_voxels:
@@ -267,8 +282,48 @@ def validation_windows(items, roi_size, *, max_whole_voxels: int, window_voxels:
     for item in items:
         if item.label.size > max_whole_voxels and not item.index.empty:
             rng = np.random.default_rng([seed, zlib.crc32(item.case_id.encode())])
-            out[item.case_id] = [patch_start(item.index, roi_size, rng, foreground_fraction=0.5) for _ in range(n)]
+            # kept inside the volume where it is larger than a window, as a sliding window's are: a window
+            # hanging over the edge sees zero padding, which the whole-volume prediction never does
+            high = np.maximum(np.asarray(item.label.shape[-3:]) - np.asarray(roi_size), 0)
+            out[item.case_id] = [np.clip(patch_start(item.index, roi_size, rng, foreground_fraction=foreground_fraction),
+                                         0, high) for _ in range(n)]
     return out
+
+
+def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(C, n)`` and labels ``(n,)`` at the ``n`` distinct annotated voxels of ``item``'s windows (eval
+    mode, each window predicted on its own); a voxel two windows share gets their logits averaged with the Gaussian
+    weights MONAI's sliding window blends windows with (``compute_importance_map``, sigma 1/8 of the window), and
+    counts once."""
+    import torch
+    from monai.data.utils import compute_importance_map
+
+    weight = compute_importance_map(tuple(roi_size), mode="gaussian", sigma_scale=0.125).numpy().astype(np.float64)
+
+    image = item.image if item.image.ndim == 4 else item.image[None]
+    shape = item.label.shape
+    flat, zs, ws = [], [], []
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for b in range(0, len(starts), batch_size):
+                chunk = starts[b:b + batch_size]
+                x = np.stack([crop_patch(image, s, roi_size, fill=0.0) for s in chunk]).astype(np.float32)
+                logits = net(torch.from_numpy(x).to(device)).float().cpu().numpy()
+                for z, s in zip(logits, chunk):
+                    lab = crop_patch(item.label, s, roi_size, fill=UNLABELED)
+                    where = np.nonzero(lab != UNLABELED)  # inside the volume: crop_patch fills outside with 255
+                    flat.append(np.ravel_multi_index(tuple(w + int(o) for w, o in zip(where, s)), shape))
+                    zs.append(z[(slice(None), *where)])
+                    ws.append(weight[where])
+    finally:
+        net.train(was)
+    flat, z, w = np.concatenate(flat), np.concatenate(zs, axis=1).astype(np.float64), np.concatenate(ws)
+    voxels, inverse = np.unique(flat, return_inverse=True)
+    total = np.bincount(inverse, weights=w, minlength=voxels.size)
+    mean = np.stack([np.bincount(inverse, weights=zc * w, minlength=voxels.size) for zc in z]) / total
+    return mean, np.asarray(item.label).ravel()[voxels]
 
 
 def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size: int) -> np.ndarray:
@@ -415,7 +470,13 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
                          train_cases=[i.case_id for i in train_items], val_cases=[i.case_id for i in val_items])
     temperature = None
     if train_cfg.calibrate and val_items:
-        result.calibration = validation_calibration(net, val_items, roi_size=roi, device=device)
+        # windows centred on any annotated voxel (not half on foreground, as for the Dice): the temperature is
+        # applied to whole volumes, so it is fitted on voxels drawn as a whole volume's are
+        cal_windows = validation_windows(val_items, roi, max_whole_voxels=train_cfg.val_whole_max_voxels,
+                                         window_voxels=train_cfg.val_window_voxels, seed=train_cfg.seed,
+                                         foreground_fraction=0.0)
+        result.calibration = validation_calibration(net, val_items, roi_size=roi, device=device, windows=cal_windows,
+                                                    batch_size=train_cfg.batch_size)
         temperature = result.calibration["temperature"]
     result.temperature = temperature
     if k and len(snapshots) < 2:  # stopped early: the members it has, and the final weights

@@ -200,8 +200,35 @@ def test_a_large_validation_case_is_validated_on_fixed_windows_around_its_labels
     cfg = dataclasses.replace(FAST, patch_size=roi, val_whole_max_voxels=limit, val_window_voxels=3 * n_vox)
     res = train_model([small], [big], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=cfg, progress=False)
     assert 0.0 <= res.history[0]["val_dice"] <= 1.0
+    # ... and the round's temperature is fitted on the same windows' annotated voxels, not on the whole case
+    assert res.calibration["voxels"] <= 3 * n_vox < int((big.label != UNLABELED).sum())
     with pytest.raises(ConfigError, match="val_whole_max_voxels"):
         TrainingConfig(val_whole_max_voxels=-1)
+    # windows stay inside the volume, as a sliding window's do (one hanging over the edge saw zero padding)
+    assert all((s >= 0).all() and (s + roi <= np.asarray(big.label.shape)).all() for s in windows[big.case_id])
+    # the windows' temperature: that of the annotated voxels they cover, each once, its logits the Gaussian-weighted
+    # mean over the windows covering it (a dense accumulation over the volume, one window at a time)
+    from monai.data.utils import compute_importance_map
+
+    from medal.training.trainer import validation_calibration
+    from medal.uncertainty.calibration import fit_temperature
+
+    gauss = compute_importance_map(roi, mode="gaussian", sigma_scale=0.125).numpy().astype(np.float64)
+    acc, wsum = np.zeros((3, *big.label.shape)), np.zeros(big.label.shape)
+    with torch.no_grad():
+        for s in windows[big.case_id]:
+            lg = net(torch.from_numpy(crop_patch(big.image, s, roi, fill=0.0)[None, None].astype(np.float32)))[0]
+            box = tuple(slice(int(a), int(a) + r) for a, r in zip(s, roi))
+            acc[(slice(None), *box)] += lg.numpy() * gauss
+            wsum[box] += gauss
+    seen = (wsum > 0) & (big.label != UNLABELED)
+    z, y = (acc[:, seen] / wsum[seen]).T, big.label[seen]
+    cal = validation_calibration(net, [big], roi_size=roi, device="cpu", windows=windows, max_voxels=10**9,
+                                 batch_size=2)
+    assert cal["voxels"] == len(y) < sum(int((t != UNLABELED).sum()) for t in labs)  # shared voxels count once
+    assert cal["temperature"] == pytest.approx(fit_temperature(z, y), rel=1e-6)
+    whole_cal = validation_calibration(net, [big], roi_size=roi, device="cpu", max_voxels=10**9)
+    assert whole_cal["voxels"] == int((big.label != UNLABELED).sum())
 
 
 @pytest.mark.parametrize("painted", ["all", "slices"])
