@@ -557,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "imagesTr/<case>_0000.nii.gz per series, dataset.json (channel named by the modality: "
                             "CT gets the CT window), dicom_sources.json (the folder and series of each case; no "
                             "patient identifiers). A series that is not one evenly spaced volume (missing slice, "
-                            "gantry tilt, several volumes, localizer) is skipped with the reason; DICOM SEG objects "
+                            "gantry tilt, localizer) is skipped with the reason; several volumes in one series (echoes, "
+                            "b-values, time points) become one case each (<case>_echo1, ...); DICOM SEG objects "
                             "and RT structure sets (RTSTRUCT contours; --labels keeps the ROIs named after a label) "
                             "become labelsTr/<case>.nii.gz of their series. Run again on the same DST "
                             "to go on where it stopped. Exits 1 if any series was skipped.")

@@ -245,7 +245,8 @@ def copy_cases(root, cases, *, image_of=None, label_of=None, meta: dict | None =
 def write_dicom_series(folder, volume, *, modality: str = "MR", description: str = "T1", series_number: int = 1,
                        series_uid: str | None = None, rescale_intercept: float | None = None, positions=None,
                        image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", shuffle: int | None = 0,
-                       compressor: str | None = None) -> list[Path]:
+                       compressor: str | None = None, extra_tags: dict | None = None,
+                       first_instance: int = 1) -> list[Path]:
     """``volume`` (a :class:`~medal.data.Volume` of integer values) as a DICOM series in ``folder``, one file per
     slice along its third array axis, as a scanner export stores it: ImagePositionPatient / ImageOrientationPatient
     in LPS, PixelSpacing, InstanceNumber, Modality, SeriesDescription, SeriesNumber, Series and Study Instance
@@ -256,7 +257,10 @@ def write_dicom_series(folder, volume, *, modality: str = "MR", description: str
     ImagePositionPatient (LPS mm) of each slice instead of the volume's (to make a missing slice or a gantry tilt);
     ``shuffle``: file names in a random order of this seed (exports rarely name files in slice order); ``None``:
     in slice order; ``compressor``: GDCM's pixel data compression (``"JPEG2000"``, ``"JPEG"``: lossless for
-    integers, as PACS exports often store them). Returns the files written."""
+    integers, as PACS exports often store them); ``extra_tags``: further header fields (``{"0018|0086": "2"}``:
+    EchoNumbers); ``first_instance``: the InstanceNumber of the first slice (and of its file name and SOP UID), so
+    several volumes written with one ``series_uid`` (the echoes of one series) do not collide. Returns the files
+    written."""
     import uuid
 
     import SimpleITK as sitk
@@ -280,6 +284,7 @@ def write_dicom_series(folder, volume, *, modality: str = "MR", description: str
             ("0020|0037", "\\".join(f"{v:.10g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])))]
     if rescale_intercept is not None:
         tags += [("0028|1052", f"{rescale_intercept:g}"), ("0028|1053", "1")]
+    tags += list((extra_tags or {}).items())
     n = img.GetDepth()
     order = np.random.default_rng(shuffle).permutation(n) if shuffle is not None else np.arange(n)
     from medal.data.dicom import keep_locale
@@ -291,20 +296,20 @@ def write_dicom_series(folder, volume, *, modality: str = "MR", description: str
         writer.SetCompressor(compressor)
     out = []
     with keep_locale():  # GDCM's writer sets the C locale (ASCII for Python's text I/O) and leaves it
-        _write_slices(writer, img, tags, positions, order, uid, series_number, folder, out)
+        _write_slices(writer, img, tags, positions, order, uid, series_number, folder, out, first_instance)
     return out
 
 
-def _write_slices(writer, img, tags, positions, order, uid, series_number, folder, out) -> None:
+def _write_slices(writer, img, tags, positions, order, uid, series_number, folder, out, first: int = 1) -> None:
     for k in range(img.GetDepth()):
         s = img[:, :, k]
         for key, value in tags:
             s.SetMetaData(key, value)
         pos = positions[k] if positions is not None else img.TransformIndexToPhysicalPoint((0, 0, k))
         s.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in pos))
-        s.SetMetaData("0020|0013", str(k + 1))
-        s.SetMetaData("0008|0018", f"{uid}.{k + 1}")
-        path = folder / f"IM{series_number}_{int(order[k]):04d}.dcm"
+        s.SetMetaData("0020|0013", str(k + first))
+        s.SetMetaData("0008|0018", f"{uid}.{k + first}")
+        path = folder / f"IM{series_number}_{int(order[k]) + first - 1:04d}.dcm"
         writer.SetFileName(str(path))
         writer.Execute(s)
         out.append(path)

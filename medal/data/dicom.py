@@ -17,10 +17,18 @@ to NIfTI conversion", J Neurosci Methods 2016):
 
 * slices not evenly spaced (a missing slice; spacing varying by more than 1% of its median, at least 0.01 mm);
 * slices sheared along the image plane (CT gantry tilt: each slice's origin moves in its own plane);
-* two images at one position (echoes, phases or time points stored in one series);
+* two images at one position that no header field tells apart (below);
 * images of different sizes or orientations in one series;
 * fewer than 3 slices (a localizer or a single 2D image), or ``ImageType`` marking a ``LOCALIZER``;
 * non-image objects (``SR``, ``RTPLAN``, ...; SEG and RTSTRUCT objects are read as labels, below).
+
+Several volumes stored in one series (multi-echo MR, diffusion b-values, dynamic time points, cardiac phases:
+images at the same positions) are split as dcm2niix splits them, by the first of EchoNumbers, EchoTime,
+DiffusionBValue, TemporalPositionIdentifier, TriggerTime and AcquisitionNumber that every image has and that
+leaves each volume one image per position (:func:`~medal.data.dicom_series.split_volumes`): each volume is its own
+case, ``<case>_echo1``, ``<case>_echo2`` (``b1000``, ``t3``, ...), its ``part`` recorded in the sources file. A
+SEG or RTSTRUCT on such a series labels the volume whose images it names (its referenced instances, the slices its
+contours lie on); one naming images of several volumes, or none, is one line.
 
 Enhanced multi-frame images (Enhanced CT / MR, Legacy Converted Enhanced: one file holding every slice) are read
 with highdicom from their per-frame positions (:func:`read_multiframe`), under the same evenly-spaced condition.
@@ -69,13 +77,13 @@ import numpy as np
 from .dicom_rtstruct import read_rtstruct, rtstruct_targets
 from .dicom_seg import _seg_targets, export_seg, read_dicom_seg, read_dicom_seg_volume
 from .dicom_series import (CHANNEL_NAMES, SOURCES, DicomSeries, _first_line, check_geometry, find_series,
-                           keep_locale, read_multiframe, read_series, source_instances)
+                           keep_locale, read_multiframe, read_series, source_instances, split_volumes)
 from .errors import DatasetError
 from .io import load_volume
 
 __all__ = ["LABEL_MODALITIES", "DicomSeries", "case_names", "check_geometry", "export_seg", "find_series", "from_dicom",
            "keep_locale", "plan", "read_dicom_seg", "read_dicom_seg_volume", "read_multiframe", "read_rtstruct",
-           "read_series", "rtstruct_targets", "source_instances"]
+           "read_series", "rtstruct_targets", "source_instances", "split_volumes"]
 
 #: series read as labels of an image series, not as images
 LABEL_MODALITIES = ("SEG", "RTSTRUCT")
@@ -88,18 +96,21 @@ def _slug(text: str) -> str:
 
 def case_names(series: list[DicomSeries], src: Path) -> list[str]:
     """A case id per series: its folder under ``src`` (``a/b`` -> ``a_b``), with ``_s<series number>`` where one
-    folder holds several kept series; distinct ignoring case (file systems that ignore it). The files are
+    folder holds several kept series, and ``_<part>`` for one of several volumes of a series (``_echo2``,
+    :func:`split_volumes`); distinct ignoring case (file systems that ignore it). The files are
     ``<id>_0000.nii.gz``, so an id ending in digits (``patient_0001``) is read back as itself."""
     src = Path(src)
-    per_folder: dict[Path, int] = {}
+    per_folder: dict[Path, set] = {}
     for s in series:
-        per_folder[s.folders[0]] = per_folder.get(s.folders[0], 0) + 1
+        per_folder.setdefault(s.folders[0], set()).add(s.uid)
     out, used = [], set()
     for k, s in enumerate(series):
         rel = s.folders[0].relative_to(src)
         base = _slug("_".join(rel.parts) if rel.parts else src.resolve().name)
-        if per_folder[s.folders[0]] > 1:
+        if len(per_folder[s.folders[0]]) > 1:
             base += f"_s{_slug(s.number) if s.number else k}"
+        if s.part:
+            base += f"_{_slug(s.part)}"
         name, n = base, 2
         while name.lower() in used:
             name, n = f"{base}_{n}", n + 1
@@ -132,6 +143,7 @@ def plan(src, *, series: str | None = None, modality: str | None = None, found=N
         kinds = sorted({f"{s.modality or '?'} {s.description!r}" for s in images})
         given = ", ".join(f"--{k} {v!r}" for k, v in (("series", series), ("modality", modality)) if v)
         raise DatasetError(f"{src}: no series matches {given}; found: " + "; ".join(kinds[:12]), path=src)
+    keep = [part for s in keep for part in split_volumes(s)]
     return keep, case_names(keep, src), segs
 
 
@@ -164,17 +176,19 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
         except (ValueError, AttributeError):
             raise DatasetError(f"{sources_path}: not valid JSON; give from-dicom a new folder", path=sources_path) from None
     keep, names, segs = plan(src, series=series, modality=modality)
-    by_uid = {v.get("series_uid"): k for k, v in done.items() if isinstance(v, dict)}
+    by_uid = {(v.get("series_uid"), v.get("part", "")): k for k, v in done.items() if isinstance(v, dict)}
     written, kept, labelled, skipped = [], [], [], {}
     cases = dict(done)
-    converted: dict[str, DicomSeries] = {}  # series uid -> series, of every case in dst after this run
+    # (series uid, part) -> series, of every case in dst after this run (part: one of several volumes of a series)
+    converted: dict[tuple[str, str], DicomSeries] = {}
     save = lambda: atomic_write_json(sources_path, {"source": str(src.resolve()), "cases": cases})  # noqa: E731
     for s, name in zip(keep, names):
         where = _where(s, src)
-        label = f"{where} (series {s.number or '?'} {s.description!r})"
-        if s.uid in by_uid and (dst / "imagesTr" / f"{by_uid[s.uid]}_0000.nii.gz").is_file():
-            kept.append(by_uid[s.uid])
-            converted[s.uid] = s
+        label = f"{where} (series {s.number or '?'} {s.description!r}" + (f", {s.part})" if s.part else ")")
+        key = (s.uid, s.part)
+        if key in by_uid and (dst / "imagesTr" / f"{by_uid[key]}_0000.nii.gz").is_file():
+            kept.append(by_uid[key])
+            converted[key] = s
             continue
         if name in cases:  # an id taken by another series in an earlier conversion
             base, n = name, 2
@@ -191,7 +205,9 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
         cases[name] = {"folder": where, "series_uid": s.uid, "series_number": s.number,
                        "description": s.description, "modality": s.modality, "images": n_images,
                        "shape": list(vol.shape), "spacing": [round(v, 6) for v in vol.spacing]}
-        converted[s.uid] = s
+        if s.part:
+            cases[name]["part"] = s.part
+        converted[key] = s
         save()
         written.append(name)
         log(f"{name}: {label}, " + (f"{n_images} frames in one file" if n_images != len(s.files) else
@@ -200,22 +216,29 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
     if not (written or kept):
         return {"written": written, "labelled": labelled, "skipped": skipped, "kept": kept}
     label_names = _label_names(dst, labels, segs)
-    case_of = {v["series_uid"]: k for k, v in cases.items() if isinstance(v, dict) and v.get("series_uid") in converted}
-    instances: dict[str, list[str]] = {}
+    case_of = {(v["series_uid"], v.get("part", "")): k for k, v in cases.items()
+               if isinstance(v, dict) and (v.get("series_uid"), v.get("part", "")) in converted}
+    instances: dict[tuple[str, str], list[str]] = {}
     for s in segs:
         rt = s.modality == "RTSTRUCT"
         for path in s.files:
             where = f"{_where(s, src)}/{path.name} ({s.modality} {s.description!r})"
             try:
+                images = set()
                 if rt:
                     refs, _, sop, images = rtstruct_targets(path, where)
-                    if not refs and images:  # no series listed: the series whose slices its contours are drawn on
-                        for u in converted:
-                            if u not in instances:
-                                instances[u] = source_instances(converted[u])
-                        refs = {u for u in converted if images & set(instances[u])}
                 else:
-                    refs, _, sop = _seg_targets(path)
+                    refs, _, sop, images = _seg_targets(path)
+                keys = {k for k in converted if k[0] in refs}
+                if images and (not refs or len(keys) > 1):
+                    # no series listed (an RTSTRUCT may list none), or one split into several volumes: the volume
+                    # whose slices its contours are drawn on / its frames derive from
+                    candidates = keys or set(converted)
+                    for k in candidates:
+                        if k not in instances:
+                            instances[k] = source_instances(converted[k])
+                    keys = {k for k in candidates if images & set(instances[k])}
+                    refs = refs or {k[0] for k in keys}
             except DatasetError as exc:
                 skipped[where] = str(exc)
                 log(f"SKIPPED {skipped[where]}")
@@ -224,11 +247,15 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 skipped[where] = f"{where}: not a readable DICOM {s.modality} ({_first_line(exc)})"
                 log(f"SKIPPED {skipped[where]}")
                 continue
-            targets = sorted({case_of[u] for u in refs if u in case_of})
+            targets = sorted({case_of[k] for k in keys if k in case_of})
             if len(targets) != 1:
                 if not any(u in {c.uid for c in keep} for u in refs) and (series or modality):
                     continue  # labels of a series the filters left out
-                skipped[where] = (f"{where}: refers to {'no converted series' if not targets else 'several series'} "
+                split = len({k[0] for k in keys}) == 1 and len(targets) > 1
+                skipped[where] = (f"{where}: refers to series {next(iter(refs))}, split here into {', '.join(targets)} "
+                                  "(several volumes in one series), and names no image of one of them alone"
+                                  if split else
+                                  f"{where}: refers to {'no converted series' if not targets else 'several series'} "
                                   f"({', '.join(sorted(refs)) or 'no referenced series'})")
                 log(f"SKIPPED {skipped[where]}")
                 continue
@@ -241,7 +268,7 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 if out_path.is_file() and not entry.get("labels_from"):
                     raise DatasetError(f"{where}: {out_path} exists and was not written from a SEG or RTSTRUCT "
                                        "here (an expert's labels?); left as it is", path=out_path)
-                uid = entry["series_uid"]
+                uid = (entry["series_uid"], entry.get("part", ""))
                 image = _image_grid(dst, case)
                 if rt:
                     arr, left_out = read_rtstruct(path, image, label_names, where)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import (SOURCES, DicomSeries, _first_line, _from_highdicom, _header, _to_highdicom, check_geometry,
-                           find_series)
+from .dicom_series import (SOURCES, DicomSeries, _first_line, _from_highdicom, _headers, _to_highdicom,
+                           check_geometry, find_series, split_volumes)
 from .errors import DatasetError
 
 __all__ = ["export_seg", "read_dicom_seg", "read_dicom_seg_volume"]
@@ -97,22 +97,25 @@ def read_dicom_seg_volume(path, image, label_names: dict[int, str], name: str) -
     return np.asarray(placed.array, np.uint8)
 
 
-def _seg_targets(path) -> tuple[set[str], list[str], str]:
-    """The series UIDs a SEG file derives from, its segment labels in segment order, its SOP Instance UID."""
+def _seg_targets(path) -> tuple[set[str], list[str], str, set[str]]:
+    """The series UIDs a SEG file derives from, its segment labels in segment order, its SOP Instance UID, and the
+    SOP Instance UIDs of the images it lists under them (ReferencedInstanceSequence; empty where it lists none)."""
     import pydicom
 
     ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    uids = {str(s.SeriesInstanceUID) for s in getattr(ds, "ReferencedSeriesSequence", [])}
+    series = getattr(ds, "ReferencedSeriesSequence", [])
+    uids = {str(s.SeriesInstanceUID) for s in series}
+    images = {str(r.ReferencedSOPInstanceUID) for s in series for r in getattr(s, "ReferencedInstanceSequence", [])}
     labels = [str(getattr(d, "SegmentLabel", f"segment {d.SegmentNumber}"))
               for d in sorted(getattr(ds, "SegmentSequence", []), key=lambda d: int(d.SegmentNumber))]
-    return uids, labels, str(ds.SOPInstanceUID)
+    return uids, labels, str(ds.SOPInstanceUID), images
 
 
 def _source_datasets(series: DicomSeries) -> list:
     """The pydicom datasets (no pixel data) of ``series``' files in slice order (:func:`source_instances`')."""
     import pydicom
 
-    headers = [_header(p) for p in series.files]
+    headers = _headers(series)
     order, _ = check_geometry(headers, series.files, str(series.folders[0]))
     return [pydicom.dcmread(str(series.files[i]), stop_before_pixels=True) for i in order]
 
@@ -169,7 +172,9 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
             folder = root / entry["folder"]
             if entry["folder"] not in series_by_folder:
                 series_by_folder[entry["folder"]] = find_series(folder) if folder.is_dir() else []
-            match = [s for s in series_by_folder[entry["folder"]] if s.uid == entry["series_uid"]]
+            part = entry.get("part", "")  # one volume of a series holding several (split_volumes)
+            match = [p for s in series_by_folder[entry["folder"]] if s.uid == entry["series_uid"]
+                     for p in (split_volumes(s) if part else [s]) if p.part == part]
             if not match:
                 raise DatasetError(f"{case.case_id}: its series {entry['series_uid']} is not in {folder} any more",
                                    path=folder)

@@ -13,8 +13,8 @@ import numpy as np
 
 from .errors import DatasetError
 
-__all__ = ["CHANNEL_NAMES", "DicomSeries", "MIN_SLICES", "NON_IMAGE", "SOURCES", "check_geometry", "find_series",
-           "keep_locale", "read_multiframe", "read_series", "source_instances"]
+__all__ = ["CHANNEL_NAMES", "DicomSeries", "MIN_SLICES", "NON_IMAGE", "SOURCES", "SPLIT_TAGS", "check_geometry",
+           "find_series", "keep_locale", "read_multiframe", "read_series", "source_instances", "split_volumes"]
 
 #: modality codes (0008,0060) that hold no image to train on
 NON_IMAGE = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "ECG", "AU",
@@ -28,6 +28,13 @@ _TAGS = {"uid": "0020|000e", "modality": "0008|0060", "description": "0008|103e"
          "position": "0020|0032", "orientation": "0020|0037", "image_type": "0008|0008", "frames": "0028|0008",
          "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018",
          "slope": "0028|1053", "intercept": "0028|1052"}
+#: header fields that tell apart several volumes stored in one series (multi-echo, diffusion b-values, dynamic time
+#: points, cardiac phases, repeated acquisitions), tried in this order by :func:`split_volumes`: (field, tag, prefix
+#: of the part's name)
+SPLIT_TAGS = (("echo_number", "0018|0086", "echo"), ("echo_time", "0018|0081", "te"), ("b_value", "0018|9087", "b"),
+              ("temporal_position", "0020|0100", "t"), ("trigger_time", "0018|1060", "trigger"),
+              ("acquisition", "0020|0012", "acq"))
+_TAGS.update({name: tag for name, tag, _ in SPLIT_TAGS})
 
 
 @dataclass
@@ -41,6 +48,8 @@ class DicomSeries:
     number: str = ""
     image_type: str = ""
     frames: int = 1  # frames in the first file (an enhanced multi-frame image holds its slices in one file)
+    part: str = ""  # one of several volumes stored in the series (split_volumes: "echo2", "b1000", ...); "" = all
+    headers: list | None = field(default=None, repr=False, compare=False)  # every file's, once read
 
     def obvious_skip(self) -> str:
         """Why the series will not be converted, where its first header says so already ("" otherwise)."""
@@ -212,6 +221,55 @@ def check_geometry(headers: list[dict], paths: list[Path], name: str) -> tuple[l
     return [int(i) for i in order], spacing
 
 
+def _headers(series: DicomSeries) -> list[dict]:
+    if series.headers is None:
+        series.headers = [_header(p) for p in series.files]
+    return series.headers
+
+
+def split_volumes(series: DicomSeries) -> list[DicomSeries]:
+    """``series`` as the volumes it holds: itself, or, where several of its images share a position (echoes,
+    b-values, time points or phases stored in one series), one :class:`DicomSeries` per value of the first field of
+    :data:`SPLIT_TAGS` that every image has and that leaves each part one image per position, in order of that
+    value (``part``: ``echo1``, ``echo2``; ``b0``, ``b1000``; ...), as dcm2niix splits them. A series no field
+    splits is returned whole (:func:`check_geometry` then says it holds several volumes); so are non-image objects,
+    localizers and single files."""
+    if series.obvious_skip() or len(series.files) < 2 * MIN_SLICES:
+        return [series]
+    try:
+        headers = _headers(series)
+    except DatasetError:
+        return [series]  # read_series names the unreadable file
+    where = [h["position"].replace(" ", "") for h in headers]
+    try:
+        where = [tuple(np.round(np.asarray([float(v) for v in w.split("\\")]), 2)) for w in where]
+    except ValueError:
+        return [series]
+    if len(set(where)) == len(where):
+        return [series]
+    for name, _, prefix in SPLIT_TAGS:
+        values = [h.get(name, "") for h in headers]
+        if any(not v for v in values):
+            continue
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(values):
+            groups.setdefault(v, []).append(i)
+        if len(groups) < 2 or any(len({where[i] for i in idx}) != len(idx) for idx in groups.values()):
+            continue
+
+        def order(v):
+            try:
+                return (0, float(v), v)
+            except ValueError:
+                return (1, 0.0, v)
+
+        return [DicomSeries(series.uid, [series.files[i] for i in groups[v]], series.modality, series.description,
+                            series.number, series.image_type, series.frames, part=f"{prefix}{v}",
+                            headers=[headers[i] for i in groups[v]])
+                for v in sorted(groups, key=order)]
+    return [series]
+
+
 def read_series(series: DicomSeries, name: str | None = None):
     """The :class:`~medal.data.io.Volume` of ``series`` (rescale applied; ``int16`` where integral and in range),
     after :func:`check_geometry`. ``name`` names the series in errors (default: its first folder)."""
@@ -225,7 +283,7 @@ def read_series(series: DicomSeries, name: str | None = None):
                            "beside it), not an image", path=series.files[0])
     if series.modality in NON_IMAGE:
         raise DatasetError(f"{name}: a DICOM {series.modality} object, not an image series", path=series.files[0])
-    headers = [_header(p) for p in series.files]
+    headers = _headers(series)
     if _multiframe(headers):
         return _grey_values(read_multiframe(series.files[0], name))
     order, spacing = check_geometry(headers, series.files, name)
@@ -324,6 +382,6 @@ def read_multiframe(path, name: str):
 
 def source_instances(series: DicomSeries) -> list[str]:
     """The SOP Instance UIDs of ``series``' files in slice order (the third axis of :func:`read_series`' volume)."""
-    headers = [_header(p) for p in series.files]
+    headers = _headers(series)
     order, _ = check_geometry(headers, series.files, str(series.folders[0]))
     return [headers[i]["sop"] for i in order]

@@ -113,6 +113,51 @@ def test_series_that_are_not_one_even_volume_are_skipped_with_the_reason(tmp_pat
     assert sum(line.startswith("SKIPPED ") for line in logged) == 5
 
 
+@pytest.mark.parametrize("tag, parts", [("0018|0086", ["echo1", "echo2"]), ("0020|0100", ["t1", "t2"])])
+def test_several_volumes_in_one_series_become_one_case_each(tmp_path, cases, truths, tag, parts):
+    """Two echoes (or two time points) stored in one series, interleaved at the same positions, as a multi-echo or
+    dynamic MR exports them: one case per EchoNumbers (TemporalPositionIdentifier) value, each with its own voxels;
+    a SEG and an RTSTRUCT made on the second volume's images label that case, by the instances they name; one that
+    names images of both volumes is one line; a re-run keeps both; export-seg writes on the first volume's
+    instances only."""
+    import pydicom
+
+    from medal.data import save_volume
+    from medal.data.dicom import export_seg
+
+    src = tmp_path / "export"
+    n = cases[0].shape[2]
+    second = cases[0].with_array((cases[0].array // 2 + 7).astype(np.int16))  # another contrast, same grid
+    files = [write_dicom_series(src / "mr", vol, series_uid="2.25.4242", description="ME", extra_tags={tag: str(k)},
+                                first_instance=1 + (k - 1) * n, shuffle=k)
+             for k, vol in ((1, cases[0]), (2, second))]
+    keep, names, _ = plan(src)
+    assert names == [f"mr_{p}" for p in parts] and [s.part for s in keep] == parts
+    write_dicom_rtstruct(src / "rt.dcm", files[1], truths[0], [("Anterior", 1), ("Posterior", 2)])
+    write_dicom_seg(src / "seg.dcm", files[1], truths[0], [("Anterior", 1)])  # one structure per SEG: merged
+    write_dicom_seg(src / "both.dcm", files[0][: n // 2] + files[1][n // 2:], truths[0], [("Anterior", 1)])
+    res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"], log=lambda s: None)
+    assert res["written"] == names and res["labelled"] == [names[1]]
+    assert same_voxels(tmp_path / "ds" / "imagesTr" / f"{names[0]}_0000.nii.gz", cases[0])
+    assert same_voxels(tmp_path / "ds" / "imagesTr" / f"{names[1]}_0000.nii.gz", second)
+    assert same_labels(tmp_path / "ds" / "labelsTr" / f"{names[1]}.nii.gz", truths[0])
+    assert not (tmp_path / "ds" / "labelsTr" / f"{names[0]}.nii.gz").exists()
+    (why,) = res["skipped"].values()
+    assert f"refers to series 2.25.4242, split here into {names[0]}, {names[1]}" in why and "\n" not in why
+    sources = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]
+    assert [sources[c]["part"] for c in names] == parts and sources[names[0]]["images"] == n
+    assert from_dicom(src, tmp_path / "ds", log=lambda s: None)["kept"] == names
+    # back to DICOM: a SEG on the first volume's instances only
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    img = load_volume(tmp_path / "ds" / "imagesTr" / f"{names[0]}_0000.nii.gz")
+    save_volume(img.with_array(label_on_grid(truths[0], img.shape, img.affine, "t")[0].array), labels / f"{names[0]}.nii.gz")
+    assert export_seg(tmp_path / "ds", labels, tmp_path / "seg", log=lambda s: None)["written"] == [names[0]]
+    seg = pydicom.dcmread(str(tmp_path / "seg" / f"{names[0]}.dcm"))
+    refs = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert refs and refs <= {str(pydicom.dcmread(str(f)).SOPInstanceUID) for f in files[0]}
+
+
 def test_filters_and_resuming_an_interrupted_conversion(tmp_path, cases):
     src = tmp_path / "export"
     write_dicom_series(src / "p1", cases[0], description="T2 axial", series_number=2)
