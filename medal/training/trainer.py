@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medal.config import DataConfig, ModelConfig, TrainingConfig
-from medal.data import Dataset, DatasetError, annotated_mask, load_case, load_volume
+from medal.data import Dataset, DatasetError, annotated_mask, load_case
 from medal.data.labels import UNLABELED
 from medal.training.metrics import dice_counts, dice_from_counts, dice_per_class
 from medal.training.semi import EMATeacher, propagation_mask, rampup, unlabeled_loss
@@ -290,19 +290,12 @@ def validation_windows(items, roi_size, *, max_whole_voxels: int, window_voxels:
     return out
 
 
-def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``(C, n)`` and labels ``(n,)`` at the ``n`` distinct annotated voxels of ``item``'s windows (eval
-    mode, each window predicted on its own); a voxel two windows share gets their logits averaged with the Gaussian
-    weights MONAI's sliding window blends windows with (``compute_importance_map``, sigma 1/8 of the window), and
-    counts once."""
+def _window_outputs(net, item, starts, roi_size, device, batch_size: int):
+    """``(logits, start, label)`` for each of ``item``'s windows (eval mode, no gradients, ``batch_size`` windows
+    per forward pass): the logits a ``(C, *roi_size)`` tensor, the label crop 255 outside the volume."""
     import torch
-    from monai.data.utils import compute_importance_map
-
-    weight = compute_importance_map(tuple(roi_size), mode="gaussian", sigma_scale=0.125).numpy().astype(np.float64)
 
     image = item.image if item.image.ndim == 4 else item.image[None]
-    shape = item.label.shape
-    flat, zs, ws = [], [], []
     was = net.training
     net.eval()
     try:
@@ -310,15 +303,26 @@ def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tupl
             for b in range(0, len(starts), batch_size):
                 chunk = starts[b:b + batch_size]
                 x = np.stack([crop_patch(image, s, roi_size, fill=0.0) for s in chunk]).astype(np.float32)
-                logits = net(torch.from_numpy(x).to(device)).float().cpu().numpy()
-                for z, s in zip(logits, chunk):
-                    lab = crop_patch(item.label, s, roi_size, fill=UNLABELED)
-                    where = np.nonzero(lab != UNLABELED)  # inside the volume: crop_patch fills outside with 255
-                    flat.append(np.ravel_multi_index(tuple(w + int(o) for w, o in zip(where, s)), shape))
-                    zs.append(z[(slice(None), *where)])
-                    ws.append(weight[where])
+                for z, s in zip(net(torch.from_numpy(x).to(device)), chunk):
+                    yield z, s, crop_patch(item.label, s, roi_size, fill=UNLABELED)
     finally:
         net.train(was)
+
+
+def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(C, n)`` and labels ``(n,)`` at the ``n`` distinct annotated voxels of ``item``'s windows (eval
+    mode, each window predicted on its own); a voxel two windows share gets their logits averaged with the Gaussian
+    weights MONAI's sliding window blends windows with (``compute_importance_map``, sigma 1/8 of the window), and
+    counts once."""
+    from monai.data.utils import compute_importance_map
+
+    weight = compute_importance_map(tuple(roi_size), mode="gaussian", sigma_scale=0.125).numpy().astype(np.float64)
+    flat, zs, ws = [], [], []
+    for z, s, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
+        where = np.nonzero(lab != UNLABELED)  # inside the volume: crop_patch fills outside with 255
+        flat.append(np.ravel_multi_index(tuple(w + int(o) for w, o in zip(where, s)), item.label.shape))
+        zs.append(z.float().cpu().numpy()[(slice(None), *where)])
+        ws.append(weight[where])
     flat, z, w = np.concatenate(flat), np.concatenate(zs, axis=1).astype(np.float64), np.concatenate(ws)
     voxels, inverse = np.unique(flat, return_inverse=True)
     total = np.bincount(inverse, weights=w, minlength=voxels.size)
@@ -327,22 +331,9 @@ def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tupl
 
 
 def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size: int) -> np.ndarray:
-    import torch
-
-    image = item.image if item.image.ndim == 4 else item.image[None]
     counts = np.zeros((3, n_classes), np.int64)
-    was = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            for b in range(0, len(starts), batch_size):
-                chunk = starts[b:b + batch_size]
-                x = np.stack([crop_patch(image, s, roi_size, fill=0.0) for s in chunk]).astype(np.float32)
-                pred = net(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
-                for p, s in zip(pred, chunk):
-                    counts += dice_counts(p, crop_patch(item.label, s, roi_size, fill=UNLABELED), n_classes)
-    finally:
-        net.train(was)
+    for z, _, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
+        counts += dice_counts(z.argmax(0).cpu().numpy(), lab, n_classes)
     return dice_from_counts(counts)
 
 
