@@ -35,7 +35,7 @@ def dice_from_counts(counts: np.ndarray) -> np.ndarray:
     """Dice of classes ``1..`` from :func:`dice_counts`' array (1.0 where a class is in neither)."""
     inter, size_p, size_t = counts
     denom = size_p + size_t
-    dice = np.where(denom > 0, 2 * inter / np.maximum(denom, 1), 1.0)
+    dice = np.where(denom > 0, 2 * inter / np.where(denom > 0, denom, 1), 1.0)  # counts or weighted counts
     return dice[1:].astype(np.float64)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from medal.data.labels import UNLABELED
 
-__all__ = ["AllIndices", "AnnotatedIndex", "crop_patch", "patch_start", "sample_patch"]
+__all__ = ["AllIndices", "AnnotatedIndex", "crop_patch", "patch_start", "sample_patch", "window_coverage"]
 
 
 class AllIndices:
@@ -79,6 +79,48 @@ def patch_start(index: AnnotatedIndex, size, rng: np.random.Generator, *, foregr
     # place the chosen voxel anywhere in the middle half of the patch, not always at its centre
     offset = size // 2 + rng.integers(-(size // 4), size // 4 + 1)
     return np.asarray(centre) - offset
+
+
+def _axis_coverage(n: int, size: int, clip: bool) -> np.ndarray:
+    """``T[v, c]``: along one axis of length ``n``, the probability that a patch of ``size`` placed by
+    :func:`patch_start` on a centre at ``c`` (then, with ``clip``, its start clipped to ``[0, max(n - size, 0)]``)
+    covers ``v``."""
+    h, q = size // 2, size // 4
+    c = np.arange(n)[:, None]
+    start = c - h - np.arange(-q, q + 1)[None, :]  # (centre, offset): each offset equally likely
+    if clip:
+        start = np.clip(start, 0, max(n - size, 0))
+    v = np.arange(n)[:, None, None]
+    covered = (start[None] <= v) & (v < start[None] + size)
+    return covered.mean(axis=2)
+
+
+def window_coverage(index: AnnotatedIndex, size, *, foreground_fraction: float = 0.5, clip: bool = True) -> np.ndarray:
+    """Per voxel, the probability (float32, the volume's shape) that one window drawn as :func:`patch_start` draws
+    it (``foreground_fraction`` centred on annotated foreground, the rest on any annotated voxel; with ``clip`` the
+    start then kept inside the volume, as validation windows are) covers that voxel.
+
+    The windows are independent draws, so a count over ``n`` of them with each voxel weighted ``1 / (n * q)``
+    estimates the count over the whole volume without bias (Hansen & Hurwitz 1943, sampling with replacement and
+    unequal probabilities): windows half on foreground see the anatomy often and the background rarely, and the
+    weights give a false positive far from the anatomy the weight of all the background it stands for. Exact: the
+    centre distribution is pushed through each axis's placement (:func:`_axis_coverage`, separable), three
+    matrix products of the volume."""
+    shape = tuple(index.shape)
+    n_vox = int(np.prod(shape))
+    centre = np.zeros(n_vox, np.float64)
+    f = float(foreground_fraction) if index.foreground.size else 0.0
+    if isinstance(index.annotated, AllIndices):
+        centre += (1.0 - f) / n_vox
+    else:
+        centre[index.annotated] += (1.0 - f) / index.annotated.size  # distinct indices: += adds once each
+    if f:
+        centre[index.foreground] += f / index.foreground.size
+    q = centre.reshape(shape).astype(np.float32)
+    for axis, (n, s) in enumerate(zip(shape, size)):
+        t = _axis_coverage(n, int(s), clip).astype(np.float32)
+        q = np.moveaxis(np.tensordot(t, q, axes=([1], [axis])), 0, axis)
+    return np.ascontiguousarray(q)
 
 
 def sample_patch(image: np.ndarray, label: np.ndarray, index: AnnotatedIndex, size, rng: np.random.Generator,

@@ -330,10 +330,23 @@ def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tupl
     return mean, np.asarray(item.label).ravel()[voxels]
 
 
-def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size: int) -> np.ndarray:
-    counts = np.zeros((3, n_classes), np.int64)
-    for z, _, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
-        counts += dice_counts(z.argmax(0).cpu().numpy(), lab, n_classes)
+def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size: int, coverage=None) -> np.ndarray:
+    """Dice per class from the counts of ``item``'s windows summed; with ``coverage`` (:func:`window_coverage` of the
+    windows' placement) each voxel counted ``1 / (len(starts) * coverage)``: estimates of the whole volume's
+    counts."""
+    if coverage is None:
+        counts = np.zeros((3, n_classes), np.int64)
+        for z, _, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
+            counts += dice_counts(z.argmax(0).cpu().numpy(), lab, n_classes)
+        return dice_from_counts(counts)
+    counts = np.zeros((3, n_classes), np.float64)
+    for z, s, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
+        pred, ok = z.argmax(0).cpu().numpy(), lab != UNLABELED
+        w = 1.0 / (len(starts) * crop_patch(coverage, s, roi_size, fill=1.0)[ok].astype(np.float64))
+        p, t = pred[ok], lab[ok].astype(np.int64)
+        counts += np.stack([np.bincount(t[p == t], weights=w[p == t], minlength=n_classes)[:n_classes],
+                            np.bincount(p, weights=w, minlength=n_classes)[:n_classes],
+                            np.bincount(t, weights=w, minlength=n_classes)[:n_classes]])
     return dice_from_counts(counts)
 
 
