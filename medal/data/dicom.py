@@ -24,9 +24,10 @@ to NIfTI conversion", J Neurosci Methods 2016):
 
 Several volumes stored in one series (multi-echo MR, diffusion b-values, dynamic time points, cardiac phases:
 images at the same positions) are split as dcm2niix splits them, by the first of EchoNumbers, EchoTime,
-DiffusionBValue, TemporalPositionIdentifier, TriggerTime and AcquisitionNumber that every image has and that
-leaves each volume one image per position (:func:`~medal.data.dicom_series.split_volumes`): each volume is its own
-case, ``<case>_echo1``, ``<case>_echo2`` (``b1000``, ``t3``, ...), its ``part`` recorded in the sources file. A
+DiffusionBValue (where it is empty, the b-value Siemens, GE or Philips keep in a private field:
+:data:`~medal.data.dicom_series.PRIVATE_B_VALUE`), TemporalPositionIdentifier, TriggerTime and AcquisitionNumber
+that every image has and that leaves each volume one image per position
+(:func:`~medal.data.dicom_series.split_volumes`): each volume is its own case, ``<case>_echo1``, ``<case>_echo2`` (``b1000``, ``t3``, ...), its ``part`` recorded in the sources file. A
 SEG or RTSTRUCT on such a series labels the volume whose images it names (its referenced instances, the slices its
 contours lie on); one naming images of several volumes, or none, is one line.
 

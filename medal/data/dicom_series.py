@@ -14,7 +14,7 @@ import numpy as np
 from .errors import DatasetError
 
 __all__ = ["CHANNEL_NAMES", "DicomSeries", "MIN_SLICES", "NON_IMAGE", "SOURCES", "SPLIT_TAGS", "check_geometry",
-           "find_series", "keep_locale", "read_multiframe", "read_series", "source_instances", "split_volumes"]
+           "PRIVATE_B_VALUE", "find_series", "keep_locale", "read_multiframe", "read_series", "source_instances", "split_volumes"]
 
 #: modality codes (0008,0060) that hold no image to train on
 NON_IMAGE = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "ECG", "AU",
@@ -35,6 +35,11 @@ SPLIT_TAGS = (("echo_number", "0018|0086", "echo"), ("echo_time", "0018|0081", "
               ("temporal_position", "0020|0100", "t"), ("trigger_time", "0018|1060", "trigger"),
               ("acquisition", "0020|0012", "acq"))
 _TAGS.update({name: tag for name, tag, _ in SPLIT_TAGS})
+#: where scanners that leave DiffusionBValue (0018,9087) empty keep the b-value: (group, private creator, element
+#: within the creator's block), read as dcm2niix reads them: Siemens B_value (0019,xx0C), GE SlopInt_6 (0043,xx39,
+#: first value, less 1e9 where GE adds it), Philips DiffusionBFactor (2001,xx03)
+PRIVATE_B_VALUE = (("0019", "SIEMENS MR HEADER", 0x0C), ("0043", "GEMS_PARM_01", 0x39),
+                   ("2001", "Philips Imaging DD 001", 0x03))
 
 
 @dataclass
@@ -93,6 +98,7 @@ def _reader():
 
     r = sitk.ImageFileReader()
     r.SetImageIO("GDCMImageIO")
+    r.LoadPrivateTagsOn()  # vendors' b-values (PRIVATE_B_VALUE)
     return r
 
 
@@ -108,7 +114,30 @@ def _header(path: Path) -> dict[str, str]:
     keys = set(r.GetMetaDataKeys())
     out = {k: (r.GetMetaData(t).strip() if t in keys else "") for k, t in _TAGS.items()}
     out["size"] = tuple(int(s) for s in r.GetSize())
+    if not out["b_value"]:
+        out["b_value"] = _private_b_value(r, keys)
     return out
+
+
+def _private_b_value(reader, keys) -> str:
+    """The b-value a vendor's private field holds (:data:`PRIVATE_B_VALUE`), as an integer string where whole; ""
+    where none does. A private element counts only inside the block its creator reserved (``(gggg,00xx)`` naming
+    the vendor's creator: ``(gggg,xxee)``), so another vendor's use of the same numbers is not read."""
+    for group, creator, element in PRIVATE_B_VALUE:
+        for block in range(0x10, 0x100):
+            owner = f"{group}|00{block:02x}"
+            if owner in keys and reader.GetMetaData(owner).strip() == creator:
+                tag = f"{group}|{block:02x}{element:02x}"
+                if tag not in keys:
+                    break
+                try:
+                    b = float(reader.GetMetaData(tag).strip().split("\\")[0])
+                except ValueError:
+                    break
+                if group == "0043" and b >= 1e9:
+                    b -= 1e9  # GE adds 1e9 to the b-value on some software versions
+                return str(int(b)) if b == int(b) else f"{b:g}"
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -158,6 +158,44 @@ def test_several_volumes_in_one_series_become_one_case_each(tmp_path, cases, tru
     assert refs and refs <= {str(pydicom.dcmread(str(f)).SOPInstanceUID) for f in files[0]}
 
 
+@pytest.mark.parametrize("vendor, creator, tag, values", [
+    ("siemens", ("0019|0011", "SIEMENS MR HEADER"), "0019|110c", ("0", "1000")),  # the creator's block need not be 10
+    ("ge", ("0043|0010", "GEMS_PARM_01"), "0043|1039", ("1000000000\\8\\0\\0", "1000\\8\\0\\0")),  # GE's +1e9
+    ("philips", ("2001|0010", "Philips Imaging DD 001"), "2001|1003", ("0", "1000")),
+    ("elsewhere", ("0019|0010", "SIEMENS MR HEADER"), "0019|100c", ("0", "1000")),  # creator renamed below
+])
+def test_a_diffusion_series_is_split_by_the_b_value_a_vendor_keeps_in_a_private_field(tmp_path, cases, vendor,
+                                                                                    creator, tag, values):
+    """b-values in Siemens, GE and Philips private fields (DiffusionBValue empty, as those scanners export) split a
+    diffusion series into b0 and b1000 cases, each with its own voxels; the same element under another private
+    creator is not a b-value (the series stays whole and is skipped as several volumes in one series)."""
+    src = tmp_path / "export"
+    n = cases[0].shape[2]
+    high_b = cases[0].with_array((cases[0].array // 3 + 5).astype(np.int16))
+    for k, (vol, value) in enumerate(((cases[0], values[0]), (high_b, values[1]))):
+        write_dicom_series(src / "dwi", vol, series_uid="2.25.9087", description="DWI", first_instance=1 + k * n,
+                           extra_tags={creator[0]: creator[1], tag: value}, shuffle=k + 1)
+    if vendor == "elsewhere":
+        import pydicom
+
+        for f in (src / "dwi").iterdir():
+            ds = pydicom.dcmread(str(f))
+            ds[0x0019, 0x0010].value = "SOMEONE ELSE"
+            ds.save_as(str(f))
+    keep, names, _ = plan(src)
+    if vendor == "elsewhere":
+        assert len(keep) == 1 and keep[0].part == "" and names == ["dwi"]
+        res = from_dicom(src, tmp_path / "ds", log=lambda s: None)
+        (why,) = res["skipped"].values()
+        assert res["written"] == [] and "several volumes in one series" in why, res
+        return
+    assert [s.part for s in keep] == ["b0", "b1000"] and names == ["dwi_b0", "dwi_b1000"]
+    res = from_dicom(src, tmp_path / "ds", log=lambda s: None)
+    assert res["written"] == names
+    assert same_voxels(tmp_path / "ds" / "imagesTr" / "dwi_b0_0000.nii.gz", cases[0])
+    assert same_voxels(tmp_path / "ds" / "imagesTr" / "dwi_b1000_0000.nii.gz", high_b)
+
+
 def test_filters_and_resuming_an_interrupted_conversion(tmp_path, cases):
     src = tmp_path / "export"
     write_dicom_series(src / "p1", cases[0], description="T2 axial", series_number=2)
