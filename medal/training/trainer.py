@@ -341,12 +341,8 @@ def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size
         return dice_from_counts(counts)
     counts = np.zeros((3, n_classes), np.float64)
     for z, s, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
-        pred, ok = z.argmax(0).cpu().numpy(), lab != UNLABELED
-        w = 1.0 / (len(starts) * crop_patch(coverage, s, roi_size, fill=1.0)[ok].astype(np.float64))
-        p, t = pred[ok], lab[ok].astype(np.int64)
-        counts += np.stack([np.bincount(t[p == t], weights=w[p == t], minlength=n_classes)[:n_classes],
-                            np.bincount(p, weights=w, minlength=n_classes)[:n_classes],
-                            np.bincount(t, weights=w, minlength=n_classes)[:n_classes]])
+        q = crop_patch(coverage, s, roi_size, fill=1.0).astype(np.float64)  # outside the volume: label 255
+        counts += dice_counts(z.argmax(0).cpu().numpy(), lab, n_classes, weights=1.0 / (len(starts) * q))
     return dice_from_counts(counts)
 
 

@@ -258,6 +258,52 @@ def test_the_compact_index_draws_the_patches_an_int64_index_draws(painted):
         AllIndices(3)[3]
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_window_coverage_is_each_voxels_chance_to_be_in_a_window_and_its_weights_count_the_whole_volume(fraction):
+    """window_coverage against a loop over every centre and offset patch_start can draw (then clipped inside the
+    volume, as validation windows are; one axis shorter than the window); counts of one such window weighted
+    1 / coverage have the whole volume's counts as expectation (Hansen-Hurwitz), the weighted validation Dice's
+    ground."""
+    from medal.training.metrics import dice_counts
+    from medal.training.sampling import window_coverage
+
+    label = _real_items(1)[0].label
+    fg = np.argwhere(label > 0).mean(0).astype(int)
+    label = label[fg[0] - 6:fg[0] + 6, fg[1] - 5:fg[1] + 5, fg[2] - 3:fg[2] + 4].copy()  # 12 x 10 x 7, real anatomy
+    label[:2] = UNLABELED
+    label[:, :, 5] = UNLABELED
+    assert (label == 1).any() and (label == 2).any() and (label == 0).any()
+    size = (6, 4, 8)
+    idx = AnnotatedIndex(label)
+    q = window_coverage(idx, size, foreground_fraction=fraction)
+    pred = np.random.default_rng(0).integers(0, 3, label.shape)
+    centre = np.zeros(label.size)
+    centre[idx.annotated] += (1 - fraction) / idx.annotated.size
+    centre[idx.foreground] += fraction / idx.foreground.size
+    high = np.maximum(np.subtract(label.shape, size), 0)
+    offsets = [range(s // 2 - s // 4, s // 2 + s // 4 + 1) for s in size]
+    n_off = np.prod([len(o) for o in offsets])
+    ref, expected = np.zeros(label.shape), np.zeros((3, 3))
+    for c in np.flatnonzero(centre):
+        for off in np.stack(np.meshgrid(*offsets, indexing="ij"), -1).reshape(-1, 3):
+            p = centre[c] / n_off
+            s = np.clip(np.array(np.unravel_index(c, label.shape)) - off, 0, high)
+            box = tuple(slice(a, a + b) for a, b in zip(s, size))
+            ref[box] += p
+            lab = crop_patch(label, s, size, fill=UNLABELED)
+            w = 1.0 / crop_patch(q, s, size, fill=1.0).astype(np.float64)
+            expected += p * dice_counts(crop_patch(pred, s, size, fill=0), lab, 3, weights=w)
+    np.testing.assert_allclose(q, ref, rtol=1e-5, atol=1e-7)
+    assert q.dtype == np.float32 and q.max() <= 1 + 1e-6 and (q[label != UNLABELED] > 0).all()
+    np.testing.assert_allclose(expected, dice_counts(pred, label, 3), rtol=1e-4)
+    # weights of one: the integer counts
+    assert np.array_equal(dice_counts(pred, label, 3, weights=np.ones(label.shape)), dice_counts(pred, label, 3))
+    if fraction == 1.0:  # no foreground: every window on any annotated voxel, whatever the fraction
+        bg = np.where(label == UNLABELED, UNLABELED, 0).astype(label.dtype)
+        np.testing.assert_allclose(window_coverage(AnnotatedIndex(bg), size, foreground_fraction=fraction),
+                                   window_coverage(AnnotatedIndex(bg), size, foreground_fraction=0.0))
+
+
 def test_cases_beyond_items_in_memory_gb_are_read_by_memory_map_and_train_the_same_weights(tiny_model_cfg, tmp_path):
     """training.items_in_memory_gb: cases past the limit are written to scratch_dir and memory-mapped (read-only,
     nothing left in the folder), hold the same arrays, and a seeded run on them ends with the same weights and
