@@ -57,13 +57,21 @@ def cmd_dataset_from_dicom(args) -> int:
         print("medal dataset from-dicom: give DST (the dataset folder to write), or --list", file=sys.stderr)
         return EXIT_USAGE
     if args.list:
-        keep, names, segs = plan(args.src, series=args.series, modality=args.modality)
+        left_out = {}
+        keep, names, segs = plan(args.src, series=args.series, modality=args.modality, channels=args.channels,
+                                 skipped=left_out)
         for s, name in zip(keep, names):
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
             why = s.obvious_skip()
             files = f"{len(s.files)} file(s)" + (f" ({s.frames} frames)" if len(s.files) == 1 and s.frames > 1 else "")
-            print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}, {files} "
-                  f"in {where}" + (f" (will be skipped: {why})" if why else ""))
+            part = f" ({s.part})" if s.part else ""
+            print(f"{name}: {s.modality or '?'} series {s.number or '?'} {s.description!r}{part}, {files} "
+                  f"in {where}" + (f" (will be skipped: {why})" if why else "")
+                  + "".join(f"; channel {k}: series {c.number or '?'} {c.description!r}" + (f" ({c.part})" if c.part
+                                                                                              else "")
+                            for k, c in enumerate(s.channels, 1)))
+        for why in left_out.values():
+            print(f"will be skipped: {why}")
         for s in segs:
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
             print(f"labels: {s.modality} series {s.number or '?'} {s.description!r}, {len(s.files)} file(s) in {where}")
@@ -71,7 +79,8 @@ def cmd_dataset_from_dicom(args) -> int:
         print(f"{n} series would be converted, {len(segs)} SEG / RTSTRUCT series read as their labels "
               "(nothing written: --list)")
         return EXIT_OK
-    res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels)
+    res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels,
+                     channels=args.channels)
     print(f"wrote {len(res['written'])} case(s) to {args.dst}/imagesTr"
           + (f", {len(res['kept'])} already there" if res["kept"] else "")
           + (f"; labels of {len(res['labelled'])} case(s) from DICOM SEG / RTSTRUCT in labelsTr"
@@ -569,6 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
     dcm.add_argument("--modality", default=None, help="keep one modality (DICOM code: CT, MR, PT, ...)")
     dcm.add_argument("--labels", nargs="+", default=None, metavar="NAME",
                      help="label names for dataset.json, background first (e.g. background liver tumour)")
+    dcm.add_argument("--channels", nargs="+", default=None, metavar="PATTERN",
+                     help="one case per study with these series as its input channels, in order, e.g. "
+                     "--channels '*t2*' '*adc*' 'b1400' (a pattern matches a series' description or, for one volume "
+                     "of a split series, its part; case ignored): the first is the image experts see and label, "
+                     "the others are resampled onto its grid where they lie on another; a study without exactly "
+                     "one series per pattern is skipped with the reason")
     dcm.add_argument("--list", action="store_true", help="list the series and their case ids; write nothing")
     dcm.set_defaults(func=cmd_dataset_from_dicom)
     exp = ds_sub.add_parser("export-seg", help="write labels or predictions as DICOM SEG on their source series",

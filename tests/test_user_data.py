@@ -762,6 +762,38 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     assert out.returncode == 0 and "wrote 2 DICOM RTSTRUCT file(s)" in out.stdout, out.stdout + out.stderr
 
 
+def test_dicom_sequences_of_a_study_as_the_channels_of_one_case_through_the_cli(tmp_path, sample_cases):
+    """`dataset from-dicom --channels '*t2*' '*adc*'`: --list shows each case's channels and the study that will be
+    skipped; the conversion writes two-channel cases (an ADC on a coarser grid resampled onto the T2), says which
+    study it skipped and why, exits 1; `dataset check` sees two channels per case."""
+    from medal.data import Volume
+    from medal.testing import write_dicom_series
+
+    src, root = tmp_path / "export", tmp_path / "ds"
+    for i, c in enumerate(sample_cases[:3]):
+        v = load_volume(c.image)
+        t2 = Volume(np.round(v.array), v.affine)
+        study = {"0020|000d": f"2.25.880{i}"}
+        write_dicom_series(src / f"subject{i}" / "t2", t2, description="T2 AX", series_number=1, extra_tags=study)
+        if i < 2:
+            aff = v.affine.copy()
+            aff[:3, :2] *= 1 + i  # the second study's ADC on a coarser grid
+            adc = Volume(np.round(v.array[:: 1 + i, :: 1 + i] / 2), aff)
+            write_dicom_series(src / f"subject{i}" / "adc", adc, description="ADC", series_number=2, extra_tags=study)
+    out = medal("dataset", "from-dicom", src, "--list", "--channels", "*t2*", "*adc*")
+    assert out.returncode == 0, out.stderr
+    assert "subject0_t2: MR series 1 'T2 AX', " in out.stdout and "; channel 1: series 2 'ADC'" in out.stdout
+    assert ("will be skipped: subject2/t2: study 2.25.8802: no series matches --channels pattern 2 '*adc*' "
+            "(series of this study: 'T2 AX'); left out") in out.stdout
+    out = medal("dataset", "from-dicom", src, root, "--channels", "*t2*", "*adc*")
+    assert out.returncode == 1, out.stderr
+    assert "SKIPPED subject2/t2: study 2.25.8802: no series matches --channels pattern 2" in out.stdout
+    assert "subject1_t2: " in out.stdout and "; channel 1 'ADC' resampled onto it" in out.stdout
+    assert "wrote 2 case(s)" in out.stdout
+    out = medal("dataset", "check", root)
+    assert out.returncode == 0 and "2 per case" in out.stdout, out.stdout + out.stderr
+
+
 def test_case_folders_through_from_folders_check_and_train(tmp_path, sample_cases, tiny_cfg):
     """BraTS-style case folders (two channels and a `_seg` label per folder, named by the case): `dataset check`
     points at `from-folders`; without channel patterns it names them; with them the linked dataset trains."""

@@ -38,6 +38,18 @@ was skipped). ``--series`` keeps only series whose description matches a pattern
 one modality: an MRI study's T1 and T2 are different inputs, not more cases of one. Integer-valued images are
 stored as ``int16`` where they fit (CT in HU), others as ``float32``.
 
+**Sequences as channels.** ``--channels PATTERN ...`` (:func:`group_channels`) makes one case per study
+(StudyInstanceUID) whose input channels are the series matching each pattern, in order (``'*t2*' '*adc*'
+'b1400'``: a pattern matches a description, or the part of a split series), as nnU-Net's multi-channel cases
+(``_0000``, ``_0001``, ...; Isensee et al. 2021) and PI-CAI's T2 / ADC / high-b inputs (Saha et al. 2024). The
+first channel is the image experts see, label and get SEGs on; another channel on a different grid is resampled
+onto it in patient coordinates (SimpleITK, linear, its lowest value outside its field of view), as PI-CAI's
+``picai_prep`` resamples ADC and high-b onto T2 (``Sample.resample_to_first_scan``; B-spline there, linear here: no
+overshoot); one lying wholly outside it is an error. A study where a pattern
+matches no series, or several, is one line; a SEG or RTSTRUCT drawn on a further channel's series is one line
+(labels are read on the first channel). The patterns are recorded in ``dicom_sources.json``: going on with
+other ``--channels`` (or none) is refused.
+
 **Labels as DICOM SEG.** A SEG object (what OHIF, 3D Slicer's QuantitativeReporting or a PACS annotation tool
 saves) found anywhere under SRC becomes ``labelsTr/<case>.nii.gz`` of the series it derives from (its Referenced
 Series; the ``--series`` / ``--modality`` filters choose image series only, the SEGs of the kept ones come along).
@@ -128,11 +140,61 @@ def _matches(s: DicomSeries, pattern: str | None, modality: str | None) -> bool:
     return True
 
 
-def plan(src, *, series: str | None = None, modality: str | None = None, found=None):
+def _pattern_texts(s: DicomSeries) -> list[str]:
+    """What a ``--channels`` pattern is matched against: the description, and for one volume of a split series
+    its part and ``<description> <part>``."""
+    return [s.description] + ([s.part, f"{s.description} {s.part}"] if s.part else [])
+
+
+def _series_text(s: DicomSeries) -> str:
+    return repr(s.description) + (f" ({s.part})" if s.part else "")
+
+
+def group_channels(series: list[DicomSeries], patterns, src, skipped: dict | None = None) -> list[DicomSeries]:
+    """``--channels``: per study (StudyInstanceUID; its folder where a series has none), the series matching
+    ``patterns[0]`` with the series matching each further pattern as its ``channels``, in order (a pattern matches
+    a series' description, case ignored, or for one volume of a split series its part: ``b1000``). Returns the
+    first channels' series; a study where a pattern matches no series or several is left out, one line in
+    ``skipped`` (keyed by its folder) naming the pattern and the series there."""
+    src = Path(src)
+    studies: dict[str, list[DicomSeries]] = {}
+    for s in series:
+        studies.setdefault(s.study or f"folder:{s.folders[0]}", []).append(s)
+    out = []
+    for study, members in studies.items():
+        chosen, problem = [], ""
+        for k, pattern in enumerate(patterns):
+            hits = [s for s in members if not s.obvious_skip()
+                    and any(fnmatch.fnmatch(t.lower(), pattern.lower()) for t in _pattern_texts(s))]
+            if len(hits) != 1:
+                found = ", ".join(_series_text(s) for s in members) or "none"
+                problem = (f"{'no series matches' if not hits else f'{len(hits)} series match'} --channels pattern "
+                           f"{k + 1} {pattern!r} (series of this study: {found})")
+                break
+            if hits[0] in chosen:
+                problem = (f"series {_series_text(hits[0])} matches --channels patterns "
+                           f"{chosen.index(hits[0]) + 1} and {k + 1}")
+                break
+            chosen.append(hits[0])
+        if problem:
+            where = _where(members[0], src)
+            msg = f"{where}: study {study.removeprefix('folder:')}: {problem}; left out"
+            if skipped is not None:
+                skipped[f"{where} (study)"] = msg
+            continue
+        first = chosen[0]
+        first.channels = chosen[1:]
+        out.append(first)
+    return out
+
+
+def plan(src, *, series: str | None = None, modality: str | None = None, found=None, channels=None,
+         skipped: dict | None = None):
     """The image series under ``src`` that ``series`` (a pattern on the description, case ignored) and ``modality``
     keep, the case id each would get, and every DICOM SEG and RTSTRUCT series (labels, kept whatever the filters:
-    they apply to the image series they refer to). A :class:`DatasetError` when no image series is found or none
-    matches."""
+    they apply to the image series they refer to). With ``channels`` (patterns, :func:`group_channels`): one case
+    per study, the series of its first channel with the others as its ``channels``; a study left out is a line in
+    ``skipped``. A :class:`DatasetError` when no image series is found or none matches."""
     src = Path(src)
     found = find_series(src) if found is None else found
     segs = [s for s in found if s.modality in LABEL_MODALITIES]
@@ -145,10 +207,16 @@ def plan(src, *, series: str | None = None, modality: str | None = None, found=N
         given = ", ".join(f"--{k} {v!r}" for k, v in (("series", series), ("modality", modality)) if v)
         raise DatasetError(f"{src}: no series matches {given}; found: " + "; ".join(kinds[:12]), path=src)
     keep = [part for s in keep for part in split_volumes(s)]
+    if channels:
+        keep = group_channels(keep, list(channels), src, skipped)
+        if not keep:
+            raise DatasetError(f"{src}: no study has one series per --channels pattern "
+                               f"({', '.join(repr(p) for p in channels)})" + (
+                                   "; " + next(iter(skipped.values())) if skipped else ""), path=src)
     return keep, case_names(keep, src), segs
 
 
-def from_dicom(src, dst, *, series: str | None = None, modality: str | None = None, labels=None,
+def from_dicom(src, dst, *, series: str | None = None, modality: str | None = None, labels=None, channels=None,
                log=print) -> dict:
     """Convert every image series under ``src`` into the dataset folder ``dst`` (see the module docstring), and
     every DICOM SEG or RTSTRUCT object referring to one of them into its ``labelsTr/<case>.nii.gz``.
@@ -176,18 +244,31 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
             done = json.loads(sources_path.read_text(encoding="utf-8")).get("cases", {})
         except (ValueError, AttributeError):
             raise DatasetError(f"{sources_path}: not valid JSON; give from-dicom a new folder", path=sources_path) from None
-    keep, names, segs = plan(src, series=series, modality=modality)
-    by_uid = {(v.get("series_uid"), v.get("part", "")): k for k, v in done.items() if isinstance(v, dict)}
+    channels = [str(p) for p in channels] if channels else None
+    try:
+        before = json.loads(sources_path.read_text(encoding="utf-8")).get("channels") if done else None
+    except ValueError:
+        before = None
+    if done and before != channels:
+        raise DatasetError(f"{dst}: converted " + (f"with --channels {' '.join(repr(p) for p in before)}" if before
+                                                   else "without --channels")
+                           + "; give the same --channels to go on, or a new folder", path=dst)
     written, kept, labelled, skipped = [], [], [], {}
+    keep, names, segs = plan(src, series=series, modality=modality, channels=channels, skipped=skipped)
+    for why in skipped.values():
+        log(f"SKIPPED {why}")
+    by_uid = {(v.get("series_uid"), v.get("part", "")): k for k, v in done.items() if isinstance(v, dict)}
     cases = dict(done)
     # (series uid, part) -> series, of every case in dst after this run (part: one of several volumes of a series)
     converted: dict[tuple[str, str], DicomSeries] = {}
-    save = lambda: atomic_write_json(sources_path, {"source": str(src.resolve()), "cases": cases})  # noqa: E731
+    save = lambda: atomic_write_json(sources_path, {"source": str(src.resolve()), "cases": cases,  # noqa: E731
+                                                    **({"channels": channels} if channels else {})})
     for s, name in zip(keep, names):
         where = _where(s, src)
         label = f"{where} (series {s.number or '?'} {s.description!r}" + (f", {s.part})" if s.part else ")")
         key = (s.uid, s.part)
-        if key in by_uid and (dst / "imagesTr" / f"{by_uid[key]}_0000.nii.gz").is_file():
+        if key in by_uid and all((dst / "imagesTr" / f"{by_uid[key]}_{k:04d}.nii.gz").is_file()
+                                 for k in range(1 + len(s.channels))):
             kept.append(by_uid[key])
             converted[key] = s
             continue
@@ -197,10 +278,14 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 name, n = f"{base}_{n}", n + 1
         try:
             vol = read_series(s, label)
+            others = [_channel_on_grid(c, vol, f"{_where(c, src)} (series {c.number or '?'} {_series_text(c)}, "
+                                             f"channel {k + 1} of {label})") for k, c in enumerate(s.channels, 1)]
         except DatasetError as exc:
             skipped[label] = str(exc)
             log(f"SKIPPED {exc}")
             continue
+        for k, (other, _) in enumerate(others, 1):  # the first channel last: a case is kept on a re-run once it is there
+            save_volume(other, dst / "imagesTr" / f"{name}_{k:04d}.nii.gz")
         save_volume(vol, dst / "imagesTr" / f"{name}_0000.nii.gz")
         n_images = s.frames if len(s.files) == 1 and s.frames > 1 else len(s.files)
         cases[name] = {"folder": where, "series_uid": s.uid, "series_number": s.number,
@@ -208,12 +293,19 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                        "shape": list(vol.shape), "spacing": [round(v, 6) for v in vol.spacing]}
         if s.part:
             cases[name]["part"] = s.part
+        if s.channels:
+            cases[name]["channels"] = [
+                {"series_uid": c.uid, "series_number": c.number, "description": c.description, "modality": c.modality,
+                 **({"part": c.part} if c.part else {}), "resampled": moved}
+                for c, (_, moved) in zip(s.channels, others)]
         converted[key] = s
         save()
         written.append(name)
         log(f"{name}: {label}, " + (f"{n_images} frames in one file" if n_images != len(s.files) else
                                     f"{n_images} images") + f" -> shape {vol.shape}, spacing "
-            + "x".join(f"{v:.3g}" for v in vol.spacing) + " mm")
+            + "x".join(f"{v:.3g}" for v in vol.spacing) + " mm"
+            + "".join(f"; channel {k} {_series_text(c)}" + (" resampled onto it" if moved else "")
+                      for k, (c, (_, moved)) in enumerate(zip(s.channels, others), 1)))
     if not (written or kept):
         return {"written": written, "labelled": labelled, "skipped": skipped, "kept": kept}
     label_names = _label_names(dst, labels, segs)
@@ -250,14 +342,21 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 continue
             targets = sorted({case_of[k] for k in keys if k in case_of})
             if len(targets) != 1:
-                if not any(u in {c.uid for c in keep} for u in refs) and (series or modality):
+                if not any(u in {c.uid for k in keep for c in [k, *k.channels]} for u in refs) and (series or modality):
                     continue  # labels of a series the filters left out
                 split = len({k[0] for k in keys}) == 1 and len(targets) > 1
-                skipped[where] = (f"{where}: refers to series {next(iter(refs))}, split here into {', '.join(targets)} "
-                                  "(several volumes in one series), and names no image of one of them alone"
-                                  if split else
-                                  f"{where}: refers to {'no converted series' if not targets else 'several series'} "
-                                  f"({', '.join(sorted(refs)) or 'no referenced series'})")
+                other = sorted(f"channel {i} of {case_of[k]}" for k in converted if k in case_of
+                               for i, c in enumerate(converted[k].channels, 1) if c.uid in refs)
+                if other and not targets:
+                    skipped[where] = (f"{where}: labels the series of {', '.join(other)}; from-dicom reads the labels "
+                                      "drawn on a case's first channel (--channels)")
+                elif split:
+                    skipped[where] = (f"{where}: refers to series {next(iter(refs))}, split here into "
+                                      f"{', '.join(targets)} (several volumes in one series), and names no image of "
+                                      "one of them alone")
+                else:
+                    skipped[where] = (f"{where}: refers to {'no converted series' if not targets else 'several series'}"
+                                      f" ({', '.join(sorted(refs)) or 'no referenced series'})")
                 log(f"SKIPPED {skipped[where]}")
                 continue
             case = targets[0]
@@ -304,6 +403,31 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
     return {"written": written, "labelled": sorted(set(labelled)), "skipped": skipped, "kept": kept}
 
 
+def _channel_on_grid(series: DicomSeries, ref, name: str):
+    """``(volume, resampled)``: ``series`` read, on ``ref``'s grid (the case's first channel): as it is where it
+    lies on that grid already (same shape, affine within 1e-3 mm), else resampled onto it with linear interpolation
+    in patient coordinates (SimpleITK), its lowest value outside its field of view: nnU-Net asks a case's channels
+    to share one grid, and PI-CAI's ``picai_prep`` resamples ADC and high-b onto T2 alike (``resample_to_first_scan``)."""
+    import SimpleITK as sitk
+
+    from .io import _itk_image, _volume_from_sitk
+
+    vol = read_series(series, name)
+    if vol.shape == ref.shape and np.allclose(vol.affine, ref.affine, atol=1e-3):
+        return vol, False
+    arr = np.asarray(vol.array, dtype=np.float32)
+    grid = _itk_image(ref)
+    seen = sitk.Resample(_itk_image(vol.with_array(np.ones(arr.shape, np.uint8))), grid, sitk.Transform(),
+                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(seen).any():
+        raise DatasetError(f"{name}: lies outside the first channel's volume (another position or patient?)",
+                           path=series.files[0])
+    # outside its field of view: its lowest value (air in CT, background in MR), not a 0 that may be tissue
+    out = sitk.Resample(_itk_image(vol.with_array(arr)), grid, sitk.Transform(), sitk.sitkLinear, float(arr.min()),
+                        sitk.sitkFloat32)
+    return _volume_from_sitk(out, None), True
+
+
 def _where(s: DicomSeries, src: Path) -> str:
     return str(s.folders[0].relative_to(src)) if s.folders[0] != src else "."
 
@@ -344,6 +468,14 @@ def _label_names(dst: Path, labels, segs) -> dict[int, str]:
     return names
 
 
+def _channel_entry(case: dict, k: int) -> dict:
+    """What ``dicom_sources.json`` says of a case's channel ``k`` (0: the case's own series)."""
+    if k == 0:
+        return case
+    more = case.get("channels") or []
+    return more[k - 1] if k - 1 < len(more) and isinstance(more[k - 1], dict) else {}
+
+
 def _write_meta(dst: Path, cases: dict, label_names: dict[int, str], log) -> None:
     import json
 
@@ -356,17 +488,20 @@ def _write_meta(dst: Path, cases: dict, label_names: dict[int, str], log) -> Non
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except ValueError:
             meta = {}
-    mods = sorted({c.get("modality", "") for c in cases.values()} - {""})
-    if len(mods) == 1:
-        channel = CHANNEL_NAMES.get(mods[0], mods[0])
-    else:
-        channel = "mixed (" + ", ".join(mods) + ")" if mods else "unknown"
-        if len(mods) > 1:
-            log(f"WARNING: series of {len(mods)} modalities ({', '.join(mods)}) in one dataset: one network input "
-                "for all of them; keep one with --modality")
+    n_channels = max((1 + len(c.get("channels", [])) for c in cases.values() if isinstance(c, dict)), default=1)
+    names = {}
+    for k in range(n_channels):
+        mods = sorted({_channel_entry(c, k).get("modality", "") for c in cases.values() if isinstance(c, dict)} - {""})
+        if len(mods) == 1:
+            names[str(k)] = CHANNEL_NAMES.get(mods[0], mods[0])
+        else:
+            names[str(k)] = "mixed (" + ", ".join(mods) + ")" if mods else "unknown"
+            if len(mods) > 1:
+                log(f"WARNING: series of {len(mods)} modalities ({', '.join(mods)}) as channel {k} of one dataset: "
+                    "one network input for all of them; keep one with --modality (or --channels)")
     meta.setdefault("name", dst.resolve().name)
     meta.setdefault("description", "converted from DICOM by medal dataset from-dicom (sources: dicom_sources.json)")
-    meta["channel_names"] = {"0": channel}
+    meta["channel_names"] = names
     if len(label_names) > 1:
         meta["labels"] = {str(v): str(n) for v, n in sorted(label_names.items())}
     meta["file_ending"] = ".nii.gz"

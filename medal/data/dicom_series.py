@@ -26,7 +26,7 @@ MIN_SLICES = 3
 
 _TAGS = {"uid": "0020|000e", "modality": "0008|0060", "description": "0008|103e", "number": "0020|0011",
          "position": "0020|0032", "orientation": "0020|0037", "image_type": "0008|0008", "frames": "0028|0008",
-         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018",
+         "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018", "study": "0020|000d",
          "slope": "0028|1053", "intercept": "0028|1052"}
 #: header fields that tell apart several volumes stored in one series (multi-echo, diffusion b-values, dynamic time
 #: points, cardiac phases, repeated acquisitions), tried in this order by :func:`split_volumes`: (field, tag, prefix
@@ -54,6 +54,9 @@ class DicomSeries:
     image_type: str = ""
     frames: int = 1  # frames in the first file (an enhanced multi-frame image holds its slices in one file)
     part: str = ""  # one of several volumes stored in the series (split_volumes: "echo2", "b1000", ...); "" = all
+    study: str = ""  # StudyInstanceUID
+    # the series read as this one's further input channels (from-dicom --channels), in channel order
+    channels: list = field(default_factory=list, repr=False, compare=False)
     headers: list | None = field(default=None, repr=False, compare=False)  # every file's, once read
 
     def obvious_skip(self) -> str:
@@ -173,7 +176,7 @@ def find_series(src) -> list[DicomSeries]:
         try:
             h = _header(s.files[0])
             s.modality, s.description, s.number = h["modality"].upper(), h["description"], h["number"]
-            s.image_type = h["image_type"]
+            s.image_type, s.study = h["image_type"], h["study"]
             s.frames = int(h["frames"]) if h["frames"].isdigit() else 1
         except DatasetError:
             pass
@@ -293,7 +296,7 @@ def split_volumes(series: DicomSeries) -> list[DicomSeries]:
                 return (1, 0.0, v)
 
         return [DicomSeries(series.uid, [series.files[i] for i in groups[v]], series.modality, series.description,
-                            series.number, series.image_type, series.frames, part=f"{prefix}{v}",
+                            series.number, series.image_type, series.frames, part=f"{prefix}{v}", study=series.study,
                             headers=[headers[i] for i in groups[v]])
                 for v in sorted(groups, key=order)]
     return [series]

@@ -196,6 +196,71 @@ def test_a_diffusion_series_is_split_by_the_b_value_a_vendor_keeps_in_a_private_
     assert same_voxels(tmp_path / "ds" / "imagesTr" / "dwi_b1000_0000.nii.gz", high_b)
 
 
+def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, truths):
+    """--channels '*t2*' '*adc*': per study, the T2 series is the case's image (_0000) and the ADC series its
+    second channel (_0001), as it is where it lies on the T2 grid, else resampled onto it in patient coordinates
+    (here: every second voxel in plane, twice the spacing: its voxels must land on the T2 voxels they were); a study
+    without an ADC is one line; a SEG on the T2 labels the case, one on the ADC is one line; dataset.json names
+    both channels and the dataset reads as two-channel cases; a re-run needs the same --channels."""
+    from medal.data import DatasetError
+    from medal.data.channels import n_channels
+
+    src = tmp_path / "export"
+    t2 = cases[0]
+    adc_same = t2.with_array((t2.array // 2 + 3).astype(np.int16))
+    aff = t2.affine.copy()
+    aff[:3, :2] *= 2  # every second voxel along the first two axes: another grid, the same anatomy
+    adc_coarse = Volume(np.ascontiguousarray(t2.array[::2, ::2, :] // 3 + 11).astype(np.int16), aff)
+    study = lambda n: {"0020|000d": f"2.25.77{n}"}  # noqa: E731
+    t2_files = write_dicom_series(src / "p1" / "t2", t2, description="T2 TSE AX", series_number=1, extra_tags=study(1))
+    adc_files = write_dicom_series(src / "p1" / "adc", adc_same, description="ep2d_diff ADC", series_number=2,
+                                   extra_tags=study(1))
+    write_dicom_series(src / "p2" / "t2", t2, description="t2_tse_ax", series_number=1, extra_tags=study(2),
+                       series_uid="2.25.7702")
+    write_dicom_series(src / "p2" / "adc", adc_coarse, description="ADC map", series_number=2, extra_tags=study(2))
+    write_dicom_series(src / "p3" / "t2", t2, description="T2 AX", series_number=1, extra_tags=study(3),
+                       series_uid="2.25.7703")
+    write_dicom_seg(src / "p1" / "seg_t2.dcm", t2_files, truths[0], [("Anterior", 1), ("Posterior", 2)])
+    write_dicom_seg(src / "p1" / "seg_adc.dcm", adc_files, truths[0], [("Anterior", 1)])
+    skipped = {}
+    keep, names, _ = plan(src, channels=["*t2*", "*adc*"], skipped=skipped)
+    assert names == ["p1_t2", "p2_t2"] and [[c.description for c in s.channels] for s in keep] == [
+        ["ep2d_diff ADC"], ["ADC map"]]
+    (why,) = skipped.values()
+    assert why.startswith("p3/t2: study 2.25.773: no series matches --channels pattern 2 '*adc*'") and "'T2 AX'" in why
+    res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"],
+                     channels=["*t2*", "*adc*"], log=lambda s: None)
+    assert res["written"] == names and res["labelled"] == ["p1_t2"]
+    assert len(res["skipped"]) == 2 and res["skipped"]["p3/t2 (study)"] == why
+    seg_why = [v for k, v in res["skipped"].items() if "seg_adc" in k][0]
+    assert "labels the series of channel 1 of p1_t2; from-dicom reads the labels drawn on a case's first channel" in seg_why
+    images = tmp_path / "ds" / "imagesTr"
+    assert same_voxels(images / "p1_t2_0000.nii.gz", t2) and same_voxels(images / "p1_t2_0001.nii.gz", adc_same)
+    assert same_voxels(images / "p2_t2_0000.nii.gz", t2)
+    first, moved = load_volume(images / "p2_t2_0000.nii.gz"), load_volume(images / "p2_t2_0001.nii.gz")
+    assert moved.shape == first.shape and np.allclose(moved.affine, first.affine)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in adc_coarse.shape], indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ aff[:3, :3].T + aff[:3, 3]
+    at = np.linalg.solve(first.affine[:3, :3], (world - first.affine[:3, 3]).T).T
+    assert np.allclose(at, np.round(at), atol=1e-3)
+    at = np.round(at).astype(int)
+    np.testing.assert_allclose(moved.array[tuple(at.T)], adc_coarse.array.reshape(-1), atol=1e-3)
+    sources = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())
+    assert sources["channels"] == ["*t2*", "*adc*"]
+    assert [c["resampled"] for c in sources["cases"]["p1_t2"]["channels"]] == [False]
+    assert [c["description"] for c in sources["cases"]["p2_t2"]["channels"]] == ["ADC map"]
+    assert sources["cases"]["p2_t2"]["channels"][0]["resampled"] is True
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "MRI", "1": "MRI"}
+    ds = load_dataset(tmp_path / "ds")
+    assert [c.case_id for c in ds.cases] == names and all(n_channels(c.image) == 2 for c in ds.cases)
+    assert from_dicom(src, tmp_path / "ds", channels=["*t2*", "*adc*"], log=lambda s: None)["kept"] == names
+    with pytest.raises(DatasetError, match=r"converted with --channels '\*t2\*' '\*adc\*'; give the same --channels"):
+        from_dicom(src, tmp_path / "ds", log=lambda s: None)
+    with pytest.raises(DatasetError, match="no study has one series per --channels pattern"):
+        plan(src, channels=["*t2*", "*flair*"])
+
+
 def test_filters_and_resuming_an_interrupted_conversion(tmp_path, cases):
     src = tmp_path / "export"
     write_dicom_series(src / "p1", cases[0], description="T2 axial", series_number=2)
