@@ -104,7 +104,8 @@ def cmd_dataset_from_folders(args) -> int:
     from medal.data.folders import from_folders
 
     res = from_folders(args.root, args.dst, images=args.image, label=args.label, labels=args.labels,
-                       channel_names=args.channel_names, copy=args.copy)
+                       channel_names=args.channel_names, copy=args.copy, case_depth=args.case_depth,
+                       label_root=args.label_root)
     how = "copied" if args.copy else "linked"
     print(f"{how} {len(res['written'])} case(s) into {args.dst} (imagesTr/, labelsTr/, dataset.json)"
           + (f"; skipped {len(res['skipped'])} case folder(s) (listed above)" if res["skipped"] else ""))
@@ -620,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="label names, background first (masks: the structures to keep, by file name)")
     fol.add_argument("--channel-names", nargs="+", default=None, metavar="NAME",
                      help="one name per channel for dataset.json (CT gets the CT window)")
+    fol.add_argument("--case-depth", type=int, default=1, metavar="N",
+                     help="the case folders are N levels under ROOT (BIDS with sessions, sub-01/ses-1: 2); the case "
+                     "id joins the levels (sub-01_ses-1)")
+    fol.add_argument("--label-root", default=None, metavar="FOLDER",
+                     help="labels in a tree parallel to the cases' (BIDS: derivatives/<pipeline>): --label is "
+                     "matched in FOLDER/<case path>; a case with none there is laid out unlabelled")
     fol.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
     fol.set_defaults(func=cmd_dataset_from_folders)
 

@@ -6,6 +6,7 @@ reached the user, and (for batch commands) that the other cases were processed.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -792,6 +793,28 @@ def test_dicom_sequences_of_a_study_as_the_channels_of_one_case_through_the_cli(
     assert "wrote 2 case(s)" in out.stdout
     out = medal("dataset", "check", root)
     assert out.returncode == 0 and "2 per case" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_bids_tree_through_from_folders_and_check(tmp_path, sample_cases):
+    """`dataset from-folders --case-depth 2 --label-root derivatives/manual`: a BIDS tree with sessions becomes one
+    case per session, labelled where the derivatives hold a label, the rest unlabelled; `dataset check` passes."""
+    root = tmp_path / "bids"
+    root.mkdir()
+    (root / "dataset_description.json").write_text('{"Name": "hippocampus", "BIDSVersion": "1.9.0"}')
+    for i, c in enumerate(sample_cases[:3]):
+        sub, ses = f"sub-0{i + 1}", "ses-1"
+        (root / sub / ses / "anat").mkdir(parents=True)
+        shutil.copy(c.image, root / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz")
+        if i < 2:
+            (root / "derivatives" / "manual" / sub / ses / "anat").mkdir(parents=True)
+            shutil.copy(c.label, root / "derivatives" / "manual" / sub / ses / "anat" / f"{sub}_{ses}_dseg.nii.gz")
+    out = medal("dataset", "from-folders", root, tmp_path / "ds", "--case-depth", "2", "--image", "anat/*_T1w.nii.gz",
+                "--label", "anat/*_dseg.nii.gz", "--label-root", "derivatives/manual",
+                "--labels", "background", "Anterior", "Posterior")
+    assert out.returncode == 0 and "linked 3 case(s)" in out.stdout, out.stdout + out.stderr
+    assert "laid out unlabelled: sub-03_ses-1" in out.stdout
+    out = medal("dataset", "check", tmp_path / "ds")
+    assert out.returncode == 0 and "cases: 3 (2 labelled, 1 unlabelled)" in out.stdout, out.stdout + out.stderr
 
 
 def test_case_folders_through_from_folders_check_and_train(tmp_path, sample_cases, tiny_cfg):

@@ -25,6 +25,13 @@ name in ``--labels`` (case ignored; masks of structures not listed are left out,
 ``--labels``, its position among every mask name found in the dataset (sorted). Masks that overlap, hold values
 other than 0 and 1, or lie on another grid than the case's first mask are one line naming the file.
 
+Case folders deeper down and labels in a parallel tree, as a BIDS dataset keeps them
+(``sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz``, manual labels in ``derivatives/<pipeline>/sub-01/ses-1/anat/
+..._dseg.nii.gz``; Gorgolewski et al., "The brain imaging data structure", Sci Data 2016): ``--case-depth 2``
+takes the folders two levels down as cases (``sub-01_ses-1``), ``--label-root derivatives/manual`` matches
+``--label`` under the label tree's copy of each case's path, where a case without a label is laid out unlabelled
+(the pool to select from). A BIDS dataset's ``derivatives``, ``sourcedata`` and ``code`` folders are not subjects.
+
 A case folder that fails (no image matching a pattern, two files matching one) is skipped with the reason; the
 others are laid out (the command exits 1 when any was skipped). ``dataset.json`` gets the label names and, with
 ``--channel-names`` (``CT``, ``T2``, ...), the channel names that ``data.normalize: auto`` reads.
@@ -44,7 +51,8 @@ from .atomic import full_suffix
 from .errors import DatasetError
 from .io import VOLUME_SUFFIXES
 
-__all__ = ["case_folders", "from_folders", "guess_images", "guess_labels", "guess_roles", "is_label_name"]
+__all__ = ["BIDS_NOT_SUBJECTS", "case_folders", "case_id", "from_folders", "guess_images", "guess_labels", "guess_roles",
+           "is_label_name"]
 
 _LABEL_WORDS = re.compile(r"(^|[^a-z])(seg|segs|segmentation|segmentations|label|labels|labelmap|mask|masks|gt|"
                           r"groundtruth|ground_truth|annotation|annotations)($|[^a-z])")
@@ -68,12 +76,29 @@ def _volumes(folder: Path, depth: int = 2) -> list[Path]:
     return sorted(out)
 
 
-def case_folders(root) -> list[Path]:
-    """The subfolders of ``root`` holding at least one volume file (in them or one level down), sorted."""
+#: a BIDS dataset's top-level folders that hold no subject (BIDS 1.9, "File name structure")
+BIDS_NOT_SUBJECTS = ("derivatives", "sourcedata", "code", "stimuli", "phenotype")
+
+
+def case_folders(root, depth: int = 1, exclude=()) -> list[Path]:
+    """The folders ``depth`` levels under ``root`` (1: its subfolders; 2: ``sub-01/ses-1``) holding at least one
+    volume file (in them or up to three levels down: ``sub-01/ses-1/anat/``), sorted. Top-level folders named in ``exclude`` are passed over, and in
+    a BIDS dataset (``dataset_description.json`` at the top) also :data:`BIDS_NOT_SUBJECTS`."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder", path=root)
-    return [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and _volumes(d)]
+    if depth < 1:
+        raise DatasetError(f"--case-depth: {depth}; 1 (each subfolder a case) or more", path=root)
+    skip = set(exclude) | (set(BIDS_NOT_SUBJECTS) if (root / "dataset_description.json").is_file() else set())
+    level = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in skip]
+    for _ in range(depth - 1):
+        level = [d for f in level for d in sorted(f.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    return [d for d in level if _volumes(d, depth=4)]
+
+
+def case_id(root: Path, folder: Path) -> str:
+    """A case folder's id: its path under ``root``, ``_``-joined (``sub-01/ses-1`` -> ``sub-01_ses-1``)."""
+    return "_".join(folder.relative_to(root).parts)
 
 
 def _suggest(names: list[str], case: str) -> list[str]:
@@ -192,9 +217,15 @@ def _merge_masks(case: str, folder: Path, masks: list[Path], values: dict[str, i
 
 
 def from_folders(root, dst, *, images: list[str] | None = None, label: str | None = None, labels=None,
-                 channel_names=None, copy: bool = False, log=print) -> dict:
+                 channel_names=None, copy: bool = False, case_depth: int = 1, label_root=None, log=print) -> dict:
     """Lay the case folders of ``root`` out in ``dst`` (see the module docstring). Returns ``{"written": [case
-    ids], "skipped": {case: message}, "left_out": [mask names not in labels]}``."""
+    ids], "skipped": {case: message}, "left_out": [mask names not in labels]}``.
+
+    ``case_depth``: how many levels under ``root`` the case folders are (2 for a BIDS dataset with sessions,
+    ``sub-01/ses-1``: case ``sub-01_ses-1``). ``label_root``: a folder (relative to ``root``, or absolute) holding
+    the labels in a tree parallel to the cases' (BIDS ``derivatives/<pipeline>``, or ``labels/`` beside
+    ``images/``): ``label`` is matched in ``label_root/<the case folder's path under root>``, and a case with
+    no label there is laid out unlabelled (the active-learning pool), said once."""
     from .atomic import atomic_write_json
 
     root, dst = Path(root), Path(dst)
@@ -202,7 +233,16 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
         raise DatasetError(f"{dst}: exists and is not empty; give from-folders a new folder", path=dst)
     if dst.resolve() == root.resolve() or root.resolve() in dst.resolve().parents:
         raise DatasetError(f"{dst}: inside {root}; give from-folders a folder elsewhere", path=dst)
-    folders = case_folders(root)
+    lab_root = None
+    if label_root is not None:
+        if not label:
+            raise DatasetError("--label-root: give --label too (the label files' pattern under it)", path=root)
+        lab_root = Path(label_root) if Path(label_root).is_absolute() else root / label_root
+        if not lab_root.is_dir():
+            raise DatasetError(f"{lab_root}: --label-root is not a folder", path=lab_root)
+    inside = lab_root.resolve().relative_to(root.resolve()).parts[:1] if lab_root is not None and \
+        root.resolve() in lab_root.resolve().parents else ()
+    folders = case_folders(root, case_depth, exclude=inside)
     if not folders:
         raise DatasetError(f"{root}: no subfolder holds a volume file ({', '.join(VOLUME_SUFFIXES)})", path=root)
     if channel_names and images and len(channel_names) != len(images):
@@ -210,7 +250,9 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
                            path=root)
     roles: dict[str, tuple[Path, list[Path], list[Path]]] = {}  # case id -> (folder, images, labels)
     skipped: dict[str, str] = {}
+    unlabelled: list[str] = []
     for folder in folders:
+        cid = case_id(root, folder)
         if not images and not label:
             pairs, alone = _pairs(folder)
             if len(pairs) > 1:  # several cases in one folder (ACDC: each frame with its _gt): each pair a case
@@ -220,8 +262,14 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
                     log(f"NOTE: {folder.name}: {', '.join(p.name for p in alone)} left out (no label beside it)")
                 continue
         try:
-            labs = _match(folder, label) if label else None
-            if label and not labs:
+            if lab_root is not None:  # the parallel tree: absolute paths (folder / absolute = absolute)
+                there = lab_root / folder.relative_to(root)
+                labs = [there / p for p in _match(there, label)] if there.is_dir() else []
+                if not labs:
+                    unlabelled.append(cid)
+            else:
+                labs = _match(folder, label) if label else None
+            if label and not labs and lab_root is None:
                 raise DatasetError(f"{folder}: no file matches --label {label!r}", path=folder)
             if images:
                 found = []
@@ -239,10 +287,14 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
             if set(found) & set(labs):
                 raise DatasetError(f"{folder}: {', '.join(p.as_posix() for p in set(found) & set(labs))} matches "
                                    "both an image and the label pattern", path=folder)
-            roles[folder.name] = (folder, found, labs)
+            roles[cid] = (folder, found, labs)
         except DatasetError as exc:
-            skipped[folder.name] = str(exc)
+            skipped[cid] = str(exc)
             log(f"SKIPPED {exc}")
+    if unlabelled and roles:
+        log(f"NOTE: no file matches --label {label!r} under {lab_root} for {len(unlabelled)} case(s), laid out "
+            f"unlabelled: {', '.join(unlabelled[:10])}" + (f" and {len(unlabelled) - 10} more" if len(unlabelled) > 10
+                                                           else ""))
     n_channels = {len(r[1]) for r in roles.values()}
     if len(n_channels) > 1:
         raise DatasetError(f"{root}: case folders with different numbers of images ({sorted(n_channels)}); name the "
@@ -276,8 +328,9 @@ def from_folders(root, dst, *, images: list[str] | None = None, label: str | Non
         for k, rel in enumerate(found):
             _place(folder / rel, dst / "imagesTr" / f"{case}_{k:04d}{full_suffix(rel)}", copy)
         written.append(case)
+        shown = [p.relative_to(root) if p.is_absolute() and root in p.parents else p for p in labs]
         log(f"{case}: " + ", ".join(p.as_posix() for p in found)
-            + (f" + {len(labs)} masks" if len(labs) > 1 else f" + {labs[0].as_posix()}" if labs else " (no label)"))
+            + (f" + {len(labs)} masks" if len(labs) > 1 else f" + {shown[0].as_posix()}" if labs else " (no label)"))
     if written:
         meta = {"name": root.resolve().name,
                 "description": f"laid out from the case folders of {root.resolve()} by medal dataset from-folders",

@@ -123,3 +123,43 @@ def test_acdc_layout_pairs_each_frame_with_its_gt(tmp_path, cases):
     ds = load_dataset(tmp_path / "ds")
     assert [c.case_id for c in ds.cases] == res["written"] and all(c.label is not None for c in ds.cases)
     assert ds.case("patient001_frame12").label.resolve() == root / "patient001" / "patient001_frame12_gt.nii.gz"
+
+
+def test_a_bids_dataset_with_sessions_and_labels_in_derivatives(tmp_path, cases):
+    """BIDS: sub-XX/ses-Y/anat/<name>_T1w.nii.gz, manual labels in derivatives/manual/<same path>/<name>_dseg.nii.gz
+    for some sessions. --case-depth 2 makes a case per session (sub-01_ses-1), --label-root matches --label in the
+    label tree's copy of its path; a session without labels there is laid out unlabelled (said once); derivatives/
+    and code/ are not subjects; without --label, --label-root is one line."""
+    root = tmp_path / "bids"
+    (root / "code").mkdir(parents=True)
+    shutil.copy(cases[0].image, root / "code" / "template.nii.gz")  # a volume, but not a subject
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "hippocampus", "BIDSVersion": "1.9.0"}))
+    sessions = [("sub-01", "ses-1", 0, True), ("sub-02", "ses-1", 1, True), ("sub-02", "ses-2", 2, False)]
+    for sub, ses, k, labelled in sessions:
+        anat = root / sub / ses / "anat"
+        anat.mkdir(parents=True)
+        shutil.copy(cases[k].image, anat / f"{sub}_{ses}_T1w.nii.gz")
+        if labelled:
+            der = root / "derivatives" / "manual" / sub / ses / "anat"
+            der.mkdir(parents=True)
+            shutil.copy(cases[k].label, der / f"{sub}_{ses}_dseg.nii.gz")
+    logged = []
+    res = from_folders(root, tmp_path / "ds", images=["anat/*_T1w.nii.gz"], label="anat/*_dseg.nii.gz",
+                       label_root="derivatives/manual", case_depth=2, labels=["background", "Anterior", "Posterior"],
+                       log=logged.append)
+    names = ["sub-01_ses-1", "sub-02_ses-1", "sub-02_ses-2"]
+    assert res["written"] == names and not res["skipped"]
+    assert any(line.startswith("NOTE: no file matches --label 'anat/*_dseg.nii.gz'") and line.endswith(
+        "for 1 case(s), laid out unlabelled: sub-02_ses-2") for line in logged), logged
+    assert "sub-01_ses-1: anat/sub-01_ses-1_T1w.nii.gz + derivatives/manual/sub-01/ses-1/anat/sub-01_ses-1_dseg.nii.gz" \
+        in logged
+    ds = load_dataset(tmp_path / "ds")
+    assert [c.case_id for c in ds.cases] == names and [c.label is not None for c in ds.cases] == [True, True, False]
+    assert ds.cases[1].label.resolve() == root / "derivatives/manual/sub-02/ses-1/anat/sub-02_ses-1_dseg.nii.gz"
+    assert np.array_equal(load_volume(ds.cases[1].label).array, load_volume(cases[1].label).array)
+    assert check_dataset(tmp_path / "ds").ok
+    with pytest.raises(DatasetError, match="--label-root: give --label too"):
+        from_folders(root, tmp_path / "ds2", label_root="derivatives/manual", case_depth=2, log=quiet)
+    # one level down, each subject a case: sub-02 holds two sessions' T1w, one line
+    res = from_folders(root, tmp_path / "ds3", images=["*/anat/*_T1w.nii.gz"], log=quiet)
+    assert res["written"] == ["sub-01"] and "2 files match --image '*/anat/*_T1w.nii.gz'" in res["skipped"]["sub-02"]
