@@ -7,7 +7,8 @@ A real hippocampus case and its labels zoomed (image linear, labels nearest) x5 
 model (untrained, seeded) and training config. Timed: one epoch of training steps (``iterations_per_epoch``
 steps of ``batch_size`` patches, forward, loss, backward, AdamW), one validation of the case whole (MONAI sliding
 window, what every epoch did for every validation case before 2026-12-07) and one on the windows
-``training.val_whole_max_voxels`` now switches to (``val_window_voxels`` of them); then the round's temperature fit
+``training.val_whole_max_voxels`` now switches to (``val_window_voxels`` of them), and the windows' weights
+(``validation_weights``, once per training: time and peak memory allocated) and the weighted windowed validation; then the round's temperature fit
 (``validation_calibration``, once per round) on the whole case and on as many windows centred on any annotated
 voxel (what ``train_model`` fits it on; ``benchmarks/calibration_windows.py`` measures how close it comes). Last line:
 ``validation_cost_ratio: X`` (whole-volume validation seconds / windowed validation seconds).
@@ -38,7 +39,7 @@ def main(argv=None) -> float:
     from medal.model import build_model
     from medal.training.loss import masked_dice_ce
     from medal.training.sampling import crop_patch, patch_start
-    from medal.training.trainer import TrainItem, validate, validation_calibration, validation_windows
+    from medal.training.trainer import TrainItem, validate, validation_calibration, validation_weights, validation_windows
 
     zoom = 3.0 if args.quick else 5.0
     case = load_dataset(sample_dataset()).cases[0]
@@ -74,6 +75,18 @@ def main(argv=None) -> float:
     win = validate(net, [item], 3, roi_size=roi, device="cpu", windows=windows, batch_size=cfg.batch_size)
     win_s = time.perf_counter() - start
     ratio = whole_s / win_s
+    import tracemalloc
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    weights = validation_weights([item], windows, roi)
+    weights_s = time.perf_counter() - start
+    weights_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    start = time.perf_counter()
+    win_w = validate(net, [item], 3, roi_size=roi, device="cpu", windows=windows, batch_size=cfg.batch_size,
+                     weights=weights)
+    win_w_s = time.perf_counter() - start
     start = time.perf_counter()
     cal_whole = validation_calibration(net, [item], roi_size=roi, device="cpu")
     cal_whole_s = time.perf_counter() - start
@@ -87,6 +100,9 @@ def main(argv=None) -> float:
             f"1.00 | |",
             f"| validation, whole volume (sliding window) | {whole_s:.1f} | {whole_s / epoch_s:.2f} | {whole:.4f} |",
             f"| validation, {len(windows[item.case_id])} windows | {win_s:.1f} | {win_s / epoch_s:.2f} | {win:.4f} |",
+            f"| the windows' weights (once per training; peak {weights_mb:.0f} MB allocated) | {weights_s:.2f} | "
+            f"{weights_s / epoch_s:.2f} | |",
+            f"| validation, the same windows, weighted counts | {win_w_s:.1f} | {win_w_s / epoch_s:.2f} | {win_w:.4f} |",
             f"| temperature fit (once per round), whole volume | {cal_whole_s:.1f} | {cal_whole_s / epoch_s:.2f} | "
             f"T = {cal_whole['temperature']:.3f} |",
             f"| temperature fit, {len(cal_windows[item.case_id])} windows on any annotated voxel | {cal_win_s:.1f} | "

@@ -4,7 +4,8 @@
 
 A validation case above ``training.val_whole_max_voxels`` is scored each epoch on ``training.val_window_voxels``
 worth of fixed windows (half centred on annotated foreground, kept inside the volume), not whole; early stopping
-and the best checkpoint follow that score. Here the bundled sample's cases are zoomed x3 (image linear, labels
+and the best checkpoint follow that score, from counts weighted by each voxel's chance to be in a window (the
+"weighted" column; the plain one is what validation used before 2026-12-07). Here the bundled sample's cases are zoomed x3 (image linear, labels
 nearest; ~1.7 M voxels each, just under the 2 M threshold, so the windows are forced; far more background than
 the windows hold, as in a CT): the default model trains
 on the first 14 (``--seed``, default 0, one epoch of the default config at a time, warm-started, ``--quick``: 6 epochs, else 14),
@@ -43,8 +44,7 @@ def main(argv=None) -> float:
     from medal.config import DataConfig, ModelConfig, TrainingConfig
     from medal.data import load_dataset, sample_dataset
     from medal.training import TrainItem, prepare_items, train_model
-    from medal.training.sampling import window_coverage
-    from medal.training.trainer import _window_dice, validate, validation_windows
+    from medal.training.trainer import validate, validation_weights, validation_windows
 
     torch.manual_seed(args.seed)
     zoom = 3.0
@@ -58,7 +58,7 @@ def main(argv=None) -> float:
     # the windows a case above training.val_whole_max_voxels gets (these are just under it: forced)
     windows = validation_windows(val, roi, max_whole_voxels=1, window_voxels=cfg.val_window_voxels, seed=cfg.seed,
                                  foreground_fraction=args.foreground_fraction)
-    coverage = {i.case_id: window_coverage(i.index, roi, foreground_fraction=args.foreground_fraction) for i in val}
+    weights = validation_weights(val, windows, roi, foreground_fraction=args.foreground_fraction)
     rows, whole, win, est = [], [], [], []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,8 +71,8 @@ def main(argv=None) -> float:
             ckpt = out
             whole.append(validate(res.net, val, 3, roi_size=roi, device="cpu"))
             win.append(validate(res.net, val, 3, roi_size=roi, device="cpu", windows=windows, batch_size=cfg.batch_size))
-            est.append(float(np.mean([_window_dice(res.net, i, windows[i.case_id], 3, roi, "cpu", cfg.batch_size,
-                                                   coverage=coverage[i.case_id]).mean() for i in val])))
+            est.append(validate(res.net, val, 3, roi_size=roi, device="cpu", windows=windows,
+                                batch_size=cfg.batch_size, weights=weights))
             rows.append(f"| {epoch} | {whole[-1]:.4f} | {win[-1]:.4f} | {est[-1]:.4f} |")
             print(rows[-1], flush=True)
     total_s = time.perf_counter() - start
@@ -90,7 +90,7 @@ def main(argv=None) -> float:
              f"{cfg.batch_size}) at a time, warm-started; {len(val)} validation cases scored whole (sliding window) "
              f"and on {len(next(iter(windows.values())))} windows each ({args.foreground_fraction:g} of them centred "
              f"on foreground), after every epoch ({total_s:.0f} s in all); seed {args.seed}. \"windows, weighted\": the same windows' counts, "
-             "each voxel weighted 1 / (n q), q its probability of being in one window (`window_coverage`), an "
+             "each voxel weighted 1 / (n q), q its probability of being in one window (`validation_weights`), an "
              "estimate of the whole volume's counts.",
              "", "| epoch | mean Dice, whole volumes | mean Dice, windows | mean Dice, windows, weighted |",
              "| --- | --- | --- | --- |", *rows, "",

@@ -142,7 +142,8 @@ class TrainingConfig:
     holdout: float = 0.1
     patience: int = 8  # stop after this many epochs without a better validation Dice
     # a validation case with more voxels than this is validated, each epoch, on fixed windows around its annotated
-    # voxels (val_window_voxels of them in all, half centred on foreground) rather than whole: a whole CT's
+    # voxels (val_window_voxels of them in all, half centred on foreground; counts weighted by 1 / each voxel's
+    # chance to be in a window: trainer.validation_weights) rather than whole: a whole CT's
     # sliding window costs several epochs of training (nnU-Net validates on patches during training too);
     # 0 = every case whole. Hippocampus cases (~70k voxels) are always validated whole.
     val_whole_max_voxels: int = 2_000_000

@@ -95,32 +95,70 @@ def _axis_coverage(n: int, size: int, clip: bool) -> np.ndarray:
     return covered.mean(axis=2)
 
 
-def window_coverage(index: AnnotatedIndex, size, *, foreground_fraction: float = 0.5, clip: bool = True) -> np.ndarray:
-    """Per voxel, the probability (float32, the volume's shape) that one window drawn as :func:`patch_start` draws
-    it (``foreground_fraction`` centred on annotated foreground, the rest on any annotated voxel; with ``clip`` the
-    start then kept inside the volume, as validation windows are) covers that voxel.
+_CHUNK = 1 << 20
+
+
+def window_coverage(index: AnnotatedIndex, size, *, foreground_fraction: float = 0.5, clip: bool = True,
+                    starts=None):
+    """Per voxel, the probability (float32) that one window drawn as :func:`patch_start` draws it
+    (``foreground_fraction`` centred on annotated foreground, the rest on any annotated voxel; with ``clip`` the
+    start then kept inside the volume, as validation windows are) covers that voxel: over the volume's shape, or,
+    with ``starts``, one ``size`` array per window start (1.0 where it leaves the volume).
 
     The windows are independent draws, so a count over ``n`` of them with each voxel weighted ``1 / (n * q)``
     estimates the count over the whole volume without bias (Hansen & Hurwitz 1943, sampling with replacement and
     unequal probabilities): windows half on foreground see the anatomy often and the background rarely, and the
     weights give a false positive far from the anatomy the weight of all the background it stands for. Exact: the
-    centre distribution is pushed through each axis's placement (:func:`_axis_coverage`, separable), three
-    matrix products of the volume."""
-    shape = tuple(index.shape)
-    n_vox = int(np.prod(shape))
-    centre = np.zeros(n_vox, np.float64)
-    f = float(foreground_fraction) if index.foreground.size else 0.0
-    if isinstance(index.annotated, AllIndices):
-        centre += (1.0 - f) / n_vox
+    centre distribution is pushed through each axis's placement (:func:`_axis_coverage`, separable): for a
+    fully annotated volume its uniform part is a product of three vectors, the foreground part three matrix products
+    over the foreground's bounding box only, and with ``starts`` only the windows' rows are computed (a 512 x 512 x 200
+    CT's windows never hold a float copy of the volume)."""
+    shape = tuple(int(n) for n in index.shape)
+    size = tuple(int(v) for v in size)
+    t = [_axis_coverage(n, s, clip) for n, s in zip(shape, size)]
+    if starts is None:
+        boxes = [tuple(slice(0, n) for n in shape)]
     else:
-        centre[index.annotated] += (1.0 - f) / index.annotated.size  # distinct indices: += adds once each
+        boxes = [tuple(slice(min(max(int(a), 0), n), min(max(int(a) + s, 0), n)) for a, s, n in zip(st, size, shape))
+                 for st in starts]
+    out = [np.zeros(tuple(b.stop - b.start for b in box), np.float64) for box in boxes]
+    f = float(foreground_fraction) if index.foreground.size else 0.0
+    terms = []  # (probability of each of the voxels, their flat indices; None: every voxel)
+    if isinstance(index.annotated, AllIndices):
+        terms.append(((1.0 - f) / index.annotated.size, None))
+    else:
+        terms.append(((1.0 - f) / index.annotated.size, index.annotated))
     if f:
-        centre[index.foreground] += f / index.foreground.size
-    q = centre.reshape(shape).astype(np.float32)
-    for axis, (n, s) in enumerate(zip(shape, size)):
-        t = _axis_coverage(n, int(s), clip).astype(np.float32)
-        q = np.moveaxis(np.tensordot(t, q, axes=([1], [axis])), 0, axis)
-    return np.ascontiguousarray(q)
+        terms.append((f / index.foreground.size, index.foreground))
+    for p, flat in terms:
+        if p == 0:
+            continue
+        if flat is None:  # uniform: separable
+            for box, q in zip(boxes, out):
+                vecs = [td[b].sum(axis=1) for td, b in zip(t, box)]
+                q += p * vecs[0][:, None, None] * vecs[1][None, :, None] * vecs[2][None, None, :]
+            continue
+        chunks = [flat[k:k + _CHUNK] for k in range(0, flat.size, _CHUNK)]  # int64 coordinates a chunk at a time
+        lo, hi = list(shape), [0] * len(shape)
+        for chunk in chunks:
+            for axis, c in enumerate(np.unravel_index(chunk, shape)):
+                lo[axis], hi[axis] = min(lo[axis], int(c.min())), max(hi[axis], int(c.max()) + 1)
+        centre = np.zeros(tuple(h - l for l, h in zip(lo, hi)), np.float32)
+        for chunk in chunks:
+            centre[tuple(c - l for c, l in zip(np.unravel_index(chunk, shape), lo))] = p
+        for box, q in zip(boxes, out):
+            part = centre
+            for axis, (td, b, l, h) in enumerate(zip(t, box, lo, hi)):
+                part = np.moveaxis(np.tensordot(td[b, l:h].astype(np.float32), part, axes=([1], [axis])), 0, axis)
+            q += part
+    if starts is None:
+        return out[0].astype(np.float32)
+    windows = []
+    for st, box, q in zip(starts, boxes, out):
+        w = np.ones(size, np.float32)
+        w[tuple(slice(b.start - int(a), b.stop - int(a)) for a, b in zip(st, box))] = q
+        windows.append(w)
+    return windows
 
 
 def sample_patch(image: np.ndarray, label: np.ndarray, index: AnnotatedIndex, size, rng: np.random.Generator,

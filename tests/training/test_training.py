@@ -196,6 +196,19 @@ def test_a_large_validation_case_is_validated_on_fixed_windows_around_its_labels
     whole = validate(net, [big], 3, roi_size=roi, device="cpu")
     assert whole == pytest.approx(dice_per_class(
         predict_probs(net, big.image, roi_size=roi).argmax(0), big.label, 3).mean(), abs=1e-12)
+    # weighted (the default in a run): each voxel 1 / (n q), q its chance to be in one window -- the whole volume's
+    # counts estimated; the same windows' predictions summed with those weights one window at a time
+    from medal.training.metrics import dice_counts, dice_from_counts
+    from medal.training.sampling import window_coverage
+    from medal.training.trainer import validation_weights
+
+    weights = validation_weights([big, small], windows, roi)
+    assert list(weights) == [big.case_id] and len(weights[big.case_id]) == 5
+    q = window_coverage(big.index, roi)
+    counts = sum(dice_counts(p, t, 3, weights=1.0 / (5 * crop_patch(q, s, roi, fill=1.0).astype(np.float64)))
+                 for p, t, s in zip(preds, labs, windows[big.case_id]))
+    got_w = validate(net, [big], 3, roi_size=roi, device="cpu", windows=windows, batch_size=2, weights=weights)
+    assert got_w == pytest.approx(float(dice_from_counts(counts).mean()), abs=1e-6) and got_w != pytest.approx(got)
     # in a run: the config's threshold picks the windows; the history has their Dice
     cfg = dataclasses.replace(FAST, patch_size=roi, val_whole_max_voxels=limit, val_window_voxels=3 * n_vox)
     res = train_model([small], [big], n_classes=3, model_cfg=tiny_model_cfg, train_cfg=cfg, progress=False)
@@ -258,23 +271,26 @@ def test_the_compact_index_draws_the_patches_an_int64_index_draws(painted):
         AllIndices(3)[3]
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
-def test_window_coverage_is_each_voxels_chance_to_be_in_a_window_and_its_weights_count_the_whole_volume(fraction):
+@pytest.mark.parametrize("fraction, painted", [(0.0, "partly"), (0.5, "partly"), (1.0, "partly"), (0.5, "all")])
+def test_window_coverage_is_each_voxels_chance_to_be_in_a_window_and_its_weights_count_the_whole_volume(fraction,
+                                                                                                      painted):
     """window_coverage against a loop over every centre and offset patch_start can draw (then clipped inside the
     volume, as validation windows are; one axis shorter than the window); counts of one such window weighted
     1 / coverage have the whole volume's counts as expectation (Hansen-Hurwitz), the weighted validation Dice's
     ground."""
     from medal.training.metrics import dice_counts
-    from medal.training.sampling import window_coverage
+    from medal.training.sampling import AllIndices, window_coverage
 
     label = _real_items(1)[0].label
     fg = np.argwhere(label > 0).mean(0).astype(int)
     label = label[fg[0] - 6:fg[0] + 6, fg[1] - 5:fg[1] + 5, fg[2] - 3:fg[2] + 4].copy()  # 12 x 10 x 7, real anatomy
-    label[:2] = UNLABELED
-    label[:, :, 5] = UNLABELED
+    if painted == "partly":
+        label[:2] = UNLABELED
+        label[:, :, 5] = UNLABELED
     assert (label == 1).any() and (label == 2).any() and (label == 0).any()
     size = (6, 4, 8)
     idx = AnnotatedIndex(label)
+    assert isinstance(idx.annotated, AllIndices) == (painted == "all")  # the uniform part's separable path
     q = window_coverage(idx, size, foreground_fraction=fraction)
     pred = np.random.default_rng(0).integers(0, 3, label.shape)
     centre = np.zeros(label.size)
@@ -296,6 +312,10 @@ def test_window_coverage_is_each_voxels_chance_to_be_in_a_window_and_its_weights
     np.testing.assert_allclose(q, ref, rtol=1e-5, atol=1e-7)
     assert q.dtype == np.float32 and q.max() <= 1 + 1e-6 and (q[label != UNLABELED] > 0).all()
     np.testing.assert_allclose(expected, dice_counts(pred, label, 3), rtol=1e-4)
+    # per window (what validation keeps: no copy of the volume), starts inside, clipped and hanging over the edge
+    starts = [np.array([0, 0, 0]), np.array([6, 6, 0]), np.array([-2, 7, -3]), np.array([9, 3, 1])]
+    for st, w in zip(starts, window_coverage(idx, size, foreground_fraction=fraction, starts=starts)):
+        np.testing.assert_allclose(w, crop_patch(q, st, size, fill=1.0), rtol=1e-5, atol=1e-8)
     # weights of one: the integer counts
     assert np.array_equal(dice_counts(pred, label, 3, weights=np.ones(label.shape)), dice_counts(pred, label, 3))
     if fraction == 1.0:  # no foreground: every window on any annotated voxel, whatever the fraction
