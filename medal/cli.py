@@ -59,7 +59,7 @@ def cmd_dataset_from_dicom(args) -> int:
     if args.list:
         left_out = {}
         keep, names, segs = plan(args.src, series=args.series, modality=args.modality, channels=args.channels,
-                                 skipped=left_out)
+                                 skipped=left_out, part=args.part)
         for s, name in zip(keep, names):
             where = s.folders[0].relative_to(args.src) if s.folders[0] != Path(args.src) else Path(".")
             why = s.obvious_skip()
@@ -80,7 +80,7 @@ def cmd_dataset_from_dicom(args) -> int:
               "(nothing written: --list)")
         return EXIT_OK
     res = from_dicom(args.src, args.dst, series=args.series, modality=args.modality, labels=args.labels,
-                     channels=args.channels)
+                     channels=args.channels, part=args.part)
     print(f"wrote {len(res['written'])} case(s) to {args.dst}/imagesTr"
           + (f", {len(res['kept'])} already there" if res["kept"] else "")
           + (f"; labels of {len(res['labelled'])} case(s) from DICOM SEG / RTSTRUCT in labelsTr"
@@ -576,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     dcm.add_argument("dst", nargs="?", default=None, help="new dataset folder to write (or an earlier conversion's)")
     dcm.add_argument("--series", default=None, metavar="PATTERN",
                      help="keep series whose description matches, e.g. '*T2*' (case ignored)")
+    dcm.add_argument("--part", default=None, metavar="PATTERN",
+                     help="of series holding several volumes (echoes, b-values, time points), keep the volumes whose "
+                     "part matches, e.g. 'b1000' or 'echo2' (case ignored)")
     dcm.add_argument("--modality", default=None, help="keep one modality (DICOM code: CT, MR, PT, ...)")
     dcm.add_argument("--labels", nargs="+", default=None, metavar="NAME",
                      help="label names for dataset.json, background first (e.g. background liver tumour)")

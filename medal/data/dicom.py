@@ -34,9 +34,10 @@ contours lie on); one naming images of several volumes, or none, is one line.
 Enhanced multi-frame images (Enhanced CT / MR, Legacy Converted Enhanced: one file holding every slice) are read
 with highdicom from their per-frame positions (:func:`read_multiframe`), under the same evenly-spaced condition.
 Each such series is skipped with one line saying why, and the others are converted (the command exits 1 when any
-was skipped). ``--series`` keeps only series whose description matches a pattern (``*T2*``), ``--modality`` only
-one modality: an MRI study's T1 and T2 are different inputs, not more cases of one. Integer-valued images are
-stored as ``int16`` where they fit (CT in HU), others as ``float32``.
+was skipped). ``--series`` keeps only series whose description matches a pattern (``*T2*``), ``--part`` only the
+volumes of a split series whose part matches (``b1000``), ``--modality`` only one modality: an MRI study's T1 and
+T2 are different inputs, not more cases of one. Integer-valued images are stored as ``int16`` where they fit (CT in
+HU), others as ``float32``.
 
 **Sequences as channels.** ``--channels PATTERN ...`` (:func:`group_channels`) makes one case per study
 (StudyInstanceUID) whose input channels are the series matching each pattern, in order (``'*t2*' '*adc*'
@@ -189,10 +190,12 @@ def group_channels(series: list[DicomSeries], patterns, src, skipped: dict | Non
 
 
 def plan(src, *, series: str | None = None, modality: str | None = None, found=None, channels=None,
-         skipped: dict | None = None):
+         skipped: dict | None = None, part: str | None = None):
     """The image series under ``src`` that ``series`` (a pattern on the description, case ignored) and ``modality``
     keep, the case id each would get, and every DICOM SEG and RTSTRUCT series (labels, kept whatever the filters:
-    they apply to the image series they refer to). With ``channels`` (patterns, :func:`group_channels`): one case
+    they apply to the image series they refer to). ``part``: of series holding several volumes (echoes,
+    b-values, time points: :func:`split_volumes`), keep the volumes whose part name matches (``b1000``, ``echo2``;
+    series holding one volume are left out). With ``channels`` (patterns, :func:`group_channels`): one case
     per study, the series of its first channel with the others as its ``channels``; a study left out is a line in
     ``skipped``. A :class:`DatasetError` when no image series is found or none matches."""
     src = Path(src)
@@ -206,7 +209,14 @@ def plan(src, *, series: str | None = None, modality: str | None = None, found=N
         kinds = sorted({f"{s.modality or '?'} {s.description!r}" for s in images})
         given = ", ".join(f"--{k} {v!r}" for k, v in (("series", series), ("modality", modality)) if v)
         raise DatasetError(f"{src}: no series matches {given}; found: " + "; ".join(kinds[:12]), path=src)
-    keep = [part for s in keep for part in split_volumes(s)]
+    keep = [p for s in keep for p in split_volumes(s)]
+    if part:
+        parts = sorted({s.part for s in keep if s.part})
+        keep = [s for s in keep if s.part and fnmatch.fnmatch(s.part.lower(), part.lower())]
+        if not keep:
+            raise DatasetError(f"{src}: no volume matches --part {part!r}; " + (
+                f"the kept series hold: {', '.join(parts[:20])}" if parts else
+                "no kept series holds several volumes (echoes, b-values, time points)"), path=src)
     if channels:
         keep = group_channels(keep, list(channels), src, skipped)
         if not keep:
@@ -217,7 +227,7 @@ def plan(src, *, series: str | None = None, modality: str | None = None, found=N
 
 
 def from_dicom(src, dst, *, series: str | None = None, modality: str | None = None, labels=None, channels=None,
-               log=print) -> dict:
+               part: str | None = None, log=print) -> dict:
     """Convert every image series under ``src`` into the dataset folder ``dst`` (see the module docstring), and
     every DICOM SEG or RTSTRUCT object referring to one of them into its ``labelsTr/<case>.nii.gz``.
 
@@ -254,7 +264,7 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                                                    else "without --channels")
                            + "; give the same --channels to go on, or a new folder", path=dst)
     written, kept, labelled, skipped = [], [], [], {}
-    keep, names, segs = plan(src, series=series, modality=modality, channels=channels, skipped=skipped)
+    keep, names, segs = plan(src, series=series, modality=modality, channels=channels, skipped=skipped, part=part)
     for why in skipped.values():
         log(f"SKIPPED {why}")
     by_uid = {(v.get("series_uid"), v.get("part", "")): k for k, v in done.items() if isinstance(v, dict)}

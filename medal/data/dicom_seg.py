@@ -14,7 +14,54 @@ from .dicom_series import (SOURCES, DicomSeries, _first_line, _from_highdicom, _
                            check_geometry, find_series, split_volumes)
 from .errors import DatasetError
 
-__all__ = ["export_seg", "read_dicom_seg", "read_dicom_seg_volume"]
+__all__ = ["export_seg", "read_dicom_seg", "read_dicom_seg_volume", "segment_codes"]
+
+_SIDES = {"left": "Left", "lt": "Left", "l": "Left", "right": "Right", "rt": "Right", "r": "Right"}
+_SPELLING = {"tumour": "neoplasm", "tumor": "neoplasm", "tumours": "neoplasm", "tumors": "neoplasm",
+             "oedema": "edema", "haemorrhage": "hemorrhage", "oesophagus": "esophagus", "lesions": "lesion",
+             "kidneys": "kidney", "lungs": "lung"}
+_ALIASES = {"UrinaryBladder": "Bladder", "Tumour": "Neoplasm", "Gtv": "Neoplasm"}  # GTV: gross tumour volume
+_CODE_SETS: dict = {}
+
+
+def _code_set(name: str) -> set:
+    if name not in _CODE_SETS:
+        from pydicom.sr.codedict import codes
+
+        _CODE_SETS[name] = {k for k in dir(getattr(codes, name)) if k[:1].isupper()}
+    return _CODE_SETS[name]
+
+
+def segment_codes(name: str):
+    """``(category, type, laterality or None)`` SNOMED CT codes for a segment named ``name``, as DICOM SEG's
+    Segmented Property Category / Type (and Type Modifier) want them: the words of the name (``liver``,
+    ``kidney_left``, ``LeftKidney``, ``tumour``) looked up among the concepts of DICOM's Segmentation Property Types
+    (PS3.16 CID 7151; British spellings and tumour -> Neoplasm folded), the category Morphologically Abnormal
+    Structure for a lesion type (CID 7159: neoplasm, cyst, edema, necrosis, ...), Tissue for a tissue (CID 7166),
+    else Anatomical Structure; ``left`` / ``right`` become the laterality. A name matching no concept
+    (``Anterior``) keeps the generic Anatomical Structure, as before: viewers show the SegmentLabel either way,
+    and from-dicom reads segments back by that label."""
+    import re
+
+    from pydicom.sr.codedict import codes
+
+    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))]
+    side = None
+    rest = []
+    for w in words:
+        if w in _SIDES and side is None and len(words) > 1:
+            side = getattr(codes.SCT, _SIDES[w])
+            continue
+        rest.append(_SPELLING.get(w, w))
+    key = "".join(w.capitalize() for w in rest)
+    key = _ALIASES.get(key, key)
+    if key in _code_set("cid7159"):
+        return codes.SCT.MorphologicallyAbnormalStructure, getattr(codes.cid7159, key), side
+    if key in _code_set("cid7166"):
+        return codes.SCT.Tissue, getattr(codes.cid7166, key), side
+    if key in _code_set("cid7151"):
+        return codes.SCT.AnatomicalStructure, getattr(codes.cid7151, key), side
+    return codes.SCT.AnatomicalStructure, codes.SCT.AnatomicalStructure, None
 
 def read_dicom_seg(path, source_uids: list[str], label_names: dict[int, str], name: str) -> np.ndarray:
     """The DICOM SEG object at ``path`` as label values on its image series' slices, shape ``(columns, rows,
@@ -228,13 +275,20 @@ def _write_seg(series: DicomSeries, labels, values, names, automatic: bool, path
     algorithm = (hd.AlgorithmIdentificationSequence(name="medal", version=__version__,
                                                     family=codes.cid7162.ArtificialIntelligence)
                  if automatic else None)
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=i + 1, segment_label=str(names.get(v, f"label {v}")),
-        segmented_property_category=codes.SCT.AnatomicalStructure,
-        segmented_property_type=codes.SCT.AnatomicalStructure,
-        algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic
-                        else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
-        algorithm_identification=algorithm) for i, v in enumerate(values)]
+    descriptions = []
+    for i, v in enumerate(values):
+        label = str(names.get(v, f"label {v}"))
+        category, kind, side = segment_codes(label)
+        d = hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=label, segmented_property_category=category,
+            segmented_property_type=kind,
+            algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic
+                            else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
+            algorithm_identification=algorithm)
+        if side is not None:  # (0062,0011) inside the type's item: "Kidney" modified by "Left"
+            d.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept(
+                side.value, side.scheme_designator, side.meaning)]
+        descriptions.append(d)
     seg = hd.seg.Segmentation(
         source_images=sources_ds, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9000,

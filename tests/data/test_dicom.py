@@ -133,6 +133,9 @@ def test_several_volumes_in_one_series_become_one_case_each(tmp_path, cases, tru
              for k, vol in ((1, cases[0]), (2, second))]
     keep, names, _ = plan(src)
     assert names == [f"mr_{p}" for p in parts] and [s.part for s in keep] == parts
+    assert plan(src, part=parts[1].upper())[1] == [f"mr_{parts[1]}"]  # --part: one volume of the series
+    with pytest.raises(DatasetError, match=rf"no volume matches --part 'b0'; the kept series hold: {parts[0]}, {parts[1]}"):
+        plan(src, part="b0")
     write_dicom_rtstruct(src / "rt.dcm", files[1], truths[0], [("Anterior", 1), ("Posterior", 2)])
     write_dicom_seg(src / "seg.dcm", files[1], truths[0], [("Anterior", 1)])  # one structure per SEG: merged
     write_dicom_seg(src / "both.dcm", files[0][: n // 2] + files[1][n // 2:], truths[0], [("Anterior", 1)])
@@ -459,9 +462,30 @@ def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path
     seg = hd.seg.segread(str(tmp_path / "seg" / "p0.dcm"))
     assert [d.SegmentLabel for d in seg.SegmentSequence] == ["Anterior", "Posterior"]
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    # no SNOMED concept named "Anterior": the generic type, as before
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "91723000"
     pred = hd.seg.segread(str(tmp_path / "pred" / "p1.dcm"))
     assert pred.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     assert pred.SegmentSequence[0].SegmentAlgorithmName == "medal"
+    # labels named after concepts get their SNOMED codes (a tumour a neoplasm, a left kidney a kidney modified by
+    # Left) and still read back by name
+    meta_path = tmp_path / "ds" / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "labels": {"0": "background", "1": "tumour", "2": "kidney_left"}}))
+    assert export_seg(tmp_path / "ds", run, tmp_path / "coded", log=lambda s: None)["written"] == ["p0"]
+    coded = pydicom.dcmread(str(tmp_path / "coded" / "p0.dcm"))
+    first, second = coded.SegmentSequence
+    assert (first.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+            first.SegmentedPropertyTypeCodeSequence[0].CodeValue) == ("49755003", "108369006")
+    kidney = second.SegmentedPropertyTypeCodeSequence[0]
+    assert (kidney.CodeValue, kidney.CodeMeaning) == ("64033007", "Kidney")
+    assert kidney.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"  # Left
+    src_series = {s.uid: s for s in find_series(src)}
+    uid0 = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]["p0"]["series_uid"]
+    again = read_dicom_seg(tmp_path / "coded" / "p0.dcm", source_instances(src_series[uid0]),
+                           {0: "background", 1: "tumour", 2: "kidney_left"}, "p0")
+    assert np.array_equal(again, np.where(part == 255, 0, part))
+    meta_path.write_text(json.dumps(meta))
     # read back as from-dicom reads a SEG: the same voxels (255 -> background)
     src_series = {s.uid: s for s in find_series(src)}
     uid0 = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]["p0"]["series_uid"]
@@ -546,3 +570,21 @@ def test_a_slope_per_slice_keeps_its_fractional_values(tmp_path, cases):
     want[:, :, n // 2:] = np.round(want[:, :, n // 2:] / 0.3) * 0.3
     assert got.array.dtype == np.float32 and np.allclose(got.array, want, atol=1e-3)
     assert load_dataset(tmp_path / "ds").channel_names == {0: "PET"}
+
+
+@pytest.mark.parametrize("name, category, kind, side", [
+    ("liver", "Anatomical Structure", "Liver", None), ("LeftKidney", "Anatomical Structure", "Kidney", "Left"),
+    ("kidney_r", "Anatomical Structure", "Kidney", "Right"), ("Tumour", "Morphologically Abnormal Structure",
+                                                             "Neoplasm", None),
+    ("oedema", "Morphologically Abnormal Structure", "Edema", None), ("hippocampus", "Anatomical Structure",
+                                                                     "Hippocampus", None),
+    ("urinary bladder", "Anatomical Structure", "Bladder", None),
+    ("Anterior", "Anatomical Structure", "Anatomical Structure", None), ("left", "Anatomical Structure",
+                                                                        "Anatomical Structure", None)])
+def test_segment_codes_from_label_names(name, category, kind, side):
+    """A label's name gives its SEG segment the SNOMED category and type (CID 7151 / 7159 / 7166), laterality as a
+    modifier; a name that is no concept keeps the generic Anatomical Structure."""
+    from medal.data.dicom_seg import segment_codes
+
+    c, t, s = segment_codes(name)
+    assert (c.meaning, t.meaning, s.meaning if s is not None else None) == (category, kind, side)
