@@ -361,8 +361,29 @@ def _folders_hint(root: Path) -> str:
     if not folders:
         return ""
     example = next((p for p in sorted(folders[0].rglob("*")) if p.is_file()), folders[0])
+    if (root / "dataset_description.json").is_file():
+        return _bids_hint(root, folders[0])
     return (f"; its subfolders hold volumes (e.g. {example.relative_to(root)}): a folder per case? lay them out as a "
             f"dataset first: `medal dataset from-folders {root} NEW_FOLDER`")
+
+
+def _bids_hint(root: Path, subject: Path) -> str:
+    """The from-folders command for a BIDS dataset: a case per session where subjects hold ``ses-*`` folders, the
+    first volume's suffix as the image pattern, the first derivatives pipeline as the label tree."""
+    from .io import VOLUME_SUFFIXES
+
+    sessions = sorted(p for p in subject.iterdir() if p.is_dir() and p.name.startswith("ses-"))
+    case = sessions[0] if sessions else subject
+    volumes = sorted(p for p in case.rglob("*") if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
+    cmd = f"medal dataset from-folders {root} NEW_FOLDER" + (" --case-depth 2" if sessions else "")
+    if volumes:
+        rel = volumes[0].relative_to(case)
+        cmd += f" --image '{(rel.parent / ('*_' + rel.name.split('_')[-1])).as_posix()}'"
+    derivatives = root / "derivatives"
+    pipelines = sorted(d.name for d in derivatives.iterdir() if d.is_dir()) if derivatives.is_dir() else []
+    if pipelines:
+        cmd += f" --label-root derivatives/{pipelines[0]} --label 'LABEL_PATTERN'"
+    return f"; a BIDS dataset (dataset_description.json): lay it out as a dataset first: `{cmd}`"
 
 
 def _cache_dir() -> Path:
@@ -377,8 +398,6 @@ def scan_label_values(dataset: Dataset) -> list[int]:
     unreadable one is skipped here (``medal dataset check`` reports it).
     """
     import numpy as np
-
-    from .io import load_volume
 
     key = hashlib.sha256(str(dataset.root.resolve()).encode()).hexdigest()[:16]
     cache_path = _cache_dir() / "label_values" / f"{key}.json"

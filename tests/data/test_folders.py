@@ -143,6 +143,11 @@ def test_a_bids_dataset_with_sessions_and_labels_in_derivatives(tmp_path, cases)
             der = root / "derivatives" / "manual" / sub / ses / "anat"
             der.mkdir(parents=True)
             shutil.copy(cases[k].label, der / f"{sub}_{ses}_dseg.nii.gz")
+    # medal pointed at the BIDS folder says the command, with the case depth, image pattern and label tree filled in
+    with pytest.raises(DatasetError, match=r"a BIDS dataset \(dataset_description.json\): lay it out as a dataset first: "
+                                           r"`medal dataset from-folders .* NEW_FOLDER --case-depth 2 --image "
+                                           r"'anat/\*_T1w.nii.gz' --label-root derivatives/manual --label 'LABEL_PATTERN'`"):
+        load_dataset(root)
     logged = []
     res = from_folders(root, tmp_path / "ds", images=["anat/*_T1w.nii.gz"], label="anat/*_dseg.nii.gz",
                        label_root="derivatives/manual", case_depth=2, labels=["background", "Anterior", "Posterior"],
