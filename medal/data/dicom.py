@@ -47,8 +47,8 @@ first channel is the image experts see, label and get SEGs on; another channel o
 onto it in patient coordinates (SimpleITK, linear, its lowest value outside its field of view), as PI-CAI's
 ``picai_prep`` resamples ADC and high-b onto T2 (``Sample.resample_to_first_scan``; B-spline there, linear here: no
 overshoot); one lying wholly outside it is an error. A study where a pattern
-matches no series, or several, is one line; a SEG or RTSTRUCT drawn on a further channel's series is one line
-(labels are read on the first channel). The patterns are recorded in ``dicom_sources.json``: going on with
+matches no series, or several, is one line; a SEG or RTSTRUCT drawn on a further channel's series (a lesion
+outlined on ADC) is read on that series and placed on the first channel's grid by nearest neighbour. The patterns are recorded in ``dicom_sources.json``: going on with
 other ``--channels`` (or none) is refused.
 
 **Labels as DICOM SEG.** A SEG object (what OHIF, 3D Slicer's QuantitativeReporting or a PACS annotation tool
@@ -351,6 +351,12 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 log(f"SKIPPED {skipped[where]}")
                 continue
             targets = sorted({case_of[k] for k in keys if k in case_of})
+            drawn_on = None  # labels drawn on a further channel's series: (that series, its channel number)
+            if not targets:
+                on = [(k, i, c) for k in converted if k in case_of for i, c in enumerate(converted[k].channels, 1)
+                      if c.uid in refs]
+                if len(on) == 1:
+                    targets, drawn_on = [case_of[on[0][0]]], (on[0][2], on[0][1])
             if len(targets) != 1:
                 if not any(u in {c.uid for k in keep for c in [k, *k.channels]} for u in refs) and (series or modality):
                     continue  # labels of a series the filters left out
@@ -358,8 +364,8 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                 other = sorted(f"channel {i} of {case_of[k]}" for k in converted if k in case_of
                                for i, c in enumerate(converted[k].channels, 1) if c.uid in refs)
                 if other and not targets:
-                    skipped[where] = (f"{where}: labels the series of {', '.join(other)}; from-dicom reads the labels "
-                                      "drawn on a case's first channel (--channels)")
+                    skipped[where] = (f"{where}: labels the series of several channels ({', '.join(other)}); "
+                                      "one SEG or RTSTRUCT per series")
                 elif split:
                     skipped[where] = (f"{where}: refers to series {next(iter(refs))}, split here into "
                                       f"{', '.join(targets)} (several volumes in one series), and names no image of "
@@ -380,7 +386,9 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
                                        "here (an expert's labels?); left as it is", path=out_path)
                 uid = (entry["series_uid"], entry.get("part", ""))
                 image = _image_grid(dst, case)
-                if rt:
+                if drawn_on is not None:
+                    arr = _labels_on_channel(path, rt, drawn_on, image, label_names, where, case, log)
+                elif rt:
                     arr, left_out = read_rtstruct(path, image, label_names, where)
                     if left_out:
                         log(f"{case}: {where}: ROIs left out (not named after a label): {', '.join(left_out)}")
@@ -411,6 +419,32 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
             log(f"{case}: labels from {where}: " + (", ".join(f"{label_names[v]}={v}" for v in values) or "empty"))
     _write_meta(dst, cases, label_names, log)
     return {"written": written, "labelled": sorted(set(labelled)), "skipped": skipped, "kept": kept}
+
+
+def _labels_on_channel(path, rt: bool, drawn_on, image, label_names, where: str, case: str, log) -> np.ndarray:
+    """Labels a SEG or RTSTRUCT at ``path`` draws on a case's further channel (``drawn_on``: its series and number),
+    read on that series' own grid, then placed on the case's first channel (``image``) by nearest neighbour in
+    patient coordinates, as picai_prep places labels with the scans it resamples onto the first one."""
+    import SimpleITK as sitk
+
+    from .io import _itk_image, _volume_from_sitk
+
+    series, k = drawn_on
+    grid = read_series(series, where)
+    if rt:
+        arr, left_out = read_rtstruct(path, grid, label_names, where)
+        if left_out:
+            log(f"{case}: {where}: ROIs left out (not named after a label): {', '.join(left_out)}")
+    elif len(series.files) == 1 and series.frames > 1:
+        arr = read_dicom_seg_volume(path, grid, label_names, where)
+    else:
+        arr = read_dicom_seg(path, source_instances(series), label_names, where)
+    if arr.shape == image.shape and np.allclose(grid.affine, image.affine, atol=1e-3):
+        return arr
+    placed = sitk.Resample(_itk_image(grid.with_array(np.asarray(arr, np.uint8))), _itk_image(image),
+                           sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    log(f"{case}: {where}: drawn on channel {k} ({series.description!r}), placed on the first channel's grid")
+    return np.asarray(_volume_from_sitk(placed, None).array, np.uint8)
 
 
 def _channel_on_grid(series: DicomSeries, ref, name: str):

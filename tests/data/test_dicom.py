@@ -134,6 +134,9 @@ def test_several_volumes_in_one_series_become_one_case_each(tmp_path, cases, tru
     keep, names, _ = plan(src)
     assert names == [f"mr_{p}" for p in parts] and [s.part for s in keep] == parts
     assert plan(src, part=parts[1].upper())[1] == [f"mr_{parts[1]}"]  # --part: one volume of the series
+    # --channels: the volumes of one series as the channels of one case (echoes as channels)
+    (first,), names_c, _ = plan(src, channels=parts)
+    assert names_c == [f"mr_{parts[0]}"] and [c.part for c in first.channels] == [parts[1]]
     with pytest.raises(DatasetError, match=rf"no volume matches --part 'b0'; the kept series hold: {parts[0]}, {parts[1]}"):
         plan(src, part="b0")
     write_dicom_rtstruct(src / "rt.dcm", files[1], truths[0], [("Anterior", 1), ("Posterior", 2)])
@@ -203,8 +206,9 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
     """--channels '*t2*' '*adc*': per study, the T2 series is the case's image (_0000) and the ADC series its
     second channel (_0001), as it is where it lies on the T2 grid, else resampled onto it in patient coordinates
     (here: every second voxel in plane, twice the spacing: its voxels must land on the T2 voxels they were); a study
-    without an ADC is one line; a SEG on the T2 labels the case, one on the ADC is one line; dataset.json names
-    both channels and the dataset reads as two-channel cases; a re-run needs the same --channels."""
+    without an ADC is one line; a SEG on the T2 labels the case, one drawn on the ADC too (merged where they agree;
+    on the coarse ADC placed on the T2 grid by nearest neighbour); dataset.json names both channels and the dataset
+    reads as two-channel cases; a re-run needs the same --channels."""
     from medal.data import DatasetError
     from medal.data.channels import n_channels
 
@@ -220,7 +224,10 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
                                    extra_tags=study(1))
     write_dicom_series(src / "p2" / "t2", t2, description="t2_tse_ax", series_number=1, extra_tags=study(2),
                        series_uid="2.25.7702")
-    write_dicom_series(src / "p2" / "adc", adc_coarse, description="ADC map", series_number=2, extra_tags=study(2))
+    coarse_files = write_dicom_series(src / "p2" / "adc", adc_coarse, description="ADC map", series_number=2,
+                                      extra_tags=study(2))
+    truth_coarse = Volume(np.ascontiguousarray(truths[0].array[::2, ::2, :]), aff)
+    write_dicom_seg(src / "p2" / "seg_adc.dcm", coarse_files, truth_coarse, [("Anterior", 1), ("Posterior", 2)])
     write_dicom_series(src / "p3" / "t2", t2, description="T2 AX", series_number=1, extra_tags=study(3),
                        series_uid="2.25.7703")
     write_dicom_seg(src / "p1" / "seg_t2.dcm", t2_files, truths[0], [("Anterior", 1), ("Posterior", 2)])
@@ -233,10 +240,9 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
     assert why.startswith("p3/t2: study 2.25.773: no series matches --channels pattern 2 '*adc*'") and "'T2 AX'" in why
     res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"],
                      channels=["*t2*", "*adc*"], log=lambda s: None)
-    assert res["written"] == names and res["labelled"] == ["p1_t2"]
-    assert len(res["skipped"]) == 2 and res["skipped"]["p3/t2 (study)"] == why
-    seg_why = [v for k, v in res["skipped"].items() if "seg_adc" in k][0]
-    assert "labels the series of channel 1 of p1_t2; from-dicom reads the labels drawn on a case's first channel" in seg_why
+    assert res["written"] == names and res["labelled"] == names
+    assert list(res["skipped"]) == ["p3/t2 (study)"] and res["skipped"]["p3/t2 (study)"] == why
+    assert same_labels(tmp_path / "ds" / "labelsTr" / "p1_t2.nii.gz", truths[0])
     images = tmp_path / "ds" / "imagesTr"
     assert same_voxels(images / "p1_t2_0000.nii.gz", t2) and same_voxels(images / "p1_t2_0001.nii.gz", adc_same)
     assert same_voxels(images / "p2_t2_0000.nii.gz", t2)
@@ -248,6 +254,8 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
     assert np.allclose(at, np.round(at), atol=1e-3)
     at = np.round(at).astype(int)
     np.testing.assert_allclose(moved.array[tuple(at.T)], adc_coarse.array.reshape(-1), atol=1e-3)
+    placed = load_volume(tmp_path / "ds" / "labelsTr" / "p2_t2.nii.gz")
+    assert placed.shape == first.shape and np.array_equal(placed.array[tuple(at.T)], truth_coarse.array.reshape(-1))
     sources = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())
     assert sources["channels"] == ["*t2*", "*adc*"]
     assert [c["resampled"] for c in sources["cases"]["p1_t2"]["channels"]] == [False]
