@@ -61,7 +61,7 @@ def main(argv=None) -> float:
     res = train_model(train, val, n_classes=n_classes, model_cfg=cfg.model, train_cfg=tcfg,
                       log=lambda r: print(json.dumps(r), flush=True))
     train_s = time.perf_counter() - t0
-    roi = tuple(int(np.ceil(s / cfg.model.divisor) * cfg.model.divisor) for s in tcfg.patch_size)
+    roi = tuple(int(np.ceil(s / d) * d) for s, d in zip(tcfg.patch_size, cfg.model.divisors))
     per_case = np.array([dice_per_class(predict_probs(res.net, it.image, roi_size=roi).argmax(0), it.label, n_classes)
                          for it in test])
     mean = float(per_case.mean())

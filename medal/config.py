@@ -79,12 +79,20 @@ class DataConfig:
 DROPOUT_PLACEMENTS = ("head", "decoder", "monai")
 
 
+def _axes(stride) -> tuple[int, int, int]:
+    """A stride as a per-axis triple (an int strides every axis alike)."""
+    return tuple(int(v) for v in stride) if isinstance(stride, (tuple, list)) else (int(stride),) * 3
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """``model:`` the 3D U-Net (built from MONAI blocks) and where its dropout sits."""
 
     channels: tuple[int, ...] = (16, 32, 64, 128)
-    strides: tuple[int, ...] = (2, 2, 2)
+    # one per down-sampling stage: 2 halves every axis; a triple strides each array axis on its own ([2, 2, 1]: halve
+    # in plane, keep the slices of a thick-slice CT stored slice-last, as NIfTI usually is; data.orientation fixes
+    # the axis order), as nnU-Net's plans pool an anisotropic axis later than the others
+    strides: tuple[int | tuple[int, int, int], ...] = (2, 2, 2)
     num_res_units: int = 1
     norm: str = "instance"  # instance | batch
     dropout: float = 0.2
@@ -98,10 +106,10 @@ class ModelConfig:
     def __post_init__(self):
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise ConfigError(f"model.channels: need at least 2 positive values, got {list(self.channels)}")
-        if len(self.strides) != len(self.channels) - 1 or any(s < 1 for s in self.strides):
+        if len(self.strides) != len(self.channels) - 1 or any(min(_axes(s)) < 1 for s in self.strides):
             raise ConfigError(
-                f"model.strides: need {len(self.channels) - 1} positive values (one fewer than channels), "
-                f"got {list(self.strides)}"
+                f"model.strides: need {len(self.channels) - 1} positive values or per-axis triples (one fewer than "
+                f"channels), got {[list(s) if isinstance(s, tuple) else s for s in self.strides]}"
             )
         if self.num_res_units < 0:
             raise ConfigError(f"model.num_res_units: must be >= 0, got {self.num_res_units}")
@@ -115,12 +123,17 @@ class ModelConfig:
             raise ConfigError(f"model.head_channels: must be >= 1, got {self.head_channels}")
 
     @property
-    def divisor(self) -> int:
-        """Spatial sizes fed to the net must be multiples of this."""
-        out = 1
+    def divisors(self) -> tuple[int, int, int]:
+        """Per axis, what spatial sizes fed to the net must be multiples of: the product of the strides."""
+        out = [1, 1, 1]
         for s in self.strides:
-            out *= s
-        return out
+            out = [o * a for o, a in zip(out, _axes(s))]
+        return tuple(out)
+
+    @property
+    def divisor(self) -> int:
+        """The largest of :attr:`divisors` (every axis a multiple of it is a valid size)."""
+        return max(self.divisors)
 
 
 @dataclass(frozen=True)
@@ -725,6 +738,12 @@ class MedalConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self):
+        div = self.model.divisors
+        for key, size in (("training.patch_size", self.training.patch_size),
+                          ("uncertainty.roi_size", self.uncertainty.roi_size)):
+            if any(int(v) % d for v, d in zip(size, div)):
+                raise ConfigError(f"{key}: {list(size)} must be a multiple of {list(div)} per axis (the product of "
+                                  "model.strides)")
         if getattr(self.simulation, "_checked_on_base", False):
             return  # a variant's config (or one replaced from it): the variants are overrides of the base, checked there
         for name in self.simulation.variants:

@@ -391,9 +391,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
 
     if not train_items:
         raise ValueError("no training case has an annotated voxel")
-    if any(p % model_cfg.divisor for p in train_cfg.patch_size):
+    if any(p % d for p, d in zip(train_cfg.patch_size, model_cfg.divisors)):
         raise ValueError(f"training.patch_size {list(train_cfg.patch_size)} must be a multiple of "
-                         f"{model_cfg.divisor} (the product of model.strides)")
+                         f"{list(model_cfg.divisors)} per axis (the product of model.strides)")
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     device = resolve_device(train_cfg.device)
@@ -410,7 +410,7 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
         net = build_model(model_cfg, in_channels=in_channels, out_channels=n_classes)
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
-    roi = tuple(int(math.ceil(s / model_cfg.divisor) * model_cfg.divisor) for s in train_cfg.patch_size)
+    roi = tuple(int(math.ceil(s / d) * d) for s, d in zip(train_cfg.patch_size, model_cfg.divisors))
     val_windows = validation_windows(val_items, roi, max_whole_voxels=train_cfg.val_whole_max_voxels,
                                      window_voxels=train_cfg.val_window_voxels, seed=train_cfg.seed)
     val_weights = validation_weights(val_items, val_windows, roi)

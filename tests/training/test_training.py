@@ -129,9 +129,35 @@ def test_split_is_deterministic():
 
 def test_patch_size_must_fit_strides(tiny_model_cfg):
     items = _real_items(1)
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ValueError, match=r"multiple of \[4, 4, 4\] per axis"):
         train_model(items, [], n_classes=3, model_cfg=tiny_model_cfg, progress=False,
                     train_cfg=dataclasses.replace(FAST, patch_size=(18, 32, 16)))
+
+
+def test_per_axis_strides_pool_a_thick_axis_later(tiny_model_cfg, tmp_path):
+    """model.strides with a triple per stage (nnU-Net-style pooling of an anisotropic axis): sizes must be multiples
+    of the per-axis products (checked when the config loads, naming the key); the net trains on real cases, predicts
+    a whole case at its own shape and its checkpoint loads back under the same config."""
+    from medal.config import ConfigError, load_config
+    from medal.model import load_checkpoint
+    from medal.uncertainty.inference import predict_probs
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  channels: [8, 16, 32]\n  strides: [[2, 2, 1], 2]\n  head_channels: 8\n"
+                    "training:\n  patch_size: [16, 32, 8]\nuncertainty:\n  roi_size: [16, 32, 8]\n")
+    cfg = load_config(path)
+    assert cfg.model.strides == ((2, 2, 1), 2) and cfg.model.divisors == (4, 4, 2)
+    path.write_text("model:\n  channels: [8, 16, 32]\n  strides: [[2, 2, 1], 2]\n"
+                    "training:\n  patch_size: [16, 32, 8]\nuncertainty:\n  roi_size: [16, 30, 8]\n")
+    with pytest.raises(ConfigError, match=r"uncertainty.roi_size: \[16, 30, 8\] must be a multiple of \[4, 4, 2\]"):
+        load_config(path)
+    items = _real_items(3)
+    res = train_model(items[:2], items[2:], n_classes=3, model_cfg=cfg.model, progress=False,
+                      train_cfg=dataclasses.replace(FAST, patch_size=(16, 32, 8)), checkpoint=tmp_path / "m.pt")
+    assert res.best_val_dice is not None and np.isfinite(res.history[-1]["loss"])
+    net, _, _ = load_checkpoint(tmp_path / "m.pt", expected=cfg.model)
+    probs = predict_probs(net, items[2].image, roi_size=(16, 32, 8))
+    assert probs.shape == (3, *items[2].image.shape) and np.allclose(probs.sum(0), 1, atol=1e-4)
 
 
 @pytest.mark.slow
