@@ -42,8 +42,8 @@ def write_copy(src: Path, out: Path, ids: list[str], changed: set[str], change, 
 
 
 def train_and_score(ds, pool: list[str], val: list[str], base, settings: dict, seeds, *, quick: bool, work: Path):
-    """For each seed and each ``settings`` entry (name -> ``data`` config), train ``base`` from scratch on every
-    label of ``pool`` and take the mean foreground Dice of each ``val`` case. Returns ``(dice, wall, spacing)``:
+    """For each seed and each ``settings`` entry (name -> ``data`` config, or a whole config), train ``base`` (or that
+    config) from scratch on every label of ``pool`` and take the mean foreground Dice of each ``val`` case. Returns ``(dice, wall, spacing)``:
     ``dice[name][seed]`` per validation case, ``wall[name]`` seconds per run, the last resolved spacing."""
     from medal.data.resample import resolve_spacing
     from medal.simulation.simulate import evaluate
@@ -54,7 +54,7 @@ def train_and_score(ds, pool: list[str], val: list[str], base, settings: dict, s
     target = None
     for seed in seeds:
         for k, (name, data_cfg) in enumerate(settings.items()):
-            cfg = dataclasses.replace(base, data=data_cfg)
+            cfg = data_cfg if hasattr(data_cfg, "model") else dataclasses.replace(base, data=data_cfg)
             tcfg = dataclasses.replace(cfg.training, seed=seed, val_fraction=0.0)
             if quick:
                 tcfg = dataclasses.replace(tcfg, max_epochs=2, iterations_per_epoch=10)
