@@ -170,3 +170,31 @@ def test_shared_hippocampus_checks_clean(shared_hippocampus):
     assert report.ok, report.summary()
     assert len(report.cases) == 220
     assert all(c.label_values == [0, 1, 2] for c in report.cases)
+
+
+def test_anisotropic_data_gets_nnunets_strides_suggested(tmp_path):
+    """Cases stored as 3 mm slices (real cases, every 3 slices along the last axis averaged): `dataset check` notes
+    the anisotropy and suggests nnU-Net's per-axis strides; the sample's isotropic cases get no such note. The rule
+    itself: an axis halved while its spacing is under twice the finest."""
+    import numpy as np
+
+    from medal.data import Volume, load_dataset, load_volume, sample_dataset, save_volume
+    from medal.data.check import check_dataset
+    from medal.model.plan import suggest_strides
+
+    assert suggest_strides((1, 1, 3), 3) == ((2, 2, 1), 2, 2)
+    assert suggest_strides((0.8, 0.8, 5), 3) == ((2, 2, 1), (2, 2, 1), 2)
+    assert suggest_strides((1, 1, 1), 3) == (2, 2, 2)
+    assert suggest_strides((1, 1, 1), 2, patch=(32, 32, 8), min_feature_map=4) == (2, (2, 2, 1))
+    for c in load_dataset(sample_dataset()).cases[:2]:
+        img, lab = load_volume(c.image), load_volume(c.label)
+        n = img.shape[2] // 3
+        aff = img.affine.copy()
+        aff[:3, 2] *= 3
+        x = img.array[:, :, :3 * n].astype(np.float32).reshape(*img.shape[:2], n, 3).mean(axis=3)
+        save_volume(Volume(x, aff), tmp_path / "imagesTr" / f"{c.case_id}_0000.nii.gz")
+        save_volume(Volume(np.ascontiguousarray(lab.array[:, :, 1:3 * n:3]), aff), tmp_path / "labelsTr" / f"{c.case_id}.nii.gz")
+    notes = check_dataset(tmp_path).notes
+    assert any("anisotropic voxels (median spacing (1.0, 1.0, 3.0) mm" in n and "model.strides [[2, 2, 1], 2, 2]" in n
+               for n in notes), notes
+    assert not any("anisotropic" in n for n in check_dataset(sample_dataset()).notes)
