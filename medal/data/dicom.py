@@ -425,10 +425,6 @@ def _labels_on_channel(path, rt: bool, drawn_on, image, label_names, where: str,
     """Labels a SEG or RTSTRUCT at ``path`` draws on a case's further channel (``drawn_on``: its series and number),
     read on that series' own grid, then placed on the case's first channel (``image``) by nearest neighbour in
     patient coordinates, as picai_prep places labels with the scans it resamples onto the first one."""
-    import SimpleITK as sitk
-
-    from .io import _itk_image, _volume_from_sitk
-
     series, k = drawn_on
     grid = read_series(series, where)
     if rt:
@@ -441,10 +437,20 @@ def _labels_on_channel(path, rt: bool, drawn_on, image, label_names, where: str,
         arr = read_dicom_seg(path, source_instances(series), label_names, where)
     if arr.shape == image.shape and np.allclose(grid.affine, image.affine, atol=1e-3):
         return arr
-    placed = sitk.Resample(_itk_image(grid.with_array(np.asarray(arr, np.uint8))), _itk_image(image),
-                           sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     log(f"{case}: {where}: drawn on channel {k} ({series.description!r}), placed on the first channel's grid")
-    return np.asarray(_volume_from_sitk(placed, None).array, np.uint8)
+    return np.asarray(_onto(grid.with_array(np.asarray(arr, np.uint8)), image, labels=True).array, np.uint8)
+
+
+def _onto(vol, ref, *, labels: bool, outside: float = 0.0):
+    """``vol`` resampled onto ``ref``'s grid in patient coordinates (SimpleITK): nearest neighbour for ``labels``
+    (uint8), else linear (float32), ``outside`` beyond its field of view."""
+    import SimpleITK as sitk
+
+    from .io import _itk_image, _volume_from_sitk
+
+    kind, pixel = (sitk.sitkNearestNeighbor, sitk.sitkUInt8) if labels else (sitk.sitkLinear, sitk.sitkFloat32)
+    return _volume_from_sitk(sitk.Resample(_itk_image(vol), _itk_image(ref), sitk.Transform(), kind, outside, pixel),
+                             None)
 
 
 def _channel_on_grid(series: DicomSeries, ref, name: str):
@@ -452,24 +458,15 @@ def _channel_on_grid(series: DicomSeries, ref, name: str):
     lies on that grid already (same shape, affine within 1e-3 mm), else resampled onto it with linear interpolation
     in patient coordinates (SimpleITK), its lowest value outside its field of view: nnU-Net asks a case's channels
     to share one grid, and PI-CAI's ``picai_prep`` resamples ADC and high-b onto T2 alike (``resample_to_first_scan``)."""
-    import SimpleITK as sitk
-
-    from .io import _itk_image, _volume_from_sitk
-
     vol = read_series(series, name)
     if vol.shape == ref.shape and np.allclose(vol.affine, ref.affine, atol=1e-3):
         return vol, False
     arr = np.asarray(vol.array, dtype=np.float32)
-    grid = _itk_image(ref)
-    seen = sitk.Resample(_itk_image(vol.with_array(np.ones(arr.shape, np.uint8))), grid, sitk.Transform(),
-                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    if not sitk.GetArrayViewFromImage(seen).any():
+    if not np.asarray(_onto(vol.with_array(np.ones(arr.shape, np.uint8)), ref, labels=True).array).any():
         raise DatasetError(f"{name}: lies outside the first channel's volume (another position or patient?)",
                            path=series.files[0])
     # outside its field of view: its lowest value (air in CT, background in MR), not a 0 that may be tissue
-    out = sitk.Resample(_itk_image(vol.with_array(arr)), grid, sitk.Transform(), sitk.sitkLinear, float(arr.min()),
-                        sitk.sitkFloat32)
-    return _volume_from_sitk(out, None), True
+    return _onto(vol.with_array(arr), ref, labels=False, outside=float(arr.min())), True
 
 
 def _where(s: DicomSeries, src: Path) -> str:

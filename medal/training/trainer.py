@@ -357,13 +357,9 @@ def _window_logits(net, item, starts, roi_size, device, batch_size: int) -> tupl
 def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size: int, weights=None) -> np.ndarray:
     """Dice per class from the counts of ``item``'s windows summed; with ``weights`` (:func:`validation_weights`,
     one array per window) each voxel counted with its weight: estimates of the whole volume's counts."""
-    if weights is None:
-        counts = np.zeros((3, n_classes), np.int64)
-        for z, _, lab in _window_outputs(net, item, starts, roi_size, device, batch_size):
-            counts += dice_counts(z.argmax(0).cpu().numpy(), lab, n_classes)
-        return dice_from_counts(counts)
-    counts = np.zeros((3, n_classes), np.float64)
-    for (z, _, lab), w in zip(_window_outputs(net, item, starts, roi_size, device, batch_size), weights):
+    counts = np.zeros((3, n_classes), np.float64)  # whole counts stay exact in float64
+    for (z, _, lab), w in zip(_window_outputs(net, item, starts, roi_size, device, batch_size),
+                              weights if weights is not None else [None] * len(starts)):
         counts += dice_counts(z.argmax(0).cpu().numpy(), lab, n_classes, weights=w)
     return dice_from_counts(counts)
 
