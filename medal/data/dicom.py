@@ -27,9 +27,10 @@ images at the same positions) are split as dcm2niix splits them, by the first of
 DiffusionBValue (where it is empty, the b-value Siemens, GE or Philips keep in a private field:
 :data:`~medal.data.dicom_series.PRIVATE_B_VALUE`), TemporalPositionIdentifier, TriggerTime and AcquisitionNumber
 that every image has and that leaves each volume one image per position
-(:func:`~medal.data.dicom_series.split_volumes`): each volume is its own case, ``<case>_echo1``, ``<case>_echo2`` (``b1000``, ``t3``, ...), its ``part`` recorded in the sources file. A
-SEG or RTSTRUCT on such a series labels the volume whose images it names (its referenced instances, the slices its
-contours lie on); one naming images of several volumes, or none, is one line.
+(:func:`~medal.data.dicom_series.split_volumes`): each volume is its own case, ``<case>_echo1``, ``<case>_echo2``
+(``b1000``, ``t3``, ...), its ``part`` recorded in the sources file. A SEG or RTSTRUCT on such a series labels
+the volume whose images it names (its referenced instances, the slices its contours lie on); one naming images of
+several volumes, or none, is one line.
 
 Enhanced multi-frame images (Enhanced CT / MR, Legacy Converted Enhanced: one file holding every slice) are read
 with highdicom from their per-frame positions (:func:`read_multiframe`), under the same evenly-spaced condition.
@@ -46,10 +47,10 @@ HU), others as ``float32``.
 first channel is the image experts see, label and get SEGs on; another channel on a different grid is resampled
 onto it in patient coordinates (SimpleITK, linear, its lowest value outside its field of view), as PI-CAI's
 ``picai_prep`` resamples ADC and high-b onto T2 (``Sample.resample_to_first_scan``; B-spline there, linear here: no
-overshoot); one lying wholly outside it is an error. A study where a pattern
-matches no series, or several, is one line; a SEG or RTSTRUCT drawn on a further channel's series (a lesion
-outlined on ADC) is read on that series and placed on the first channel's grid by nearest neighbour. The patterns are recorded in ``dicom_sources.json``: going on with
-other ``--channels`` (or none) is refused.
+overshoot); one lying wholly outside it is an error. A study where a pattern matches no series, or several, is
+one line; a SEG or RTSTRUCT drawn on a further channel's series (a lesion outlined on ADC) is read on that series
+and placed on the first channel's grid by nearest neighbour. The patterns are recorded in ``dicom_sources.json``:
+going on with other ``--channels`` (or none) is refused.
 
 **Labels as DICOM SEG.** A SEG object (what OHIF, 3D Slicer's QuantitativeReporting or a PACS annotation tool
 saves) found anywhere under SRC becomes ``labelsTr/<case>.nii.gz`` of the series it derives from (its Referenced
@@ -294,7 +295,8 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
             skipped[label] = str(exc)
             log(f"SKIPPED {exc}")
             continue
-        for k, (other, _) in enumerate(others, 1):  # the first channel last: a case is kept on a re-run once it is there
+        # the first channel last: a re-run keeps a case once its _0000 is there
+        for k, (other, _) in enumerate(others, 1):
             save_volume(other, dst / "imagesTr" / f"{name}_{k:04d}.nii.gz")
         save_volume(vol, dst / "imagesTr" / f"{name}_0000.nii.gz")
         n_images = s.frames if len(s.files) == 1 and s.frames > 1 else len(s.files)
@@ -457,7 +459,8 @@ def _channel_on_grid(series: DicomSeries, ref, name: str):
     """``(volume, resampled)``: ``series`` read, on ``ref``'s grid (the case's first channel): as it is where it
     lies on that grid already (same shape, affine within 1e-3 mm), else resampled onto it with linear interpolation
     in patient coordinates (SimpleITK), its lowest value outside its field of view: nnU-Net asks a case's channels
-    to share one grid, and PI-CAI's ``picai_prep`` resamples ADC and high-b onto T2 alike (``resample_to_first_scan``)."""
+    to share one grid, and PI-CAI's ``picai_prep`` resamples ADC and high-b onto T2 alike
+    (``resample_to_first_scan``)."""
     vol = read_series(series, name)
     if vol.shape == ref.shape and np.allclose(vol.affine, ref.affine, atol=1e-3):
         return vol, False

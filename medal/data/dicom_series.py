@@ -14,7 +14,8 @@ import numpy as np
 from .errors import DatasetError
 
 __all__ = ["CHANNEL_NAMES", "DicomSeries", "MIN_SLICES", "NON_IMAGE", "SOURCES", "SPLIT_TAGS", "check_geometry",
-           "PRIVATE_B_VALUE", "find_series", "keep_locale", "read_multiframe", "read_series", "source_instances", "split_volumes"]
+           "PRIVATE_B_VALUE", "find_series", "keep_locale", "read_multiframe", "read_series", "source_instances",
+           "split_volumes"]
 
 #: modality codes (0008,0060) that hold no image to train on
 NON_IMAGE = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "ECG", "AU",

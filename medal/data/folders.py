@@ -51,8 +51,8 @@ from .atomic import full_suffix
 from .errors import DatasetError
 from .io import VOLUME_SUFFIXES
 
-__all__ = ["BIDS_NOT_SUBJECTS", "case_folders", "case_id", "from_folders", "guess_images", "guess_labels", "guess_roles",
-           "is_label_name"]
+__all__ = ["BIDS_NOT_SUBJECTS", "case_folders", "case_id", "from_folders", "guess_images", "guess_labels",
+           "guess_roles", "is_label_name"]
 
 _LABEL_WORDS = re.compile(r"(^|[^a-z])(seg|segs|segmentation|segmentations|label|labels|labelmap|mask|masks|gt|"
                           r"groundtruth|ground_truth|annotation|annotations)($|[^a-z])")
@@ -82,8 +82,9 @@ BIDS_NOT_SUBJECTS = ("derivatives", "sourcedata", "code", "stimuli", "phenotype"
 
 def case_folders(root, depth: int = 1, exclude=()) -> list[Path]:
     """The folders ``depth`` levels under ``root`` (1: its subfolders; 2: ``sub-01/ses-1``) holding at least one
-    volume file (in them or up to three levels down: ``sub-01/ses-1/anat/``), sorted. Top-level folders named in ``exclude`` are passed over, and in
-    a BIDS dataset (``dataset_description.json`` at the top) also :data:`BIDS_NOT_SUBJECTS`."""
+    volume file (in them or up to three levels down: ``sub-01/ses-1/anat/``), sorted. Top-level folders named in
+    ``exclude`` are passed over, and in a BIDS dataset (``dataset_description.json`` at the top) also
+    :data:`BIDS_NOT_SUBJECTS`."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder", path=root)
