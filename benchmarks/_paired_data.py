@@ -73,6 +73,15 @@ def train_and_score(ds, pool: list[str], val: list[str], base, settings: dict, s
     return dice, wall, target
 
 
+def write_result(name: str, out: dict, quick: bool) -> Path:
+    """``out`` as ``benchmarks/results/<name>.json`` (``<name>_quick.json`` for a ``--quick`` run)."""
+    res_dir = Path(__file__).resolve().parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    path = res_dir / (f"{name}_quick.json" if quick else f"{name}.json")
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path
+
+
 def paired(a: np.ndarray, b: np.ndarray, parts: dict) -> dict:
     """Per part (name -> case mask): mean of ``a - b`` over cases and seeds, Wilcoxon p, pairs where ``a`` is higher."""
     from scipy.stats import wilcoxon

@@ -19,7 +19,6 @@ Writes `benchmarks/results/anisotropic_strides.json`; appends to RESULTS.md. Las
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ SPLIT = HERE / "hippocampus_tuning_split.json"
 
 
 def main(argv=None) -> str:
-    from _paired_data import arguments, paired, split_and_base, train_and_score
+    from _paired_data import arguments, paired, split_and_base, train_and_score, write_result
     from _record import record
     from mixed_spacing import K, derive
 
@@ -71,10 +70,7 @@ def main(argv=None) -> str:
             "per_axis_vs_shipped": paired(a, c, {"all": every})["all"]}
     out = {"split": SPLIT.name, "pool": len(pool), "validation": len(val), "k": K, "seeds": seeds,
            "median_spacing": target, "quick": args.quick, "settings": figures, "comparisons": comp}
-    res_dir = HERE / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / ("anisotropic_strides_quick.json" if args.quick else "anisotropic_strides.json")).write_text(
-        json.dumps(out, indent=1) + "\n")
+    write_result("anisotropic_strides", out, args.quick)
     lines = [
         f"- data: the tuning split's {len(pool)} pool cases (trained on, all labels) and {len(val)} validation cases "
         f"(scored), every one rewritten as {K}-voxel thick slices along the last axis (`{work / 'data'}`); network "

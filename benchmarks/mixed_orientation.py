@@ -20,7 +20,6 @@ Writes `benchmarks/results/mixed_orientation.json`; appends to RESULTS.md. Last 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def derive(src: Path, out: Path, ids: list[str], turned: set[str]) -> Path:
 
 
 def main(argv=None) -> str:
-    from _paired_data import arguments, paired, split_and_base, summarise, train_and_score
+    from _paired_data import arguments, paired, split_and_base, summarise, train_and_score, write_result
 
     args = arguments(__doc__, "--turned-share", "/tmp/medal_mixed_orientation", argv)
 
@@ -90,10 +89,7 @@ def main(argv=None) -> str:
     for c in comp.values():
         c["pairs_oriented_better"] = c.pop("pairs_a_better")
     out["oriented_vs_storage_order"] = comp
-    res_dir = HERE / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / ("mixed_orientation_quick.json" if args.quick else "mixed_orientation.json")).write_text(
-        json.dumps(out, indent=1) + "\n")
+    write_result("mixed_orientation", out, args.quick)
     lines = [
         f"- data: the tuning split's {len(pool)} pool cases (trained on, all labels) and {len(val)} validation "
         f"cases (scored); {int(is_turned.sum())} validation and {len(turned) - int(is_turned.sum())} pool cases "

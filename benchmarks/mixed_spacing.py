@@ -19,7 +19,6 @@ Writes `benchmarks/results/mixed_spacing.json`; appends to RESULTS.md. Last line
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def derive(src: Path, out: Path, ids: list[str], thick: set[str]) -> Path:
 
 
 def main(argv=None) -> str:
-    from _paired_data import arguments, paired, split_and_base, summarise, train_and_score
+    from _paired_data import arguments, paired, split_and_base, summarise, train_and_score, write_result
 
     args = arguments(__doc__, "--thick-share", "/tmp/medal_mixed_spacing", argv)
 
@@ -89,10 +88,7 @@ def main(argv=None) -> str:
     for c in comp.values():
         c["pairs_median_better"] = c.pop("pairs_a_better")
     out["median_vs_own_grid"] = comp
-    res_dir = HERE / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / ("mixed_spacing_quick.json" if args.quick else "mixed_spacing.json")).write_text(
-        json.dumps(out, indent=1) + "\n")
+    write_result("mixed_spacing", out, args.quick)
     lines = [
         f"- data: the tuning split's {len(pool)} pool cases (trained on, all labels) and {len(val)} validation "
         f"cases (scored); {int(is_thick.sum())} validation and {len(thick) - int(is_thick.sum())} pool cases "
