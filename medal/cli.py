@@ -155,7 +155,7 @@ def cmd_train(args) -> int:
     import json
     from pathlib import Path
 
-    from medal.config import load_config
+    from medal.config import config_to_dict, load_config
     from medal.data import load_dataset
     from medal.data.scratch import scratch_folder
     from medal.training import mapped_items, prepare_items, split_items, train_model
@@ -167,7 +167,7 @@ def cmd_train(args) -> int:
         print(f"medal: error: {args.labels}: no such labels folder", file=sys.stderr)
         return EXIT_PROBLEMS
     skipped: dict[str, str] = {}
-    from medal.data.resample import training_orientation, training_spacing
+    from medal.data.resample import planning_spacing, training_orientation, training_spacing
 
     spacing = training_spacing(cfg.data, ds, args.init)
     orientation = training_orientation(cfg.data, args.init)
@@ -194,9 +194,10 @@ def cmd_train(args) -> int:
              f"training.items_in_memory_gb {cfg.training.items_in_memory_gb:g})" if mapped else ""), file=sys.stderr)
     res = train_model(train, val, n_classes=ds.n_classes, model_cfg=cfg.model, train_cfg=cfg.training, init=args.init,
                       checkpoint=args.out, label_map=ds.label_map, spacing=spacing, orientation=orientation,
-                      intensity=intensity)
+                      intensity=intensity, plan_spacing=planning_spacing(cfg.data, ds, spacing))
     print(json.dumps({"checkpoint": str(res.checkpoint), "best_epoch": res.best_epoch,
                       "spacing": list(spacing) if spacing is not None else None, "orientation": orientation,
+                      "strides": config_to_dict(res.model_cfg)["strides"],
                       "intensity": list(intensity) if intensity is not None else None,
                       "best_val_dice": res.best_val_dice, "epochs": len(res.history), "skipped": sorted(skipped)}))
     return EXIT_PROBLEMS if skipped else EXIT_OK

@@ -91,8 +91,10 @@ class ModelConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     # one per down-sampling stage: 2 halves every axis; a triple strides each array axis on its own ([2, 2, 1]: halve
     # in plane, keep the slices of a thick-slice CT stored slice-last, as NIfTI usually is; data.orientation fixes
-    # the axis order), as nnU-Net's plans pool an anisotropic axis later than the others
-    strides: tuple[int | tuple[int, int, int], ...] = (2, 2, 2)
+    # the axis order), as nnU-Net's plans pool an anisotropic axis later than the others. "auto" (the default):
+    # planned when a network is first trained, from the spacing it trains at, by nnU-Net's rule
+    # (medal/model/plan.py; 2 on every axis for isotropic voxels); the checkpoint stores the planned strides
+    strides: str | tuple[int | tuple[int, int, int], ...] = "auto"
     num_res_units: int = 1
     norm: str = "instance"  # instance | batch
     dropout: float = 0.2
@@ -106,7 +108,10 @@ class ModelConfig:
     def __post_init__(self):
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise ConfigError(f"model.channels: need at least 2 positive values, got {list(self.channels)}")
-        if len(self.strides) != len(self.channels) - 1 or any(min(_axes(s)) < 1 for s in self.strides):
+        if isinstance(self.strides, str):
+            if self.strides != "auto":
+                raise ConfigError(f"model.strides: expected 'auto' or a list of strides, got {self.strides!r}")
+        elif len(self.strides) != len(self.channels) - 1 or any(min(_axes(s)) < 1 for s in self.strides):
             raise ConfigError(
                 f"model.strides: need {len(self.channels) - 1} positive values or per-axis triples (one fewer than "
                 f"channels), got {[list(s) if isinstance(s, tuple) else s for s in self.strides]}"
@@ -124,9 +129,10 @@ class ModelConfig:
 
     @property
     def divisors(self) -> tuple[int, int, int]:
-        """Per axis, what spatial sizes fed to the net must be multiples of: the product of the strides."""
+        """Per axis, what spatial sizes fed to the net must be multiples of: the product of the strides (for
+        ``"auto"``, the most any plan can need: 2 per stage on every axis)."""
         out = [1, 1, 1]
-        for s in self.strides:
+        for s in (2,) * (len(self.channels) - 1) if self.strides == "auto" else self.strides:
             out = [o * a for o, a in zip(out, _axes(s))]
         return tuple(out)
 
@@ -134,6 +140,18 @@ class ModelConfig:
     def divisor(self) -> int:
         """The largest of :attr:`divisors` (every axis a multiple of it is a valid size)."""
         return max(self.divisors)
+
+    def planned(self, spacing=None, patch=None) -> "ModelConfig":
+        """This config with ``strides: auto`` planned for voxels of ``spacing`` (mm per array axis of the network's
+        grid; ``None``: isotropic) and a training patch of ``patch`` voxels, by nnU-Net's rule
+        (:func:`medal.model.plan.suggest_strides`); a config with strides given is returned as it is."""
+        if self.strides != "auto":
+            return self
+        from medal.model.plan import suggest_strides
+
+        n = len(self.channels) - 1
+        return dataclasses.replace(self, strides=suggest_strides(spacing if spacing is not None else (1.0, 1.0, 1.0),
+                                                                 n, patch=patch))
 
 
 @dataclass(frozen=True)

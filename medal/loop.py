@@ -200,7 +200,8 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
     from medal.training import mapped_items, prepare_items, split_items, train_model
     from medal.uncertainty.score import score_cases, scorer_nets
     from medal.data.intensity import checkpoint_intensity, training_intensity
-    from medal.data.resample import checkpoint_orientation, checkpoint_spacing, training_orientation, training_spacing
+    from medal.data.resample import (checkpoint_orientation, checkpoint_spacing, planning_spacing,
+                                     training_orientation, training_spacing)
 
     # what an interrupted run's atomic writers left (.model.<hex>.tmp.pt, .bald.<hex>.tmp.nii.gz, ...)
     for tmp in rd.glob(".*.tmp*"):
@@ -240,8 +241,10 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
             tcfg = dataclasses.replace(tcfg, max_epochs=tcfg.warm_epochs)
         res = train_model(train, val, n_classes=dataset.n_classes, model_cfg=cfg.model, train_cfg=tcfg, init=init,
                           checkpoint=checkpoint, progress=progress, label_map=dataset.label_map, spacing=spacing,
-                          orientation=orientation, intensity=intensity)
+                          orientation=orientation, intensity=intensity,
+                          plan_spacing=planning_spacing(cfg.data, dataset, spacing))
         done("train", {"spacing": list(spacing) if spacing is not None else None,
+                       "strides": config_to_dict(res.model_cfg)["strides"],
                        "orientation": orientation, "intensity": list(intensity) if intensity is not None else None,
                        "checkpoint_sha256": file_hash(checkpoint), "warm_start": str(init) if init else None,
                        "steps": len(res.history) * tcfg.iterations_per_epoch,

@@ -490,6 +490,39 @@ def test_nothing_fits_is_said_and_supervoxels_are_offered(tmp_path, sample_cases
     assert len(empty.selection.indices) == 0 and json.loads((tmp_path / "r3" / "tasks.json").read_text())["tasks"] == []
 
 
+def test_thick_slices_get_strides_planned_for_them(tmp_path, sample_cases):
+    """`model.strides: auto` on real cases stored as 3 mm slices: `medal train` pools the thick axis one stage later
+    (nnU-Net's rule; printed and stored in the checkpoint), `medal score` under the same auto config loads it, and a
+    warm start under a config giving other strides is one line naming the key."""
+    root = tmp_path / "thick"
+    for case in sample_cases[:3]:
+        v, lab = load_volume(case.image), load_volume(case.label)
+        aff = v.affine.copy()
+        aff[:3, 2] *= 3
+        save_volume(v.__class__(np.ascontiguousarray(v.array[:, :, ::3]), aff),
+                    root / "imagesTr" / f"{case.case_id}.nii.gz")
+        save_volume(lab.__class__(np.ascontiguousarray(lab.array[:, :, ::3]), aff),
+                    root / "labelsTr" / f"{case.case_id}.nii.gz")
+    auto = {**TINY, "model": {**TINY["model"], "channels": [8, 16, 32], "strides": "auto"},
+            "training": {**TINY["training"], "patch_size": [16, 16, 8]},
+            "uncertainty": {**TINY["uncertainty"], "roi_size": [16, 16, 8]}}
+    cfg = tmp_path / "auto.yaml"
+    cfg.write_text(yaml.safe_dump(auto))
+    out = medal("train", root, "--config", cfg, "--out", tmp_path / "m.pt")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["strides"] == [[2, 2, 1], 2]
+    cid = sample_cases[0].case_id
+    out = medal("score", root, "--checkpoint", tmp_path / "m.pt", "--out", tmp_path / "s", "--config", cfg,
+                "--cases", cid)
+    assert out.returncode == 0, out.stderr
+    assert load_volume(tmp_path / "s" / "scores" / cid / "prediction.nii.gz").shape == load_volume(
+        root / "imagesTr" / f"{cid}.nii.gz").shape
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(yaml.safe_dump({**auto, "model": {**auto["model"], "strides": [2, 2]}}))
+    out = medal("train", root, "--config", fixed, "--init", tmp_path / "m.pt", "--out", tmp_path / "w.pt")
+    assert out.returncode != 0 and "strides: checkpoint [[2, 2, 1], 2] vs expected [2, 2]" in one_error_line(out)
+
+
 def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_path, sample_cases):
     """Five real cases, two re-written as a thick-slice scanner would (every third slice, 3x the spacing).
     With `data.spacing: median` the round trains at the median spacing (recorded in the checkpoint and the
@@ -540,6 +573,7 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     meta = torch.load(rd / "model.pt", weights_only=True)["meta"]
     assert meta["spacing"] == pytest.approx(list(median))
     assert json.loads((rd / "progress.json").read_text())["train"]["spacing"] == pytest.approx(list(median))
+    assert json.loads((rd / "progress.json").read_text())["train"]["strides"] == [2]  # as the config gives them
     assert json.loads((rd / "manifest.json").read_text())["checkpoint"]["spacing"] == pytest.approx(list(median))
     from medal.report.run_report import write_run_report
 

@@ -35,9 +35,9 @@ from .errors import DatasetError
 from .io import volume_affine
 
 __all__ = ["MIXED_RATIO", "SPACING_TOLERANCE", "NetworkGrid", "checkpoint_orientation", "checkpoint_spacing",
-           "mixed_orientation_note", "mixed_spacing_note", "network_grid", "network_shape", "orientation_transform",
-           "resolve_spacing", "storage_orders", "to_case_grid", "to_network_grid", "training_orientation",
-           "training_spacing"]
+           "median_spacing", "mixed_orientation_note", "mixed_spacing_note", "network_grid", "network_shape",
+           "orientation_transform", "planning_spacing", "resolve_spacing", "storage_orders", "to_case_grid",
+           "to_network_grid", "training_orientation", "training_spacing"]
 
 #: relative difference in every axis below which a case is not resampled
 SPACING_TOLERANCE = 0.02
@@ -73,10 +73,30 @@ def resolve_spacing(data_cfg, dataset) -> tuple[float, float, float] | None:
         return None
     if spec != "median":
         return tuple(float(s) for s in spec)
-    spacings = _header_spacings(dataset, getattr(data_cfg, "orientation", None))
-    if not spacings:
+    median = median_spacing(dataset, getattr(data_cfg, "orientation", None))
+    if median is None:
         raise DatasetError(f"{dataset.root}: data.spacing 'median': no readable 3D image to take the median of")
+    return median
+
+
+def median_spacing(dataset, orientation=None) -> tuple[float, float, float] | None:
+    """The per-axis median voxel spacing over the dataset's images (along ``orientation``'s axes), from their
+    headers; ``None`` when no image is readable."""
+    spacings = _header_spacings(dataset, orientation)
+    if not spacings:
+        return None
     return tuple(round(float(v), 6) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))
+
+
+def planning_spacing(data_cfg, dataset, spacing) -> tuple[float, float, float] | None:
+    """The voxel spacing ``model.strides: auto`` plans the network for: the training ``spacing`` when the cases are
+    resampled to one, else (``data.spacing: null``, each case's own grid) the median over the headers."""
+    if spacing is not None:
+        return tuple(spacing)
+    try:
+        return median_spacing(dataset, getattr(data_cfg, "orientation", None))
+    except DatasetError:
+        return None
 
 
 #: the ratio of the largest to the smallest spacing along an axis from which a run with ``data.spacing: null``

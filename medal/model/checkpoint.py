@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from pathlib import Path
@@ -33,9 +34,20 @@ def save_checkpoint(path, net, cfg: ModelConfig, *, in_channels: int, out_channe
     """Write ``net``'s weights with its config atomically. ``meta`` must hold plain JSON-like values.
 
     ``snapshots``: state dicts of a committee (the members of ``uncertainty.source: committee``), kept
-    in the same file so a committee is one artefact with one hash."""
+    in the same file so a committee is one artefact with one hash. ``cfg`` with ``strides: auto`` stores the strides
+    ``net`` was planned with (:func:`~medal.model.build_model`); a config that is not the one ``net`` was built from
+    is refused (strides do not change the weights' shapes, so a wrong one would load without complaint)."""
     import torch
 
+    built = getattr(net, "model_cfg", None)
+    if cfg.strides == "auto":
+        if built is None:
+            raise ValueError("save_checkpoint: model.strides 'auto' is not planned and the network does not say "
+                             "which strides it was built with; pass the planned config (ModelConfig.planned)")
+        cfg = built
+    elif built is not None and config_hash(built) != config_hash(cfg):
+        raise ValueError(f"save_checkpoint: the network was built from another model config "
+                         f"({'; '.join(_diff(config_to_dict(built), config_to_dict(cfg)))})")
     payload = {
         "format": FORMAT,
         "model_config": config_to_dict(cfg),
@@ -60,7 +72,8 @@ def load_checkpoint(path, *, expected: ModelConfig | None = None, map_location="
     """Load a checkpoint; returns ``(net, cfg, payload)``.
 
     Uses ``torch.load(weights_only=True)``: no code in the file runs. With ``expected``, a checkpoint
-    trained with another model config raises :class:`CheckpointError` listing the differing keys.
+    trained with another model config raises :class:`CheckpointError` listing the differing keys (its
+    ``strides: auto`` matches the strides the checkpoint's model was planned with).
     """
     import torch
 
@@ -90,6 +103,8 @@ def load_checkpoint(path, *, expected: ModelConfig | None = None, map_location="
         raise CheckpointError(f"{path}: stored model config is invalid ({exc})") from exc
     if config_hash(cfg) != payload.get("model_config_hash"):
         raise CheckpointError(f"{path}: model config hash does not match its config (file edited or corrupt)")
+    if expected is not None and expected.strides == "auto":  # planned for the data the checkpoint was trained on
+        expected = dataclasses.replace(expected, strides=cfg.strides)
     if expected is not None and config_hash(expected) != config_hash(cfg):
         diffs = "; ".join(_diff(config_to_dict(cfg), config_to_dict(expected)))
         raise CheckpointError(f"{path}: model config does not match the expected one ({diffs})")

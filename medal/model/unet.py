@@ -142,11 +142,17 @@ class MonaiUNetMC(nn.Module):
 
 
 def build_model(cfg: ModelConfig, *, in_channels: int = 1, out_channels: int) -> nn.Module:
-    """The network ``cfg`` describes, for ``out_channels`` classes (background included)."""
+    """The network ``cfg`` describes, for ``out_channels`` classes (background included). ``model.strides: auto``
+    not yet planned for a spacing (:meth:`~medal.config.ModelConfig.planned`) is planned for isotropic voxels; the
+    config the network was built from is its ``model_cfg`` attribute (what :func:`~medal.model.save_checkpoint`
+    stores)."""
     if out_channels < 1:
         raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+    cfg = cfg.planned()
     cls = MonaiUNetMC if cfg.placement == "monai" else MedalUNet
-    return cls(cfg, in_channels=in_channels, out_channels=out_channels)
+    net = cls(cfg, in_channels=in_channels, out_channels=out_channels)
+    net.model_cfg = cfg
+    return net
 
 
 def expand_state(state, n: int):

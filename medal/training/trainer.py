@@ -46,6 +46,7 @@ class TrainResult:
     checkpoint: Path | None = None
     temperature: float | None = None
     calibration: dict | None = None  # validation_calibration(): temperature, ECE before/after, reliability bins
+    model_cfg: ModelConfig | None = None  # the config the net was built from (model.strides: auto planned)
 
 
 def held_out_slices(case_id: str, n_slices: int, fraction: float) -> np.ndarray:
@@ -366,7 +367,8 @@ def _window_dice(net, item, starts, n_classes: int, roi_size, device, batch_size
 
 def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_classes: int, model_cfg: ModelConfig,
                 train_cfg: TrainingConfig, init=None, checkpoint=None, progress: bool = True,
-                log=None, label_map=None, spacing=None, orientation=None, intensity=None) -> TrainResult:
+                log=None, label_map=None, spacing=None, orientation=None, intensity=None,
+                plan_spacing=None) -> TrainResult:
     """Train from (partial) labels; returns the best net by validation Dice.
 
     ``init``: a checkpoint to warm-start from (its model config must equal ``model_cfg``).
@@ -376,6 +378,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     ``spacing``: the voxel spacing ``train_items`` were resampled to (``prepare_items(spacing=...)``),
     recorded in the checkpoint (``meta.spacing``) so scoring resamples to the same one; ``orientation`` the same
     (``meta.orientation``); ``intensity`` the same (``meta.intensity``, the per-channel normalisation).
+    ``model.strides: auto`` is planned for ``plan_spacing`` (default ``spacing``; with neither, isotropic voxels) and
+    ``train_cfg.patch_size`` (:meth:`~medal.config.ModelConfig.planned`), or, warm-started, keeps ``init``'s
+    strides; the checkpoint stores the planned strides.
     Same seed, same data, same device -> the same weights.
     """
     import torch
@@ -387,6 +392,9 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
 
     if not train_items:
         raise ValueError("no training case has an annotated voxel")
+    if init is None:
+        model_cfg = model_cfg.planned(plan_spacing if plan_spacing is not None else spacing,
+                                      patch=train_cfg.patch_size)
     if any(p % d for p, d in zip(train_cfg.patch_size, model_cfg.divisors)):
         raise ValueError(f"training.patch_size {list(train_cfg.patch_size)} must be a multiple of "
                          f"{list(model_cfg.divisors)} per axis (the product of model.strides)")
@@ -397,7 +405,7 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     rng = np.random.default_rng(train_cfg.seed)
     in_channels = input_channels(train_items + list(val_items or []))
     if init is not None:
-        net, _, payload = load_checkpoint(init, expected=model_cfg)
+        net, model_cfg, payload = load_checkpoint(init, expected=model_cfg)  # its strides, when planned ("auto")
         check_checkpoint_labels(payload, label_map, init, n_classes=n_classes)
         if int(payload.get("in_channels", 1)) != in_channels:
             raise ValueError(f"{init}: the model takes {int(payload.get('in_channels', 1))} input channel(s), the "
@@ -486,7 +494,8 @@ def train_model(train_items: list[TrainItem], val_items: list[TrainItem], *, n_c
     else:
         best_epoch = history[-1]["epoch"]
     result = TrainResult(net=net, history=history, best_epoch=best_epoch, best_val_dice=best if val_items else None,
-                         train_cases=[i.case_id for i in train_items], val_cases=[i.case_id for i in val_items])
+                         train_cases=[i.case_id for i in train_items], val_cases=[i.case_id for i in val_items],
+                         model_cfg=model_cfg)
     temperature = None
     if train_cfg.calibrate and val_items:
         # windows centred on any annotated voxel (not half on foreground, as for the Dice): the temperature is

@@ -160,6 +160,40 @@ def test_per_axis_strides_pool_a_thick_axis_later(tiny_model_cfg, tmp_path):
     assert probs.shape == (3, *items[2].image.shape) and np.allclose(probs.sum(0), 1, atol=1e-4)
 
 
+def test_auto_strides_are_planned_from_the_spacing_stored_and_kept_by_a_warm_start(tiny_model_cfg, tmp_path):
+    """model.strides: auto: planned by nnU-Net's rule from the spacing the net trains at and the patch (1 x 1 x 3 mm:
+    the thick last axis joins the pooling one stage later; isotropic: 2 everywhere), stored in the checkpoint; an
+    auto config loads any planned checkpoint, a config with other strides is refused naming the key; a warm start
+    keeps its model's strides whatever the spacing; a checkpoint is never written under strides its net was not
+    built with (strides do not change weight shapes)."""
+    from medal.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
+
+    auto = dataclasses.replace(tiny_model_cfg, strides="auto")
+    assert auto.divisors == (4, 4, 4)  # what a config must allow for any plan: 2 per stage
+    assert auto.planned().strides == (2, 2) and auto.planned((1.0, 1.0, 3.0), (16, 32, 16)).strides == ((2, 2, 1), 2)
+    assert auto.planned((1, 1, 1), (16, 32, 8)).strides == (2, (2, 2, 1))  # no axis pooled below 4 voxels
+    items = _real_items(3)
+    cfg = dataclasses.replace(FAST, patch_size=(16, 32, 8))
+    res = train_model(items[:2], items[2:], n_classes=3, model_cfg=auto, progress=False, train_cfg=cfg,
+                      plan_spacing=(1.0, 1.0, 3.0), checkpoint=tmp_path / "m.pt")
+    assert res.model_cfg.strides == ((2, 2, 1), 2)
+    net, stored, _ = load_checkpoint(tmp_path / "m.pt", expected=auto)
+    assert stored.strides == ((2, 2, 1), 2) and net.model_cfg == stored
+    load_checkpoint(tmp_path / "m.pt", expected=res.model_cfg)
+    with pytest.raises(CheckpointError, match=r"strides: checkpoint \[\[2, 2, 1\], 2\] vs expected \[2, 2\]"):
+        load_checkpoint(tmp_path / "m.pt", expected=tiny_model_cfg)
+    warm = train_model(items[:2], [], n_classes=3, model_cfg=auto, progress=False, train_cfg=cfg,
+                       init=tmp_path / "m.pt", plan_spacing=(1.0, 1.0, 1.0), checkpoint=tmp_path / "w.pt")
+    assert warm.model_cfg.strides == ((2, 2, 1), 2)
+    assert load_checkpoint(tmp_path / "w.pt")[1].strides == ((2, 2, 1), 2)
+    iso = build_model(auto, out_channels=3)
+    assert iso.model_cfg.strides == (2, 2)
+    with pytest.raises(ValueError, match="built from another model config"):
+        save_checkpoint(tmp_path / "x.pt", iso, res.model_cfg, in_channels=1, out_channels=3)
+    save_checkpoint(tmp_path / "x.pt", iso, auto, in_channels=1, out_channels=3)
+    assert load_checkpoint(tmp_path / "x.pt")[1].strides == (2, 2)
+
+
 @pytest.mark.slow
 def test_bf16_mixed_precision_learns_as_fp32_does_and_keeps_fp32_weights(tiny_model_cfg, tmp_path):
     """training.precision bf16: forward and loss under autocast (here on the CPU, the same code path as a GPU's):
