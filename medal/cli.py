@@ -94,7 +94,7 @@ def cmd_dataset_export_seg(args) -> int:
     from medal.data.dicom import export_seg
 
     res = export_seg(args.dataset, args.labels, args.out, dicom_root=args.dicom, automatic=args.prediction,
-                     rtstruct=args.rtstruct)
+                     rtstruct=args.rtstruct, codes=args.codes)
     print(f"wrote {len(res['written'])} DICOM {'RTSTRUCT' if args.rtstruct else 'SEG'} file(s) to {args.out}"
           + (f"; skipped {len(res['skipped'])} case(s) (listed above)" if res["skipped"] else ""))
     return EXIT_PROBLEMS if res["skipped"] or not res["written"] else EXIT_OK
@@ -605,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the labels are a model's prediction (SEG algorithm type AUTOMATIC, not MANUAL)")
     exp.add_argument("--rtstruct", action="store_true",
                      help="write RT structure sets (closed contours per slice) instead of SEG objects")
+    exp.add_argument("--codes", default=None, metavar="FILE",
+                     help="JSON of segment codes per label (by value or name): {\"1\": {\"SegmentedPropertyTypeCode"
+                     "Sequence\": {\"CodeValue\": ..., \"CodingSchemeDesignator\": ..., \"CodeMeaning\": ...}}}, "
+                     "optionally ...CategoryCodeSequence and ...TypeModifierCodeSequence, as dcmqi names them; labels "
+                     "it does not name are coded from their names (SNOMED CT where a name is a concept)")
     exp.set_defaults(func=cmd_dataset_export_seg)
     fol = ds_sub.add_parser("from-folders", help="lay out a folder per case (KiTS, BraTS, TotalSegmentator) as a dataset",
                             description="Link (or --copy) each case folder's image(s) and label into DST as "

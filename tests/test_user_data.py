@@ -795,6 +795,12 @@ def test_a_dicom_export_through_from_dicom_check_and_train(tmp_path, sample_case
     assert sorted(p.name for p in (tmp_path / "seg").glob("*.dcm")) == ["subject0_mr.dcm", "subject1_mr.dcm"]
     out = medal("dataset", "export-seg", root, tmp_path / "run" / "scores", tmp_path / "rt", "--prediction", "--rtstruct")
     assert out.returncode == 0 and "wrote 2 DICOM RTSTRUCT file(s)" in out.stdout, out.stdout + out.stderr
+    codes = tmp_path / "codes.json"  # a label named in no code file of the dataset: one line naming file and key
+    codes.write_text(json.dumps({"Middle": {"SegmentedPropertyTypeCodeSequence": {
+        "CodeValue": "5366008", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Hippocampus"}}}))
+    out = medal("dataset", "export-seg", root, tmp_path / "run" / "scores", tmp_path / "c", "--codes", codes)
+    assert out.returncode != 0 and f"{codes}: 'Middle' is no label of the dataset" in one_error_line(out)
+    assert not (tmp_path / "c").exists()
 
 
 def test_dicom_sequences_of_a_study_as_the_channels_of_one_case_through_the_cli(tmp_path, sample_cases):

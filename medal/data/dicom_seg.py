@@ -14,7 +14,8 @@ from .dicom_series import (SOURCES, DicomSeries, _first_line, _from_highdicom, _
                            check_geometry, find_series, split_volumes)
 from .errors import DatasetError
 
-__all__ = ["export_seg", "read_dicom_seg", "read_dicom_seg_volume", "segment_codes"]
+__all__ = ["CODE_KEYS", "export_seg", "read_dicom_seg", "read_dicom_seg_volume", "read_segment_codes",
+           "segment_codes"]
 
 _SIDES = {"left": "Left", "lt": "Left", "l": "Left", "right": "Right", "rt": "Right", "r": "Right"}
 _SPELLING = {"tumour": "neoplasm", "tumor": "neoplasm", "tumours": "neoplasm", "tumors": "neoplasm",
@@ -62,6 +63,65 @@ def segment_codes(name: str):
     if key in _code_set("cid7151"):
         return codes.SCT.AnatomicalStructure, getattr(codes.cid7151, key), side
     return codes.SCT.AnatomicalStructure, codes.SCT.AnatomicalStructure, None
+
+
+#: the keys of a segment's codes in a ``--codes`` file (dcmqi's segmentation metadata names them so)
+CODE_KEYS = {"SegmentedPropertyCategoryCodeSequence": "category", "SegmentedPropertyTypeCodeSequence": "type",
+             "SegmentedPropertyTypeModifierCodeSequence": "modifier"}
+
+
+def read_segment_codes(path, label_names: dict[int, str]) -> dict[int, tuple]:
+    """The segment codes a JSON file gives, per label value: ``{label: {"SegmentedPropertyTypeCodeSequence":
+    {"CodeValue": ..., "CodingSchemeDesignator": ..., "CodeMeaning": ...}, ...}}`` with a label given by its value
+    (``"1"``) or its name (``"liver"``, case ignored), the type required, the category (default Anatomical
+    Structure) and a type modifier (laterality) optional, each item as dcmqi's segmentation metadata writes it.
+    Returns ``{value: (category, type, modifier or None)}`` as :func:`segment_codes` does; a label the file does
+    not name keeps the codes its name gives. Anything else is one line naming the file and the key."""
+    import json
+
+    from pydicom.sr.coding import Code
+    from pydicom.sr.codedict import codes
+
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the codes file ({exc.strerror or exc})", path=path) from None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({_first_line(exc)})", path=path) from None
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{path}: expected an object of labels, got {type(spec).__name__}", path=path)
+    by_name = {str(n).lower(): v for v, n in label_names.items() if v}
+    out: dict[int, tuple] = {}
+    for key, item in spec.items():
+        value = int(key) if str(key).isdigit() and int(key) in label_names and int(key) else by_name.get(
+            str(key).lower())
+        if value is None:
+            raise DatasetError(f"{path}: {key!r} is no label of the dataset (its labels: "
+                               + ", ".join(f"{v} {n}" for v, n in sorted(label_names.items()) if v) + ")", path=path)
+        if value in out:
+            raise DatasetError(f"{path}: label {value} is given twice (by value and by name)", path=path)
+        if not isinstance(item, dict) or not set(item) <= set(CODE_KEYS):
+            extra = sorted(set(item) - set(CODE_KEYS)) if isinstance(item, dict) else item
+            raise DatasetError(f"{path}: {key}: expected an object with {', '.join(CODE_KEYS)}, got {extra!r}",
+                               path=path)
+        got = {}
+        for k, role in CODE_KEYS.items():
+            c = item.get(k)
+            if isinstance(c, list) and len(c) == 1:  # a sequence of one item, as DICOM JSON writes it
+                c = c[0]
+            if c is None:
+                continue
+            fields = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
+            if not isinstance(c, dict) or any(not isinstance(c.get(f), str) or not c.get(f).strip() for f in fields):
+                raise DatasetError(f"{path}: {key}.{k}: needs CodeValue, CodingSchemeDesignator and CodeMeaning "
+                                   f"as text, got {c!r}", path=path)
+            got[role] = Code(c["CodeValue"].strip(), c["CodingSchemeDesignator"].strip(), c["CodeMeaning"].strip())
+        if "type" not in got:
+            raise DatasetError(f"{path}: {key}: SegmentedPropertyTypeCodeSequence is required", path=path)
+        out[value] = (got.get("category", codes.SCT.AnatomicalStructure), got["type"], got.get("modifier"))
+    return out
+
 
 def read_dicom_seg(path, source_uids: list[str], label_names: dict[int, str], name: str) -> np.ndarray:
     """The DICOM SEG object at ``path`` as label values on its image series' slices, shape ``(columns, rows,
@@ -176,7 +236,7 @@ def _label_file(folder: Path, case: str) -> Path | None:
 
 
 def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = False, rtstruct: bool = False,
-               log=print) -> dict:
+               codes=None, log=print) -> dict:
     """Each case of a dataset ``from-dicom`` made, whose label or prediction is in ``labels``, as a DICOM SEG object
     ``out/<case>.dcm`` on its source series, for a PACS or a DICOM viewer (OHIF, 3D Slicer): one segment per label
     value present (named by dataset.json), frames derived from the series' instances (highdicom; empty frames
@@ -185,7 +245,8 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
     it moved since the conversion (``dicom_sources.json`` holds the folders relative to it). ``rtstruct``: an RT
     Structure Set instead (one ROI per label value, closed contours around its voxels on each slice:
     :func:`~medal.data.dicom_rtstruct.slice_polygons`), for a treatment planning system; series of single-slice
-    files only.
+    files only. ``codes``: a JSON file of segment codes per label (:func:`read_segment_codes`), for the labels whose
+    names give no concept or the wrong one; SEG only.
 
     Returns ``{"written": [case ids], "skipped": {case: message}}``; a case without a label file is not listed."""
     import json
@@ -208,6 +269,10 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
         raise DatasetError(f"{root}: the DICOM export is not there; give its folder with --dicom", path=root)
     ds = load_dataset(dataset_root)
     names = ds.label_map.names
+    if codes is not None and rtstruct:
+        raise DatasetError(f"{codes}: segment codes go into SEG segments; an RT structure set is written with its ROI "
+                           "names only (drop --codes or --rtstruct)", path=Path(codes))
+    coded = read_segment_codes(codes, names) if codes is not None else {}
     written, skipped = [], {}
     series_by_folder: dict[str, list[DicomSeries]] = {}
     for case in ds.cases:
@@ -233,8 +298,12 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
             if not values:
                 raise DatasetError(f"{path}: no label value but background: nothing to put in a "
                                    f"{'structure set' if rtstruct else 'SEG'}", path=path)
-            write = _write_rtstruct if rtstruct else _write_seg
-            write(match[0], image.with_array(arr), values, names, automatic, out / f"{case.case_id}.dcm", case.case_id)
+            if rtstruct:
+                _write_rtstruct(match[0], image.with_array(arr), values, names, automatic,
+                                out / f"{case.case_id}.dcm", case.case_id)
+            else:
+                _write_seg(match[0], image.with_array(arr), values, names, automatic, out / f"{case.case_id}.dcm",
+                           case.case_id, coded)
         except DatasetError as exc:
             skipped[case.case_id] = str(exc)
             log(f"SKIPPED {exc}")
@@ -250,8 +319,10 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
     return {"written": written, "skipped": skipped}
 
 
-def _write_seg(series: DicomSeries, labels, values, names, automatic: bool, path: Path, case: str) -> None:
-    """``labels`` (a Volume on the case's image) as a SEG on ``series``: one segment per value in ``values``."""
+def _write_seg(series: DicomSeries, labels, values, names, automatic: bool, path: Path, case: str,
+               coded: dict | None = None) -> None:
+    """``labels`` (a Volume on the case's image) as a SEG on ``series``: one segment per value in ``values``, coded
+    as ``coded`` gives (:func:`read_segment_codes`) or as its name does (:func:`segment_codes`)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -278,7 +349,7 @@ def _write_seg(series: DicomSeries, labels, values, names, automatic: bool, path
     descriptions = []
     for i, v in enumerate(values):
         label = str(names.get(v, f"label {v}"))
-        category, kind, side = segment_codes(label)
+        category, kind, side = (coded or {}).get(v) or segment_codes(label)
         d = hd.seg.SegmentDescription(
             segment_number=i + 1, segment_label=label, segmented_property_category=category,
             segmented_property_type=kind,

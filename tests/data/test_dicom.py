@@ -3,6 +3,7 @@
 import gzip
 import json
 import locale
+import re
 import shutil
 
 import numpy as np
@@ -494,6 +495,52 @@ def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path
                            {0: "background", 1: "tumour", 2: "kidney_left"}, "p0")
     assert np.array_equal(again, np.where(part == 255, 0, part))
     meta_path.write_text(json.dumps(meta))
+    # a codes file for what names cannot say (dcmqi's keys; by name or value; a sequence of one item too), the
+    # category defaulting to Anatomical Structure; segments still read back by label
+    sct = "SCT"
+    codes = tmp_path / "codes.json"
+    codes.write_text(json.dumps({
+        "anterior": {"SegmentedPropertyTypeCodeSequence": {"CodeValue": "5366008", "CodingSchemeDesignator": sct,
+                                                           "CodeMeaning": "Hippocampus"},
+                     "SegmentedPropertyTypeModifierCodeSequence": [{"CodeValue": "7771000",
+                                                                    "CodingSchemeDesignator": sct,
+                                                                    "CodeMeaning": "Left"}]},
+        "2": {"SegmentedPropertyCategoryCodeSequence": {"CodeValue": "85756007", "CodingSchemeDesignator": sct,
+                                                        "CodeMeaning": "Tissue"},
+              "SegmentedPropertyTypeCodeSequence": {"CodeValue": "HC-P", "CodingSchemeDesignator": "99MEDAL",
+                                                    "CodeMeaning": "Posterior hippocampus"}}}))
+    assert export_seg(tmp_path / "ds", run, tmp_path / "own", codes=codes, log=lambda s: None)["written"] == ["p0"]
+    first, second = pydicom.dcmread(str(tmp_path / "own" / "p0.dcm")).SegmentSequence
+    t1 = first.SegmentedPropertyTypeCodeSequence[0]
+    assert (first.SegmentLabel, first.SegmentedPropertyCategoryCodeSequence[0].CodeValue, t1.CodeValue,
+            t1.SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning) == ("Anterior", "91723000", "5366008", "Left")
+    t2 = second.SegmentedPropertyTypeCodeSequence[0]
+    assert (second.SegmentLabel, second.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning, t2.CodeValue,
+            t2.CodingSchemeDesignator) == ("Posterior", "Tissue", "HC-P", "99MEDAL")
+    src_series = {s.uid: s for s in find_series(src)}
+    uid0 = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]["p0"]["series_uid"]
+    again = read_dicom_seg(tmp_path / "own" / "p0.dcm", source_instances(src_series[uid0]),
+                           {0: "background", 1: "Anterior", 2: "Posterior"}, "p0")
+    assert np.array_equal(again, np.where(part == 255, 0, part))
+    ok = '{"SegmentedPropertyTypeCodeSequence": {"CodeValue": "1", "CodingSchemeDesignator": "L", "CodeMeaning": "x"}}'
+    for spec, message in (("{", "not valid JSON"), ('["x"]', "expected an object of labels"),
+                          ('{"Middle": {}}', "'Middle' is no label of the dataset (its labels: 1 Anterior, "
+                                             "2 Posterior)"),
+                          ('{"0": {}}', "'0' is no label"),
+                          ('{"1": %s, "Anterior": %s}' % (ok, ok), "label 1 is given twice"),
+                          ('{"1": {"SegmentedPropertyCategoryCodeSequence": {"CodeValue": "1", '
+                           '"CodingSchemeDesignator": "SCT", "CodeMeaning": "x"}}}', "1: SegmentedPropertyTypeCode"
+                                                                                    "Sequence is required"),
+                          ('{"1": {"SegmentedPropertyTypeCodeSequence": {"CodeValue": "1", '
+                           '"CodingSchemeDesignator": "SCT"}}}', "1.SegmentedPropertyTypeCodeSequence: needs "
+                                                                 "CodeValue, CodingSchemeDesignator and CodeMeaning"),
+                          ('{"1": {"TypeCode": {}}}', "1: expected an object with SegmentedPropertyCategory")):
+        codes.write_text(spec)
+        with pytest.raises(DatasetError, match=re.escape(f"{codes}: {message}")):
+            export_seg(tmp_path / "ds", run, tmp_path / "bad", codes=codes, log=lambda s: None)
+    with pytest.raises(DatasetError, match="segment codes go into SEG segments"):
+        export_seg(tmp_path / "ds", run, tmp_path / "bad", codes=codes, rtstruct=True, log=lambda s: None)
+    assert not (tmp_path / "bad").exists()
     # read back as from-dicom reads a SEG: the same voxels (255 -> background)
     src_series = {s.uid: s for s in find_series(src)}
     uid0 = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]["p0"]["series_uid"]
