@@ -146,13 +146,15 @@ def slice_polygons(mask, affine) -> list[tuple[int, np.ndarray]]:
 
 
 def structure_set(sources, rois, *, label: str = "medal", description: str = "medal labels",
-                  automatic: bool = False, series_number: int = 9001):
+                  automatic: bool = False, series_number: int = 9001, observations=None):
     """An RT Structure Set (a pydicom ``Dataset``) on the image series whose slices' datasets ``sources`` are, in
     slice order (patient and study copied from them, as any object of that study carries them): ``rois`` =
     ``[(ROIName, [(slice index, (n, 3) LPS mm points), ...]), ...]``, numbered 1, 2, ... in that order, each polygon
     CLOSED_PLANAR with its slice's instance in its ContourImageSequence; the series and frame of reference listed in
     ReferencedFrameOfReferenceSequence (DICOM PS3.3 A.19, RT Structure Set IOD). ``automatic``: ROIs made by a model
-    (ROIGenerationAlgorithm AUTOMATIC), else MANUAL."""
+    (ROIGenerationAlgorithm AUTOMATIC), else MANUAL. ``observations``: per ROI ``(RTROIInterpretedType, code or
+    None)``, the code (a ``pydicom.sr.coding.Code``) written as its RT ROI Identification Code Sequence (PS3.3
+    C.8.8.8); without it every type is empty (unknown), as before."""
     import datetime
 
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -210,7 +212,13 @@ def structure_set(sources, rois, *, label: str = "medal", description: str = "me
         ds.ROIContourSequence.append(item)
         obs = Dataset()
         obs.ObservationNumber, obs.ReferencedROINumber = number, number
-        obs.RTROIInterpretedType, obs.ROIInterpreter = "", ""
+        kind, code = observations[number - 1] if observations is not None else ("", None)
+        obs.RTROIInterpretedType, obs.ROIInterpreter = kind, ""
+        if code is not None:
+            ident = Dataset()
+            ident.CodeValue, ident.CodingSchemeDesignator, ident.CodeMeaning = \
+                code.value, code.scheme_designator, code.meaning
+            obs.RTROIIdentificationCodeSequence = Sequence([ident])
         ds.RTROIObservationsSequence.append(obs)
     return ds
 

@@ -15,7 +15,7 @@ from .dicom_series import (SOURCES, DicomSeries, _first_line, _from_highdicom, _
 from .errors import DatasetError
 
 __all__ = ["CODE_KEYS", "export_seg", "read_dicom_seg", "read_dicom_seg_volume", "read_segment_codes",
-           "segment_codes"]
+           "rt_observation", "segment_codes"]
 
 _SIDES = {"left": "Left", "lt": "Left", "l": "Left", "right": "Right", "rt": "Right", "r": "Right"}
 _SPELLING = {"tumour": "neoplasm", "tumor": "neoplasm", "tumours": "neoplasm", "tumors": "neoplasm",
@@ -246,7 +246,7 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
     Structure Set instead (one ROI per label value, closed contours around its voxels on each slice:
     :func:`~medal.data.dicom_rtstruct.slice_polygons`), for a treatment planning system; series of single-slice
     files only. ``codes``: a JSON file of segment codes per label (:func:`read_segment_codes`), for the labels whose
-    names give no concept or the wrong one; SEG only.
+    names give no concept or the wrong one (in an RT structure set, the ROI's identification code).
 
     Returns ``{"written": [case ids], "skipped": {case: message}}``; a case without a label file is not listed."""
     import json
@@ -269,9 +269,6 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
         raise DatasetError(f"{root}: the DICOM export is not there; give its folder with --dicom", path=root)
     ds = load_dataset(dataset_root)
     names = ds.label_map.names
-    if codes is not None and rtstruct:
-        raise DatasetError(f"{codes}: segment codes go into SEG segments; an RT structure set is written with its ROI "
-                           "names only (drop --codes or --rtstruct)", path=Path(codes))
     coded = read_segment_codes(codes, names) if codes is not None else {}
     written, skipped = [], {}
     series_by_folder: dict[str, list[DicomSeries]] = {}
@@ -298,12 +295,9 @@ def export_seg(dataset_root, labels, out, *, dicom_root=None, automatic: bool = 
             if not values:
                 raise DatasetError(f"{path}: no label value but background: nothing to put in a "
                                    f"{'structure set' if rtstruct else 'SEG'}", path=path)
-            if rtstruct:
-                _write_rtstruct(match[0], image.with_array(arr), values, names, automatic,
-                                out / f"{case.case_id}.dcm", case.case_id)
-            else:
-                _write_seg(match[0], image.with_array(arr), values, names, automatic, out / f"{case.case_id}.dcm",
-                           case.case_id, coded)
+            write = _write_rtstruct if rtstruct else _write_seg
+            write(match[0], image.with_array(arr), values, names, automatic, out / f"{case.case_id}.dcm", case.case_id,
+                  coded)
         except DatasetError as exc:
             skipped[case.case_id] = str(exc)
             log(f"SKIPPED {exc}")
@@ -370,8 +364,33 @@ def _write_seg(series: DicomSeries, labels, values, names, automatic: bool, path
         seg.save_as(str(tmp))
 
 
-def _write_rtstruct(series: DicomSeries, labels, values, names, automatic: bool, path: Path, case: str) -> None:
-    """``labels`` (a Volume on the case's image) as an RT Structure Set on ``series``: one ROI per value."""
+#: RT ROI Interpreted Types (PS3.3 C.8.8.8, defined terms) a label's name says outright (``GTV``, ``ptv_high``)
+_RT_TYPES = {"gtv": "GTV", "ctv": "CTV", "ptv": "PTV", "external": "EXTERNAL", "body": "EXTERNAL"}
+
+
+def rt_observation(name: str, coded=None) -> tuple:
+    """``(RTROIInterpretedType, code or None)`` for an RT structure set's ROI named ``name``: a planning volume or
+    the body outline its name says (``GTV``, ``CTV_1``, ``PTV high``, ``External``, ``body``), ORGAN for an
+    anatomical concept (:func:`segment_codes`: Kidney, Liver, Hippocampus), else empty (unknown: a lesion is not
+    a planning volume until a planner says so); the code is ``coded`` (a :func:`read_segment_codes` entry) or the
+    concept the name gives, ``None`` for a name that is no concept."""
+    import re
+
+    from pydicom.sr.codedict import codes
+
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", str(name))]
+    kind = next((_RT_TYPES[w] for w in words if w in _RT_TYPES), None)
+    category, concept, _ = coded if coded is not None else segment_codes(name)
+    generic = concept == codes.SCT.AnatomicalStructure
+    if kind is None:
+        kind = "ORGAN" if category == codes.SCT.AnatomicalStructure and not generic else ""
+    return kind, None if generic else concept
+
+
+def _write_rtstruct(series: DicomSeries, labels, values, names, automatic: bool, path: Path, case: str,
+                    coded: dict | None = None) -> None:
+    """``labels`` (a Volume on the case's image) as an RT Structure Set on ``series``: one ROI per value, typed and
+    coded by :func:`rt_observation`."""
     from .atomic import atomic_path
     from .dicom_rtstruct import slice_polygons, structure_set
 
@@ -381,6 +400,7 @@ def _write_rtstruct(series: DicomSeries, labels, values, names, automatic: bool,
     arr = np.asarray(labels.array)
     rois = [(str(names.get(v, f"label {v}")), slice_polygons(arr == v, labels.affine)) for v in values]
     ds = structure_set(_source_datasets(series), rois, automatic=automatic,
-                       description="medal prediction" if automatic else "medal labels")
+                       description="medal prediction" if automatic else "medal labels",
+                       observations=[rt_observation(name, (coded or {}).get(v)) for (name, _), v in zip(rois, values)])
     with atomic_path(path) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)

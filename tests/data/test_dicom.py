@@ -538,9 +538,17 @@ def test_labels_and_predictions_go_back_to_dicom_as_seg_on_their_series(tmp_path
         codes.write_text(spec)
         with pytest.raises(DatasetError, match=re.escape(f"{codes}: {message}")):
             export_seg(tmp_path / "ds", run, tmp_path / "bad", codes=codes, log=lambda s: None)
-    with pytest.raises(DatasetError, match="segment codes go into SEG segments"):
-        export_seg(tmp_path / "ds", run, tmp_path / "bad", codes=codes, rtstruct=True, log=lambda s: None)
     assert not (tmp_path / "bad").exists()
+    # in an RT structure set the codes identify the ROIs (RT ROI Identification Code Sequence), an anatomical one
+    # an ORGAN; a name that is no concept stays untyped and uncoded
+    codes.write_text(json.dumps({"1": {"SegmentedPropertyTypeCodeSequence": {
+        "CodeValue": "5366008", "CodingSchemeDesignator": sct, "CodeMeaning": "Hippocampus"}}}))
+    assert export_seg(tmp_path / "ds", run, tmp_path / "rtc", codes=codes, rtstruct=True,
+                      log=lambda s: None)["written"] == ["p0"]
+    obs = pydicom.dcmread(str(tmp_path / "rtc" / "p0.dcm")).RTROIObservationsSequence
+    assert [o.RTROIInterpretedType for o in obs] == ["ORGAN", ""]
+    assert obs[0].RTROIIdentificationCodeSequence[0].CodeValue == "5366008"
+    assert "RTROIIdentificationCodeSequence" not in obs[1]
     # read back as from-dicom reads a SEG: the same voxels (255 -> background)
     src_series = {s.uid: s for s in find_series(src)}
     uid0 = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())["cases"]["p0"]["series_uid"]
@@ -625,6 +633,20 @@ def test_a_slope_per_slice_keeps_its_fractional_values(tmp_path, cases):
     want[:, :, n // 2:] = np.round(want[:, :, n // 2:] / 0.3) * 0.3
     assert got.array.dtype == np.float32 and np.allclose(got.array, want, atol=1e-3)
     assert load_dataset(tmp_path / "ds").channel_names == {0: "PET"}
+
+
+@pytest.mark.parametrize("name, kind, code", [
+    ("GTV", "GTV", "Neoplasm"), ("PTV_high", "PTV", None), ("CTV1", "CTV", None), ("External", "EXTERNAL", None),
+    ("liver", "ORGAN", "Liver"), ("kidney_left", "ORGAN", "Kidney"), ("tumour", "", "Neoplasm"),
+    ("Anterior", "", None)])
+def test_rt_structure_types_and_codes_from_label_names(name, kind, code):
+    """An RT structure set's ROI gets the interpreted type its name says (planning volumes, the body outline), ORGAN
+    for an anatomical concept, else none (a lesion is not a planning volume until a planner says so), and the
+    concept's code."""
+    from medal.data.dicom_seg import rt_observation
+
+    got_kind, got_code = rt_observation(name)
+    assert (got_kind, got_code.meaning if got_code is not None else None) == (kind, code)
 
 
 @pytest.mark.parametrize("name, category, kind, side", [
