@@ -143,10 +143,11 @@ def cmd_sample_path(args) -> int:
 
 
 def _note_mixed_spacing(cfg, ds) -> None:
-    """The NOTEs of a run over cases of mixed spacing or storage order that the config leaves as they are."""
-    from medal.data.resample import mixed_orientation_note, mixed_spacing_note
+    """The NOTEs of a run over cases of mixed spacing or storage order that the config leaves as they are, or
+    smaller than its patch."""
+    from medal.data.resample import mixed_orientation_note, mixed_spacing_note, patch_padding_note
 
-    for note in (mixed_spacing_note(cfg.data, ds), mixed_orientation_note(cfg.data, ds)):
+    for note in (mixed_spacing_note(cfg.data, ds), mixed_orientation_note(cfg.data, ds), patch_padding_note(cfg, ds)):
         if note:
             print(note, file=sys.stderr)
 

@@ -490,9 +490,10 @@ def test_nothing_fits_is_said_and_supervoxels_are_offered(tmp_path, sample_cases
     assert len(empty.selection.indices) == 0 and json.loads((tmp_path / "r3" / "tasks.json").read_text())["tasks"] == []
 
 
-def test_thick_slices_get_strides_planned_for_them(tmp_path, sample_cases):
+def test_thick_slices_get_strides_planned_for_them(tmp_path, sample_cases, tiny_cfg):
     """`model.strides: auto` on real cases stored as 3 mm slices: `medal train` pools the thick axis one stage later
-    (nnU-Net's rule; printed and stored in the checkpoint), `medal score` under the same auto config loads it, and a
+    (nnU-Net's rule; printed and stored in the checkpoint) and says when the patch is mostly padding along the thick
+    axis (not on the sample's isotropic cases), `medal score` under the same auto config loads it, and a
     warm start under a config giving other strides is one line naming the key."""
     root = tmp_path / "thick"
     for case in sample_cases[:3]:
@@ -504,13 +505,23 @@ def test_thick_slices_get_strides_planned_for_them(tmp_path, sample_cases):
         save_volume(lab.__class__(np.ascontiguousarray(lab.array[:, :, ::3]), aff),
                     root / "labelsTr" / f"{case.case_id}.nii.gz")
     auto = {**TINY, "model": {**TINY["model"], "channels": [8, 16, 32], "strides": "auto"},
-            "training": {**TINY["training"], "patch_size": [16, 16, 8]},
-            "uncertainty": {**TINY["uncertainty"], "roi_size": [16, 16, 8]}}
+            "training": {**TINY["training"], "patch_size": [16, 16, 24]},
+            "uncertainty": {**TINY["uncertainty"], "roi_size": [16, 16, 24]}}
     cfg = tmp_path / "auto.yaml"
     cfg.write_text(yaml.safe_dump(auto))
     out = medal("train", root, "--config", cfg, "--out", tmp_path / "m.pt")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["strides"] == [[2, 2, 1], 2]
+    # 13 slices deep (the median): a 24-deep patch is mostly padding, and the run says what fits (a multiple of the
+    # planned strides' product along that axis, 2)
+    notes = [ln for ln in out.stderr.splitlines() if ln.startswith("NOTE: training.patch_size")]
+    assert len(notes) == 1 and "[16, 16, 24] is larger than the median case on the network's grid ([35, 52, 13] " \
+        "voxels) along axis 2" in notes[0] and "[16, 16, 14] (training.patch_size and uncertainty.roi_size)" in notes[0]
+    from medal.config import load_config
+    from medal.data.resample import patch_padding_note
+
+    assert patch_padding_note(load_config(tiny_cfg), load_dataset(sample_dataset())) is None
+    assert patch_padding_note(load_config(cfg), load_dataset(root)) == notes[0]
     cid = sample_cases[0].case_id
     out = medal("score", root, "--checkpoint", tmp_path / "m.pt", "--out", tmp_path / "s", "--config", cfg,
                 "--cases", cid)
