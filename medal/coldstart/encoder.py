@@ -50,29 +50,43 @@ class _threads:
 
 
 def slice_stack(volumes: list[np.ndarray], axes: list[int], size: int = SIZE) -> np.ndarray:
-    """Every slice of every (normalised) volume along its axis, resampled to ``size x size``: ``(N, size, size)``."""
+    """Every slice of every (normalised) volume along its axis, resampled to ``size x size``: ``(N, size, size)``;
+    for volumes of several channels ``(C, Z, Y, X)`` (``axes`` naming a spatial axis), ``(N, C, size, size)``."""
     from scipy import ndimage
 
     out = []
     for x, axis in zip(volumes, axes):
-        v = np.moveaxis(np.asarray(x, dtype=np.float32), axis, 0)
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 4:
+            out.append(np.stack([slice_stack([c], [axis], size) for c in x], axis=1))
+            continue
+        v = np.moveaxis(x, axis, 0)
         out.append(ndimage.zoom(v, (1, size / v.shape[1], size / v.shape[2]), order=1)[:, :size, :size])
     return np.concatenate(out).astype(np.float32)
 
 
-def _net(dim: int):
+def _as_batch(slices: np.ndarray):
+    """``(N, S, S)`` or ``(N, C, S, S)`` slices as a float32 tensor ``(N, C, S, S)``."""
+    import torch
+
+    x = torch.from_numpy(np.asarray(slices, np.float32))
+    return x[:, None] if x.ndim == 3 else x
+
+
+def _net(dim: int, channels: int = 1):
     from torch import nn
 
     def block(cin, cout):
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
 
-    encoder = nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    encoder = nn.Sequential(block(channels, 16), block(16, 32), block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, dim))
     return encoder, head
 
 
 def _augment(x, gen):
-    """Two random views of a batch ``(B, 1, S, S)``: crop-and-zoom, flip, intensity scale/shift, noise."""
+    """Two random views of a batch ``(B, C, S, S)``: crop-and-zoom, flip, intensity scale/shift, noise (the same
+    geometry and scale for every channel of a slice)."""
     import torch
     from torch.nn import functional as F
 
@@ -91,17 +105,18 @@ def _augment(x, gen):
 
 def train_encoder(slices: np.ndarray, *, dim: int = 32, steps: int = 300, batch: int = 128, temperature: float = 0.2,
                   seed: int = 0, lr: float = 3e-3):
-    """Train the encoder on ``slices (N, S, S)``; returns the encoder (a torch module, eval mode)."""
+    """Train the encoder on ``slices (N, S, S)`` (or ``(N, C, S, S)``: one input channel per image channel); returns
+    the encoder (a torch module, eval mode)."""
     import torch
     from torch.nn import functional as F
 
     with _threads(THREADS):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        enc, head = _net(dim)
+        data = _as_batch(slices)
+        enc, head = _net(dim, data.shape[1])
         params = list(enc.parameters()) + list(head.parameters())
         opt = torch.optim.Adam(params, lr=lr)
-        data = torch.from_numpy(np.asarray(slices, np.float32))[:, None]
         n = len(data)
         for _ in range(steps):
             idx = torch.randint(0, n, (min(batch, n),), generator=gen)
@@ -135,7 +150,7 @@ def encode_slices(slices: np.ndarray, *, key: str, cache_dir, dim: int = 32, ste
     from medal.data import atomic_write_bytes
 
     path = Path(cache_dir) / f"encoder-{key}.pt"
-    enc, _ = _net(dim)
+    enc, _ = _net(dim, 1 if np.ndim(slices) == 3 else int(np.shape(slices)[1]))
     try:
         enc.load_state_dict(torch.load(path, weights_only=True))
         enc.eval()
@@ -148,5 +163,5 @@ def encode_slices(slices: np.ndarray, *, key: str, cache_dir, dim: int = 32, ste
         except OSError:
             pass  # no cache this time: the encoder is retrained next time
     with torch.no_grad(), _threads(THREADS):
-        feats = enc(torch.from_numpy(np.asarray(slices, np.float32))[:, None]).numpy()
+        feats = enc(_as_batch(slices)).numpy()
     return feats.astype(np.float64)

@@ -281,25 +281,49 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
     case's own index order (what tasks, pilot logs and kept tasks name) while every slice's in-plane layout is the
     same for every case, whatever order its file stores (the thumbnails and the encoder see anatomy, not storage
     order). ``shapes[case_id]`` holds ``(shape, path, flipped)``: which of the case's axes run against the
-    network's, so a relative slice position is anatomical too."""
+    network's, so a relative slice position is anatomical too.
+
+    A case of several channel files (``_0000``, ``_0001``, ...: T2 and ADC, say) lists its image (channel 0) in
+    ``volumes``, as a one-channel case, and all its channels ``(C, ...)``, the same way, in ``stacks`` (``None`` for a
+    one-channel pool); a case whose channel count differs from the pool's first case, or whose further channel
+    lies on another grid, is skipped with the reason."""
+    from medal.data.channels import channel_files, same_channel_grid
     from medal.data.resample import network_grid
 
     volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing = [], [], [], [], [], [], {}, {}, {}
+    stacks, n_channels = [], None
     names = _axis_names(axis)
     for case in cases:
+        files = channel_files(case.image)
         try:
+            if n_channels is not None and len(files) != n_channels:
+                raise DatasetError(f"{dataset.relative(case.image)}: {len(files)} channel file(s), the pool's first "
+                                   f"case has {n_channels}", path=case.image)
             img = load_volume(case.image)
             require_finite(img, dataset.relative(case.image))
-        except DatasetError as exc:  # reported (the path as the other messages give it); the other cases go on
-            skipped[case.case_id] = str(exc).replace(str(case.image), dataset.relative(case.image), 1)
+            further = []
+            for f in files[1:]:
+                ch = load_volume(f)
+                require_finite(ch, dataset.relative(f))
+                same_channel_grid(img, ch, dataset.relative(f))
+                further.append(ch.array)
+        except DatasetError as exc:  # reported (the paths as the other messages give them); the other cases go on
+            message = str(exc)
+            for f in files:
+                message = message.replace(str(f), dataset.relative(f))
+            skipped[case.case_id] = message
             continue
+        n_channels = len(files)
         x = normalize_channel(img.array, None, data_cfg)  # no model yet: each volume's own statistics
         grid = network_grid(img.shape, img.affine, None, getattr(data_cfg, "orientation", None))
         ornt, xr = grid.ornt, grid.to_network(x)
+        xs = np.stack([xr] + [grid.to_network(normalize_channel(a, None, data_cfg, channel=k))
+                              for k, a in enumerate(further, start=1)]) if further else None
         flipped = tuple(bool(ornt is not None and ornt[a, 1] == -1) for a in range(3))
         for ax in dict.fromkeys(resolve_axis(int(a) if a.isdigit() else a, img.orientation) for a in names):
             nax = int(ornt[ax, 0]) if ornt is not None else ax
             volumes.append(np.flip(xr, nax) if flipped[ax] else xr)  # slice k along nax = the case's slice k
+            stacks.append(None if xs is None else np.flip(xs, nax + 1) if flipped[ax] else xs)
             vol_axes.append(nax)
             good.append(case)
             n = img.shape[ax]
@@ -309,7 +333,8 @@ def _describe(dataset, cases, cfg, data_cfg, axis):
         shapes[case.case_id] = (img.shape, dataset.relative(case.image), flipped)
         sp = np.asarray(img.spacing, dtype=np.float64)  # along the listed arrays' axes
         spacing[case.case_id] = tuple(float(v) for v in (sp[np.argsort(ornt[:, 0])] if ornt is not None else sp))
-    return volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing
+    return volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing, \
+        (stacks if n_channels and n_channels > 1 else None)
 
 
 def _reoriented(cases, orientation) -> bool:
@@ -321,13 +346,20 @@ def _reoriented(cases, orientation) -> bool:
                                      for c in cases)
 
 
-def _representation(volumes, vol_axes, cases, cfg, orientation=None) -> tuple[np.ndarray, str]:
+def _representation(volumes, vol_axes, cases, cfg, orientation=None, stacks=None) -> tuple[np.ndarray, str]:
+    """The slices' representation and a line saying what it is; ``stacks`` (:func:`_describe`): every channel of
+    a multi-channel pool, one encoder input channel each (thumbnails and histograms: side by side)."""
+    n_ch = 1 if stacks is None else int(stacks[0].shape[0])
+    with_ch = f", {n_ch} channels" if n_ch > 1 else ""
     if cfg.representation == "encoder":
         import os
 
+        from medal.data.channels import channel_files
+
         from .encoder import THREADS, encode_slices, encoder_key, slice_stack
 
-        slices = slice_stack(volumes, vol_axes)
+        slices = slice_stack(volumes if stacks is None else stacks, vol_axes)
+        files = [c.image for c in cases] if stacks is None else [f for c in cases for f in channel_files(c.image)]
         cache = Path(os.environ.get("MEDAL_CACHE_DIR") or Path.home() / ".cache" / "medal") / "coldstart"
         parts, keys = [], []
         turned = _reoriented(cases, orientation)
@@ -344,18 +376,24 @@ def _representation(volumes, vol_axes, cases, cfg, orientation=None) -> tuple[np
                 # the slices were taken in data.orientation's order: an encoder trained on storage-order slices
                 # (or another order) is another encoder
                 settings["orientation"] = orientation
-            key = encoder_key([c.image for c in cases], settings)
+            if n_ch > 1:  # an encoder of every channel (a one-channel pool's key is as it always was)
+                settings["channels"] = n_ch
+            key = encoder_key(files, settings)
             z = encode_slices(slices, key=key, cache_dir=cache, steps=cfg.encoder_steps, seed=seed)
             parts.append((z - z.mean(0)) / np.maximum(z.std(0), 1e-8))
             keys.append(key)
         # side by side, scaled so a squared distance is the mean over encoders of each one's squared distance
         z = np.concatenate(parts, axis=1) / np.sqrt(len(parts))
         if len(keys) == 1:
-            return z, f"contrastive slice encoder trained on the pool ({cfg.encoder_steps} steps, key {keys[0]})"
+            return z, (f"contrastive slice encoder trained on the pool ({cfg.encoder_steps} steps{with_ch}, "
+                       f"key {keys[0]})")
         return z, (f"{len(keys)} contrastive slice encoders trained on the pool under different seeds "
-                   f"({cfg.encoder_steps} steps each, keys {', '.join(keys)})")
-    feats = np.concatenate([slice_descriptors(x, axis=a, thumbnail=cfg.thumbnail) for x, a in zip(volumes, vol_axes)])
-    return pca(feats, cfg.components), f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram, PCA {cfg.components}"
+                   f"({cfg.encoder_steps} steps each{with_ch}, keys {', '.join(keys)})")
+    per_volume = [[x] for x in volumes] if stacks is None else stacks
+    feats = np.concatenate([np.concatenate([slice_descriptors(c, axis=a, thumbnail=cfg.thumbnail) for c in xs], axis=1)
+                            for xs, a in zip(per_volume, vol_axes)])
+    return pca(feats, cfg.components), (f"{cfg.thumbnail}x{cfg.thumbnail} thumbnails + histogram{with_ch}, "
+                                        f"PCA {cfg.components}")
 
 
 def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: ColdstartConfig,
@@ -386,12 +424,12 @@ def coldstart_select(dataset: Dataset, round_dir, *, budget_s: float, cfg: Colds
     cases = [c for c in dataset.cases if pool is None or c.case_id in set(pool)]
     if not cases:
         raise ValueError(f"{dataset.root}: no case in the pool to select from")
-    volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing = _describe(dataset, cases, cfg, data_cfg,
-                                                                                     axis)
+    volumes, vol_axes, good, owner, index, axes, shapes, skipped, spacing, stacks = _describe(dataset, cases, cfg,
+                                                                                             data_cfg, axis)
     if not volumes:
         raise ValueError(f"{dataset.root}: no readable case in the pool to select from ("
                          + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
-    z, rep_text = _representation(volumes, vol_axes, good, cfg, orientation=data_cfg.orientation)
+    z, rep_text = _representation(volumes, vol_axes, good, cfg, orientation=data_cfg.orientation, stacks=stacks)
     if cfg.position_weight > 0:
         z = with_position(z, owner, index, axes, shapes, cfg.position_weight)
         rep_text += f" + relative slice position (weight {cfg.position_weight:g})"
@@ -469,10 +507,10 @@ def slice_embeddings(dataset: Dataset, case_ids, axes, index, *, cfg: ColdstartC
     cases = [c for c in dataset.cases if c.case_id in want]
     names = sorted({str(a) for a in axes})
     found = np.zeros(len(case_ids), bool)
-    volumes, vol_axes, good, owner, idx, ax, _, _, _ = _describe(dataset, cases, cfg, data_cfg, names)
+    volumes, vol_axes, good, owner, idx, ax, _, _, _, stacks = _describe(dataset, cases, cfg, data_cfg, names)
     if not volumes:
         return np.zeros((len(case_ids), 0)), found
-    z, _ = _representation(volumes, vol_axes, good, cfg, orientation=data_cfg.orientation)
+    z, _ = _representation(volumes, vol_axes, good, cfg, orientation=data_cfg.orientation, stacks=stacks)
     where = {(o, int(a), int(i)): n for n, (o, a, i) in enumerate(zip(owner, ax, idx))}
     rows = np.array([where.get(key, -1) for key in zip(case_ids, axes, index)], dtype=np.int64)
     found = rows >= 0

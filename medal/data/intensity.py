@@ -62,11 +62,13 @@ def checkpoint_intensity(payload: dict | None) -> tuple[dict, ...] | None:
     return tuple(dict(s) for s in spec)
 
 
-def normalize_channel(arr: np.ndarray, spec: dict | None, data_cfg) -> np.ndarray:
+def normalize_channel(arr: np.ndarray, spec: dict | None, data_cfg, channel: int = 0) -> np.ndarray:
     """One channel normalised by its resolved ``spec``; ``None`` (no model's spec: the cold start, an old checkpoint):
-    the per-volume method ``data_cfg.normalize`` stands for (its first entry for a list; ``ct`` / ``auto`` -> z-score)."""
+    the per-volume method ``data_cfg.normalize`` stands for (for a list, its entry for ``channel``; ``ct`` / ``auto``
+    -> z-score)."""
     norm = data_cfg.normalize
-    scheme = (spec or {}).get("scheme") or volume_method(norm if isinstance(norm, str) else norm[0])
+    scheme = (spec or {}).get("scheme") or volume_method(norm if isinstance(norm, str)
+                                                          else norm[min(channel, len(norm) - 1)])
     if scheme == "ct":
         return ct_normalize(arr, spec)
     return normalize_intensity(arr, method=volume_method(scheme), clip_percentiles=data_cfg.clip_percentiles)

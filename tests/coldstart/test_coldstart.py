@@ -265,6 +265,54 @@ def test_an_encoder_ensemble_averages_the_geometry_of_its_encoders(tmp_path, mon
         ColdstartConfig(encoders=0)
 
 
+def test_a_multichannel_pool_is_embedded_on_every_channel(tmp_path, monkeypatch):
+    """Two-channel cases (real images and a derived second channel, nnU-Net's _0000/_0001 files): the encoder takes
+    both channels (its own cache entry), so a change to channel 1 alone moves the embeddings, as it moves the
+    thumbnails representation; the selection says so; a case without its second channel, or with it on another
+    grid, is skipped with the reason and the others go on."""
+    import shutil
+
+    from medal.coldstart.select import _describe, _representation
+    from medal.data import Volume, save_volume
+    from medal.testing import write_multichannel_dataset
+
+    monkeypatch.setenv("MEDAL_CACHE_DIR", str(tmp_path / "cache"))
+    src = load_dataset(sample_dataset()).cases[:4]
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_multichannel_dataset(a, src)
+    shutil.copytree(a, b)
+    for c in src:  # b: channel 1 is another contrast (a gamma of channel 0), channel 0 the same file
+        x = load_volume(a / "imagesTr" / f"{c.case_id}_0000.nii.gz")
+        v = np.clip(x.array, 0, None)
+        save_volume(Volume((v / max(float(v.max()), 1.0)) ** 0.5, x.affine), b / "imagesTr" / f"{c.case_id}_0001.nii.gz")
+    cfg = ColdstartConfig(representation="encoder", encoder_steps=5)
+    out = {}
+    for name, root in (("a", a), ("b", b)):
+        ds = load_dataset(root)
+        volumes, vol_axes, good, *_, stacks = _describe(ds, ds.cases, cfg, DataConfig(), "axial")
+        assert stacks is not None and all(s.shape[0] == 2 and s.shape[1:] == v.shape for s, v in zip(stacks, volumes))
+        assert all(np.array_equal(s[0], v) for s, v in zip(stacks, volumes))
+        out[name] = {rep: _representation(volumes, vol_axes, good, dataclasses.replace(cfg, representation=rep),
+                                          stacks=stacks) for rep in ("encoder", "thumbnails")}
+    for rep in ("encoder", "thumbnails"):
+        za, text = out["a"][rep]
+        zb, _ = out["b"][rep]
+        assert za.shape == zb.shape and "2 channels" in text
+        assert np.abs(za - zb).max() > 0.1, rep  # channel 1 is seen
+    assert len(list((tmp_path / "cache" / "coldstart").glob("encoder-*.pt"))) == 2
+    (b / "imagesTr" / f"{src[1].case_id}_0001.nii.gz").unlink()
+    x = load_volume(b / "imagesTr" / f"{src[2].case_id}_0000.nii.gz")
+    save_volume(Volume(x.array[:, :, :-2], x.affine), b / "imagesTr" / f"{src[2].case_id}_0001.nii.gz")
+    tasks = coldstart_select(load_dataset(b), tmp_path / "r", budget_s=120.0, cfg=cfg, axis="axial")
+    meta = json.loads((tmp_path / "r" / "tasks.json").read_text())
+    assert tasks and {t.case_id for t in tasks} <= {src[0].case_id, src[3].case_id}
+    assert "2 channels" in meta["representation"]
+    assert set(meta["skipped"]) == {src[1].case_id, src[2].case_id}
+    assert "1 channel file(s), the pool's first case has 2" in meta["skipped"][src[1].case_id]
+    assert f"imagesTr/{src[2].case_id}_0001.nii.gz" in meta["skipped"][src[2].case_id]
+    assert str(tmp_path) not in json.dumps(meta["skipped"])
+
+
 def test_min_gap_represents_a_cluster_by_its_most_typical_slice_clear_of_those_held():
     """Two blobs whose most typical points are adjacent slices of one volume: with ``min_gap`` the less valuable
     cluster is represented by its most typical slice at least the gap away (a loop reference), values by the
@@ -707,7 +755,7 @@ def test_a_case_stored_in_another_axis_order_looks_the_same_to_the_cold_start(tm
         ax_a, ax_b = z[:n2], z[n2:2 * n2]
         sag_a, sag_b = z[2 * n2:2 * n2 + n0], z[2 * n2 + n0:]
         assert np.allclose(ax_a, ax_b, atol=1e-6) == same and np.allclose(sag_a, sag_b, atol=1e-6) == same
-    _, _, _, owner, idx, ax, shapes, _, _ = _describe(ds, ds.cases, cfg, DataConfig(), ("0", "1", "2"))
+    _, _, _, owner, idx, ax, shapes, _, _, _ = _describe(ds, ds.cases, cfg, DataConfig(), ("0", "1", "2"))
     pos = _relative_position(owner, idx, ax, shapes)
     where = {(o, a_, i): p for o, a_, i, p in zip(owner, ax, idx, pos)}
     assert all(np.isclose(where[("a", 0, i)], where[("b", 1, n0 - 1 - i)]) for i in range(n0))
