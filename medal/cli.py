@@ -24,9 +24,11 @@ def _progress(desc: str):
 
 
 def cmd_dataset_check(args) -> int:
+    from medal.config import load_config
     from medal.data import check_dataset
 
-    report = check_dataset(args.path, labels_dir=args.labels, progress=_progress("checking"))
+    cfg = load_config(args.config) if args.config is not None else None
+    report = check_dataset(args.path, labels_dir=args.labels, progress=_progress("checking"), config=cfg)
     if args.json:
         print(report.to_json())
     else:
@@ -553,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "NaN/Inf, readability). Exits 1 if any problem was found.")
     chk.add_argument("path", help="dataset folder (MSD/nnU-Net layout or a plain folder of images)")
     chk.add_argument("--labels", default=None, help="labels folder (default: labelsTr/ or labels/)")
+    chk.add_argument("--config", default=None, help="the config the run will use (default: the defaults): its "
+                     "network plan is what the notes on anisotropic voxels and the patch size are about")
     chk.add_argument("--json", action="store_true", help="print the full report as JSON")
     chk.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     chk.set_defaults(func=cmd_dataset_check)

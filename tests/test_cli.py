@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,6 +33,21 @@ def test_dataset_check_clean_json(capsys):
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["ok"] and len(report["cases"]) == 20
     assert report["cases"][0]["spacing"] == [1.0, 1.0, 1.0]
+
+
+def test_dataset_check_with_a_config_notes_its_patch_and_refuses_a_bad_one(tmp_path, capsys):
+    """`dataset check --config`: the notes are about that config's plan (a patch deeper than the sample's cases is
+    mostly padding); a config with a typo is one line naming it, before any case is read."""
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text("training:\n  patch_size: [32, 48, 64]\nuncertainty:\n  roi_size: [32, 48, 64]\n")
+    assert main(["dataset", "check", str(sample_dataset()), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "training.patch_size [32, 48, 64] is larger than the median case" in out and "along axis 2" in out
+    cfg.write_text("training:\n  patch_sise: [32, 48, 64]\n")
+    out = subprocess.run([*MEDAL, "dataset", "check", str(sample_dataset()), "--config", str(cfg)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr and "patch_sise" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_dataset_check_bad_exits_nonzero_and_names_file(phantom_dataset):

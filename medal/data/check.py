@@ -7,6 +7,7 @@ found one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,26 +52,32 @@ class CaseReport:
         return not self.problems
 
 
-def _anisotropy_note(ds, report) -> None:
-    """A note when the median spacing (along the network's axes, ``data.orientation``'s default) is anisotropic:
-    the strides ``model.strides: auto`` plans for it by nnU-Net's rule (:func:`medal.model.plan.suggest_strides`)."""
-    from medal.config import DataConfig, ModelConfig, TrainingConfig
+def _anisotropy_note(ds, report, cfg) -> None:
+    """A note when the median spacing (along the network's axes, ``cfg.data.orientation``) is anisotropic: the
+    strides ``model.strides: auto`` plans for it by nnU-Net's rule (:func:`medal.model.plan.suggest_strides`), or
+    how the config's own strides differ from them."""
+    from medal.config import config_to_dict
 
     from .resample import median_spacing
 
+    orientation = cfg.data.orientation
     try:
-        median = median_spacing(ds, DataConfig().orientation)
+        median = median_spacing(ds, orientation)
     except DatasetError:
         return
     if median is None or max(median) / max(min(median), 1e-9) < 2:
         return
-    planned = ModelConfig().planned(median, patch=TrainingConfig().patch_size)
-    sugg = [list(v) if isinstance(v, tuple) else v for v in planned.strides]
-    report.notes.append(f"anisotropic voxels (median spacing {tuple(round(v, 3) for v in median)} mm along the "
-                        f"network's {DataConfig().orientation} axes): model.strides: auto (the default) plans {sugg} "
-                        "for them, pooling the thick axis later as nnU-Net does; a config that sets model.strides "
-                        "keeps its own (+0.009 Dice on 3x thick hippocampus slices, "
-                        "benchmarks/anisotropic_strides.py)")
+    auto = dataclasses.replace(cfg.model, strides="auto")
+    sugg = config_to_dict(auto.planned(median, patch=cfg.training.patch_size))["strides"]
+    where = (f"anisotropic voxels (median spacing {tuple(round(v, 3) for v in median)} mm along the network's "
+             f"{orientation or 'storage-order'} axes): ")
+    evidence = "(+0.009 Dice on 3x thick hippocampus slices, benchmarks/anisotropic_strides.py)"
+    if cfg.model.strides == "auto":
+        report.notes.append(where + f"model.strides: auto plans {sugg} for them, pooling the thick axis later as "
+                            f"nnU-Net does {evidence}")
+    elif config_to_dict(cfg.model)["strides"] != sugg:
+        report.notes.append(where + f"the config's model.strides {config_to_dict(cfg.model)['strides']} differ "
+                            f"from nnU-Net's plan for them, {sugg} (model.strides: auto) {evidence}")
 
 
 @dataclass
@@ -224,11 +231,18 @@ def _check_case(ds: Dataset, case) -> CaseReport:
     return rep
 
 
-def check_dataset(root, *, labels_dir=None, progress=None) -> DatasetReport:
+def check_dataset(root, *, labels_dir=None, progress=None, config=None) -> DatasetReport:
     """Check every case under ``root``; never raises for problems in the data, reports them.
 
-    ``progress`` is an optional callable wrapping the case iterable (e.g. ``tqdm``).
+    ``progress`` is an optional callable wrapping the case iterable (e.g. ``tqdm``). ``config`` (a
+    :class:`~medal.config.MedalConfig`; default the defaults): the settings the notes about the network's plan
+    (strides for anisotropic voxels, a patch larger than the cases) are for.
     """
+    from medal.config import MedalConfig
+
+    from .resample import patch_padding_note
+
+    cfg = config if config is not None else MedalConfig()
     root = Path(root)
     try:
         ds = load_dataset(root, labels_dir=labels_dir)
@@ -238,7 +252,10 @@ def check_dataset(root, *, labels_dir=None, progress=None) -> DatasetReport:
                            channel_names=dict(ds.channel_names))
     for p in ds.orphan_labels:
         report.problems.append(f"{ds.relative(p)}: label file has no matching image")
-    _anisotropy_note(ds, report)
+    _anisotropy_note(ds, report, cfg)
+    padding = patch_padding_note(cfg, ds)
+    if padding:
+        report.notes.append(padding.removeprefix("NOTE: "))
     cases = progress(ds.cases) if progress is not None else ds.cases
     for case in cases:
         report.cases.append(_check_case(ds, case))

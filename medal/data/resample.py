@@ -144,6 +144,8 @@ def patch_padding_note(cfg, dataset) -> str | None:
             affine, shape = volume_affine(case.image), volume_shape(case.image)[:3]
         except DatasetError:
             continue
+        if len(shape) != 3:  # not a volume: `dataset check` says so for that case
+            continue
         sp = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         ornt = orientation_transform(affine, orientation)
         if ornt is not None:

@@ -179,6 +179,7 @@ def test_anisotropic_data_gets_nnunets_strides_suggested(tmp_path):
     import numpy as np
 
     from medal.data import Volume, load_dataset, load_volume, sample_dataset, save_volume
+    from medal.config import config_from_dict
     from medal.data.check import check_dataset
     from medal.model.plan import suggest_strides
 
@@ -196,5 +197,15 @@ def test_anisotropic_data_gets_nnunets_strides_suggested(tmp_path):
         save_volume(Volume(np.ascontiguousarray(lab.array[:, :, 1:3 * n:3]), aff), tmp_path / "labelsTr" / f"{c.case_id}.nii.gz")
     notes = check_dataset(tmp_path).notes
     assert any("anisotropic voxels (median spacing (1.0, 1.0, 3.0) mm" in n
-               and "model.strides: auto (the default) plans [[2, 2, 1], 2, 2]" in n for n in notes), notes
-    assert not any("anisotropic" in n for n in check_dataset(sample_dataset()).notes)
+               and "model.strides: auto plans [[2, 2, 1], 2, 2]" in n for n in notes), notes
+    # 11-12 slices deep: the default 32-deep patch is mostly padding, and a patch that fits the plan is named
+    assert any("training.patch_size [32, 48, 32] is larger than the median case on the network's grid ([36, 52, 12] "
+               "voxels) along axis 2" in n and "[32, 48, 12] (training.patch_size" in n for n in notes), notes
+    # --config: the notes are about the config the run will use (its own strides, its patch)
+    cfg = config_from_dict({"model": {"strides": [2, 2, 2]}, "training": {"patch_size": [32, 48, 16]},
+                            "uncertainty": {"roi_size": [32, 48, 16]}})
+    notes = check_dataset(tmp_path, config=cfg).notes
+    assert any("the config's model.strides [2, 2, 2] differ from nnU-Net's plan for them, [[2, 2, 1], 2, 2]" in n
+               for n in notes), notes
+    assert not any("training.patch_size" in n for n in notes), notes
+    assert not any("anisotropic" in n or "patch_size" in n for n in check_dataset(sample_dataset()).notes)
