@@ -315,6 +315,7 @@ def _run_round_steps(run_dir, rd: Path, dataset: Dataset, cfg: MedalConfig, sel_
                            "warm_start": state["train"]["warm_start"],
                            "spacing": state["train"].get("spacing"),  # data.spacing: the network's grid (mm)
                            "orientation": state["train"].get("orientation"),  # data.orientation: its axis codes
+                           "strides": state["train"].get("strides"),  # model.strides as planned ("auto") or given
                            "intensity": state["train"].get("intensity")},  # data.normalize: per channel (a CT window)
             "inputs": {"labels_dir": str(labels_dir(run_dir).resolve()), "pool": pool,
                        "train_cases": state["train"]["train_cases"], "val_cases": state["train"]["val_cases"],

@@ -562,7 +562,8 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     out = medal("dataset", "check", root)
     assert out.returncode == 0 and "data.spacing: median" in out.stdout, out.stdout
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))  # data.spacing: median is the default
+    # data.spacing: median is the default; strides per axis (recorded with the round, named in the report)
+    cfg.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "strides": [[2, 2, 1]]}}))
     assert load_config(cfg).data.spacing == "median"
     plain = tmp_path / "plain.yaml"  # each case's own grid: the run says what it could use
     plain.write_text(yaml.safe_dump({**TINY, "data": {"spacing": None}}))
@@ -584,11 +585,13 @@ def test_mixed_spacing_trains_at_the_median_and_answers_on_each_cases_grid(tmp_p
     meta = torch.load(rd / "model.pt", weights_only=True)["meta"]
     assert meta["spacing"] == pytest.approx(list(median))
     assert json.loads((rd / "progress.json").read_text())["train"]["spacing"] == pytest.approx(list(median))
-    assert json.loads((rd / "progress.json").read_text())["train"]["strides"] == [2]  # as the config gives them
+    assert json.loads((rd / "progress.json").read_text())["train"]["strides"] == [[2, 2, 1]]
     assert json.loads((rd / "manifest.json").read_text())["checkpoint"]["spacing"] == pytest.approx(list(median))
     from medal.report.run_report import write_run_report
 
     md = write_run_report(run, ds, load_config(cfg)).read_text()
+    assert "- network down-sampling per stage (model.strides, per array axis where not 2 on every axis): " \
+        "round_000 [[2, 2, 1]]" in md
     assert "- network voxel spacing (data.spacing; predictions and tasks on each case's own grid): round_000 " \
         + " x ".join(f"{v:g}" for v in median) + " mm" in md
     for cid, shape in shapes.items():

@@ -119,6 +119,7 @@ def collect_run(run_dir, dataset, cfg) -> dict:
         entry["calibration"] = (man.get("metrics") or {}).get("calibration")
         entry["spacing"] = (man.get("checkpoint") or {}).get("spacing")
         entry["orientation"] = (man.get("checkpoint") or {}).get("orientation")
+        entry["strides"] = (man.get("checkpoint") or {}).get("strides")
         entry["intensity"] = (man.get("checkpoint") or {}).get("intensity")
         entry["qc"] = _read(rd / "ingest.json").get("qc", [])
         rounds.append(entry)
@@ -281,6 +282,10 @@ def _markdown(data: dict, plots: list[str]) -> str:
     if spaced:
         lines.append("- network voxel spacing (data.spacing; predictions and tasks on each case's own grid): " + "; ".join(
             f"{name} {' x '.join(f'{v:g}' for v in sp)} mm" for name, sp in spaced))
+    strided = [(r["round"], r["strides"]) for r in data["rounds"] if r.get("strides")]
+    if strided and any(isinstance(v, list) for _, st in strided for v in st):  # per-axis: worth a line
+        lines.append("- network down-sampling per stage (model.strides, per array axis where not 2 on every axis): "
+                     + "; ".join(f"{name} {st}" for name, st in strided))
     oriented = sorted({r["orientation"] for r in data["rounds"] if r.get("orientation")})
     if oriented:
         lines.append(f"- network orientation (data.orientation; each case flipped and permuted to it, tasks on the "

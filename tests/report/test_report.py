@@ -285,6 +285,7 @@ def test_report_after_every_round_matches_manifests_logs_and_qc(tmp_path):
         assert res_meta["novelty"]["message"] == why == r["chosen"]["novelty"]
         md = (run / "report.md").read_text()
         assert "Novelty part (selection.novelty_share: auto): round_000: " in md and f"round_{index:03d}: {why}" in md
+        assert r["strides"] == man["checkpoint"]["strides"] is not None and "network down-sampling" not in md
         assert r["predicted_s"] == pytest.approx(man["budget"]["predicted_s"])
         assert man["budget"]["reserve_tasks"] == res_meta["reserve_tasks"] > 0
         assert man["budget"]["reserve_s"] == pytest.approx(res_meta["reserve_s"])
