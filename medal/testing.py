@@ -274,10 +274,12 @@ def write_dicom_series(folder, volume, *, modality: str = "MR", description: str
         raise ValueError("write_dicom_series stores integers: round the volume first")
     img = _itk_image(volume.with_array(arr.astype(np.int16)))
     uid = series_uid or f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, str(folder.resolve()) + description).int}"
-    study = f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, uid + 'study').int}"
+    study = (extra_tags or {}).get("0020|000d") or f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, uid + 'study').int}"
+    # the series of one study share a frame of reference, as one session's do (extra_tags may set another)
+    frame = f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, study + 'frame').int}"
     d = img.GetDirection()
     tags = [("0008|0060", modality), ("0008|103e", description), ("0020|0011", str(series_number)),
-            ("0020|000e", uid), ("0020|000d", study), ("0020|0052", f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, uid + 'frame').int}"),
+            ("0020|000e", uid), ("0020|000d", study), ("0020|0052", frame),
             ("0008|0008", image_type), ("0010|0010", "MEDAL^TEST"),
             ("0010|0020", "MEDALTEST01"), ("0008|0021", "20261207"), ("0008|0031", "120000"),
             ("0018|0050", f"{img.GetSpacing()[2]:.10g}"),

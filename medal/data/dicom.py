@@ -152,6 +152,12 @@ def _series_text(s: DicomSeries) -> str:
     return repr(s.description) + (f" ({s.part})" if s.part else "")
 
 
+def _other_frame(first: DicomSeries, other: DicomSeries) -> bool:
+    """Whether two series say they lie in different frames of reference (FrameOfReferenceUID; PS3.3 C.7.4.1):
+    their patient coordinates are then not known to match. A series without the field says nothing."""
+    return bool(first.frame and other.frame and first.frame != other.frame)
+
+
 def group_channels(series: list[DicomSeries], patterns, src, skipped: dict | None = None) -> list[DicomSeries]:
     """``--channels``: per study (StudyInstanceUID; its folder where a series has none), the series matching
     ``patterns[0]`` with the series matching each further pattern as its ``channels``, in order (a pattern matches
@@ -308,8 +314,15 @@ def from_dicom(src, dst, *, series: str | None = None, modality: str | None = No
         if s.channels:
             cases[name]["channels"] = [
                 {"series_uid": c.uid, "series_number": c.number, "description": c.description, "modality": c.modality,
-                 **({"part": c.part} if c.part else {}), "resampled": moved}
+                 **({"part": c.part} if c.part else {}), "resampled": moved,
+                 **({"other_frame_of_reference": True} if _other_frame(s, c) else {})}
                 for c, (_, moved) in zip(s.channels, others)]
+            for k, c in enumerate(s.channels, 1):
+                if _other_frame(s, c):
+                    log(f"NOTE: {name}: channel {k} {_series_text(c)} lies in another frame of reference than channel "
+                        f"0 {_series_text(s)} (FrameOfReferenceUID): its patient coordinates need not match (the "
+                        "patient may have moved between them) and medal does not register images; it was placed by "
+                        "its coordinates as they are: check that the channels line up")
         converted[key] = s
         save()
         written.append(name)

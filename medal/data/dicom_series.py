@@ -28,7 +28,7 @@ MIN_SLICES = 3
 _TAGS = {"uid": "0020|000e", "modality": "0008|0060", "description": "0008|103e", "number": "0020|0011",
          "position": "0020|0032", "orientation": "0020|0037", "image_type": "0008|0008", "frames": "0028|0008",
          "rows": "0028|0010", "columns": "0028|0011", "instance": "0020|0013", "sop": "0008|0018", "study": "0020|000d",
-         "slope": "0028|1053", "intercept": "0028|1052"}
+         "slope": "0028|1053", "intercept": "0028|1052", "frame": "0020|0052"}
 #: header fields that tell apart several volumes stored in one series (multi-echo, diffusion b-values, dynamic time
 #: points, cardiac phases, repeated acquisitions), tried in this order by :func:`split_volumes`: (field, tag, prefix
 #: of the part's name)
@@ -56,6 +56,7 @@ class DicomSeries:
     frames: int = 1  # frames in the first file (an enhanced multi-frame image holds its slices in one file)
     part: str = ""  # one of several volumes stored in the series (split_volumes: "echo2", "b1000", ...); "" = all
     study: str = ""  # StudyInstanceUID
+    frame: str = ""  # FrameOfReferenceUID: series sharing it share patient coordinates
     # the series read as this one's further input channels (from-dicom --channels), in channel order
     channels: list = field(default_factory=list, repr=False, compare=False)
     headers: list | None = field(default=None, repr=False, compare=False)  # every file's, once read
@@ -177,7 +178,7 @@ def find_series(src) -> list[DicomSeries]:
         try:
             h = _header(s.files[0])
             s.modality, s.description, s.number = h["modality"].upper(), h["description"], h["number"]
-            s.image_type, s.study = h["image_type"], h["study"]
+            s.image_type, s.study, s.frame = h["image_type"], h["study"], h.get("frame", "")
             s.frames = int(h["frames"]) if h["frames"].isdigit() else 1
         except DatasetError:
             pass
@@ -298,7 +299,7 @@ def split_volumes(series: DicomSeries) -> list[DicomSeries]:
 
         return [DicomSeries(series.uid, [series.files[i] for i in groups[v]], series.modality, series.description,
                             series.number, series.image_type, series.frames, part=f"{prefix}{v}", study=series.study,
-                            headers=[headers[i] for i in groups[v]])
+                            frame=series.frame, headers=[headers[i] for i in groups[v]])
                 for v in sorted(groups, key=order)]
     return [series]
 

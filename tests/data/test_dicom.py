@@ -221,8 +221,9 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
     adc_coarse = Volume(np.ascontiguousarray(t2.array[::2, ::2, :] // 3 + 11).astype(np.int16), aff)
     study = lambda n: {"0020|000d": f"2.25.77{n}"}  # noqa: E731
     t2_files = write_dicom_series(src / "p1" / "t2", t2, description="T2 TSE AX", series_number=1, extra_tags=study(1))
+    # p1's ADC says it lies in another frame of reference (the patient may have moved): converted, and said so
     adc_files = write_dicom_series(src / "p1" / "adc", adc_same, description="ep2d_diff ADC", series_number=2,
-                                   extra_tags=study(1))
+                                   extra_tags={**study(1), "0020|0052": "2.25.7799"})
     write_dicom_series(src / "p2" / "t2", t2, description="t2_tse_ax", series_number=1, extra_tags=study(2),
                        series_uid="2.25.7702")
     coarse_files = write_dicom_series(src / "p2" / "adc", adc_coarse, description="ADC map", series_number=2,
@@ -239,9 +240,12 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
         ["ep2d_diff ADC"], ["ADC map"]]
     (why,) = skipped.values()
     assert why.startswith("p3/t2: study 2.25.773: no series matches --channels pattern 2 '*adc*'") and "'T2 AX'" in why
+    said = []
     res = from_dicom(src, tmp_path / "ds", labels=["background", "Anterior", "Posterior"],
-                     channels=["*t2*", "*adc*"], log=lambda s: None)
+                     channels=["*t2*", "*adc*"], log=said.append)
     assert res["written"] == names and res["labelled"] == names
+    frames = [s for s in said if "another frame of reference" in s]
+    assert len(frames) == 1 and frames[0].startswith("NOTE: p1_t2: channel 1 'ep2d_diff ADC'"), said
     assert list(res["skipped"]) == ["p3/t2 (study)"] and res["skipped"]["p3/t2 (study)"] == why
     assert same_labels(tmp_path / "ds" / "labelsTr" / "p1_t2.nii.gz", truths[0])
     images = tmp_path / "ds" / "imagesTr"
@@ -260,6 +264,8 @@ def test_series_of_one_study_become_the_channels_of_one_case(tmp_path, cases, tr
     sources = json.loads((tmp_path / "ds" / "dicom_sources.json").read_text())
     assert sources["channels"] == ["*t2*", "*adc*"]
     assert [c["resampled"] for c in sources["cases"]["p1_t2"]["channels"]] == [False]
+    assert sources["cases"]["p1_t2"]["channels"][0]["other_frame_of_reference"] is True
+    assert "other_frame_of_reference" not in sources["cases"]["p2_t2"]["channels"][0]
     assert [c["description"] for c in sources["cases"]["p2_t2"]["channels"]] == ["ADC map"]
     assert sources["cases"]["p2_t2"]["channels"][0]["resampled"] is True
     meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
