@@ -52,6 +52,28 @@ class CaseReport:
         return not self.problems
 
 
+def _network_plan(ds, cfg) -> dict:
+    """What a run with ``cfg`` would build for ``ds`` (headers only): the network's voxel spacing
+    (``data.spacing`` resolved), axis order, strides (``auto`` planned for that spacing and the patch) and the
+    patch in voxels and mm; ``{}`` when no image is readable."""
+    from medal.config import config_to_dict
+
+    from .resample import planning_spacing, resolve_spacing
+
+    try:
+        spacing = resolve_spacing(cfg.data, ds)
+        planned = cfg.model.planned(planning_spacing(cfg.data, ds, spacing), patch=cfg.training.patch_size)
+    except DatasetError:
+        return {}
+    setting = cfg.data.spacing if isinstance(cfg.data.spacing, str) or cfg.data.spacing is None \
+        else list(cfg.data.spacing)
+    patch = [int(v) for v in cfg.training.patch_size]
+    return {"spacing": list(spacing) if spacing is not None else None, "spacing_setting": setting,
+            "orientation": cfg.data.orientation, "strides": config_to_dict(planned)["strides"],
+            "strides_auto": cfg.model.strides == "auto", "patch_size": patch,
+            "patch_mm": [round(p * v, 3) for p, v in zip(patch, spacing)] if spacing is not None else None}
+
+
 def _anisotropy_note(ds, report, cfg) -> None:
     """A note when the median spacing (along the network's axes, ``cfg.data.orientation``) is anisotropic: the
     strides ``model.strides: auto`` plans for it by nnU-Net's rule (:func:`medal.model.plan.suggest_strides`), or
@@ -90,6 +112,7 @@ class DatasetReport:
     problems: list[str] = field(default_factory=list)
     channel_names: dict[int, str] = field(default_factory=dict)  # dataset.json channel_names / modality
     notes: list[str] = field(default_factory=list)  # about the whole dataset, not failing
+    plan: dict = field(default_factory=dict)  # the network a run with the config would build (_network_plan)
 
     @property
     def ok(self) -> bool:
@@ -167,6 +190,17 @@ class DatasetReport:
                             if v != UNLABELED and float(v).is_integer()})
             lines.append("  labels: no names (no dataset.json 'labels'); label values found in the label files: "
                          + ", ".join(map(str, found)) + " (each a class; name them in dataset.json)")
+        if self.plan:
+            pl = self.plan
+            grid = (" x ".join(f"{v:g}" for v in pl["spacing"]) + " mm voxels" if pl["spacing"] is not None
+                    else "each case's own voxels")
+            patch = " x ".join(map(str, pl["patch_size"])) + " voxels" + (
+                " (" + " x ".join(f"{v:g}" for v in pl["patch_mm"]) + " mm)" if pl.get("patch_mm") else "")
+            lines.append(f"  network: {grid} (data.spacing: {pl['spacing_setting']}), "
+                         f"{pl['orientation'] or 'storage-order'} axes, strides {pl['strides']} "
+                         f"({'planned: model.strides auto' if pl['strides_auto'] else 'model.strides'}), "
+                         f"patch {patch}" + ("; the default config (--config names yours)"
+                                             if pl.get("config") == "defaults" else ""))
         for n in self.notes:
             lines.append(f"  NOTE: {n}")
         for p in self.problems:
@@ -252,6 +286,9 @@ def check_dataset(root, *, labels_dir=None, progress=None, config=None) -> Datas
                            channel_names=dict(ds.channel_names))
     for p in ds.orphan_labels:
         report.problems.append(f"{ds.relative(p)}: label file has no matching image")
+    report.plan = _network_plan(ds, cfg)
+    if report.plan:
+        report.plan["config"] = "given" if config is not None else "defaults"
     _anisotropy_note(ds, report, cfg)
     padding = patch_padding_note(cfg, ds)
     if padding:

@@ -195,7 +195,9 @@ def test_anisotropic_data_gets_nnunets_strides_suggested(tmp_path):
         x = img.array[:, :, :3 * n].astype(np.float32).reshape(*img.shape[:2], n, 3).mean(axis=3)
         save_volume(Volume(x, aff), tmp_path / "imagesTr" / f"{c.case_id}_0000.nii.gz")
         save_volume(Volume(np.ascontiguousarray(lab.array[:, :, 1:3 * n:3]), aff), tmp_path / "labelsTr" / f"{c.case_id}.nii.gz")
-    notes = check_dataset(tmp_path).notes
+    report = check_dataset(tmp_path)
+    assert (report.plan["strides"], report.plan["patch_mm"]) == ([[2, 2, 1], 2, 2], [32.0, 48.0, 96.0])
+    notes = report.notes
     assert any("anisotropic voxels (median spacing (1.0, 1.0, 3.0) mm" in n
                and "model.strides: auto plans [[2, 2, 1], 2, 2]" in n for n in notes), notes
     # 11-12 slices deep: the default 32-deep patch is mostly padding, and a patch that fits the plan is named
@@ -204,7 +206,10 @@ def test_anisotropic_data_gets_nnunets_strides_suggested(tmp_path):
     # --config: the notes are about the config the run will use (its own strides, its patch)
     cfg = config_from_dict({"model": {"strides": [2, 2, 2]}, "training": {"patch_size": [32, 48, 16]},
                             "uncertainty": {"roi_size": [32, 48, 16]}})
-    notes = check_dataset(tmp_path, config=cfg).notes
+    report = check_dataset(tmp_path, config=cfg)
+    notes = report.notes
+    assert (report.plan["strides"], report.plan["strides_auto"], report.plan["config"]) == ([2, 2, 2], False, "given")
+    assert "strides [2, 2, 2] (model.strides), patch 32 x 48 x 16 voxels (32 x 48 x 48 mm)" in report.summary()
     assert any("the config's model.strides [2, 2, 2] differ from nnU-Net's plan for them, [[2, 2, 1], 2, 2]" in n
                for n in notes), notes
     assert not any("training.patch_size" in n for n in notes), notes
