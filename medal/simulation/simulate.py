@@ -608,6 +608,20 @@ def run_environment() -> dict:
             "numpy": np.__version__, "monai": monai_version, "cpu": cpu, "cores": os.cpu_count()}
 
 
+def planned_config(cfg: MedalConfig, dataset: Dataset) -> MedalConfig:
+    """``cfg`` with ``model.strides: auto`` planned once for the whole simulation, from the spacing its networks
+    train at (:meth:`~medal.config.ModelConfig.planned`; ``data.spacing`` resolved over ``dataset``): every row and
+    seed builds the same network, ``simulation.json`` records the strides used, and a simulation made when the
+    strides were given (the default was ``[2, 2, 2]`` before ``auto``) resumes or merges under ``auto`` wherever
+    ``auto`` plans the same."""
+    if cfg.model.strides != "auto":
+        return cfg
+    from medal.data.resample import planning_spacing, resolve_spacing
+
+    spacing = planning_spacing(cfg.data, dataset, resolve_spacing(cfg.data, dataset))
+    return dataclasses.replace(cfg, model=cfg.model.planned(spacing, patch=cfg.training.patch_size))
+
+
 #: config keys a resumed simulation may change: more rounds, seeds or rows, other parallelism
 RESUMABLE_KEYS = ("simulation.rounds", "simulation.seeds", "simulation.strategies", "simulation.workers")
 
@@ -648,6 +662,7 @@ def simulate(dataset: Dataset, out_dir, cfg: MedalConfig, *, progress: bool = Tr
                               "(or resume it: --resume)")
     if resume and not meta_path.is_file():
         raise ValueError(f"{meta_path}: no simulation to resume here")
+    cfg = planned_config(cfg, dataset)
     sim = cfg.simulation
     workers = max(1, workers if workers is not None else sim.workers)
     pool, test = split_cases(dataset, sim)

@@ -456,8 +456,15 @@ def test_an_interrupted_simulation_resumed_with_more_rounds_writes_what_an_unint
     other = {**cfg, "selection": {"budget_s": 90.0, "reserve": 2.0}}
     with pytest.raises(ValueError, match="selection.budget_s"):
         simulate(ds, tmp_path / "cut", config_from_dict(other), log=None, workers=1, resume=True)
-    got = read_results(simulate(ds, tmp_path / "cut", config_from_dict(cfg), log=None, workers=1, resume=True))
-    assert json.loads((tmp_path / "cut" / "simulation.json").read_text())["resumed"] == 1
+    given = {**cfg, "model": {**cfg["model"], "strides": [[2, 2, 1]]}}
+    with pytest.raises(ValueError, match="model.strides"):
+        simulate(ds, tmp_path / "cut", config_from_dict(given), log=None, workers=1, resume=True)
+    # resumed under model.strides: auto, which plans the strides the interrupted run was given ([2] for the
+    # sample's 1 mm voxels): the same simulation goes on (what a run started before `auto` was the default meets)
+    auto = {**cfg, "model": {**cfg["model"], "strides": "auto"}}
+    got = read_results(simulate(ds, tmp_path / "cut", config_from_dict(auto), log=None, workers=1, resume=True))
+    meta = json.loads((tmp_path / "cut" / "simulation.json").read_text())
+    assert meta["resumed"] == 1 and meta["config"]["model"]["strides"] == [2]
     assert "resumed 1 time" in (write_report(tmp_path / "cut" / "results.csv")).read_text()
     assert len(got) == len(ref) == 3 and ref[0]["seconds"] > 0
     # a round trained before the interruption keeps the training seconds measured then (not the ~0 s of
