@@ -16,7 +16,8 @@ from medal.data import UNLABELED, load_dataset, load_volume, sample_dataset, sav
 from medal.loop import ingest, labels_dir, round_dir, run_round
 
 TINY = {
-    "model": {"channels": [8, 16], "strides": [2], "head_channels": 8},
+    # strides planned by the loop (model.strides: auto, the default): [2] for the sample's 1 mm voxels
+    "model": {"channels": [8, 16], "strides": "auto", "head_channels": 8},
     "training": {"patch_size": [32, 48, 32], "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 3,
                  "val_fraction": 0.0},
     "uncertainty": {"mc_samples": 3},
@@ -46,6 +47,7 @@ def test_round_writes_manifest_and_resumes_without_redoing_steps(tmp_path):
         assert key in m
     assert m["budget"]["predicted_s"] <= m["budget"]["budget_s"] == 120.0
     assert len(m["checkpoint"]["sha256"]) == 64 and m["inputs"]["pool"] == POOL
+    assert m["checkpoint"]["strides"] == [2] and m["config"]["model"]["strides"] == "auto"  # planned, as asked
     assert json.loads((res.round_dir / "manifest.json").read_text()) == m
     # staged run: stop after training, then resume; the resumed run must not retrain
     _seed_labels(tmp_path / "b")
