@@ -36,7 +36,7 @@ def test_dataset_check_clean_json(capsys):
     # what a run with the defaults would build: 1 mm grid, RAS, strides planned for isotropic voxels
     assert report["plan"] == {"spacing": [1.0, 1.0, 1.0], "spacing_setting": "median", "orientation": "RAS",
                               "strides": [2, 2, 2], "strides_auto": True, "patch_size": [32, 48, 32],
-                              "patch_mm": [32.0, 48.0, 32.0], "config": "defaults"}
+                              "patch_mm": [32.0, 48.0, 32.0], "median_case": [36, 50, 35], "config": "defaults"}
 
 
 def test_dataset_check_with_a_config_notes_its_patch_and_refuses_a_bad_one(tmp_path, capsys):
@@ -47,7 +47,8 @@ def test_dataset_check_with_a_config_notes_its_patch_and_refuses_a_bad_one(tmp_p
     assert main(["dataset", "check", str(sample_dataset()), "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert ("  network: 1 x 1 x 1 mm voxels (data.spacing: median), RAS axes, strides [2, 2, 2] (planned: "
-            "model.strides auto), patch 32 x 48 x 64 voxels (32 x 48 x 64 mm)\n") in out
+            "model.strides auto), patch 32 x 48 x 64 voxels (32 x 48 x 64 mm), 85% of the median case (36 x 50 x 35 "
+            "voxels)\n") in out
     assert "training.patch_size [32, 48, 64] is larger than the median case" in out and "along axis 2" in out
     cfg.write_text("training:\n  patch_sise: [32, 48, 64]\n")
     out = subprocess.run([*MEDAL, "dataset", "check", str(sample_dataset()), "--config", str(cfg)],

@@ -58,20 +58,22 @@ def _network_plan(ds, cfg) -> dict:
     patch in voxels and mm; ``{}`` when no image is readable."""
     from medal.config import config_to_dict
 
-    from .resample import planning_spacing, resolve_spacing
+    from .resample import median_network_shape, planning_spacing, resolve_spacing
 
     try:
         spacing = resolve_spacing(cfg.data, ds)
         planned = cfg.model.planned(planning_spacing(cfg.data, ds, spacing), patch=cfg.training.patch_size)
     except DatasetError:
         return {}
+    median = median_network_shape(cfg.data, ds)
     setting = cfg.data.spacing if isinstance(cfg.data.spacing, str) or cfg.data.spacing is None \
         else list(cfg.data.spacing)
     patch = [int(v) for v in cfg.training.patch_size]
     return {"spacing": list(spacing) if spacing is not None else None, "spacing_setting": setting,
             "orientation": cfg.data.orientation, "strides": config_to_dict(planned)["strides"],
             "strides_auto": cfg.model.strides == "auto", "patch_size": patch,
-            "patch_mm": [round(p * v, 3) for p, v in zip(patch, spacing)] if spacing is not None else None}
+            "patch_mm": [round(p * v, 3) for p, v in zip(patch, spacing)] if spacing is not None else None,
+            "median_case": [int(round(v)) for v in median] if median is not None else None}
 
 
 def _anisotropy_note(ds, report, cfg) -> None:
@@ -196,11 +198,16 @@ class DatasetReport:
                     else "each case's own voxels")
             patch = " x ".join(map(str, pl["patch_size"])) + " voxels" + (
                 " (" + " x ".join(f"{v:g}" for v in pl["patch_mm"]) + " mm)" if pl.get("patch_mm") else "")
+            share = ""
+            if pl.get("median_case"):
+                frac = float(np.prod([min(p, m) / max(m, 1) for p, m in zip(pl["patch_size"], pl["median_case"])]))
+                share = (f", {100 * frac:.0f}% of the median case (" + " x ".join(map(str, pl["median_case"]))
+                         + " voxels)")
             lines.append(f"  network: {grid} (data.spacing: {pl['spacing_setting']}), "
                          f"{pl['orientation'] or 'storage-order'} axes, strides {pl['strides']} "
                          f"({'planned: model.strides auto' if pl['strides_auto'] else 'model.strides'}), "
-                         f"patch {patch}" + ("; the default config (--config names yours)"
-                                             if pl.get("config") == "defaults" else ""))
+                         f"patch {patch}{share}" + ("; the default config (--config names yours)"
+                                                    if pl.get("config") == "defaults" else ""))
         for n in self.notes:
             lines.append(f"  NOTE: {n}")
         for p in self.problems:

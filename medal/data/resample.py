@@ -35,9 +35,10 @@ from .errors import DatasetError
 from .io import volume_affine
 
 __all__ = ["MIXED_RATIO", "PATCH_RATIO", "SPACING_TOLERANCE", "NetworkGrid", "checkpoint_orientation",
-           "checkpoint_spacing", "median_spacing", "mixed_orientation_note", "mixed_spacing_note", "network_grid",
-           "network_shape", "orientation_transform", "patch_padding_note", "planning_spacing", "resolve_spacing",
-           "storage_orders", "to_case_grid", "to_network_grid", "training_orientation", "training_spacing"]
+           "checkpoint_spacing", "median_network_shape", "median_spacing", "mixed_orientation_note",
+           "mixed_spacing_note", "network_grid", "network_shape", "orientation_transform", "patch_padding_note",
+           "planning_spacing", "resolve_spacing", "storage_orders", "to_case_grid", "to_network_grid",
+           "training_orientation", "training_spacing"]
 
 #: relative difference in every axis below which a case is not resampled
 SPACING_TOLERANCE = 0.02
@@ -125,19 +126,17 @@ def mixed_spacing_note(data_cfg, dataset) -> str | None:
 PATCH_RATIO = 1.5
 
 
-def patch_padding_note(cfg, dataset) -> str | None:
-    """A one-line NOTE when ``training.patch_size`` is more than :data:`PATCH_RATIO` times the median case along an
-    axis of the network's grid (the cases at ``data.spacing``, in ``data.orientation``'s axis order; headers only):
-    every patch is then mostly padding along it, and a patch cut to the case costs less for the same Dice
-    (``benchmarks/anisotropic_strides.py``: 3 mm slices, 10-15 deep, a 32-deep patch against a 16-deep one: Dice 0.8417
-    vs 0.8409, 1.6x the time). nnU-Net clips its patch to the median shape for the same reason. ``None`` otherwise."""
+def median_network_shape(data_cfg, dataset) -> tuple[float, float, float] | None:
+    """The median case's extent in voxels of the network's grid (each case's header shape scaled from its spacing to
+    ``data.spacing`` resolved, in ``data.orientation``'s axis order; headers only), or ``None`` when no case is a
+    readable volume."""
     from .io import volume_shape
 
     try:
-        target = resolve_spacing(cfg.data, dataset)
+        target = resolve_spacing(data_cfg, dataset)
     except DatasetError:
         return None
-    orientation = getattr(cfg.data, "orientation", None)
+    orientation = getattr(data_cfg, "orientation", None)
     extents = []
     for case in dataset.cases:
         try:
@@ -154,11 +153,23 @@ def patch_padding_note(cfg, dataset) -> str | None:
         extents.append([n * s / t for n, s, t in zip(shape, sp, target if target is not None else sp)])
     if not extents:
         return None
-    median = np.median(np.asarray(extents), axis=0)
+    return tuple(float(v) for v in np.median(np.asarray(extents), axis=0))
+
+
+def patch_padding_note(cfg, dataset) -> str | None:
+    """A one-line NOTE when ``training.patch_size`` is more than :data:`PATCH_RATIO` times the median case along an
+    axis of the network's grid (:func:`median_network_shape`): every patch is then mostly padding along it, and a
+    patch cut to the case costs less for the same Dice (``benchmarks/anisotropic_strides.py``: 3 mm slices, 10-15
+    deep, a 32-deep patch against a 16-deep one: Dice 0.8417 vs 0.8409, 1.6x the time). nnU-Net clips its patch to
+    the median shape for the same reason. ``None`` otherwise."""
+    median = median_network_shape(cfg.data, dataset)
+    if median is None:
+        return None
     patch = [int(v) for v in cfg.training.patch_size]
     over = [a for a in range(3) if patch[a] > PATCH_RATIO * median[a]]
     if not over:
         return None
+    target = resolve_spacing(cfg.data, dataset)
     div = cfg.model.planned(planning_spacing(cfg.data, dataset, target), patch=patch).divisors
     fit = [int(np.ceil(median[a] / div[a]) * div[a]) if a in over else patch[a] for a in range(3)]
     return (f"NOTE: training.patch_size {patch} is larger than the median case on the network's grid "
