@@ -65,7 +65,7 @@ def _network_plan(ds, cfg) -> dict:
         planned = cfg.model.planned(planning_spacing(cfg.data, ds, spacing), patch=cfg.training.patch_size)
     except DatasetError:
         return {}
-    median = median_network_shape(cfg.data, ds)
+    median = median_network_shape(cfg.data, ds, spacing)
     setting = cfg.data.spacing if isinstance(cfg.data.spacing, str) or cfg.data.spacing is None \
         else list(cfg.data.spacing)
     patch = [int(v) for v in cfg.training.patch_size]

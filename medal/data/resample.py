@@ -126,16 +126,17 @@ def mixed_spacing_note(data_cfg, dataset) -> str | None:
 PATCH_RATIO = 1.5
 
 
-def median_network_shape(data_cfg, dataset) -> tuple[float, float, float] | None:
+def median_network_shape(data_cfg, dataset, target="resolve") -> tuple[float, float, float] | None:
     """The median case's extent in voxels of the network's grid (each case's header shape scaled from its spacing to
-    ``data.spacing`` resolved, in ``data.orientation``'s axis order; headers only), or ``None`` when no case is a
-    readable volume."""
+    ``target``, by default ``data.spacing`` resolved (pass it when resolved already: a pass over every header), in
+    ``data.orientation``'s axis order; headers only), or ``None`` when no case is a readable volume."""
     from .io import volume_shape
 
-    try:
-        target = resolve_spacing(data_cfg, dataset)
-    except DatasetError:
-        return None
+    if isinstance(target, str):
+        try:
+            target = resolve_spacing(data_cfg, dataset)
+        except DatasetError:
+            return None
     orientation = getattr(data_cfg, "orientation", None)
     extents = []
     for case in dataset.cases:
@@ -162,14 +163,17 @@ def patch_padding_note(cfg, dataset) -> str | None:
     patch cut to the case costs less for the same Dice (``benchmarks/anisotropic_strides.py``: 3 mm slices, 10-15
     deep, a 32-deep patch against a 16-deep one: Dice 0.8417 vs 0.8409, 1.6x the time). nnU-Net clips its patch to
     the median shape for the same reason. ``None`` otherwise."""
-    median = median_network_shape(cfg.data, dataset)
+    try:
+        target = resolve_spacing(cfg.data, dataset)
+    except DatasetError:
+        return None
+    median = median_network_shape(cfg.data, dataset, target)
     if median is None:
         return None
     patch = [int(v) for v in cfg.training.patch_size]
     over = [a for a in range(3) if patch[a] > PATCH_RATIO * median[a]]
     if not over:
         return None
-    target = resolve_spacing(cfg.data, dataset)
     div = cfg.model.planned(planning_spacing(cfg.data, dataset, target), patch=patch).divisors
     fit = [int(np.ceil(median[a] / div[a]) * div[a]) if a in over else patch[a] for a in range(3)]
     return (f"NOTE: training.patch_size {patch} is larger than the median case on the network's grid "
